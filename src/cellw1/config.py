@@ -1,0 +1,154 @@
+"""The solver's configuration: one frozen dataclass with the paper's defaults written in it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .errors import ConfigError
+from .lipschitz import ORTHONORMALIZATIONS
+
+StepSizeLearner = Literal["minibatch_ot", "gan"]
+STEP_SIZE_LEARNERS: tuple[str, ...] = ("minibatch_ot", "gan")
+
+
+@dataclass(frozen=True)
+class W1Config:
+    """Hyper-parameters of the two-phase W1 solver (Chen et al., Methods 4.2).
+
+    Phase 1 learns the 1-Lipschitz Kantorovich potential ``f`` by maximising
+    ``E_source f - E_target f`` (eq. 13). Phase 2 learns the non-negative step size
+    ``eta(x)`` so that ``T(x) = x - eta(x) grad f(x) / |grad f(x)|`` (eq. 5) lands on the target.
+
+    Attributes
+    ----------
+    hidden
+        Hidden widths of the potential; paper: ``(64, 64, 64, 64)``.
+    group_size
+        Units per GroupSort group (not the number of groups); paper: 4.
+    orthonormalization
+        ``"cayley"`` (paper) or ``"bjorck"``.
+    bjorck_order, bjorck_iters
+        Taylor order and iterations of Björck orthonormalisation.
+    potential_iters
+        Phase-1 optimisation steps; paper: 10,000.
+    potential_lr, potential_lr_min, potential_betas
+        Adam with cosine annealing from ``potential_lr`` to ``potential_lr_min``;
+        paper: 1e-2 -> 1e-4, betas (0.5, 0.5).
+    batch_size
+        Cells per side in each minibatch; paper: 256.
+    step_size_learner
+        ``"minibatch_ot"`` (default; regression on exact minibatch OT pairings under the cost
+        ``|x - y|^ot_exponent``, see :mod:`cellw1.stepsize`) or ``"gan"`` (the paper's
+        adversarial learner, eqs. 15-16).
+    step_hidden, discriminator_hidden
+        Hidden widths of the step-size network and the GAN discriminator; paper: ``(64,)*4``.
+    step_iters, step_lr, step_betas
+        Phase-2 Adam steps, learning rate and betas. The paper's GAN uses 10,000 steps at 1e-4
+        (Adam's default betas); :meth:`paper` sets exactly that.
+    ot_exponent
+        ``p`` of the pairing cost ``|x - y|^p``; as ``p -> 1`` the optimal maps converge to the
+        monotone W1 map (Caffarelli, Feldman & McCann 2002). Must be > 1.
+    ot_batch_size
+        Cells per side of each exact pairing (larger: less minibatch bias, more seconds).
+    ot_passes
+        Passes over the training source cells, each pairing every cell once; the regression
+        target of a cell is the mean of its projected displacements over the passes.
+    val_fraction
+        Share of each side held out to select the best potential and step size.
+    eval_every
+        Steps between two validation evaluations.
+    device
+        ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... or ``"auto"`` (CUDA when present).
+    """
+
+    hidden: tuple[int, ...] = (64, 64, 64, 64)
+    group_size: int = 4
+    orthonormalization: Literal["cayley", "bjorck"] = "cayley"
+    bjorck_order: int = 1
+    bjorck_iters: int = 20
+    potential_iters: int = 10_000
+    potential_lr: float = 1e-2
+    potential_lr_min: float = 1e-4
+    potential_betas: tuple[float, float] = (0.5, 0.5)
+    batch_size: int = 256
+    step_size_learner: StepSizeLearner = "minibatch_ot"
+    step_hidden: tuple[int, ...] = (64, 64, 64, 64)
+    discriminator_hidden: tuple[int, ...] = (64, 64, 64, 64)
+    step_iters: int = 2_000
+    step_lr: float = 1e-3
+    step_betas: tuple[float, float] = (0.9, 0.999)
+    ot_exponent: float = 1.1
+    ot_batch_size: int = 256
+    ot_passes: int = 4
+    val_fraction: float = 0.1
+    eval_every: int = 100
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "step_hidden", tuple(int(h) for h in self.step_hidden))
+        object.__setattr__(self, "discriminator_hidden", tuple(int(h) for h in self.discriminator_hidden))
+        object.__setattr__(self, "potential_betas", tuple(float(b) for b in self.potential_betas))
+        object.__setattr__(self, "step_betas", tuple(float(b) for b in self.step_betas))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`~cellw1.errors.ConfigError` naming the first invalid field."""
+        if self.orthonormalization not in ORTHONORMALIZATIONS:
+            raise ConfigError(
+                f"unknown orthonormalization {self.orthonormalization!r}; use one of {ORTHONORMALIZATIONS}."
+            )
+        if self.step_size_learner not in STEP_SIZE_LEARNERS:
+            raise ConfigError(
+                f"unknown step_size_learner {self.step_size_learner!r}; use one of {STEP_SIZE_LEARNERS}."
+            )
+        if not isinstance(self.group_size, int) or self.group_size < 2:
+            raise ConfigError(f"group_size={self.group_size!r} must be an integer >= 2 (1 is the identity).")
+        for width in self.hidden:
+            if width < 1 or width % self.group_size:
+                raise ConfigError(
+                    f"group_size {self.group_size} does not divide hidden width {width}; "
+                    f"use widths that are multiples of {self.group_size}."
+                )
+        for name in ("potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.")
+        if not 0.0 <= self.val_fraction < 0.5:
+            raise ConfigError(f"val_fraction={self.val_fraction!r} must lie in [0, 0.5).")
+        if self.ot_exponent <= 1.0:
+            raise ConfigError(
+                f"ot_exponent={self.ot_exponent!r} must be > 1 (a strictly convex cost); 1.1 is the default."
+            )
+        if self.potential_lr <= 0 or self.step_lr <= 0 or self.potential_lr_min < 0:
+            raise ConfigError("learning rates must be positive.")
+
+    @classmethod
+    def paper(cls, **changes: Any) -> W1Config:
+        """The paper's full schedule, for faithful reproduction (Methods 4.2).
+
+        Potential: 10,000 Adam steps, lr 1e-2 -> 1e-4 (cosine), betas (0.5, 0.5), batch 256.
+        Step size: the adversarial learner, 10,000 Adam steps at lr 1e-4.
+        """
+        base = dict(step_size_learner="gan", step_iters=10_000, step_lr=1e-4, step_betas=(0.9, 0.999))
+        base.update(changes)
+        return cls(**base)
+
+    def replace(self, **changes: Any) -> W1Config:
+        """A copy with some fields changed (the config itself is frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary of every field."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> W1Config:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer file format)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"unknown W1Config fields {sorted(unknown)}; the file may come from a newer cellw1.")
+        return cls(**data)
