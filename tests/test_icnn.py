@@ -11,7 +11,7 @@ from cellw1.icnn import ICNN, W2Config, W2Map, f_step, fit_w2, g_step
 
 SHIFT = np.array([3.0, 0.0])
 #: short but converged schedule for the 2-D translation (the paper: 100,000 x 10 at lr 1e-4)
-TRANSLATION = W2Config(n_iters=600, n_inner=3, lr=1e-3, eval_every=100)
+TRANSLATION = W2Config(n_iters=800, n_inner=3, lr=5e-4, eval_every=100, val_fraction=0.25)
 
 
 def midpoint_gaps(net: ICNN, dim: int, n: int = 4000, seed: int = 0) -> torch.Tensor:
@@ -30,8 +30,8 @@ def midpoint_gaps(net: ICNN, dim: int, n: int = 4000, seed: int = 0) -> torch.Te
 @pytest.fixture(scope="module")
 def translation() -> tuple[W2Map, np.ndarray]:
     rng = np.random.default_rng(0)
-    source = rng.normal(size=(800, 2)).astype(np.float32)
-    target = (rng.normal(size=(900, 2)) + SHIFT).astype(np.float32)
+    source = rng.normal(size=(1000, 2)).astype(np.float32)
+    target = (rng.normal(size=(1100, 2)) + SHIFT).astype(np.float32)
     return fit_w2(source, target, TRANSLATION, seed=0), source
 
 
@@ -53,7 +53,7 @@ def test_midpoint_check_detects_negative_z_weights() -> None:
     with torch.no_grad():
         for w in net.z_weights:
             w.neg_()
-    assert float(net.negative_weight_penalty()) > 0
+    assert float(net.negative_weight_penalty().detach()) > 0
     assert float(midpoint_gaps(net, 5).max()) > 1e-3
     net.clamp_()
     assert net.min_weight() == 0.0 and float(midpoint_gaps(net, 5).max()) <= 1e-10
@@ -72,7 +72,7 @@ def test_networks_stay_convex_while_training() -> None:
         for _ in range(2):
             g_step(f, g, g_opt, x, penalty=1.0)
         f_step(f, g, f_opt, x, y)
-    assert any(float((w - w0).abs().max()) > 1e-2 for w, w0 in zip(f.z_weights, f0))
+    assert any(float((w.detach() - w0).abs().max()) > 1e-2 for w, w0 in zip(f.z_weights, f0))
     assert f.min_weight() >= 0.0
     assert float(midpoint_gaps(f, dim).max()) <= 1e-10
     assert float(midpoint_gaps(g.clamp_(), dim).max()) <= 1e-10
@@ -87,10 +87,21 @@ def test_translation_is_recovered(translation: tuple[W2Map, np.ndarray]) -> None
     assert isinstance(moved, np.ndarray) and moved.shape == (500, 2)
     error = np.linalg.norm(moved - (x + SHIFT), axis=1)
     assert error.mean() < 0.3, error.mean()
-    assert np.linalg.norm((moved - x).mean(0) - SHIFT) < 0.2
-    assert tmap.info["iterations"] == 600 and tmap.info["seconds"] > 0
-    assert 0 < tmap.info["best_step"] <= 600 and tmap.info["val_energy"] < 0.1
+    assert np.linalg.norm((moved - x).mean(0) - SHIFT) < 0.25
+    assert tmap.info["iterations"] == 800 and tmap.info["seconds"] > 0
+    assert 0 < tmap.info["best_step"] <= 800 and tmap.info["val_energy"] < 0.1
     assert tmap.f.min_weight() >= 0.0
+
+
+def test_dilation_is_recovered() -> None:
+    """N(0, I) -> N(0, 4 I): the Brenier map is x -> 2 x (identity errs by |x|, 1.25 on average)."""
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(1000, 2)).astype(np.float32)
+    target = (2.0 * rng.normal(size=(1100, 2))).astype(np.float32)
+    tmap = fit_w2(source, target, TRANSLATION, seed=0)
+    x = np.random.default_rng(1).normal(size=(500, 2)).astype(np.float32)
+    error = np.linalg.norm(tmap.transport(x) - 2.0 * x, axis=1)
+    assert error.mean() < 0.5, error.mean()
 
 
 def test_save_load_roundtrip(translation: tuple[W2Map, np.ndarray], tmp_path) -> None:

@@ -22,11 +22,27 @@ from .potential import fit_potential, potential_step  # noqa: E402
 from .solver import fit_map  # noqa: E402
 from .stepsize import StepSize, fit_step_size  # noqa: E402
 from .transport import TransportMap  # noqa: E402
+from .icnn import W2Config, W2Map, fit_w2  # noqa: E402
+from .embedding import EmbeddingConfig  # noqa: E402
+from .model import ModelCollection, PerturbationModel, load  # noqa: E402
+from .api import fit, fit_all  # noqa: E402
+from .evaluation import EvaluationResult, evaluate  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CellW1Error",
+    "EmbeddingConfig",
+    "EvaluationResult",
+    "ModelCollection",
+    "PerturbationModel",
+    "W2Config",
+    "W2Map",
+    "evaluate",
+    "fit",
+    "fit_all",
+    "fit_w2",
+    "load",
     "ConfigError",
     "GroupSort",
     "InputError",

@@ -23,9 +23,9 @@ Convexity. An :class:`ICNN` is convex in its input when the weights acting on th
 "z-path" are non-negative. As in OT-ICNN and CellOT, ``f`` is projected (negative z-weights
 clamped to 0) after every step, so it is convex at all times; ``g`` is only pushed towards
 convexity by the soft penalty ``penalty * sum relu(-W)^2`` added to its loss (CellOT's
-``fnorm_penalty``, weight 1), because the clamp would stall the inner problem whose solution,
-``f*``, the network need not represent exactly. ``info["g_min_weight"]`` reports the most
-negative z-weight of the fitted ``g`` (0 or tiny in practice).
+``fnorm_penalty``, weight 1), so the inner problem stays a plain unconstrained descent. The
+fitted ``g`` may thus be slightly non-convex: ``info["g_min_weight"]`` reports its most
+negative z-weight (about -0.01 to -0.05 on the 2-D test problems); ``g.clamp_()`` projects it.
 """
 
 from __future__ import annotations
@@ -131,9 +131,9 @@ class W2Config:
     def benchmark(cls, **changes: Any) -> W2Config:
         """A shorter schedule for benchmarks: 5,000 outer steps (paper: 100,000), rest as the paper.
 
-        At ``d = 50`` and batch 256 an outer step (10 inner steps) costs roughly 0.1 s on one
-        CPU thread, so this preset is minutes rather than hours; the paper's schedule is
-        ``W2Config()``.
+        At ``d = 50`` and batch 256 an outer step (10 inner steps) costs about 40 ms on one CPU
+        thread (an inner ``g`` step ~3.3 ms, the ``f`` step ~2.7 ms), so this preset takes a few
+        minutes where the paper's schedule, ``W2Config()``, takes over an hour.
         """
         base: dict[str, Any] = dict(n_iters=5_000, eval_every=250)
         base.update(changes)

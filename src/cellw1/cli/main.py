@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from .. import __version__
 from ..errors import CellW1Error, ModelFileError
 
-VERBS: list[str] = ["demo"]
+VERBS: list[str] = ["demo", "fit", "predict", "evaluate"]
 
 EXIT_OK = 0
 EXIT_INPUT = 2

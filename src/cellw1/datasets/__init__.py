@@ -1,7 +1,9 @@
-"""Synthetic data sets: the paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`)."""
+"""Synthetic data sets: the paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`)
+and a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synthetic`)."""
 
 from __future__ import annotations
 
+from .synthetic import synthetic_perturbation
 from .toys import (
     TOYS,
     Toy,
@@ -26,4 +28,5 @@ __all__ = [
     "load_toy",
     "moons",
     "swiss_roll",
+    "synthetic_perturbation",
 ]

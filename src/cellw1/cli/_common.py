@@ -1,0 +1,79 @@
+"""Helpers shared by the CLI verbs: reading and writing h5ad files with one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..config import STEP_SIZE_LEARNERS, W1Config
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+
+def read_h5ad(path: Path) -> ad.AnnData:
+    """Read an ``.h5ad`` file; a missing or unreadable file is an InputError."""
+    import anndata
+
+    if not path.is_file():
+        raise InputError(f"{str(path)!r} does not exist; give the path of an .h5ad file.")
+    try:
+        return anndata.read_h5ad(path)
+    except Exception as exc:  # h5py / anndata raise many types for a bad file
+        raise InputError(f"{str(path)!r} could not be read as an .h5ad file ({type(exc).__name__}: {exc}).") from exc
+
+
+def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
+    """Write ``adata`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".h5ad", dir=path.parent)
+    os.close(fd)
+    try:
+        adata.write_h5ad(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the cells and their conditions are: shared by fit and evaluate."""
+    parser.add_argument("data", type=Path, help="an .h5ad file of cells x genes")
+    parser.add_argument("--condition-key", required=True, help="obs column holding each cell's condition")
+    parser.add_argument("--control", required=True, help="label of the control cells in that column")
+    parser.add_argument("--layer", default=None, help="read expression from this layer instead of X")
+    parser.add_argument("--obsm-key", default=None, help="fit on this obsm embedding instead of genes")
+    parser.add_argument(
+        "--space", choices=("genes", "pca", "autoencoder"), default="genes",
+        help="space the maps are fitted in (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--input-kind", choices=("auto", "counts", "log"), default="auto",
+        help="raw counts or log-normalised values (default: detected)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
+
+
+def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
+    """The W1 solver settings most worth changing from the command line."""
+    defaults = W1Config()
+    parser.add_argument("--potential-iters", type=int, default=None, help=f"phase-1 steps (default: {defaults.potential_iters})")
+    parser.add_argument("--step-iters", type=int, default=None, help=f"phase-2 steps (default: {defaults.step_iters})")
+    parser.add_argument(
+        "--learner", choices=STEP_SIZE_LEARNERS, default=None, help=f"step-size learner (default: {defaults.step_size_learner})"
+    )
+    parser.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or auto (default: {defaults.device})")
+
+
+def solver_config(args: argparse.Namespace) -> W1Config:
+    """A W1Config with the command-line overrides applied."""
+    changes = {
+        "potential_iters": args.potential_iters, "step_iters": args.step_iters,
+        "step_size_learner": args.learner, "device": args.device,
+    }
+    return W1Config(**{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,318 @@
+"""Fitted perturbation models at the AnnData edge: predict, save and load.
+
+A :class:`PerturbationModel` chains three fitted pieces, each from a numerical module:
+preprocessing (counts -> log-normalised expression, :mod:`cellw1.preprocessing`), an
+embedding (genes, PCA or autoencoder, :mod:`cellw1.embedding`) and a method (:mod:`cellw1.methods`,
+e.g. the W1 map) that moves control cells to perturbed cells in the embedding.
+
+A model directory holds ``model.safetensors``: every weight plus, in its header, the JSON
+description (genes, preprocessing, embedding, method, config, versions), written atomically
+and checksummed; ``model.json`` beside it is a readable copy of that description.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from ._io import atomic_write_bytes, load_tensors, save_tensors
+from .embedding import Embedding, load_embedding
+from .errors import InputError, ModelFileError
+from .methods import FittedMethod, load_method
+from .preprocessing import Preprocessor
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE = "model.safetensors"
+COLLECTION_FILE = "collection.json"
+FORMAT = "cellw1.PerturbationModel"
+COLLECTION_FORMAT = "cellw1.ModelCollection"
+FORMAT_VERSION = 1
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {"cellw1": __version__, "torch": torch.__version__, "numpy": np.__version__, "anndata": version("anndata")}
+
+
+def feature_matrix(adata: ad.AnnData, *, layer: str | None, obsm_key: str | None) -> tuple[Any, list[str]]:
+    """The matrix a model reads (``X``, a layer or an obsm embedding) and its feature names."""
+    if layer is not None and obsm_key is not None:
+        raise InputError("give either layer= or obsm_key=, not both.")
+    if obsm_key is not None:
+        if obsm_key not in adata.obsm:
+            raise InputError(f"obsm key {obsm_key!r} not found; available: {sorted(adata.obsm.keys()) or 'none'}.")
+        values = np.asarray(adata.obsm[obsm_key])
+        if values.ndim != 2:
+            raise InputError(f"obsm[{obsm_key!r}] must be 2-D (cells x features), got shape {values.shape}.")
+        return values, [f"{obsm_key}_{i}" for i in range(values.shape[1])]
+    if layer is not None:
+        if layer not in adata.layers:
+            raise InputError(f"layer {layer!r} not found; available: {sorted(adata.layers.keys()) or 'none (use X)'}.")
+        return adata.layers[layer], list(map(str, adata.var_names))
+    if adata.X is None:
+        raise InputError("the AnnData has no X; pass layer= or obsm_key= to choose the expression values.")
+    return adata.X, list(map(str, adata.var_names))
+
+
+class PerturbationModel:
+    """A fitted model predicting perturbed cells from control cells.
+
+    Create it with :func:`cellw1.fit`; use :meth:`predict`, :meth:`save` and :func:`cellw1.load`.
+
+    Attributes
+    ----------
+    features
+        Feature names (genes, or ``{obsm_key}_{i}``) the model reads and writes, in order.
+    condition_key, control, perturbation
+        Where the groups came from in the training AnnData.
+    info
+        Fit diagnostics (cells per group, seconds, preprocessing decision...).
+    """
+
+    def __init__(
+        self,
+        *,
+        features: list[str],
+        preprocessor: Preprocessor | None,
+        embedding: Embedding,
+        method: FittedMethod,
+        condition_key: str,
+        control: str,
+        perturbation: str,
+        layer: str | None = None,
+        obsm_key: str | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.features = list(features)
+        self.preprocessor = preprocessor
+        self.embedding = embedding
+        self.method = method
+        self.condition_key, self.control, self.perturbation = condition_key, control, perturbation
+        self.layer, self.obsm_key = layer, obsm_key
+        self.info: dict[str, Any] = dict(info or {})
+
+    def __repr__(self) -> str:
+        return (
+            f"PerturbationModel({self.control!r} -> {self.perturbation!r}, method={self.method.name!r}, "
+            f"space={self.embedding.kind!r}, {len(self.features)} features)"
+        )
+
+    # -- prediction ------------------------------------------------------------------------------
+    def preprocess(self, adata: ad.AnnData) -> np.ndarray:
+        """The model's input space for ``adata``: log-normalised expression of :attr:`features`
+        (aligned by gene name), or the obsm embedding; ``(n_cells, n_features)`` float32."""
+        if adata.n_obs == 0:
+            raise InputError("the AnnData has no cells; nothing to predict.")
+        matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
+        if self.obsm_key is not None:
+            if len(names) != len(self.features):
+                raise InputError(
+                    f"obsm[{self.obsm_key!r}] has {len(names)} columns but the model was fitted on {len(self.features)}."
+                )
+            values = np.asarray(matrix, dtype=np.float32)
+        else:
+            position = pd.Index(names)
+            if not position.is_unique:
+                raise InputError("var_names are not unique; call adata.var_names_make_unique() first.")
+            missing = [g for g in self.features if g not in position]
+            if missing:
+                raise InputError(
+                    f"{len(missing)} of the model's {len(self.features)} genes are missing from the data "
+                    f"(first: {missing[:5]}); predict on data measured on the same genes."
+                )
+            idx = position.get_indexer(self.features)
+            matrix = matrix[:, idx]
+            assert self.preprocessor is not None
+            values = self.preprocessor.transform(matrix)
+        if not np.isfinite(values).all():
+            raise InputError("the data contain NaN or inf; remove or impute those cells first.")
+        return values
+
+    def predict(self, adata: ad.AnnData) -> ad.AnnData:
+        """Predict the perturbed state of the cells in ``adata`` (never modified).
+
+        Returns
+        -------
+        anndata.AnnData
+            A new AnnData, one predicted cell per input cell: ``X`` holds the prediction in the
+            model's feature space (log-normalised expression of :attr:`features`, or the obsm
+            features); ``obs`` copies the input's obs and adds ``source_cell`` (input cell id),
+            ``perturbation`` and ``response`` (distance the cell moved in the fitted space).
+        """
+        import anndata as ad
+
+        x = self.preprocess(adata)
+        if self.condition_key in adata.obs:
+            labels = adata.obs[self.condition_key].astype(str)
+            others = int((labels != self.control).sum())
+            if others:
+                logger.warning(
+                    "%d of %d input cells are not labelled %r in obs[%r]; predicting them as if they were controls.",
+                    others, len(labels), self.control, self.condition_key,
+                )
+        z = self.embedding.encode(x)
+        predicted = self.embedding.decode(self.method.predict(z))
+        obs = adata.obs.copy()
+        obs["source_cell"] = np.asarray(adata.obs_names, dtype=str)
+        obs["perturbation"] = self.perturbation
+        obs["response"] = self.method.response(z)
+        out = ad.AnnData(X=np.asarray(predicted, dtype=np.float32), obs=obs, var=pd.DataFrame(index=self.features))
+        out.uns["cellw1"] = {
+            "method": self.method.name, "space": self.embedding.kind, "control": self.control,
+            "perturbation": self.perturbation, "values": "log1p-normalised" if self.preprocessor else self.obsm_key,
+        }
+        return out
+
+    # -- files -------------------------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        """JSON description of the model (everything but the weights)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "features": self.features,
+            "condition_key": self.condition_key,
+            "control": self.control,
+            "perturbation": self.perturbation,
+            "layer": self.layer,
+            "obsm_key": self.obsm_key,
+            "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
+            "embedding": self.embedding.header(),
+            "method": self.method.header(),
+            "info": self.info,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model to ``directory`` (created if needed); atomic, no pickle."""
+        directory = Path(directory)
+        tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
+        tensors.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
+        header = self.header()
+        save_tensors(directory / MODEL_FILE, tensors, header)
+        atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> PerturbationModel:
+        """Load a model written by :meth:`save`."""
+        directory = Path(directory)
+        if directory.is_dir() and not (directory / MODEL_FILE).exists():
+            raise ModelFileError(f"{str(directory)!r} has no {MODEL_FILE}; it is not a cellw1 model directory.")
+        tensors, header = load_tensors(directory / MODEL_FILE, kind="PerturbationModel")
+        if header.get("format") != FORMAT or int(header.get("format_version", -1)) > FORMAT_VERSION:
+            raise ModelFileError(f"{str(directory)!r} holds format {header.get('format')!r}; upgrade cellw1 to read it.")
+        try:
+            embedding = load_embedding(
+                {k[10:]: v for k, v in tensors.items() if k.startswith("embedding.")}, header["embedding"]
+            )
+            method = load_method({k[7:]: v for k, v in tensors.items() if k.startswith("method.")}, header["method"])
+            pre = header["preprocessing"]
+            return cls(
+                features=header["features"],
+                preprocessor=None if pre is None else Preprocessor.from_dict(pre),
+                embedding=embedding,
+                method=method,
+                condition_key=header["condition_key"],
+                control=header["control"],
+                perturbation=header["perturbation"],
+                layer=header.get("layer"),
+                obsm_key=header.get("obsm_key"),
+                info=header.get("info"),
+            )
+        except ModelFileError:
+            raise
+        except Exception as exc:  # a well-formed file whose content does not fit together
+            raise ModelFileError(f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it.") from exc
+
+
+def _folder_name(label: str, taken: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_.+-]", "_", label).strip(".") or "perturbation"
+    name, i = base, 1
+    while name.lower() in taken:
+        i += 1
+        name = f"{base}-{i}"
+    taken.add(name.lower())
+    return name
+
+
+class ModelCollection(Mapping[str, PerturbationModel]):
+    """Models of several perturbations against one control, saved as one directory.
+
+    A read-only mapping ``perturbation -> PerturbationModel``; :attr:`failures` names the
+    perturbations that could not be fitted and why.
+    """
+
+    def __init__(self, models: Mapping[str, PerturbationModel], failures: Mapping[str, str] | None = None) -> None:
+        self._models = dict(models)
+        self.failures: dict[str, str] = dict(failures or {})
+
+    def __getitem__(self, key: str) -> PerturbationModel:
+        try:
+            return self._models[key]
+        except KeyError:
+            raise KeyError(f"no model for {key!r}; available: {sorted(self._models)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def __repr__(self) -> str:
+        return f"ModelCollection({len(self)} models, {len(self.failures)} failures)"
+
+    def predict(self, adata: ad.AnnData) -> ad.AnnData:
+        """Predict every perturbation for the cells in ``adata``; results stacked in one AnnData."""
+        import anndata as ad
+
+        parts = [model.predict(adata) for model in self._models.values()]
+        out = ad.concat(parts, index_unique="-", keys=list(self._models), label="_prediction", merge="first")
+        return out
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """One sub-folder per model plus ``collection.json`` (written last, atomically)."""
+        directory = Path(directory)
+        taken: set[str] = set()
+        index = {}
+        for label, model in self._models.items():
+            folder = _folder_name(label, taken)
+            model.save(directory / folder)
+            index[label] = folder
+        body = {"format": COLLECTION_FORMAT, "format_version": FORMAT_VERSION, "models": index, "failures": self.failures}
+        atomic_write_bytes(directory / COLLECTION_FILE, json.dumps(body, indent=2, sort_keys=True).encode())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> ModelCollection:
+        directory = Path(directory)
+        try:
+            body = json.loads((directory / COLLECTION_FILE).read_text())
+            index = body["models"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelFileError(f"{str(directory / COLLECTION_FILE)!r} is missing or corrupted ({exc}).") from exc
+        return cls({label: PerturbationModel.load(directory / folder) for label, folder in index.items()}, body.get("failures"))
+
+
+def load(directory: str | os.PathLike) -> PerturbationModel | ModelCollection:
+    """Load a model directory written by :meth:`PerturbationModel.save` or :meth:`ModelCollection.save`."""
+    directory = Path(directory)
+    if not directory.exists():
+        raise ModelFileError(f"{str(directory)!r} does not exist; check the path.")
+    if (directory / COLLECTION_FILE).exists():
+        return ModelCollection.load(directory)
+    return PerturbationModel.load(directory)

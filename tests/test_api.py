@@ -1,0 +1,172 @@
+"""AnnData in and out: fit, fit_all, predict, save/load, and clear errors on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import cellw1
+from cellw1 import InputError, ModelFileError, W1Config
+from cellw1.methods import METHODS
+
+FAST = W1Config(potential_iters=150, step_iters=100, eval_every=50)
+
+
+def tiny_adata(n: int = 120, genes: int = 30, seed: int = 0, sparse: bool = True) -> ad.AnnData:
+    """Counts for a control group and two perturbations; 'up' raises genes 0-4 fourfold."""
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(2.0, 2.0, size=genes)
+    groups = np.repeat(["ctrl", "up", "none"], n)
+    rate = np.tile(base, (3 * n, 1))
+    rate[groups == "up", :5] *= 4.0
+    counts = rng.poisson(rate).astype(np.float32)
+    obs = pd.DataFrame(
+        {"condition": groups, "cell_type": rng.choice(["T", "B"], 3 * n)},
+        index=[f"cell{i}" for i in range(3 * n)],
+    )
+    var = pd.DataFrame(index=[f"gene{j}" for j in range(genes)])
+    return ad.AnnData(X=sp.csr_matrix(counts) if sparse else counts, obs=obs, var=var)
+
+
+@pytest.fixture(scope="module")
+def adata() -> ad.AnnData:
+    return tiny_adata()
+
+
+@pytest.fixture(scope="module")
+def w1_model(adata: ad.AnnData) -> cellw1.PerturbationModel:
+    return cellw1.fit(adata, "condition", "ctrl", "up", config=FAST, progress=False)
+
+
+def test_fit_and_predict_moves_control_towards_perturbation(adata: ad.AnnData, w1_model) -> None:
+    before = adata.copy()
+    control = adata[adata.obs["condition"] == "ctrl"]
+    pred = w1_model.predict(control)
+    assert pred.shape == (control.n_obs, adata.n_vars)
+    assert list(pred.var_names) == list(adata.var_names)
+    assert list(pred.obs["source_cell"]) == list(control.obs_names)
+    assert set(pred.obs["perturbation"]) == {"up"}
+    assert (pred.obs["response"] >= 0).all()
+    observed = w1_model.preprocess(adata[adata.obs["condition"] == "up"])
+    start = w1_model.preprocess(control)
+    # the up-regulated genes go up; every gene mean lands near the observed perturbed mean
+    # (normalisation lowers the other genes of the 'up' cells a little, and the map follows)
+    gain = pred.X[:, :5].mean(0) - start[:, :5].mean(0)
+    target_gain = observed[:, :5].mean(0) - start[:, :5].mean(0)
+    assert np.all(gain > 0.5 * target_gain)
+    error = np.linalg.norm(pred.X.mean(0) - observed.mean(0))
+    assert error < 0.3 * np.linalg.norm(start.mean(0) - observed.mean(0))
+    # the input AnnData is never modified
+    assert np.array_equal(adata.X.toarray(), before.X.toarray()) and adata.obs.equals(before.obs)
+
+
+def test_counts_are_detected_and_normalised_jointly(w1_model) -> None:
+    assert w1_model.info["input_kind"] == "counts"
+    assert "count" in w1_model.info["input_kind_reason"]
+    assert w1_model.preprocessor is not None and w1_model.preprocessor.target_sum > 0
+
+
+def test_save_load_gives_identical_predictions(adata: ad.AnnData, w1_model, tmp_path: Path) -> None:
+    w1_model.save(tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "model.json").exists()
+    loaded = cellw1.load(tmp_path / "model")
+    control = adata[adata.obs["condition"] == "ctrl"]
+    np.testing.assert_array_equal(loaded.predict(control).X, w1_model.predict(control).X)
+    assert loaded.features == w1_model.features and loaded.perturbation == "up"
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "w2"])
+@pytest.mark.parametrize("space", ["genes", "pca"])
+def test_every_method_and_space_has_one_signature(adata: ad.AnnData, method: str, space: str, tmp_path: Path) -> None:
+    model = cellw1.fit(adata, "condition", "ctrl", "up", method=method, space=space, config=FAST if method == "w1" else None,
+                       embedding_config=cellw1.EmbeddingConfig(n_components=10), progress=False)
+    control = adata[adata.obs["condition"] == "ctrl"][:40]
+    pred = model.predict(control)
+    assert pred.shape == (40, adata.n_vars) and np.isfinite(pred.X).all()
+    model.save(tmp_path / "m")
+    np.testing.assert_allclose(cellw1.load(tmp_path / "m").predict(control).X, pred.X, rtol=1e-5, atol=1e-5)
+    if method == "identity" and space == "genes":
+        np.testing.assert_allclose(pred.X, model.preprocess(control), atol=1e-6)
+
+
+def test_fit_all_and_collection_roundtrip(adata: ad.AnnData, tmp_path: Path) -> None:
+    collection = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", progress=False)
+    assert sorted(collection) == ["none", "up"] and not collection.failures
+    collection.save(tmp_path / "all")
+    loaded = cellw1.load(tmp_path / "all")
+    assert isinstance(loaded, cellw1.ModelCollection) and sorted(loaded) == ["none", "up"]
+    control = adata[adata.obs["condition"] == "ctrl"][:10]
+    both = loaded.predict(control)
+    assert both.n_obs == 20 and set(both.obs["perturbation"]) == {"none", "up"}
+
+
+def test_fit_all_reports_a_failing_perturbation_and_fits_the_rest(adata: ad.AnnData) -> None:
+    extra = tiny_adata(n=5, seed=1)
+    extra = extra[extra.obs["condition"] == "up"].copy()
+    extra.obs["condition"] = "rare"
+    small = ad.concat([adata, extra], index_unique="-")
+    collection = cellw1.fit_all(small, "condition", "ctrl", method="identity", progress=False)
+    assert "rare" in collection.failures and "at least" in collection.failures["rare"]
+    assert sorted(collection) == ["none", "up"]
+
+
+def test_log_normalised_layer_and_obsm(adata: ad.AnnData) -> None:
+    a = adata.copy()
+    a.layers["logcounts"] = np.log1p(a.X.toarray())
+    a.obsm["X_emb"] = np.random.default_rng(0).normal(size=(a.n_obs, 4)).astype(np.float32)
+    model = cellw1.fit(a, "condition", "ctrl", "up", layer="logcounts", method="scgen", progress=False)
+    assert model.info["input_kind"] == "log"
+    emb = cellw1.fit(a, "condition", "ctrl", "up", obsm_key="X_emb", method="scgen", progress=False)
+    pred = emb.predict(a[a.obs["condition"] == "ctrl"])
+    assert pred.n_vars == 4 and list(pred.var_names) == [f"X_emb_{i}" for i in range(4)]
+
+
+def test_bad_input_errors_name_the_fix(adata: ad.AnnData) -> None:
+    with pytest.raises(InputError, match="not a column of adata.obs; available"):
+        cellw1.fit(adata, "treatment", "ctrl", "up", progress=False)
+    with pytest.raises(InputError, match=r"control 'DMSO' is not a value.*available: .*ctrl \(120\)"):
+        cellw1.fit(adata, "condition", "DMSO", "up", progress=False)
+    with pytest.raises(InputError, match="perturbation 'down'"):
+        cellw1.fit(adata, "condition", "ctrl", "down", progress=False)
+    with pytest.raises(InputError, match="empty"):
+        cellw1.fit(adata[:0], "condition", "ctrl", "up", progress=False)
+    negative = adata.copy()
+    negative.X = negative.X.toarray()
+    negative.X[0, 0] = -3
+    with pytest.raises(InputError, match="negative"):
+        cellw1.fit(negative, "condition", "ctrl", "up", input_kind="counts", progress=False)
+    nan = adata.copy()
+    nan.X = nan.X.toarray()
+    nan.X[1, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        cellw1.fit(nan, "condition", "ctrl", "up", progress=False)
+    with pytest.raises(InputError, match="layer 'raw' not found"):
+        cellw1.fit(adata, "condition", "ctrl", "up", layer="raw", progress=False)
+    with pytest.raises(cellw1.ConfigError, match="unknown method"):
+        cellw1.fit(adata, "condition", "ctrl", "up", method="cellot", progress=False)
+
+
+def test_predict_needs_the_same_genes(adata: ad.AnnData, w1_model) -> None:
+    control = adata[adata.obs["condition"] == "ctrl"]
+    shuffled = control[:, list(reversed(control.var_names))].copy()
+    np.testing.assert_allclose(w1_model.predict(shuffled).X, w1_model.predict(control).X, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="genes are missing"):
+        w1_model.predict(control[:, 3:])
+
+
+def test_broken_model_directories(w1_model, tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="does not exist"):
+        cellw1.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelFileError, match="not a cellw1 model"):
+        cellw1.load(tmp_path / "empty")
+    w1_model.save(tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ModelFileError, match="truncated or corrupted"):
+        cellw1.load(tmp_path / "m")

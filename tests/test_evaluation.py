@@ -1,0 +1,282 @@
+"""The evaluation protocol: split sizes, the tidy table, summaries, rank-sum tests, files, OOD mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import ranksums
+
+from cellw1 import W1Config, api
+from cellw1.datasets import synthetic_perturbation
+from cellw1.errors import ConfigError, InputError
+from cellw1.evaluation import EvaluationResult, evaluate, n_test_cells, split_group
+from cellw1.metrics import METRICS
+from cellw1.report import plot_embedding, plot_metric_bars
+
+TINY = W1Config(potential_iters=150, step_iters=100)
+METHODS = ("identity", "observed", "scgen", "w1")
+METRIC_NAMES = [*METRICS, "seconds"]
+
+
+@pytest.fixture(scope="module")
+def data() -> ad.AnnData:
+    return synthetic_perturbation(n_control=300, n_perturbed=300, n_genes=60, seed=0)
+
+
+@pytest.fixture(scope="module")
+def result(data: ad.AnnData) -> tuple[EvaluationResult, ad.AnnData]:
+    before = data.copy()
+    res = evaluate(data, "condition", "control", methods=METHODS, n_repeats=2, config=TINY, progress=False)
+    return res, before
+
+
+class FitSpy:
+    """Wraps ``cellw1.api.fit`` to record the training cells and the cells each model predicts."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[dict] = []
+        real_fit = api.fit
+
+        def spy(adata, condition_key, control, perturbation, **kwargs):
+            model = real_fit(adata, condition_key, control, perturbation, **kwargs)
+            record = {"train": adata.obs.copy(), "perturbation": perturbation, "method": kwargs["method"]}
+            self.calls.append(record)
+            real_predict = model.predict
+
+            def predict(cells):
+                record["test_control"] = cells.obs.copy()
+                return real_predict(cells)
+
+            model.predict = predict
+            return model
+
+        monkeypatch.setattr(api, "fit", spy)
+
+
+# -- the split rule -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("n", "expected"), [(48, 16), (1000, 333), (2386, 500), (6000, 1000), (2500, 500), (4000, 800)])
+def test_test_size_rule(n, expected):
+    assert n_test_cells(n) == expected
+    assert n_test_cells(n) == min(max(round(0.2 * n), 500), 1000, n // 3)
+
+
+@pytest.mark.parametrize("n", [48, 1000, 2386, 6000])
+def test_split_group_is_a_seeded_partition(n):
+    train, test = split_group(n, np.random.default_rng(1))
+    assert test.size == n_test_cells(n) and train.size == n - test.size
+    np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(n))
+    again_train, again_test = split_group(n, np.random.default_rng(1))
+    np.testing.assert_array_equal(test, again_test)
+    assert not np.array_equal(test, split_group(n, np.random.default_rng(2))[1])
+
+
+# -- evaluate on a tiny synthetic data set ---------------------------------------------------------
+def test_table_has_one_row_per_method_perturbation_repeat_metric(result):
+    res, _ = result
+    table = res.table
+    assert list(table.columns) == ["method", "perturbation", "repeat", "metric", "value"]
+    assert len(table) == len(METHODS) * 2 * 2 * len(METRIC_NAMES)
+    assert not table.duplicated(["method", "perturbation", "repeat", "metric"]).any()
+    assert set(table["method"]) == set(METHODS)
+    assert set(table["perturbation"]) == {"pertA", "NULL"}
+    assert set(table["repeat"]) == {0, 1}
+    assert set(table["metric"]) == set(METRIC_NAMES)
+    assert np.isfinite(table["value"]).all()
+    seconds = table[table["metric"] == "seconds"].set_index("method")["value"]
+    assert (seconds > 0).all()
+    assert seconds["w1"].min() > seconds["identity"].max()  # a neural fit takes longer than a copy
+
+
+def test_observed_beats_identity_on_a_real_effect(result):
+    res, _ = result
+    mmd = res.table[(res.table["metric"] == "mmd") & (res.table["perturbation"] == "pertA")]
+    by_method = mmd.groupby("method")["value"].mean()
+    assert by_method["observed"] < by_method["identity"]
+
+
+def test_input_adata_is_not_modified(result, data):
+    _, before = result
+    assert (data.X != before.X).nnz == 0
+    assert data.obs.equals(before.obs)
+    assert list(data.var_names) == list(before.var_names)
+    assert data.uns.keys() == before.uns.keys()
+
+
+def test_summary_matches_quantiles(result):
+    res, _ = result
+    summary = res.summary()
+    assert list(summary.columns) == ["method", "metric", "median", "q25", "q75", "n"]
+    assert len(summary) == len(METHODS) * len(METRIC_NAMES)
+    row = summary[(summary["method"] == "scgen") & (summary["metric"] == "l2")].iloc[0]
+    values = res.table.query("method == 'scgen' and metric == 'l2'")["value"].to_numpy()
+    assert row["n"] == 4
+    assert row["median"] == pytest.approx(np.median(values))
+    assert row["q25"] == pytest.approx(np.quantile(values, 0.25))
+    assert row["q75"] == pytest.approx(np.quantile(values, 0.75))
+
+
+def test_save_writes_tables_and_figures(result, tmp_path):
+    res, _ = result
+    written = res.save(tmp_path / "out")
+    names = {p.name for p in written}
+    assert {"results.csv", "summary.csv", "wilcoxon.csv", "metrics.png", "embedding.png"} <= names
+    for p in written:
+        assert p.stat().st_size > 0
+    assert (tmp_path / "out" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    saved = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(saved) == len(res.table)
+    wil = pd.read_csv(tmp_path / "out" / "wilcoxon.csv")
+    assert set(wil["method"]) == {"identity", "observed", "scgen"}
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # no temporary files left behind
+
+
+def test_embedding_snapshot_holds_repeat_zero_of_the_first_perturbation(result):
+    res, _ = result
+    snap = res.embedding
+    assert snap is not None and snap.perturbation == "pertA"
+    assert set(snap.predicted) == set(METHODS)
+    n_test = n_test_cells(300)
+    assert snap.control.shape == (n_test, 50) and snap.observed.shape == (n_test, 50)  # 50 DE genes
+    np.testing.assert_allclose(snap.predicted["identity"], snap.control, atol=1e-5)
+
+
+def test_splits_are_disjoint_and_sized_by_the_rule(data, monkeypatch):
+    spy = FitSpy(monkeypatch)
+    evaluate(data, "condition", "control", ["pertA"], methods=("identity", "scgen"), metrics=["l2"], progress=False)
+    assert [c["method"] for c in spy.calls] == ["identity", "scgen"]
+    for call in spy.calls:
+        counts = call["train"]["condition"].astype(str).value_counts()
+        assert counts.to_dict() == {"control": 200, "pertA": 200}  # 300 - n_test_cells(300)
+        test = call["test_control"]
+        assert len(test) == 100 and set(test["condition"].astype(str)) == {"control"}
+        assert not set(test.index) & set(call["train"].index)
+    # both methods see the same split
+    assert list(spy.calls[0]["train"].index) == list(spy.calls[1]["train"].index)
+
+
+def test_the_split_depends_on_the_seed_and_repeat(data, monkeypatch):
+    spy = FitSpy(monkeypatch)
+    evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], n_repeats=2, progress=False)
+    evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], seed=0, progress=False)
+    first, second, again = (set(c["test_control"].index) for c in spy.calls)
+    assert first != second and first == again
+
+
+# -- out of distribution ---------------------------------------------------------------------------
+def test_holdout_trains_without_the_held_out_value_and_tests_on_it(data, monkeypatch):
+    spy = FitSpy(monkeypatch)
+    res = evaluate(
+        data, "condition", "control", ["pertA"], methods=("identity", "observed"), metrics=["mmd"],
+        holdout=("cell_type", "type1"), progress=False,
+    )
+    n_type1_control = int(((data.obs["condition"] == "control") & (data.obs["cell_type"] == "type1")).sum())
+    for call in spy.calls:
+        assert "type1" not in set(call["train"]["cell_type"].astype(str))
+        assert set(call["train"]["condition"].astype(str)) == {"control", "pertA"}
+        assert set(call["test_control"]["cell_type"].astype(str)) == {"type1"}
+        assert len(call["test_control"]) == n_type1_control
+    mmd = res.table[res.table["metric"] == "mmd"].set_index("method")["value"]
+    # "observed" samples perturbed cells of the *training* types, which differ from type1 far
+    # more than pertA does: out of distribution it is no longer an upper bound.
+    assert mmd["observed"] > mmd["identity"]
+
+
+def test_holdout_of_a_batch_keeps_observed_ahead(data):
+    """The batch effect is small, so perturbed cells of the other batch still look like the truth."""
+    res = evaluate(
+        data, "condition", "control", ["pertA"], methods=("identity", "observed"), metrics=["mmd"],
+        holdout=("batch", "batch1"), progress=False,
+    )
+    mmd = res.table[res.table["metric"] == "mmd"].set_index("method")["value"]
+    assert mmd["observed"] < mmd["identity"]
+
+
+def test_holdout_with_unknown_value_lists_the_values(data):
+    with pytest.raises(InputError, match=r"type0.*type1.*type2"):
+        evaluate(data, "condition", "control", methods=("identity",), holdout=("cell_type", "liver"), progress=False)
+    with pytest.raises(InputError, match="cell_type"):
+        evaluate(data, "condition", "control", methods=("identity",), holdout=("tissue", "liver"), progress=False)
+
+
+# -- other inputs ----------------------------------------------------------------------------------
+def test_obsm_features_are_all_scored(monkeypatch):
+    rng = np.random.default_rng(0)
+    n = 300
+    x = np.vstack([rng.normal(size=(n, 4)), rng.normal(loc=2.0, size=(n, 4))]).astype(np.float32)
+    adata = ad.AnnData(
+        X=np.zeros((2 * n, 3), dtype=np.float32),
+        obs=pd.DataFrame({"cond": ["c"] * n + ["p"] * n}, index=[f"c{i}" for i in range(2 * n)]),
+    )
+    adata.obsm["X_feat"] = x
+    res = evaluate(adata, "cond", "c", methods=("identity", "scgen"), obsm_key="X_feat", metrics=["l2"], progress=False)
+    l2 = res.table[res.table["metric"] == "l2"].set_index("method")["value"]
+    assert l2["identity"] == pytest.approx(4.0, abs=0.5)  # |(2, 2, 2, 2)| = 4 on all four features
+    assert l2["scgen"] < 0.8
+    assert res.embedding is not None and res.embedding.control.shape[1] == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"methods": ("identity", "gan")}, ConfigError, "gan"),
+        ({"methods": ()}, ConfigError, "empty"),
+        ({"n_repeats": 0}, ConfigError, "n_repeats"),
+        ({"metrics": ["accuracy"]}, ConfigError, "accuracy"),
+        ({"perturbations": ["pertZ"]}, InputError, "pertZ"),
+        ({"plot_perturbation": "pertZ"}, InputError, "pertZ"),
+    ],
+)
+def test_bad_arguments_raise_before_fitting(data, kwargs, error, match):
+    args = {"methods": ("identity",), "progress": False, **kwargs}
+    with pytest.raises(error, match=match):
+        evaluate(data, "condition", "control", **args)
+
+
+def test_too_small_groups_are_named():
+    small = synthetic_perturbation(n_control=200, n_perturbed=20, n_genes=20)
+    with pytest.raises(InputError, match="pertA"):
+        evaluate(small, "condition", "control", methods=("identity",), progress=False)
+
+
+# -- rank-sum tests and figures on hand-made tables -------------------------------------------------
+def hand_table() -> pd.DataFrame:
+    rows = []
+    values = {"w1": [0.1, 0.2, 0.3, 0.25], "scgen": [0.5, 0.6, 0.4, 0.7], "identity": [0.9, 1.0, 1.1, 1.2]}
+    r2 = {"w1": [0.9, 0.8, 0.85, 0.95], "scgen": [0.99, 0.97, 0.98, 0.96], "identity": [0.5, 0.4, 0.6, 0.3]}
+    for method in values:
+        for i in range(4):
+            rows.append((method, f"p{i % 2}", i // 2, "mmd", values[method][i]))
+            rows.append((method, f"p{i % 2}", i // 2, "r2", r2[method][i]))
+    return pd.DataFrame(rows, columns=["method", "perturbation", "repeat", "metric", "value"])
+
+
+def test_wilcoxon_uses_ranksums_and_the_metric_direction():
+    res = EvaluationResult(hand_table())
+    wil = res.wilcoxon().set_index(["metric", "method"])
+    assert set(wil.index) == {("mmd", "scgen"), ("mmd", "identity"), ("r2", "scgen"), ("r2", "identity")}
+    expected = ranksums([0.1, 0.2, 0.3, 0.25], [0.5, 0.6, 0.4, 0.7])
+    assert wil.loc[("mmd", "scgen"), "statistic"] == pytest.approx(expected.statistic)
+    assert wil.loc[("mmd", "scgen"), "pvalue"] == pytest.approx(expected.pvalue)
+    assert wil.loc[("mmd", "scgen"), "better"] == "w1"  # lower mmd is better
+    assert wil.loc[("r2", "scgen"), "better"] == "scgen"  # higher r2 is better
+    assert wil.loc[("r2", "identity"), "better"] == "w1"
+    with pytest.raises(ConfigError, match="w2"):
+        res.wilcoxon(reference="w2")
+
+
+def test_figures_are_pngs_and_reject_bad_input(tmp_path):
+    path = plot_metric_bars(hand_table(), tmp_path / "bars.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    rng = np.random.default_rng(0)
+    control, observed = rng.normal(size=(40, 6)), rng.normal(1.0, size=(30, 6))
+    out = plot_embedding(control, {"a": control + 1, "b": control}, observed, tmp_path / "emb.png", title="t")
+    assert Path(out).read_bytes()[:4] == b"\x89PNG"
+    plot_embedding(control[:, :1], control[:, :1], observed[:, :1], tmp_path / "one.png")  # one feature works
+    with pytest.raises(InputError, match="features"):
+        plot_embedding(control, control[:, :3], observed, tmp_path / "bad.png")
+    with pytest.raises(InputError, match="columns"):
+        plot_metric_bars(pd.DataFrame({"x": [1]}), tmp_path / "bad.png")
