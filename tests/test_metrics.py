@@ -291,3 +291,19 @@ def test_top_de_genes_bad_input():
         top_de_genes(control, perturbed, names, method="logreg")
     with pytest.raises(ConfigError, match="n_genes"):
         top_de_genes(control, perturbed, names, n_genes=0)
+
+
+def test_top_de_genes_keeps_torch_thread_setting() -> None:
+    """Scanpy's ranking resets torch's thread count; an oversubscribed torch is 10x slower."""
+    import torch
+
+    from cellw1.degenes import top_de_genes
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x = np.random.default_rng(0).random((60, 8)).astype(np.float32)
+        top_de_genes(x[:30], x[30:], [f"g{i}" for i in range(8)], 3)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -51,13 +51,21 @@ def _as_expression(x: Any, name: str) -> np.ndarray | sp.csr_matrix:
 
 @contextmanager
 def _quiet_scanpy(sc: Any) -> Iterator[None]:
-    """Silence Scanpy's own logging for the duration, restoring the user's verbosity after."""
-    previous = sc.settings.verbosity
+    """Silence Scanpy's own logging for the duration, restoring the user's verbosity after.
+
+    Scanpy's ranking also resets torch's intra-op thread count (through its thread pools);
+    the caller's setting is restored too, since oversubscribed threads slow torch 10x.
+    """
+    import torch
+
+    previous, threads = sc.settings.verbosity, torch.get_num_threads()
     sc.settings.verbosity = 0
     try:
         yield
     finally:
         sc.settings.verbosity = previous
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def top_de_genes(

@@ -58,6 +58,9 @@ FORMAT = "cellw1.W2Map"
 FORMAT_VERSION = 1
 #: validation cells per side used to select the best state (energy distance is O(n^2))
 VAL_LIMIT = 1000
+QUAD_SHAPE = lambda d: 1
+ZERO_OUT = True
+OUT_SCALE = 1.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,9 @@ class W2Config:
     val_fraction: float = 0.1
     eval_every: int = 1_000
     device: str = "cpu"
+    standardize: bool = True
+    quadratic: bool = True
+    max_grad_norm: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -184,16 +190,25 @@ class ICNN(nn.Module):
         LeakyReLU slope for negative inputs; paper: 0.2.
     """
 
-    def __init__(self, dim: int, hidden: Sequence[int] = (64, 64, 64, 64), negative_slope: float = 0.2) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: Sequence[int] = (64, 64, 64, 64),
+        negative_slope: float = 0.2,
+        quadratic: bool = True,
+    ) -> None:
         super().__init__()
         self.dim = int(dim)
         self.hidden = tuple(int(h) for h in hidden)
         self.negative_slope = float(negative_slope)
+        self.quadratic = bool(quadratic)
         self.skip = nn.Linear(self.dim, sum(self.hidden) + 1)
         widths = (*self.hidden, 1)
         self.z_weights = nn.ParameterList(
             nn.Parameter(torch.empty(widths[k + 1], widths[k])) for k in range(len(self.hidden))
         )
+        if self.quadratic:
+            self.z_weights.append(nn.Parameter(torch.empty(1, QUAD_SHAPE(self.dim))))
         self.reset_parameters()
 
     @torch.no_grad()
@@ -201,16 +216,29 @@ class ICNN(nn.Module):
         """Skip layer: PyTorch's default; z-path: ``U(0, 2 / fan_in)`` so each unit starts as a
         positive average of the previous layer (mean weight ``1 / fan_in``)."""
         self.skip.reset_parameters()
-        for w in self.z_weights:
+        n_layers = len(self.hidden)
+        for w in self.z_weights[:n_layers]:
             w.uniform_(0.0, 2.0 / w.shape[1])
+        if self.quadratic:
+            self.z_weights[n_layers].fill_(1.0)
+            if ZERO_OUT:
+                self.skip.weight[-1].zero_()
+                self.skip.bias[-1:].zero_()
+            if OUT_SCALE != 1.0:
+                self.z_weights[n_layers - 1].mul_(OUT_SCALE)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``f(x)`` for ``x: (n, d)``; returns ``(n,)``."""
+        n_layers = len(self.hidden)
         parts = self.skip(x).split((*self.hidden, 1), dim=1)
         z = nn.functional.leaky_relu(parts[0], self.negative_slope).square()
-        for w, ax in zip(self.z_weights[:-1], parts[1:-1]):
+        for w, ax in zip(self.z_weights[: n_layers - 1], parts[1:-1]):
             z = nn.functional.leaky_relu(torch.addmm(ax, z, w.t()), self.negative_slope)
-        return torch.addmm(parts[-1], z, self.z_weights[-1].t()).squeeze(-1)
+        out = torch.addmm(parts[-1], z, self.z_weights[n_layers - 1].t()).squeeze(-1)
+        if self.quadratic:
+            a = self.z_weights[n_layers]
+            out = out + 0.5 * (x.square() * a).sum(1) if a.shape[1] > 1 else out + 0.5 * a[0, 0] * x.square().sum(1)
+        return out
 
     @torch.no_grad()
     def clamp_(self) -> ICNN:
@@ -230,7 +258,7 @@ class ICNN(nn.Module):
 
 def build_icnn(dim: int, config: W2Config) -> ICNN:
     """The ICNN that ``config`` describes, for inputs of dimension ``dim``."""
-    return ICNN(dim, config.hidden, config.negative_slope)
+    return ICNN(dim, config.hidden, config.negative_slope, config.quadratic)
 
 
 def g_step(
@@ -239,6 +267,7 @@ def g_step(
     g_optimizer: torch.optim.Optimizer,
     source_batch: torch.Tensor,
     penalty: float = 1.0,
+    max_grad_norm: float = 0.0,
 ) -> torch.Tensor:
     """One descent step of ``g`` on ``E_mu [f(grad g(x)) - <x, grad g(x)>] + penalty * P(g)``.
 
@@ -253,6 +282,8 @@ def g_step(
     g_optimizer.zero_grad(set_to_none=True)
     total = loss + penalty * g.negative_weight_penalty() if penalty > 0 else loss
     total.backward(inputs=params)
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     g_optimizer.step()
     return loss.detach()
 
@@ -334,7 +365,8 @@ class W2Map:
 
     def transport(self, x: Any, *, batch_size: int = CHUNK) -> Any:
         """Transported points ``T(x) = grad g(x)``; returns ``(n, d)``."""
-        return like_input(gradient(self.g, self._points(x), batch_size), x)
+        sh = self.info.get("shift", 0.0); sc = self.info.get("scale", 1.0)
+        return like_input(gradient(self.g, (self._points(x) - sh) / sc, batch_size) * sc + sh, x)
 
     def potential(self, x: Any, *, batch_size: int = CHUNK) -> Any:
         """The convex potential ``g(x)`` whose gradient is the map; returns ``(n,)``."""
@@ -427,6 +459,14 @@ def fit_w2(
         val_s, val_t = train_s, train_t
     src, tgt = src.to(device), tgt.to(device)
     x_train, y_train = src[train_s.to(device)], tgt[train_t.to(device)]
+    if config.standardize:
+        shift = 0.5 * (x_train.mean(0) + y_train.mean(0))
+        scale = float((0.5 * (x_train.var(0).mean() + y_train.var(0).mean())).sqrt())
+        scale = scale if scale > 1e-8 else 1.0
+    else:
+        shift, scale = x_train.new_zeros(x_train.shape[1]), 1.0
+    src, tgt = (src - shift) / scale, (tgt - shift) / scale
+    x_train, y_train = (x_train - shift) / scale, (y_train - shift) / scale
     x_val, y_val = src[val_s[:VAL_LIMIT].to(device)], tgt[val_t[:VAL_LIMIT].to(device)]
     yy = float(torch.cdist(y_val, y_val).mean())
 
@@ -441,13 +481,15 @@ def fit_w2(
     source_batches = minibatch_indices(len(x_train), config.batch_size, n_iters, generator)
     target_batches = minibatch_indices(len(y_train), config.batch_size, n_iters, generator)
     history: dict[str, list[float]] = {"step": [], "g_loss": [], "f_loss": [], "val_energy": []}
-    best = (math.inf, 0, copy.deepcopy(f.state_dict()), copy.deepcopy(g.state_dict()))
+    energy0 = energy_distance(gradient(g, x_val), y_val, yy)
+    history["step"].append(0); history["g_loss"].append(math.nan); history["f_loss"].append(math.nan); history["val_energy"].append(energy0)
+    best = (energy0, 0, copy.deepcopy(f.state_dict()), copy.deepcopy(g.state_dict()))
     g_sum, f_sum, count = x_train.new_zeros(()), x_train.new_zeros(()), 0
     bar = tqdm(range(1, n_iters + 1), desc="W2 (ICNN)", disable=not progress, leave=False)
     start = time.perf_counter()
     for step in bar:
         for _ in range(n_inner):
-            g_sum += g_step(f, g, g_opt, x_train[next(inner_batches).to(device)], config.penalty)
+            g_sum += g_step(f, g, g_opt, x_train[next(inner_batches).to(device)], config.penalty, config.max_grad_norm)
         i, j = next(source_batches).to(device), next(target_batches).to(device)
         f_sum += f_step(f, g, f_opt, x_train[i], y_train[j])
         count += 1
@@ -478,4 +520,5 @@ def fit_w2(
         "history": history,
     }
     logger.info("fitted W2 map in %.2f s (best validation energy %.4f at step %d)", seconds, best[0], best[1])
+    info["shift"] = shift; info["scale"] = scale
     return W2Map(f, g, config, info)

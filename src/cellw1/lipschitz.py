@@ -76,7 +76,7 @@ class OrthonormalLinear(nn.Module):
     ``"cayley"``
         Cayley transform on the Stiefel manifold. With ``k = min(d_in, d_out)``,
         ``n = max(d_in, d_out)``, a skew-symmetric ``B: (k, k)`` and a free ``C: (n-k, k)``,
-        the skew matrix ``A = [[B, -C^T], [C, 0]]`` gives ``Q = (I - A)(I + A)^{-1}[I_k; 0]``.
+        the skew matrix ``A = [[B, -C^T], [C, 0]]`` (``B = S - S^T`` for a free ``S``) gives ``Q = (I - A)(I + A)^{-1}[I_k; 0]``.
         By a Schur complement this needs one ``k x k`` inverse, ``Z = (I + B + C^T C)^{-1}``:
         ``Q = [2Z - I; -2 C Z]``. Exactly orthonormal up to float rounding.
     ``"bjorck"``
@@ -113,7 +113,7 @@ class OrthonormalLinear(nn.Module):
         k, n = min(d_in, d_out), max(d_in, d_out)
         if orthonormalization == "cayley":
             # a 1 x 1 skew-symmetric matrix is 0: no parameter for it
-            self.skew = nn.Parameter(torch.randn(k, k) / math.sqrt(k)) if k > 1 else None
+            self.skew = nn.Parameter(torch.randn(k, k) / math.sqrt(2 * k)) if k > 1 else None
             self.tail = nn.Parameter(torch.randn(n - k, k) / math.sqrt(n))
         else:
             self.free = nn.Parameter(nn.init.orthogonal_(torch.empty(d_out, d_in)))
@@ -158,9 +158,12 @@ class OrthonormalLinear(nn.Module):
             z = 1.0 / (1.0 + tail.square().sum())
             q = torch.cat(((2.0 * z - 1.0).reshape(1, 1), -2.0 * z * tail), 0)
         else:
-            upper = self.skew.triu(1)
-            eye = torch.eye(upper.shape[0], dtype=upper.dtype, device=upper.device)
-            z, _ = torch.linalg.inv_ex(eye + upper - upper.T + tail.T @ tail)  # always invertible
+            skew = self.skew - self.skew.T  # B, the skew-symmetric part (times 2) of a free matrix
+            eye = torch.eye(skew.shape[0], dtype=skew.dtype, device=skew.device)
+            if tail.shape[0] == 0:  # square: plain Cayley transform
+                z, _ = torch.linalg.inv_ex(eye + skew)  # I + B is always invertible
+                return 2.0 * z - eye
+            z, _ = torch.linalg.inv_ex(eye + skew + tail.T @ tail)  # always invertible
             q = torch.cat((2.0 * z - eye, -2.0 * tail @ z), 0)  # (n, k), orthonormal columns
         return q if self.d_out >= self.d_in else q.T
 
