@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from .config import W1Config
 from .lipschitz import LipschitzPotential
+from .stopping import Plateau
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,11 @@ def fit_potential(
 ) -> PotentialFit:
     """Phase 1: learn a 1-Lipschitz potential ``f`` maximising ``E_source f - E_target f``.
 
+    Adam with a cosine learning rate over ``config.potential_iters`` steps; every
+    ``config.eval_every`` steps the dual is measured on the validation cells, the best state is
+    kept in memory, and the phase stops early once the validation dual has not improved by
+    ``config.min_delta`` (relative) for ``config.patience`` evaluations.
+
     Parameters
     ----------
     source, target
@@ -155,6 +161,7 @@ def fit_potential(
     source_batches = minibatch_indices(len(source), config.batch_size, config.potential_iters, generator)
     target_batches = minibatch_indices(len(target), config.batch_size, config.potential_iters, generator)
     running, count = source.new_zeros(()), 0
+    plateau = Plateau(config.patience, config.min_delta, "max")
     bar = tqdm(range(1, config.potential_iters + 1), desc="potential", disable=not progress, leave=False)
     for step in bar:
         i, j = next(source_batches).to(source.device), next(target_batches).to(source.device)
@@ -167,11 +174,15 @@ def fit_potential(
             history["train_dual"].append(float(running) / count)
             history["val_dual"].append(val)
             running, count = running.zero_(), 0
-            if val > best_dual:
+            if plateau.update(val):
                 best_dual, best_step = val, step
                 best_state = copy.deepcopy(potential.state_dict())
             bar.set_postfix(val_dual=f"{val:.4f}")
+            if plateau.stop:
+                logger.info("potential: validation dual stopped improving; early stop at step %d", step)
+                break
     potential.load_state_dict(best_state)
     potential.requires_grad_(False)
-    logger.info("potential: best validation dual %.5f at step %d of %d", best_dual, best_step, config.potential_iters)
+    history["stopped_at"] = [float(step)]
+    logger.info("potential: best validation dual %.5f at step %d (ran %d of %d)", best_dual, best_step, step, config.potential_iters)
     return PotentialFit(potential, best_step, best_dual, history)

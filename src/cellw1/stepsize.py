@@ -17,8 +17,8 @@ eq. 5), and the bookshelf shows many such maps exist. Two learners of ``eta >= 0
     ``T(x)``, a discriminator tells transported from target cells, trained with
     BCE-with-logits and the non-saturating generator loss.
 
-Both select the state whose transported validation cells are closest to the validation
-target cells in energy distance.
+Both keep the state whose transported validation cells are closest to the validation target
+cells in energy distance, and stop early once that distance stops improving.
 
 Where the data give no target. A step is learned only on the support of the training source
 cells. Outside it the network extrapolates; for the minibatch-OT learner ``eta`` is capped at
@@ -50,6 +50,7 @@ from tqdm.auto import tqdm
 from .config import W1Config
 from .lipschitz import LipschitzPotential
 from .potential import adam_kernel, direction, dual_value, evaluate, minibatch_indices
+from .stopping import Plateau
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +181,13 @@ class StepSizeFit:
 class _Selector:
     """Keeps the state of ``module`` whose transported validation cells match best."""
 
-    def __init__(self, module: StepSize, source: torch.Tensor, u: torch.Tensor, target: torch.Tensor, limit: int = 1000):
+    def __init__(self, module: StepSize, source: torch.Tensor, u: torch.Tensor, target: torch.Tensor,
+                 config: W1Config, limit: int = 1000):
         self.module, self.source, self.u, self.target = module, source[:limit], u[:limit], target[:limit]
         self.yy = float(torch.cdist(self.target, self.target).mean())
         self.best, self.best_step = float("inf"), 0
         self.state = copy.deepcopy(module.state_dict())
+        self.plateau = Plateau(config.patience, config.min_delta, "min")
         self.history: dict[str, list[float]] = {"step": [], "val_energy": []}
 
     def __call__(self, step: int) -> float:
@@ -192,10 +195,15 @@ class _Selector:
         energy = energy_distance(moved, self.target, self.yy)
         self.history["step"].append(step)
         self.history["val_energy"].append(energy)
-        if energy < self.best:
+        if self.plateau.update(energy):
             self.best, self.best_step = energy, step
             self.state = copy.deepcopy(self.module.state_dict())
         return energy
+
+    @property
+    def stop(self) -> bool:
+        """The validation energy distance has stopped improving (early stopping)."""
+        return self.plateau.stop
 
     def restore(self) -> None:
         self.module.load_state_dict(self.state)
@@ -280,7 +288,7 @@ def fit_step_size(
     u = direction(potential, source)
     step_size = StepSize(source.shape[1], config.step_hidden).to(source.device)
     step_size.inputs.fit(source)
-    selector = _Selector(step_size, val_source, direction(potential, val_source[:1000]), val_target)
+    selector = _Selector(step_size, val_source, direction(potential, val_source[:1000]), val_target, config)
     bar = tqdm(range(1, config.step_iters + 1), desc=f"step size ({config.step_size_learner})", disable=not progress, leave=False)
     batches = minibatch_indices(len(source), config.batch_size, config.step_iters, generator)
     history: dict[str, list[float]] = {"loss": []}
@@ -301,6 +309,8 @@ def fit_step_size(
             if step % config.eval_every == 0 or step == config.step_iters:
                 history["loss"].append(float(loss))
                 bar.set_postfix(val_energy=f"{selector(step):.4f}")
+                if selector.stop:
+                    break
     else:
         discriminator = Discriminator(source.shape[1], config.discriminator_hidden).to(source.device)
         discriminator.inputs.fit(target)
@@ -315,6 +325,8 @@ def fit_step_size(
             if step % config.eval_every == 0 or step == config.step_iters:
                 history["loss"].append(float(gen_loss))
                 bar.set_postfix(val_energy=f"{selector(step):.4f}")
+                if selector.stop:
+                    break
     selector.restore()
     step_size.requires_grad_(False)
     history.update(selector.history)
