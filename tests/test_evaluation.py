@@ -19,7 +19,7 @@ from cellw1.report import plot_embedding, plot_metric_bars
 
 TINY = W1Config(potential_iters=150, step_iters=100)
 METHODS = ("identity", "observed", "scgen", "w1")
-METRIC_NAMES = [*METRICS, "seconds"]
+METRIC_NAMES = [*METRICS, "seconds", "control_shift"]
 
 
 @pytest.fixture(scope="module")
@@ -280,3 +280,11 @@ def test_figures_are_pngs_and_reject_bad_input(tmp_path):
         plot_embedding(control, control[:, :3], observed, tmp_path / "bad.png")
     with pytest.raises(InputError, match="columns"):
         plot_metric_bars(pd.DataFrame({"x": [1]}), tmp_path / "bad.png")
+
+
+def test_control_shift_is_zero_for_identity_and_left_out_of_wilcoxon(result):
+    res, _ = result
+    shift = res.table[res.table["metric"] == "control_shift"].set_index(["method", "perturbation", "repeat"])["value"]
+    assert np.allclose(shift.loc["identity"], 0.0, atol=1e-6)
+    assert (shift.loc["observed"] > 0).all()
+    assert "control_shift" not in set(res.wilcoxon()["metric"])

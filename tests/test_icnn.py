@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from cellw1._io import save_tensors
 from cellw1.errors import ConfigError, InputError, ModelFileError
-from cellw1.icnn import ICNN, W2Config, W2Map, f_step, fit_w2, g_step
+from cellw1.icnn import ICNN, W2Config, W2Map, f_step, fit_w2, g_step, standardization
+from cellw1.stepsize import energy_distance
 
 SHIFT = np.array([3.0, 0.0])
 #: short but converged schedule for the 2-D translation (the paper: 100,000 x 10 at lr 1e-4)
@@ -35,11 +37,32 @@ def translation() -> tuple[W2Map, np.ndarray]:
     return fit_w2(source, target, TRANSLATION, seed=0), source
 
 
+def energy(x: np.ndarray, y: np.ndarray) -> float:
+    return energy_distance(torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32))
+
+
+def cell_like(seed: int, dim: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Three clusters at expression-like offsets (mean ~2); the target moves them by a
+    cluster-specific shift and widens 5 features: a nonlinear response, 1,000 vs 900 cells."""
+    rng = np.random.default_rng(seed)
+    centres = 2.0 + rng.normal(size=(3, dim))
+    effect = np.zeros((3, dim))
+    effect[:, :5] = rng.normal(size=(3, 5))
+    def sample(n: int, perturbed: bool) -> np.ndarray:
+        k = rng.integers(3, size=n)
+        noise = 0.5 * rng.normal(size=(n, dim))
+        if perturbed:
+            noise[:, 5:10] *= 1.8
+            return (centres[k] + effect[k] + noise).astype(np.float32)
+        return (centres[k] + noise).astype(np.float32)
+    return sample(1000, False), sample(900, True)
+
+
 # -- the network -----------------------------------------------------------------------------
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_icnn_is_convex_at_init(seed: int) -> None:
+@pytest.mark.parametrize("seed,quadratic", [(0, False), (1, False), (2, True)])
+def test_icnn_is_convex_at_init(seed: int, quadratic: bool) -> None:
     torch.manual_seed(seed)
-    net = ICNN(5, (16, 16, 16))
+    net = ICNN(5, (16, 16, 16), quadratic=quadratic)
     assert net.min_weight() >= 0 and float(net.negative_weight_penalty().detach()) == 0.0
     out = net(torch.randn(7, 5))
     assert out.shape == (7,)
@@ -57,6 +80,40 @@ def test_midpoint_check_detects_negative_z_weights() -> None:
     assert float(midpoint_gaps(net, 5).max()) > 1e-3
     net.clamp_()
     assert net.min_weight() == 0.0 and float(midpoint_gaps(net, 5).max()) <= 1e-10
+    quad = ICNN(5, (16, 16, 16), quadratic=True)
+    with torch.no_grad():
+        quad.quadratic_weight.fill_(-3.0)  # a concave |x|^2 term dominates: clearly non-convex
+    assert quad.min_weight() == -3.0 and float(quad.negative_weight_penalty().detach()) == pytest.approx(9.0)
+    assert float(midpoint_gaps(quad, 5).max()) > 1e-3
+    assert quad.clamp_().min_weight() == 0.0 and float(midpoint_gaps(quad, 5).max()) <= 1e-10
+
+
+def test_plain_icnn_hessian_has_low_rank_quadratic_term_fixes_it() -> None:
+    """The curvature of an ICNN comes from its squared first layer, so the Hessian (the
+    Jacobian of the map grad g) has rank <= hidden[0]; with the |x|^2 / 2 term it is full rank
+    and the initial map is close to the identity."""
+    dim, hidden = 30, (8, 8)
+    x = torch.randn(200, dim, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    plain, quad = ICNN(dim, hidden), ICNN(dim, hidden, quadratic=True)
+    for net, full in ((plain, False), (quad, True)):
+        sv = torch.linalg.svdvals(torch.autograd.functional.hessian(lambda v: net(v[None]).sum(), x[0]))
+        if full:
+            assert float(sv.min()) > 0.9  # Hessian = I + PSD
+        else:
+            assert float(sv[hidden[0]]) < 1e-6 * float(sv[0])
+    xr = x.clone().requires_grad_(True)
+    (moved,) = torch.autograd.grad(quad(xr).sum(), xr)
+    assert float((moved - x).norm(dim=1).mean()) < 0.05 * float(x.norm(dim=1).mean())
+
+
+def test_standardization_known_values() -> None:
+    source = torch.tensor([[0.0, 10.0], [2.0, 12.0]] * 3)  # variances 1, 1
+    target = torch.tensor([[10.0, 0.0], [14.0, 4.0]] * 2)  # variances 4, 4
+    shift, scale = standardization(source, target)
+    assert torch.allclose(shift, torch.tensor([6.5, 6.5])) and scale == pytest.approx(2.5**0.5)
+    _, constant = standardization(torch.ones(10, 3), torch.ones(12, 3))
+    assert constant == 1.0
 
 
 def test_networks_stay_convex_while_training() -> None:
@@ -88,9 +145,64 @@ def test_translation_is_recovered(translation: tuple[W2Map, np.ndarray]) -> None
     error = np.linalg.norm(moved - (x + SHIFT), axis=1)
     assert error.mean() < 0.3, error.mean()
     assert np.linalg.norm((moved - x).mean(0) - SHIFT) < 0.25
-    assert tmap.info["iterations"] == 800 and tmap.info["seconds"] > 0
-    assert 0 < tmap.info["best_step"] <= 800 and tmap.info["val_energy"] < 0.1
+    assert tmap.info["iterations"] == TRANSLATION.n_iters and tmap.info["seconds"] > 0
+    assert 0 < tmap.info["best_step"] <= TRANSLATION.n_iters and tmap.info["val_energy"] < 0.1
+    assert tmap.info["initial_val_energy"] > 1.0  # started near the identity, far from the target
     assert tmap.f.min_weight() >= 0.0
+
+
+def test_potential_is_the_potential_of_the_map(translation: tuple[W2Map, np.ndarray]) -> None:
+    """Central differences of ``potential`` (in the units of the data, after standardisation
+    is undone) reproduce ``transport``."""
+    tmap, _ = translation
+    assert tmap.scale != 1.0 and float(tmap.shift.abs().max()) > 1.0  # the standardisation is non-trivial
+    x = np.random.default_rng(2).normal(size=(50, 2))
+    h = 1e-2
+    numeric = np.stack(
+        [(tmap.potential(x + h * e) - tmap.potential(x - h * e)) / (2 * h) for e in np.eye(2)], axis=1
+    )
+    assert np.abs(numeric - tmap.transport(x)).max() < 0.05
+
+
+def test_short_fit_is_not_worse_than_identity() -> None:
+    """Regression: 50 outer steps with the paper's hyper-parameters in 20-D (cells at mean ~2).
+    The plain OT-ICNN (no |x|^2 term, no standardisation) ends far worse than the identity:
+    its initial map collapses all cells and training first explodes."""
+    source, target = cell_like(0)
+    test_source, test_target = cell_like(1)
+    identity = energy(test_source, test_target)
+    short = W2Config.benchmark(n_iters=50, eval_every=10)
+    tmap = fit_w2(source, target, short, seed=0)
+    assert energy(tmap.transport(test_source), test_target) <= 1.1 * identity
+    plain = fit_w2(source, target, short.replace(standardize=False, quadratic=False), seed=0)
+    assert energy(plain.transport(test_source), test_target) > 2.0 * identity
+
+
+def test_initial_state_is_kept_when_training_only_hurts() -> None:
+    """With an absurd learning rate every trained state is worse; the returned map is then the
+    near-identity starting map (step 0), not the last or a random state."""
+    source, target = cell_like(0, dim=5)
+    tmap = fit_w2(source, target, W2Config(n_iters=20, n_inner=2, lr=1.0, eval_every=5, batch_size=64), seed=0)
+    assert tmap.info["best_step"] == 0 and tmap.info["val_energy"] == tmap.info["initial_val_energy"]
+    assert max(tmap.info["history"]["val_energy"]) > 2 * tmap.info["initial_val_energy"]
+    moved = tmap.transport(source)
+    assert np.linalg.norm(moved - source, axis=1).mean() < 0.1 * np.linalg.norm(source - source.mean(0), axis=1).mean()
+
+
+def test_map_is_equivariant_to_rescaling_the_data() -> None:
+    """Scaling both groups by c and translating them by b scales and translates the Brenier
+    map (T'(c x + b) = c T(x) + b); with the isotropic standardisation the fit sees the same
+    numbers, so the fitted maps agree too."""
+    rng = np.random.default_rng(4)
+    source, target = rng.normal(size=(300, 3)), rng.normal(size=(280, 3)) * 1.5 + 1.0
+    c, b = 40.0, np.array([100.0, -5.0, 7.0])
+    config = W2Config(n_iters=30, n_inner=3, lr=1e-3, eval_every=10, batch_size=64)
+    a = fit_w2(source, target, config, seed=0)
+    scaled = fit_w2(c * source + b, c * target + b, config, seed=0)
+    assert scaled.scale == pytest.approx(c * a.scale, rel=1e-5)
+    expected = c * a.transport(source.astype(np.float32)) + b
+    assert np.abs(scaled.transport(c * source + b) - expected).max() < 1e-3 * c
+    assert np.abs(a.transport(source) - source).max() > 0.05  # the maps did move
 
 
 def test_dilation_is_recovered() -> None:
@@ -109,6 +221,7 @@ def test_save_load_roundtrip(translation: tuple[W2Map, np.ndarray], tmp_path) ->
     path = tmap.save(tmp_path / "w2.safetensors")
     loaded = W2Map.load(path)
     assert loaded.config == tmap.config and loaded.info == tmap.info and loaded.dim == 2
+    assert loaded.scale == tmap.scale and torch.equal(loaded.shift, tmap.shift)
     assert np.array_equal(loaded.transport(source), tmap.transport(source))
     t_in = torch.from_numpy(source[:10])
     t_out = loaded.transport(t_in)
@@ -118,6 +231,26 @@ def test_save_load_roundtrip(translation: tuple[W2Map, np.ndarray], tmp_path) ->
     (tmp_path / "bad.safetensors").write_bytes(bytes(data))
     with pytest.raises(ModelFileError):
         W2Map.load(tmp_path / "bad.safetensors")
+
+
+def test_version_1_files_load_as_the_plain_network(tmp_path) -> None:
+    """Files written before the quadratic term and the standardisation hold the plain ICNN in
+    raw coordinates; they load as exactly that."""
+    rng = np.random.default_rng(3)
+    source, target = rng.normal(size=(60, 3)), rng.normal(size=(50, 3)) + 1.0
+    plain = fit_w2(source, target, W2Config(n_iters=5, n_inner=2, eval_every=5, standardize=False, quadratic=False))
+    tensors = {k: v for k, v in plain.state_tensors().items() if not k.startswith("standardizer.")}
+    header = plain.header()
+    header["format_version"] = 1
+    header["config"] = {k: v for k, v in header["config"].items() if k not in ("standardize", "quadratic")}
+    save_tensors(tmp_path / "v1.safetensors", tensors, header)
+    loaded = W2Map.load(tmp_path / "v1.safetensors")
+    assert not loaded.config.quadratic and not loaded.config.standardize and loaded.scale == 1.0
+    assert np.array_equal(loaded.transport(source), plain.transport(source))
+    header["format_version"] = 3
+    save_tensors(tmp_path / "v3.safetensors", tensors, header)
+    with pytest.raises(ModelFileError, match="upgrade"):
+        W2Map.load(tmp_path / "v3.safetensors")
 
 
 def test_same_seed_same_map_and_input_untouched() -> None:
@@ -144,7 +277,8 @@ def test_bad_input_raises_input_error(translation: tuple[W2Map, np.ndarray]) -> 
 
 
 @pytest.mark.parametrize(
-    "changes", [dict(n_iters=0), dict(lr=0.0), dict(betas=(0.5, 1.0)), dict(hidden=()), dict(penalty=-1.0)]
+    "changes",
+    [dict(n_iters=0), dict(lr=0.0), dict(betas=(0.5, 1.0)), dict(hidden=()), dict(penalty=-1.0), dict(quadratic="yes")],
 )
 def test_bad_config_raises_config_error(changes: dict) -> None:
     with pytest.raises(ConfigError):
@@ -159,3 +293,4 @@ def test_paper_defaults_and_benchmark_preset() -> None:
     bench = W2Config.benchmark()
     assert bench.n_iters < paper.n_iters and bench.lr == paper.lr and bench.n_inner == 10
     assert W2Config.from_dict(bench.to_dict()) == bench
+    assert paper.standardize and paper.quadratic and bench.standardize and bench.quadratic

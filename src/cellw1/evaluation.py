@@ -64,6 +64,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "scgen", "w2", "w1")
 #: Name of the metric row holding each method's fit time (lower is better).
 SECONDS = "seconds"
+#: Descriptive row, not a score: distance between the mean prediction and the mean test control
+#: cell (scored features). Near 0 for a method that predicts no response; for a target with no
+#: real effect a good method keeps it near the observed shift. Left out of the Wilcoxon tests.
+CONTROL_SHIFT = "control_shift"
 #: Bounds of the test-set size rule (see :func:`n_test_cells`).
 TEST_FRACTION, MIN_TEST, MAX_TEST = 0.2, 500, 1000
 TABLE_COLUMNS = ("method", "perturbation", "repeat", "metric", "value")
@@ -183,6 +187,8 @@ class EvaluationResult:
                    "higher_is_better", "better"]
         rows = []
         for metric in dict.fromkeys(self.table["metric"]):
+            if metric == CONTROL_SHIFT:
+                continue
             by_method = self.table[self.table["metric"] == metric]
             ref = by_method.loc[by_method["method"] == reference, "value"].to_numpy(dtype=float)
             ref = ref[~np.isnan(ref)]
@@ -530,6 +536,8 @@ def _evaluate_split(
         obs_values = _scored(np.asarray(model.preprocess(test_perturbed), dtype=np.float64), columns)
         scores = compute_metrics(pred_values, obs_values, metrics)
         scores[SECONDS] = seconds
+        control_values = _scored(np.asarray(model.preprocess(test_control), dtype=np.float64), columns)
+        scores[CONTROL_SHIFT] = float(np.linalg.norm(pred_values.mean(0) - control_values.mean(0)))
         rows.extend((method, perturbation, repeat, name, float(value)) for name, value in scores.items())
         logger.info(
             "%s r%d %s: %s", perturbation, repeat, method,
@@ -537,7 +545,6 @@ def _evaluate_split(
         )
         if keep_cells:
             if snapshot is None:
-                control_values = _scored(np.asarray(model.preprocess(test_control), dtype=np.float64), columns)
                 snapshot = EmbeddingSnapshot(perturbation, control_values, obs_values)
             snapshot.predicted[method] = pred_values
     return rows, snapshot

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.spatial import cKDTree
-from scipy.spatial.distance import cdist
 from scipy.stats import spearmanr
 
+from . import metrics
 from .errors import InputError
 
 if TYPE_CHECKING:
@@ -100,39 +100,17 @@ def circles_inner_to_inner(toy: Toy, transported: Any) -> float:
     return label_preservation(toy.source_labels, transported, toy.target, toy.target_labels, label=0)
 
 
-def _subsample(x: np.ndarray, max_points: int, rng: np.random.Generator) -> np.ndarray:
-    return x if len(x) <= max_points else x[rng.choice(len(x), max_points, replace=False)]
-
-
 def energy_distance(x: Any, y: Any, max_points: int = 2000, seed: int = 0) -> float:
-    """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` (V-statistic, >= 0).
-
-    Zero exactly when the two samples are equal as sets of points. Each side larger than
-    ``max_points`` is subsampled without replacement with ``seed``.
-    """
-    a, b = _points(x, "x"), _points(y, "y")
-    if a.shape[1] != b.shape[1]:
-        raise InputError(f"x has {a.shape[1]} features but y has {b.shape[1]}.")
-    rng = np.random.default_rng(seed)
-    a, b = _subsample(a, max_points, rng), _subsample(b, max_points, rng)
-    value = 2.0 * cdist(a, b).mean() - cdist(a, a).mean() - cdist(b, b).mean()
-    return float(max(value, 0.0))
+    """Energy distance of :func:`cellw1.metrics.energy_distance`, on at most ``max_points`` per side."""
+    return metrics.energy_distance(x, y, max_points=max_points, seed=seed)
 
 
 def exact_w1(x: Any, y: Any, max_points: int = 1000, seed: int = 0) -> float:
-    """Exact W1 between the empirical measures (POT ``emd2``, Euclidean cost).
+    """Exact W1 (POT ``emd2``) of :func:`cellw1.metrics.wasserstein1`, on at most ``max_points`` per side.
 
-    Each side larger than ``max_points`` is subsampled with ``seed`` (exact OT costs
-    ``O(n^3)``), which biases the value slightly upwards.
+    Subsampling (exact OT costs ``O(n^3)``) biases the value slightly upwards.
     """
-    import ot
-
-    a, b = _points(x, "x"), _points(y, "y")
-    if a.shape[1] != b.shape[1]:
-        raise InputError(f"x has {a.shape[1]} features but y has {b.shape[1]}.")
-    rng = np.random.default_rng(seed)
-    a, b = _subsample(a, max_points, rng), _subsample(b, max_points, rng)
-    return float(ot.emd2(np.full(len(a), 1 / len(a)), np.full(len(b), 1 / len(b)), cdist(a, b)))
+    return metrics.wasserstein1(x, y, max_points=max_points, seed=seed)
 
 
 def toy_scores(toy: Toy, transported: Any, *, seed: int = 0) -> dict[str, float]:

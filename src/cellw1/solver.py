@@ -72,6 +72,8 @@ def fit_map(
         "seed": seed,
         "n_source": len(src),
         "n_target": len(tgt),
+        "potential_steps": int(phase1.history["stopped_at"][0]),
+        "step_size_steps": int(phase2.history["stopped_at"][0]),
         "potential_best_step": phase1.best_step,
         "potential_val_dual": phase1.best_dual,
         "step_size_best_step": phase2.best_step,

@@ -329,6 +329,7 @@ def fit_step_size(
                     break
     selector.restore()
     step_size.requires_grad_(False)
+    history["stopped_at"] = [float(step)]
     history.update(selector.history)
     logger.info(
         "step size (%s): best validation energy distance %.5f at step %d",

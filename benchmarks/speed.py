@@ -1,0 +1,178 @@
+"""Time to quality of the W1 solver across dimension and cell count, with W2/ICNN beside it.
+
+Data: cellw1's built-in synthetic perturbation (negative-binomial counts, cell types, a
+nonlinear cell-type-specific response), log-normalised, ``n`` cells per side for training and
+a separate held-out sample for scoring; ``d = 2, 50`` are PCA coordinates, ``d = 1000, 7000``
+are genes. For each case it reports ms per potential step and per step-size step (a warm loop
+of plain steps), whole-fit seconds of the default configuration (early stopping), the final
+validation dual, and the held-out MMD and energy distance between transported and target
+cells. At ``d = 50, n = 4000`` it also fits the paper's full schedule (10,000 + 10,000 steps)
+and W2/ICNN (``--w2-iters`` outer iterations of 10 inner steps), and reports the time each
+method needed to reach its best validation state.
+
+Writes ``benchmarks/results/speed.json`` and two plots (seconds vs d, seconds vs n, log
+scale), the analogue of the paper's Figure 4a. Run on a quiet machine, one process::
+
+    python benchmarks/speed.py [--dims 2,50,1000,7000] [--cells 1000,4000,16000,64000] [--w2-iters 2000]
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cellw1
+from cellw1.datasets import synthetic_perturbation
+from cellw1.embedding import fit_embedding
+from cellw1.metrics import energy_distance, mmd
+from cellw1.potential import adam_kernel, build_potential, potential_step
+from cellw1.preprocessing import fit_preprocessor
+from cellw1.stepsize import StepSize, regression_step
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def make_data(d: int, n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """(train source, train target, test source, test target), ``n`` cells per side each."""
+    genes = max(d, 1000)
+    adata = synthetic_perturbation(n_control=2 * n, n_perturbed=2 * n, n_genes=genes, n_perturbations=1, seed=seed)
+    pre = fit_preprocessor(adata.X)
+    x = pre.transform(adata.X)
+    if d < genes:
+        x = fit_embedding("pca", x, config=cellw1.EmbeddingConfig(n_components=d), seed=seed).encode(x)
+    is_control = (adata.obs["condition"] == "control").to_numpy()
+    src, tgt = x[is_control], x[~is_control]
+    return src[:n], tgt[:n], src[n:], tgt[n:]
+
+
+def per_step_ms(step, n_steps: int = 200, warmup: int = 20) -> float:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        step()
+    return (time.perf_counter() - start) / n_steps * 1e3
+
+
+def step_costs(source: np.ndarray, target: np.ndarray, config: cellw1.W1Config) -> tuple[float, float]:
+    xs, xt = torch.from_numpy(source), torch.from_numpy(target)
+    n, m, b = len(xs), len(xt), config.batch_size
+    g = torch.Generator().manual_seed(0)
+    potential = build_potential(xs.shape[1], config)
+    opt = torch.optim.Adam(potential.parameters(), lr=1e-3, betas=config.potential_betas, **adam_kernel(xs.device))
+    eta_net = StepSize(xs.shape[1], config.step_hidden)
+    eta_opt = torch.optim.Adam(eta_net.parameters(), lr=1e-3, **adam_kernel(xs.device))
+    eta = torch.rand(n)
+
+    def p_step() -> None:
+        potential_step(potential, opt, xs[torch.randint(n, (b,), generator=g)], xt[torch.randint(m, (b,), generator=g)])
+
+    def s_step() -> None:
+        i = torch.randint(n, (b,), generator=g)
+        regression_step(eta_net, eta_opt, xs[i], eta[i])
+
+    return per_step_ms(p_step), per_step_ms(s_step)
+
+
+def score(moved: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    return {"mmd": mmd(moved, target, max_points=2000), "energy": energy_distance(moved, target, max_points=2000)}
+
+
+def w1_case(d: int, n: int, config: cellw1.W1Config, label: str, data=None) -> dict:
+    src, tgt, test_src, test_tgt = data if data is not None else make_data(d, n)
+    p_ms, s_ms = step_costs(src, tgt, config)
+    start = time.perf_counter()
+    tmap = cellw1.fit_map(src, tgt, config, seed=0)
+    seconds = time.perf_counter() - start
+    row = {
+        "method": label, "d": d, "n_per_side": n, "potential_ms_per_step": p_ms, "step_size_ms_per_step": s_ms,
+        "fit_seconds": seconds, "potential_steps": int(tmap.info.get("potential_steps", -1)),
+        "val_dual": tmap.info["potential_val_dual"], **score(tmap.transport(test_src), test_tgt),
+        "identity": score(test_src, test_tgt),
+    }
+    print(f"{label:10s} d={d:5d} n={n:6d}: potential {p_ms:5.2f} ms/step, step size {s_ms:5.2f} ms/step, "
+          f"fit {seconds:6.1f} s, held-out mmd {row['mmd']:.5f} (identity {row['identity']['mmd']:.5f})", flush=True)
+    return row
+
+
+def w2_case(d: int, n: int, iters: int, data) -> dict:
+    src, tgt, test_src, test_tgt = data
+    config = cellw1.W2Config.benchmark(n_iters=iters, eval_every=max(iters // 20, 1))
+    start = time.perf_counter()
+    w2 = cellw1.fit_w2(src, tgt, config, seed=0)
+    seconds = time.perf_counter() - start
+    best = int(w2.info.get("best_step", iters))
+    row = {
+        "method": "w2_icnn", "d": d, "n_per_side": n, "fit_seconds": seconds, "iters": iters, "best_step": best,
+        "seconds_to_best": seconds * best / iters, **score(w2.transport(test_src), test_tgt),
+    }
+    print(f"w2_icnn    d={d:5d} n={n:6d}: {iters} outer iterations in {seconds:6.1f} s, best at {best} "
+          f"(~{row['seconds_to_best']:.1f} s), held-out mmd {row['mmd']:.5f}", flush=True)
+    return row
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    for ax, key, fixed in ((fig.add_subplot(1, 2, 1), "d", ("n_per_side", 4000)), (fig.add_subplot(1, 2, 2), "n_per_side", ("d", 50))):
+        for method in ("w1", "w2_icnn"):
+            pts = sorted((r[key], r["fit_seconds"]) for r in rows if r["method"] == method and r[fixed[0]] == fixed[1])
+            if pts:
+                ax.plot(*zip(*pts), "o-", label=method)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("dimension d" if key == "d" else "cells per side")
+        ax.set_ylabel("whole fit (s)")
+        ax.set_title(f"{fixed[0]} = {fixed[1]}")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dims", default="2,50,1000,7000")
+    parser.add_argument("--cells", default="1000,4000,16000,64000")
+    parser.add_argument("--w2-iters", type=int, default=2000)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = cellw1.W1Config()
+    rows: list[dict] = []
+    for d in map(int, args.dims.split(",")):
+        data = make_data(d, 4000)
+        rows.append(w1_case(d, 4000, config, "w1", data))
+        if d == 50:
+            rows.append(w1_case(d, 4000, cellw1.W1Config(potential_iters=10_000, step_iters=10_000, patience=None),
+                                "w1_paper_schedule", data))
+            rows.append(w2_case(d, 4000, args.w2_iters, data))
+    for n in map(int, args.cells.split(",")):
+        if n != 4000:
+            rows.append(w1_case(50, n, config, "w1"))
+    w1 = next((r for r in rows if r["method"] == "w1" and r["d"] == 50 and r["n_per_side"] == 4000), None)
+    w2 = next((r for r in rows if r["method"] == "w2_icnn"), None)
+    if w1 and w2:
+        print(f"d=50, n=4000: W2 needs {w2['seconds_to_best']:.1f} s to reach its best state, W1 {w1['fit_seconds']:.1f} s "
+              f"for the whole fit: {w2['seconds_to_best'] / w1['fit_seconds']:.1f}x; held-out mmd W1 {w1['mmd']:.5f}, "
+              f"W2 {w2['mmd']:.5f}", flush=True)
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "speed.json").write_text(json.dumps({"machine": machine, "config": config.to_dict(), "results": rows}, indent=2))
+    plot(rows, RESULTS / "speed.png")
+    print(f"wrote {RESULTS / 'speed.json'} and speed.png")
+
+
+if __name__ == "__main__":
+    main()
