@@ -170,3 +170,12 @@ def test_broken_model_directories(w1_model, tmp_path: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:-100])
     with pytest.raises(ModelFileError, match="truncated or corrupted"):
         cellw1.load(tmp_path / "m")
+
+
+def test_methods_can_share_one_fitted_embedding(adata: ad.AnnData) -> None:
+    config = cellw1.EmbeddingConfig(n_components=8)
+    first = cellw1.fit(adata, "condition", "ctrl", "up", method="identity", space="pca", embedding_config=config, progress=False)
+    second = cellw1.fit(adata, "condition", "ctrl", "up", method="scgen", embedding=first.embedding, progress=False)
+    assert second.embedding is first.embedding and second.embedding.kind == "pca"
+    with pytest.raises(InputError, match="reads 30 features"):
+        cellw1.fit(adata[:, :20], "condition", "ctrl", "up", method="scgen", embedding=first.embedding, progress=False)

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from .config import W1Config
-from .embedding import EMBEDDINGS, EmbeddingConfig, fit_embedding
+from .embedding import EMBEDDINGS, Embedding, EmbeddingConfig, fit_embedding
 from .errors import CellW1Error, ConfigError, InputError
 from .icnn import W2Config
 from .methods import check_method, fit_method
@@ -63,6 +63,7 @@ def fit(
     method: str = "w1",
     config: W1Config | W2Config | None = None,
     embedding_config: EmbeddingConfig | None = None,
+    embedding: Embedding | None = None,
     input_kind: Literal["auto", "counts", "log"] = "auto",
     seed: int = 0,
     progress: bool = True,
@@ -91,6 +92,9 @@ def fit(
         :class:`~cellw1.config.W1Config` for ``"w1"`` or :class:`~cellw1.icnn.W2Config` for ``"w2"``.
     embedding_config
         Settings of the PCA / autoencoder.
+    embedding
+        A fitted embedding to reuse instead of fitting one (e.g. ``other_model.embedding``, so
+        several methods share one latent space); it must read the same features.
     input_kind
         ``"counts"`` (normalise + log1p), ``"log"`` (already log-normalised) or ``"auto"``
         (detected from the values; the decision and its reason are logged and kept in ``model.info``).
@@ -130,7 +134,12 @@ def fit(
         values = np.asarray(both.toarray() if sp.issparse(both) else both, dtype=np.float32)
     if not np.isfinite(values).all():
         raise InputError("the expression values contain NaN or inf; remove or impute those cells first.")
-    embedding = fit_embedding(space, values, config=embedding_config, seed=seed, progress=progress)
+    if embedding is None:
+        embedding = fit_embedding(space, values, config=embedding_config, seed=seed, progress=progress)
+    elif embedding.n_features != values.shape[1]:
+        raise InputError(
+            f"the given embedding reads {embedding.n_features} features but the data have {values.shape[1]}."
+        )
     latent = embedding.encode(values)
     fitted = fit_method(method, latent[source_rows], latent[~source_rows], config=config, seed=seed, progress=progress)
     info["fit_seconds"] = time.perf_counter() - start

@@ -102,6 +102,7 @@ FORMAT_VERSION = 2
 VAL_LIMIT = 1000
 #: below this scale the data are treated as constant and not rescaled
 MIN_SCALE = 1e-8
+ZERO_LAST = True
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,8 @@ class ICNN(nn.Module):
             self.quadratic_weight.fill_(1.0)
             self.skip.weight[-1].zero_()
             self.skip.bias[-1].zero_()
+            if ZERO_LAST:
+                self.z_weights[-1].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``f(x)`` for ``x: (n, d)``; returns ``(n,)``."""
