@@ -46,7 +46,7 @@ def learner_configs(base: cellw1.W1Config) -> dict[str, cellw1.W1Config]:
     return {"minibatch_ot": base.replace(step_size_learner="minibatch_ot"), "gan": gan}
 
 
-def toy_run(name: str, seed: int, base: cellw1.W1Config) -> dict[str, dict[str, float]]:
+def toy_run(name: str, seed: int, base: cellw1.W1Config, learners: list[str]) -> dict[str, dict[str, float]]:
     toy = load_toy(name, n=1000, seed=seed)
     src, tgt = as_points(toy.source, "source"), as_points(toy.target, "target")
     gen = torch.Generator().manual_seed(seed)
@@ -58,6 +58,8 @@ def toy_run(name: str, seed: int, base: cellw1.W1Config) -> dict[str, dict[str, 
         potential = fit_potential(config=base, generator=gen, **data).potential
     out = {}
     for learner, config in learner_configs(base).items():
+        if learner not in learners:
+            continue
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             start = time.perf_counter()
@@ -84,7 +86,7 @@ REAL = {
 }
 
 
-def real_run(base: cellw1.W1Config) -> dict[str, dict[str, dict[str, float]]]:
+def real_run(base: cellw1.W1Config, learners: list[str]) -> dict[str, dict[str, dict[str, float]]]:
     import anndata as ad
 
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -94,6 +96,8 @@ def real_run(base: cellw1.W1Config) -> dict[str, dict[str, dict[str, float]]]:
             adata = adata[adata.obs["grna_frac"] >= 0.8].copy()
         out[key] = {}
         for learner, config in learner_configs(base).items():
+            if learner not in learners:
+                continue
             result = cellw1.evaluate(adata, condition, control, perts, methods=["w1"], config=config,
                                      metrics=["mmd", "r2", "l2"], progress=False, **extra)
             med = result.summary().set_index("metric")["median"].to_dict()
@@ -107,14 +111,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--learners", default="minibatch_ot,gan", help="which learners to run")
+    parser.add_argument("--tag", default="", help="suffix of the output file name")
     args = parser.parse_args()
     base = cellw1.W1Config()
     seeds = [int(s) for s in args.seeds.split(",")]
+    learners = args.learners.split(",")
     toys: dict[str, dict[str, list[dict[str, float]]]] = {}
     for name in TOYS:
-        toys[name] = {"minibatch_ot": [], "gan": []}
+        toys[name] = {learner: [] for learner in learners}
         for seed in seeds:
-            for learner, row in toy_run(name, seed, base).items():
+            for learner, row in toy_run(name, seed, base, learners).items():
                 toys[name][learner].append(row)
         for learner, rows in toys[name].items():
             worst = max(r["energy"] for r in rows)
@@ -125,11 +132,12 @@ def main() -> None:
                 extra = f" worst inner->inner {min(r['inner_to_inner'] for r in rows):.3f}"
             print(f"{name:13s} {learner:13s} worst energy {worst:.4f}{extra} "
                   f"seconds {np.mean([r['seconds'] for r in rows]):.1f}", flush=True)
-    real = {} if args.skip_real or not DATA.exists() else real_run(base)
+    real = {} if args.skip_real or not DATA.exists() else real_run(base, learners)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "step_size_learners.json").write_text(json.dumps(
+    out = RESULTS / f"step_size_learners{args.tag}.json"
+    out.write_text(json.dumps(
         {"config": base.to_dict(), "seeds": seeds, "toys": toys, "real": real}, indent=2))
-    print(f"wrote {RESULTS / 'step_size_learners.json'}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from .embedding import EmbeddingConfig  # noqa: E402
 from .model import ModelCollection, PerturbationModel, load  # noqa: E402
 from .api import fit, fit_all  # noqa: E402
 from .evaluation import EvaluationResult, evaluate  # noqa: E402
+from . import datasets, metrics  # noqa: E402
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

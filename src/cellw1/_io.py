@@ -45,7 +45,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
-def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the names and bytes of ``tensors`` (order-independent)."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         digest.update(name.encode())
@@ -60,7 +61,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], head
     SHA-256 checksum of the tensor bytes that :func:`load_tensors` verifies.
     """
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    metadata = {"cellw1": json.dumps(header, sort_keys=True), "sha256": _checksum(tensors)}
+    metadata = {"cellw1": json.dumps(header, sort_keys=True), "sha256": tensor_checksum(tensors)}
     return atomic_write_bytes(path, st_save(tensors, metadata=metadata))
 
 
@@ -78,6 +79,6 @@ def load_tensors(path: str | os.PathLike, *, kind: str) -> tuple[dict[str, torch
         tensors = st_load(data)
     except Exception as exc:  # struct.error, JSONDecodeError, KeyError, SafetensorError...
         raise ModelFileError(broken.format(f"{type(exc).__name__}: {exc}")) from exc
-    if _checksum(tensors) != meta.get("sha256"):
+    if tensor_checksum(tensors) != meta.get("sha256"):
         raise ModelFileError(broken.format("checksum mismatch"))
     return tensors, header

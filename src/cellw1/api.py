@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -12,16 +15,19 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ._io import tensor_checksum
 from .config import W1Config
+from .distributed import check_scheduler, fit_on_client, open_client
 from .embedding import EMBEDDINGS, Embedding, EmbeddingConfig, fit_embedding
 from .errors import CellW1Error, ConfigError, InputError
 from .icnn import W2Config
 from .methods import check_method, fit_method
-from .model import ModelCollection, PerturbationModel, feature_matrix
+from .model import CollectionDirectory, ModelCollection, PerturbationModel, feature_matrix
 from .preprocessing import fit_preprocessor
 
 if TYPE_CHECKING:
     import anndata as ad
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
@@ -150,6 +156,43 @@ def fit(
     )
 
 
+def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """JSON description of how :func:`fit_all` fits its models (kept in a collection's index).
+
+    Checks ``fit_kwargs`` against :func:`fit` first: an unknown name is a TypeError, an
+    unknown method or space or a config of the wrong type a ConfigError.
+    """
+    inspect.signature(fit).bind(None, condition_key, control, "", **fit_kwargs)
+    method = fit_kwargs.get("method", "w1")
+    space = fit_kwargs.get("space", "genes")
+    check_method(method)
+    if space not in EMBEDDINGS:
+        raise ConfigError(f"unknown space {space!r}; choose one of {', '.join(EMBEDDINGS)}.")
+    config = fit_kwargs.get("config")
+    expected = {"w1": W1Config, "w2": W2Config}.get(method)
+    if config is not None and expected is not None and not isinstance(config, expected):
+        raise ConfigError(f"method {method!r} needs a {expected.__name__}, got {type(config).__name__}.")
+    embedding_config, embedding = fit_kwargs.get("embedding_config"), fit_kwargs.get("embedding")
+    if embedding is not None:  # an embedding fitted beforehand: its kind and a checksum of its weights
+        embedding_settings = {"kind": embedding.kind, "sha256": tensor_checksum(embedding.state_tensors())}
+    elif space != "genes":
+        embedding_settings = {"kind": space, "config": (embedding_config or EmbeddingConfig()).to_dict()}
+    else:
+        embedding_settings = None
+    return {
+        "condition_key": condition_key,
+        "control": control,
+        "method": method,
+        "space": space,
+        "layer": fit_kwargs.get("layer"),
+        "obsm_key": fit_kwargs.get("obsm_key"),
+        "input_kind": fit_kwargs.get("input_kind", "auto"),
+        "seed": fit_kwargs.get("seed", 0),
+        "config": None if expected is None else (config or expected()).to_dict(),
+        "embedding": embedding_settings,
+    }
+
+
 def fit_all(
     adata: ad.AnnData,
     condition_key: str,
@@ -157,15 +200,57 @@ def fit_all(
     perturbations: Sequence[str] | None = None,
     *,
     on_error: Literal["skip", "raise"] = "skip",
+    out: str | os.PathLike | None = None,
+    scheduler: str | Client | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
     progress: bool = True,
     **kwargs: Any,
 ) -> ModelCollection:
     """Fit one model per perturbation against ``control`` (every other label when ``None``).
 
-    Takes the keyword arguments of :func:`fit`. With ``on_error="skip"`` a perturbation that
-    cannot be fitted (too few cells, for example) is logged and listed in
-    ``collection.failures`` while the others are fitted; ``"raise"`` stops at the first error.
+    Parameters
+    ----------
+    adata, condition_key, control
+        As for :func:`fit`; ``adata`` is never modified.
+    perturbations
+        Labels to model; ``None``: every label of ``obs[condition_key]`` but the control.
+    on_error
+        ``"skip"``: a perturbation that cannot be fitted (too few cells, a worker that died...)
+        is logged and listed in ``collection.failures`` while the others are fitted;
+        ``"raise"``: the first failure is raised.
+    out
+        Directory to save the collection to, one model at a time as each is fitted, so an
+        interrupted run keeps every finished model. Running again with the same ``out``
+        loads the models already there (logged, listed in ``collection.resumed``) and fits
+        only the others; a run with other settings is refused. See
+        :class:`~cellw1.model.CollectionDirectory`.
+    scheduler
+        ``None``: fit one after the other in this process. ``"local"``: start a Dask
+        ``LocalCluster`` of ``n_workers`` processes for this call. ``"tcp://host:port"``: use
+        the Dask cluster at that address (``dask scheduler`` / ``dask worker``); or a
+        ``distributed.Client``. Each perturbation is one task; see :mod:`cellw1.distributed`.
+    n_workers
+        Worker processes of a ``"local"`` cluster (default: one per CPU core, at most one per
+        perturbation).
+    threads_per_worker
+        Torch threads of each fit on a worker (default 1); the models are the same as
+        in-process ones fitted with as many threads.
+    progress
+        Show a progress bar over the perturbations.
+    **kwargs
+        Keyword arguments of :func:`fit` (``method``, ``space``, ``config``, ``seed``...).
+
+    Returns
+    -------
+    ModelCollection
+        The models of the requested perturbations (fitted now or resumed from ``out``),
+        in the order requested, with ``failures`` and ``resumed``.
     """
+    if on_error not in ("skip", "raise"):
+        raise ConfigError(f"on_error={on_error!r} must be 'skip' or 'raise'.")
+    settings = fit_settings(condition_key, control, kwargs)
+    check_scheduler(scheduler, n_workers, threads_per_worker)
     labels = condition_labels(adata, condition_key)
     check_label(labels, control, "control", condition_key)
     if perturbations is None:
@@ -176,16 +261,49 @@ def fit_all(
             check_label(labels, p, "perturbation", condition_key)
     if not perturbations:
         raise InputError(f"obs[{condition_key!r}] has no label besides the control {control!r}.")
-    models: dict[str, PerturbationModel] = {}
+    store = None if out is None else CollectionDirectory(out, settings)
+    models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
+    if models:
+        logger.info("%d model(s) already saved in %s, not fitted again: %s", len(models), out, ", ".join(models))
+    resumed = list(models)
+    todo = [p for p in perturbations if p not in models]
     failures: dict[str, str] = {}
-    for label in tqdm(perturbations, desc="perturbations", disable=not progress):
-        try:
-            models[label] = fit(adata, condition_key, control, label, progress=False, **kwargs)
-        except CellW1Error as exc:
+
+    def record(label: str, outcome: PerturbationModel | CellW1Error) -> None:
+        if isinstance(outcome, CellW1Error):
             if on_error == "raise":
-                raise
-            failures[label] = str(exc)
-            logger.warning("could not fit %r: %s", label, exc)
+                raise outcome
+            failures[label] = str(outcome)
+            logger.warning("could not fit %r: %s", label, outcome)
+            if store is not None:
+                store.add_failure(label, str(outcome))
+        else:
+            models[label] = outcome
+            if store is not None:
+                store.add(label, outcome)
+
+    if todo and scheduler is None:
+        for label in tqdm(todo, desc="perturbations", disable=not progress):
+            try:
+                outcome: PerturbationModel | CellW1Error = fit(
+                    adata, condition_key, control, label, progress=False, **kwargs
+                )
+            except CellW1Error as exc:
+                outcome = exc
+            record(label, outcome)
+    elif todo:
+        with open_client(
+            scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)
+        ) as client, contextlib.closing(
+            fit_on_client(client, adata, condition_key, control, todo, kwargs, threads_per_worker=threads_per_worker)
+        ) as results:
+            for label, outcome in tqdm(results, desc="perturbations", total=len(todo), disable=not progress):
+                record(label, outcome)
+    if failures:
+        logger.warning(
+            "%d of %d perturbation(s) could not be fitted: %s", len(failures), len(perturbations), ", ".join(failures)
+        )
     if not models:
         raise InputError(f"no perturbation could be fitted: {failures}")
-    return ModelCollection(models, failures)
+    ordered = {p: models[p] for p in perturbations if p in models}
+    return ModelCollection(ordered, {p: failures[p] for p in perturbations if p in failures}, resumed)

@@ -88,8 +88,8 @@ class W1Config:
     step_lr: float = 1e-3
     step_betas: tuple[float, float] = (0.9, 0.999)
     ot_exponent: float = 1.1
-    ot_batch_size: int = 256
-    ot_passes: int = 4
+    ot_batch_size: int = 512
+    ot_passes: int = 2
     val_fraction: float = 0.1
     eval_every: int = 100
     patience: int | None = 5

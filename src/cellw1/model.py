@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,7 @@ import torch
 from . import __version__
 from ._io import atomic_write_bytes, load_tensors, save_tensors
 from .embedding import Embedding, load_embedding
-from .errors import InputError, ModelFileError
+from .errors import CellW1Error, InputError, ModelFileError
 from .methods import FittedMethod, load_method
 from .preprocessing import Preprocessor
 
@@ -254,12 +254,20 @@ class ModelCollection(Mapping[str, PerturbationModel]):
     """Models of several perturbations against one control, saved as one directory.
 
     A read-only mapping ``perturbation -> PerturbationModel``; :attr:`failures` names the
-    perturbations that could not be fitted and why.
+    perturbations that could not be fitted and why, :attr:`resumed` those that
+    :func:`cellw1.fit_all` loaded from its ``out`` directory instead of fitting again.
     """
 
-    def __init__(self, models: Mapping[str, PerturbationModel], failures: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, PerturbationModel],
+        failures: Mapping[str, str] | None = None,
+        resumed: Sequence[str] = (),
+    ) -> None:
         self._models = dict(models)
         self.failures: dict[str, str] = dict(failures or {})
+        #: perturbations loaded from an earlier run's directory instead of fitted (``fit_all(out=...)``)
+        self.resumed: tuple[str, ...] = tuple(resumed)
 
     def __getitem__(self, key: str) -> PerturbationModel:
         try:
@@ -306,6 +314,125 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         except (OSError, ValueError, KeyError) as exc:
             raise ModelFileError(f"{str(directory / COLLECTION_FILE)!r} is missing or corrupted ({exc}).") from exc
         return cls({label: PerturbationModel.load(directory / folder) for label, folder in index.items()}, body.get("failures"))
+
+
+def _differences(there: Any, now: Any, prefix: str = "") -> list[str]:
+    """What differs between two settings, e.g. ``["seed: 0 there, 1 now"]`` (nested dicts by ``a.b``)."""
+    if isinstance(there, dict) and isinstance(now, dict):
+        return [
+            line for key in sorted(set(there) | set(now))
+            for line in _differences(there.get(key), now.get(key), f"{prefix}{key}.")
+        ]
+    if there == now:
+        return []
+
+    def show(value: Any) -> str:
+        return "{...}" if isinstance(value, dict) else repr(value)
+
+    return [f"{prefix.rstrip('.')}: {show(there)} there, {show(now)} now"]
+
+
+class CollectionDirectory:
+    """A collection directory that grows one model at a time and can be resumed.
+
+    :func:`cellw1.fit_all` with ``out=`` records each model here as soon as it is fitted.
+    The order of the writes keeps the directory loadable at every instant, whatever stops
+    the run (a crash, Ctrl-C, a lost machine):
+
+    1. :meth:`add` saves the model to its sub-folder with :meth:`PerturbationModel.save`
+       (each file written to a temporary name, flushed, then renamed into place);
+    2. only then is ``collection.json`` rewritten, atomically, to list it.
+
+    So the index lists only complete models; a sub-folder that is not listed (the run
+    stopped while saving it) is ignored and written again by the next run. A new run on the
+    same directory loads the listed models (:meth:`completed`) and fits only the others.
+    The index also keeps the fit settings; a run with other settings is refused, because
+    the directory would otherwise mix models fitted in different ways. One run at a time
+    may write a directory.
+
+    Parameters
+    ----------
+    directory
+        The collection directory (created when the first model is added).
+    settings
+        JSON-able description of how the models are fitted (method, space, seed, config...).
+    """
+
+    def __init__(self, directory: str | os.PathLike, settings: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back from the file
+        self.index: dict[str, str] = {}
+        self.failures: dict[str, str] = {}
+        if self.directory.exists() and not self.directory.is_dir():
+            raise InputError(f"{str(self.directory)!r} is a file; give a directory for the models.")
+        if (self.directory / MODEL_FILE).exists():
+            raise InputError(
+                f"{str(self.directory)!r} holds a single model, not a collection; choose another directory."
+            )
+        path = self.directory / COLLECTION_FILE
+        if not path.exists():
+            return
+        try:
+            body = json.loads(path.read_text())
+            index, failures = dict(body["models"]), dict(body.get("failures") or {})
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(
+                f"{str(path)!r} is unreadable ({exc}); delete it (the models beside it are then refitted) "
+                "or choose another directory."
+            ) from exc
+        if body.get("format") != COLLECTION_FORMAT:
+            raise ModelFileError(f"{str(path)!r} is not a cellw1 collection index; choose another directory.")
+        previous = body.get("settings")
+        if previous is not None and previous != self.settings:
+            detail = "; ".join(_differences(previous, self.settings))
+            raise InputError(
+                f"{str(self.directory)!r} already holds models fitted with other settings ({detail}); "
+                "choose another output directory, or delete this one to refit everything."
+            )
+        self.index, self.failures = index, failures
+
+    def completed(self, labels: Iterable[str]) -> dict[str, PerturbationModel]:
+        """The models of ``labels`` already saved here, loaded; broken ones are dropped (and refitted)."""
+        found: dict[str, PerturbationModel] = {}
+        for label in labels:
+            folder = self.index.get(label)
+            if folder is None:
+                continue
+            try:
+                model = PerturbationModel.load(self.directory / folder)
+                if model.perturbation != label:
+                    raise ModelFileError(f"it models {model.perturbation!r}")
+            except CellW1Error as exc:
+                logger.warning("saved model of %r in %s cannot be used (%s); fitting it again", label, folder, exc)
+                del self.index[label]
+                continue
+            found[label] = model
+        return found
+
+    def add(self, label: str, model: PerturbationModel) -> Path:
+        """Save ``model`` to its sub-folder, then list it in the index (in that order)."""
+        folder = self.index.get(label)
+        if folder is None:
+            folder = _folder_name(label, {f.lower() for f in self.index.values()})
+        path = model.save(self.directory / folder)
+        self.index[label] = folder
+        self.failures.pop(label, None)
+        self.write_index()
+        return path
+
+    def add_failure(self, label: str, reason: str) -> None:
+        """Record that ``label`` could not be fitted (a later run tries it again)."""
+        self.failures[label] = reason
+        self.write_index()
+
+    def write_index(self) -> Path:
+        """Rewrite ``collection.json`` atomically from the models recorded so far."""
+        body = {
+            "format": COLLECTION_FORMAT, "format_version": FORMAT_VERSION, "models": self.index,
+            "failures": self.failures, "settings": self.settings,
+        }
+        data = json.dumps(body, indent=2, sort_keys=True).encode()
+        return atomic_write_bytes(self.directory / COLLECTION_FILE, data)
 
 
 def load(directory: str | os.PathLike) -> PerturbationModel | ModelCollection:

@@ -28,9 +28,10 @@ averaged in, then the mean is clipped at 0, so such cells stay put rather than m
 
 Minibatch size and bias. Pairing minibatches of ``b`` cells blurs the plan (each cell's
 partner is only optimal within its batch); the bias shrinks as ``b`` grows and the variance
-shrinks with the number of passes. ``ot.emd`` costs about 2 ms at b = 128 and 10 ms at b = 256
-on a laptop core, so the default, b = 256 with 4 passes, costs ``4 n / 256`` pairings (0.6 s
-for 4,000 cells).
+shrinks with the number of passes. ``ot.emd`` costs about 10 ms at b = 256 and 45 ms at
+b = 512 on one core. The default, b = 512 with 2 passes, costs ``2 n / 512`` pairings (0.7 s for
+4,000 cells, the same as b = 256 with 4 passes) and matched the target better on 7 of 8 toy
+runs and on Zhao 2021 (``docs/benchmarks.md``).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="fit control -> perturbation models and save them",
         description=(
             "Fit a model mapping control cells to perturbed cells and save it to a directory. "
-            "Give --perturbation once for one model, several times (or 'all') for a collection."
+            "Give --perturbation once for one model, several times (or 'all') for a collection. "
+            "A collection is saved model by model as each is fitted; running again with the same --out "
+            "fits only the perturbations not saved there yet. With --scheduler the perturbations are "
+            "fitted in parallel by Dask workers (needs cellw1[distributed])."
         ),
     )
     add_data_arguments(parser)
@@ -26,8 +30,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="perturbation label to model (repeatable; 'all' = every non-control label)",
     )
     parser.add_argument("--method", choices=METHODS, default="w1", help="prediction method (default: %(default)s)")
-    parser.add_argument("--out", type=Path, required=True, help="output model directory")
+    parser.add_argument(
+        "--out", type=Path, required=True,
+        help="output model directory (a collection there is resumed: saved models are not fitted again)",
+    )
     add_solver_arguments(parser)
+    group = parser.add_argument_group("parallel fitting of a collection (Dask)")
+    group.add_argument(
+        "--scheduler", default=None,
+        help="'local' (worker processes on this machine) or a Dask scheduler address such as "
+             "tcp://host:8786 (default: fit one after the other in this process)",
+    )
+    group.add_argument(
+        "--n-workers", type=int, default=None,
+        help="worker processes of --scheduler local (default: one per CPU core)",
+    )
+    group.add_argument(
+        "--threads-per-worker", type=int, default=1,
+        help="torch threads of each fit on a worker (default: %(default)s)",
+    )
     return parser
 
 
@@ -39,14 +60,23 @@ def run(args: argparse.Namespace) -> int:
         input_kind=args.input_kind, seed=args.seed, progress=args.progress,
     )
     labels = args.perturbation
+    parallel = dict(scheduler=args.scheduler, n_workers=args.n_workers, threads_per_worker=args.threads_per_worker)
     if len(labels) == 1 and labels[0] != "all":
+        if args.scheduler is not None:
+            print("cellw1: note: one perturbation is fitted in this process; --scheduler is for several.",
+                  file=sys.stderr)
         model = fit(adata, args.condition_key, args.control, labels[0], **common)
         model.save(args.out)
         print(f"saved {model!r} to {args.out}")
         return 0
-    collection = fit_all(adata, args.condition_key, args.control, None if "all" in labels else labels, **common)
-    collection.save(args.out)
-    print(f"saved {len(collection)} models to {args.out}")
+    progress = common.pop("progress")
+    collection = fit_all(
+        adata, args.condition_key, args.control, None if "all" in labels else labels,
+        out=args.out, progress=progress, **parallel, **common,
+    )
+    fitted = len(collection) - len(collection.resumed)
+    resumed = len(collection.resumed)
+    print(f"saved {len(collection)} models to {args.out} ({fitted} fitted now, {resumed} already there)")
     for label, reason in collection.failures.items():
         print(f"failed: {label}: {reason}")
     return 0 if not collection.failures else 1

@@ -1,0 +1,114 @@
+"""Speed-up of ``fit_all`` on a local Dask cluster over the in-process loop, same models.
+
+The 25 CRISPR knock-outs of Papalexi et al. (``../shared/data/papalexi2021_eccite_thp1_crispr.h5ad``,
+cells with ``grna_frac >= 0.8``, condition ``target``, control ``non-targeting``, 299 genes) are
+each fitted with the W1 method (default :class:`cellw1.W1Config` unless changed below):
+
+1. one after the other in this process, with one torch thread;
+2. by a ``LocalCluster`` of ``--n-workers`` (default 2) single-thread worker processes
+   (``fit_all(..., scheduler="local")``; the time includes starting and closing the cluster).
+
+Both runs use the same seed, so the models must be identical: the predictions of every model
+for the control cells are compared exactly. Prints the seconds, the speed-up and the check,
+and writes them to ``benchmarks/results/distributed_speedup.json``.
+
+Long (25 full fits, twice): run on a quiet machine with at least ``--n-workers`` free cores::
+
+    python benchmarks/distributed_speedup.py
+    python benchmarks/distributed_speedup.py --perturbations STAT1,JAK2 --potential-iters 50 --out /tmp/x.json
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import torch
+
+import cellw1
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "papalexi2021_eccite_thp1_crispr.h5ad"
+OUT = Path(__file__).parent / "results" / "distributed_speedup.json"
+KEY, CONTROL = "target", "non-targeting"
+
+
+def load_papalexi() -> ad.AnnData:
+    adata = ad.read_h5ad(DATA)
+    return adata[adata.obs["grna_frac"] >= 0.8].copy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--perturbations", default=None, help="comma-separated targets (default: all 25)")
+    parser.add_argument("--n-workers", type=int, default=2)
+    parser.add_argument("--potential-iters", type=int, default=None, help="phase-1 steps (default: W1Config's)")
+    parser.add_argument("--step-iters", type=int, default=None, help="phase-2 steps (default: W1Config's)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT, help="JSON file (default: %(default)s)")
+    args = parser.parse_args()
+    if not DATA.exists():
+        raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")
+    changes = {"potential_iters": args.potential_iters, "step_iters": args.step_iters}
+    config = cellw1.W1Config(**{k: v for k, v in changes.items() if v is not None})
+    adata = load_papalexi()
+    labels = args.perturbations.split(",") if args.perturbations else None
+    common = dict(method="w1", config=config, seed=args.seed, progress=False)
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    here = cellw1.fit_all(adata, KEY, CONTROL, labels, **common)
+    sequential = time.perf_counter() - start
+    print(f"in-process, 1 torch thread: {len(here)} models in {sequential:.1f} s", flush=True)
+
+    start = time.perf_counter()
+    there = cellw1.fit_all(adata, KEY, CONTROL, labels, scheduler="local", n_workers=args.n_workers,
+                           threads_per_worker=1, **common)
+    parallel = time.perf_counter() - start
+    print(f"LocalCluster, {args.n_workers} workers x 1 thread: {len(there)} models in {parallel:.1f} s", flush=True)
+
+    control = adata[adata.obs[KEY] == CONTROL]
+    largest = 0.0
+    for label in here:
+        a, b = here[label].predict(control).X, there[label].predict(control).X
+        largest = max(largest, float(np.abs(a - b).max()))
+    identical = list(here) == list(there) and largest == 0.0
+    speedup = sequential / parallel
+    print(f"speed-up {speedup:.2f}x; identical predictions: {identical} (largest difference {largest:g})")
+
+    result = {
+        "dataset": DATA.name,
+        "filter": "grna_frac >= 0.8",
+        "n_cells": int(adata.n_obs),
+        "n_genes": int(adata.n_vars),
+        "perturbations": list(here),
+        "failures": {**here.failures, **there.failures},
+        "config": config.to_dict(),
+        "seed": args.seed,
+        "n_workers": args.n_workers,
+        "threads_per_worker": 1,
+        "sequential_seconds": sequential,
+        "distributed_seconds": parallel,
+        "distributed_seconds_include": "starting and closing the LocalCluster",
+        "speedup": speedup,
+        "identical_predictions": identical,
+        "largest_prediction_difference": largest,
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cellw1": cellw1.__version__,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":  # needed: the cluster's worker processes are spawned
+    main()
