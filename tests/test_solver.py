@@ -151,3 +151,15 @@ def test_cuda_fit_matches_cpu_closely() -> None:  # pragma: no cover - GPU machi
     gpu = cellw1.fit_map(x, y, config.replace(device="cuda"), seed=0)
     assert gpu.device.type == "cuda"
     assert gpu.w1(x, y) == pytest.approx(cpu.w1(x, y), rel=0.05)
+
+
+def test_step_size_inputs_use_one_scale_for_all_features() -> None:
+    """A feature that is constant in training must not explode on new cells."""
+    from cellw1.stepsize import Standardize
+
+    x = torch.randn(200, 3)
+    x[:, 2] = 1.0  # constant in training
+    std = Standardize(3).fit(x)
+    assert std.scale.ndim == 0
+    new = torch.tensor([[0.0, 0.0, 1.5]])
+    assert float(std(new).abs().max()) < 2.0

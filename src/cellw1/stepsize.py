@@ -66,16 +66,22 @@ def _mlp(dim: int, hidden: Sequence[int], out: int = 1) -> nn.Sequential:
 
 
 class Standardize(nn.Module):
-    """Fixed affine rescaling ``(x - loc) / scale`` (buffers, saved with the model)."""
+    """Fixed rescaling ``(x - loc) / scale`` with one scale for all features (saved buffers).
+
+    The scale is the root mean feature variance, shared by all features: per-feature scaling
+    would blow up genes that barely vary in the training cells, and a network fed those values
+    extrapolates wildly on new cells (seen on 7,000 genes: +45% steps on held-out cells).
+    """
 
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("scale", torch.ones(()))
 
     def fit(self, x: torch.Tensor) -> Standardize:
         self.loc.copy_(x.mean(0))
-        self.scale.copy_(x.std(0).clamp_min(1e-6) if len(x) > 1 else torch.ones_like(self.scale))
+        if len(x) > 1:
+            self.scale.copy_(x.var(0).mean().sqrt().clamp_min(1e-6))
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
