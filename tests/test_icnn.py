@@ -284,7 +284,10 @@ def test_bad_input_raises_input_error(translation: tuple[W2Map, np.ndarray]) -> 
 
 @pytest.mark.parametrize(
     "changes",
-    [dict(n_iters=0), dict(lr=0.0), dict(betas=(0.5, 1.0)), dict(hidden=()), dict(penalty=-1.0), dict(quadratic="yes"), dict(quadratic_lr_scale=0.0)],
+    [
+        dict(n_iters=0), dict(lr=0.0), dict(betas=(0.5, 1.0)), dict(hidden=()), dict(penalty=-1.0),
+        dict(quadratic="yes"), dict(quadratic_lr_scale=0.0),
+    ],
 )
 def test_bad_config_raises_config_error(changes: dict) -> None:
     with pytest.raises(ConfigError):

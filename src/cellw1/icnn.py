@@ -443,7 +443,9 @@ class W2Map:
         self.config = config
         self.info: dict[str, Any] = dict(info or {})
         device = g.skip.weight.device
-        self.shift = torch.zeros(g.dim, device=device) if shift is None else shift.detach().to(device, torch.float32).clone()
+        if shift is None:
+            shift = torch.zeros(g.dim)
+        self.shift = shift.detach().to(device, torch.float32).clone()
         if self.shift.shape != (g.dim,):
             raise InputError(f"shift has shape {tuple(self.shift.shape)} but the networks take {g.dim} features.")
         if not (math.isfinite(scale) and scale > 0):
@@ -643,7 +645,9 @@ def fit_w2(
                 best = (energy, step, copy.deepcopy(f.state_dict()), copy.deepcopy(g.state_dict()))
             bar.set_postfix(val_energy=f"{energy * scale:.4f}")
             if not math.isfinite(energy):
-                logger.warning("W2 training diverged at step %d (non-finite validation energy); keeping step %d.", step, best[1])
+                logger.warning(
+                    "W2 training diverged at step %d (non-finite validation energy); keeping step %d.", step, best[1]
+                )
                 break
     seconds = time.perf_counter() - start
     f.load_state_dict(best[2])
