@@ -9,8 +9,8 @@ from typing import Any, Literal
 from .errors import ConfigError
 from .lipschitz import ORTHONORMALIZATIONS
 
-StepSizeLearner = Literal["minibatch_ot", "gan"]
-STEP_SIZE_LEARNERS: tuple[str, ...] = ("minibatch_ot", "gan")
+StepSizeLearner = Literal["minibatch_ot", "gan", "ot_gan"]
+STEP_SIZE_LEARNERS: tuple[str, ...] = ("minibatch_ot", "gan", "ot_gan")
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,9 @@ class W1Config:
     step_size_learner
         ``"minibatch_ot"`` (default; regression on exact minibatch OT pairings under the cost
         ``|x - y|^ot_exponent``, see :mod:`cellw1.stepsize`) or ``"gan"`` (the paper's
-        adversarial learner, eqs. 15-16).
+        adversarial learner, eqs. 15-16), or ``"ot_gan"`` (the minibatch-OT regression, then
+        ``refine_iters`` adversarial steps at ``refine_lr`` starting from it; the regression's
+        best state stays a candidate, so refinement can only improve the validation match).
     step_hidden, discriminator_hidden
         Hidden widths of the step-size network and the GAN discriminator; paper: ``(64,)*4``.
     step_iters, step_lr, step_betas
@@ -57,6 +59,8 @@ class W1Config:
     ot_passes
         Passes over the training source cells, each pairing every cell once; the regression
         target of a cell is the mean of its projected displacements over the passes.
+    refine_iters, refine_lr
+        Adversarial refinement steps and learning rate of the ``"ot_gan"`` learner.
     val_fraction
         Share of each side held out to select the best potential and step size.
     eval_every
@@ -90,6 +94,8 @@ class W1Config:
     ot_exponent: float = 1.1
     ot_batch_size: int = 512
     ot_passes: int = 2
+    refine_iters: int = 2_000
+    refine_lr: float = 1e-4
     val_fraction: float = 0.1
     eval_every: int = 100
     patience: int | None = 5
@@ -122,7 +128,7 @@ class W1Config:
                     f"group_size {self.group_size} does not divide hidden width {width}; "
                     f"use widths that are multiples of {self.group_size}."
                 )
-        for name in ("potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every"):
+        for name in ("potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.")
         if not 0.0 <= self.val_fraction < 0.5:

@@ -296,50 +296,75 @@ def fit_step_size(
     step_size = StepSize(source.shape[1], config.step_hidden).to(source.device)
     step_size.inputs.fit(source)
     selector = _Selector(step_size, val_source, direction(potential, val_source[:1000]), val_target, config)
-    bar = tqdm(range(1, config.step_iters + 1), desc=f"step size ({config.step_size_learner})", disable=not progress, leave=False)
-    batches = minibatch_indices(len(source), config.batch_size, config.step_iters, generator)
     history: dict[str, list[float]] = {"loss": []}
-
-    if config.step_size_learner == "minibatch_ot":
-        eta = ot_step_targets(
-            source, u, target, exponent=config.ot_exponent, batch_size=config.ot_batch_size,
-            passes=config.ot_passes, rng=rng,
-        )
-        step_size.eta_scale.fill_(float(eta.mean()) if float(eta.mean()) > 0 else 1.0)
-        step_size.eta_max.fill_(float(eta.max()))
-        optimizer = torch.optim.Adam(step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(source.device))
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.step_iters, eta_min=config.step_lr / 100)
-        for step in bar:
-            i = next(batches).to(source.device)
-            loss = regression_step(step_size, optimizer, source[i], eta[i])
-            schedule.step()
-            if step % config.eval_every == 0 or step == config.step_iters:
-                history["loss"].append(float(loss))
-                bar.set_postfix(val_energy=f"{selector(step):.4f}")
-                if selector.stop:
-                    break
-    else:
-        discriminator = Discriminator(source.shape[1], config.discriminator_hidden).to(source.device)
-        discriminator.inputs.fit(target)
+    learner = config.step_size_learner
+    steps = 0
+    if learner in ("minibatch_ot", "ot_gan"):
+        steps += _regress(step_size, source, u, target, config, selector, history, generator, rng, progress)
+    if learner == "ot_gan":
+        selector.restore()  # refine the best regression state; it stays a candidate
+        selector.plateau.waited = 0
+        steps += _adversarial(step_size, source, u, target, config, selector, history, generator, progress,
+                              n_iters=config.refine_iters, lr=config.refine_lr, offset=steps)
+    if learner == "gan":
         # at the optimum E eta = W1, which the dual estimates: the natural scale of the steps
         step_size.eta_scale.fill_(max(dual_value(potential, source, target), 1e-3))
-        opt_step = torch.optim.Adam(step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(source.device))
-        opt_disc = torch.optim.Adam(discriminator.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(source.device))
-        target_batches = minibatch_indices(len(target), config.batch_size, config.step_iters, generator)
-        for step in bar:
-            i, j = next(batches).to(source.device), next(target_batches).to(source.device)
-            _, gen_loss = gan_step(step_size, discriminator, opt_step, opt_disc, source[i], u[i], target[j])
-            if step % config.eval_every == 0 or step == config.step_iters:
-                history["loss"].append(float(gen_loss))
-                bar.set_postfix(val_energy=f"{selector(step):.4f}")
-                if selector.stop:
-                    break
+        steps += _adversarial(step_size, source, u, target, config, selector, history, generator, progress,
+                              n_iters=config.step_iters, lr=config.step_lr, offset=0)
     selector.restore()
     step_size.requires_grad_(False)
-    history["stopped_at"] = [float(step)]
+    history["stopped_at"] = [float(steps)]
     history.update(selector.history)
     logger.info(
         "step size (%s): best validation energy distance %.5f at step %d",
         config.step_size_learner, selector.best, selector.best_step,
     )
     return StepSizeFit(step_size, selector.best_step, selector.best, history)
+
+
+def _regress(step_size: StepSize, source: torch.Tensor, u: torch.Tensor, target: torch.Tensor, config: W1Config,
+             selector: _Selector, history: dict[str, list[float]], generator: torch.Generator,
+             rng: np.random.Generator, progress: bool) -> int:
+    """Least squares on minibatch-OT step targets; returns the steps taken."""
+    eta = ot_step_targets(
+        source, u, target, exponent=config.ot_exponent, batch_size=config.ot_batch_size,
+        passes=config.ot_passes, rng=rng,
+    )
+    step_size.eta_scale.fill_(float(eta.mean()) if float(eta.mean()) > 0 else 1.0)
+    step_size.eta_max.fill_(float(eta.max()))
+    optimizer = torch.optim.Adam(step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(source.device))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.step_iters, eta_min=config.step_lr / 100)
+    batches = minibatch_indices(len(source), config.batch_size, config.step_iters, generator)
+    step = 0
+    for step in tqdm(range(1, config.step_iters + 1), desc="step size (regression)", disable=not progress, leave=False):
+        i = next(batches).to(source.device)
+        loss = regression_step(step_size, optimizer, source[i], eta[i])
+        schedule.step()
+        if step % config.eval_every == 0 or step == config.step_iters:
+            history["loss"].append(float(loss))
+            selector(step)
+            if selector.stop:
+                break
+    return step
+
+
+def _adversarial(step_size: StepSize, source: torch.Tensor, u: torch.Tensor, target: torch.Tensor, config: W1Config,
+                 selector: _Selector, history: dict[str, list[float]], generator: torch.Generator, progress: bool,
+                 *, n_iters: int, lr: float, offset: int) -> int:
+    """Alternating GAN steps (paper eqs. 15-16) from the current step size; returns the steps taken."""
+    discriminator = Discriminator(source.shape[1], config.discriminator_hidden).to(source.device)
+    discriminator.inputs.fit(target)
+    opt_step = torch.optim.Adam(step_size.parameters(), lr=lr, betas=config.step_betas, **adam_kernel(source.device))
+    opt_disc = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=config.step_betas, **adam_kernel(source.device))
+    batches = minibatch_indices(len(source), config.batch_size, n_iters, generator)
+    target_batches = minibatch_indices(len(target), config.batch_size, n_iters, generator)
+    step = 0
+    for step in tqdm(range(1, n_iters + 1), desc="step size (adversarial)", disable=not progress, leave=False):
+        i, j = next(batches).to(source.device), next(target_batches).to(source.device)
+        _, gen_loss = gan_step(step_size, discriminator, opt_step, opt_disc, source[i], u[i], target[j])
+        if step % config.eval_every == 0 or step == n_iters:
+            history["loss"].append(float(gen_loss))
+            selector(offset + step)
+            if selector.stop:
+                break
+    return step
