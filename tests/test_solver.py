@@ -163,3 +163,12 @@ def test_step_size_inputs_use_one_scale_for_all_features() -> None:
     assert std.scale.ndim == 0
     new = torch.tensor([[0.0, 0.0, 1.5]])
     assert float(std(new).abs().max()) < 2.0
+
+
+def test_ot_gan_refinement_never_worsens_validation_and_keeps_order() -> None:
+    toy = load_toy("bookshelf", n=400, seed=0)
+    base = cellw1.fit_map(toy.source, toy.target, FAST, seed=0)
+    refined = cellw1.fit_map(toy.source, toy.target, FAST.replace(step_size_learner="ot_gan", refine_iters=200), seed=0)
+    assert refined.info["potential_val_dual"] == base.info["potential_val_dual"]  # same potential
+    assert refined.info["step_size_val_energy"] <= base.info["step_size_val_energy"] + 1e-9
+    assert bookshelf_spearman(toy.source, refined.transport(toy.source)) >= 0.99
