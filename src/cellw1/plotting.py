@@ -18,6 +18,13 @@ MOVED_COLOR = "#d62728"
 LABEL_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 
 
+def save_png(fig: Any, path: str | os.PathLike) -> Path:
+    """Render a matplotlib figure to PNG and write it atomically to ``path``."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
 def plot_transport(
     source: Any,
     transported: Any,
@@ -82,7 +89,4 @@ def plot_transport(
     if title:
         ax.set_title(title)
     fig.tight_layout()
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
+    return save_png(fig, path)

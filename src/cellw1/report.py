@@ -6,7 +6,6 @@ Both functions draw with matplotlib's object API (``Figure`` + ``FigureCanvasAgg
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,19 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_write_bytes
 from .errors import InputError
+from .plotting import save_png
 
 METHOD_COLORS = ("#7f7f7f", "#bcbd22", "#2ca02c", "#9467bd", "#d62728", "#1f77b4", "#ff7f0e", "#8c564b")
 CONTROL_COLOR = "#1f77b4"
 OBSERVED_COLOR = "#b0b0b0"
 PREDICTED_COLOR = "#d62728"
 
-
-def _save_png(fig: Any, path: str | os.PathLike) -> Path:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def plot_metric_bars(table: pd.DataFrame, path: str | os.PathLike, *, title: str = "") -> Path:
@@ -87,7 +81,7 @@ def plot_metric_bars(table: pd.DataFrame, path: str | os.PathLike, *, title: str
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
 
 
 def pca_2d(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -183,4 +177,4 @@ def plot_embedding(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save_png(fig, path)
+    return save_png(fig, path)
