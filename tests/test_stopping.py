@@ -33,3 +33,26 @@ def test_potential_stops_early_and_full_schedule_without_patience() -> None:
     assert abs(early.best_dual - 3.0) < 0.1  # stopped because it had converged
     full = fit_potential(x, y, config.replace(potential_iters=300, patience=None), generator=torch.Generator().manual_seed(0))
     assert full.history["stopped_at"][0] == 300
+
+
+def test_fit_uses_the_configured_cpu_threads_and_restores_them() -> None:
+    seen = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        original = torch.optim.Adam.step
+
+        def spy(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(torch.get_num_threads())
+            return original(self, *args, **kwargs)
+
+        torch.optim.Adam.step = spy  # type: ignore[method-assign]
+        x = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
+        cellw1.fit_map(x, x + 1, cellw1.W1Config(hidden=(8,), potential_iters=5, step_iters=5))
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        cellw1.fit_map(x, x + 1, cellw1.W1Config(hidden=(8,), potential_iters=5, step_iters=5, cpu_threads=None))
+        assert set(seen) == {2}
+    finally:
+        torch.optim.Adam.step = original  # type: ignore[method-assign]
+        torch.set_num_threads(before)

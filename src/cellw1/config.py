@@ -73,6 +73,11 @@ class W1Config:
         Relative improvement that counts for early stopping.
     device
         ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... or ``"auto"`` (CUDA when present).
+    cpu_threads
+        Torch intra-op threads while fitting on the CPU (restored afterwards); ``None`` keeps
+        torch's setting. The networks are small, so one thread is faster than two: a whole fit
+        at d = 50 took 5.7 s with 1 thread against 8.2 s with 2, and 9.7 s against 11.6 s at
+        d = 1,000 (``docs/speed.md``). Use processes for parallelism (``fit_all(scheduler=...)``).
     """
 
     hidden: tuple[int, ...] = (64, 64, 64, 64)
@@ -101,6 +106,7 @@ class W1Config:
     patience: int | None = 5
     min_delta: float = 1e-3
     device: str = "cpu"
+    cpu_threads: int | None = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -139,6 +145,8 @@ class W1Config:
             )
         if self.patience is not None and int(self.patience) < 1:
             raise ConfigError(f"patience={self.patience!r} must be >= 1, or None to run the full schedule.")
+        if self.cpu_threads is not None and int(self.cpu_threads) < 1:
+            raise ConfigError(f"cpu_threads={self.cpu_threads!r} must be >= 1, or None to keep torch's setting.")
         if self.min_delta < 0:
             raise ConfigError(f"min_delta={self.min_delta!r} must be >= 0.")
         if self.potential_lr <= 0 or self.step_lr <= 0 or self.potential_lr_min < 0:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -16,6 +18,19 @@ from .stepsize import fit_step_size
 from .transport import TransportMap
 
 logger = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), then restore."""
+    before = torch.get_num_threads()
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def fit_map(
@@ -61,7 +76,7 @@ def fit_map(
         source=src[train_s.to(device)], target=tgt[train_t.to(device)],
         val_source=src[val_s.to(device)], val_target=tgt[val_t.to(device)],
     )
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), cpu_threads(config.cpu_threads if device.type == "cpu" else None):
         torch.manual_seed(seed)
         start = time.perf_counter()
         phase1 = fit_potential(config=config, generator=generator, progress=progress, **data)
