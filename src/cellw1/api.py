@@ -18,10 +18,10 @@ from tqdm.auto import tqdm
 from ._io import tensor_checksum
 from .config import W1Config
 from .distributed import check_scheduler, fit_on_client, open_client
-from .embedding import EMBEDDINGS, Embedding, EmbeddingConfig, fit_embedding
+from .embedding import Embedding, EmbeddingConfig, check_space, fit_embedding
 from .errors import CellW1Error, ConfigError, InputError
 from .icnn import W2Config
-from .methods import check_method, fit_method
+from .methods import check_config, check_method, fit_method
 from .model import CollectionDirectory, ModelCollection, PerturbationModel, feature_matrix
 from .preprocessing import fit_preprocessor
 
@@ -110,8 +110,7 @@ def fit(
         Show progress bars.
     """
     check_method(method)
-    if space not in EMBEDDINGS:
-        raise ConfigError(f"unknown space {space!r}; choose one of {', '.join(EMBEDDINGS)}.")
+    check_space(space)
     labels = condition_labels(adata, condition_key)
     check_label(labels, control, "control", condition_key)
     check_label(labels, perturbation, "perturbation", condition_key)
@@ -166,12 +165,9 @@ def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -
     method = fit_kwargs.get("method", "w1")
     space = fit_kwargs.get("space", "genes")
     check_method(method)
-    if space not in EMBEDDINGS:
-        raise ConfigError(f"unknown space {space!r}; choose one of {', '.join(EMBEDDINGS)}.")
+    check_space(space)
     config = fit_kwargs.get("config")
-    expected = {"w1": W1Config, "w2": W2Config}.get(method)
-    if config is not None and expected is not None and not isinstance(config, expected):
-        raise ConfigError(f"method {method!r} needs a {expected.__name__}, got {type(config).__name__}.")
+    expected = check_config(method, config)
     embedding_config, embedding = fit_kwargs.get("embedding_config"), fit_kwargs.get("embedding")
     if embedding is not None:  # an embedding fitted beforehand: its kind and a checksum of its weights
         embedding_settings = {"kind": embedding.kind, "sha256": tensor_checksum(embedding.state_tensors())}

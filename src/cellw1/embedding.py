@@ -615,7 +615,8 @@ class Autoencoder(Embedding):
 EMBEDDINGS: dict[str, type[Embedding]] = {"genes": GeneSpace, "pca": PCAEmbedding, "autoencoder": Autoencoder}
 
 
-def _check_space(space: str) -> type[Embedding]:
+def check_space(space: str) -> type[Embedding]:
+    """The embedding class of ``space``; an unknown space is a ConfigError listing the known ones."""
     if space not in EMBEDDINGS:
         raise ConfigError(f"unknown space {space!r}; use one of {', '.join(map(repr, EMBEDDINGS))}.")
     return EMBEDDINGS[space]
@@ -648,7 +649,7 @@ def fit_embedding(
     -------
     Embedding
     """
-    cls = _check_space(space)
+    cls = check_space(space)
     config = EmbeddingConfig() if config is None else config
     if not isinstance(config, EmbeddingConfig):
         raise ConfigError(f"config must be an EmbeddingConfig, got {type(config).__name__}.")

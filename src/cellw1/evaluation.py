@@ -516,6 +516,8 @@ def _evaluate_split(
     test_perturbed = adata[test_pert_rows].copy()
     rows: list[tuple[str, str, int, str, float]] = []
     columns: np.ndarray | None = None
+    obs_values: np.ndarray | None = None
+    control_values: np.ndarray | None = None
     snapshot: EmbeddingSnapshot | None = None
     shared = None  # every method of a split works in one latent space, fitted once (paper protocol)
     for method in methods:
@@ -528,20 +530,22 @@ def _evaluate_split(
         # the method's own fit time: preprocessing and the shared embedding are not counted
         seconds = float(model.method.info.get("fit_seconds", time.perf_counter() - start))
         shared = model.embedding
-        if obsm_key is None and columns is None:
-            # The preprocessing is fitted on the same training cells by every method, so one
-            # DE-gene selection (training cells only) serves all methods of this split.
-            is_control = (train.obs[condition_key].astype(str) == control).to_numpy()
-            train_values = model.preprocess(train)
-            genes = top_de_genes(train_values[is_control], train_values[~is_control], model.features, n_de_genes)
-            columns = pd.Index(model.features).get_indexer(genes)
-            logger.debug("%s r%d: scoring on %d DE genes (first: %s)", perturbation, repeat, len(genes), genes[:5])
+        if obs_values is None:
+            # Every method fits the same preprocessing on the same training cells, so one
+            # DE-gene selection (training cells only) and one preprocessing of the test cells
+            # serve all methods of this split.
+            if obsm_key is None:
+                is_control = (train.obs[condition_key].astype(str) == control).to_numpy()
+                train_values = model.preprocess(train)
+                genes = top_de_genes(train_values[is_control], train_values[~is_control], model.features, n_de_genes)
+                columns = pd.Index(model.features).get_indexer(genes)
+                logger.debug("%s r%d: scoring on %d DE genes (first: %s)", perturbation, repeat, len(genes), genes[:5])
+            obs_values = _scored(np.asarray(model.preprocess(test_perturbed), dtype=np.float64), columns)
+            control_values = _scored(np.asarray(model.preprocess(test_control), dtype=np.float64), columns)
         predicted = model.predict(test_control)
         pred_values = _scored(np.asarray(predicted.X, dtype=np.float64), columns)
-        obs_values = _scored(np.asarray(model.preprocess(test_perturbed), dtype=np.float64), columns)
         scores = compute_metrics(pred_values, obs_values, metrics)
         scores[SECONDS] = seconds
-        control_values = _scored(np.asarray(model.preprocess(test_control), dtype=np.float64), columns)
         scores[CONTROL_SHIFT] = float(np.linalg.norm(pred_values.mean(0) - control_values.mean(0)))
         rows.extend((method, perturbation, repeat, name, float(value)) for name, value in scores.items())
         logger.info(

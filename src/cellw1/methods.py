@@ -184,6 +184,18 @@ def check_method(name: str) -> str:
     return name
 
 
+#: config class each method takes (the others take none)
+CONFIGS: dict[str, type[W1Config] | type[W2Config]] = {"w1": W1Config, "w2": W2Config}
+
+
+def check_config(name: str, config: Any) -> type[W1Config] | type[W2Config] | None:
+    """Raise a ConfigError when ``config`` is not of the class method ``name`` takes; return that class."""
+    expected = CONFIGS.get(name)
+    if config is not None and expected is not None and not isinstance(config, expected):
+        raise ConfigError(f"method {name!r} needs a {expected.__name__}, got {type(config).__name__}.")
+    return expected
+
+
 def fit_method(
     name: str,
     source: np.ndarray,
@@ -210,6 +222,7 @@ def fit_method(
         Show progress bars.
     """
     check_method(name)
+    check_config(name, config)
     start = time.perf_counter()
     fitted: FittedMethod
     if name == "identity":
@@ -219,12 +232,8 @@ def fit_method(
     elif name == "scgen":
         fitted = MeanShift.fit(source, target, seed)
     elif name == "w1":
-        if config is not None and not isinstance(config, W1Config):
-            raise ConfigError(f"method 'w1' needs a W1Config, got {type(config).__name__}.")
         fitted = W1(fit_map(source, target, config, seed, progress=progress))
     else:
-        if config is not None and not isinstance(config, W2Config):
-            raise ConfigError(f"method 'w2' needs a W2Config, got {type(config).__name__}.")
         fitted = W2(fit_w2(source, target, config, seed, progress=progress))
     fitted.info["fit_seconds"] = time.perf_counter() - start
     return fitted
