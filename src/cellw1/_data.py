@@ -10,6 +10,8 @@ import torch
 from .errors import ConfigError, InputError
 
 MIN_POINTS = 10
+#: most cells of a group held out for validation (enough to rank states; more only costs time)
+MAX_VALIDATION = 5_000
 
 
 def as_points(x: Any, name: str, *, min_points: int = MIN_POINTS, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -46,11 +48,11 @@ def as_points(x: Any, name: str, *, min_points: int = MIN_POINTS, dtype: torch.d
     return t
 
 
-def check_pair(source: torch.Tensor, target: torch.Tensor) -> None:
-    """Source and target must live in the same feature space."""
-    if source.shape[1] != target.shape[1]:
+def check_pair(source_dim: int, target_dim: int) -> None:
+    """Source and target must live in the same feature space (given their numbers of features)."""
+    if source_dim != target_dim:
         raise InputError(
-            f"source has {source.shape[1]} features but target has {target.shape[1]}; "
+            f"source has {source_dim} features but target has {target_dim}; "
             "both must be measured on the same features in the same order."
         )
 
@@ -73,9 +75,12 @@ def like_input(result: torch.Tensor, reference: Any) -> Any:
 
 
 def split_validation(n: int, fraction: float, generator: torch.Generator, *, min_val: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded (train, validation) index split; no validation set when it would be tiny."""
+    """Seeded (train, validation) index split; no validation set when it would be tiny.
+
+    At most :data:`MAX_VALIDATION` indices are held out.
+    """
     perm = torch.randperm(n, generator=generator)
-    n_val = int(round(n * fraction))
+    n_val = min(int(round(n * fraction)), MAX_VALIDATION)
     if n_val < min_val or n - n_val < MIN_POINTS:
         return perm, perm[:0]
     return perm[n_val:], perm[:n_val]

@@ -23,7 +23,9 @@ from .errors import CellW1Error, ConfigError, InputError
 from .icnn import W2Config
 from .methods import check_config, check_method, fit_method
 from .model import CollectionDirectory, ModelCollection, PerturbationModel, feature_matrix
+from .ondisk import DiskData, is_on_disk, open_disk_data
 from .preprocessing import fit_preprocessor
+from .streaming import fit_streamed
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -37,7 +39,7 @@ MIN_CELLS = 20
 Space = Literal["genes", "pca", "autoencoder"]
 
 
-def condition_labels(adata: ad.AnnData, condition_key: str) -> pd.Series:
+def condition_labels(adata: ad.AnnData | DiskData, condition_key: str) -> pd.Series:
     """``adata.obs[condition_key]`` as strings, with clear errors for empty data or a missing key."""
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(f"the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} features).")
@@ -58,7 +60,7 @@ def check_label(labels: pd.Series, value: str, what: str, key: str) -> None:
 
 
 def fit(
-    adata: ad.AnnData,
+    adata: ad.AnnData | str | os.PathLike,
     condition_key: str,
     control: str,
     perturbation: str,
@@ -73,13 +75,17 @@ def fit(
     input_kind: Literal["auto", "counts", "log"] = "auto",
     seed: int = 0,
     progress: bool = True,
+    buffer_cells: int | None = None,
 ) -> PerturbationModel:
     """Fit a model predicting ``perturbation`` cells from ``control`` cells.
 
     Parameters
     ----------
     adata
-        Cells x genes; never modified.
+        Cells x genes; never modified. An AnnData in memory, or data on disk: a path to an
+        ``.h5ad`` file or ``.zarr`` store, or an AnnData opened with ``backed="r"``. From disk
+        the expression matrix is never loaded: cells are streamed in buffers (see
+        :mod:`cellw1.streaming`); methods ``"w1"`` and ``"identity"``.
     condition_key
         Column of ``adata.obs`` with the condition of each cell.
     control, perturbation
@@ -108,9 +114,44 @@ def fit(
         Seed of every random choice.
     progress
         Show progress bars.
+    buffer_cells
+        From disk only: cells of each group held in memory at once (default 32,768); when a
+        group fits, it is read once and the fit is the in-memory one.
     """
     check_method(method)
     check_space(space)
+    if is_on_disk(adata):
+        with open_disk_data(adata) as disk:
+            return _fit(disk, condition_key, control, perturbation, layer=layer, obsm_key=obsm_key, space=space,
+                        method=method, config=config, embedding_config=embedding_config, embedding=embedding,
+                        input_kind=input_kind, seed=seed, progress=progress, buffer_cells=buffer_cells)
+    if buffer_cells is not None:
+        raise ConfigError("buffer_cells applies to data on disk (a path or a backed AnnData); drop it for in-memory data.")
+    return _fit(adata, condition_key, control, perturbation, layer=layer, obsm_key=obsm_key, space=space,
+                method=method, config=config, embedding_config=embedding_config, embedding=embedding,
+                input_kind=input_kind, seed=seed, progress=progress, buffer_cells=None)
+
+
+def _fit(
+    adata: ad.AnnData | DiskData,
+    condition_key: str,
+    control: str,
+    perturbation: str,
+    *,
+    layer: str | None,
+    obsm_key: str | None,
+    space: Space,
+    method: str,
+    config: W1Config | W2Config | None,
+    embedding_config: EmbeddingConfig | None,
+    embedding: Embedding | None,
+    input_kind: Literal["auto", "counts", "log"],
+    seed: int,
+    progress: bool,
+    buffer_cells: int | None,
+) -> PerturbationModel:
+    """:func:`fit` on an AnnData in memory or on :class:`~cellw1.ondisk.DiskData`."""
+    check_config(method, config)
     labels = condition_labels(adata, condition_key)
     check_label(labels, control, "control", condition_key)
     check_label(labels, perturbation, "perturbation", condition_key)
@@ -124,12 +165,28 @@ def fit(
                 f"group {name!r} has {int(mask.sum())} cells; at least {MIN_CELLS} are needed to fit a map."
             )
     start = time.perf_counter()
+    info: dict[str, Any] = {"n_control": int(is_source.sum()), "n_perturbed": int(is_target.sum()), "seed": seed}
+    if isinstance(adata, DiskData):
+        if obsm_key is not None:
+            raise InputError(
+                "obsm_key is not supported for data on disk; an embedding is small: load the file into memory "
+                "(anndata.read_h5ad) and pass it."
+            )
+        preprocessor, embedding, fitted, streamed = fit_streamed(
+            adata, is_source, is_target, layer=layer, space=space, method=method, config=config,
+            embedding_config=embedding_config, embedding=embedding, input_kind=input_kind, seed=seed,
+            progress=progress, buffer_cells=buffer_cells,
+        )
+        info.update(streamed, fit_seconds=time.perf_counter() - start)
+        return PerturbationModel(
+            features=list(map(str, adata.var_names)), preprocessor=preprocessor, embedding=embedding, method=fitted,
+            condition_key=condition_key, control=control, perturbation=perturbation, layer=layer, info=info,
+        )
     matrix, features = feature_matrix(adata, layer=layer, obsm_key=obsm_key)
     rows = np.flatnonzero(is_source | is_target)
     both = matrix[rows]
     source_rows = is_source[rows]
     preprocessor = None
-    info: dict[str, Any] = {"n_control": int(is_source.sum()), "n_perturbed": int(is_target.sum()), "seed": seed}
     if obsm_key is None:
         preprocessor = fit_preprocessor(both, assume=input_kind)
         logger.info("%s", preprocessor.reason)
@@ -190,7 +247,7 @@ def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -
 
 
 def fit_all(
-    adata: ad.AnnData,
+    adata: ad.AnnData | str | os.PathLike,
     condition_key: str,
     control: str,
     perturbations: Sequence[str] | None = None,
@@ -208,7 +265,9 @@ def fit_all(
     Parameters
     ----------
     adata, condition_key, control
-        As for :func:`fit`; ``adata`` is never modified.
+        As for :func:`fit`; ``adata`` is never modified. Data on disk (a path, or a backed
+        AnnData) are streamed by every fit, and Dask workers read the same path (it must be
+        on a file system they share).
     perturbations
         Labels to model; ``None``: every label of ``obs[condition_key]`` but the control.
     on_error
@@ -247,7 +306,12 @@ def fit_all(
         raise ConfigError(f"on_error={on_error!r} must be 'skip' or 'raise'.")
     settings = fit_settings(condition_key, control, kwargs)
     check_scheduler(scheduler, n_workers, threads_per_worker)
-    labels = condition_labels(adata, condition_key)
+    if is_on_disk(adata):  # read the labels once; every fit (here or on a worker) streams from the path
+        with open_disk_data(adata) as disk:
+            labels = condition_labels(disk, condition_key)
+            adata = disk.path
+    else:
+        labels = condition_labels(adata, condition_key)
     check_label(labels, control, "control", condition_key)
     if perturbations is None:
         perturbations = sorted(set(labels) - {control})

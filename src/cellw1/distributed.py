@@ -255,7 +255,7 @@ def fit_task(
 
 def fit_on_client(
     client: Client,
-    adata: ad.AnnData,
+    adata: ad.AnnData | str | os.PathLike,
     condition_key: str,
     control: str,
     perturbations: Sequence[str],
@@ -270,11 +270,16 @@ def fit_on_client(
     Closing the generator early cancels the tasks still pending.
     """
     distributed = _import_distributed()
-    data = shipped_data(
-        adata, condition_key, [control, *perturbations],
-        layer=fit_kwargs.get("layer"), obsm_key=fit_kwargs.get("obsm_key"),
-    )
-    logger.info("sending %d cells x %d features to the workers once", data.n_obs, data.n_vars)
+    data: ad.AnnData | str
+    if isinstance(adata, (str, os.PathLike)):  # data on disk: workers read the shared path themselves
+        data = os.fspath(adata)
+        logger.info("workers stream the cells from %s", data)
+    else:
+        data = shipped_data(
+            adata, condition_key, [control, *perturbations],
+            layer=fit_kwargs.get("layer"), obsm_key=fit_kwargs.get("obsm_key"),
+        )
+        logger.info("sending %d cells x %d features to the workers once", data.n_obs, data.n_vars)
     shared = client.scatter(data, broadcast=False, hash=False)
     generation = 0  # how many times the data were sent again
     run = uuid.uuid4().hex[:8]

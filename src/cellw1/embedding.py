@@ -35,9 +35,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._data import resolve_device, split_validation
+from ._data import resolve_device
 from .errors import ConfigError, InputError, ModelFileError
-from .potential import adam_kernel, minibatch_indices
+from .potential import adam_kernel
+from .sampling import Cells, MemoryCells, minibatches
 
 logger = logging.getLogger(__name__)
 
@@ -538,7 +539,7 @@ class Autoencoder(Embedding):
         return cls(net, header.get("info"))
 
     @classmethod
-    def fit(cls, x: np.ndarray, *, config: EmbeddingConfig, seed: int = 0, progress: bool = False) -> Autoencoder:
+    def fit(cls, x: np.ndarray | Cells, *, config: EmbeddingConfig, seed: int = 0, progress: bool = False) -> Autoencoder:
         """Train on ``x: (n, g)`` with minibatch Adam and early stopping.
 
         A shuffled ``ae_val_fraction`` of the cells is held out (all cells are used for
@@ -547,29 +548,31 @@ class Autoencoder(Embedding):
         training stops ``ae_patience`` steps after the last improvement, or at
         ``ae_max_iters``. Initialisation, split and minibatches derive from ``seed`` only
         (the global torch RNG is left as it was), so a seed gives the same network on the CPU.
+        ``x`` may also be :class:`~cellw1.sampling.Cells` streamed from disk (normalised
+        genes, on ``config.device``): minibatches then come from its buffers.
         """
         device = resolve_device(config.device)
-        hidden, latent = autoencoder_shape(x.shape[1], config)
+        cells = x if isinstance(x, Cells) else MemoryCells(torch.tensor(x, device=device))
+        hidden, latent = autoencoder_shape(cells.dim, config)
         generator = torch.Generator().manual_seed(seed)
-        train_idx, val_idx = split_validation(len(x), config.ae_val_fraction, generator)
-        if len(val_idx) == 0:
-            val_idx = train_idx
-        data = torch.tensor(x, device=device)
-        train, val = data[train_idx.to(device)], data[val_idx.to(device)]
+        training, val = cells.split(config.ae_val_fraction, generator)
+        n_train = cells.n_cells - len(val)
+        if len(val) == 0:
+            val = training.buffer()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = AutoencoderNet(x.shape[1], hidden, latent, config.ae_activation).to(device)
+            net = AutoencoderNet(cells.dim, hidden, latent, config.ae_activation).to(device)
         optimizer = torch.optim.Adam(
             net.parameters(), lr=config.ae_lr, weight_decay=config.ae_weight_decay, **adam_kernel(device)
         )
-        batches = minibatch_indices(len(train), config.ae_batch_size, config.ae_max_iters, generator)
+        batches = minibatches(training, config.ae_batch_size, config.ae_max_iters, generator)
         history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_loss": []}
         best_loss, best_step, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
-        running, count, step, stopped_early = train.new_zeros(()), 0, 0, False
+        running, count, step, stopped_early = torch.zeros((), device=device), 0, 0, False
         bar = tqdm(range(1, config.ae_max_iters + 1), desc="autoencoder", disable=not progress, leave=False)
         start = time.perf_counter()
         for step in bar:
-            running += autoencoder_step(net, optimizer, train[next(batches).to(device)])
+            running += autoencoder_step(net, optimizer, next(batches)[0])
             count += 1
             if step % config.ae_eval_every == 0 or step == config.ae_max_iters:
                 val_loss = reconstruction_error(net, val)
@@ -589,9 +592,9 @@ class Autoencoder(Embedding):
         val_variance = float(val.var(dim=0).mean()) if len(val) > 1 else 0.0
         info = {
             "seed": seed,
-            "n_cells": len(x),
-            "n_train": len(train_idx),
-            "n_val": len(val_idx),
+            "n_cells": cells.n_cells,
+            "n_train": n_train,
+            "n_val": len(val),
             "steps": step,
             "max_iters": config.ae_max_iters,
             "stopped_early": stopped_early,
@@ -605,7 +608,7 @@ class Autoencoder(Embedding):
         }
         logger.info(
             "autoencoder %s -> %d: validation MSE %.4g (feature variance %.4g) at step %d of %d%s, %.1f s",
-            (x.shape[1], *hidden), latent, best_loss, val_variance, best_step, step,
+            (cells.dim, *hidden), latent, best_loss, val_variance, best_step, step,
             " (early stop)" if stopped_early else "", seconds,
         )
         return cls(net, info)
@@ -624,7 +627,7 @@ def check_space(space: str) -> type[Embedding]:
 
 def fit_embedding(
     space: str,
-    x: np.ndarray,
+    x: np.ndarray | Cells,
     *,
     config: EmbeddingConfig | None = None,
     seed: int = 0,
@@ -637,7 +640,8 @@ def fit_embedding(
     space
         ``"genes"``, ``"pca"`` or ``"autoencoder"``.
     x
-        Preprocessed cells (float array; not modified).
+        Preprocessed cells (float array; not modified), or, for the autoencoder,
+        :class:`~cellw1.sampling.Cells` streamed from disk.
     config
         Embedding hyper-parameters; :class:`EmbeddingConfig` defaults when ``None``.
     seed
@@ -653,6 +657,10 @@ def fit_embedding(
     config = EmbeddingConfig() if config is None else config
     if not isinstance(config, EmbeddingConfig):
         raise ConfigError(f"config must be an EmbeddingConfig, got {type(config).__name__}.")
+    if isinstance(x, Cells):  # streamed from disk: minibatches from the sampler's buffers
+        if cls is not Autoencoder:
+            raise ConfigError(f"the {space!r} embedding is fitted on cells in memory, not on streamed cells.")
+        return cls.fit(x, config=config, seed=seed, progress=progress)
     arr = _rows(x, "x")
     if len(arr) < 2:
         raise InputError(f"x has {len(arr)} cells; at least 2 are needed to fit an embedding.")

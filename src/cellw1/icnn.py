@@ -96,7 +96,8 @@ from . import __version__
 from ._data import as_points, check_pair, like_input, resolve_device, split_validation
 from ._io import load_tensors, save_tensors
 from .errors import ConfigError, InputError, ModelFileError
-from .potential import CHUNK, evaluate, gradient, minibatch_indices
+from .potential import CHUNK, evaluate, gradient
+from .sampling import minibatch_indices
 from .stepsize import energy_distance
 
 logger = logging.getLogger(__name__)
@@ -595,7 +596,7 @@ def fit_w2(
     """
     config = config or W2Config()
     src, tgt = as_points(source, "source"), as_points(target, "target")
-    check_pair(src, tgt)
+    check_pair(src.shape[1], tgt.shape[1])
     device = resolve_device(config.device)
     generator = torch.Generator().manual_seed(seed)
     train_s, val_s = split_validation(len(src), config.val_fraction, generator)

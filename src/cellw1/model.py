@@ -12,6 +12,7 @@ and checksummed; ``model.json`` beside it is a readable copy of that description
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,12 +30,16 @@ from ._io import atomic_write_bytes, load_tensors, save_tensors
 from .embedding import Embedding, load_embedding
 from .errors import CellW1Error, InputError, ModelFileError
 from .methods import FittedMethod, load_method
+from .ondisk import PredictionWriter, is_on_disk, open_disk_data
 from .preprocessing import Preprocessor
 
 if TYPE_CHECKING:
     import anndata as ad
 
 logger = logging.getLogger(__name__)
+
+#: cells predicted at once when streaming from disk or to a file
+PREDICT_CHUNK = 16_384
 
 MODEL_FILE = "model.safetensors"
 COLLECTION_FILE = "collection.json"
@@ -113,70 +118,161 @@ class PerturbationModel:
         )
 
     # -- prediction ------------------------------------------------------------------------------
+    def _columns(self, names: Sequence[str]) -> np.ndarray | None:
+        """Positions of :attr:`features` among the data's feature ``names`` (``None``: obsm, in order)."""
+        if self.obsm_key is not None:
+            if len(names) != len(self.features):
+                raise InputError(
+                    f"obsm[{self.obsm_key!r}] has {len(names)} columns but the model was fitted on {len(self.features)}."
+                )
+            return None
+        position = pd.Index(names)
+        if not position.is_unique:
+            raise InputError("var_names are not unique; call adata.var_names_make_unique() first.")
+        missing = [g for g in self.features if g not in position]
+        if missing:
+            raise InputError(
+                f"{len(missing)} of the model's {len(self.features)} genes are missing from the data "
+                f"(first: {missing[:5]}); predict on data measured on the same genes."
+            )
+        return position.get_indexer(self.features)
+
+    def _values(self, matrix: Any, columns: np.ndarray | None) -> np.ndarray:
+        """Rows of ``matrix`` in the model's input space (float32); see :meth:`preprocess`."""
+        if columns is None:
+            values = np.asarray(matrix, dtype=np.float32)
+        else:
+            assert self.preprocessor is not None
+            values = self.preprocessor.transform(matrix[:, columns])
+        if not np.isfinite(values).all():
+            raise InputError("the data contain NaN or inf; remove or impute those cells first.")
+        return values
+
     def preprocess(self, adata: ad.AnnData) -> np.ndarray:
         """The model's input space for ``adata``: log-normalised expression of :attr:`features`
         (aligned by gene name), or the obsm embedding; ``(n_cells, n_features)`` float32."""
         if adata.n_obs == 0:
             raise InputError("the AnnData has no cells; nothing to predict.")
         matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
-        if self.obsm_key is not None:
-            if len(names) != len(self.features):
-                raise InputError(
-                    f"obsm[{self.obsm_key!r}] has {len(names)} columns but the model was fitted on {len(self.features)}."
-                )
-            values = np.asarray(matrix, dtype=np.float32)
-        else:
-            position = pd.Index(names)
-            if not position.is_unique:
-                raise InputError("var_names are not unique; call adata.var_names_make_unique() first.")
-            missing = [g for g in self.features if g not in position]
-            if missing:
-                raise InputError(
-                    f"{len(missing)} of the model's {len(self.features)} genes are missing from the data "
-                    f"(first: {missing[:5]}); predict on data measured on the same genes."
-                )
-            idx = position.get_indexer(self.features)
-            matrix = matrix[:, idx]
-            assert self.preprocessor is not None
-            values = self.preprocessor.transform(matrix)
-        if not np.isfinite(values).all():
-            raise InputError("the data contain NaN or inf; remove or impute those cells first.")
-        return values
+        return self._values(matrix, self._columns(names))
 
-    def predict(self, adata: ad.AnnData) -> ad.AnnData:
-        """Predict the perturbed state of the cells in ``adata`` (never modified).
-
-        Returns
-        -------
-        anndata.AnnData
-            A new AnnData, one predicted cell per input cell: ``X`` holds the prediction in the
-            model's feature space (log-normalised expression of :attr:`features`, or the obsm
-            features); ``obs`` copies the input's obs and adds ``source_cell`` (input cell id),
-            ``perturbation`` and ``response`` (distance the cell moved in the fitted space).
-        """
-        import anndata as ad
-
-        x = self.preprocess(adata)
-        if self.condition_key in adata.obs:
-            labels = adata.obs[self.condition_key].astype(str)
+    def _warn_not_control(self, obs: pd.DataFrame) -> None:
+        if self.condition_key in obs:
+            labels = obs[self.condition_key].astype(str)
             others = int((labels != self.control).sum())
             if others:
                 logger.warning(
                     "%d of %d input cells are not labelled %r in obs[%r]; predicting them as if they were controls.",
                     others, len(labels), self.control, self.condition_key,
                 )
-        z = self.embedding.encode(x)
-        predicted = self.embedding.decode(self.method.predict(z))
-        obs = adata.obs.copy()
-        obs["source_cell"] = np.asarray(adata.obs_names, dtype=str)
-        obs["perturbation"] = self.perturbation
-        obs["response"] = self.method.response(z)
-        out = ad.AnnData(X=np.asarray(predicted, dtype=np.float32), obs=obs, var=pd.DataFrame(index=self.features))
-        out.uns["cellw1"] = {
+
+    def _uns(self) -> dict[str, Any]:
+        return {
             "method": self.method.name, "space": self.embedding.kind, "control": self.control,
             "perturbation": self.perturbation, "values": "log1p-normalised" if self.preprocessor else self.obsm_key,
         }
-        return out
+
+    def predict(
+        self,
+        adata: ad.AnnData | str | os.PathLike,
+        *,
+        out: str | os.PathLike | None = None,
+        chunk_cells: int = PREDICT_CHUNK,
+        progress: bool = False,
+    ) -> ad.AnnData | Path:
+        """Predict the perturbed state of the cells in ``adata`` (never modified).
+
+        Parameters
+        ----------
+        adata
+            An AnnData in memory, or data on disk: a path to an ``.h5ad`` / ``.zarr``, or an
+            AnnData opened with ``backed="r"`` (read ``chunk_cells`` cells at a time).
+        out
+            ``None``: return the predictions. A path ending in ``.h5ad`` or ``.zarr``: write
+            them there ``chunk_cells`` cells at a time, so memory does not grow with the
+            number of cells; the file appears in one rename when complete (atomic).
+        chunk_cells
+            Cells predicted at once when reading from disk or writing to ``out``.
+        progress
+            Show a progress bar over the chunks.
+
+        Returns
+        -------
+        anndata.AnnData or pathlib.Path
+            A new AnnData (or the path it was written to), one predicted cell per input cell:
+            ``X`` holds the prediction in the model's feature space (log-normalised
+            expression of :attr:`features`, or the obsm features); ``obs`` copies the input's
+            obs and adds ``source_cell`` (input cell id), ``perturbation`` and ``response``
+            (distance the cell moved in the fitted space).
+        """
+        import anndata as ad
+
+        if int(chunk_cells) < 1:
+            raise InputError(f"chunk_cells={chunk_cells} must be >= 1.")
+        if is_on_disk(adata):
+            if self.obsm_key is not None:
+                raise InputError(
+                    f"the model reads obsm[{self.obsm_key!r}]; predicting from disk reads expression only: "
+                    "load the AnnData into memory (anndata.read_h5ad) and pass it."
+                )
+            with open_disk_data(adata) as disk:
+                return self._predict(disk.obs, disk.var_names, disk.matrix(self.layer), lambda m, a, b: m.read_slice(a, b),
+                                     out, int(chunk_cells), progress)
+        if adata.n_obs == 0:
+            raise InputError("the AnnData has no cells; nothing to predict.")
+        matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
+        if out is None and adata.n_obs <= chunk_cells:  # the common case: one block
+            x = self._values(matrix, self._columns(names))
+            self._warn_not_control(adata.obs)
+            z = self.embedding.encode(x)
+            obs = self._output_obs(adata.obs, adata.obs_names)
+            obs["response"] = self.method.response(z)
+            predicted = self.embedding.decode(self.method.predict(z))
+            result = ad.AnnData(X=np.asarray(predicted, dtype=np.float32), obs=obs, var=pd.DataFrame(index=self.features))
+            result.uns["cellw1"] = self._uns()
+            return result
+        return self._predict(adata.obs, names, matrix, lambda m, a, b: m[a:b], out, int(chunk_cells), progress)
+
+    def _output_obs(self, obs: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+        result = obs.copy()
+        result["source_cell"] = np.asarray(list(names), dtype=str)
+        result["perturbation"] = self.perturbation
+        return result
+
+    def _predict(self, obs: pd.DataFrame, names: Sequence[str], matrix: Any, rows: Any,
+                 out: str | os.PathLike | None, chunk: int, progress: bool) -> ad.AnnData | Path:
+        """Predict ``chunk`` cells at a time; ``rows(matrix, start, stop)`` reads a block."""
+        import anndata as ad
+        from tqdm.auto import tqdm
+
+        if len(obs) == 0:
+            raise InputError("the data have no cells; nothing to predict.")
+        columns = self._columns(names)
+        self._warn_not_control(obs)
+        result_obs = self._output_obs(obs, obs.index)
+        response = np.empty(len(obs), dtype=np.float32)
+        var = pd.DataFrame(index=self.features)
+        blocks: list[np.ndarray] = []
+        with contextlib.ExitStack() as stack:
+            writer = None
+            if out is not None:
+                writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns={"cellw1": self._uns()}))
+            for start in tqdm(range(0, len(obs), chunk), desc="predict", disable=not progress, leave=False):
+                stop = min(start + chunk, len(obs))
+                z = self.embedding.encode(self._values(rows(matrix, start, stop), columns))
+                response[start:stop] = self.method.response(z)
+                predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
+                if writer is None:
+                    blocks.append(predicted)
+                else:
+                    writer.write(start, predicted)
+            result_obs["response"] = response  # written with obs when the writer commits
+        if out is not None:
+            logger.info("wrote %d predicted cells to %s", len(obs), out)
+            return Path(out)
+        result = ad.AnnData(X=np.concatenate(blocks), obs=result_obs, var=var)
+        result.uns["cellw1"] = self._uns()
+        return result
 
     # -- files -------------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .config import W1Config
 from .lipschitz import LipschitzPotential
+from .sampling import Cells, as_cells, minibatches
 from .stopping import Plateau
 
 logger = logging.getLogger(__name__)
@@ -93,14 +93,6 @@ def potential_step(
     return dual.detach()
 
 
-def minibatch_indices(n: int, batch_size: int, n_steps: int, generator: torch.Generator, block: int = 500) -> Iterator[torch.Tensor]:
-    """Yield ``n_steps`` index batches drawn uniformly with replacement, made in blocks."""
-    size = min(batch_size, n)
-    for start in range(0, n_steps, block):
-        steps = min(block, n_steps - start)
-        yield from torch.randint(n, (steps, size), generator=generator).unbind(0)
-
-
 @dataclass
 class PotentialFit:
     """Result of :func:`fit_potential`: the best potential and the training history."""
@@ -112,8 +104,8 @@ class PotentialFit:
 
 
 def fit_potential(
-    source: torch.Tensor,
-    target: torch.Tensor,
+    source: Cells | torch.Tensor,
+    target: Cells | torch.Tensor,
     config: W1Config | None = None,
     *,
     generator: torch.Generator,
@@ -131,7 +123,8 @@ def fit_potential(
     Parameters
     ----------
     source, target
-        Training cells, ``(n, d)`` and ``(m, d)`` float tensors on the training device.
+        Training cells: ``(n, d)`` tensors, or :class:`~cellw1.sampling.Cells` (streamed
+        from disk, for example).
     config
         Solver configuration (paper defaults when ``None``).
     generator
@@ -147,25 +140,27 @@ def fit_potential(
         The potential in the state with the best validation dual (kept in memory).
     """
     config = config or W1Config()
-    potential = build_potential(source.shape[1], config).to(source.device)
+    source, target = as_cells(source), as_cells(target)
+    device = source.buffer().device
+    potential = build_potential(source.dim, config).to(device)
     optimizer = torch.optim.Adam(
-        potential.parameters(), lr=config.potential_lr, betas=config.potential_betas, **adam_kernel(source.device)
+        potential.parameters(), lr=config.potential_lr, betas=config.potential_betas, **adam_kernel(device)
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.potential_iters, eta_min=config.potential_lr_min
     )
     if val_source is None or len(val_source) == 0 or val_target is None or len(val_target) == 0:
-        val_source, val_target = source, target
+        val_source, val_target = source.buffer(), target.buffer()
     history: dict[str, list[float]] = {"step": [], "train_dual": [], "val_dual": []}
     best_dual, best_step, best_state = -float("inf"), 0, copy.deepcopy(potential.state_dict())
-    source_batches = minibatch_indices(len(source), config.batch_size, config.potential_iters, generator)
-    target_batches = minibatch_indices(len(target), config.batch_size, config.potential_iters, generator)
-    running, count = source.new_zeros(()), 0
+    source_batches = minibatches(source, config.batch_size, config.potential_iters, generator)
+    target_batches = minibatches(target, config.batch_size, config.potential_iters, generator)
+    running, count = torch.zeros((), device=device), 0
     plateau = Plateau(config.patience, config.min_delta, "max")
     bar = tqdm(range(1, config.potential_iters + 1), desc="potential", disable=not progress, leave=False)
     for step in bar:
-        i, j = next(source_batches).to(source.device), next(target_batches).to(source.device)
-        running += potential_step(potential, optimizer, source[i], target[j])
+        (x,), (y,) = next(source_batches), next(target_batches)
+        running += potential_step(potential, optimizer, x, y)
         count += 1
         schedule.step()
         if step % config.eval_every == 0 or step == config.potential_iters:

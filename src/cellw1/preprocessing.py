@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -290,28 +290,59 @@ def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log"] = "auto
     ConfigError
         An unknown ``assume``.
     """
-    if assume not in ASSUMPTIONS:
-        raise ConfigError(f"unknown input kind {assume!r}; use one of {ASSUMPTIONS}.")
     X = _as_matrix(X)
     _check_finite(X)
+    return fit_preprocessor_streaming(lambda: iter([X]), X, assume)
+
+
+def fit_preprocessor_streaming(
+    blocks: Callable[[], Iterator[Matrix]], sample: Matrix, assume: Literal["auto", "counts", "log"] = "auto"
+) -> Preprocessor:
+    """:func:`fit_preprocessor` for cells that arrive a block of rows at a time (from disk).
+
+    The input kind is detected on ``sample`` (rows spread over the data); for counts one pass
+    over ``blocks()`` checks every value (finite, non-negative) and collects every cell's
+    total, whose median is ``target_sum`` exactly as in memory. Memory: one block plus one
+    float per cell. Data already transformed need no pass here (their values are checked as
+    they are read for training).
+
+    Parameters
+    ----------
+    blocks
+        Called once (counts only); yields consecutive row blocks (arrays or sparse matrices)
+        covering every training cell of both groups once.
+    sample
+        Some of those cells, for :func:`detect_input_kind`.
+    assume
+        ``"auto"``, ``"counts"`` or ``"log"``.
+    """
+    if assume not in ASSUMPTIONS:
+        raise ConfigError(f"unknown input kind {assume!r}; use one of {ASSUMPTIONS}.")
+    sample = _as_matrix(sample, "the sample of cells")
     if assume == "auto":
-        kind, reason = detect_input_kind(X)
+        kind, reason = detect_input_kind(sample)
     else:
         kind, reason = assume, f"input_kind={assume!r} was given"
+    n_features = sample.shape[1]
     if kind == "log":
         logger.info("expression input: %s", reason)
-        return Preprocessor("log", None, reason, X.shape[1])
-    low = _minimum(X)
-    if low < 0:
-        raise InputError(
-            f"X has negative values (minimum {low:.4g}) but raw counts were "
-            f"{'given' if assume == 'counts' else 'detected'}; "
-            "pass input_kind='log' if the data are already transformed."
-        )
-    totals = _cell_totals(X)
+        return Preprocessor("log", None, reason, n_features)
+    parts = []
+    for block in blocks():
+        block = _as_matrix(block)
+        _check_finite(block)
+        low = _minimum(block)
+        if low < 0:
+            raise InputError(
+                f"X has negative values (minimum {low:.4g}) but raw counts were "
+                f"{'given' if assume == 'counts' else 'detected'}; "
+                "pass input_kind='log' if the data are already transformed."
+            )
+        parts.append(_cell_totals(block))
+    totals = np.concatenate(parts) if parts else np.zeros(0)
     totals = totals[totals > 0]
     if totals.size == 0:
         raise InputError("every cell has zero counts; check that X holds the expression values of the cells.")
     target_sum = float(np.median(totals))
     logger.info("expression input: %s; cells normalised to %.6g counts, then log1p", reason, target_sum)
-    return Preprocessor("counts", target_sum, reason, X.shape[1])
+    return Preprocessor("counts", target_sum, reason, n_features)

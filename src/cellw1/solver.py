@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._data import as_points, check_pair, resolve_device, split_validation
+from ._data import as_points, check_pair, resolve_device
 from .config import W1Config
 from .potential import fit_potential
+from .sampling import Cells, MemoryCells
 from .stepsize import fit_step_size
 from .transport import TransportMap
 
@@ -50,7 +51,9 @@ def fit_map(
     Parameters
     ----------
     source, target
-        ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified).
+        ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified), or
+        :class:`~cellw1.sampling.Cells` (for example cells streamed from disk,
+        :class:`~cellw1.sampling.DiskCells`).
     config
         Solver configuration; :class:`~cellw1.config.W1Config` defaults when ``None``.
     seed
@@ -64,18 +67,14 @@ def fit_map(
     TransportMap
     """
     config = config or W1Config()
-    src, tgt = as_points(source, "source"), as_points(target, "target")
-    check_pair(src, tgt)
     device = resolve_device(config.device)
+    src, tgt = (_cells(x, name, device) for x, name in ((source, "source"), (target, "target")))
+    check_pair(src.dim, tgt.dim)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
-    train_s, val_s = split_validation(len(src), config.val_fraction, generator)
-    train_t, val_t = split_validation(len(tgt), config.val_fraction, generator)
-    src, tgt = src.to(device), tgt.to(device)
-    data = dict(
-        source=src[train_s.to(device)], target=tgt[train_t.to(device)],
-        val_source=src[val_s.to(device)], val_target=tgt[val_t.to(device)],
-    )
+    train_src, val_src = src.split(config.val_fraction, generator)
+    train_tgt, val_tgt = tgt.split(config.val_fraction, generator)
+    data = dict(source=train_src, target=train_tgt, val_source=val_src, val_target=val_tgt)
     with torch.random.fork_rng(devices=[]), cpu_threads(config.cpu_threads if device.type == "cpu" else None):
         torch.manual_seed(seed)
         start = time.perf_counter()
@@ -85,8 +84,8 @@ def fit_map(
         end = time.perf_counter()
     info = {
         "seed": seed,
-        "n_source": len(src),
-        "n_target": len(tgt),
+        "n_source": src.n_cells,
+        "n_target": tgt.n_cells,
         "potential_steps": int(phase1.history["stopped_at"][0]),
         "step_size_steps": int(phase2.history["stopped_at"][0]),
         "potential_best_step": phase1.best_step,
@@ -98,3 +97,10 @@ def fit_map(
     }
     logger.info("fitted W1 map in %.2f s (dual %.4f)", end - start, phase1.best_dual)
     return TransportMap(phase1.potential, phase2.step_size, config, info)
+
+
+def _cells(x: Any, name: str, device: torch.device) -> Cells:
+    """``x`` as :class:`~cellw1.sampling.Cells` on ``device``: arrays are checked and copied."""
+    if isinstance(x, Cells):
+        return x
+    return MemoryCells(as_points(x, name).to(device))

@@ -58,7 +58,8 @@ from tqdm.auto import tqdm
 
 from .config import W1Config
 from .lipschitz import LipschitzPotential
-from .potential import adam_kernel, direction, dual_value, evaluate, minibatch_indices
+from .potential import adam_kernel, direction, dual_value, evaluate
+from .sampling import Cells, as_cells, minibatches
 from .stopping import Plateau
 
 logger = logging.getLogger(__name__)
@@ -265,10 +266,15 @@ def gan_step(
     return disc_loss.detach(), gen_loss.detach()
 
 
+#: passes over a buffer of cells streamed from disk before the next is read: step targets cost
+#: an exact OT pairing per cell, so phase 2 reuses each buffer more than phase 1 does
+REGRESSION_REUSE = 4
+
+
 def fit_step_size(
     potential: LipschitzPotential,
-    source: torch.Tensor,
-    target: torch.Tensor,
+    source: Cells | torch.Tensor,
+    target: Cells | torch.Tensor,
     config: W1Config | None = None,
     *,
     generator: torch.Generator,
@@ -279,17 +285,19 @@ def fit_step_size(
 ) -> StepSizeFit:
     """Phase 2: learn ``eta(x) >= 0`` so that ``x - eta(x) u(x)`` is distributed like the target.
 
-    The directions ``u`` of all training (and validation) source cells are computed once,
-    since ``f`` is frozen: the loop never differentiates through the potential.
+    The directions ``u`` (and step targets) of a buffer of training source cells are computed
+    once per buffer, since ``f`` is frozen: the loop never differentiates through the
+    potential. In memory the buffer is every training cell.
 
     Parameters
     ----------
     potential
         The fitted, frozen potential of phase 1.
     source, target
-        Training cells ``(n, d)``, ``(m, d)`` on the training device.
+        Training cells: ``(n, d)`` tensors, or :class:`~cellw1.sampling.Cells` (streamed
+        from disk, for example).
     config
-        ``config.step_size_learner`` picks ``"minibatch_ot"`` or ``"gan"``.
+        ``config.step_size_learner`` picks ``"minibatch_ot"``, ``"gan"`` or ``"ot_gan"``.
     generator, rng
         Seeded torch generator (minibatches) and numpy generator (pairings).
     val_source, val_target
@@ -298,26 +306,27 @@ def fit_step_size(
         Show a progress bar.
     """
     config = config or W1Config()
+    source, target = as_cells(source), as_cells(target)
+    first = source.buffer()
     if val_source is None or len(val_source) == 0 or val_target is None or len(val_target) == 0:
-        val_source, val_target = source, target
-    u = direction(potential, source)
-    step_size = StepSize(source.shape[1], config.step_hidden).to(source.device)
-    step_size.inputs.fit(source)
+        val_source, val_target = first, target.buffer()
+    step_size = StepSize(source.dim, config.step_hidden).to(first.device)
+    step_size.inputs.fit(first)
     selector = _Selector(step_size, val_source, direction(potential, val_source[:1000]), val_target, config)
     history: dict[str, list[float]] = {"loss": []}
     learner = config.step_size_learner
     steps = 0
     if learner in ("minibatch_ot", "ot_gan"):
-        steps += _regress(step_size, source, u, target, config, selector, history, generator, rng, progress)
+        steps += _regress(step_size, potential, source, target, config, selector, history, generator, rng, progress)
     if learner == "ot_gan":
         selector.restore()  # refine the best regression state; it stays a candidate
         selector.plateau.waited = 0
-        steps += _adversarial(step_size, source, u, target, config, selector, history, generator, progress,
+        steps += _adversarial(step_size, potential, source, target, config, selector, history, generator, progress,
                               n_iters=config.refine_iters, lr=config.refine_lr, offset=steps)
     if learner == "gan":
         # at the optimum E eta = W1, which the dual estimates: the natural scale of the steps
-        step_size.eta_scale.fill_(max(dual_value(potential, source, target), 1e-3))
-        steps += _adversarial(step_size, source, u, target, config, selector, history, generator, progress,
+        step_size.eta_scale.fill_(max(dual_value(potential, source.buffer(), target.buffer()), 1e-3))
+        steps += _adversarial(step_size, potential, source, target, config, selector, history, generator, progress,
                               n_iters=config.step_iters, lr=config.step_lr, offset=0)
     selector.restore()
     step_size.requires_grad_(False)
@@ -330,23 +339,31 @@ def fit_step_size(
     return StepSizeFit(step_size, selector.best_step, selector.best, history)
 
 
-def _regress(step_size: StepSize, source: torch.Tensor, u: torch.Tensor, target: torch.Tensor, config: W1Config,
+def _regress(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells, config: W1Config,
              selector: _Selector, history: dict[str, list[float]], generator: torch.Generator,
              rng: np.random.Generator, progress: bool) -> int:
     """Least squares on minibatch-OT step targets; returns the steps taken."""
-    eta = ot_step_targets(
-        source, u, target, exponent=config.ot_exponent, batch_size=config.ot_batch_size,
-        passes=config.ot_passes, rng=rng,
-    )
+
+    def step_targets(x: torch.Tensor) -> tuple[torch.Tensor]:
+        u = direction(potential, x)
+        return (ot_step_targets(
+            x, u, target.next_buffer(), exponent=config.ot_exponent, batch_size=config.ot_batch_size,
+            passes=config.ot_passes, rng=rng,
+        ),)
+
+    first = step_targets(source.buffer())
+    eta = first[0]
     step_size.eta_scale.fill_(float(eta.mean()) if float(eta.mean()) > 0 else 1.0)
     step_size.eta_max.fill_(float(eta.max()))
-    optimizer = torch.optim.Adam(step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(source.device))
+    device = eta.device
+    optimizer = torch.optim.Adam(step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.step_iters, eta_min=config.step_lr / 100)
-    batches = minibatch_indices(len(source), config.batch_size, config.step_iters, generator)
+    batches = minibatches(source, config.batch_size, config.step_iters, generator,
+                          reuse=REGRESSION_REUSE, prepare=step_targets, prepared=first)
     step = 0
     for step in tqdm(range(1, config.step_iters + 1), desc="step size (regression)", disable=not progress, leave=False):
-        i = next(batches).to(source.device)
-        loss = regression_step(step_size, optimizer, source[i], eta[i])
+        x, eta_x = next(batches)
+        loss = regression_step(step_size, optimizer, x, eta_x)
         schedule.step()
         if step % config.eval_every == 0 or step == config.step_iters:
             history["loss"].append(float(loss))
@@ -356,20 +373,22 @@ def _regress(step_size: StepSize, source: torch.Tensor, u: torch.Tensor, target:
     return step
 
 
-def _adversarial(step_size: StepSize, source: torch.Tensor, u: torch.Tensor, target: torch.Tensor, config: W1Config,
+def _adversarial(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells, config: W1Config,
                  selector: _Selector, history: dict[str, list[float]], generator: torch.Generator, progress: bool,
                  *, n_iters: int, lr: float, offset: int) -> int:
     """Alternating GAN steps (paper eqs. 15-16) from the current step size; returns the steps taken."""
-    discriminator = Discriminator(source.shape[1], config.discriminator_hidden).to(source.device)
-    discriminator.inputs.fit(target)
-    opt_step = torch.optim.Adam(step_size.parameters(), lr=lr, betas=config.step_betas, **adam_kernel(source.device))
-    opt_disc = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=config.step_betas, **adam_kernel(source.device))
-    batches = minibatch_indices(len(source), config.batch_size, n_iters, generator)
-    target_batches = minibatch_indices(len(target), config.batch_size, n_iters, generator)
+    first = target.buffer()
+    device = first.device
+    discriminator = Discriminator(source.dim, config.discriminator_hidden).to(device)
+    discriminator.inputs.fit(first)
+    opt_step = torch.optim.Adam(step_size.parameters(), lr=lr, betas=config.step_betas, **adam_kernel(device))
+    opt_disc = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=config.step_betas, **adam_kernel(device))
+    batches = minibatches(source, config.batch_size, n_iters, generator, prepare=lambda x: (direction(potential, x),))
+    target_batches = minibatches(target, config.batch_size, n_iters, generator)
     step = 0
     for step in tqdm(range(1, n_iters + 1), desc="step size (adversarial)", disable=not progress, leave=False):
-        i, j = next(batches).to(source.device), next(target_batches).to(source.device)
-        _, gen_loss = gan_step(step_size, discriminator, opt_step, opt_disc, source[i], u[i], target[j])
+        (x, u), (y,) = next(batches), next(target_batches)
+        _, gen_loss = gan_step(step_size, discriminator, opt_step, opt_disc, x, u, y)
         if step % config.eval_every == 0 or step == n_iters:
             history["loss"].append(float(gen_loss))
             selector(offset + step)

@@ -16,15 +16,26 @@ if TYPE_CHECKING:
 
 
 def read_h5ad(path: Path) -> ad.AnnData:
-    """Read an ``.h5ad`` file; a missing or unreadable file is an InputError."""
+    """Read an ``.h5ad`` file or ``.zarr`` store into memory; a missing or unreadable one is an InputError."""
     import anndata
 
-    if not path.is_file():
-        raise InputError(f"{str(path)!r} does not exist; give the path of an .h5ad file.")
+    zarr = path.suffix.lower() == ".zarr"
+    if not (path.is_dir() if zarr else path.is_file()):
+        raise InputError(f"{str(path)!r} does not exist; give the path of an .h5ad file or .zarr store.")
     try:
-        return anndata.read_h5ad(path)
-    except Exception as exc:  # h5py / anndata raise many types for a bad file
-        raise InputError(f"{str(path)!r} could not be read as an .h5ad file ({type(exc).__name__}: {exc}).") from exc
+        return anndata.read_zarr(path) if zarr else anndata.read_h5ad(path)
+    except Exception as exc:  # h5py / zarr / anndata raise many types for a bad file
+        kind = ".zarr store" if zarr else ".h5ad file"
+        raise InputError(f"{str(path)!r} could not be read as an {kind} ({type(exc).__name__}: {exc}).") from exc
+
+
+def add_disk_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--on-disk``: stream the cells from the file instead of loading it."""
+    parser.add_argument(
+        "--on-disk", action="store_true",
+        help=f"stream the cells from the file instead of loading it into memory ({what}); "
+             "memory then does not grow with the number of cells",
+    )
 
 
 def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
@@ -43,7 +54,7 @@ def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the cells and their conditions are: shared by fit and evaluate."""
-    parser.add_argument("data", type=Path, help="an .h5ad file of cells x genes")
+    parser.add_argument("data", type=Path, help="an .h5ad file (or .zarr store) of cells x genes")
     parser.add_argument("--condition-key", required=True, help="obs column holding each cell's condition")
     parser.add_argument("--control", required=True, help="label of the control cells in that column")
     parser.add_argument("--layer", default=None, help="read expression from this layer instead of X")

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from ..api import fit, fit_all
+from ..errors import InputError
 from ..methods import METHODS
-from ._common import add_data_arguments, add_solver_arguments, read_h5ad, solver_config
+from ._common import add_data_arguments, add_disk_argument, add_solver_arguments, read_h5ad, solver_config
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,6 +36,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="output model directory (a collection there is resumed: saved models are not fitted again)",
     )
     add_solver_arguments(parser)
+    add_disk_argument(parser, "methods w1 and identity")
+    parser.add_argument(
+        "--buffer-cells", type=int, default=None,
+        help="with --on-disk: cells of each group held in memory at once (default: 32768)",
+    )
     group = parser.add_argument_group("parallel fitting of a collection (Dask)")
     group.add_argument(
         "--scheduler", default=None,
@@ -53,12 +59,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    adata = read_h5ad(args.data)
-    common = dict(
+    if args.buffer_cells is not None and not args.on_disk:
+        raise InputError("--buffer-cells applies with --on-disk only.")
+    adata = str(args.data) if args.on_disk else read_h5ad(args.data)
+    common: dict[str, Any] = dict(
         layer=args.layer, obsm_key=args.obsm_key, space=args.space, method=args.method,
         config=solver_config(args) if args.method == "w1" else None,
         input_kind=args.input_kind, seed=args.seed, progress=args.progress,
     )
+    if args.buffer_cells is not None:
+        common["buffer_cells"] = args.buffer_cells
     labels = args.perturbation
     parallel = dict(scheduler=args.scheduler, n_workers=args.n_workers, threads_per_worker=args.threads_per_worker)
     if len(labels) == 1 and labels[0] != "all":
