@@ -179,3 +179,18 @@ def test_methods_can_share_one_fitted_embedding(adata: ad.AnnData) -> None:
     assert second.embedding is first.embedding and second.embedding.kind == "pca"
     with pytest.raises(InputError, match="reads 30 features"):
         cellw1.fit(adata[:, :20], "condition", "ctrl", "up", method="scgen", embedding=first.embedding, progress=False)
+
+
+def test_one_run_at_a_time_writes_a_collection_directory(tmp_path: Path) -> None:
+    """A second writer is refused while the first holds the directory, and admitted after."""
+    from cellw1.model import CollectionDirectory
+
+    settings = {"method": "identity"}
+    with CollectionDirectory(tmp_path / "models", settings):
+        with pytest.raises(InputError, match="another cellw1 run is writing"):
+            CollectionDirectory(tmp_path / "models", settings)
+        with pytest.raises(InputError, match="another cellw1 run is writing"):
+            cellw1.fit_all(tiny_adata(n=30), "condition", "ctrl", method="identity", out=tmp_path / "models",
+                           progress=False)
+    with CollectionDirectory(tmp_path / "models", settings):  # released at the end of the block
+        pass

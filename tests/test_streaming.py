@@ -188,3 +188,34 @@ def test_streamed_prediction_equals_in_memory_prediction(
     assert written.uns["cellw1"]["perturbation"] == "pertA"
     chunked = model.predict(adata, chunk_cells=50)  # in memory, several chunks: same cells
     np.testing.assert_allclose(chunked.X, expected.X, rtol=1e-6, atol=1e-6)
+    is_control = (adata.obs["condition"] == "control").to_numpy()
+    controls = model.predict(files["h5ad"], cells=is_control, chunk_cells=64)  # chosen rows, in memory
+    np.testing.assert_allclose(controls.X, expected.X[is_control], rtol=1e-6, atol=1e-6)
+    assert list(controls.obs["source_cell"]) == list(adata.obs_names[is_control])
+    with pytest.raises(InputError, match="increasing row numbers"):
+        model.predict(files["h5ad"], cells=np.array([5, 3]))
+
+
+# -- many perturbations and the command line --------------------------------------------------------
+def test_fit_all_streams_from_a_path(files: dict[str, Path], tmp_path: Path) -> None:
+    collection = cellw1.fit_all(files["h5ad"], "condition", "control", config=FAST, out=tmp_path / "models",
+                                progress=False, buffer_cells=200)
+    assert list(collection) == ["pertA"] and not collection.failures
+    assert collection["pertA"].info["buffer_cells"] == 200
+    assert list(cellw1.load(tmp_path / "models")) == ["pertA"]
+
+
+def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path], tmp_path: Path) -> None:
+    from cellw1.cli.main import main
+
+    fit_args = ["fit", str(files["zarr"]), "--condition-key", "condition", "--control", "control",
+                "--perturbation", "pertA", "--potential-iters", "100", "--step-iters", "60", "--quiet",
+                "--out", str(tmp_path / "model")]
+    assert main([*fit_args, "--on-disk", "--buffer-cells", "150"]) == 0
+    assert main([*fit_args, "--buffer-cells", "150"]) == 2  # only with --on-disk
+    out = tmp_path / "pred.zarr"
+    assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--on-disk", "--chunk-cells", "300",
+                 "--out", str(out), "--quiet"]) == 0
+    predicted = ad.read_zarr(out)
+    assert predicted.shape == (adata.n_obs, adata.n_vars) and np.isfinite(predicted.X).all()
+    assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--out", str(tmp_path / "p.csv")]) == 2

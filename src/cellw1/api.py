@@ -322,43 +322,44 @@ def fit_all(
     if not perturbations:
         raise InputError(f"obs[{condition_key!r}] has no label besides the control {control!r}.")
     store = None if out is None else CollectionDirectory(out, settings)
-    models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
-    if models:
-        logger.info("%d model(s) already saved in %s, not fitted again: %s", len(models), out, ", ".join(models))
-    resumed = list(models)
-    todo = [p for p in perturbations if p not in models]
-    failures: dict[str, str] = {}
+    with store or contextlib.nullcontext():  # the directory stays locked while this run writes it
+        models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
+        if models:
+            logger.info("%d model(s) already saved in %s, not fitted again: %s", len(models), out, ", ".join(models))
+        resumed = list(models)
+        todo = [p for p in perturbations if p not in models]
+        failures: dict[str, str] = {}
 
-    def record(label: str, outcome: PerturbationModel | CellW1Error) -> None:
-        if isinstance(outcome, CellW1Error):
-            if on_error == "raise":
-                raise outcome
-            failures[label] = str(outcome)
-            logger.warning("could not fit %r: %s", label, outcome)
-            if store is not None:
-                store.add_failure(label, str(outcome))
-        else:
-            models[label] = outcome
-            if store is not None:
-                store.add(label, outcome)
+        def record(label: str, outcome: PerturbationModel | CellW1Error) -> None:
+            if isinstance(outcome, CellW1Error):
+                if on_error == "raise":
+                    raise outcome
+                failures[label] = str(outcome)
+                logger.warning("could not fit %r: %s", label, outcome)
+                if store is not None:
+                    store.add_failure(label, str(outcome))
+            else:
+                models[label] = outcome
+                if store is not None:
+                    store.add(label, outcome)
 
-    if todo and scheduler is None:
-        for label in tqdm(todo, desc="perturbations", disable=not progress):
-            try:
-                outcome: PerturbationModel | CellW1Error = fit(
-                    adata, condition_key, control, label, progress=False, **kwargs
-                )
-            except CellW1Error as exc:
-                outcome = exc
-            record(label, outcome)
-    elif todo:
-        with open_client(
-            scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)
-        ) as client, contextlib.closing(
-            fit_on_client(client, adata, condition_key, control, todo, kwargs, threads_per_worker=threads_per_worker)
-        ) as results:
-            for label, outcome in tqdm(results, desc="perturbations", total=len(todo), disable=not progress):
+        if todo and scheduler is None:
+            for label in tqdm(todo, desc="perturbations", disable=not progress):
+                try:
+                    outcome: PerturbationModel | CellW1Error = fit(
+                        adata, condition_key, control, label, progress=False, **kwargs
+                    )
+                except CellW1Error as exc:
+                    outcome = exc
                 record(label, outcome)
+        elif todo:
+            with open_client(
+                scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)
+            ) as client, contextlib.closing(
+                fit_on_client(client, adata, condition_key, control, todo, kwargs, threads_per_worker=threads_per_worker)
+            ) as results:
+                for label, outcome in tqdm(results, desc="perturbations", total=len(todo), disable=not progress):
+                    record(label, outcome)
     if failures:
         logger.warning(
             "%d of %d perturbation(s) could not be fitted: %s", len(failures), len(perturbations), ", ".join(failures)

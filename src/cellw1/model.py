@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from ._io import atomic_write_bytes, load_tensors, save_tensors
+from ._io import DirectoryLock, atomic_write_bytes, load_tensors, save_tensors
 from .embedding import Embedding, load_embedding
 from .errors import CellW1Error, InputError, ModelFileError
 from .methods import FittedMethod, load_method
@@ -177,6 +177,7 @@ class PerturbationModel:
         adata: ad.AnnData | str | os.PathLike,
         *,
         out: str | os.PathLike | None = None,
+        cells: np.ndarray | None = None,
         chunk_cells: int = PREDICT_CHUNK,
         progress: bool = False,
     ) -> ad.AnnData | Path:
@@ -191,6 +192,10 @@ class PerturbationModel:
             ``None``: return the predictions. A path ending in ``.h5ad`` or ``.zarr``: write
             them there ``chunk_cells`` cells at a time, so memory does not grow with the
             number of cells; the file appears in one rename when complete (atomic).
+        cells
+            Predict only these cells: a boolean mask over the cells, or increasing row
+            numbers (for data on disk, e.g. ``np.flatnonzero(obs[key] == control)``).
+            ``None``: every cell.
         chunk_cells
             Cells predicted at once when reading from disk or writing to ``out``.
         progress
@@ -216,32 +221,36 @@ class PerturbationModel:
                     "load the AnnData into memory (anndata.read_h5ad) and pass it."
                 )
             with open_disk_data(adata) as disk:
-                return self._predict(disk.obs, disk.var_names, disk.matrix(self.layer), lambda m, a, b: m.read_slice(a, b),
+                rows = _chosen_rows(cells, disk.n_obs)
+                return self._predict(disk.obs.iloc[rows], disk.var_names, disk.matrix(self.layer).read, rows,
                                      out, int(chunk_cells), progress)
         if adata.n_obs == 0:
             raise InputError("the AnnData has no cells; nothing to predict.")
+        if cells is not None:
+            adata = adata[_chosen_rows(cells, adata.n_obs)]
         matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
         if out is None and adata.n_obs <= chunk_cells:  # the common case: one block
             x = self._values(matrix, self._columns(names))
             self._warn_not_control(adata.obs)
             z = self.embedding.encode(x)
-            obs = self._output_obs(adata.obs, adata.obs_names)
+            obs = self._output_obs(adata.obs)
             obs["response"] = self.method.response(z)
             predicted = self.embedding.decode(self.method.predict(z))
             result = ad.AnnData(X=np.asarray(predicted, dtype=np.float32), obs=obs, var=pd.DataFrame(index=self.features))
             result.uns["cellw1"] = self._uns()
             return result
-        return self._predict(adata.obs, names, matrix, lambda m, a, b: m[a:b], out, int(chunk_cells), progress)
+        return self._predict(adata.obs, names, lambda rows: matrix[rows[0] : rows[-1] + 1], np.arange(adata.n_obs),
+                             out, int(chunk_cells), progress)
 
-    def _output_obs(self, obs: pd.DataFrame, names: Iterable[str]) -> pd.DataFrame:
+    def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
         result = obs.copy()
-        result["source_cell"] = np.asarray(list(names), dtype=str)
+        result["source_cell"] = np.asarray(obs.index, dtype=str)
         result["perturbation"] = self.perturbation
         return result
 
-    def _predict(self, obs: pd.DataFrame, names: Sequence[str], matrix: Any, rows: Any,
+    def _predict(self, obs: pd.DataFrame, names: Sequence[str], read: Any, rows: np.ndarray,
                  out: str | os.PathLike | None, chunk: int, progress: bool) -> ad.AnnData | Path:
-        """Predict ``chunk`` cells at a time; ``rows(matrix, start, stop)`` reads a block."""
+        """Predict the cells ``rows`` (increasing; their ``obs``), ``chunk`` at a time: ``read(rows)`` reads a block."""
         import anndata as ad
         from tqdm.auto import tqdm
 
@@ -249,7 +258,7 @@ class PerturbationModel:
             raise InputError("the data have no cells; nothing to predict.")
         columns = self._columns(names)
         self._warn_not_control(obs)
-        result_obs = self._output_obs(obs, obs.index)
+        result_obs = self._output_obs(obs)
         response = np.empty(len(obs), dtype=np.float32)
         var = pd.DataFrame(index=self.features)
         blocks: list[np.ndarray] = []
@@ -259,7 +268,7 @@ class PerturbationModel:
                 writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns={"cellw1": self._uns()}))
             for start in tqdm(range(0, len(obs), chunk), desc="predict", disable=not progress, leave=False):
                 stop = min(start + chunk, len(obs))
-                z = self.embedding.encode(self._values(rows(matrix, start, stop), columns))
+                z = self.embedding.encode(self._values(read(rows[start:stop]), columns))
                 response[start:stop] = self.method.response(z)
                 predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
                 if writer is None:
@@ -334,6 +343,24 @@ class PerturbationModel:
             raise
         except Exception as exc:  # a well-formed file whose content does not fit together
             raise ModelFileError(f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it.") from exc
+
+
+def _chosen_rows(cells: np.ndarray | None, n_obs: int) -> np.ndarray:
+    """Row numbers of the cells to predict: all, a boolean mask's, or increasing indices."""
+    if cells is None:
+        return np.arange(n_obs)
+    chosen = np.asarray(cells)
+    if chosen.dtype == bool:
+        if chosen.shape != (n_obs,):
+            raise InputError(f"the cells mask has shape {chosen.shape}; it needs one entry per cell ({n_obs}).")
+        chosen = np.flatnonzero(chosen)
+    elif not np.issubdtype(chosen.dtype, np.integer) or chosen.ndim != 1:
+        raise InputError("cells must be a boolean mask or a 1-D array of row numbers.")
+    if len(chosen) == 0:
+        raise InputError("no cells were chosen; nothing to predict.")
+    if (np.diff(chosen) <= 0).any() or chosen[0] < 0 or chosen[-1] >= n_obs:
+        raise InputError(f"cells must be increasing row numbers between 0 and {n_obs - 1}; sort and deduplicate them.")
+    return chosen.astype(np.int64)
 
 
 def _folder_name(label: str, taken: set[str]) -> str:
@@ -444,7 +471,9 @@ class CollectionDirectory:
     same directory loads the listed models (:meth:`completed`) and fits only the others.
     The index also keeps the fit settings; a run with other settings is refused, because
     the directory would otherwise mix models fitted in different ways. One run at a time
-    may write a directory.
+    may write a directory: the object holds a lock on it (``.cellw1.lock``) from creation
+    until :meth:`close` (or the end of a ``with`` block), and a second run is refused while
+    the first holds it.
 
     Parameters
     ----------
@@ -465,6 +494,29 @@ class CollectionDirectory:
             raise InputError(
                 f"{str(self.directory)!r} holds a single model, not a collection; choose another directory."
             )
+        self._lock = DirectoryLock(self.directory)
+        if not self._lock.acquire():
+            raise InputError(
+                f"another cellw1 run is writing to {str(self.directory)!r}; wait for it to finish "
+                "(rerunning then resumes from its models) or choose another output directory."
+            )
+        try:
+            self._read_index()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the directory for other runs."""
+        self._lock.release()
+
+    def __enter__(self) -> CollectionDirectory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read_index(self) -> None:
         path = self.directory / COLLECTION_FILE
         if not path.exists():
             return
