@@ -20,11 +20,8 @@ runs each one in a subprocess, so each peak RSS is that stage's alone, read from
     itself (``--buffer-cells`` cells per group held in memory), saved to ``<workdir>/model_<space>``.
 ``predict``
     ``cellw1.load(model).predict(path, out=<workdir>/pred.h5ad)`` on the control cells (the
-    first ``--predict-cells`` of them), streamed to disk; the output is deleted afterwards
-    unless ``--keep``. ``predict`` has no way to choose cells of a file (no ``cells=``), so
-    the control cells are first copied, chunk by chunk, to ``<workdir>/controls.h5ad`` by
-    another process (the helper stage ``controls``; the copy is kept for the next run); if ``predict``
-    gains a ``cells=`` argument, the data set itself is passed with the control rows.
+    first ``--predict-cells`` of them, chosen with ``cells=``), streamed to disk; the output
+    is deleted afterwards unless ``--keep``.
 ``compare``
     Reads a uniform random subsample of ``--subsample`` cells per group into memory, fits
     ``cellw1.fit(adata)`` on it with the same space, config and seed, and scores both models
@@ -50,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import platform
@@ -417,7 +413,7 @@ def w1_config(args: argparse.Namespace) -> Any:
 def stage_generate(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    for stale in [*workdir.glob("controls*.h5ad"), *workdir.glob("model_*")]:  # made from the previous data set
+    for stale in workdir.glob("model_*"):  # made from the previous data set
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     start = time.perf_counter()
     sim = Simulator(args.genes, seed=args.seed, density=args.density)
@@ -435,10 +431,7 @@ def stage_fit(args: argparse.Namespace) -> dict[str, Any]:
 
     path = data_path(args)
     kwargs: dict[str, Any] = {"space": args.space, "progress": False, "seed": 0, "config": w1_config(args)}
-    supports_buffer = "buffer_cells" in inspect.signature(cellw1.fit).parameters
     if args.buffer_cells is not None:
-        if not supports_buffer:
-            raise RuntimeError("cellw1.fit has no buffer_cells= yet (fitting from disk is not in this version).")
         kwargs["buffer_cells"] = args.buffer_cells
     model_dir = Path(args.workdir) / f"model_{args.space}"
     shutil.rmtree(model_dir, ignore_errors=True)  # a failed fit must not leave an older model to compare
@@ -450,35 +443,9 @@ def stage_fit(args: argparse.Namespace) -> dict[str, Any]:
     model.save(model_dir)
     return {
         "seconds": seconds, "peak_rss_gib": peak_rss_gib(), "rss_before_fit_gib": rss_before,
-        "model": str(model_dir), "buffer_cells": args.buffer_cells, "fit_accepts_buffer_cells": supports_buffer,
+        "model": str(model_dir), "buffer_cells": args.buffer_cells,
         "config": (kwargs["config"] or cellw1.W1Config()).to_dict(), "info": model.info,
     }
-
-
-def controls_path(args: argparse.Namespace) -> Path:
-    suffix = "" if args.predict_cells is None else f"_{args.predict_cells}"
-    return Path(args.workdir) / f"controls{suffix}.h5ad"
-
-
-def stage_controls(args: argparse.Namespace) -> dict[str, Any]:
-    """Copy the control cells (the first ``--predict-cells``) of the data set to their own h5ad,
-    chunk by chunk: the input of ``predict`` while ``predict`` cannot choose cells itself."""
-    import anndata as ad
-    from anndata.io import read_elem
-
-    path, out = data_path(args), controls_path(args)
-    group, x = open_matrix(path)
-    obs = read_elem(group["obs"])
-    genes = read_elem(group["var"]).index
-    rows = np.flatnonzero(obs[CONDITION].to_numpy() == CONTROL)[: args.predict_cells]
-    say(f"controls: {rows.size:,d} control cells of {path} -> {out}")
-    shell = ad.AnnData(obs=obs.iloc[rows], var=pd.DataFrame(index=genes))
-    start = time.perf_counter()
-    nnz = write_chunked(out, shell, read_row_blocks(x, rows, args.chunk_cells), "h5ad")
-    if hasattr(group, "close"):
-        group.close()
-    return {"path": str(out), "cells": int(rows.size), "nnz": nnz, "seconds": time.perf_counter() - start,
-            "size_gib": size_gib(out)}
 
 
 def stage_predict(args: argparse.Namespace) -> dict[str, Any]:
@@ -486,27 +453,13 @@ def stage_predict(args: argparse.Namespace) -> dict[str, Any]:
 
     path = data_path(args)
     model = cellw1.load(Path(args.workdir) / f"model_{args.space}")
-    parameters = inspect.signature(model.predict).parameters
-    if "out" not in parameters:
-        raise RuntimeError("PerturbationModel.predict has no out= yet (predicting to disk is not in this version).")
-    kwargs: dict[str, Any] = {"out": str(Path(args.workdir) / "pred.h5ad")}
-    if "cells" in parameters:  # choose the control cells in the file itself
-        group, _ = open_matrix(path)
-        control = np.flatnonzero(read_obs_column(group, CONDITION).to_numpy() == CONTROL)
-        if hasattr(group, "close"):
-            group.close()
-        kwargs["cells"] = control[: args.predict_cells]
-        source, n_cells, how = path, int(kwargs["cells"].size), "predict(path, cells=control rows)"
-    else:  # the control cells copied to their own file, in another process (not in this peak RSS)
-        source = controls_path(args)
-        copied = run_stage("controls", args) if not source.exists() else {"skipped": f"{source} exists"}
-        if "error" in copied:
-            raise RuntimeError(f"could not write {source}: {copied['error']}")
-        import h5py
-
-        with h5py.File(source, "r") as fh:
-            n_cells = int(fh["X"].attrs["shape"][0])
-        how = "predict() has no cells=: the control cells were copied to their own h5ad, which was predicted"
+    group, _ = open_matrix(path)
+    control = np.flatnonzero(read_obs_column(group, CONDITION).to_numpy() == CONTROL)
+    if hasattr(group, "close"):
+        group.close()
+    cells = control[: args.predict_cells]
+    kwargs: dict[str, Any] = {"out": str(Path(args.workdir) / "pred.h5ad"), "cells": cells}
+    source, n_cells, how = path, int(cells.size), "predict(path, cells=control rows)"
     out = Path(kwargs["out"])
     out.unlink(missing_ok=True)
     rss_before = rss_gib()
@@ -715,7 +668,7 @@ def stage_all(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=(*STAGES, "all", "controls"), help="controls: used by predict")
+    parser.add_argument("stage", choices=(*STAGES, "all"))
     parser.add_argument("--cells", type=int, default=1_000_000)
     parser.add_argument("--genes", type=int, default=2_000)
     parser.add_argument("--density", type=float, default=0.07, help="target share of non-zero counts")
@@ -746,8 +699,7 @@ def main() -> None:
     if args.stage == "all":
         stage_all(args)
         return
-    stage = {"generate": stage_generate, "fit": stage_fit, "predict": stage_predict, "compare": stage_compare,
-             "controls": stage_controls}[args.stage]
+    stage = {"generate": stage_generate, "fit": stage_fit, "predict": stage_predict, "compare": stage_compare}[args.stage]
     code = 0
     try:
         result = stage(args)

@@ -226,12 +226,16 @@ class DiskCells(Cells):
         if self._blocks is None:
             self._blocks = self._block_stream()
         self._current = None  # let the old buffer go before the new one is read
-        parts, count = [], 0
+        blocks, count = [], 0
         while count < self.buffer_cells:
-            block = next(self._blocks)
-            parts.append(self.read(block))
-            count += len(block)
-        self._current = torch.cat(parts)
+            blocks.append(next(self._blocks))
+            count += len(blocks[-1])
+        buffer = torch.empty((count, self.dim), device=self.device)  # filled in place: no concatenated copy
+        start = 0
+        for block in blocks:
+            buffer[start : start + len(block)] = self.read(block)
+            start += len(block)
+        self._current = buffer
         self.buffers_read += 1
         return self._current
 
@@ -278,5 +282,6 @@ def minibatches(
             yield (buffer[idx], *(e[idx] for e in extras))
         remaining -= steps
         if remaining > 0 and not cells.holds_all:
+            del buffer, extras, idx  # the old buffer goes before the next one is read
             buffer = cells.next_buffer()
             extras = prepare(buffer) if prepare else ()

@@ -172,15 +172,19 @@ def ot_step_targets(
     """
     n, m = len(source), len(target)
     b = max(1, min(batch_size, n, m))
-    xs, us, yt = (t.detach().cpu().double().numpy() for t in (source, u, target))
+    xs, us, yt = (t.detach().cpu() for t in (source, u, target))  # float64 a batch at a time, not whole
+
+    def rows(t: torch.Tensor, i: np.ndarray) -> np.ndarray:
+        return t[torch.from_numpy(i)].double().numpy()
+
     total = np.zeros(n)
     for _ in range(passes):
         for idx in np.array_split(rng.permutation(n), math.ceil(n / b)):
             jdx = rng.choice(m, size=len(idx), replace=len(idx) > m)
-            cost = ot.dist(xs[idx], yt[jdx], metric="euclidean") ** exponent
+            x, y = rows(xs, idx), rows(yt, jdx)
+            cost = ot.dist(x, y, metric="euclidean") ** exponent
             plan = ot.emd(np.empty(0), np.empty(0), cost)
-            partner = jdx[plan.argmax(1)]
-            total[idx] += np.einsum("ij,ij->i", xs[idx] - yt[partner], us[idx])
+            total[idx] += np.einsum("ij,ij->i", x - y[plan.argmax(1)], rows(us, idx))
     return torch.from_numpy(np.maximum(total / passes, 0.0)).to(source)
 
 
@@ -312,6 +316,7 @@ def fit_step_size(
         val_source, val_target = first, target.buffer()
     step_size = StepSize(source.dim, config.step_hidden).to(first.device)
     step_size.inputs.fit(first)
+    del first  # streamed buffers are replaced as training goes; do not keep the first alive
     selector = _Selector(step_size, val_source, direction(potential, val_source[:1000]), val_target, config)
     history: dict[str, list[float]] = {"loss": []}
     learner = config.step_size_learner
@@ -377,10 +382,9 @@ def _adversarial(step_size: StepSize, potential: LipschitzPotential, source: Cel
                  selector: _Selector, history: dict[str, list[float]], generator: torch.Generator, progress: bool,
                  *, n_iters: int, lr: float, offset: int) -> int:
     """Alternating GAN steps (paper eqs. 15-16) from the current step size; returns the steps taken."""
-    first = target.buffer()
-    device = first.device
+    device = source.buffer().device
     discriminator = Discriminator(source.dim, config.discriminator_hidden).to(device)
-    discriminator.inputs.fit(first)
+    discriminator.inputs.fit(target.buffer())
     opt_step = torch.optim.Adam(step_size.parameters(), lr=lr, betas=config.step_betas, **adam_kernel(device))
     opt_disc = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=config.step_betas, **adam_kernel(device))
     batches = minibatches(source, config.batch_size, n_iters, generator, prepare=lambda x: (direction(potential, x),))

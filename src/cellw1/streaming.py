@@ -22,6 +22,7 @@ of genes, not on the number of cells:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -88,6 +89,7 @@ def fit_streamed(
         )
     matrix = disk.matrix(layer)
     rows = np.flatnonzero(is_source | is_target)
+    start = time.perf_counter()
     detection = spread_sample(rows, DETECTION_ROWS, seed)
     preprocessor = fit_preprocessor_streaming(
         lambda: row_blocks(matrix, rows), matrix.read(detection), assume=input_kind
@@ -96,7 +98,9 @@ def fit_streamed(
     info: dict[str, Any] = {
         "input_kind": preprocessor.input_kind, "input_kind_reason": preprocessor.reason,
         "streamed_from": str(disk.path), "buffer_cells": buffer_cells,
+        "normalisation_seconds": time.perf_counter() - start,
     }
+    start = time.perf_counter()
     device = resolve_device(config.device if isinstance(config, W1Config) else "cpu")
     if embedding is None and space == "autoencoder":  # trained on buffers of both groups' cells
         genes = DiskCells(matrix, rows, preprocessor.transform, matrix.shape[1], buffer_cells=buffer_cells, seed=seed,
@@ -112,6 +116,7 @@ def fit_streamed(
         raise InputError(
             f"the given embedding reads {embedding.n_features} features but the data have {matrix.shape[1]}."
         )
+    info["embedding_seconds"] = time.perf_counter() - start
     fitted_embedding = embedding
 
     def transform(raw: Any) -> np.ndarray:
@@ -124,6 +129,8 @@ def fit_streamed(
         )
         for k, mask in enumerate((is_source, is_target))
     )
+    start = time.perf_counter()
     fitted = fit_method(method, source, target, config=config, seed=seed, progress=progress)
+    info["method_seconds"] = time.perf_counter() - start
     logger.info("fitted %s from %s, streaming %d + %d cells", method, disk.path, source.n_cells, target.n_cells)
     return preprocessor, embedding, fitted, info

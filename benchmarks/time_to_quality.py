@@ -1,0 +1,105 @@
+"""Time to quality of W1 solver settings: seconds of a whole fit against held-out MMD, over seeds.
+
+The case of issue #4's headline target: d = 50 (PCA of cellw1's synthetic perturbation),
+4,000 cells per side for training and another 4,000 per side held out for scoring. Each
+named setting below changes :class:`cellw1.W1Config`'s defaults; every setting is fitted with
+the same ``--seeds`` and reports, per seed, the whole-fit seconds, the seconds of each phase,
+the steps each phase ran and the held-out MMD between transported and perturbed cells. The
+table gives medians over seeds; ``benchmarks/results/time_to_quality.json`` keeps every run.
+
+Run alone on a quiet machine (timings)::
+
+    python benchmarks/time_to_quality.py [--seeds 0,1,2] [--settings default,paper,...]
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cellw1
+from cellw1.metrics import mmd
+
+HERE = Path(__file__).parent
+RESULTS = HERE / "results" / "time_to_quality.json"
+
+#: named changes to the default W1Config
+SETTINGS: dict[str, dict] = {
+    "default": {},
+    "paper": {"paper": True},
+    "potential_1000": {"potential_iters": 1000},
+    "patience_3": {"patience": 3},
+    "eval_50": {"eval_every": 50},
+    "eval_50_patience_3": {"eval_every": 50, "patience": 3},
+    "batch_512_lr_2e-2": {"batch_size": 512, "potential_lr": 2e-2},
+    "batch_128": {"batch_size": 128},
+    "step_500": {"step_iters": 500},
+}
+
+
+def config_for(name: str) -> cellw1.W1Config:
+    changes = dict(SETTINGS[name])
+    if changes.pop("paper", False):
+        return cellw1.W1Config.paper()
+    return cellw1.W1Config(**changes)
+
+
+def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    from speed import make_data
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--dim", type=int, default=50)
+    parser.add_argument("--cells", type=int, default=4000)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = args.settings.split(",")
+    torch.set_num_threads(1)
+    src, tgt, test_src, test_tgt = make_data(args.dim, args.cells)
+    rows = []
+    for name in names:
+        config = config_for(name)
+        for seed in seeds:
+            start = time.perf_counter()
+            tmap = cellw1.fit_map(src, tgt, config, seed=seed)
+            seconds = time.perf_counter() - start
+            info = tmap.info
+            row = {
+                "setting": name, "seed": seed, "seconds": seconds,
+                "potential_seconds": info["potential_seconds"], "step_size_seconds": info["step_size_seconds"],
+                "potential_steps": info["potential_steps"], "potential_best_step": info["potential_best_step"],
+                "step_size_steps": info["step_size_steps"], "step_size_best_step": info["step_size_best_step"],
+                "val_dual": info["potential_val_dual"],
+                "mmd": mmd(tmap.transport(test_src), test_tgt, max_points=2000),
+            }
+            rows.append(row)
+            print(f"{name:20s} seed {seed}: {seconds:5.1f} s (potential {row['potential_seconds']:.1f} s, "
+                  f"{row['potential_steps']} steps, best {row['potential_best_step']}; step size "
+                  f"{row['step_size_seconds']:.1f} s, {row['step_size_steps']} steps), mmd {row['mmd']:.5f}", flush=True)
+    print("\n| setting | median seconds | median potential steps | median MMD | MMD per seed |")
+    print("|---|---|---|---|---|")
+    for name in names:
+        mine = [r for r in rows if r["setting"] == name]
+        print(f"| {name} | {np.median([r['seconds'] for r in mine]):.1f} | "
+              f"{np.median([r['potential_steps'] for r in mine]):.0f} | {np.median([r['mmd'] for r in mine]):.5f} | "
+              + ", ".join(f"{r['mmd']:.5f}" for r in mine) + " |")
+    machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine, "dim": args.dim, "cells": args.cells, "rows": rows}, indent=1))
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
