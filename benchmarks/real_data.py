@@ -67,11 +67,12 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(ALL_METHODS))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--w2-iters", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=OUT, help="results folder (default: %(default)s)")
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")
-    OUT.mkdir(parents=True, exist_ok=True)
-    medians = OUT / "medians.md"
+    args.out.mkdir(parents=True, exist_ok=True)
+    medians = args.out / "medians.md"
     for run in args.runs.split(","):
         loader, key, control, extra = RUNS[run]
         adata = loader()
@@ -83,7 +84,7 @@ def main() -> None:
             adata, key, control, extra.pop("perturbations", None), methods=args.methods.split(","),
             n_repeats=args.repeats, w2_config=cellw1.W2Config.benchmark(n_iters=args.w2_iters), progress=False, **extra,
         )
-        result.save(OUT / run)
+        result.save(args.out / run)
         summary = result.summary().pivot(index="method", columns="metric", values="median").reindex(result.methods)
         lines = [f"\n### {run} (W2: {args.w2_iters} outer iterations; {args.repeats} repeat(s); "
                  f"{len(result.settings['perturbations'])} perturbation(s); {time.perf_counter() - start:.0f} s)\n",

@@ -41,6 +41,13 @@ SETTINGS: dict[str, dict] = {
     "batch_512_lr_2e-2": {"batch_size": 512, "potential_lr": 2e-2},
     "batch_128": {"batch_size": 128},
     "step_500": {"step_iters": 500},
+    "potential_500": {"potential_iters": 500},
+    "potential_700": {"potential_iters": 700},
+    "potential_1000_patience_3": {"potential_iters": 1000, "patience": 3},
+    "potential_1000_step_500": {"potential_iters": 1000, "step_iters": 500},
+    "potential_700_step_500": {"potential_iters": 700, "step_iters": 500},
+    "potential_300": {"potential_iters": 300},
+    "potential_500_step_500": {"potential_iters": 500, "step_iters": 500},
 }
 
 
