@@ -34,6 +34,7 @@ RESULTS = HERE / "results" / "time_to_quality.json"
 SETTINGS: dict[str, dict] = {
     "default": {},
     "paper": {"paper": True},
+    "potential_2000": {"potential_iters": 2000},
     "potential_1000": {"potential_iters": 1000},
     "patience_3": {"patience": 3},
     "eval_50": {"eval_every": 50},
@@ -66,7 +67,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--settings", default="default,paper,potential_2000,potential_300,potential_1000")
     parser.add_argument("--dim", type=int, default=50)
     parser.add_argument("--cells", type=int, default=4000)
     parser.add_argument("--out", type=Path, default=RESULTS)
