@@ -39,7 +39,9 @@ class W1Config:
         steps and 0.00182 for the paper's schedule, in 2.9 s against 5.8 s and 62 s. At 7,000
         genes it matched 2,000 steps (MMD 0.00106 vs 0.00107) in 22 s instead of 61 s. A
         short schedule anneals the learning rate sooner, and the potential's direction field
-        is what phase 2 needs; its dual keeps creeping up long after that.
+        is what phase 2 needs; its dual keeps creeping up long after that. Potentials with
+        fine structure gain from more steps: on the 2-D swiss roll 2,000 steps reached a dual
+        of 0.401 (exact W1 0.444) and energy distance 0.0032, against 0.376 and 0.0042.
     potential_lr, potential_lr_min, potential_betas
         Adam with cosine annealing from ``potential_lr`` to ``potential_lr_min``;
         paper: 1e-2 -> 1e-4, betas (0.5, 0.5).
