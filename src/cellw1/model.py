@@ -210,8 +210,6 @@ class PerturbationModel:
             obs and adds ``source_cell`` (input cell id), ``perturbation`` and ``response``
             (distance the cell moved in the fitted space).
         """
-        import anndata as ad
-
         if int(chunk_cells) < 1:
             raise InputError(f"chunk_cells={chunk_cells} must be >= 1.")
         if is_on_disk(adata):
@@ -229,16 +227,6 @@ class PerturbationModel:
         if cells is not None:
             adata = adata[_chosen_rows(cells, adata.n_obs)]
         matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
-        if out is None and adata.n_obs <= chunk_cells:  # the common case: one block
-            x = self._values(matrix, self._columns(names))
-            self._warn_not_control(adata.obs)
-            z = self.embedding.encode(x)
-            obs = self._output_obs(adata.obs)
-            obs["response"] = self.method.response(z)
-            predicted = self.embedding.decode(self.method.predict(z))
-            result = ad.AnnData(X=np.asarray(predicted, dtype=np.float32), obs=obs, var=pd.DataFrame(index=self.features))
-            result.uns["cellw1"] = self._uns()
-            return result
         return self._predict(adata.obs, names, lambda rows: matrix[rows[0] : rows[-1] + 1], np.arange(adata.n_obs),
                              out, int(chunk_cells), progress)
 
