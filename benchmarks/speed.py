@@ -10,8 +10,8 @@ cells. At ``d = 50, n = 4000`` it also fits the paper's full schedule (10,000 + 
 and W2/ICNN (``--w2-iters`` outer iterations of 10 inner steps), and reports the time each
 method needed to reach its best validation state.
 
-Writes ``benchmarks/results/speed.json`` and two plots (seconds vs d, seconds vs n, log
-scale), the analogue of the paper's Figure 4a. Run on a quiet machine, one process::
+Writes ``benchmarks/results/speed.json`` and two plots, ``speed_vs_dim.png`` and
+``speed_vs_cells.png`` (whole-fit seconds, log scale), the analogue of the paper's Figure 4a. Run on a quiet machine, one process::
 
     python benchmarks/speed.py [--dims 2,50,1000,7000] [--cells 1000,4000,16000,64000] [--w2-iters 2000]
 """
@@ -119,13 +119,17 @@ def w2_case(d: int, n: int, iters: int, data) -> dict:
     return row
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], folder: Path) -> list[Path]:
+    """Whole-fit seconds against d (n = 4,000) and against n (d = 50), log-log, one PNG each."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4))
-    FigureCanvasAgg(fig)
-    for ax, key, fixed in ((fig.add_subplot(1, 2, 1), "d", ("n_per_side", 4000)), (fig.add_subplot(1, 2, 2), "n_per_side", ("d", 50))):
+    paths = []
+    for key, fixed, name in (("d", ("n_per_side", 4000), "speed_vs_dim.png"),
+                             ("n_per_side", ("d", 50), "speed_vs_cells.png")):
+        fig = Figure(figsize=(5, 4))
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
         for method in ("w1", "w2_icnn"):
             pts = sorted((r[key], r["fit_seconds"]) for r in rows if r["method"] == method and r[fixed[0]] == fixed[1])
             if pts:
@@ -136,8 +140,10 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel("whole fit (s)")
         ax.set_title(f"{fixed[0]} = {fixed[1]}")
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=120)
+        paths.append(folder / name)
+    return paths
 
 
 def main() -> None:
@@ -170,8 +176,8 @@ def main() -> None:
                "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "speed.json").write_text(json.dumps({"machine": machine, "config": config.to_dict(), "results": rows}, indent=2))
-    plot(rows, RESULTS / "speed.png")
-    print(f"wrote {RESULTS / 'speed.json'} and speed.png")
+    pngs = plot(rows, RESULTS)
+    print(f"wrote {RESULTS / 'speed.json'} and {', '.join(p.name for p in pngs)}")
 
 
 if __name__ == "__main__":

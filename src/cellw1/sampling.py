@@ -114,10 +114,6 @@ class MemoryCells(Cells):
         train, val = split_validation(self.n_cells, fraction, generator)
         return MemoryCells(self.x[train.to(self.x.device)]), self.x[val.to(self.x.device)]
 
-    def to(self, device: torch.device) -> MemoryCells:
-        """The same cells on ``device``."""
-        return MemoryCells(self.x.to(device))
-
     def buffer(self) -> torch.Tensor:
         return self.x
 
