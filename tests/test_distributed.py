@@ -110,6 +110,21 @@ def test_local_cluster_w1_equals_in_process(adata: ad.AnnData) -> None:
     assert not np.array_equal(got["up"], got["down"])  # two different maps, not one copied
 
 
+def test_workers_stream_from_a_shared_path(adata: ad.AnnData, address: str, tmp_path: Path) -> None:
+    """Data on disk are not shipped: each worker opens the path and streams, with the in-process result."""
+    path = tmp_path / "cells.h5ad"
+    adata.write_h5ad(path)
+    labels = ["up", "down"]
+    here = cellw1.fit_all(adata, "condition", "ctrl", labels, config=TINY, seed=2, progress=False)
+    there = cellw1.fit_all(str(path), "condition", "ctrl", labels, config=TINY, seed=2, scheduler=address,
+                           buffer_cells=1_000, progress=False)
+    assert list(there) == labels and not there.failures
+    expected, got = predictions(here, adata), predictions(there, adata)
+    for label in labels:  # each group fits one buffer, so the streamed fit is the in-memory one
+        np.testing.assert_allclose(got[label], expected[label], rtol=1e-5, atol=1e-5)
+        assert there[label].info["streamed_from"] == str(path)
+
+
 def test_layer_and_obsm_inputs_are_shipped_as_fitted_in_process(adata: ad.AnnData, address: str) -> None:
     a = adata.copy()
     a.layers["logcounts"] = np.log1p(a.X.toarray())

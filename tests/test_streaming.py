@@ -115,12 +115,20 @@ def test_streamed_normalisation_matches_memory(adata: ad.AnnData, files: dict[st
 
 
 # -- fitting from disk ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["h5ad", "zarr", "backed"])
+@pytest.mark.parametrize("kind", ["h5ad", "zarr", "backed", "dense"])
 def test_disk_fit_equals_memory_fit_when_a_buffer_holds_each_group(
-    adata: ad.AnnData, files: dict[str, Path], kind: str
+    adata: ad.AnnData, files: dict[str, Path], kind: str, tmp_path: Path
 ) -> None:
     """Same seed, same cells, one buffer per group: the maps are the same to float rounding."""
-    data = ad.read_h5ad(files["h5ad"], backed="r") if kind == "backed" else files[kind]
+    if kind == "backed":
+        data: object = ad.read_h5ad(files["h5ad"], backed="r")
+    elif kind == "dense":  # a dense X on disk instead of CSR
+        dense = adata.copy()
+        dense.X = dense.X.toarray()
+        data = tmp_path / "dense.h5ad"
+        dense.write_h5ad(data)
+    else:
+        data = files[kind]
     disk_model = _fit(data)
     memory_model = _fit(adata)
     assert disk_model.preprocessor == memory_model.preprocessor
