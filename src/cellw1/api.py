@@ -203,7 +203,10 @@ def _fit(
             f"the given embedding reads {embedding.n_features} features but the data have {values.shape[1]}."
         )
     latent = embedding.encode(values)
-    fitted = fit_method(method, latent[source_rows], latent[~source_rows], config=config, seed=seed, progress=progress)
+    del both, values  # every copy held here during the fit adds to its peak memory
+    source, target = latent[source_rows], latent[~source_rows]
+    del latent
+    fitted = fit_method(method, source, target, config=config, seed=seed, progress=progress)
     info["fit_seconds"] = time.perf_counter() - start
     return PerturbationModel(
         features=features, preprocessor=preprocessor, embedding=embedding, method=fitted,

@@ -74,6 +74,8 @@ def fit_map(
     rng = np.random.default_rng(seed)
     train_src, val_src = src.split(config.val_fraction, generator)
     train_tgt, val_tgt = tgt.split(config.val_fraction, generator)
+    n_source, n_target = src.n_cells, tgt.n_cells
+    del src, tgt  # the split holds the cells now; the unsplit copies would only add to peak memory
     data = dict(source=train_src, target=train_tgt, val_source=val_src, val_target=val_tgt)
     with torch.random.fork_rng(devices=[]), cpu_threads(config.cpu_threads if device.type == "cpu" else None):
         torch.manual_seed(seed)
@@ -84,8 +86,8 @@ def fit_map(
         end = time.perf_counter()
     info = {
         "seed": seed,
-        "n_source": src.n_cells,
-        "n_target": tgt.n_cells,
+        "n_source": n_source,
+        "n_target": n_target,
         "potential_steps": int(phase1.history["stopped_at"][0]),
         "step_size_steps": int(phase2.history["stopped_at"][0]),
         "potential_best_step": phase1.best_step,
