@@ -226,4 +226,8 @@ def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path]
                  "--out", str(out), "--quiet"]) == 0
     predicted = ad.read_zarr(out)
     assert predicted.shape == (adata.n_obs, adata.n_vars) and np.isfinite(predicted.X).all()
+    controls = tmp_path / "controls.h5ad"
+    assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--on-disk", "--controls-only",
+                 "--out", str(controls), "--quiet"]) == 0
+    assert list(ad.read_h5ad(controls).obs_names) == list(adata.obs_names[adata.obs["condition"] == "control"])
     assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--out", str(tmp_path / "p.csv")]) == 2

@@ -6,8 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..errors import InputError
 from ..model import PREDICT_CHUNK, ModelCollection, PerturbationModel, load
+from ..ondisk import open_disk_data
 from ._common import add_disk_argument, read_h5ad, write_h5ad
 
 
@@ -27,6 +30,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output .h5ad file or .zarr store of predicted cells")
     add_disk_argument(parser, "predictions are written in chunks")
     parser.add_argument(
+        "--controls-only", action="store_true",
+        help="predict only the cells labelled as the model's control (its condition key and control label)",
+    )
+    parser.add_argument(
         "--chunk-cells", type=int, default=PREDICT_CHUNK, help="cells predicted at once (default: %(default)s)"
     )
     return parser
@@ -36,14 +43,34 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() not in (".h5ad", ".zarr"):
         raise InputError(f"--out {str(args.out)!r} must end in .h5ad or .zarr (which picks the format).")
     model = load(args.model)
-    if isinstance(model, ModelCollection) and (args.on_disk or args.out.suffix.lower() != ".h5ad"):
+    if isinstance(model, ModelCollection) and (args.on_disk or args.controls_only or args.out.suffix.lower() != ".h5ad"):
         raise InputError(
-            "a collection predicts in memory to an .h5ad; for --on-disk or .zarr give one model's directory inside it."
+            "a collection predicts in memory to an .h5ad; for --on-disk, --controls-only or .zarr "
+            "give one model's directory inside it."
         )
     data = str(args.data) if args.on_disk else read_h5ad(args.data)
     if isinstance(model, PerturbationModel):
-        out = model.predict(data, out=args.out, chunk_cells=args.chunk_cells, progress=args.progress)
+        cells = control_cells(model, data) if args.controls_only else None
+        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress)
     else:
         out = write_h5ad(model.predict(data), args.out)
     print(f"wrote the predicted cells to {out}")
     return 0
+
+
+def control_cells(model: PerturbationModel, data: Any) -> np.ndarray:
+    """Mask of the cells labelled as ``model``'s control in ``data`` (an AnnData or a path)."""
+    if isinstance(data, str):
+        with open_disk_data(data) as disk:
+            obs = disk.obs
+    else:
+        obs = data.obs
+    if model.condition_key not in obs:
+        raise InputError(
+            f"--controls-only: obs has no column {model.condition_key!r} (the model's condition key); "
+            f"available: {list(obs.columns)}."
+        )
+    mask = (obs[model.condition_key].astype(str) == model.control).to_numpy()
+    if not mask.any():
+        raise InputError(f"--controls-only: no cell has obs[{model.condition_key!r}] == {model.control!r}.")
+    return mask
