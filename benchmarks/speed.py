@@ -124,6 +124,8 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from cellw1.plotting import save_png
+
     paths = []
     for key, fixed, name in (("d", ("n_per_side", 4000), "speed_vs_dim.png"),
                              ("n_per_side", ("d", 50), "speed_vs_cells.png")):
@@ -141,8 +143,7 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
         ax.set_title(f"{fixed[0]} = {fixed[1]}")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(folder / name, dpi=120)
-        paths.append(folder / name)
+        paths.append(save_png(fig, folder / name))
     return paths
 
 
