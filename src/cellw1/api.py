@@ -26,6 +26,7 @@ from .model import CollectionDirectory, ModelCollection, PerturbationModel, feat
 from .ondisk import DiskData, is_on_disk, open_disk_data
 from .preprocessing import fit_preprocessor
 from .streaming import fit_streamed
+from .calibration import fit_calibration, sample_rows
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -35,6 +36,9 @@ logger = logging.getLogger(__name__)
 
 #: fewest cells a group may have (the solver also holds a validation share out)
 MIN_CELLS = 20
+#: methods whose predicted expression is calibrated (:mod:`cellw1.calibration`);
+#: identity and observed return measured cells (clipped at 0 only)
+CALIBRATED = ("w1", "w2", "scgen")
 
 Space = Literal["genes", "pca", "autoencoder"]
 
@@ -178,10 +182,17 @@ def _fit(
             progress=progress, buffer_cells=buffer_cells,
         )
         info.update(streamed, fit_seconds=time.perf_counter() - start)
-        return PerturbationModel(
+        model = PerturbationModel(
             features=list(map(str, adata.var_names)), preprocessor=preprocessor, embedding=embedding, method=fitted,
             condition_key=condition_key, control=control, perturbation=perturbation, layer=layer, info=info,
         )
+        if method in CALIBRATED:
+            matrix = adata.matrix(layer)
+            model.calibration = _calibration(model, *(
+                preprocessor.transform(matrix.read(sample_rows(np.flatnonzero(mask), seed + k)))
+                for k, mask in enumerate((is_source, is_target))
+            ))
+        return model
     matrix, features = feature_matrix(adata, layer=layer, obsm_key=obsm_key)
     rows = np.flatnonzero(is_source | is_target)
     both = matrix[rows]
@@ -202,17 +213,30 @@ def _fit(
         raise InputError(
             f"the given embedding reads {embedding.n_features} features but the data have {values.shape[1]}."
         )
+    calibration = None
+    if preprocessor is not None and method in CALIBRATED:  # samples of both groups' expression
+        calibration = tuple(values[sample_rows(np.flatnonzero(mask), seed + k)]
+                            for k, mask in enumerate((source_rows, ~source_rows)))
     latent = embedding.encode(values)
     del both, values  # every copy held here during the fit adds to its peak memory
     source, target = latent[source_rows], latent[~source_rows]
     del latent
     fitted = fit_method(method, source, target, config=config, seed=seed, progress=progress)
     info["fit_seconds"] = time.perf_counter() - start
-    return PerturbationModel(
+    model = PerturbationModel(
         features=features, preprocessor=preprocessor, embedding=embedding, method=fitted,
         condition_key=condition_key, control=control, perturbation=perturbation,
         layer=layer, obsm_key=obsm_key, info=info,
     )
+    if calibration is not None:
+        model.calibration = _calibration(model, *calibration)
+    return model
+
+
+def _calibration(model: PerturbationModel, control: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
+    """The output calibration (:mod:`cellw1.calibration`) from log expression of training cells."""
+    predicted = model.embedding.decode(model.method.predict(model.embedding.encode(control)))
+    return fit_calibration(predicted, perturbed)
 
 
 def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -> dict[str, Any]:

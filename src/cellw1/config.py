@@ -9,8 +9,8 @@ from typing import Any, Literal
 from .errors import ConfigError
 from .lipschitz import ORTHONORMALIZATIONS
 
-StepSizeLearner = Literal["minibatch_ot", "gan", "ot_gan"]
-STEP_SIZE_LEARNERS: tuple[str, ...] = ("minibatch_ot", "gan", "ot_gan")
+StepSizeLearner = Literal["ot_energy", "minibatch_ot", "gan", "ot_gan"]
+STEP_SIZE_LEARNERS: tuple[str, ...] = ("ot_energy", "minibatch_ot", "gan", "ot_gan")
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,12 @@ class W1Config:
     batch_size
         Cells per side in each minibatch; paper: 256.
     step_size_learner
-        ``"minibatch_ot"`` (default; regression on exact minibatch OT pairings under the cost
-        ``|x - y|^ot_exponent``, see :mod:`cellw1.stepsize`) or ``"gan"`` (the paper's
-        adversarial learner, eqs. 15-16), or ``"ot_gan"`` (the minibatch-OT regression, then
-        ``refine_iters`` adversarial steps at ``refine_lr`` starting from it; the regression's
-        best state stays a candidate, so refinement can only improve the validation match).
+        ``"ot_energy"`` (default: the minibatch-OT regression, then ``energy_iters`` steps
+        matching the transported cells to the target cells in energy distance),
+        ``"minibatch_ot"`` (the regression alone, on exact minibatch OT pairings under the
+        cost ``|x - y|^ot_exponent``), ``"gan"`` (the paper's adversarial learner, eqs.
+        15-16) or ``"ot_gan"`` (the regression, then ``refine_iters`` adversarial steps at
+        ``refine_lr``). See :mod:`cellw1.stepsize`.
     step_hidden, discriminator_hidden
         Hidden widths of the step-size network and the GAN discriminator; paper: ``(64,)*4``.
     step_iters, step_lr, step_betas
@@ -68,6 +69,12 @@ class W1Config:
         target of a cell is the mean of its projected displacements over the passes.
     refine_iters, refine_lr
         Adversarial refinement steps and learning rate of the ``"ot_gan"`` learner.
+    energy_iters, energy_lr
+        Energy-distance refinement steps (at most, with early stopping) and learning rate of
+        the ``"ot_energy"`` learner.
+    mask_constant_features
+        Features that take one value in all training cells (both groups) are left out of the
+        potential, so no cell moves along them.
     val_fraction
         Share of each side held out to select the best potential and step size.
     eval_every
@@ -97,7 +104,7 @@ class W1Config:
     potential_lr_min: float = 1e-4
     potential_betas: tuple[float, float] = (0.5, 0.5)
     batch_size: int = 256
-    step_size_learner: StepSizeLearner = "minibatch_ot"
+    step_size_learner: StepSizeLearner = "ot_energy"
     step_hidden: tuple[int, ...] = (64, 64, 64, 64)
     discriminator_hidden: tuple[int, ...] = (64, 64, 64, 64)
     step_iters: int = 1_000
@@ -108,6 +115,9 @@ class W1Config:
     ot_passes: int = 2
     refine_iters: int = 2_000
     refine_lr: float = 1e-4
+    energy_iters: int = 500
+    energy_lr: float = 3e-4
+    mask_constant_features: bool = True
     val_fraction: float = 0.1
     eval_every: int = 100
     patience: int | None = 5
@@ -141,7 +151,7 @@ class W1Config:
                     f"group_size {self.group_size} does not divide hidden width {width}; "
                     f"use widths that are multiples of {self.group_size}."
                 )
-        for name in ("potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters"):
+        for name in ("potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters", "energy_iters"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.")
         if not 0.0 <= self.val_fraction < 0.5:
@@ -156,7 +166,7 @@ class W1Config:
             raise ConfigError(f"cpu_threads={self.cpu_threads!r} must be >= 1, or None to keep torch's setting.")
         if self.min_delta < 0:
             raise ConfigError(f"min_delta={self.min_delta!r} must be >= 0.")
-        if self.potential_lr <= 0 or self.step_lr <= 0 or self.potential_lr_min < 0:
+        if self.potential_lr <= 0 or self.step_lr <= 0 or self.energy_lr <= 0 or self.potential_lr_min < 0:
             raise ConfigError("learning rates must be positive.")
 
     @classmethod

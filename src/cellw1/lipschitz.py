@@ -246,9 +246,13 @@ class LipschitzPotential(nn.Module):
             for a, b in zip(widths[:-1], widths[1:])
         )
         self.dim = int(dim)
+        # 0 for features the potential ignores (constant in training): its gradient there is 0,
+        # so cells never move along them; a 0/1 mask keeps f 1-Lipschitz
+        self.register_buffer("input_mask", torch.ones(self.dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluate ``f`` on ``x: (n, d)``; returns ``(n,)``."""
+        x = x * self.input_mask
         for layer in self.layers[:-1]:
             x = self.activation(layer(x))
         return self.layers[-1](x).squeeze(-1)

@@ -32,6 +32,7 @@ from .errors import CellW1Error, InputError, ModelFileError
 from .methods import FittedMethod, load_method
 from .ondisk import PredictionWriter, is_on_disk, open_disk_data
 from .preprocessing import Preprocessor
+from .calibration import calibrate
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -87,6 +88,9 @@ class PerturbationModel:
         Where the groups came from in the training AnnData.
     info
         Fit diagnostics (cells per group, seconds, preprocessing decision...).
+    calibration
+        Per-gene zero thresholds and offsets of predicted log expression
+        (:mod:`cellw1.calibration`); ``None``: negative values are clipped to 0 only.
     """
 
     def __init__(
@@ -102,8 +106,10 @@ class PerturbationModel:
         layer: str | None = None,
         obsm_key: str | None = None,
         info: dict[str, Any] | None = None,
+        calibration: np.ndarray | None = None,
     ) -> None:
         self.features = list(features)
+        self.calibration = None if calibration is None else np.asarray(calibration, dtype=np.float32)
         self.preprocessor = preprocessor
         self.embedding = embedding
         self.method = method
@@ -170,7 +176,14 @@ class PerturbationModel:
         return {
             "method": self.method.name, "space": self.embedding.kind, "control": self.control,
             "perturbation": self.perturbation, "values": "log1p-normalised" if self.preprocessor else self.obsm_key,
+            "output": self._output(),
         }
+
+    def _output(self) -> str | None:
+        """How the written expression is made: ``"calibrated"``, ``"clipped"`` at 0, or ``None`` (obsm)."""
+        if self.preprocessor is None:
+            return None
+        return "clipped" if self.calibration is None else "calibrated"
 
     def predict(
         self,
@@ -259,6 +272,8 @@ class PerturbationModel:
                 z = self.embedding.encode(self._values(read(rows[start:stop]), columns))
                 response[start:stop] = self.method.response(z)
                 predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
+                if self.preprocessor is not None:  # expression: non-negative, calibrated
+                    predicted = calibrate(predicted, self.calibration)
                 if writer is None:
                     blocks.append(predicted)
                 else:
@@ -287,6 +302,7 @@ class PerturbationModel:
             "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
             "embedding": self.embedding.header(),
             "method": self.method.header(),
+            "output": self._output(),
             "info": self.info,
         }
 
@@ -295,6 +311,8 @@ class PerturbationModel:
         directory = Path(directory)
         tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
         tensors.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
+        if self.calibration is not None:
+            tensors["output.calibration"] = torch.from_numpy(self.calibration)
         header = self.header()
         save_tensors(directory / MODEL_FILE, tensors, header)
         atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
@@ -326,6 +344,7 @@ class PerturbationModel:
                 layer=header.get("layer"),
                 obsm_key=header.get("obsm_key"),
                 info=header.get("info"),
+                calibration=tensors["output.calibration"].numpy() if "output.calibration" in tensors else None,
             )
         except ModelFileError:
             raise

@@ -26,6 +26,16 @@ logger = logging.getLogger(__name__)
 CHUNK = 16_384
 
 
+#: a feature whose variance is below this share of the mean feature variance counts as constant
+CONSTANT_VARIANCE = 1e-8
+
+
+def constant_features(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(d,)``: features that take one value in all of ``source`` and ``target`` together."""
+    var = torch.cat((source, target)).double().var(0)
+    return var <= CONSTANT_VARIANCE * max(float(var.mean()), 1e-30)
+
+
 def adam_kernel(device: torch.device) -> dict[str, bool]:
     """Adam's fastest implementation here: one fused kernel for all parameters."""
     return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
@@ -143,6 +153,11 @@ def fit_potential(
     source, target = as_cells(source), as_cells(target)
     device = source.buffer().device
     potential = build_potential(source.dim, config).to(device)
+    if config.mask_constant_features:
+        constant = constant_features(source.buffer(), target.buffer())
+        potential.input_mask.copy_((~constant).to(potential.input_mask))
+        if constant.any():
+            logger.info("potential: %d of %d features are constant in training and stay fixed", int(constant.sum()), source.dim)
     optimizer = torch.optim.Adam(
         potential.parameters(), lr=config.potential_lr, betas=config.potential_betas, **adam_kernel(device)
     )

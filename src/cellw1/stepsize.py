@@ -2,44 +2,32 @@
 
 The W1 potential fixes the direction ``u(x) = grad f(x) / |grad f(x)|`` but not the distance:
 any ``T(x) = x - eta(x) u(x)`` that pushes the source onto the target is W1-optimal (paper
-eq. 5), and the bookshelf shows many such maps exist. Three learners of ``eta >= 0``:
+eq. 5), and the bookshelf shows many such maps exist. The learners of ``eta >= 0``:
 
-``"minibatch_ot"`` (default)
+``"ot_energy"`` (default)
+    ``"minibatch_ot"``, then ``energy_iters`` steps of gradient descent on the minibatch
+    energy distance between transported and target cells, from the regression's state. The
+    regression starts the steps near the monotone map; matching whole distributions then
+    corrects the regression's shrinkage (a pairing blurred by the minibatch, projected on an
+    imperfect direction, is shorter than the true step). No adversary.
+``"minibatch_ot"``
     For the strictly convex costs ``|x - y|^p``, ``p > 1``, the optimal map is unique and
     monotone, and it converges to the monotone W1 map as ``p -> 1`` (Caffarelli, Feldman &
     McCann 2002). Each pass pairs every training source cell with a target cell by exact
     discrete OT (POT's ``ot.emd``) on random minibatches under ``|x - y|^1.1``; the pair's
     displacement projected on the direction, ``(x - y) . u(x)``, is that cell's step. The mean
-    over passes is the regression target of the step-size network (least squares). No
-    adversary, no min-max: the pairings are computed once, before the network is fitted.
+    over passes is the regression target of the step-size network (least squares).
 ``"gan"``
     The paper's adversarial learner (eqs. 15-16): the step-size network is the generator of
-    ``T(x)``, a discriminator tells transported from target cells, trained with
-    BCE-with-logits and the non-saturating generator loss.
+    ``T(x)``, a discriminator tells transported from target cells.
 ``"ot_gan"``
     The minibatch-OT regression, then ``refine_iters`` adversarial steps starting from it.
-    The regression's best state stays a candidate, so refinement never worsens the
-    validation match.
-
-Minibatch OT is the default: it is monotone on the toys on every seed (the GAN reversed the
-bookshelf), and its phase 2 runs 15-40x faster. On the shared real datasets the GAN matched
-the target distributions 10-17% better in MMD (``docs/benchmarks.md``).
 
 All keep the state whose transported validation cells are closest to the validation target
-cells in energy distance, and stop early once that distance stops improving.
-
-Where the data give no target. A step is learned only on the support of the training source
-cells. Outside it the network extrapolates; for the minibatch-OT learner ``eta`` is capped at
-the largest step seen in training, so a cell far from every training cell is never sent
-further than any cell was in the data. Negative projections (a partner behind the cell) are
-averaged in, then the mean is clipped at 0, so such cells stay put rather than move backwards.
-
-Minibatch size and bias. Pairing minibatches of ``b`` cells blurs the plan (each cell's
-partner is only optimal within its batch); the bias shrinks as ``b`` grows and the variance
-shrinks with the number of passes. ``ot.emd`` costs about 10 ms at b = 256 and 45 ms at
-b = 512 on one core. The default, b = 512 with 2 passes, costs ``2 n / 512`` pairings (0.7 s for
-4,000 cells, the same as b = 256 with 4 passes) and matched the target better on 7 of 8 toy
-runs and on Zhao 2021 (``docs/benchmarks.md``).
+cells in energy distance (a refinement's starting state stays a candidate, so refining never
+worsens the validation match), and stop early once that distance stops improving. Outside the
+training cells the regression's ``eta`` is capped at the largest step seen in training.
+Measured comparisons are in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -128,6 +116,16 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.inputs(x)).squeeze(-1)
+
+
+def energy_loss(moved: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Differentiable minibatch energy distance ``2 E|X - Y| - E|X - X'|`` (unbiased ``E|X - X'|``).
+
+    The target's own term ``E|Y - Y'|`` does not depend on the step size and is left out.
+    """
+    n = len(moved)
+    within = torch.cdist(moved, moved).sum() / max(n * (n - 1), 1)
+    return 2 * torch.cdist(moved, target).mean() - within
 
 
 def energy_distance(x: torch.Tensor, y: torch.Tensor, yy: float | None = None) -> float:
@@ -321,8 +319,13 @@ def fit_step_size(
     history: dict[str, list[float]] = {"loss": []}
     learner = config.step_size_learner
     steps = 0
-    if learner in ("minibatch_ot", "ot_gan"):
+    if learner in ("minibatch_ot", "ot_gan", "ot_energy"):
         steps += _regress(step_size, potential, source, target, config, selector, history, generator, rng, progress)
+    if learner == "ot_energy":
+        selector.restore()  # refine the best regression state; it stays a candidate
+        selector.plateau.waited = 0
+        steps += _match_energy(step_size, potential, source, target, config, selector, history, generator, progress,
+                               offset=steps)
     if learner == "ot_gan":
         selector.restore()  # refine the best regression state; it stays a candidate
         selector.plateau.waited = 0
@@ -373,6 +376,35 @@ def _regress(step_size: StepSize, potential: LipschitzPotential, source: Cells, 
         if step % config.eval_every == 0 or step == config.step_iters:
             history["loss"].append(float(loss))
             selector(step)
+            if selector.stop:
+                break
+    return step
+
+
+def _match_energy(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells,
+                  config: W1Config, selector: _Selector, history: dict[str, list[float]],
+                  generator: torch.Generator, progress: bool, *, offset: int) -> int:
+    """Descend the minibatch energy distance between ``T(x)`` and target cells; returns the steps taken.
+
+    Only ``eta`` moves (the directions are fixed), so the map stays a W1 map; matching the
+    transported distribution as a whole corrects the regression's shrinkage of the steps.
+    """
+    device = source.buffer().device
+    optimizer = torch.optim.Adam(step_size.parameters(), lr=config.energy_lr, betas=config.step_betas,
+                                 **adam_kernel(device))
+    batches = minibatches(source, config.batch_size, config.energy_iters, generator,
+                          prepare=lambda x: (direction(potential, x),))
+    target_batches = minibatches(target, config.batch_size, config.energy_iters, generator)
+    step = 0
+    for step in tqdm(range(1, config.energy_iters + 1), desc="step size (energy)", disable=not progress, leave=False):
+        (x, u), (y,) = next(batches), next(target_batches)
+        optimizer.zero_grad(set_to_none=True)
+        loss = energy_loss(x - step_size(x)[:, None] * u, y)
+        loss.backward()
+        optimizer.step()
+        if step % config.eval_every == 0 or step == config.energy_iters:
+            history["loss"].append(float(loss.detach()))
+            selector(offset + step)
             if selector.stop:
                 break
     return step

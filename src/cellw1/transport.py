@@ -146,7 +146,9 @@ class TransportMap:
             config = W1Config.from_dict(header["config"])
             potential = build_potential(int(header["dim"]), config)
             step_size = StepSize(int(header["dim"]), config.step_hidden)
-            potential.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("potential.")})
+            weights = {k[10:]: v for k, v in tensors.items() if k.startswith("potential.")}
+            weights.setdefault("input_mask", torch.ones(int(header["dim"])))  # files from before the mask
+            potential.load_state_dict(weights)
             step_size.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("step_size.")})
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc

@@ -1,0 +1,106 @@
+"""The response of each cell and gene: step length, constant genes, non-negative calibrated output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+
+import cellw1
+from cellw1 import W1Config
+from cellw1.calibration import calibrate, fit_calibration
+from cellw1.metrics import energy_distance
+
+FAST = W1Config(potential_iters=300, step_iters=200, energy_iters=300, eval_every=50)
+
+
+def log_groups(n: int = 300, genes: int = 30, constant: int = 6, seed: int = 0) -> ad.AnnData:
+    """Log-normalised control and perturbed cells; the last ``constant`` genes are one value in both."""
+    rng = np.random.default_rng(seed)
+    x = np.log1p(rng.gamma(2.0, 1.0, size=(2 * n, genes)))
+    x[n:, :8] += 0.8  # genes 0-7 respond
+    x[:, genes - constant :] = np.linspace(0.0, 2.0, constant)  # constant in both groups (one is 0)
+    obs = pd.DataFrame({"condition": np.repeat(["ctrl", "pert"], n)}, index=[f"c{i}" for i in range(2 * n)])
+    return ad.AnnData(X=x.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(genes)]))
+
+
+def test_constant_genes_do_not_move() -> None:
+    adata = log_groups()
+    x = adata.X[:300]
+    tmap = cellw1.fit_map(x, adata.X[300:], FAST, seed=0)
+    moved = np.abs(tmap.transport(x) - x).mean(0)
+    responding, constant = moved[:8].mean(), moved[-6:].mean()
+    assert constant <= 0.01 * responding, (constant, responding)
+    model = cellw1.fit(adata, "condition", "ctrl", "pert", config=FAST, input_kind="log", progress=False)
+    pred = model.predict(adata[:300]).X
+    assert np.abs(pred - x)[:, -6:].max() <= 0.01 * np.abs(pred - x)[:, :8].mean()
+
+
+def test_a_translation_is_not_shortened() -> None:
+    rng = np.random.default_rng(1)
+    shift = np.full(20, 0.5, dtype=np.float32)
+    x = rng.normal(size=(2000, 20)).astype(np.float32)
+    y = (rng.normal(size=(2000, 20)) + shift).astype(np.float32)
+    test = rng.normal(size=(1000, 20)).astype(np.float32)
+    tmap = cellw1.fit_map(x, y, seed=0)
+    ratio = float(np.linalg.norm((tmap.transport(test) - test).mean(0)) / np.linalg.norm(shift))
+    assert 0.95 <= ratio <= 1.05
+
+
+def test_energy_refinement_matches_a_nonlinear_response_better_than_regression() -> None:
+    """The regression on minibatch pairings shrinks the steps; matching the distribution does not."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(20, 20)) / np.sqrt(20)
+
+    def response(n: int) -> np.ndarray:
+        z = rng.normal(size=(n, 20))
+        return (z + 1 + 0.8 * np.tanh(z @ a)).astype(np.float32)
+
+    x, y = rng.normal(size=(2000, 20)).astype(np.float32), response(2000)
+    test, truth = rng.normal(size=(1000, 20)).astype(np.float32), response(1000)
+    score = {}
+    for learner in ("ot_energy", "minibatch_ot"):
+        moved = cellw1.fit_map(x, y, W1Config(step_size_learner=learner), seed=0).transport(test)
+        score[learner] = energy_distance(moved, truth)
+    assert score["ot_energy"] < 0.8 * score["minibatch_ot"], score
+
+
+def test_calibration_known_answer() -> None:
+    predicted = np.array([[-0.2, 1.0], [0.1, 2.0], [0.5, 3.0], [1.0, 4.0]], dtype=np.float32)
+    perturbed = np.array([[0.0, 1.0], [0.0, 2.0], [0.6, 3.0], [1.4, 4.5]], dtype=np.float32)
+    cal = fit_calibration(predicted, perturbed)
+    # gene 0: half the perturbed cells are 0, so the two lowest predictions become 0
+    assert cal[0, 0] == pytest.approx(0.1) and cal[0, 1] == -np.inf
+    out = calibrate(predicted, cal)
+    assert (out[:2, 0] == 0).all() and (out >= 0).all()
+    np.testing.assert_allclose(out.mean(0), perturbed.mean(0), rtol=1e-6)  # means made unbiased
+    np.testing.assert_array_equal(calibrate(predicted, None), np.maximum(predicted, 0))
+
+
+def test_predictions_are_non_negative_with_the_perturbed_share_of_zeros(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    counts = rng.poisson(np.tile(rng.gamma(0.6, 1.0, 40), (400, 1))).astype(np.float32)
+    counts[200:, :10] = rng.poisson(4.0, size=(200, 10))  # genes 0-9 switch on
+    adata = ad.AnnData(X=counts, obs=pd.DataFrame({"condition": np.repeat(["ctrl", "pert"], 200)},
+                                                  index=[f"c{i}" for i in range(400)]))
+    model = cellw1.fit(adata, "condition", "ctrl", "pert", config=FAST, progress=False)
+    raw = model.embedding.decode(model.method.predict(model.preprocess(adata[:200])))
+    assert (raw < 0).mean() > 0.01  # the map alone leaves negative expression
+    pred = model.predict(adata[:200])
+    assert pred.X.min() >= 0 and pred.uns["cellw1"]["output"] == "calibrated"
+    real = model.preprocess(adata[200:])
+    np.testing.assert_allclose((pred.X == 0).mean(0), (real == 0).mean(0), atol=0.02)
+    model.save(tmp_path / "m")
+    np.testing.assert_array_equal(cellw1.load(tmp_path / "m").predict(adata[:200]).X, pred.X)
+
+
+def test_measured_cells_are_clipped_only() -> None:
+    adata = log_groups(n=100, constant=0)
+    model = cellw1.fit(adata, "condition", "ctrl", "pert", method="identity", input_kind="log", progress=False)
+    assert model.calibration is None
+    pred = model.predict(adata[:100])
+    assert pred.uns["cellw1"]["output"] == "clipped"
+    np.testing.assert_allclose(pred.X, adata.X[:100], rtol=1e-6)
