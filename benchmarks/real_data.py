@@ -21,6 +21,7 @@ figures to ``benchmarks/results/real/<run>/`` and one line per method to
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--w2-iters", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=OUT, help="results folder (default: %(default)s)")
+    parser.add_argument("--w1-config", default="{}", help='W1Config fields as JSON, e.g. \'{"step_size_learner": "gan"}\'')
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")
@@ -82,11 +84,11 @@ def main() -> None:
         start = time.perf_counter()
         result = cellw1.evaluate(
             adata, key, control, extra.pop("perturbations", None), methods=args.methods.split(","),
-            n_repeats=args.repeats, w2_config=cellw1.W2Config.benchmark(n_iters=args.w2_iters), progress=False, **extra,
+            n_repeats=args.repeats, config=cellw1.W1Config(**json.loads(args.w1_config)), w2_config=cellw1.W2Config.benchmark(n_iters=args.w2_iters), progress=False, **extra,
         )
         result.save(args.out / run)
         summary = result.summary().pivot(index="method", columns="metric", values="median").reindex(result.methods)
-        lines = [f"\n### {run} (W2: {args.w2_iters} outer iterations; {args.repeats} repeat(s); "
+        lines = [f"\n### {run} (W1: {args.w1_config}; W2: {args.w2_iters} outer iterations; {args.repeats} repeat(s); "
                  f"{len(result.settings['perturbations'])} perturbation(s); {time.perf_counter() - start:.0f} s)\n",
                  "| method | " + " | ".join(summary.columns) + " |", "|---" * (len(summary.columns) + 1) + "|"]
         lines += [f"| {m} | " + " | ".join(f"{v:.4g}" for v in summary.loc[m]) + " |" for m in summary.index]

@@ -16,6 +16,10 @@ the dual on 1,000 fresh points against POT's exact ``emd2`` on the same points (
 fresh points, to show the finite-sample bias of ``emd2`` itself), bookshelf Spearman and
 circles inner -> inner fraction after transport, and the energy distance.
 
+Part ``speed`` (item 7). The whole default fit against the old default (``minibatch_ot``, no
+feature mask) in the same run, at d = 50 (PCA), 1,000 and 7,000 genes of
+``benchmarks/speed.py``'s synthetic data, 4,000 cells a side, with held-out MMD and energy.
+
 Writes ``benchmarks/results/response_quality.json`` and prints markdown tables. Run on a quiet
 machine, one timing job at a time::
 
@@ -165,6 +169,18 @@ def run_toys(seeds: list[int], names: list[str]) -> dict[str, Any]:
     return out
 
 
+def run_speed(dims: list[int]) -> list[dict[str, Any]]:
+    import speed  # benchmarks/speed.py: the same data as the speed benchmark
+
+    configs = learners()
+    rows = []
+    for d in dims:
+        data = speed.make_data(d, 4000)
+        for name in ("minibatch_ot (old default)", "default (ot_energy)"):
+            rows.append(speed.w1_case(d, 4000, configs[name], name.split(" ")[0], data=data))
+    return rows
+
+
 def tables(results: dict[str, Any]) -> str:
     lines = []
     if "d50" in results:
@@ -190,16 +206,22 @@ def tables(results: dict[str, Any]) -> str:
                     f"{min(r['dual_over_emd2_4000'] for r in rows):.3f} | {max(r['energy'] for r in rows):.4f} | "
                     + (f"{min(mono):.4f}" if mono[0] is not None else "-") + " |"
                 )
+    if "speed" in results:
+        lines += ["\n### Whole default fit, old vs new, same run (4,000 cells a side)\n",
+                  "| d | learner | seconds | held-out MMD | held-out energy |", "|---|---|---|---|---|"]
+        lines += [f"| {r['d']} | {r['method']} | {r['fit_seconds']:.1f} | {r['mmd']:.5f} | {r['energy']:.4f} |"
+                  for r in results["speed"]]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="d50,toys")
+    parser.add_argument("--parts", default="d50,toys,speed")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--learners", default=None, help="comma-separated names (default: all but the paper's for toys)")
     parser.add_argument("--toy-learners", default="default (ot_energy),minibatch_ot (old default),gan")
     parser.add_argument("--plain-steps", type=int, default=300)
+    parser.add_argument("--dims", default="50,1000,7000", help="dimensions of the speed part")
     parser.add_argument("--out", type=Path, default=RESULTS / "response_quality.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -208,6 +230,8 @@ def main() -> None:
     results: dict[str, Any] = {"machine": "see docs/speed.md", "seeds": seeds}
     if "d50" in args.parts:
         results["d50"] = run_d50(seeds, names, args.plain_steps)
+    if "speed" in args.parts:
+        results["speed"] = run_speed([int(d) for d in args.dims.split(",")])
     if "toys" in args.parts:
         results["toys"] = run_toys(seeds, args.toy_learners.split(","))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 import cellw1
 from cellw1 import W1Config
@@ -104,3 +105,23 @@ def test_measured_cells_are_clipped_only() -> None:
     pred = model.predict(adata[:100])
     assert pred.uns["cellw1"]["output"] == "clipped"
     np.testing.assert_allclose(pred.X, adata.X[:100], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [7, 300])
+def test_energy_pool_equals_the_direct_energy_distance(dim: int) -> None:
+    """Pooled inner products (many dimensions) or distances (few) give the energy distance and its gradient."""
+    from cellw1.energy import EnergyPool
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, dim, generator=g, dtype=torch.float64), torch.randn(30, dim, generator=g, dtype=torch.float64) + 1
+    u = torch.nn.functional.normalize(torch.randn(40, dim, generator=g, dtype=torch.float64), dim=1)
+    i, j = torch.randperm(40, generator=g)[:16], torch.randint(30, (16,), generator=g)
+    eta = torch.rand(16, generator=g, dtype=torch.float64).requires_grad_(True)
+    pooled = EnergyPool(x, u, y).loss(i, j, eta)
+    (grad_pooled,) = torch.autograd.grad(pooled, eta)
+    moved = x[i] - eta[:, None] * u[i]
+    inside = torch.pdist(moved).sum() * 2 / (16 * 15)
+    direct = 2 * torch.cdist(moved, y[j]).mean() - inside
+    (grad_direct,) = torch.autograd.grad(direct, eta)
+    assert float(pooled) == pytest.approx(float(direct), rel=1e-9)
+    torch.testing.assert_close(grad_pooled, grad_direct, rtol=1e-6, atol=1e-9)

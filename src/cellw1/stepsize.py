@@ -45,6 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import W1Config
+from .energy import POOL_CELLS, POOL_STEPS, EnergyPool
 from .lipschitz import LipschitzPotential
 from .potential import adam_kernel, direction, dual_value, evaluate
 from .sampling import Cells, as_cells, minibatches
@@ -116,16 +117,6 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.inputs(x)).squeeze(-1)
-
-
-def energy_loss(moved: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Differentiable minibatch energy distance ``2 E|X - Y| - E|X - X'|`` (unbiased ``E|X - X'|``).
-
-    The target's own term ``E|Y - Y'|`` does not depend on the step size and is left out.
-    """
-    n = len(moved)
-    within = torch.cdist(moved, moved).sum() / max(n * (n - 1), 1)
-    return 2 * torch.cdist(moved, target).mean() - within
 
 
 def energy_distance(x: torch.Tensor, y: torch.Tensor, yy: float | None = None) -> float:
@@ -381,6 +372,13 @@ def _regress(step_size: StepSize, potential: LipschitzPotential, source: Cells, 
     return step
 
 
+def _pool(cells: Cells, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to ``size`` distinct cells of the current buffer (the next one when streaming)."""
+    buffer = cells.buffer() if cells.holds_all else cells.next_buffer()
+    rows = torch.randperm(len(buffer), generator=generator)[:size]
+    return buffer[rows.to(buffer.device)]
+
+
 def _match_energy(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells,
                   config: W1Config, selector: _Selector, history: dict[str, list[float]],
                   generator: torch.Generator, progress: bool, *, offset: int) -> int:
@@ -388,18 +386,21 @@ def _match_energy(step_size: StepSize, potential: LipschitzPotential, source: Ce
 
     Only ``eta`` moves (the directions are fixed), so the map stays a W1 map; matching the
     transported distribution as a whole corrects the regression's shrinkage of the steps.
+    Minibatches come from pools of cells whose inner products are computed once
+    (:class:`~cellw1.energy.EnergyPool`), so a step costs the same in any dimension.
     """
     device = source.buffer().device
     optimizer = torch.optim.Adam(step_size.parameters(), lr=config.energy_lr, betas=config.step_betas,
                                  **adam_kernel(device))
-    batches = minibatches(source, config.batch_size, config.energy_iters, generator,
-                          prepare=lambda x: (direction(potential, x),))
-    target_batches = minibatches(target, config.batch_size, config.energy_iters, generator)
     step = 0
     for step in tqdm(range(1, config.energy_iters + 1), desc="step size (energy)", disable=not progress, leave=False):
-        (x, u), (y,) = next(batches), next(target_batches)
+        if (step - 1) % POOL_STEPS == 0:
+            x, y = _pool(source, POOL_CELLS, generator), _pool(target, POOL_CELLS, generator)
+            pool = EnergyPool(x, direction(potential, x), y)
+        i = torch.randperm(len(x), generator=generator)[: config.batch_size].to(device)
+        j = torch.randint(len(y), (min(config.batch_size, len(y)),), generator=generator).to(device)
         optimizer.zero_grad(set_to_none=True)
-        loss = energy_loss(x - step_size(x)[:, None] * u, y)
+        loss = pool.loss(i, j, step_size(x[i]))
         loss.backward()
         optimizer.step()
         if step % config.eval_every == 0 or step == config.energy_iters:
