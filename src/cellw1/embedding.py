@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._data import resolve_device
+from ._io import check_format
 from .errors import ConfigError, InputError, ModelFileError
 from .potential import adam_kernel
 from .sampling import Cells, MemoryCells, minibatches
@@ -258,11 +259,7 @@ class Embedding(ABC):
         Raises :class:`~cellw1.errors.ModelFileError` when they do not describe this class or
         do not fit together.
         """
-        if header.get("format") != FORMAT or int(header.get("format_version", -1)) > FORMAT_VERSION:
-            raise ModelFileError(
-                f"not a cellw1 embedding of a supported version (format {header.get('format')!r} "
-                f"v{header.get('format_version')}); upgrade cellw1."
-            )
+        check_format(header, FORMAT, FORMAT_VERSION, source="the stored embedding")
         if header.get("kind") != cls.kind:
             raise ModelFileError(f"the stored embedding is {header.get('kind')!r}, not {cls.kind!r}.")
         try:

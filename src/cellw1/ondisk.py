@@ -33,6 +33,7 @@ import scipy.sparse as sp
 import zarr
 from anndata.io import read_elem, sparse_dataset, write_elem
 
+from ._io import check_output, output_error
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -325,6 +326,26 @@ def is_on_disk(data: object) -> bool:
     return isinstance(data, anndata.AnnData) and bool(data.isbacked)
 
 
+def disk_path(data: object) -> str | os.PathLike | None:
+    """The file ``data`` is read from: a path itself, a backed AnnData's file, else ``None``."""
+    if isinstance(data, str | os.PathLike):
+        return data
+    if isinstance(data, anndata.AnnData) and data.isbacked:
+        return data.filename
+    return None
+
+
+def check_data_kind(data: object, what: str) -> None:
+    """Raise a TypeError unless ``data`` is an AnnData or a path (what :func:`is_on_disk` accepts)."""
+    if isinstance(data, anndata.AnnData) or is_on_disk(data):
+        return
+    hint = " (for arrays of cells use cellw1.fit_map(source, target))" if isinstance(data, np.ndarray) else ""
+    raise TypeError(
+        f"{what} expects an AnnData, a path to an .h5ad file or .zarr store, or an AnnData opened with "
+        f"backed='r'; got {type(data).__name__}{hint}."
+    )
+
+
 def open_disk_data(data: str | os.PathLike | anndata.AnnData) -> DiskData:
     """Open a ``.h5ad`` file or ``.zarr`` store, or wrap a backed AnnData, without reading X.
 
@@ -532,6 +553,7 @@ class PredictionWriter:
             raise InputError(
                 f"cannot write predictions to {str(self.path)!r}: the suffix must be .h5ad or .zarr (which picks the format)."
             )
+        check_output(self.path, kind="store" if self._format == ".zarr" else "file")
         if not isinstance(obs, pd.DataFrame) or not isinstance(var, pd.DataFrame):
             raise InputError("obs and var must be pandas DataFrames (one row per cell / per gene).")
         self.shape = (len(obs), len(var))
@@ -561,6 +583,9 @@ class PredictionWriter:
             self._store = store
             store.attrs.update(_ROOT_ATTRS)
             self._x.attrs.update(_ARRAY_ATTRS)
+        except OSError as exc:
+            self._discard()
+            raise output_error(self.path, exc) from exc
         except BaseException:
             self._discard()
             raise
@@ -580,7 +605,10 @@ class PredictionWriter:
         if stop == start:
             return
         self._coverage.add(start, stop)
-        self._x[start:stop] = block.astype(np.float32, copy=False)
+        try:
+            self._x[start:stop] = block.astype(np.float32, copy=False)
+        except OSError as exc:  # a full disk, a file-size limit
+            raise output_error(self.path, exc) from exc
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -611,6 +639,9 @@ class PredictionWriter:
                     warnings.filterwarnings("ignore", message="Consolidated metadata")
                     zarr.consolidate_metadata(str(self._tmp))  # as adata.write_zarr does
             self._commit()
+        except OSError as exc:
+            self._discard()
+            raise output_error(self.path, exc) from exc
         except BaseException:
             self._discard()
             raise
