@@ -8,7 +8,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from .errors import InputError, ModelFileError, OutputError
+from .errors import CellW1Error, InputError, ModelFileError, OutputError
 
 try:  # advisory file locks (POSIX); elsewhere directories are not locked
     import fcntl
@@ -58,6 +60,54 @@ def output_error(path: str | os.PathLike, exc: OSError) -> OutputError:
     return OutputError(f"could not write {str(path)!r} ({reason}); nothing was changed there: {fix}.")
 
 
+_ERRNO = re.compile(r"errno = (\d+)")
+
+
+def write_failure(path: str | os.PathLike, exc: BaseException) -> OutputError | None:
+    """The :class:`OutputError` for ``exc`` when it reports a failed write, else ``None``.
+
+    An OSError, or the RuntimeError by which h5py reports a failed ``write()`` (with the
+    errno in its message, e.g. a full disk).
+    """
+    if isinstance(exc, OutputError):
+        return exc
+    if isinstance(exc, CellW1Error) or not isinstance(exc, Exception):
+        return None
+    if isinstance(exc, OSError):
+        return output_error(path, exc)
+    match = _ERRNO.search(str(exc))
+    if match and "write failed" in str(exc):
+        code = int(match.group(1))
+        return output_error(path, OSError(code, os.strerror(code)))
+    return None
+
+
+@contextlib.contextmanager
+def quiet_unraisable() -> Iterator[list[BaseException]]:
+    """Collect, instead of printing, the errors h5py reports while freeing its objects.
+
+    h5py flushes a dataset when the object is freed; a failed flush (a full disk) is printed
+    as an "Exception ignored in ..." traceback and the write goes on. Inside this block
+    those errors are appended to the list it yields, for the caller to raise or discard.
+    """
+    ignored: list[BaseException] = []
+    previous = sys.unraisablehook
+
+    def collect(unraisable: Any) -> None:
+        logger.debug("ignored by h5py: %s", unraisable.exc_value)
+        ignored.append(unraisable.exc_value)
+
+    def collect_printed(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        logger.debug("ignored by h5py: %s", value)  # Cython prints a failed __dealloc__ through excepthook too
+
+    previous_print = sys.excepthook
+    sys.unraisablehook, sys.excepthook = collect, collect_printed
+    try:
+        yield ignored
+    finally:
+        sys.unraisablehook, sys.excepthook = previous, previous_print
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; renamed over ``path`` when the block succeeds.
@@ -78,14 +128,12 @@ def atomic_output(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; honour the user's umask
         yield tmp
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, OutputError | ModelFileError | InputError):
+        failure = write_failure(path, exc)
+        if failure is None or failure is exc:
             raise
-        raise output_error(path, exc) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        raise failure from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
