@@ -284,15 +284,24 @@ def test_concurrent_writers(zygote, world, before, tmp_path) -> None:
 
 
 def test_ctrl_c_while_importing(world, before, tmp_path) -> None:
-    """Ctrl-C while torch is still loading: one line, exit 130, nothing written."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cellw1.cli.main", *fit_argv(world)[:-1], str(tmp_path / "m")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    time.sleep(0.8)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert err.strip() == "cellw1: interrupted"
+    """Ctrl-C while torch is still loading: one line, exit 130, nothing written.
+
+    ``-X importtime`` reports each module as its import ends; the first torch module means
+    the command is running and importing its verbs.
+    """
+    err = tmp_path / "err"
+    with open(err, "w") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "cellw1.cli.main", *fit_argv(world)[:-1], str(tmp_path / "m")],
+            stdout=subprocess.DEVNULL, stderr=handle,
+        )
+        deadline = time.monotonic() + 60
+        while "| torch" not in err.read_text() and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    lines = [line for line in err.read_text().splitlines() if not line.startswith("import time:")]
+    assert lines == ["cellw1: interrupted"]
     assert not (tmp_path / "m").exists()
     assert_intact(world, before)
