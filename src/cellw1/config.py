@@ -137,8 +137,7 @@ class W1Config:
         Every field is checked against its annotation first (an integer where a count is
         meant, a finite number where a float is, no bools), then against its range.
         """
-        for field in dataclasses.fields(self):
-            _check_type(field.name, field.type, getattr(self, field.name))
+        check_fields(self)
         if self.orthonormalization not in ORTHONORMALIZATIONS:
             raise ConfigError(
                 f"unknown orthonormalization {self.orthonormalization!r}; use one of {ORTHONORMALIZATIONS}."
@@ -178,10 +177,6 @@ class W1Config:
             raise ConfigError(f"min_delta={self.min_delta!r} must be >= 0.")
         if self.potential_lr <= 0 or self.step_lr <= 0 or self.refine_lr <= 0 or self.potential_lr_min < 0:
             raise ConfigError("learning rates must be positive.")
-        if self.potential_lr_min > self.potential_lr:
-            raise ConfigError(
-                f"potential_lr_min={self.potential_lr_min!r} must not exceed potential_lr={self.potential_lr!r}."
-            )
         for name in ("potential_betas", "step_betas"):
             if not all(0.0 <= b < 1.0 for b in getattr(self, name)):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: Adam's betas must lie in [0, 1).")
@@ -228,6 +223,12 @@ def _is_int(value: Any) -> bool:
 def _is_number(value: Any) -> bool:
     """A finite real number (an integer or a float), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_fields(config: Any) -> None:
+    """Check every field of the dataclass ``config`` against its annotation (see :func:`_check_type`)."""
+    for field in dataclasses.fields(config):
+        _check_type(field.name, str(field.type), getattr(config, field.name))
 
 
 def _check_type(name: str, annotation: str, value: Any) -> None:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ._data import resolve_device
 from ._io import check_format
+from .config import check_fields
 from .errors import ConfigError, InputError, ModelFileError
 from .potential import adam_kernel
 from .sampling import Cells, MemoryCells, minibatches
@@ -104,12 +105,14 @@ class EmbeddingConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_fields(self)  # before the conversion below, which would hide a 512.5 or a bool
         if self.ae_hidden is not None:
             object.__setattr__(self, "ae_hidden", tuple(int(h) for h in self.ae_hidden))
         self.validate()
 
     def validate(self) -> None:
         """Raise :class:`~cellw1.errors.ConfigError` naming the first invalid field."""
+        check_fields(self)
         for name in ("n_components", "ae_max_iters", "ae_batch_size", "ae_eval_every", "ae_patience"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:

@@ -95,6 +95,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from ._data import as_points, check_pair, check_seed, like_input, resolve_device, split_validation
 from ._io import check_format, load_tensors, save_tensors
+from .config import check_fields
 from .errors import ConfigError, InputError, ModelFileError
 from .potential import CHUNK, evaluate, gradient
 from .sampling import minibatch_indices
@@ -168,12 +169,14 @@ class W2Config:
     quadratic_lr_scale: float = 10.0
 
     def __post_init__(self) -> None:
+        check_fields(self)  # before the conversions below, which would hide a 64.5 or a bool
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         self.validate()
 
     def validate(self) -> None:
         """Raise :class:`~cellw1.errors.ConfigError` naming the first invalid field."""
+        check_fields(self)
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"hidden={self.hidden!r} must be a non-empty list of positive widths, e.g. (64, 64, 64, 64).")
         for name in ("n_iters", "n_inner", "batch_size", "eval_every"):
