@@ -57,13 +57,49 @@ def check_pair(source_dim: int, target_dim: int) -> None:
         )
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when present else CPU; a CUDA request without CUDA is a clear error."""
+#: largest seed accepted (numpy and torch both take it)
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: Any) -> int:
+    """``seed`` as a Python int; a bool, a float, a string or a negative number is a ConfigError."""
+    if isinstance(seed, bool | np.bool_) or not isinstance(seed, int | np.integer) or not 0 <= int(seed) <= MAX_SEED:
+        raise ConfigError(f"seed={seed!r} must be a non-negative integer (e.g. seed=0).")
+    return int(seed)
+
+
+def parse_device(device: str | torch.device) -> torch.device | None:
+    """The device ``device`` names (``None`` for ``"auto"``); an unknown name is a ConfigError.
+
+    Only the name is checked here; :func:`resolve_device` also checks that the device exists.
+    """
     if str(device) == "auto":
+        return None
+    if not isinstance(device, str | torch.device):
+        raise ConfigError(f"device={device!r} must be a string such as 'cpu', 'cuda', 'cuda:1' or 'auto'.")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise ConfigError(f"unknown device {str(device)!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.") from exc
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {str(device)!r} is not supported; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'.")
+    return dev
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> CUDA when present else CPU; a device that is not here is a clear error."""
+    dev = parse_device(device)
+    if dev is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here; use device='cpu' or 'auto'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {str(device)!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use cuda:0 or 'auto'."
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {str(device)!r} requested but MPS is not available here; use device='cpu' or 'auto'.")
     return dev
 
 

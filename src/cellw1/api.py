@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import logging
 import os
@@ -15,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ._data import check_seed
 from ._io import tensor_checksum
 from .config import W1Config
 from .distributed import check_scheduler, fit_on_client, open_client
@@ -22,9 +24,10 @@ from .embedding import Embedding, EmbeddingConfig, check_space, fit_embedding
 from .errors import CellW1Error, ConfigError, InputError
 from .icnn import W2Config
 from .methods import check_config, check_method, fit_method
-from .model import CollectionDirectory, ModelCollection, PerturbationModel, feature_matrix
-from .ondisk import DiskData, is_on_disk, open_disk_data
-from .preprocessing import fit_preprocessor
+from .labels import label_series, label_text, present_labels
+from .model import CollectionDirectory, ModelCollection, PerturbationModel, check_unique_genes, feature_matrix
+from .ondisk import DiskData, check_data_kind, is_on_disk, open_disk_data
+from .preprocessing import check_signal, fit_preprocessor
 from .streaming import fit_streamed
 from .calibration import fit_calibration, sample_rows
 
@@ -42,21 +45,28 @@ CALIBRATED = ("w1", "w2", "scgen")
 
 Space = Literal["genes", "pca", "autoencoder"]
 
+#: set while fit_all fits one label after another: it has already warned about missing labels
+_MISSING_WARNED: contextvars.ContextVar[bool] = contextvars.ContextVar("cellw1_missing_warned", default=False)
+
 
 def condition_labels(adata: ad.AnnData | DiskData, condition_key: str) -> pd.Series:
-    """``adata.obs[condition_key]`` as strings, with clear errors for empty data or a missing key."""
+    """``adata.obs[condition_key]`` as text labels (see :mod:`cellw1.labels`); missing ones are ``None``.
+
+    Clear errors for empty data or a missing key; cells without a label are counted in one
+    logged warning and belong to no group.
+    """
     if adata.n_obs == 0 or adata.n_vars == 0:
         raise InputError(f"the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} features).")
     if condition_key not in adata.obs:
         raise InputError(
             f"condition key {condition_key!r} is not a column of adata.obs; available: {list(adata.obs.columns)}."
         )
-    return adata.obs[condition_key].astype(str)
+    return label_series(adata.obs[condition_key], key=condition_key, warn=not _MISSING_WARNED.get())
 
 
 def check_label(labels: pd.Series, value: str, what: str, key: str) -> None:
-    """Raise an InputError listing the available labels when ``value`` is absent."""
-    if value not in set(labels):
+    """Raise an InputError listing the available labels when ``value`` (text) is absent."""
+    if value not in set(present_labels(labels)):
         counts = labels.value_counts()
         shown = ", ".join(f"{k} ({v})" for k, v in counts.head(30).items())
         more = f" and {len(counts) - 30} more" if len(counts) > 30 else ""
@@ -122,6 +132,7 @@ def fit(
         From disk only: cells of each group held in memory at once (default 32,768); when a
         group fits, it is read once and the fit is the in-memory one.
     """
+    check_data_kind(adata, "cellw1.fit")
     check_method(method)
     check_space(space)
     if is_on_disk(adata):
@@ -156,6 +167,8 @@ def _fit(
 ) -> PerturbationModel:
     """:func:`fit` on an AnnData in memory or on :class:`~cellw1.ondisk.DiskData`."""
     check_config(method, config)
+    seed = check_seed(seed)
+    control, perturbation = label_text(control), label_text(perturbation)
     labels = condition_labels(adata, condition_key)
     check_label(labels, control, "control", condition_key)
     check_label(labels, perturbation, "perturbation", condition_key)
@@ -168,6 +181,8 @@ def _fit(
             raise InputError(
                 f"group {name!r} has {int(mask.sum())} cells; at least {MIN_CELLS} are needed to fit a map."
             )
+    if obsm_key is None:
+        check_unique_genes(adata.var_names)
     start = time.perf_counter()
     info: dict[str, Any] = {"n_control": int(is_source.sum()), "n_perturbed": int(is_target.sum()), "seed": seed}
     if isinstance(adata, DiskData):
@@ -207,6 +222,8 @@ def _fit(
         values = np.asarray(both.toarray() if sp.issparse(both) else both, dtype=np.float32)
     if not np.isfinite(values).all():
         raise InputError("the expression values contain NaN or inf; remove or impute those cells first.")
+    if obsm_key is not None:
+        check_signal(values, f"obsm[{obsm_key!r}]")
     if embedding is None:
         embedding = fit_embedding(space, values, config=embedding_config, seed=seed, progress=progress)
     elif embedding.n_features != values.shape[1]:
@@ -246,6 +263,7 @@ def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -
     unknown method or space or a config of the wrong type a ConfigError.
     """
     inspect.signature(fit).bind(None, condition_key, control, "", **fit_kwargs)
+    seed = check_seed(fit_kwargs.get("seed", 0))
     method = fit_kwargs.get("method", "w1")
     space = fit_kwargs.get("space", "genes")
     check_method(method)
@@ -267,7 +285,7 @@ def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -
         "layer": fit_kwargs.get("layer"),
         "obsm_key": fit_kwargs.get("obsm_key"),
         "input_kind": fit_kwargs.get("input_kind", "auto"),
-        "seed": fit_kwargs.get("seed", 0),
+        "seed": seed,
         "config": None if expected is None else (config or expected()).to_dict(),
         "embedding": embedding_settings,
     }
@@ -329,8 +347,10 @@ def fit_all(
         The models of the requested perturbations (fitted now or resumed from ``out``),
         in the order requested, with ``failures`` and ``resumed``.
     """
+    check_data_kind(adata, "cellw1.fit_all")
     if on_error not in ("skip", "raise"):
         raise ConfigError(f"on_error={on_error!r} must be 'skip' or 'raise'.")
+    control = label_text(control)
     settings = fit_settings(condition_key, control, kwargs)
     check_scheduler(scheduler, n_workers, threads_per_worker)
     if is_on_disk(adata):  # read the labels once; every fit (here or on a worker) streams from the path
@@ -341,15 +361,19 @@ def fit_all(
         labels = condition_labels(adata, condition_key)
     check_label(labels, control, "control", condition_key)
     if perturbations is None:
-        perturbations = sorted(set(labels) - {control})
+        perturbations = [p for p in present_labels(labels) if p != control]
     else:
-        perturbations = list(dict.fromkeys(perturbations))
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        perturbations = list(dict.fromkeys(label_text(p) for p in perturbations))
         for p in perturbations:
             check_label(labels, p, "perturbation", condition_key)
     if not perturbations:
         raise InputError(f"obs[{condition_key!r}] has no label besides the control {control!r}.")
-    store = None if out is None else CollectionDirectory(out, settings)
-    with store or contextlib.nullcontext():  # the directory stays locked while this run writes it
+    store = None if out is None else CollectionDirectory(out, settings, inputs=[adata])
+    quiet = _MISSING_WARNED.set(True)  # condition_labels warned once above; the fits below do not repeat it
+    with store or contextlib.nullcontext(), contextlib.ExitStack() as reset:  # out stays locked while written
+        reset.callback(_MISSING_WARNED.reset, quiet)
         models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
         if models:
             logger.info("%d model(s) already saved in %s, not fitted again: %s", len(models), out, ", ".join(models))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._data import parse_device
 from .errors import ConfigError
 from .lipschitz import ORTHONORMALIZATIONS
 
@@ -126,15 +129,25 @@ class W1Config:
     cpu_threads: int | None = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
-        object.__setattr__(self, "step_hidden", tuple(int(h) for h in self.step_hidden))
-        object.__setattr__(self, "discriminator_hidden", tuple(int(h) for h in self.discriminator_hidden))
-        object.__setattr__(self, "potential_betas", tuple(float(b) for b in self.potential_betas))
-        object.__setattr__(self, "step_betas", tuple(float(b) for b in self.step_betas))
         self.validate()
+        for name in ("hidden", "step_hidden", "discriminator_hidden"):
+            object.__setattr__(self, name, tuple(int(h) for h in getattr(self, name)))
+        for name in ("potential_betas", "step_betas"):
+            object.__setattr__(self, name, tuple(float(b) for b in getattr(self, name)))
+        for field in dataclasses.fields(self):  # numpy scalars -> Python numbers (JSON-able)
+            value = getattr(self, field.name)
+            if _is_int(value):
+                object.__setattr__(self, field.name, int(value))
+            elif _is_number(value) and field.type.startswith("float"):
+                object.__setattr__(self, field.name, float(value))
 
     def validate(self) -> None:
-        """Raise :class:`~cellw1.errors.ConfigError` naming the first invalid field."""
+        """Raise :class:`~cellw1.errors.ConfigError` naming the first invalid field.
+
+        Every field is checked against its annotation first (an integer where a count is
+        meant, a finite number where a float is, no bools), then against its range.
+        """
+        check_fields(self)
         if self.orthonormalization not in ORTHONORMALIZATIONS:
             raise ConfigError(
                 f"unknown orthonormalization {self.orthonormalization!r}; use one of {ORTHONORMALIZATIONS}."
@@ -143,7 +156,7 @@ class W1Config:
             raise ConfigError(
                 f"unknown step_size_learner {self.step_size_learner!r}; use one of {STEP_SIZE_LEARNERS}."
             )
-        if not isinstance(self.group_size, int) or self.group_size < 2:
+        if self.group_size < 2:
             raise ConfigError(f"group_size={self.group_size!r} must be an integer >= 2 (1 is the identity).")
         for width in self.hidden:
             if width < 1 or width % self.group_size:
@@ -151,8 +164,14 @@ class W1Config:
                     f"group_size {self.group_size} does not divide hidden width {width}; "
                     f"use widths that are multiples of {self.group_size}."
                 )
-        for name in ("potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters", "energy_iters"):
-            if int(getattr(self, name)) < 1:
+        for name in ("step_hidden", "discriminator_hidden"):
+            if any(width < 1 for width in getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: every width must be >= 1.")
+        for name in (
+            "potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters",
+            "energy_iters", "bjorck_order", "bjorck_iters",
+        ):
+            if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.")
         if not 0.0 <= self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction={self.val_fraction!r} must lie in [0, 0.5).")
@@ -160,14 +179,18 @@ class W1Config:
             raise ConfigError(
                 f"ot_exponent={self.ot_exponent!r} must be > 1 (a strictly convex cost); 1.1 is the default."
             )
-        if self.patience is not None and int(self.patience) < 1:
+        if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience={self.patience!r} must be >= 1, or None to run the full schedule.")
-        if self.cpu_threads is not None and int(self.cpu_threads) < 1:
+        if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ConfigError(f"cpu_threads={self.cpu_threads!r} must be >= 1, or None to keep torch's setting.")
         if self.min_delta < 0:
             raise ConfigError(f"min_delta={self.min_delta!r} must be >= 0.")
-        if self.potential_lr <= 0 or self.step_lr <= 0 or self.energy_lr <= 0 or self.potential_lr_min < 0:
+        if min(self.potential_lr, self.step_lr, self.refine_lr, self.energy_lr) <= 0 or self.potential_lr_min < 0:
             raise ConfigError("learning rates must be positive.")
+        for name in ("potential_betas", "step_betas"):
+            if not all(0.0 <= b < 1.0 for b in getattr(self, name)):
+                raise ConfigError(f"{name}={getattr(self, name)!r}: Adam's betas must lie in [0, 1).")
+        parse_device(self.device)
 
     @classmethod
     def paper(cls, **changes: Any) -> W1Config:
@@ -200,3 +223,44 @@ class W1Config:
         if unknown:
             raise ConfigError(f"unknown W1Config fields {sorted(unknown)}; the file may come from a newer cellw1.")
         return cls(**data)
+
+
+def _is_int(value: Any) -> bool:
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    """A finite real number (an integer or a float), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_fields(config: Any) -> None:
+    """Check every field of the dataclass ``config`` against its annotation (see :func:`_check_type`)."""
+    for field in dataclasses.fields(config):
+        _check_type(field.name, str(field.type), getattr(config, field.name))
+
+
+def _check_type(name: str, annotation: str, value: Any) -> None:
+    """Check ``value`` against a field's annotation (as written); other annotations are checked by range."""
+    optional = annotation.endswith(" | None")
+    kind = annotation.removesuffix(" | None")
+    if optional and value is None:
+        return
+    if kind == "int":
+        ok, expected = _is_int(value), "an integer"
+    elif kind == "float":
+        ok, expected = _is_number(value), "a finite number"
+    elif kind == "str":
+        ok, expected = isinstance(value, str), "a string"
+    elif kind == "bool":
+        ok, expected = isinstance(value, bool), "True or False"
+    elif kind == "tuple[int, ...]":
+        ok, expected = isinstance(value, tuple | list) and all(_is_int(v) for v in value), "a tuple of integers"
+    elif kind == "tuple[float, float]":
+        ok = isinstance(value, tuple | list) and len(value) == 2 and all(_is_number(v) for v in value)
+        expected = "a pair of finite numbers"
+    else:
+        return
+    if not ok:
+        raise ConfigError(f"{name}={value!r} must be {expected}{' or None' if optional else ''}.")

@@ -67,6 +67,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import CellW1Error, ConfigError, InputError
+from .labels import label_series
 from .model import PerturbationModel, feature_matrix
 
 if TYPE_CHECKING:
@@ -235,7 +236,7 @@ def shipped_data(
     """
     import anndata as ad
 
-    conditions = adata.obs[condition_key].astype(str)
+    conditions = label_series(adata.obs[condition_key], key=condition_key, warn=False)
     rows = np.flatnonzero(conditions.isin(set(labels)).to_numpy())
     matrix, _ = feature_matrix(adata, layer=layer, obsm_key=obsm_key)
     part = matrix[rows]

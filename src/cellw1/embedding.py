@@ -36,6 +36,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ._data import resolve_device
+from ._io import check_format
+from .config import check_fields
 from .errors import ConfigError, InputError, ModelFileError
 from .potential import adam_kernel
 from .sampling import Cells, MemoryCells, minibatches
@@ -103,12 +105,14 @@ class EmbeddingConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
+        check_fields(self)  # before the conversion below, which would hide a 512.5 or a bool
         if self.ae_hidden is not None:
             object.__setattr__(self, "ae_hidden", tuple(int(h) for h in self.ae_hidden))
         self.validate()
 
     def validate(self) -> None:
         """Raise :class:`~cellw1.errors.ConfigError` naming the first invalid field."""
+        check_fields(self)
         for name in ("n_components", "ae_max_iters", "ae_batch_size", "ae_eval_every", "ae_patience"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or value < 1:
@@ -258,11 +262,7 @@ class Embedding(ABC):
         Raises :class:`~cellw1.errors.ModelFileError` when they do not describe this class or
         do not fit together.
         """
-        if header.get("format") != FORMAT or int(header.get("format_version", -1)) > FORMAT_VERSION:
-            raise ModelFileError(
-                f"not a cellw1 embedding of a supported version (format {header.get('format')!r} "
-                f"v{header.get('format_version')}); upgrade cellw1."
-            )
+        check_format(header, FORMAT, FORMAT_VERSION, source="the stored embedding")
         if header.get("kind") != cls.kind:
             raise ModelFileError(f"the stored embedding is {header.get('kind')!r}, not {cls.kind!r}.")
         try:

@@ -21,3 +21,7 @@ class ConfigError(CellW1Error, ValueError):
 
 class ModelFileError(CellW1Error, OSError):
     """A saved model is missing, truncated, corrupted or from an incompatible version."""
+
+
+class OutputError(CellW1Error, OSError):
+    """An output cannot be written (read-only folder, full disk, would overwrite the input...)."""

@@ -48,10 +48,12 @@ import pandas as pd
 from scipy.stats import ranksums
 from tqdm.auto import tqdm
 
+from ._data import check_seed
 from ._io import atomic_write_bytes
 from .config import W1Config
 from .degenes import top_de_genes
 from .errors import ConfigError, InputError
+from .labels import label_series, label_text, present_labels
 from .metrics import METRICS, compute_metrics
 
 if TYPE_CHECKING:
@@ -283,12 +285,12 @@ def _check_methods(methods: Sequence[str] | str) -> list[str]:
 
 def _default_perturbations(adata: ad.AnnData, condition_key: str, labels: pd.Series, control: str) -> list[str]:
     """Every label but the control: in category order for a categorical column, else sorted."""
-    present = set(labels)
+    present = present_labels(labels)
     column = adata.obs[condition_key]
     if isinstance(column.dtype, pd.CategoricalDtype):
-        ordered = [str(c) for c in column.cat.categories if str(c) in present]
+        ordered = [label_text(c) for c in column.cat.categories if label_text(c) in present]
     else:
-        ordered = sorted(present)
+        ordered = present
     return [p for p in ordered if p != control]
 
 
@@ -299,13 +301,13 @@ def _holdout_mask(adata: ad.AnnData, holdout: tuple[str, str]) -> np.ndarray:
     key, value = holdout
     if key not in adata.obs:
         raise InputError(f"holdout key {key!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
-    covariate = adata.obs[key].astype(str)
-    available = sorted(set(covariate))
-    if str(value) not in available:
+    covariate = label_series(adata.obs[key], key=key, warn=False)
+    available = present_labels(covariate)
+    if label_text(value) not in available:
         raise InputError(
             f"holdout value {value!r} is not a value of obs[{key!r}]; available values: {available}."
         )
-    return (covariate == str(value)).to_numpy()
+    return (covariate == label_text(value)).to_numpy()
 
 
 def _check_group_sizes(counts: Mapping[str, int], min_train: int) -> None:
@@ -398,13 +400,14 @@ def evaluate(
         unknown = [m for m in metrics if m not in METRICS]
         if unknown:
             raise ConfigError(f"unknown metric(s) {unknown}; available: {', '.join(METRICS)}.")
-    control = str(control)
+    seed = check_seed(seed)
+    control = label_text(control)
     labels = api.condition_labels(adata, condition_key)
     api.check_label(labels, control, "control", condition_key)
     if perturbations is None:
         chosen = _default_perturbations(adata, condition_key, labels, control)
     else:
-        chosen = list(dict.fromkeys(str(p) for p in ([perturbations] if isinstance(perturbations, str) else perturbations)))
+        chosen = list(dict.fromkeys(label_text(p) for p in ([perturbations] if isinstance(perturbations, str) else perturbations)))
         for p in chosen:
             api.check_label(labels, p, "perturbation", condition_key)
     if control in chosen:
@@ -535,7 +538,7 @@ def _evaluate_split(
             # DE-gene selection (training cells only) and one preprocessing of the test cells
             # serve all methods of this split.
             if obsm_key is None:
-                is_control = (train.obs[condition_key].astype(str) == control).to_numpy()
+                is_control = (label_series(train.obs[condition_key], key=condition_key, warn=False) == control).to_numpy()
                 train_values = model.preprocess(train)
                 genes = top_de_genes(train_values[is_control], train_values[~is_control], model.features, n_de_genes)
                 columns = pd.Index(model.features).get_indexer(genes)

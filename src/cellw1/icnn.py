@@ -93,8 +93,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import __version__
-from ._data import as_points, check_pair, like_input, resolve_device, split_validation
-from ._io import load_tensors, save_tensors
+from ._data import as_points, check_pair, check_seed, like_input, resolve_device, split_validation
+from ._io import check_format, load_tensors, save_tensors
+from .config import check_fields
 from .errors import ConfigError, InputError, ModelFileError
 from .potential import CHUNK, evaluate, gradient
 from .sampling import minibatch_indices
@@ -168,12 +169,14 @@ class W2Config:
     quadratic_lr_scale: float = 10.0
 
     def __post_init__(self) -> None:
+        check_fields(self)  # before the conversions below, which would hide a 64.5 or a bool
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         self.validate()
 
     def validate(self) -> None:
         """Raise :class:`~cellw1.errors.ConfigError` naming the first invalid field."""
+        check_fields(self)
         if not self.hidden or min(self.hidden) < 1:
             raise ConfigError(f"hidden={self.hidden!r} must be a non-empty list of positive widths, e.g. (64, 64, 64, 64).")
         for name in ("n_iters", "n_inner", "batch_size", "eval_every"):
@@ -521,15 +524,7 @@ class W2Map:
         Version-1 files (before the quadratic term and the standardisation) load as the plain
         network in raw coordinates, which is what they hold.
         """
-        try:
-            version = int(header.get("format_version", -1))
-        except (TypeError, ValueError):
-            version = -1
-        if header.get("format") != FORMAT or not 1 <= version <= FORMAT_VERSION:
-            raise ModelFileError(
-                f"{source} is not a cellw1 W2Map of a supported version "
-                f"(format {header.get('format')!r} v{header.get('format_version')}); upgrade cellw1."
-            )
+        version = check_format(header, FORMAT, FORMAT_VERSION, source=source, oldest=1)
         try:
             config = W2Config.from_dict(header["config"])
             if version == 1:
@@ -598,6 +593,7 @@ def fit_w2(
     src, tgt = as_points(source, "source"), as_points(target, "target")
     check_pair(src.shape[1], tgt.shape[1])
     device = resolve_device(config.device)
+    seed = check_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     train_s, val_s = split_validation(len(src), config.val_fraction, generator)
     train_t, val_t = split_validation(len(tgt), config.val_fraction, generator)

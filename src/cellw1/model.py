@@ -26,11 +26,21 @@ import pandas as pd
 import torch
 
 from . import __version__
-from ._io import DirectoryLock, atomic_write_bytes, load_tensors, save_tensors
+from ._io import (
+    FORMATS,
+    DirectoryLock,
+    atomic_write_bytes,
+    check_format,
+    check_output,
+    file_format,
+    load_tensors,
+    save_tensors,
+)
 from .embedding import Embedding, load_embedding
 from .errors import CellW1Error, InputError, ModelFileError
 from .methods import FittedMethod, load_method
-from .ondisk import PredictionWriter, is_on_disk, open_disk_data
+from .labels import label_series
+from .ondisk import PredictionWriter, check_data_kind, disk_path, is_on_disk, open_disk_data
 from .preprocessing import Preprocessor
 from .calibration import calibrate
 
@@ -73,6 +83,18 @@ def feature_matrix(adata: ad.AnnData, *, layer: str | None, obsm_key: str | None
     if adata.X is None:
         raise InputError("the AnnData has no X; pass layer= or obsm_key= to choose the expression values.")
     return adata.X, list(map(str, adata.var_names))
+
+
+def check_unique_genes(names: Sequence[str]) -> None:
+    """Gene names must be unique (a model aligns genes by name); the error names the repeated ones."""
+    index = pd.Index(names)
+    if not index.is_unique:
+        repeated = list(dict.fromkeys(map(str, index[index.duplicated()])))
+        shown = ", ".join(repeated[:10]) + (f" and {len(repeated) - 10} more" if len(repeated) > 10 else "")
+        raise InputError(
+            f"var_names are not unique ({len(repeated)} repeated: {shown}); "
+            "call adata.var_names_make_unique() or drop the duplicates first."
+        )
 
 
 class PerturbationModel:
@@ -133,8 +155,7 @@ class PerturbationModel:
                 )
             return None
         position = pd.Index(names)
-        if not position.is_unique:
-            raise InputError("var_names are not unique; call adata.var_names_make_unique() first.")
+        check_unique_genes(position)
         missing = [g for g in self.features if g not in position]
         if missing:
             raise InputError(
@@ -164,7 +185,7 @@ class PerturbationModel:
 
     def _warn_not_control(self, obs: pd.DataFrame) -> None:
         if self.condition_key in obs:
-            labels = obs[self.condition_key].astype(str)
+            labels = label_series(obs[self.condition_key], key=self.condition_key, warn=False)
             others = int((labels != self.control).sum())
             if others:
                 logger.warning(
@@ -223,8 +244,12 @@ class PerturbationModel:
             obs and adds ``source_cell`` (input cell id), ``perturbation`` and ``response``
             (distance the cell moved in the fitted space).
         """
-        if int(chunk_cells) < 1:
-            raise InputError(f"chunk_cells={chunk_cells} must be >= 1.")
+        check_data_kind(adata, "PerturbationModel.predict")
+        if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, int | np.integer) or chunk_cells < 1:
+            raise InputError(f"chunk_cells={chunk_cells!r} must be an integer >= 1.")
+        if out is not None:
+            suffix = Path(out).suffix.lower()
+            check_output(out, kind="store" if suffix == ".zarr" else "file", inputs=[disk_path(adata)])
         if is_on_disk(adata):
             if self.obsm_key is not None:
                 raise InputError(
@@ -309,6 +334,10 @@ class PerturbationModel:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model to ``directory`` (created if needed); atomic, no pickle."""
         directory = Path(directory)
+        if (directory / COLLECTION_FILE).exists():
+            raise InputError(
+                f"{str(directory)!r} holds a collection of models; save this model to another directory."
+            )
         tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
         tensors.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
         if self.calibration is not None:
@@ -324,9 +353,10 @@ class PerturbationModel:
         directory = Path(directory)
         if directory.is_dir() and not (directory / MODEL_FILE).exists():
             raise ModelFileError(f"{str(directory)!r} has no {MODEL_FILE}; it is not a cellw1 model directory.")
+        if directory.is_file():
+            raise ModelFileError(_file_instead_of_directory(directory))
         tensors, header = load_tensors(directory / MODEL_FILE, kind="PerturbationModel")
-        if header.get("format") != FORMAT or int(header.get("format_version", -1)) > FORMAT_VERSION:
-            raise ModelFileError(f"{str(directory)!r} holds format {header.get('format')!r}; upgrade cellw1 to read it.")
+        check_format(header, FORMAT, FORMAT_VERSION, source=f"{str(directory / MODEL_FILE)!r}")
         try:
             embedding = load_embedding(
                 {k[10:]: v for k, v in tensors.items() if k.startswith("embedding.")}, header["embedding"]
@@ -418,6 +448,7 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         """Predict every perturbation for the cells in ``adata``; results stacked in one AnnData."""
         import anndata as ad
 
+        check_data_kind(adata, "ModelCollection.predict")
         parts = [model.predict(adata) for model in self._models.values()]
         out = ad.concat(parts, index_unique="-", keys=list(self._models), label="_prediction", merge="first")
         return out
@@ -490,13 +521,14 @@ class CollectionDirectory:
         JSON-able description of how the models are fitted (method, space, seed, config...).
     """
 
-    def __init__(self, directory: str | os.PathLike, settings: dict[str, Any]) -> None:
+    def __init__(
+        self, directory: str | os.PathLike, settings: dict[str, Any], inputs: Sequence[Any] = ()
+    ) -> None:
         self.directory = Path(directory)
         self.settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back from the file
         self.index: dict[str, str] = {}
         self.failures: dict[str, str] = {}
-        if self.directory.exists() and not self.directory.is_dir():
-            raise InputError(f"{str(self.directory)!r} is a file; give a directory for the models.")
+        check_output(self.directory, kind="directory", inputs=[disk_path(data) for data in inputs])
         if (self.directory / MODEL_FILE).exists():
             raise InputError(
                 f"{str(self.directory)!r} holds a single model, not a collection; choose another directory."
@@ -595,6 +627,20 @@ def load(directory: str | os.PathLike) -> PerturbationModel | ModelCollection:
     directory = Path(directory)
     if not directory.exists():
         raise ModelFileError(f"{str(directory)!r} does not exist; check the path.")
+    if directory.is_file():
+        if directory.name == MODEL_FILE and file_format(directory) == FORMAT:
+            return PerturbationModel.load(directory.parent)
+        raise ModelFileError(_file_instead_of_directory(directory))
     if (directory / COLLECTION_FILE).exists():
         return ModelCollection.load(directory)
     return PerturbationModel.load(directory)
+
+
+def _file_instead_of_directory(path: Path) -> str:
+    """What a file handed to :func:`load` holds, and how to load it."""
+    if path.suffix == ".safetensors":
+        kind = file_format(path)
+        if kind is not None and kind != FORMAT:
+            what = FORMATS.get(kind, f"a file of format {kind!r}")
+            return f"{str(path)!r} is not a model directory: it holds {what}."
+    return f"{str(path)!r} is a file; cellw1.load reads a model directory written by model.save(directory)."

@@ -16,6 +16,7 @@ chunked by rows, with the encoding attributes anndata gives a dense array.
 from __future__ import annotations
 
 import bisect
+import gc
 import logging
 import os
 import shutil
@@ -23,7 +24,7 @@ import uuid
 import warnings
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import anndata
 import h5py
@@ -33,6 +34,7 @@ import scipy.sparse as sp
 import zarr
 from anndata.io import read_elem, sparse_dataset, write_elem
 
+from ._io import check_output, quiet_unraisable, write_failure
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -325,6 +327,26 @@ def is_on_disk(data: object) -> bool:
     return isinstance(data, anndata.AnnData) and bool(data.isbacked)
 
 
+def disk_path(data: object) -> str | os.PathLike | None:
+    """The file ``data`` is read from: a path itself, a backed AnnData's file, else ``None``."""
+    if isinstance(data, str | os.PathLike):
+        return data
+    if isinstance(data, anndata.AnnData) and data.isbacked:
+        return data.filename
+    return None
+
+
+def check_data_kind(data: object, what: str) -> None:
+    """Raise a TypeError unless ``data`` is an AnnData or a path (what :func:`is_on_disk` accepts)."""
+    if isinstance(data, anndata.AnnData) or is_on_disk(data):
+        return
+    hint = " (for arrays of cells use cellw1.fit_map(source, target))" if isinstance(data, np.ndarray) else ""
+    raise TypeError(
+        f"{what} expects an AnnData, a path to an .h5ad file or .zarr store, or an AnnData opened with "
+        f"backed='r'; got {type(data).__name__}{hint}."
+    )
+
+
 def open_disk_data(data: str | os.PathLike | anndata.AnnData) -> DiskData:
     """Open a ``.h5ad`` file or ``.zarr`` store, or wrap a backed AnnData, without reading X.
 
@@ -532,6 +554,7 @@ class PredictionWriter:
             raise InputError(
                 f"cannot write predictions to {str(self.path)!r}: the suffix must be .h5ad or .zarr (which picks the format)."
             )
+        check_output(self.path, kind="store" if self._format == ".zarr" else "file")
         if not isinstance(obs, pd.DataFrame) or not isinstance(var, pd.DataFrame):
             raise InputError("obs and var must be pandas DataFrames (one row per cell / per gene).")
         self.shape = (len(obs), len(var))
@@ -561,9 +584,8 @@ class PredictionWriter:
             self._store = store
             store.attrs.update(_ROOT_ATTRS)
             self._x.attrs.update(_ARRAY_ATTRS)
-        except BaseException:
-            self._discard()
-            raise
+        except BaseException as exc:
+            self._fail(exc)
         return self
 
     def write(self, start: int, block: np.ndarray) -> None:
@@ -580,7 +602,18 @@ class PredictionWriter:
         if stop == start:
             return
         self._coverage.add(start, stop)
-        self._x[start:stop] = block.astype(np.float32, copy=False)
+        try:
+            with quiet_unraisable() as ignored:
+                self._x[start:stop] = block.astype(np.float32, copy=False)
+            if ignored:
+                raise ignored[0]
+        except Exception as exc:  # a full disk, a file-size limit
+            failure = write_failure(self.path, exc)
+            if failure is None:
+                raise
+            with quiet_unraisable():  # free h5py's objects (held by the traceback's frames) now, quietly
+                exc.__traceback__ = None
+            raise failure from exc
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -600,20 +633,22 @@ class PredictionWriter:
                 raise InputError(f"obs has {len(self.obs)} rows but {self.shape[0]} cells were written.")
             # annotations last, so columns computed while the blocks were written (obs is
             # ``self.obs``, which the caller may extend) are saved with them
-            write_elem(self._store, "obs", self.obs)
-            write_elem(self._store, "var", self._var)
-            write_elem(self._store, "uns", self._uns)
-            for key in ("obsm", "varm", "obsp", "varp", "layers"):
-                write_elem(self._store, key, {})
-            self._close_store()
+            with quiet_unraisable() as ignored:
+                write_elem(self._store, "obs", self.obs)
+                write_elem(self._store, "var", self._var)
+                write_elem(self._store, "uns", self._uns)
+                for key in ("obsm", "varm", "obsp", "varp", "layers"):
+                    write_elem(self._store, key, {})
+                self._close_store()
+            if ignored:  # h5py failed to flush an object it freed: the file is incomplete
+                raise ignored[0]
             if self._format == ".zarr":
                 with warnings.catch_warnings():  # zarr warns that v3 has no consolidated metadata spec yet
                     warnings.filterwarnings("ignore", message="Consolidated metadata")
                     zarr.consolidate_metadata(str(self._tmp))  # as adata.write_zarr does
             self._commit()
-        except BaseException:
-            self._discard()
-            raise
+        except BaseException as exc:
+            self._fail(exc)
         logger.debug("wrote %s (%d x %d)", self.path, *self.shape)
 
     def _close_store(self) -> None:
@@ -636,9 +671,24 @@ class PredictionWriter:
             _remove(aside)
         self._tmp = None
 
+    def _fail(self, exc: BaseException) -> NoReturn:
+        """Discard the temporary output and raise ``exc`` (a failed write as an OutputError)."""
+        failure = write_failure(self.path, exc)
+        with quiet_unraisable():
+            if failure is not None:  # free h5py's objects (held by the traceback's frames) now, quietly
+                exc.__traceback__ = None
+            self._discard()
+        if failure is None or failure is exc:
+            raise exc
+        raise failure from exc
+
     def _discard(self) -> None:
         try:
-            self._close_store()
+            with quiet_unraisable():
+                self._close_store()
+                gc.collect()  # h5py objects still referenced elsewhere report their failed flush here
+        except Exception as exc:  # a file that failed to write may fail to close too; it is deleted
+            logger.debug("closing the discarded %s: %s", self._tmp, exc)
         finally:
             if self._tmp is not None:
                 _remove(self._tmp)

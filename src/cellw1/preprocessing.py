@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -102,6 +103,45 @@ def _sample(X: Matrix, size: int = SAMPLE_SIZE) -> np.ndarray:
     else:
         values = X.reshape(-1)
     return np.asarray(values, dtype=np.float64)
+
+
+def _column_range(X: Matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest value of each gene, ``(n_genes,)`` each (implicit zeros count)."""
+    if sp.issparse(X):
+        return (np.asarray(X.min(axis=0).toarray(), dtype=np.float64).reshape(-1),
+                np.asarray(X.max(axis=0).toarray(), dtype=np.float64).reshape(-1))
+    X = np.asarray(X, dtype=np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():  # an all-NaN column is checked elsewhere
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+
+
+def _no_signal(name: str) -> InputError:
+    return InputError(
+        f"{name} carries no signal: every gene has the same value in every training cell (e.g. all zero); "
+        "check that it holds the expression values (a .zarr store with missing chunks reads as zeros)."
+    )
+
+
+def check_signal(X: Matrix, name: str = "X") -> None:
+    """Raise an InputError when every column of ``X`` is constant (e.g. all zero): nothing to learn."""
+    low, high = _column_range(_as_matrix(X, name))
+    if not (high > low).any():
+        raise _no_signal(name)
+
+
+def _check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matrix) -> None:
+    """:func:`check_signal` over every block, read only when ``sample`` alone shows no signal."""
+    low, high = _column_range(sample)
+    if (high > low).any():
+        return
+    for block in blocks():
+        block_low, block_high = _column_range(_as_matrix(block))
+        np.fmin(low, block_low, out=low)
+        np.fmax(high, block_high, out=high)
+        if (high > low).any():
+            return
+    raise _no_signal("X")
 
 
 def _dense_blocks(X: Matrix) -> Iterator[tuple[slice, np.ndarray]]:
@@ -285,8 +325,8 @@ def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log"] = "auto
     Raises
     ------
     InputError
-        Empty input, NaN or inf, negative values when counts are given or detected, or counts
-        where every cell is empty.
+        Empty input, NaN or inf, negative values when counts are given or detected, counts
+        where every cell is empty, or no signal (every gene constant, e.g. all zero).
     ConfigError
         An unknown ``assume``.
     """
@@ -325,6 +365,7 @@ def fit_preprocessor_streaming(
         kind, reason = assume, f"input_kind={assume!r} was given"
     n_features = sample.shape[1]
     if kind == "log":
+        _check_signal_streaming(blocks, sample)
         logger.info("expression input: %s", reason)
         return Preprocessor("log", None, reason, n_features)
     parts = []
@@ -343,6 +384,7 @@ def fit_preprocessor_streaming(
     totals = totals[totals > 0]
     if totals.size == 0:
         raise InputError("every cell has zero counts; check that X holds the expression values of the cells.")
+    _check_signal_streaming(blocks, sample)
     target_sum = float(np.median(totals))
     logger.info("expression input: %s; cells normalised to %.6g counts, then log1p", reason, target_sum)
     return Preprocessor("counts", target_sum, reason, n_features)

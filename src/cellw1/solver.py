@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._data import as_points, check_pair, resolve_device
+from ._data import as_points, check_pair, check_seed, resolve_device
 from .config import W1Config
+from .errors import ConfigError
 from .potential import fit_potential
 from .sampling import Cells, MemoryCells
 from .stepsize import fit_step_size
@@ -67,6 +68,9 @@ def fit_map(
     TransportMap
     """
     config = config or W1Config()
+    if not isinstance(config, W1Config):
+        raise ConfigError(f"config must be a W1Config, got {type(config).__name__}.")
+    seed = check_seed(seed)
     device = resolve_device(config.device)
     src, tgt = (_cells(x, name, device) for x, name in ((source, "source"), (target, "target")))
     check_pair(src.dim, tgt.dim)

@@ -10,7 +10,7 @@ import torch
 
 from . import __version__
 from ._data import as_points, like_input, resolve_device
-from ._io import load_tensors, save_tensors
+from ._io import check_format, load_tensors, save_tensors
 from .config import W1Config
 from .errors import InputError, ModelFileError
 from .lipschitz import LipschitzPotential
@@ -137,11 +137,7 @@ class TransportMap:
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model") -> TransportMap:
         """Rebuild a map from :meth:`state_tensors` and :meth:`header` output."""
-        if header.get("format") != FORMAT or int(header.get("format_version", -1)) > FORMAT_VERSION:
-            raise ModelFileError(
-                f"{source} is not a cellw1 TransportMap of a supported version "
-                f"(format {header.get('format')!r} v{header.get('format_version')}); upgrade cellw1."
-            )
+        check_format(header, FORMAT, FORMAT_VERSION, source=source)
         try:
             config = W1Config.from_dict(header["config"])
             potential = build_potential(int(header["dim"]), config)

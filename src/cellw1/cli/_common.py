@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .._io import atomic_output
 from ..config import STEP_SIZE_LEARNERS, W1Config
 from ..errors import InputError
 
@@ -40,15 +39,8 @@ def add_disk_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
     """Write ``adata`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".h5ad", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path, suffix=".h5ad") as tmp:
         adata.write_h5ad(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from .._io import check_output
 from ..datasets import synthetic_perturbation
 from ..errors import InputError
 from ..evaluation import DEFAULT_METHODS, evaluate
@@ -54,6 +55,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = solver_config(args)
+    check_output(args.out, kind="directory", inputs=[args.data], what="--out")
     if args.data is None:
         adata = synthetic_perturbation(seed=args.seed)
         condition_key, control = args.condition_key or "condition", args.control or "control"
@@ -73,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         adata, condition_key, control,
         None if args.perturbations is None else args.perturbations.split(","),
         methods=args.methods.split(","), space=args.space, layer=args.layer, obsm_key=args.obsm_key,
-        n_repeats=args.repeats, n_de_genes=args.de_genes, holdout=holdout, config=solver_config(args),
+        n_repeats=args.repeats, n_de_genes=args.de_genes, holdout=holdout, config=config,
         w2_config=W2Config.benchmark(n_iters=args.w2_iters), input_kind=args.input_kind,
         seed=args.seed, progress=args.progress,
     )

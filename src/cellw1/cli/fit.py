@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .._io import check_output
 from ..api import fit, fit_all
 from ..errors import InputError
 from ..methods import METHODS
@@ -61,10 +62,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.buffer_cells is not None and not args.on_disk:
         raise InputError("--buffer-cells applies with --on-disk only.")
+    config = solver_config(args) if args.method == "w1" else None
+    check_output(args.out, kind="directory", inputs=[args.data], what="--out")  # before the fit, not after
     adata = str(args.data) if args.on_disk else read_h5ad(args.data)
     common: dict[str, Any] = dict(
         layer=args.layer, obsm_key=args.obsm_key, space=args.space, method=args.method,
-        config=solver_config(args) if args.method == "w1" else None,
+        config=config,
         input_kind=args.input_kind, seed=args.seed, progress=args.progress,
     )
     if args.buffer_cells is not None:

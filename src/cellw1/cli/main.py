@@ -3,8 +3,8 @@
 Each verb is a module ``cellw1.cli.<verb>`` exposing ``add_parser(subparsers)`` (which adds
 its sub-parser) and ``run(args) -> int``. :data:`VERBS` lists the modules to register.
 
-Exit codes: 0 success, 2 bad input or configuration (and command-line usage errors),
-3 unreadable model file, 130 interrupted.
+Every failure is one ``cellw1: ...`` line on stderr (a traceback only with ``--verbose``)
+and one of these exit codes (:data:`EXIT_CODES`, also listed by ``cellw1 --help``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from .. import __version__
 from ..errors import CellW1Error, ModelFileError
@@ -21,9 +25,47 @@ from ..errors import CellW1Error, ModelFileError
 VERBS: list[str] = ["demo", "fit", "predict", "evaluate"]
 
 EXIT_OK = 0
+EXIT_FAILURES = 1
 EXIT_INPUT = 2
 EXIT_MODEL_FILE = 3
+EXIT_OUTPUT = 4
+EXIT_INTERNAL = 5
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+#: exit code -> meaning, as printed by ``cellw1 --help`` and docs/reliability.md
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success",
+    EXIT_FAILURES: "fit: some perturbations of a collection could not be fitted (the others were saved)",
+    EXIT_INPUT: "bad input, configuration or command-line usage (nothing was written)",
+    EXIT_MODEL_FILE: "model file missing, corrupted or of another kind",
+    EXIT_OUTPUT: "a file cannot be written: read-only folder, full disk, permission denied (nothing was changed there)",
+    EXIT_INTERNAL: "unexpected internal error (rerun with --verbose for the traceback and report it)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C (SIGINT); outputs are as before the run",
+    EXIT_TERMINATED: "terminated by SIGTERM; outputs are as before the run",
+}
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM, so that cleanup runs."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the command runs (main thread only)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellw1",
         description="Fast Wasserstein-1 neural optimal transport for single-cell perturbation prediction.",
+        epilog="exit codes:\n" + "\n".join(f"  {code:<4} {meaning}" for code, meaning in EXIT_CODES.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cellw1 {__version__}")
     _add_global_flags(parser, default=False)
@@ -55,15 +99,27 @@ def _log_handler(verbose: bool) -> logging.Handler:
     return handler
 
 
-def _fail(exc: BaseException, code: int) -> int:
+def _fail(exc: BaseException, code: int, prefix: str = "error") -> int:
     """Print ``exc`` as one ``cellw1: error: ...`` line on stderr and return ``code``."""
-    message = " ".join(str(exc).split())
-    print(f"cellw1: error: {message}", file=sys.stderr)
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"cellw1: {prefix}: {message}", file=sys.stderr)
     return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cellw1`` command with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    try:
+        with _sigterm_raises():
+            return _main(argv)
+    except KeyboardInterrupt:  # also while the verbs (and torch) are still being imported
+        print("cellw1: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("cellw1: terminated", file=sys.stderr)
+        return EXIT_TERMINATED
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -81,14 +137,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ModelFileError as exc:
         return _fail(exc, EXIT_MODEL_FILE)
     except CellW1Error as exc:
-        return _fail(exc, EXIT_INPUT)
-    except KeyboardInterrupt:
-        print("cellw1: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _fail(exc, EXIT_OUTPUT if isinstance(exc, OSError) else EXIT_INPUT)
+    except OSError as exc:  # an output the library did not name: a full disk, a read-only folder
+        return _fail(exc, EXIT_OUTPUT)
+    except Exception as exc:  # a bug: one line, the traceback with --verbose
+        if args.verbose:
+            traceback.print_exc()
+        return _fail(exc, EXIT_INTERNAL, prefix=f"internal error ({type(exc).__name__})")
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

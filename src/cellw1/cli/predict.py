@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from .._io import check_output
 from ..errors import InputError
+from ..labels import label_series
 from ..model import PREDICT_CHUNK, ModelCollection, PerturbationModel, load
 from ..ondisk import open_disk_data
 from ._common import add_disk_argument, read_h5ad, write_h5ad
@@ -42,6 +44,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() not in (".h5ad", ".zarr"):
         raise InputError(f"--out {str(args.out)!r} must end in .h5ad or .zarr (which picks the format).")
+    kind = "store" if args.out.suffix.lower() == ".zarr" else "file"
+    check_output(args.out, kind=kind, inputs=[args.data], what="--out")
     model = load(args.model)
     if isinstance(model, ModelCollection) and (args.on_disk or args.controls_only or args.out.suffix.lower() != ".h5ad"):
         raise InputError(
@@ -70,7 +74,7 @@ def control_cells(model: PerturbationModel, data: Any) -> np.ndarray:
             f"--controls-only: obs has no column {model.condition_key!r} (the model's condition key); "
             f"available: {list(obs.columns)}."
         )
-    mask = (obs[model.condition_key].astype(str) == model.control).to_numpy()
+    mask = (label_series(obs[model.condition_key], key=model.condition_key, warn=False) == model.control).to_numpy()
     if not mask.any():
         raise InputError(f"--controls-only: no cell has obs[{model.condition_key!r}] == {model.control!r}.")
     return mask

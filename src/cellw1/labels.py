@@ -1,0 +1,58 @@
+"""Condition labels compared one way everywhere: as text, with missing labels left out.
+
+An obs column may hold strings, categories, integers, or floats (integers with a missing
+value become floats in pandas). A label given by the user (``control=0``, ``"0"``) and a
+label read from obs are both turned into text by :func:`label_text`, so ``0``, ``0.0`` and
+``"0"`` name the same group. Missing labels (NaN, None) are never a group.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+
+def label_text(value: Any) -> str:
+    """The text form of one label: integral numbers without a decimal point (``1.0`` -> ``"1"``)."""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def label_series(column: pd.Series, *, key: str, warn: bool = True) -> pd.Series:
+    """``column`` as text labels (object dtype); missing labels become ``None``.
+
+    Parameters
+    ----------
+    column
+        An ``obs`` column (not modified).
+    key
+        Its name, for the warning.
+    warn
+        Log one warning saying how many cells have no label and are left out.
+    """
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)  # a missing label has code -1
+    names = np.array([label_text(u) for u in uniques] + [None], dtype=object)
+    text = names[codes]
+    missing = codes < 0
+    if warn and missing.any():
+        logger.warning(
+            "%d of %d cells have no label in obs[%r] (NaN or None); they are left out.",
+            int(missing.sum()), len(missing), key,
+        )
+    return pd.Series(text, index=column.index, dtype=object, name=column.name)
+
+
+def present_labels(labels: pd.Series) -> list[str]:
+    """The distinct labels of ``labels`` (from :func:`label_series`), sorted, missing ones left out."""
+    return sorted({v for v in labels if v is not None})
