@@ -77,11 +77,21 @@ def test_calibration_known_answer() -> None:
     assert cal[0, 0] == pytest.approx(0.1) and cal[0, 1] == -np.inf
     out = calibrate(predicted, cal)
     assert (out[:2, 0] == 0).all() and (out >= 0).all()
-    np.testing.assert_allclose(out.mean(0), perturbed.mean(0), rtol=1e-6)  # means made unbiased
+    # gene 1's gap in the mean (0.125) is well inside its standard error (~0.8): no offset
+    assert cal[1, 1] == 0.0
     np.testing.assert_array_equal(calibrate(predicted, None), np.maximum(predicted, 0))
 
 
-def test_predictions_are_non_negative_with_the_perturbed_share_of_zeros(tmp_path: Path) -> None:
+def test_calibration_closes_resolved_gaps_in_the_mean() -> None:
+    rng = np.random.default_rng(0)
+    predicted = rng.normal(2.0, 0.1, size=(2000, 3))
+    perturbed = rng.normal([2.5, 2.0, 2.003], 0.1, size=(2000, 3))
+    out = calibrate(predicted, fit_calibration(predicted, perturbed))
+    assert out[:, 0].mean() == pytest.approx(perturbed[:, 0].mean(), abs=1e-4)  # a gap of 0.5, se 0.003
+    np.testing.assert_allclose(out[:, 1:], predicted[:, 1:], atol=3e-3)  # gaps within noise stay
+
+
+def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     counts = rng.poisson(np.tile(rng.gamma(0.6, 1.0, 40), (400, 1))).astype(np.float32)
     counts[200:, :10] = rng.poisson(4.0, size=(200, 10))  # genes 0-9 switch on
@@ -93,7 +103,9 @@ def test_predictions_are_non_negative_with_the_perturbed_share_of_zeros(tmp_path
     pred = model.predict(adata[:200])
     assert pred.X.min() >= 0 and pred.uns["cellw1"]["output"] == "calibrated"
     real = model.preprocess(adata[200:])
-    np.testing.assert_allclose((pred.X == 0).mean(0), (real == 0).mean(0), atol=0.02)
+    zeros, real_zeros = (pred.X == 0).mean(0), (real == 0).mean(0)
+    np.testing.assert_allclose(zeros[:10], real_zeros[:10], atol=0.03)  # genes that switch on lose their zeros
+    assert np.abs(zeros[10:] - real_zeros[10:]).mean() < 0.05  # the others keep theirs, up to sampling noise
     model.save(tmp_path / "m")
     np.testing.assert_array_equal(cellw1.load(tmp_path / "m").predict(adata[:200]).X, pred.X)
 
