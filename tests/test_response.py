@@ -104,7 +104,9 @@ def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tm
     assert pred.X.min() >= 0 and pred.uns["cellw1"]["output"] == "calibrated"
     real = model.preprocess(adata[200:])
     zeros, real_zeros = (pred.X == 0).mean(0), (real == 0).mean(0)
-    np.testing.assert_allclose(zeros[:10], real_zeros[:10], atol=0.03)  # genes that switch on lose their zeros
+    control_zeros = (model.preprocess(adata[:200]) == 0).mean(0)
+    assert control_zeros[:10].min() > 0.3
+    np.testing.assert_allclose(zeros[:10], real_zeros[:10], atol=0.05)  # genes that switch on lose their zeros
     assert np.abs(zeros[10:] - real_zeros[10:]).mean() < 0.05  # the others keep theirs, up to sampling noise
     model.save(tmp_path / "m")
     np.testing.assert_array_equal(cellw1.load(tmp_path / "m").predict(adata[:200]).X, pred.X)

@@ -17,9 +17,10 @@ any space) and calibrates where log-normalised expression is written out, gene b
 2. **Means.** Making zeros moves a gene's mean, and a map fitted to whole cells leaves a small
    bias in each gene's mean. One offset per gene, added to the values left above 0, moves the
    predicted training controls' mean towards the training perturbed cells' mean, by the part
-   of the gap the cells resolve: the gap is shrunk by ``max(0, 1 - se^2 / gap^2)``, with
-   ``se`` the standard error of the difference (positive-part James-Stein), so a gene whose
-   gap is sampling noise keeps the map's mean.
+   of the gap the cells resolve: the gap is shrunk by ``max(0, 1 - 2 log(G) se^2 / gap^2)``,
+   with ``se`` the standard error of the difference and ``G`` the number of genes (soft
+   thresholding at the universal threshold), so a gene whose gap is sampling noise keeps
+   the map's mean.
 
 Thresholds and offsets are values fitted on training cells, not shares applied to new ones:
 cells unlike the training controls (a held-out cell type) get the zeros their own predicted
@@ -35,8 +36,13 @@ SAMPLE_CELLS = 5_000
 
 
 def _resolved(gap: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Share of each gap the cells resolve: ``max(0, 1 - se^2 / gap^2)`` (positive-part James-Stein)."""
-    return np.clip(1.0 - noise / np.maximum(gap**2, 1e-30), 0.0, 1.0)
+    """Share of each gene's gap the cells resolve: ``max(0, 1 - 2 log(genes) se^2 / gap^2)``.
+
+    Soft thresholding at the universal threshold ``sqrt(2 log genes)`` standard errors
+    (Donoho & Johnstone 1994): among many genes, gaps of pure noise stay below it.
+    """
+    level = 2.0 * np.log(max(gap.size, 2))
+    return np.clip(1.0 - level * noise / np.maximum(gap**2, 1e-30), 0.0, 1.0)
 
 
 def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray, control: np.ndarray | None = None) -> np.ndarray:
