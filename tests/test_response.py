@@ -105,7 +105,7 @@ def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tm
     real = model.preprocess(adata[200:])
     zeros, real_zeros = (pred.X == 0).mean(0), (real == 0).mean(0)
     control_zeros = (model.preprocess(adata[:200]) == 0).mean(0)
-    assert control_zeros[:10].min() > 0.3
+    assert (control_zeros[:10] - real_zeros[:10]).mean() > 0.5  # genes 0-9 lose most of their zeros
     np.testing.assert_allclose(zeros[:10], real_zeros[:10], atol=0.05)  # genes that switch on lose their zeros
     assert np.abs(zeros[10:] - real_zeros[10:]).mean() < 0.05  # the others keep theirs, up to sampling noise
     model.save(tmp_path / "m")
