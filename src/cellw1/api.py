@@ -253,7 +253,7 @@ def _fit(
 def _calibration(model: PerturbationModel, control: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
     """The output calibration (:mod:`cellw1.calibration`) from log expression of training cells."""
     predicted = model.embedding.decode(model.method.predict(model.embedding.encode(control)))
-    return fit_calibration(predicted, perturbed, control)
+    return fit_calibration(predicted, perturbed)
 
 
 def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -11,16 +11,13 @@ any space) and calibrates where log-normalised expression is written out, gene b
 1. **Zeros.** Predicted values at or below a threshold ``t_g`` become 0; ``t_g`` is the
    quantile of the predicted training controls at the share of zeros of gene ``g`` among the
    training perturbed cells. The lowest predictions become the zeros (the order of cells
-   along a gene is kept); values below 0 become 0 in any case. The share moves from the
-   control cells' towards the perturbed cells' by the part of the difference the cells
-   resolve (shrunk as the means are, below), so sampling noise makes no zeros.
+   along a gene is kept); values below 0 become 0 in any case.
 2. **Means.** Making zeros moves a gene's mean, and a map fitted to whole cells leaves a small
    bias in each gene's mean. One offset per gene, added to the values left above 0, moves the
    predicted training controls' mean towards the training perturbed cells' mean, by the part
-   of the gap the cells resolve: the gap is shrunk by ``max(0, 1 - 2 log(G) se^2 / gap^2)``,
-   with ``se`` the standard error of the difference and ``G`` the number of genes (soft
-   thresholding at the universal threshold), so a gene whose gap is sampling noise keeps
-   the map's mean.
+   of the gap the cells resolve: the gap is shrunk by ``max(0, 1 - se^2 / gap^2)``, with
+   ``se`` the standard error of the difference (positive-part James-Stein), so a gene whose
+   gap is sampling noise keeps about the map's mean.
 
 Thresholds and offsets are values fitted on training cells, not shares applied to new ones:
 cells unlike the training controls (a held-out cell type) get the zeros their own predicted
@@ -36,16 +33,11 @@ SAMPLE_CELLS = 5_000
 
 
 def _resolved(gap: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """Share of each gene's gap the cells resolve: ``max(0, 1 - 2 log(genes) se^2 / gap^2)``.
-
-    Soft thresholding at the universal threshold ``sqrt(2 log genes)`` standard errors
-    (Donoho & Johnstone 1994): among many genes, gaps of pure noise stay below it.
-    """
-    level = 2.0 * np.log(max(gap.size, 2))
-    return np.clip(1.0 - level * noise / np.maximum(gap**2, 1e-30), 0.0, 1.0)
+    """Share of each gene's gap the cells resolve: ``max(0, 1 - se^2 / gap^2)`` (positive-part James-Stein)."""
+    return np.clip(1.0 - noise / np.maximum(gap**2, 1e-30), 0.0, 1.0)
 
 
-def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray, control: np.ndarray | None = None) -> np.ndarray:
+def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
     """Per-gene zero thresholds and offsets that make ``predicted`` look like ``perturbed``.
 
     Parameters
@@ -54,27 +46,18 @@ def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray, control: np.nd
         Raw predicted log expression of training control cells, ``(n, genes)``.
     perturbed
         Log expression of training perturbed cells, ``(m, genes)``.
-    control
-        Log expression of the control cells ``predicted`` was made from. When given, a
-        gene's share of zeros moves from the control's towards the perturbed cells' only by
-        the part of the difference the cells resolve.
 
     Returns
     -------
     numpy.ndarray
-        ``(2, genes)`` float32: the thresholds (``-inf`` for genes with no zeros to make), then
-        the offsets added to the values left above 0.
+        ``(2, genes)`` float32: the thresholds (``-inf`` for genes never 0 among the perturbed
+        cells), then the offsets added to the values left above 0.
     """
     perturbed = np.asarray(perturbed, dtype=np.float64)
     ordered = np.sort(np.asarray(predicted, dtype=np.float32), axis=0)
     n, m = len(ordered), max(len(perturbed), 1)
-    share = (perturbed <= 0).mean(axis=0)
-    if control is not None:
-        base = (np.asarray(control) <= 0).mean(axis=0)
-        pooled = (share * m + base * n) / (m + n)
-        share = base + _resolved(share - base, pooled * (1 - pooled) * (1 / m + 1 / n)) * (share - base)
-    # the k smallest of n predictions become 0, with k / n the share of zeros
-    k = np.rint(share * n).astype(np.int64)
+    # the k smallest of n predictions become 0, with k / n the perturbed cells' share of zeros
+    k = np.rint((perturbed <= 0).mean(axis=0) * n).astype(np.int64)
     thresholds = np.full(ordered.shape[1], -np.inf, dtype=np.float32)
     some = k > 0
     thresholds[some] = ordered[k[some] - 1, np.flatnonzero(some)]
