@@ -31,11 +31,11 @@ import torch
 
 import cellw1
 from cellw1.datasets import synthetic_perturbation
-from cellw1.embedding import fit_embedding
-from cellw1.metrics import energy_distance, mmd
-from cellw1.potential import adam_kernel, build_potential, potential_step
-from cellw1.preprocessing import fit_preprocessor
-from cellw1.stepsize import StepSize, regression_step
+from cellw1.pp.spaces import fit_embedding
+from cellw1.eval.metrics import energy_distance, mmd
+from cellw1.ot.potential import adam_kernel, build_potential, potential_step
+from cellw1.pp.preprocessing import fit_preprocessor
+from cellw1.ot.stepsize import StepSize, regression_step
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -124,7 +124,7 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cellw1.plotting import save_png
+    from cellw1.pl.plotting import save_png
 
     paths = []
     for key, fixed, name in (("d", ("n_per_side", 4000), "speed_vs_dim.png"),

@@ -28,9 +28,9 @@ import torch
 import cellw1
 from cellw1._data import as_points, split_validation
 from cellw1.datasets import load_toy
-from cellw1.monotonicity import bookshelf_spearman, circles_inner_to_inner, energy_distance
-from cellw1.potential import fit_potential
-from cellw1.stepsize import fit_step_size
+from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner, energy_distance
+from cellw1.ot.potential import fit_potential
+from cellw1.ot.stepsize import fit_step_size
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"

@@ -8,8 +8,10 @@ import torch
 
 from cellw1._io import save_tensors
 from cellw1.errors import ConfigError, InputError, ModelFileError
-from cellw1.icnn import ICNN, W2Config, W2Map, f_step, fit_w2, g_step, standardization
-from cellw1.stepsize import energy_distance
+from cellw1.ot.icnn import ICNN, f_step, g_step, standardization
+from cellw1.ot.config import W2Config
+from cellw1.ot.w2 import W2Map, fit_w2
+from cellw1.ot.stepsize import energy_distance
 
 SHIFT = np.array([3.0, 0.0])
 #: short but converged schedule for the 2-D translation (the paper: 100,000 x 10 at lr 1e-4)

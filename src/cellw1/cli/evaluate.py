@@ -11,8 +11,8 @@ import pandas as pd
 from .._io import check_output
 from ..datasets import synthetic_perturbation
 from ..errors import InputError
-from ..evaluation import DEFAULT_METHODS, evaluate
-from ..icnn import W2Config
+from ..eval.evaluation import DEFAULT_METHODS, evaluate
+from ..ot.config import W2Config
 from ._common import add_solver_arguments, read_h5ad, solver_config
 
 #: W2 outer iterations used by the CLI unless --w2-iters says otherwise (the paper: 100,000)
