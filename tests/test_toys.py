@@ -7,10 +7,10 @@ import pytest
 
 from cellw1.datasets import TOYS, Toy, circles, load_toy
 from cellw1.errors import InputError
+from cellw1.eval.metrics import energy_distance
 from cellw1.eval.monotonicity import (
     bookshelf_spearman,
     circles_inner_to_inner,
-    energy_distance,
     exact_w1,
     label_preservation,
     toy_scores,

@@ -3,7 +3,7 @@
 W1 optimal maps are not unique: along each transport ray any order-reversing rearrangement
 has the same cost. The *monotone* map keeps the order of points along each ray. These pure
 functions measure that (:func:`bookshelf_spearman`, :func:`label_preservation`) and how
-well the transported cloud matches the target (:func:`energy_distance`, :func:`exact_w1`).
+well the transported cloud matches the target (:func:`cellw1.eval.metrics.energy_distance`, :func:`exact_w1`).
 """
 
 from __future__ import annotations
@@ -100,11 +100,6 @@ def circles_inner_to_inner(toy: Toy, transported: Any) -> float:
     return label_preservation(toy.source_labels, transported, toy.target, toy.target_labels, label=0)
 
 
-def energy_distance(x: Any, y: Any, max_points: int = 2000, seed: int = 0) -> float:
-    """Energy distance of :func:`cellw1.eval.metrics.energy_distance`, on at most ``max_points`` per side."""
-    return metrics.energy_distance(x, y, max_points=max_points, seed=seed)
-
-
 def exact_w1(x: Any, y: Any, max_points: int = 1000, seed: int = 0) -> float:
     """Exact W1 (POT ``emd2``) of :func:`cellw1.eval.metrics.wasserstein1`, on at most ``max_points`` per side.
 
@@ -124,7 +119,7 @@ def toy_scores(toy: Toy, transported: Any, *, seed: int = 0) -> dict[str, float]
     """
     scores = {
         "exact_w1": exact_w1(toy.source, toy.target, seed=seed),
-        "energy_distance": energy_distance(transported, toy.target, seed=seed),
+        "energy_distance": metrics.energy_distance(transported, toy.target, max_points=2000, seed=seed),
     }
     if toy.name == "bookshelf":
         scores["spearman"] = bookshelf_spearman(toy.source, transported)

@@ -29,6 +29,19 @@ EPS = 1e-12
 GRAM_MIN_DIM = 256
 
 
+def energy_distance(x: torch.Tensor, y: torch.Tensor, yy: float | None = None) -> float:
+    """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between two samples ``(n, d)``, ``(m, d)``.
+
+    Means over all pairs, diagonal included (the V-statistic of
+    :func:`cellw1.eval.metrics.energy_distance`, which computes it in float64 from arrays
+    for scoring). ``yy``: ``E|Y - Y'|`` when already known (a fixed validation target).
+    """
+    xy = torch.cdist(x, y).mean()
+    xx = torch.cdist(x, x).mean()
+    yy = float(torch.cdist(y, y).mean()) if yy is None else yy
+    return float(2 * xy - xx) - yy
+
+
 class EnergyPool:
     """Inner products of pooled source cells ``x`` (directions ``u``) and target cells ``y``.
 

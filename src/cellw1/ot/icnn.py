@@ -27,52 +27,10 @@ convexity by the soft penalty ``penalty * sum relu(-W)^2`` added to its loss (Ce
 fitted ``g`` may thus be slightly non-convex: ``info["g_min_weight"]`` reports its most
 negative z-weight (about -0.01 to -0.08 in our runs); ``g.clamp_()`` projects it.
 
-Deviations from OT-ICNN / CellOT, and why
------------------------------------------
-The solver, the losses, the network and the hyper-parameters (hidden ``(64,) * 4``, Adam
-``1e-4`` with betas ``(0.5, 0.9)``, 10 inner steps, batch 256) are the paper's. Three
-changes make short runs safe on single-cell data; ``W2Config(standardize=False,
-quadratic=False)`` turns the first two off (the plain OT-ICNN; the third is a safety net
-that cannot make a map worse).
-
-1. **A quadratic skip term** (``W2Config.quadratic``). Both networks compute
-   ``ICNN(x) + 0.5 * a * |x|^2`` with a learnable weight ``a >= 0`` (initialised to 1, treated
-   like a z-path weight: clamped for ``f``, penalised for ``g``), and the affine output term
-   of the ICNN starts at zero. Why: (i) *rank*. The only curvature of an ICNN comes from the
-   squared first layer, so its Hessian has rank <= ``hidden[0]`` = 64 and ``grad g`` cannot
-   represent a map of full rank in gene space (d = 200..1000): at initialisation its Jacobian
-   on the synthetic data has rank 64 with singular values ~0.01, i.e. every cell is sent to
-   nearly the same point. (ii) *Stability*. A freshly initialised ``f`` is almost flat
-   (curvature ~0.01), so the best response of ``g``, the gradient of ``f*``, has curvature
-   ~100: the inner problem is nearly unbounded and the map explodes (on the built-in
-   synthetic data, 200 genes, the validation energy distance was 42 at initialisation and
-   12,000 after 90 outer steps, against ~1 for the identity map). With the skip term ``f`` is
-   ``a``-strongly convex, ``f ~ g ~ |x|^2 / 2`` and ``grad g(x) ~ x`` at the start (the
-   initial displacement is ~0.1 against cell norms ~14 in standardised units), so training
-   starts from the identity map, as W2 solvers that pretrain or initialise their potentials
-   to the identity do (Korotin et al. 2021; OTT-JAX's ICNN starts from a Gaussian map). The
-   model class only grows: ``a = 0`` is the paper's network. ``a`` is learned, not fixed at
-   1, because ``Hess g >= I`` would forbid contracting maps (and ``Hess f >= I`` expanding ones).
-   *Learning rate of* ``a``: 10 x ``lr`` (``W2Config.quadratic_lr_scale``). Adam moves a
-   weight by about ``lr`` per step; the z-path weights are of order ``1 / 64`` but ``a`` is of
-   order 1, and ``f`` takes one step per outer iteration. At the paper's lr, ``a_f`` moved at
-   that speed limit throughout (1 -> 0.80 in 2,000 outer steps, 50-dim PCA of the synthetic
-   data; it settles near 0.3 when allowed) and the fit lagged the plain ICNN (validation
-   energy 0.46 vs 0.28 after 2,000 steps); at 10 x lr: 0.31 (100 x lr: 0.31).
-2. **Isotropic standardisation** (``W2Config.standardize``). The networks see
-   ``z = (x - m) / s`` with ``m`` the midpoint of the two groups' training means and ``s^2``
-   their average per-feature variance; the map is ``T(x) = m + s * grad g(z)``. One scale for
-   all features (not one per gene) keeps the problem exactly the same: translating both
-   groups by ``m`` and scaling them by ``1 / s`` scales the cost ``|x - y|^2`` by ``1 / s^2``,
-   so the Brenier map in original units is recovered exactly. It makes the initialisation
-   and the learning rate 1e-4 mean the same thing whatever the units of the data (PCA
-   coordinates, log counts, z-scores). ``m`` and ``s`` are stored with the weights.
-3. **The initial state is a validation candidate**. The energy distance between transported
-   and target validation cells is measured at step 0 too, so the returned state is never
-   worse on validation than the (near-identity) starting map.
-
-No gradient clipping is used: with 1. and 2. no run we made diverged (gene space d = 200 and
-1,000, 50-dim PCA, up to 2,000 outer steps), so clipping would be a change without evidence.
+Three deviations from OT-ICNN / CellOT make short runs safe on single-cell data: a quadratic
+skip term (``W2Config.quadratic``), isotropic standardisation (``W2Config.standardize``) and
+the initial state as a validation candidate; docs/method.md gives the reasons and the
+measurements.
 """
 
 from __future__ import annotations
@@ -116,7 +74,7 @@ class ICNN(nn.Module):
     quadratic
         Add the skip term ``0.5 * a * |x|^2`` with a learnable ``a`` (initially 1) and start the
         affine output term ``A_L x + b_L`` at zero, so ``grad f(x) ~ x`` at initialisation (see
-        the module docstring). ``False`` (default): the plain ICNN of the paper, whose Hessian
+        docs/method.md). ``False`` (default): the plain ICNN of the paper, whose Hessian
         has rank at most ``hidden[0]``.
     """
 

@@ -27,7 +27,7 @@ grain. When the buffer can hold every training cell, :class:`DiskCells` reads th
 samples exactly as :class:`MemoryCells` does, so both give the same map for the same seed.
 
 The held-out validation cells of a group are a seeded uniform sample of its rows (at most
-:data:`~cellw1._data.MAX_VALIDATION` cells), read once and kept in memory.
+5,000 cells), read once and kept in memory.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class MemoryCells(Cells):
     Parameters
     ----------
     x
-        ``(n, d)`` float tensor, already checked (see :func:`cellw1._data.as_points`).
+        ``(n, d)`` float tensor, already checked (finite, two-dimensional).
     """
 
     def __init__(self, x: torch.Tensor) -> None:

@@ -45,22 +45,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import W1Config
-from .energy import POOL_CELLS, POOL_STEPS, EnergyPool
+from .energy import POOL_CELLS, POOL_STEPS, EnergyPool, energy_distance
 from .lipschitz import LipschitzPotential
+from .mlp import mlp
 from .potential import adam_kernel, direction, dual_value, evaluate
 from .sampling import Cells, as_cells, minibatches
 from .stopping import Plateau
 
 logger = logging.getLogger(__name__)
-
-
-def _mlp(dim: int, hidden: Sequence[int], out: int = 1) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for width in hidden:
-        layers += [nn.Linear(dim, width), nn.SiLU()]
-        dim = width
-    layers.append(nn.Linear(dim, out))
-    return nn.Sequential(*layers)
 
 
 class Standardize(nn.Module):
@@ -97,7 +89,7 @@ class StepSize(nn.Module):
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64, 64, 64)) -> None:
         super().__init__()
         self.inputs = Standardize(dim)
-        self.net = _mlp(dim, hidden)
+        self.net = mlp((dim, *hidden, 1))
         self.register_buffer("eta_scale", torch.ones(()))
         self.register_buffer("eta_max", torch.tensor(float("inf")))
 
@@ -113,18 +105,10 @@ class Discriminator(nn.Module):
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64, 64, 64)) -> None:
         super().__init__()
         self.inputs = Standardize(dim)
-        self.net = _mlp(dim, hidden)
+        self.net = mlp((dim, *hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.inputs(x)).squeeze(-1)
-
-
-def energy_distance(x: torch.Tensor, y: torch.Tensor, yy: float | None = None) -> float:
-    """Energy distance ``2 E|X - Y| - E|X - X'| - E|Y - Y'|`` between two samples."""
-    xy = torch.cdist(x, y).mean()
-    xx = torch.cdist(x, x).mean()
-    yy = float(torch.cdist(y, y).mean()) if yy is None else yy
-    return float(2 * xy - xx) - yy
 
 
 def ot_step_targets(

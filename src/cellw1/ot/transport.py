@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .._data import as_points, like_input, resolve_device
-from .._io import check_format, load_tensors, save_tensors
-from .._version import __version__
-from ..errors import InputError, ModelFileError
+from .._data import like_input, resolve_device
+from .._io import check_format
+from ..errors import ModelFileError
 from .config import W1Config
+from .fitted import FittedMap
 from .lipschitz import LipschitzPotential
 from .potential import CHUNK, build_potential, direction, evaluate
 from .stepsize import StepSize
@@ -21,7 +19,7 @@ FORMAT = "cellw1.TransportMap"
 FORMAT_VERSION = 1
 
 
-class TransportMap:
+class TransportMap(FittedMap):
     """A fitted W1 optimal transport map from a source to a target distribution.
 
     Parameters
@@ -41,6 +39,9 @@ class TransportMap:
     kind. Work is done in chunks of ``batch_size`` rows, so a million cells never build one
     large autograd graph.
     """
+
+    FORMAT = FORMAT
+    FORMAT_VERSION = FORMAT_VERSION
 
     def __init__(
         self,
@@ -76,12 +77,6 @@ class TransportMap:
         return f"TransportMap(dim={self.dim}, step_size_learner={self.config.step_size_learner!r}, device={self.device})"
 
     # -- evaluation -----------------------------------------------------------------------------
-    def _points(self, x: Any, name: str = "x") -> torch.Tensor:
-        t = as_points(x, name, min_points=1)
-        if t.shape[1] != self.dim:
-            raise InputError(f"{name} has {t.shape[1]} features but the map was fitted on {self.dim}.")
-        return t.to(self.device)
-
     def potential(self, x: Any, *, batch_size: int = CHUNK) -> Any:
         """Kantorovich potential ``f(x)``; returns ``(n,)``."""
         return like_input(evaluate(self.potential_net, self._points(x), batch_size), x)
@@ -116,24 +111,6 @@ class TransportMap:
         tensors.update({f"step_size.{k}": v for k, v in self.step_size_net.state_dict().items()})
         return tensors
 
-    def header(self) -> dict[str, Any]:
-        """JSON description of the map (format, dimension, config, fit info)."""
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "cellw1_version": __version__,
-            "dim": self.dim,
-            "config": self.config.to_dict(),
-            "info": self.info,
-        }
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the map to one safetensors file (weights + JSON header), atomically.
-
-        A crash mid-save leaves any previous file at ``path`` intact. No pickle is used.
-        """
-        return save_tensors(path, self.state_tensors(), self.header())
-
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model") -> TransportMap:
         """Rebuild a map from :meth:`state_tensors` and :meth:`header` output."""
@@ -149,9 +126,3 @@ class TransportMap:
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
         return cls(potential, step_size, config, header.get("info"))
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> TransportMap:
-        """Load a map written by :meth:`save` (no pickle; checksummed) onto ``device``."""
-        tensors, header = load_tensors(path, kind="TransportMap")
-        return cls.from_state(tensors, header, source=f"TransportMap file {str(path)!r}").to(device)

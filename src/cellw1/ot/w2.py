@@ -7,23 +7,21 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from .._data import as_points, check_pair, check_seed, like_input, resolve_device, split_validation
-from .._io import check_format, load_tensors, save_tensors
-from .._version import __version__
+from .._io import check_format
 from ..errors import ConfigError, InputError, ModelFileError
 from .config import W2Config
+from .energy import energy_distance
+from .fitted import FittedMap
 from .icnn import ICNN, build_icnn, f_step, g_step, standardization
 from .potential import CHUNK, evaluate, gradient
 from .sampling import minibatch_indices
-from .stepsize import energy_distance
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +32,7 @@ FORMAT_VERSION = 2
 VAL_LIMIT = 1000
 
 
-class W2Map:
+class W2Map(FittedMap):
     """A fitted W2 (Brenier) transport map ``T(x) = m + s * grad g((x - m) / s)``.
 
     ``g`` is an :class:`ICNN` on standardised coordinates ``z = (x - m) / s``
@@ -59,6 +57,9 @@ class W2Map:
     Methods accept a numpy array or a torch tensor ``x: (n, d)`` and return the same kind,
     working in chunks of ``batch_size`` rows.
     """
+
+    FORMAT = FORMAT
+    FORMAT_VERSION = FORMAT_VERSION
 
     def __init__(
         self,
@@ -105,12 +106,6 @@ class W2Map:
     def __repr__(self) -> str:
         return f"W2Map(dim={self.dim}, hidden={self.config.hidden}, device={self.device})"
 
-    def _points(self, x: Any, name: str = "x") -> torch.Tensor:
-        t = as_points(x, name, min_points=1)
-        if t.shape[1] != self.dim:
-            raise InputError(f"{name} has {t.shape[1]} features but the map was fitted on {self.dim}.")
-        return t.to(self.device)
-
     def transport(self, x: Any, *, batch_size: int = CHUNK) -> Any:
         """Transported points ``T(x) = m + s * grad g((x - m) / s)``; returns ``(n, d)``."""
         z = (self._points(x) - self.shift) / self.scale
@@ -129,21 +124,6 @@ class W2Map:
         tensors["standardizer.shift"] = self.shift
         tensors["standardizer.scale"] = torch.tensor([self.scale], dtype=torch.float64)
         return tensors
-
-    def header(self) -> dict[str, Any]:
-        """JSON description of the map (format, dimension, config, fit info)."""
-        return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "cellw1_version": __version__,
-            "dim": self.dim,
-            "config": self.config.to_dict(),
-            "info": self.info,
-        }
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the map to one safetensors file (weights + JSON header), atomically; no pickle."""
-        return save_tensors(path, self.state_tensors(), self.header())
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model") -> W2Map:
@@ -166,12 +146,6 @@ class W2Map:
             return cls(f, g, config, header.get("info"), shift=shift, scale=scale)
         except (KeyError, RuntimeError, ValueError, TypeError, ConfigError, InputError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
-
-    @classmethod
-    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> W2Map:
-        """Load a map written by :meth:`save` (no pickle; checksummed) onto ``device``."""
-        tensors, header = load_tensors(path, kind="W2Map")
-        return cls.from_state(tensors, header, source=f"W2Map file {str(path)!r}").to(device)
 
 
 def build_optimizer(net: ICNN, config: W2Config) -> torch.optim.Adam:
@@ -206,7 +180,7 @@ def fit_w2(
     source, target
         ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified).
     config
-        Solver configuration; :class:`W2Config` (the paper's 100,000 steps) when ``None``.
+        Solver configuration; :class:`W2Config` (5,000 steps; ``W2Config.paper()``: the paper's 100,000) when ``None``.
     seed
         Seed of initialisation, split and minibatches: the same seed gives identical results
         on the CPU.

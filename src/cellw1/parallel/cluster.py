@@ -1,55 +1,10 @@
 """Fit many perturbation models at once on a Dask cluster (``fit_all(..., scheduler=...)``).
 
-:func:`cellw1.fit_all` fits one model per perturbation. They are independent, so with
-``scheduler=`` each perturbation becomes one Dask task, run by worker processes on this
-machine (``"local"``: a :class:`distributed.LocalCluster` started and closed here) or on
-other machines (``"tcp://host:port"``: an existing cluster started with ``dask scheduler``
-and ``dask worker tcp://host:port``; the same code path). Needs the ``distributed`` extra
-(``pip install "cellw1[distributed]"``) and cellw1 installed on every worker.
-
-Data shipping
-    The cells are sent once, not once per task. The client cuts the AnnData down to what the
-    fits read (the control and the requested perturbations; the one matrix used (``X``, the
-    layer or the obsm embedding); the condition column; the gene names) and scatters that one
-    object with ``client.scatter(..., broadcast=False)``: the client sends it once, to one
-    worker. Every task takes the scattered future as its argument, so the other workers copy
-    it from that worker (peer to peer) when their first task needs it and reuse it for the
-    next. If every copy is lost with its worker, the data are scattered again (at most
-    :data:`MAX_RESCATTERS` times) and the cancelled tasks resubmitted.
-
-One thread, same answer
-    Each task sets ``torch.set_num_threads(threads_per_worker)`` (default 1) for the fit and
-    restores it afterwards, and a ``"local"`` cluster runs one task at a time per worker
-    process, so ``n_workers`` fits run side by side without oversubscribing the cores. A fit
-    is deterministic on the CPU for a given seed, and the worker fits the same rows in the
-    same order as :func:`cellw1.fit` in this process, so the models are identical to an
-    in-process run with as many torch threads (checked in ``tests/test_distributed.py``).
-    In our checks (20 and 300 genes) W1 fits with 1 and 2 torch threads also gave identical
-    predictions, but that is not guaranteed (a BLAS may split its sums by thread), so compare
-    runs with the same thread count: the tests use one thread on both sides.
-    ``"local"`` workers start without Dask's ``MALLOC_TRIM_THRESHOLD_`` (see
-    :data:`WORKER_ENVIRON`), which slowed each fit 1.3-1.6x. On your own cluster, set
-    ``distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_: null`` in the Dask
-    configuration of the workers for the same effect.
-
-Results, atomic writes and resume
-    Models come back to the client as they finish (:func:`distributed.as_completed`); with
-    ``out=`` the client saves each one at once through :class:`cellw1.tl.collection.CollectionDirectory`:
-    the model files first (each atomic), then the index ``collection.json`` (atomic), which
-    lists complete models only. The workers write nothing, so they need no shared disk. An
-    interrupted run keeps every finished model; rerunning with the same ``out`` loads those
-    (and logs their names) and fits only the rest. The index keeps the fit settings (method,
-    space, seed, config...); a run with other settings is refused instead of mixing models.
-    One run at a time may write a directory (it is locked while a run writes it). (Models travel from the workers to the client
-    by Dask's pickle-based serialisation, so use clusters you trust; the files stay pickle-free.)
-
-Failures
-    A perturbation that cannot be fitted (a :class:`~cellw1.errors.CellW1Error` such as too
-    few cells) or whose worker died (:class:`distributed.KilledWorker`, after Dask's own
-    retries) is yielded as a failure for that name; the other tasks go on. ``fit_all`` lists
-    them in ``collection.failures`` and logs a summary, or raises the first one with
-    ``on_error="raise"`` (pending tasks are then cancelled and a local cluster closed).
-    Other exceptions are bugs and propagate, as they do in-process.
+Each perturbation is one Dask task; the cells are scattered once and copied between workers,
+each task fits with ``threads_per_worker`` torch threads (so models equal in-process ones), the
+client saves each model as it arrives, and a failed fit or a dead worker fails only its own
+perturbation. Needs the ``distributed`` extra. The design, with its measurements, is in
+docs/parallel.md.
 """
 
 from __future__ import annotations

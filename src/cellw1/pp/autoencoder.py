@@ -20,21 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .._data import resolve_device
+from ..ot.mlp import mlp
 from ..ot.potential import adam_kernel
 from ..ot.sampling import Cells, MemoryCells, minibatches
 from .embedding import ACTIVATIONS, CHUNK, LOW_DIM, Embedding, EmbeddingConfig
 
 logger = logging.getLogger(__name__)
-
-
-def _mlp(widths: Sequence[int], activation: str) -> nn.Sequential:
-    """Linear layers ``widths[0] -> ... -> widths[-1]`` with the activation between them."""
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if i < len(widths) - 2:
-            layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
 
 
 class AutoencoderNet(nn.Module):
@@ -44,8 +35,8 @@ class AutoencoderNet(nn.Module):
         super().__init__()
         self.n_features, self.latent, self.activation = int(n_features), int(latent), activation
         self.hidden = tuple(int(h) for h in hidden)
-        self.encoder = _mlp((self.n_features, *self.hidden, self.latent), activation)
-        self.decoder = _mlp((self.latent, *self.hidden[::-1], self.n_features), activation)
+        self.encoder = mlp((self.n_features, *self.hidden, self.latent), ACTIVATIONS[activation])
+        self.decoder = mlp((self.latent, *self.hidden[::-1], self.n_features), ACTIVATIONS[activation])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction of ``x: (n, g)``."""

@@ -14,13 +14,12 @@ of both groups (control and perturbed), so both are described in the same coordi
   validation loss stops improving (Methods 4.2, "Hyperparameters and training details").
 
 Every embedding stores itself as tensors plus a JSON header (:meth:`Embedding.state_tensors`,
-:meth:`Embedding.header`, :func:`~cellw1.pp.spaces.load_embedding`); the caller writes them with
-:func:`cellw1._io.save_tensors`, never with pickle.
+:meth:`Embedding.header`, :func:`~cellw1.pp.spaces.load_embedding`); the model that holds it
+writes them to its safetensors file, never with pickle.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from torch import nn
 
 from .._io import check_format
 from ..errors import ConfigError, InputError, ModelFileError
-from ..ot.config import check_fields
+from ..ot.config import Config, check_fields
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ PCA_SOLVERS: tuple[str, ...] = ("auto", "exact", "randomized")
 
 
 @dataclass(frozen=True)
-class EmbeddingConfig:
+class EmbeddingConfig(Config):
     """Hyper-parameters of the embeddings (only the ones of the chosen space are used).
 
     Attributes
@@ -126,25 +125,9 @@ class EmbeddingConfig:
         if not isinstance(self.device, (str, torch.device)):
             raise ConfigError(f"device={self.device!r} must be a string such as 'cpu', 'cuda' or 'auto'.")
 
-    def replace(self, **changes: Any) -> EmbeddingConfig:
-        """A copy with some fields changed (the config itself is frozen)."""
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary of every field."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["device"] = str(out["device"])
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EmbeddingConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer file format)."""
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ConfigError(
-                f"unknown EmbeddingConfig fields {sorted(unknown)}; the file may come from a newer cellw1."
-            )
-        return cls(**data)
+        """JSON-ready dictionary of every field (the device as text)."""
+        return {**super().to_dict(), "device": str(self.device)}
 
 
 # -- input checks ------------------------------------------------------------------------------
