@@ -19,12 +19,12 @@ Protocol (seed 0 unless ``--seed``):
   used as it comes out. The benchmark never clips.
 
 (a) cellw1's own metrics per target and method, in the model's log1p space
-(``model.preprocess``, as ``cellw1.evaluation`` scores), with the top-50 DE genes chosen by
-``cellw1.degenes.top_de_genes`` on the *training* cells:
+(``model.preprocess``, as ``cellw1.eval.evaluation`` scores), with the top-50 DE genes chosen by
+``cellw1.eval.degenes.top_de_genes`` on the *training* cells:
 
 - ``shift_ratio``: |mean(pred) - mean(test control)| / |mean(test perturbed) - mean(test control)|
   on the top-50 genes (1 = moves exactly as far as the data);
-- ``mmd`` (``cellw1.metrics.mmd``) and ``energy`` (``cellw1.metrics.energy_distance``) between
+- ``mmd`` (``cellw1.eval.metrics.mmd``) and ``energy`` (``cellw1.eval.metrics.energy_distance``) between
   predicted and held-out perturbed cells on the top-50 genes;
 - ``cosine``: cosine of the predicted vs observed mean change over all genes;
 - ``frac_negative``: share of predicted values < 0; ``min_value``;
@@ -103,10 +103,10 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 import cellw1  # noqa: E402
-from cellw1.degenes import top_de_genes  # noqa: E402
-from cellw1.methods import METHODS  # noqa: E402
-from cellw1.metrics import energy_distance, mmd  # noqa: E402
-from cellw1.preprocessing import Preprocessor  # noqa: E402
+from cellw1.eval.degenes import top_de_genes  # noqa: E402
+from cellw1.tl.methods import METHODS  # noqa: E402
+from cellw1.eval.metrics import energy_distance, mmd  # noqa: E402
+from cellw1.pp.preprocessing import Preprocessor  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1] / "shared" / "data" / "papalexi2021_eccite_thp1_crispr.h5ad"

@@ -483,7 +483,7 @@ def stage_predict(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def score(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
-    from cellw1.metrics import energy_distance, l2, mmd, r2
+    from cellw1.eval.metrics import energy_distance, l2, mmd, r2
 
     return {"mmd": mmd(pred, obs, max_points=2000), "energy": energy_distance(pred, obs, max_points=2000),
             "r2": r2(pred, obs), "l2": l2(pred, obs)}
@@ -493,8 +493,8 @@ def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
     import anndata as ad
 
     import cellw1
-    from cellw1.degenes import top_de_genes
-    from cellw1.embedding import fit_embedding
+    from cellw1.eval.degenes import top_de_genes
+    from cellw1.pp.spaces import fit_embedding
 
     path, workdir = data_path(args), Path(args.workdir)
     group, x = open_matrix(path)

@@ -84,7 +84,7 @@ def main() -> None:
         start = time.perf_counter()
         result = cellw1.evaluate(
             adata, key, control, extra.pop("perturbations", None), methods=args.methods.split(","),
-            n_repeats=args.repeats, config=cellw1.W1Config(**json.loads(args.w1_config)), w2_config=cellw1.W2Config.benchmark(n_iters=args.w2_iters), progress=False, **extra,
+            n_repeats=args.repeats, config=cellw1.W1Config(**json.loads(args.w1_config)), w2_config=cellw1.W2Config(n_iters=args.w2_iters), progress=False, **extra,
         )
         result.save(args.out / run)
         summary = result.summary().pivot(index="method", columns="metric", values="median").reindex(result.methods)

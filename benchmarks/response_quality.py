@@ -41,9 +41,9 @@ import torch
 
 import cellw1
 from cellw1.datasets import load_toy
-from cellw1.lipschitz import LipschitzPotential
-from cellw1.metrics import energy_distance
-from cellw1.monotonicity import bookshelf_spearman, circles_inner_to_inner
+from cellw1.ot.lipschitz import LipschitzPotential
+from cellw1.eval.metrics import energy_distance
+from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner
 
 RESULTS = Path(__file__).parent / "results"
 TOYS = ("bookshelf", "circles", "swiss_roll", "moons", "8gaussians", "checkerboard")

@@ -77,7 +77,7 @@ Metrics (per method and seed, on the test cells C)
   the same vector);
 * ``cosine``: mean cosine between predicted and true per-cell displacements;
 * ``mag_ratio``: mean predicted over mean true response magnitude;
-* ``energy``: :func:`cellw1.metrics.energy_distance` of ``T(C)`` against ``R(C)`` as
+* ``energy``: :func:`cellw1.eval.metrics.energy_distance` of ``T(C)`` against ``R(C)`` as
   distributions (ignores the pairing);
 * ``seconds``: fit time (for the kNN methods, the OT solve and the kNN extrapolation).
 
@@ -115,7 +115,7 @@ import numpy as np
 import torch
 
 import cellw1
-from cellw1.metrics import energy_distance
+from cellw1.eval.metrics import energy_distance
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 RESULTS = Path(__file__).parent / "results"

@@ -31,11 +31,11 @@ import torch
 
 import cellw1
 from cellw1.datasets import synthetic_perturbation
-from cellw1.embedding import fit_embedding
-from cellw1.metrics import energy_distance, mmd
-from cellw1.potential import adam_kernel, build_potential, potential_step
-from cellw1.preprocessing import fit_preprocessor
-from cellw1.stepsize import StepSize, regression_step
+from cellw1.pp.spaces import fit_embedding
+from cellw1.eval.metrics import energy_distance, mmd
+from cellw1.ot.potential import adam_kernel, build_potential, potential_step
+from cellw1.pp.preprocessing import fit_preprocessor
+from cellw1.ot.stepsize import StepSize, regression_step
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -105,7 +105,7 @@ def w1_case(d: int, n: int, config: cellw1.W1Config, label: str, data=None) -> d
 
 def w2_case(d: int, n: int, iters: int, data) -> dict:
     src, tgt, test_src, test_tgt = data
-    config = cellw1.W2Config.benchmark(n_iters=iters, eval_every=max(iters // 20, 1))
+    config = cellw1.W2Config(n_iters=iters, eval_every=max(iters // 20, 1))
     start = time.perf_counter()
     w2 = cellw1.fit_w2(src, tgt, config, seed=0)
     seconds = time.perf_counter() - start
@@ -124,7 +124,7 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cellw1.plotting import save_png
+    from cellw1.pl.plotting import save_png
 
     paths = []
     for key, fixed, name in (("d", ("n_per_side", 4000), "speed_vs_dim.png"),

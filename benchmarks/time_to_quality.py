@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 import cellw1
-from cellw1.metrics import mmd
+from cellw1.eval.metrics import mmd
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results" / "time_to_quality.json"

@@ -6,31 +6,19 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 
 import cellw1
-from cellw1 import InputError, ModelFileError, W1Config
-from cellw1.methods import METHODS
+from cellw1 import InputError, ModelFileError
+from cellw1.tl.methods import METHODS
+from conftest import FAST, count_adata
 
-FAST = W1Config(potential_iters=150, step_iters=100, eval_every=50)
 
 
 def tiny_adata(n: int = 120, genes: int = 30, seed: int = 0, sparse: bool = True) -> ad.AnnData:
     """Counts for a control group and two perturbations; 'up' raises genes 0-4 fourfold."""
-    rng = np.random.default_rng(seed)
-    base = rng.gamma(2.0, 2.0, size=genes)
-    groups = np.repeat(["ctrl", "up", "none"], n)
-    rate = np.tile(base, (3 * n, 1))
-    rate[groups == "up", :5] *= 4.0
-    counts = rng.poisson(rate).astype(np.float32)
-    obs = pd.DataFrame(
-        {"condition": groups, "cell_type": rng.choice(["T", "B"], 3 * n)},
-        index=[f"cell{i}" for i in range(3 * n)],
-    )
-    var = pd.DataFrame(index=[f"gene{j}" for j in range(genes)])
-    return ad.AnnData(X=sp.csr_matrix(counts) if sparse else counts, obs=obs, var=var)
+    return count_adata(["ctrl", "up", "none"], n, genes, seed=seed, effects={1: 4.0}, covariate=("cell_type", ["T", "B"]),
+                       sparse=sparse)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +171,7 @@ def test_methods_can_share_one_fitted_embedding(adata: ad.AnnData) -> None:
 
 def test_one_run_at_a_time_writes_a_collection_directory(tmp_path: Path) -> None:
     """A second writer is refused while the first holds the directory, and admitted after."""
-    from cellw1.model import CollectionDirectory
+    from cellw1.tl.collection import CollectionDirectory
 
     settings = {"method": "identity"}
     with CollectionDirectory(tmp_path / "models", settings):

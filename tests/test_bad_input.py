@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import struct
 from collections.abc import Callable
@@ -21,47 +20,29 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from safetensors.torch import save as st_save
 
 import cellw1
 from cellw1 import ConfigError, InputError, ModelFileError, W1Config
 from cellw1._io import tensor_checksum
 from cellw1.cli.main import main
+from conftest import TINY as TINY_CONFIG
+from conftest import count_adata, digest, temp_files
 
-TINY = W1Config(potential_iters=20, step_iters=20, eval_every=10, batch_size=32, hidden=(16, 16), step_hidden=(16,))
+TINY = TINY_CONFIG.replace(batch_size=32)
 TINY_ARGS = ["--potential-iters", "20", "--step-iters", "20", "--quiet"]
 
 
 def counts(n: int = 40, genes: int = 12, seed: int = 0, labels: tuple[Any, Any] = ("ctrl", "pert")) -> ad.AnnData:
     """Counts of ``n`` control and ``n`` perturbed cells; the perturbation doubles genes 0-2."""
-    rng = np.random.default_rng(seed)
-    rate = np.tile(rng.gamma(3.0, 5.0, size=genes), (2 * n, 1))
-    rate[n:, :3] *= 2.0
-    obs = pd.DataFrame({"cond": np.repeat(np.asarray(labels), n)}, index=[f"c{i}" for i in range(2 * n)])
-    var = pd.DataFrame(index=[f"g{j:03d}" for j in range(genes)])
-    return ad.AnnData(X=rng.poisson(rate).astype(np.float32), obs=obs, var=var)
-
-
-def digest(path: Path) -> str:
-    """SHA-256 of a file, or of every file under a directory (names and bytes)."""
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        h.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
-        h.update(file.read_bytes())
-    return h.hexdigest()
+    return count_adata(labels, n, genes, seed=seed, effects={1: 2.0}, affected=3, gamma=(3.0, 5.0), key="cond",
+                       cell_name="c{}", gene_name="g{:03d}", sparse=False)
 
 
 def adata_digest(adata: ad.AnnData) -> str:
     h = hashlib.sha256(np.ascontiguousarray(np.asarray(adata.X)).tobytes())
     h.update(adata.obs.to_csv().encode() + adata.var.to_csv().encode())
     return h.hexdigest()
-
-
-def temp_files(*folders: Path) -> list[Path]:
-    """Temporary files cellw1 may leave behind (a crash must not)."""
-    return [p for folder in folders if folder.exists() for p in folder.rglob("*") if p.name.endswith((".tmp", ".old"))]
 
 
 @pytest.fixture(scope="module")

@@ -18,40 +18,32 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
-import pandas as pd
 import pytest
-import scipy.sparse as sp
 import torch
 
 import cellw1
-import cellw1.distributed
-from cellw1 import CellW1Error, ConfigError, InputError, W1Config
+import cellw1.parallel.cluster
+from cellw1 import CellW1Error, ConfigError, InputError
 from cellw1.cli.main import main
-from cellw1.distributed import LOCAL_CLUSTER_QUIET
-from cellw1.model import COLLECTION_FILE, MODEL_FILE, PerturbationModel
+from cellw1.parallel.cluster import LOCAL_CLUSTER_QUIET
+from cellw1.tl.model import COLLECTION_FILE, MODEL_FILE, PerturbationModel
+from conftest import TINY as TINY_CONFIG
+from conftest import count_adata
 
 distributed = pytest.importorskip("distributed")
 
-TINY = W1Config(hidden=(16, 16), step_hidden=(16,), potential_iters=60, step_iters=30)
+TINY = TINY_CONFIG.replace(potential_iters=60, step_iters=30, eval_every=100)
 UNREACHABLE = "tcp://127.0.0.1:9"
 
 
 def make_adata(n: int = 60, genes: int = 20, seed: int = 0, rare: int = 0) -> ad.AnnData:
     """Counts of a control and three perturbations ('up' and 'down' scale genes 0-3 by 4 and 1/4);
     ``rare`` adds a perturbation with that many cells (too few to fit)."""
-    rng = np.random.default_rng(seed)
-    base = rng.gamma(2.0, 4.0, size=genes)
-    groups = np.repeat(["ctrl", "up", "down", "none"], n)
+    groups, sizes = ["ctrl", "up", "down", "none"], [n] * 4
     if rare:
-        groups = np.concatenate([groups, np.repeat("rare", rare)])
-    rate = np.tile(base, (len(groups), 1))
-    rate[groups == "up", :4] *= 4.0
-    rate[groups == "down", :4] /= 4.0
-    rate[groups == "rare", :4] *= 2.0
-    counts = rng.poisson(rate).astype(np.float32)
-    obs = pd.DataFrame({"condition": groups, "batch": rng.choice(["a", "b"], len(groups))},
-                       index=[f"cell{i}" for i in range(len(groups))])
-    return ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(genes)]))
+        groups, sizes = [*groups, "rare"], [*sizes, rare]
+    return count_adata(groups, sizes, genes, seed=seed, effects={1: 4.0, 2: 0.25, 4: 2.0}, affected=4, gamma=(2.0, 4.0),
+                       covariate=("batch", ["a", "b"]), gene_name="g{}")
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +221,7 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData) -> None:
         import os
         import time
 
-        import cellw1.api as api
+        import cellw1.tl.api as api
 
         original = api.fit
 
@@ -280,8 +272,8 @@ def test_data_lost_with_their_worker_are_sent_again(adata: ad.AnnData, caplog: p
 
 
 def test_unreachable_scheduler_is_a_clear_error_quickly(adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert cellw1.distributed.CONNECT_TIMEOUT <= 10
-    monkeypatch.setattr(cellw1.distributed, "CONNECT_TIMEOUT", 2.0)
+    assert cellw1.parallel.cluster.CONNECT_TIMEOUT <= 10
+    monkeypatch.setattr(cellw1.parallel.cluster, "CONNECT_TIMEOUT", 2.0)
     start = time.perf_counter()
     message = r"could not reach a Dask scheduler at 'tcp://127.0.0.1:9' within 2 s.*dask scheduler"
     with pytest.raises(InputError, match=message):

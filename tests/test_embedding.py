@@ -9,16 +9,10 @@ import pytest
 import torch
 
 from cellw1._io import load_tensors, save_tensors
-from cellw1.embedding import (
-    EMBEDDINGS,
-    Autoencoder,
-    EmbeddingConfig,
-    GeneSpace,
-    PCAEmbedding,
-    fit_embedding,
-    load_embedding,
-    principal_components,
-)
+from cellw1.pp.spaces import EMBEDDINGS, fit_embedding, load_embedding
+from cellw1.pp.autoencoder import Autoencoder
+from cellw1.pp.embedding import EmbeddingConfig, GeneSpace
+from cellw1.pp.pca import PCAEmbedding, principal_components
 from cellw1.errors import ConfigError, InputError, ModelFileError
 
 #: a short autoencoder schedule for tests
@@ -111,7 +105,7 @@ def test_randomized_and_exact_pca_agree() -> None:
 
 def test_pca_components_are_clipped_with_a_note(caplog) -> None:
     x = low_rank(12, 30, 4, seed=4, noise=0.1)
-    with caplog.at_level(logging.INFO, logger="cellw1.embedding"):
+    with caplog.at_level(logging.INFO, logger="cellw1.pp.pca"):
         emb = fit_embedding("pca", x)  # default 50 components
     assert emb.dim == 11  # n_cells - 1
     assert "n_components=50 reduced to 11" in caplog.text

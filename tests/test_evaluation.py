@@ -10,12 +10,14 @@ import pandas as pd
 import pytest
 from scipy.stats import ranksums
 
-from cellw1 import W1Config, api
+from cellw1 import W1Config
+from cellw1.tl import api
 from cellw1.datasets import synthetic_perturbation
 from cellw1.errors import ConfigError, InputError
-from cellw1.evaluation import EvaluationResult, evaluate, n_test_cells, split_group
-from cellw1.metrics import METRICS
-from cellw1.report import plot_embedding, plot_metric_bars
+from cellw1.eval.result import EvaluationResult
+from cellw1.eval.evaluation import evaluate, n_test_cells, split_group
+from cellw1.eval.metrics import METRICS
+from cellw1.pl.report import plot_embedding, plot_metric_bars
 
 TINY = W1Config(potential_iters=150, step_iters=100)
 METHODS = ("identity", "observed", "scgen", "w1")
@@ -35,7 +37,7 @@ def result(data: ad.AnnData) -> tuple[EvaluationResult, ad.AnnData]:
 
 
 class FitSpy:
-    """Wraps ``cellw1.api.fit`` to record the training cells and the cells each model predicts."""
+    """Wraps ``cellw1.tl.api.fit`` to record the training cells and the cells each model predicts."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[dict] = []

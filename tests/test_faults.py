@@ -29,9 +29,9 @@ import pandas as pd
 import pytest
 
 import cellw1
-from cellw1 import W1Config
 
-from test_bad_input import counts, digest, temp_files
+from conftest import TINY, digest, temp_files
+from test_bad_input import counts
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork, rlimits and signals as on Linux")
 
@@ -160,7 +160,7 @@ def _world(root: Path) -> dict[str, Path]:
     many.write_h5ad(root / "many.h5ad")
     out = root / "out"
     out.mkdir()
-    model = cellw1.fit(cells, "cond", "ctrl", "pert", config=W1Config(potential_iters=20, step_iters=20), progress=False)
+    model = cellw1.fit(cells, "cond", "ctrl", "pert", config=TINY, progress=False)
     model.save(out / "model")
     model.predict(cells, out=out / "pred.h5ad")
     for path in [root, *root.rglob("*")]:

@@ -8,8 +8,10 @@ import torch
 
 from cellw1._io import save_tensors
 from cellw1.errors import ConfigError, InputError, ModelFileError
-from cellw1.icnn import ICNN, W2Config, W2Map, f_step, fit_w2, g_step, standardization
-from cellw1.stepsize import energy_distance
+from cellw1.ot.icnn import ICNN, f_step, g_step, standardization
+from cellw1.ot.config import W2Config
+from cellw1.ot.w2 import W2Map, fit_w2
+from cellw1.ot.energy import energy_distance
 
 SHIFT = np.array([3.0, 0.0])
 #: short but converged schedule for the 2-D translation (the paper: 100,000 x 10 at lr 1e-4)
@@ -171,7 +173,7 @@ def test_short_fit_is_not_worse_than_identity() -> None:
     source, target = cell_like(0)
     test_source, test_target = cell_like(1)
     identity = energy(test_source, test_target)
-    short = W2Config.benchmark(n_iters=50, eval_every=10)
+    short = W2Config(n_iters=50, eval_every=10)
     tmap = fit_w2(source, target, short, seed=0)
     assert energy(tmap.transport(test_source), test_target) <= 1.1 * identity
     plain = fit_w2(source, target, short.replace(standardize=False, quadratic=False), seed=0)
@@ -294,12 +296,13 @@ def test_bad_config_raises_config_error(changes: dict) -> None:
         W2Config(**changes)
 
 
-def test_paper_defaults_and_benchmark_preset() -> None:
-    paper = W2Config()
+def test_short_default_and_paper_schedule() -> None:
+    default, paper = W2Config(), W2Config.paper()
     assert (paper.hidden, paper.n_iters, paper.n_inner, paper.lr, paper.betas, paper.batch_size) == (
         (64, 64, 64, 64), 100_000, 10, 1e-4, (0.5, 0.9), 256,
     )
-    bench = W2Config.benchmark()
-    assert bench.n_iters < paper.n_iters and bench.lr == paper.lr and bench.n_inner == 10
-    assert W2Config.from_dict(bench.to_dict()) == bench
-    assert paper.standardize and paper.quadratic and bench.standardize and bench.quadratic
+    assert (default.n_iters, default.eval_every, paper.eval_every) == (5_000, 250, 1_000)
+    assert default == paper.replace(n_iters=5_000, eval_every=250)  # only the schedule differs
+    assert W2Config.paper(n_iters=10).n_iters == 10
+    assert W2Config.from_dict(default.to_dict()) == default
+    assert default.standardize and default.quadratic and paper.standardize and paper.quadratic

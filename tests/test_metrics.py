@@ -11,9 +11,9 @@ import scipy.sparse as sp
 import torch
 from scipy.spatial.distance import cdist
 
-from cellw1.degenes import top_de_genes
+from cellw1.eval.degenes import top_de_genes
 from cellw1.errors import ConfigError, InputError
-from cellw1.metrics import (
+from cellw1.eval.metrics import (
     DEFAULT_GAMMAS,
     METRICS,
     Metric,
@@ -63,7 +63,7 @@ def test_r2_is_the_squared_pearson_correlation(clouds):
 def test_r2_of_constant_means_is_nan_with_a_warning(caplog):
     x = np.ones((10, 4))
     y = np.random.default_rng(1).normal(size=(12, 4))
-    with caplog.at_level(logging.WARNING, logger="cellw1.metrics"):
+    with caplog.at_level(logging.WARNING, logger="cellw1.eval.metrics"):
         assert np.isnan(r2(x, y))
         assert np.isnan(r2(y[:, :1], y[:, :1]))  # one feature: no correlation exists
     assert "undefined" in caplog.text
@@ -108,7 +108,7 @@ def test_mmd_chunking_matches_one_block(monkeypatch):
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(53, 3)), rng.normal(size=(41, 3)) * 1.5
     expected = naive_mmd(x, y, DEFAULT_GAMMAS)
-    monkeypatch.setattr("cellw1.metrics.CHUNK_ELEMENTS", 100)  # 1-2 rows per block
+    monkeypatch.setattr("cellw1.eval.metrics.CHUNK_ELEMENTS", 100)  # 1-2 rows per block
     assert mmd(x, y) == pytest.approx(expected, rel=1e-10)
     assert energy_distance(x, y) == pytest.approx(
         2 * cdist(x, y).mean() - cdist(x, x).mean() - cdist(y, y).mean(), rel=1e-10
@@ -297,7 +297,7 @@ def test_top_de_genes_keeps_torch_thread_setting() -> None:
     """Scanpy's ranking resets torch's thread count; an oversubscribed torch is 10x slower."""
     import torch
 
-    from cellw1.degenes import top_de_genes
+    from cellw1.eval.degenes import top_de_genes
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -17,7 +17,8 @@ import zarr
 from anndata.io import write_elem
 
 from cellw1.errors import InputError
-from cellw1.ondisk import PredictionWriter, is_on_disk, open_disk_data
+from cellw1.io.writer import PredictionWriter
+from cellw1.io.readers import is_on_disk, open_disk_data
 
 N_CELLS, N_GENES = 301, 13  # uneven so shape mix-ups surface
 
@@ -99,10 +100,10 @@ def test_read_rows_equal_in_memory_rows(stored) -> None:
 
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
 def test_scattered_csr_rows_read_in_many_small_windows(tmp_path: Path, monkeypatch, suffix: str) -> None:
-    import cellw1.ondisk
+    import cellw1.io.readers
 
-    monkeypatch.setattr(cellw1.ondisk, "SPARSE_GAP", 0)
-    monkeypatch.setattr(cellw1.ondisk, "SPARSE_WINDOW", 10)  # values; a row has ~5
+    monkeypatch.setattr(cellw1.io.readers, "SPARSE_GAP", 0)
+    monkeypatch.setattr(cellw1.io.readers, "SPARSE_WINDOW", 10)  # values; a row has ~5
     adata = _adata(sparse=True)
     counts = adata.X.toarray()
     counts[7] = 0.0  # an empty row among the selected ones

@@ -11,7 +11,7 @@ import pytest
 import scipy.sparse as sp
 
 from cellw1.errors import ConfigError, InputError
-from cellw1.preprocessing import Preprocessor, detect_input_kind, fit_preprocessor
+from cellw1.pp.preprocessing import Preprocessor, detect_input_kind, fit_preprocessor
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SPARSE = (sp.csr_matrix, sp.csc_matrix)

@@ -12,8 +12,8 @@ import torch
 
 import cellw1
 from cellw1 import W1Config
-from cellw1.calibration import calibrate, fit_calibration
-from cellw1.metrics import energy_distance
+from cellw1.pp.calibration import calibrate, fit_calibration
+from cellw1.eval.metrics import energy_distance
 
 FAST = W1Config(potential_iters=300, step_iters=200, energy_iters=300, eval_every=50)
 
@@ -124,7 +124,7 @@ def test_measured_cells_are_clipped_only() -> None:
 @pytest.mark.parametrize("dim", [7, 300])
 def test_energy_pool_equals_the_direct_energy_distance(dim: int) -> None:
     """Pooled inner products (many dimensions) or distances (few) give the energy distance and its gradient."""
-    from cellw1.energy import EnergyPool
+    from cellw1.ot.energy import EnergyPool
 
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, dim, generator=g, dtype=torch.float64), torch.randn(30, dim, generator=g, dtype=torch.float64) + 1

@@ -10,7 +10,7 @@ import torch
 import cellw1
 from cellw1 import W1Config
 from cellw1.datasets import load_toy
-from cellw1.monotonicity import bookshelf_spearman, circles_inner_to_inner
+from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner
 
 FAST = W1Config(potential_iters=800, step_iters=400, eval_every=50)
 
@@ -55,7 +55,7 @@ def test_translation_transport_is_the_shift(translation) -> None:
 
 def test_unit_gradient_norm_after_training(translation) -> None:
     x, _, _, tmap = translation
-    grad = cellw1.potential.gradient(tmap.potential_net, torch.as_tensor(x))
+    grad = cellw1.ot.potential.gradient(tmap.potential_net, torch.as_tensor(x))
     assert abs(float(grad.norm(dim=1).median()) - 1.0) < 0.05
 
 
@@ -155,7 +155,7 @@ def test_cuda_fit_matches_cpu_closely() -> None:  # pragma: no cover - GPU machi
 
 def test_step_size_inputs_use_one_scale_for_all_features() -> None:
     """A feature that is constant in training must not explode on new cells."""
-    from cellw1.stepsize import Standardize
+    from cellw1.ot.stepsize import Standardize
 
     x = torch.randn(200, 3)
     x[:, 2] = 1.0  # constant in training

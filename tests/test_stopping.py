@@ -6,8 +6,8 @@ import numpy as np
 import torch
 
 import cellw1
-from cellw1.potential import fit_potential
-from cellw1.stopping import Plateau
+from cellw1.ot.potential import fit_potential
+from cellw1.ot.stopping import Plateau
 
 
 def test_plateau_counts_evaluations_without_significant_improvement() -> None:

@@ -10,15 +10,16 @@ import pytest
 import torch
 
 import cellw1
-from cellw1 import ConfigError, EmbeddingConfig, InputError, W1Config
+from cellw1 import ConfigError, EmbeddingConfig, InputError
 from cellw1.datasets import synthetic_perturbation
-from cellw1.metrics import energy_distance
-from cellw1.ondisk import open_disk_data
-from cellw1.preprocessing import fit_preprocessor, fit_preprocessor_streaming
-from cellw1.sampling import DiskCells, MemoryCells, minibatches
-from cellw1.streaming import row_blocks
+from cellw1.eval.metrics import energy_distance
+from cellw1.io.readers import open_disk_data
+from cellw1.pp.preprocessing import fit_preprocessor, fit_preprocessor_streaming
+from cellw1.ot.sampling import DiskCells, MemoryCells, minibatches
+from cellw1.tl.streaming import row_blocks
+from conftest import FAST as FAST_CONFIG
 
-FAST = W1Config(potential_iters=200, step_iters=150, eval_every=50)
+FAST = FAST_CONFIG.replace(potential_iters=200, step_iters=150)
 
 
 @pytest.fixture(scope="module")

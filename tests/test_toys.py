@@ -7,15 +7,15 @@ import pytest
 
 from cellw1.datasets import TOYS, Toy, circles, load_toy
 from cellw1.errors import InputError
-from cellw1.monotonicity import (
+from cellw1.eval.metrics import energy_distance
+from cellw1.eval.monotonicity import (
     bookshelf_spearman,
     circles_inner_to_inner,
-    energy_distance,
     exact_w1,
     label_preservation,
     toy_scores,
 )
-from cellw1.plotting import plot_transport
+from cellw1.pl.plotting import plot_transport
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -11,8 +11,9 @@ import torch
 
 import cellw1
 from cellw1 import ConfigError, InputError, ModelFileError, W1Config
+from conftest import TINY as TINY_CONFIG
 
-TINY = W1Config(hidden=(16, 16), step_hidden=(16,), potential_iters=40, step_iters=20, eval_every=10)
+TINY = TINY_CONFIG.replace(potential_iters=40)
 
 
 @pytest.fixture(scope="module")

@@ -15,41 +15,50 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 #: public name -> submodule defining it; imported on first use (PEP 562), so that
 #: ``import cellw1`` is light and the ``cellw1`` command can handle Ctrl-C while torch loads
 _EXPORTS: dict[str, str] = {
-    "W1Config": "config",
+    "W1Config": "ot.config",
     "CellW1Error": "errors", "ConfigError": "errors", "InputError": "errors", "ModelFileError": "errors",
     "OutputError": "errors",
-    "GroupSort": "lipschitz", "LipschitzPotential": "lipschitz", "OrthonormalLinear": "lipschitz",
-    "fit_potential": "potential", "potential_step": "potential",
-    "fit_map": "solver",
-    "StepSize": "stepsize", "fit_step_size": "stepsize",
-    "TransportMap": "transport",
-    "W2Config": "icnn", "W2Map": "icnn", "fit_w2": "icnn",
-    "EmbeddingConfig": "embedding",
-    "ModelCollection": "model", "PerturbationModel": "model", "load": "model",
-    "fit": "api", "fit_all": "api",
-    "EvaluationResult": "evaluation", "evaluate": "evaluation",
+    "GroupSort": "ot.lipschitz", "LipschitzPotential": "ot.lipschitz", "OrthonormalLinear": "ot.lipschitz",
+    "fit_potential": "ot.potential", "potential_step": "ot.potential",
+    "fit_map": "ot.solver",
+    "StepSize": "ot.stepsize", "fit_step_size": "ot.stepsize",
+    "TransportMap": "ot.transport",
+    "W2Config": "ot.config", "W2Map": "ot.w2", "fit_w2": "ot.w2",
+    "EmbeddingConfig": "pp.embedding",
+    "ModelCollection": "tl.collection", "PerturbationModel": "tl.model", "load": "tl.collection",
+    "fit": "tl.api", "fit_all": "parallel.perturbations",
+    "EvaluationResult": "eval.result", "evaluate": "eval.evaluation",
 }
-_SUBMODULES = ("datasets", "metrics")
+#: public sub-modules and layers -> where they live
+_SUBMODULES: dict[str, str] = {
+    "datasets": "datasets", "metrics": "eval.metrics", "monotonicity": "eval.monotonicity",
+    "ot": "ot", "io": "io", "pp": "pp", "pl": "pl", "tl": "tl", "eval": "eval", "parallel": "parallel",
+}
 
 if TYPE_CHECKING:
-    from . import datasets, metrics
-    from .api import fit, fit_all
-    from .config import W1Config
-    from .embedding import EmbeddingConfig
+    from . import datasets
     from .errors import CellW1Error, ConfigError, InputError, ModelFileError, OutputError
-    from .evaluation import EvaluationResult, evaluate
-    from .icnn import W2Config, W2Map, fit_w2
-    from .lipschitz import GroupSort, LipschitzPotential, OrthonormalLinear
-    from .model import ModelCollection, PerturbationModel, load
-    from .potential import fit_potential, potential_step
-    from .solver import fit_map
-    from .stepsize import StepSize, fit_step_size
-    from .transport import TransportMap
+    from .eval import metrics, monotonicity
+    from .eval.evaluation import evaluate
+    from .eval.result import EvaluationResult
+    from .ot.config import W1Config
+    from .ot.config import W2Config
+    from .ot.lipschitz import GroupSort, LipschitzPotential, OrthonormalLinear
+    from .ot.potential import fit_potential, potential_step
+    from .ot.solver import fit_map
+    from .ot.stepsize import StepSize, fit_step_size
+    from .ot.transport import TransportMap
+    from .ot.w2 import W2Map, fit_w2
+    from .parallel.perturbations import fit_all
+    from .pp.embedding import EmbeddingConfig
+    from .tl.api import fit
+    from .tl.collection import ModelCollection, load
+    from .tl.model import PerturbationModel
 
 
 def __getattr__(name: str) -> Any:
@@ -57,7 +66,7 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value

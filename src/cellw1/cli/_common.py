@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .._io import atomic_output
-from ..config import STEP_SIZE_LEARNERS, W1Config
 from ..errors import InputError
+from ..ot.config import STEP_SIZE_LEARNERS, W1Config
 
 if TYPE_CHECKING:
     import anndata as ad

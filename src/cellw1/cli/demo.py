@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_bytes
-from ..config import STEP_SIZE_LEARNERS, W1Config
 from ..datasets import TOYS, check_toy_names, load_toy
-from ..monotonicity import toy_scores
-from ..plotting import plot_transport
-from ..solver import fit_map
+from ..eval.monotonicity import toy_scores
+from ..ot.config import STEP_SIZE_LEARNERS, W1Config
+from ..ot.solver import fit_map
+from ..pl.plotting import plot_transport
 
 DEFAULT_TOYS = ("bookshelf", "circles", "swiss_roll", "moons")
 

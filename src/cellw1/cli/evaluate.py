@@ -11,8 +11,8 @@ import pandas as pd
 from .._io import check_output
 from ..datasets import synthetic_perturbation
 from ..errors import InputError
-from ..evaluation import DEFAULT_METHODS, evaluate
-from ..icnn import W2Config
+from ..eval.evaluation import DEFAULT_METHODS, evaluate
+from ..ot.config import W2Config
 from ._common import add_solver_arguments, read_h5ad, solver_config
 
 #: W2 outer iterations used by the CLI unless --w2-iters says otherwise (the paper: 100,000)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         None if args.perturbations is None else args.perturbations.split(","),
         methods=args.methods.split(","), space=args.space, layer=args.layer, obsm_key=args.obsm_key,
         n_repeats=args.repeats, n_de_genes=args.de_genes, holdout=holdout, config=config,
-        w2_config=W2Config.benchmark(n_iters=args.w2_iters), input_kind=args.input_kind,
+        w2_config=W2Config(n_iters=args.w2_iters), input_kind=args.input_kind,
         seed=args.seed, progress=args.progress,
     )
     written = result.save(args.out)

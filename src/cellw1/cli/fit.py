@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from .._io import check_output
-from ..api import fit, fit_all
 from ..errors import InputError
-from ..methods import METHODS
+from ..parallel.perturbations import fit_all
+from ..tl.api import fit
+from ..tl.methods import METHODS
 from ._common import add_data_arguments, add_disk_argument, add_solver_arguments, read_h5ad, solver_config
 
 

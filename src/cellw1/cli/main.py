@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
-from .. import __version__
+from .._version import __version__
 from ..errors import CellW1Error, ModelFileError
 
 VERBS: list[str] = ["demo", "fit", "predict", "evaluate"]

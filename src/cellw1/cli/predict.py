@@ -10,9 +10,10 @@ import numpy as np
 
 from .._io import check_output
 from ..errors import InputError
-from ..labels import label_series
-from ..model import PREDICT_CHUNK, ModelCollection, PerturbationModel, load
-from ..ondisk import open_disk_data
+from ..io.readers import open_disk_data
+from ..pp.labels import label_series
+from ..tl.collection import ModelCollection, load
+from ..tl.model import PREDICT_CHUNK, PerturbationModel
 from ._common import add_disk_argument, read_h5ad, write_h5ad
 
 

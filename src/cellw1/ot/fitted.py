@@ -1,0 +1,76 @@
+"""What the fitted W1 and W2 maps share: points in and out, the file header, save and load."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import torch
+
+from .._data import as_points
+from .._io import load_tensors, save_tensors
+from .._version import __version__
+from ..errors import InputError
+
+
+class FittedMap:
+    """Base of :class:`~cellw1.ot.transport.TransportMap` and :class:`~cellw1.ot.w2.W2Map`.
+
+    A subclass sets :attr:`FORMAT` and :attr:`FORMAT_VERSION` and defines ``dim``, ``device``,
+    ``to``, ``state_tensors`` and ``from_state``; it holds ``config`` and ``info``.
+    """
+
+    FORMAT: ClassVar[str]
+    FORMAT_VERSION: ClassVar[int]
+    config: Any
+    info: dict[str, Any]
+
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    def to(self, device: str | torch.device) -> Self:
+        raise NotImplementedError
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model") -> Self:
+        raise NotImplementedError
+
+    def _points(self, x: Any, name: str = "x") -> torch.Tensor:
+        """``x: (n, dim)`` as a float tensor on the map's device; other widths are an InputError."""
+        t = as_points(x, name, min_points=1)
+        if t.shape[1] != self.dim:
+            raise InputError(f"{name} has {t.shape[1]} features but the map was fitted on {self.dim}.")
+        return t.to(self.device)
+
+    def header(self) -> dict[str, Any]:
+        """JSON description of the map (format, dimension, config, fit info)."""
+        return {
+            "format": self.FORMAT,
+            "format_version": self.FORMAT_VERSION,
+            "cellw1_version": __version__,
+            "dim": self.dim,
+            "config": self.config.to_dict(),
+            "info": self.info,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the map to one safetensors file (weights + JSON header), atomically.
+
+        A crash mid-save leaves any previous file at ``path`` intact. No pickle is used.
+        """
+        return save_tensors(path, self.state_tensors(), self.header())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Self:
+        """Load a map written by :meth:`save` (no pickle; checksummed) onto ``device``."""
+        tensors, header = load_tensors(path, kind=cls.__name__)
+        return cls.from_state(tensors, header, source=f"{cls.__name__} file {str(path)!r}").to(device)

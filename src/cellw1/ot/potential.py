@@ -1,0 +1,198 @@
+"""Phase 1: the Kantorovich potential, by maximising the Kantorovich-Rubinstein dual.
+
+``W1(mu, nu) = sup_{f 1-Lipschitz} E_mu f - E_nu f`` (paper eq. 4). ``f`` is a
+:class:`~cellw1.ot.lipschitz.LipschitzPotential`; each step ascends the minibatch dual (eq. 13)
+with one forward pass over the concatenated source and target batch, so every orthonormal
+weight is computed once per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .config import W1Config
+from .lipschitz import LipschitzPotential
+from .sampling import Cells, as_cells, minibatches
+from .stopping import Plateau
+
+logger = logging.getLogger(__name__)
+
+#: rows evaluated at once when a function is applied to many cells
+CHUNK = 16_384
+
+
+#: a feature whose variance is below this share of the mean feature variance counts as constant
+CONSTANT_VARIANCE = 1e-8
+
+
+def constant_features(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Boolean ``(d,)``: features that take one value in all of ``source`` and ``target`` together."""
+    var = torch.cat((source, target)).double().var(0)
+    return var <= CONSTANT_VARIANCE * max(float(var.mean()), 1e-30)
+
+
+def adam_kernel(device: torch.device) -> dict[str, bool]:
+    """Adam's fastest implementation here: one fused kernel for all parameters."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+
+
+def build_potential(dim: int, config: W1Config) -> LipschitzPotential:
+    """The potential network that ``config`` describes, for inputs of dimension ``dim``."""
+    return LipschitzPotential(
+        dim,
+        config.hidden,
+        group_size=config.group_size,
+        orthonormalization=config.orthonormalization,
+        bjorck_order=config.bjorck_order,
+        bjorck_iters=config.bjorck_iters,
+    )
+
+
+@torch.no_grad()
+def evaluate(fn: torch.nn.Module, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Apply ``fn`` to ``x: (n, d)`` in chunks without building a graph; returns ``(n, ...)``."""
+    return torch.cat([fn(x[i : i + chunk]) for i in range(0, max(len(x), 1), chunk)])
+
+
+def dual_value(potential: LipschitzPotential, source: torch.Tensor, target: torch.Tensor) -> float:
+    """The dual objective ``mean f(source) - mean f(target)``: a lower bound on W1."""
+    return float(evaluate(potential, source).mean() - evaluate(potential, target).mean())
+
+
+def gradient(potential: LipschitzPotential, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """``grad f(x)`` for ``x: (n, d)``, computed in chunks; returns a detached ``(n, d)``."""
+    out = []
+    for i in range(0, len(x), chunk):
+        xi = x[i : i + chunk].detach().requires_grad_(True)
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(potential(xi).sum(), xi)
+        out.append(g.detach())
+    return torch.cat(out) if out else x.new_zeros(x.shape)
+
+
+def direction(potential: LipschitzPotential, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Unit transport direction ``u(x) = grad f(x) / |grad f(x)|`` (eq. 5); ``(n, d)``.
+
+    Where the gradient vanishes (never at the optimum, where ``|grad f| = 1``) ``u = 0``.
+    """
+    g = gradient(potential, x, chunk)
+    norm = g.norm(dim=1, keepdim=True)
+    return torch.where(norm > 1e-12, g / norm.clamp_min(1e-12), torch.zeros_like(g))
+
+
+def potential_step(
+    potential: LipschitzPotential,
+    optimizer: torch.optim.Optimizer,
+    source_batch: torch.Tensor,
+    target_batch: torch.Tensor,
+) -> torch.Tensor:
+    """One ascent step on the minibatch dual ``mean f(x) - mean f(y)``; returns it (detached).
+
+    Source and target go through the network in one forward pass.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    values = potential(torch.cat((source_batch, target_batch)))
+    dual = values[: len(source_batch)].mean() - values[len(source_batch) :].mean()
+    (-dual).backward()
+    optimizer.step()
+    return dual.detach()
+
+
+@dataclass
+class PotentialFit:
+    """Result of :func:`fit_potential`: the best potential and the training history."""
+
+    potential: LipschitzPotential
+    best_step: int
+    best_dual: float
+    history: dict[str, list[float]] = field(default_factory=dict)
+
+
+def fit_potential(
+    source: Cells | torch.Tensor,
+    target: Cells | torch.Tensor,
+    config: W1Config | None = None,
+    *,
+    generator: torch.Generator,
+    val_source: torch.Tensor | None = None,
+    val_target: torch.Tensor | None = None,
+    progress: bool = False,
+) -> PotentialFit:
+    """Phase 1: learn a 1-Lipschitz potential ``f`` maximising ``E_source f - E_target f``.
+
+    Adam with a cosine learning rate over ``config.potential_iters`` steps; every
+    ``config.eval_every`` steps the dual is measured on the validation cells, the best state is
+    kept in memory, and the phase stops early once the validation dual has not improved by
+    ``config.min_delta`` (relative) for ``config.patience`` evaluations.
+
+    Parameters
+    ----------
+    source, target
+        Training cells: ``(n, d)`` tensors, or :class:`~cellw1.ot.sampling.Cells` (streamed
+        from disk, for example).
+    config
+        Solver configuration (paper defaults when ``None``).
+    generator
+        Seeded CPU generator for initialisation-independent sampling of minibatches.
+    val_source, val_target
+        Held-out cells to select the best state; the training cells when omitted.
+    progress
+        Show a progress bar.
+
+    Returns
+    -------
+    PotentialFit
+        The potential in the state with the best validation dual (kept in memory).
+    """
+    config = config or W1Config()
+    source, target = as_cells(source), as_cells(target)
+    device = source.buffer().device
+    potential = build_potential(source.dim, config).to(device)
+    if config.mask_constant_features:
+        constant = constant_features(source.buffer(), target.buffer())
+        potential.input_mask.copy_((~constant).to(potential.input_mask))
+        if constant.any():
+            logger.info("potential: %d of %d features are constant in training and stay fixed", int(constant.sum()), source.dim)
+    optimizer = torch.optim.Adam(
+        potential.parameters(), lr=config.potential_lr, betas=config.potential_betas, **adam_kernel(device)
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.potential_iters, eta_min=config.potential_lr_min
+    )
+    if val_source is None or len(val_source) == 0 or val_target is None or len(val_target) == 0:
+        val_source, val_target = source.buffer(), target.buffer()
+    history: dict[str, list[float]] = {"step": [], "train_dual": [], "val_dual": []}
+    best_dual, best_step, best_state = -float("inf"), 0, copy.deepcopy(potential.state_dict())
+    source_batches = minibatches(source, config.batch_size, config.potential_iters, generator)
+    target_batches = minibatches(target, config.batch_size, config.potential_iters, generator)
+    running, count = torch.zeros((), device=device), 0
+    plateau = Plateau(config.patience, config.min_delta, "max")
+    bar = tqdm(range(1, config.potential_iters + 1), desc="potential", disable=not progress, leave=False)
+    for step in bar:
+        (x,), (y,) = next(source_batches), next(target_batches)
+        running += potential_step(potential, optimizer, x, y)
+        count += 1
+        schedule.step()
+        if step % config.eval_every == 0 or step == config.potential_iters:
+            val = dual_value(potential, val_source, val_target)
+            history["step"].append(step)
+            history["train_dual"].append(float(running) / count)
+            history["val_dual"].append(val)
+            running, count = running.zero_(), 0
+            if plateau.update(val):
+                best_dual, best_step = val, step
+                best_state = copy.deepcopy(potential.state_dict())
+            bar.set_postfix(val_dual=f"{val:.4f}")
+            if plateau.stop:
+                logger.info("potential: validation dual stopped improving; early stop at step %d", step)
+                break
+    potential.load_state_dict(best_state)
+    potential.requires_grad_(False)
+    history["stopped_at"] = [float(step)]
+    logger.info("potential: best validation dual %.5f at step %d (ran %d of %d)", best_dual, best_step, step, config.potential_iters)
+    return PotentialFit(potential, best_step, best_dual, history)

@@ -1,0 +1,128 @@
+"""The fitted object: a W1 transport map ``T(x) = x - eta(x) grad f(x) / |grad f(x)|``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .._data import like_input, resolve_device
+from .._io import check_format
+from ..errors import ModelFileError
+from .config import W1Config
+from .fitted import FittedMap
+from .lipschitz import LipschitzPotential
+from .potential import CHUNK, build_potential, direction, evaluate
+from .stepsize import StepSize
+
+FORMAT = "cellw1.TransportMap"
+FORMAT_VERSION = 1
+
+
+class TransportMap(FittedMap):
+    """A fitted W1 optimal transport map from a source to a target distribution.
+
+    Parameters
+    ----------
+    potential
+        The 1-Lipschitz Kantorovich potential ``f`` (large on the source, small on the target).
+    step_size
+        The non-negative step-size network ``eta``.
+    config
+        The configuration it was fitted with.
+    info
+        Fit diagnostics (best steps, validation dual and energy distance, seconds).
+
+    Notes
+    -----
+    Every method accepts a numpy array or a torch tensor ``x: (n, d)`` and returns the same
+    kind. Work is done in chunks of ``batch_size`` rows, so a million cells never build one
+    large autograd graph.
+    """
+
+    FORMAT = FORMAT
+    FORMAT_VERSION = FORMAT_VERSION
+
+    def __init__(
+        self,
+        potential: LipschitzPotential,
+        step_size: StepSize,
+        config: W1Config,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        self.potential_net = potential.requires_grad_(False).eval()
+        self.step_size_net = step_size.requires_grad_(False).eval()
+        self.config = config
+        self.info: dict[str, Any] = dict(info or {})
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Number of features ``d``."""
+        return self.potential_net.dim
+
+    @property
+    def device(self) -> torch.device:
+        """Device holding the networks."""
+        return next(self.potential_net.parameters()).device
+
+    def to(self, device: str | torch.device) -> TransportMap:
+        """Move the networks to ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``); returns self."""
+        dev = resolve_device(device)
+        self.potential_net.to(dev)
+        self.step_size_net.to(dev)
+        return self
+
+    def __repr__(self) -> str:
+        return f"TransportMap(dim={self.dim}, step_size_learner={self.config.step_size_learner!r}, device={self.device})"
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def potential(self, x: Any, *, batch_size: int = CHUNK) -> Any:
+        """Kantorovich potential ``f(x)``; returns ``(n,)``."""
+        return like_input(evaluate(self.potential_net, self._points(x), batch_size), x)
+
+    def direction(self, x: Any, *, batch_size: int = CHUNK) -> Any:
+        """Unit transport direction ``grad f(x) / |grad f(x)|`` (cells move along ``-u``); ``(n, d)``."""
+        return like_input(direction(self.potential_net, self._points(x), batch_size), x)
+
+    def step_size(self, x: Any, *, batch_size: int = CHUNK) -> Any:
+        """Distance ``eta(x) >= 0`` each cell travels; returns ``(n,)``."""
+        return like_input(evaluate(self.step_size_net, self._points(x), batch_size), x)
+
+    def transport(self, x: Any, *, batch_size: int = CHUNK) -> Any:
+        """Transported points ``T(x) = x - eta(x) u(x)``; returns ``(n, d)``."""
+        pts = self._points(x)
+        out = []
+        for i in range(0, len(pts), batch_size):
+            chunk = pts[i : i + batch_size]
+            u = direction(self.potential_net, chunk, batch_size)
+            out.append(chunk - evaluate(self.step_size_net, chunk, batch_size)[:, None] * u)
+        return like_input(torch.cat(out), x)
+
+    def w1(self, source: Any, target: Any) -> float:
+        """Dual estimate ``mean f(source) - mean f(target)``, a lower bound on ``W1``."""
+        s, t = self._points(source, "source"), self._points(target, "target")
+        return float(evaluate(self.potential_net, s).mean() - evaluate(self.potential_net, t).mean())
+
+    # -- files ----------------------------------------------------------------------------------
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """All weights and buffers, prefixed ``potential.`` and ``step_size.``."""
+        tensors = {f"potential.{k}": v for k, v in self.potential_net.state_dict().items()}
+        tensors.update({f"step_size.{k}": v for k, v in self.step_size_net.state_dict().items()})
+        return tensors
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model") -> TransportMap:
+        """Rebuild a map from :meth:`state_tensors` and :meth:`header` output."""
+        check_format(header, FORMAT, FORMAT_VERSION, source=source)
+        try:
+            config = W1Config.from_dict(header["config"])
+            potential = build_potential(int(header["dim"]), config)
+            step_size = StepSize(int(header["dim"]), config.step_hidden)
+            weights = {k[10:]: v for k, v in tensors.items() if k.startswith("potential.")}
+            weights.setdefault("input_mask", torch.ones(int(header["dim"])))  # files from before the mask
+            potential.load_state_dict(weights)
+            step_size.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("step_size.")})
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
+        return cls(potential, step_size, config, header.get("info"))

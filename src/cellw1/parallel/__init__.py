@@ -1,0 +1,1 @@
+"""cellw1.parallel."""

@@ -1,0 +1,196 @@
+"""``cellw1.fit_all``: one model per perturbation, in this process or on a Dask cluster."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from tqdm.auto import tqdm
+
+from .._data import check_seed
+from .._io import tensor_checksum
+from ..errors import CellW1Error, ConfigError, InputError
+from ..io.readers import check_data_kind, is_on_disk, open_disk_data
+from ..pp.embedding import EmbeddingConfig
+from ..pp.labels import label_text, present_labels
+from ..pp.spaces import check_space
+from ..tl import api
+from ..tl.collection import CollectionDirectory, ModelCollection
+from ..tl.methods import check_config, check_method
+from ..tl.model import PerturbationModel
+from .cluster import check_scheduler, fit_on_client, open_client
+
+if TYPE_CHECKING:
+    import anndata as ad
+    from distributed import Client
+
+logger = logging.getLogger(__name__)
+
+
+def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """JSON description of how :func:`fit_all` fits its models (kept in a collection's index).
+
+    Checks ``fit_kwargs`` against :func:`~cellw1.tl.api.fit` first: an unknown name is a TypeError, an
+    unknown method or space or a config of the wrong type a ConfigError.
+    """
+    inspect.signature(api.fit).bind(None, condition_key, control, "", **fit_kwargs)
+    seed = check_seed(fit_kwargs.get("seed", 0))
+    method = fit_kwargs.get("method", "w1")
+    space = fit_kwargs.get("space", "genes")
+    check_method(method)
+    check_space(space)
+    config = fit_kwargs.get("config")
+    expected = check_config(method, config)
+    embedding_config, embedding = fit_kwargs.get("embedding_config"), fit_kwargs.get("embedding")
+    if embedding is not None:  # an embedding fitted beforehand: its kind and a checksum of its weights
+        embedding_settings = {"kind": embedding.kind, "sha256": tensor_checksum(embedding.state_tensors())}
+    elif space != "genes":
+        embedding_settings = {"kind": space, "config": (embedding_config or EmbeddingConfig()).to_dict()}
+    else:
+        embedding_settings = None
+    return {
+        "condition_key": condition_key,
+        "control": control,
+        "method": method,
+        "space": space,
+        "layer": fit_kwargs.get("layer"),
+        "obsm_key": fit_kwargs.get("obsm_key"),
+        "input_kind": fit_kwargs.get("input_kind", "auto"),
+        "seed": seed,
+        "config": None if expected is None else (config or expected()).to_dict(),
+        "embedding": embedding_settings,
+    }
+
+
+def fit_all(
+    adata: ad.AnnData | str | os.PathLike,
+    condition_key: str,
+    control: str,
+    perturbations: Sequence[str] | None = None,
+    *,
+    on_error: Literal["skip", "raise"] = "skip",
+    out: str | os.PathLike | None = None,
+    scheduler: str | Client | None = None,
+    n_workers: int | None = None,
+    threads_per_worker: int = 1,
+    progress: bool = True,
+    **kwargs: Any,
+) -> ModelCollection:
+    """Fit one model per perturbation against ``control`` (every other label when ``None``).
+
+    Parameters
+    ----------
+    adata, condition_key, control
+        As for :func:`~cellw1.tl.api.fit`; ``adata`` is never modified. Data on disk (a path, or a backed
+        AnnData) are streamed by every fit, and Dask workers read the same path (it must be
+        on a file system they share).
+    perturbations
+        Labels to model; ``None``: every label of ``obs[condition_key]`` but the control.
+    on_error
+        ``"skip"``: a perturbation that cannot be fitted (too few cells, a worker that died...)
+        is logged and listed in ``collection.failures`` while the others are fitted;
+        ``"raise"``: the first failure is raised.
+    out
+        Directory to save the collection to, one model at a time as each is fitted, so an
+        interrupted run keeps every finished model. Running again with the same ``out``
+        loads the models already there (logged, listed in ``collection.resumed``) and fits
+        only the others; a run with other settings is refused. See
+        :class:`~cellw1.tl.collection.CollectionDirectory`.
+    scheduler
+        ``None``: fit one after the other in this process. ``"local"``: start a Dask
+        ``LocalCluster`` of ``n_workers`` processes for this call. ``"tcp://host:port"``: use
+        the Dask cluster at that address (``dask scheduler`` / ``dask worker``); or a
+        ``distributed.Client``. Each perturbation is one task; see :mod:`cellw1.parallel.cluster`.
+    n_workers
+        Worker processes of a ``"local"`` cluster (default: one per CPU core, at most one per
+        perturbation).
+    threads_per_worker
+        Torch threads of each fit on a worker (default 1); the models are the same as
+        in-process ones fitted with as many threads.
+    progress
+        Show a progress bar over the perturbations.
+    **kwargs
+        Keyword arguments of :func:`~cellw1.tl.api.fit` (``method``, ``space``, ``config``, ``seed``...).
+
+    Returns
+    -------
+    ModelCollection
+        The models of the requested perturbations (fitted now or resumed from ``out``),
+        in the order requested, with ``failures`` and ``resumed``.
+    """
+    check_data_kind(adata, "cellw1.fit_all")
+    if on_error not in ("skip", "raise"):
+        raise ConfigError(f"on_error={on_error!r} must be 'skip' or 'raise'.")
+    control = label_text(control)
+    settings = fit_settings(condition_key, control, kwargs)
+    check_scheduler(scheduler, n_workers, threads_per_worker)
+    if is_on_disk(adata):  # read the labels once; every fit (here or on a worker) streams from the path
+        with open_disk_data(adata) as disk:
+            labels = api.condition_labels(disk, condition_key)
+            adata = disk.path
+    else:
+        labels = api.condition_labels(adata, condition_key)
+    api.check_label(labels, control, "control", condition_key)
+    if perturbations is None:
+        perturbations = [p for p in present_labels(labels) if p != control]
+    else:
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        perturbations = list(dict.fromkeys(label_text(p) for p in perturbations))
+        for p in perturbations:
+            api.check_label(labels, p, "perturbation", condition_key)
+    if not perturbations:
+        raise InputError(f"obs[{condition_key!r}] has no label besides the control {control!r}.")
+    store = None if out is None else CollectionDirectory(out, settings, inputs=[adata])
+    quiet = api.MISSING_WARNED.set(True)  # condition_labels warned once above; the fits below do not repeat it
+    with store or contextlib.nullcontext(), contextlib.ExitStack() as reset:  # out stays locked while written
+        reset.callback(api.MISSING_WARNED.reset, quiet)
+        models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
+        if models:
+            logger.info("%d model(s) already saved in %s, not fitted again: %s", len(models), out, ", ".join(models))
+        resumed = list(models)
+        todo = [p for p in perturbations if p not in models]
+        failures: dict[str, str] = {}
+
+        def record(label: str, outcome: PerturbationModel | CellW1Error) -> None:
+            if isinstance(outcome, CellW1Error):
+                if on_error == "raise":
+                    raise outcome
+                failures[label] = str(outcome)
+                logger.warning("could not fit %r: %s", label, outcome)
+                if store is not None:
+                    store.add_failure(label, str(outcome))
+            else:
+                models[label] = outcome
+                if store is not None:
+                    store.add(label, outcome)
+
+        if todo and scheduler is None:
+            for label in tqdm(todo, desc="perturbations", disable=not progress):
+                try:
+                    outcome: PerturbationModel | CellW1Error = api.fit(
+                        adata, condition_key, control, label, progress=False, **kwargs
+                    )
+                except CellW1Error as exc:
+                    outcome = exc
+                record(label, outcome)
+        elif todo:
+            with open_client(
+                scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)
+            ) as client, contextlib.closing(
+                fit_on_client(client, adata, condition_key, control, todo, kwargs, threads_per_worker=threads_per_worker)
+            ) as results:
+                for label, outcome in tqdm(results, desc="perturbations", total=len(todo), disable=not progress):
+                    record(label, outcome)
+    if failures:
+        logger.warning(
+            "%d of %d perturbation(s) could not be fitted: %s", len(failures), len(perturbations), ", ".join(failures)
+        )
+    if not models:
+        raise InputError(f"no perturbation could be fitted: {failures}")
+    ordered = {p: models[p] for p in perturbations if p in models}
+    return ModelCollection(ordered, {p: failures[p] for p in perturbations if p in failures}, resumed)

@@ -1,0 +1,390 @@
+"""Expression values in, log-normalised float32 cells out: one transform for both groups.
+
+Raw counts differ between cells mostly by sequencing depth. The usual fix scales every cell
+to the same total, ``target_sum``, and takes ``log1p``::
+
+    y_cg = log(1 + target_sum * x_cg / sum_g' x_cg')
+
+A map from control to perturbed cells compares the two groups, so both must go through the
+*same* transform: :func:`fit_preprocessor` is fitted once, on the training cells of both
+groups together, and ``target_sum`` is a fitted constant (the median total count of those
+cells). Normalising each group to its own median would move the groups apart or together by
+an amount that has nothing to do with the perturbation.
+
+Data that are already transformed (log-normalised, scaled) pass through as float32.
+:func:`detect_input_kind` tells the two apart from a sample of the values.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import ConfigError, InputError
+
+logger = logging.getLogger(__name__)
+
+InputKind = Literal["counts", "log"]
+INPUT_KINDS: tuple[str, ...] = ("counts", "log")
+ASSUMPTIONS: tuple[str, ...] = ("auto", "counts", "log")
+
+#: values looked at by :func:`detect_input_kind`
+SAMPLE_SIZE = 100_000
+#: integer data whose largest value is at most this are too small to call counts
+COUNT_MAX = 20
+#: non-integer data larger than this look normalised but not log-transformed
+LOG_MAX = 50.0
+#: matrix entries densified at once (float64), ~32 MB
+BLOCK_ENTRIES = 1 << 22
+
+Matrix = Any  # np.ndarray | scipy.sparse.spmatrix | scipy.sparse.sparray
+
+
+# -- checks ------------------------------------------------------------------------------------
+def _as_matrix(X: Matrix, name: str = "X") -> Matrix:
+    """A 2-D numeric numpy array or a CSR/CSC scipy matrix, without copying when possible."""
+    if sp.issparse(X):
+        if X.format not in ("csr", "csc"):
+            X = X.tocsr()
+        dtype = X.dtype
+    else:
+        try:
+            X = np.asarray(X)
+        except Exception as exc:  # pragma: no cover - exotic inputs
+            raise InputError(
+                f"{name} could not be read as an array ({exc}); pass a numpy array or a scipy sparse matrix."
+            ) from exc
+        dtype = X.dtype
+    if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
+        raise InputError(f"{name} has dtype {dtype}; pass real numeric values of shape (n_cells, n_genes).")
+    if X.ndim != 2:
+        raise InputError(
+            f"{name} must be 2-D (n_cells, n_genes), got shape {X.shape}; reshape it, e.g. x.reshape(1, -1) for one cell."
+        )
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise InputError(f"{name} is empty (shape {X.shape}); pass at least one cell and one gene.")
+    return X
+
+
+def _stored_values(X: Matrix) -> np.ndarray:
+    """Every value that is not an implicit zero: ``.data`` of a sparse matrix, else all of X."""
+    return X.data if sp.issparse(X) else X.reshape(-1)
+
+
+def _check_finite(X: Matrix, name: str = "X") -> None:
+    values = _stored_values(X)
+    if np.issubdtype(values.dtype, np.floating):
+        for start in range(0, values.size, BLOCK_ENTRIES):
+            if not np.isfinite(values[start : start + BLOCK_ENTRIES]).all():
+                raise InputError(f"{name} contains NaN or inf; remove or impute those cells before fitting.")
+
+
+def _minimum(X: Matrix) -> float:
+    values = _stored_values(X)
+    return float(values.min()) if values.size else 0.0
+
+
+def _sample(X: Matrix, size: int = SAMPLE_SIZE) -> np.ndarray:
+    """Up to ``size`` stored values of X as float64, drawn with a fixed seed (all when fewer)."""
+    rng = np.random.default_rng(0)
+    if sp.issparse(X):
+        values = X.data
+        if values.size > size:
+            values = values[rng.integers(values.size, size=size)]
+    elif X.size > size:  # index (row, column) pairs: no flattened copy of a non-contiguous X
+        values = X[rng.integers(X.shape[0], size=size), rng.integers(X.shape[1], size=size)]
+    else:
+        values = X.reshape(-1)
+    return np.asarray(values, dtype=np.float64)
+
+
+def _column_range(X: Matrix) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest and largest value of each gene, ``(n_genes,)`` each (implicit zeros count)."""
+    if sp.issparse(X):
+        return (np.asarray(X.min(axis=0).toarray(), dtype=np.float64).reshape(-1),
+                np.asarray(X.max(axis=0).toarray(), dtype=np.float64).reshape(-1))
+    X = np.asarray(X, dtype=np.float64)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():  # an all-NaN column is checked elsewhere
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmin(X, axis=0), np.nanmax(X, axis=0)
+
+
+def _no_signal(name: str) -> InputError:
+    return InputError(
+        f"{name} carries no signal: every gene has the same value in every training cell (e.g. all zero); "
+        "check that it holds the expression values (a .zarr store with missing chunks reads as zeros)."
+    )
+
+
+def check_signal(X: Matrix, name: str = "X") -> None:
+    """Raise an InputError when every column of ``X`` is constant (e.g. all zero): nothing to learn."""
+    low, high = _column_range(_as_matrix(X, name))
+    if not (high > low).any():
+        raise _no_signal(name)
+
+
+def _check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matrix) -> None:
+    """:func:`check_signal` over every block, read only when ``sample`` alone shows no signal."""
+    low, high = _column_range(sample)
+    if (high > low).any():
+        return
+    for block in blocks():
+        block_low, block_high = _column_range(_as_matrix(block))
+        np.fmin(low, block_low, out=low)
+        np.fmax(high, block_high, out=high)
+        if (high > low).any():
+            return
+    raise _no_signal("X")
+
+
+def _dense_blocks(X: Matrix) -> Iterator[tuple[slice, np.ndarray]]:
+    """Consecutive row blocks of X, each as a new dense float64 array (never a view of X)."""
+    if sp.issparse(X) and X.format == "csc":
+        X = X.tocsr()  # fast row slices; a new matrix, the caller's is untouched
+    step = max(1, BLOCK_ENTRIES // X.shape[1])
+    for start in range(0, X.shape[0], step):
+        rows = slice(start, min(start + step, X.shape[0]))
+        block = X[rows]
+        if sp.issparse(block):
+            yield rows, block.toarray().astype(np.float64, copy=False)
+        else:
+            yield rows, np.array(block, dtype=np.float64)
+
+
+# -- detection ---------------------------------------------------------------------------------
+def detect_input_kind(X: Matrix) -> tuple[InputKind, str]:
+    """Guess whether ``X`` holds raw counts or already transformed values.
+
+    Looks at up to 100,000 values (the stored ``.data`` of a sparse matrix, so implicit zeros
+    do not dilute the sample): non-negative integers reaching more than 20 are counts;
+    negatives or non-integers mean the data are already transformed ("log"); small integers
+    (at most 20: binary or very shallow data) are ambiguous and treated as "log", with the
+    reason saying how to override.
+
+    Parameters
+    ----------
+    X
+        ``(n_cells, n_genes)`` numpy array or scipy sparse matrix (not modified).
+
+    Returns
+    -------
+    kind, reason
+        ``"counts"`` or ``"log"``, and a sentence saying why (callers log it).
+    """
+    X = _as_matrix(X)
+    values = _sample(X)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return "log", "no finite non-zero values to inspect: treated as already transformed"
+    low, high = float(values.min()), float(values.max())
+    if low < 0:
+        return "log", f"values include negatives (down to {low:.4g}): treated as already transformed, not raw counts"
+    fractional = values[values != np.round(values)]
+    if fractional.size:
+        reason = (
+            f"values include non-integers (e.g. {fractional[0]:.4g}) up to {high:.4g}: "
+            "treated as already log-normalised"
+        )
+        if high > LOG_MAX:
+            reason += (
+                f"; values above {LOG_MAX:g} suggest normalised but not log-transformed data, "
+                "which cellw1 uses as given (apply log1p first if that is the case)"
+            )
+        return "log", reason
+    if high > COUNT_MAX:
+        return "counts", f"values are non-negative integers up to {high:.0f}: treated as raw counts"
+    return "log", (
+        f"values are non-negative integers up to {high:.0f} (at most {COUNT_MAX}), too small to be sure they are "
+        "counts: treated as already transformed; pass input_kind='counts' if they are raw counts"
+    )
+
+
+# -- the fitted transform ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preprocessor:
+    """The expression transform shared by every group of cells.
+
+    Attributes
+    ----------
+    input_kind
+        ``"counts"`` (normalise each cell to ``target_sum``, then ``log1p``) or ``"log"``
+        (values are used as they are, as float32).
+    target_sum
+        For counts, the total every cell is scaled to: the median total count of the cells the
+        transform was fitted on (cells with no counts left out). ``None`` for ``"log"``.
+    reason
+        Why ``input_kind`` was chosen (detected or given).
+    n_features
+        Number of genes it was fitted on; ``transform`` checks it (``None``: not checked).
+    """
+
+    input_kind: InputKind
+    target_sum: float | None
+    reason: str
+    n_features: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.input_kind not in INPUT_KINDS:
+            raise ConfigError(f"unknown input_kind {self.input_kind!r}; use one of {INPUT_KINDS}.")
+        if self.input_kind == "counts":
+            if self.target_sum is None or not (math.isfinite(self.target_sum) and self.target_sum > 0):
+                raise ConfigError(f"target_sum={self.target_sum!r} must be a positive number for counts.")
+            object.__setattr__(self, "target_sum", float(self.target_sum))
+        elif self.target_sum is not None:
+            raise ConfigError(f"target_sum={self.target_sum!r} must be None for input_kind='log'.")
+        if self.n_features is not None:
+            if int(self.n_features) < 1:
+                raise ConfigError(f"n_features={self.n_features!r} must be >= 1.")
+            object.__setattr__(self, "n_features", int(self.n_features))
+
+    def transform(self, X: Matrix) -> np.ndarray:
+        """The transformed cells as a new dense float32 array ``(n_cells, n_genes)``.
+
+        Counts: ``log1p(target_sum * x / total(x))`` per cell, with the fitted ``target_sum``
+        (cells with no counts stay 0). Log: ``X`` as float32. ``X`` (dense or sparse) is never
+        modified; it is densified a block of rows at a time.
+        """
+        X = _as_matrix(X)
+        if self.n_features is not None and X.shape[1] != self.n_features:
+            raise InputError(
+                f"X has {X.shape[1]} genes but the preprocessor was fitted on {self.n_features}; "
+                "pass the same genes in the same order as the training data."
+            )
+        _check_finite(X)
+        out = np.empty(X.shape, dtype=np.float32)
+        if self.input_kind == "log":
+            for rows, block in _dense_blocks(X):
+                out[rows] = block
+            return out
+        low = _minimum(X)
+        if low < 0:
+            raise InputError(
+                f"X has negative values (minimum {low:.4g}) but the preprocessor expects raw counts; "
+                "pass counts, or refit with input_kind='log' if the data are already transformed."
+            )
+        totals = _cell_totals(X)
+        scale = np.divide(self.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+        for rows, block in _dense_blocks(X):
+            block *= scale[rows, None]
+            out[rows] = np.log1p(block, out=block)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary of every field."""
+        return {
+            "input_kind": self.input_kind,
+            "target_sum": self.target_sum,
+            "reason": self.reason,
+            "n_features": self.n_features,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessor:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a newer file format)."""
+        unknown = set(data) - {"input_kind", "target_sum", "reason", "n_features"}
+        if unknown:
+            raise ConfigError(
+                f"unknown Preprocessor fields {sorted(unknown)}; the file may come from a newer cellw1."
+            )
+        try:
+            return cls(
+                data["input_kind"], data.get("target_sum"), str(data.get("reason", "")), data.get("n_features")
+            )
+        except KeyError as exc:
+            raise ConfigError(f"Preprocessor description lacks {exc}; the file is incomplete.") from exc
+
+
+def _cell_totals(X: Matrix) -> np.ndarray:
+    """Total of each row in float64, ``(n_cells,)``."""
+    return np.asarray(X.sum(axis=1, dtype=np.float64)).reshape(-1)
+
+
+def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log"] = "auto") -> Preprocessor:
+    """Fit the expression transform on the training cells of **both** groups together.
+
+    Parameters
+    ----------
+    X
+        ``(n_cells, n_genes)`` numpy array or scipy sparse matrix holding the control and the
+        perturbed training cells (not modified).
+    assume
+        ``"auto"`` (detect with :func:`detect_input_kind`), ``"counts"`` or ``"log"``.
+
+    Returns
+    -------
+    Preprocessor
+        For counts, ``target_sum`` is the median total count of the cells with any counts.
+
+    Raises
+    ------
+    InputError
+        Empty input, NaN or inf, negative values when counts are given or detected, counts
+        where every cell is empty, or no signal (every gene constant, e.g. all zero).
+    ConfigError
+        An unknown ``assume``.
+    """
+    X = _as_matrix(X)
+    _check_finite(X)
+    return fit_preprocessor_streaming(lambda: iter([X]), X, assume)
+
+
+def fit_preprocessor_streaming(
+    blocks: Callable[[], Iterator[Matrix]], sample: Matrix, assume: Literal["auto", "counts", "log"] = "auto"
+) -> Preprocessor:
+    """:func:`fit_preprocessor` for cells that arrive a block of rows at a time (from disk).
+
+    The input kind is detected on ``sample`` (rows spread over the data); for counts one pass
+    over ``blocks()`` checks every value (finite, non-negative) and collects every cell's
+    total, whose median is ``target_sum`` exactly as in memory. Memory: one block plus one
+    float per cell. Data already transformed need no pass here (their values are checked as
+    they are read for training).
+
+    Parameters
+    ----------
+    blocks
+        Called once (counts only); yields consecutive row blocks (arrays or sparse matrices)
+        covering every training cell of both groups once.
+    sample
+        Some of those cells, for :func:`detect_input_kind`.
+    assume
+        ``"auto"``, ``"counts"`` or ``"log"``.
+    """
+    if assume not in ASSUMPTIONS:
+        raise ConfigError(f"unknown input kind {assume!r}; use one of {ASSUMPTIONS}.")
+    sample = _as_matrix(sample, "the sample of cells")
+    if assume == "auto":
+        kind, reason = detect_input_kind(sample)
+    else:
+        kind, reason = assume, f"input_kind={assume!r} was given"
+    n_features = sample.shape[1]
+    if kind == "log":
+        _check_signal_streaming(blocks, sample)
+        logger.info("expression input: %s", reason)
+        return Preprocessor("log", None, reason, n_features)
+    parts = []
+    for block in blocks():
+        block = _as_matrix(block)
+        _check_finite(block)
+        low = _minimum(block)
+        if low < 0:
+            raise InputError(
+                f"X has negative values (minimum {low:.4g}) but raw counts were "
+                f"{'given' if assume == 'counts' else 'detected'}; "
+                "pass input_kind='log' if the data are already transformed."
+            )
+        parts.append(_cell_totals(block))
+    totals = np.concatenate(parts) if parts else np.zeros(0)
+    totals = totals[totals > 0]
+    if totals.size == 0:
+        raise InputError("every cell has zero counts; check that X holds the expression values of the cells.")
+    _check_signal_streaming(blocks, sample)
+    target_sum = float(np.median(totals))
+    logger.info("expression input: %s; cells normalised to %.6g counts, then log1p", reason, target_sum)
+    return Preprocessor("counts", target_sum, reason, n_features)

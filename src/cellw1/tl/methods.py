@@ -1,0 +1,248 @@
+"""Perturbation-prediction methods behind one signature, so a benchmark is one loop.
+
+Every method is fitted by :func:`fit_method` on source (control) and target (perturbed)
+cells in some feature space and returns a :class:`FittedMethod` that predicts perturbed
+cells from control cells in that same space.
+
+========== ===================================================================================
+name       what it predicts
+========== ===================================================================================
+identity   the control cells themselves (no response): the ceiling any method must beat
+observed   real perturbed cells from the training split (a seeded sample): the floor, not a
+           predictor; it ignores its input
+scgen      the control cells shifted by the difference of group means on a balanced
+           subsample (scGen's latent arithmetic; paper, Baselines)
+w2         W2 optimal transport with input convex networks (CellOT / OT-ICNN)
+w1         the W1 neural optimal transport map of cellw1
+========== ===================================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError, ModelFileError
+from ..ot.config import W1Config
+from ..ot.config import W2Config
+from ..ot.solver import fit_map
+from ..ot.transport import TransportMap
+from ..ot.w2 import W2Map, fit_w2
+
+METHODS: tuple[str, ...] = ("identity", "observed", "scgen", "w2", "w1")
+
+
+class FittedMethod:
+    """A fitted prediction method: control cells ``(n, k)`` in, predicted cells ``(n, k)`` out."""
+
+    name = "base"
+
+    def __init__(self, info: dict[str, Any] | None = None) -> None:
+        self.info: dict[str, Any] = dict(info or {})
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted perturbed cells for control cells ``x: (n, k)``."""
+        raise NotImplementedError
+
+    def response(self, x: np.ndarray) -> np.ndarray:
+        """How far the method moves each cell, ``|predict(x) - x|``; ``(n,)``."""
+        return np.linalg.norm(self.predict(x) - x, axis=1).astype(np.float32)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Weights to store (safetensors)."""
+        return {}
+
+    def header(self) -> dict[str, Any]:
+        """JSON description; ``header()["name"]`` selects the class when loading."""
+        return {"name": self.name, "info": self.info}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
+        return cls(header.get("info"))
+
+
+class Identity(FittedMethod):
+    """No response: the prediction is the control cells."""
+
+    name = "identity"
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.array(x, dtype=np.float32, copy=True)
+
+
+class Observed(FittedMethod):
+    """Real perturbed training cells, a seeded sample of as many cells as asked for."""
+
+    name = "observed"
+
+    def __init__(self, cells: np.ndarray, seed: int = 0, info: dict[str, Any] | None = None) -> None:
+        super().__init__(info)
+        self.cells = np.asarray(cells, dtype=np.float32)
+        self.seed = int(seed)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        idx = rng.choice(len(self.cells), size=len(x), replace=len(x) > len(self.cells))
+        return self.cells[idx].copy()
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"cells": torch.from_numpy(self.cells)}
+
+    def header(self) -> dict[str, Any]:
+        return {**super().header(), "seed": self.seed}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Observed:
+        return cls(tensors["cells"].numpy(), header.get("seed", 0), header.get("info"))
+
+
+class MeanShift(FittedMethod):
+    """scGen's baseline: add ``mean(target) - mean(source)`` to every cell.
+
+    The means are taken on a balanced subsample (as many cells of each group), as the
+    paper does to keep the larger group from dominating.
+    """
+
+    name = "scgen"
+
+    def __init__(self, shift: np.ndarray, info: dict[str, Any] | None = None) -> None:
+        super().__init__(info)
+        self.shift = np.asarray(shift, dtype=np.float32)
+
+    @classmethod
+    def fit(cls, source: np.ndarray, target: np.ndarray, seed: int = 0) -> MeanShift:
+        rng = np.random.default_rng(seed)
+        n = min(len(source), len(target))
+        src = source[rng.choice(len(source), n, replace=False)]
+        tgt = target[rng.choice(len(target), n, replace=False)]
+        return cls(tgt.mean(0) - src.mean(0), {"n_balanced": n})
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return (np.asarray(x, dtype=np.float32) + self.shift).astype(np.float32)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return {"shift": torch.from_numpy(self.shift)}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> MeanShift:
+        return cls(tensors["shift"].numpy(), header.get("info"))
+
+
+class _NeuralMap(FittedMethod):
+    """A fitted neural transport map (W1 or W2) used as a prediction method."""
+
+    map_class: type[TransportMap] | type[W2Map]
+
+    def __init__(self, tmap: TransportMap | W2Map) -> None:
+        super().__init__(tmap.info)
+        self.map = tmap
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.map.transport(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self.map.state_tensors()
+
+    def header(self) -> dict[str, Any]:
+        return {**super().header(), "map": self.map.header()}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> _NeuralMap:
+        fitted = cls(cls.map_class.from_state(tensors, header["map"]))
+        fitted.info.update(header.get("info") or {})
+        return fitted
+
+
+class W1(_NeuralMap):
+    """cellw1's W1 map; the response is the step size ``eta(x)``, the distance moved."""
+
+    name = "w1"
+    map_class = TransportMap
+
+    def response(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.map.step_size(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+
+
+class W2(_NeuralMap):
+    """W2 optimal transport with input convex networks (CellOT / OT-ICNN)."""
+
+    name = "w2"
+    map_class = W2Map
+
+
+_CLASSES: dict[str, type[FittedMethod]] = {
+    "identity": Identity, "observed": Observed, "scgen": MeanShift, "w2": W2, "w1": W1,
+}
+
+
+def check_method(name: str) -> str:
+    """Return ``name`` if it is a known method, else raise a ConfigError listing them."""
+    if name not in _CLASSES:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
+    return name
+
+
+#: config class each method takes (the others take none)
+CONFIGS: dict[str, type[W1Config] | type[W2Config]] = {"w1": W1Config, "w2": W2Config}
+
+
+def check_config(name: str, config: Any) -> type[W1Config] | type[W2Config] | None:
+    """Raise a ConfigError when ``config`` is not of the class method ``name`` takes; return that class."""
+    expected = CONFIGS.get(name)
+    if config is not None and expected is not None and not isinstance(config, expected):
+        raise ConfigError(f"method {name!r} needs a {expected.__name__}, got {type(config).__name__}.")
+    return expected
+
+
+def fit_method(
+    name: str,
+    source: np.ndarray,
+    target: np.ndarray,
+    *,
+    config: W1Config | W2Config | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> FittedMethod:
+    """Fit method ``name`` on source ``(n, k)`` and target ``(m, k)`` cells.
+
+    Parameters
+    ----------
+    name
+        One of :data:`METHODS`.
+    source, target
+        Control and perturbed cells in the feature space the method works in.
+    config
+        :class:`~cellw1.ot.config.W1Config` for ``"w1"``, :class:`~cellw1.ot.config.W2Config` for
+        ``"w2"`` (defaults when ``None``); ignored by the other methods.
+    seed
+        Seed of every random choice.
+    progress
+        Show progress bars.
+    """
+    check_method(name)
+    check_config(name, config)
+    start = time.perf_counter()
+    fitted: FittedMethod
+    if name == "identity":
+        fitted = Identity()
+    elif name == "observed":
+        fitted = Observed(target, seed)
+    elif name == "scgen":
+        fitted = MeanShift.fit(source, target, seed)
+    elif name == "w1":
+        fitted = W1(fit_map(source, target, config, seed, progress=progress))
+    else:
+        fitted = W2(fit_w2(source, target, config, seed, progress=progress))
+    fitted.info["fit_seconds"] = time.perf_counter() - start
+    return fitted
+
+
+def load_method(tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
+    """Rebuild a method from :meth:`FittedMethod.state_tensors` and :meth:`FittedMethod.header`."""
+    name = header.get("name")
+    if name not in _CLASSES:
+        raise ModelFileError(f"unknown method {name!r} in the model file; it may come from a newer cellw1.")
+    return _CLASSES[name].from_state(tensors, header)

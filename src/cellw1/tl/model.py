@@ -1,0 +1,410 @@
+"""Fitted perturbation models at the AnnData edge: predict, save and load.
+
+A :class:`PerturbationModel` chains three fitted pieces, each from a numerical module:
+preprocessing (counts -> log-normalised expression, :mod:`cellw1.pp.preprocessing`), an
+embedding (genes, PCA or autoencoder, :mod:`cellw1.pp.embedding`) and a method (:mod:`cellw1.tl.methods`,
+e.g. the W1 map) that moves control cells to perturbed cells in the embedding.
+
+A model directory holds ``model.safetensors``: every weight plus, in its header, the JSON
+description (genes, preprocessing, embedding, method, config, versions), written atomically
+and checksummed; ``model.json`` beside it is a readable copy of that description.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._version import __version__
+from .._io import (
+    FORMATS,
+    atomic_write_bytes,
+    check_format,
+    check_output,
+    file_format,
+    load_tensors,
+    save_tensors,
+)
+from ..errors import InputError, ModelFileError
+from ..io.readers import check_data_kind, disk_path, is_on_disk, open_disk_data
+from ..io.writer import PredictionWriter
+from ..pp.calibration import calibrate
+from ..pp.embedding import Embedding
+from ..pp.labels import label_series
+from ..pp.preprocessing import Preprocessor
+from ..pp.spaces import load_embedding
+from .methods import FittedMethod, load_method
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+logger = logging.getLogger(__name__)
+
+#: cells predicted at once when streaming from disk or to a file
+PREDICT_CHUNK = 16_384
+
+MODEL_FILE = "model.safetensors"
+COLLECTION_FILE = "collection.json"
+FORMAT = "cellw1.PerturbationModel"
+COLLECTION_FORMAT = "cellw1.ModelCollection"
+FORMAT_VERSION = 1
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {"cellw1": __version__, "torch": torch.__version__, "numpy": np.__version__, "anndata": version("anndata")}
+
+
+def feature_matrix(adata: ad.AnnData, *, layer: str | None, obsm_key: str | None) -> tuple[Any, list[str]]:
+    """The matrix a model reads (``X``, a layer or an obsm embedding) and its feature names."""
+    if layer is not None and obsm_key is not None:
+        raise InputError("give either layer= or obsm_key=, not both.")
+    if obsm_key is not None:
+        if obsm_key not in adata.obsm:
+            raise InputError(f"obsm key {obsm_key!r} not found; available: {sorted(adata.obsm.keys()) or 'none'}.")
+        values = np.asarray(adata.obsm[obsm_key])
+        if values.ndim != 2:
+            raise InputError(f"obsm[{obsm_key!r}] must be 2-D (cells x features), got shape {values.shape}.")
+        return values, [f"{obsm_key}_{i}" for i in range(values.shape[1])]
+    if layer is not None:
+        if layer not in adata.layers:
+            raise InputError(f"layer {layer!r} not found; available: {sorted(adata.layers.keys()) or 'none (use X)'}.")
+        return adata.layers[layer], list(map(str, adata.var_names))
+    if adata.X is None:
+        raise InputError("the AnnData has no X; pass layer= or obsm_key= to choose the expression values.")
+    return adata.X, list(map(str, adata.var_names))
+
+
+def check_unique_genes(names: Sequence[str]) -> None:
+    """Gene names must be unique (a model aligns genes by name); the error names the repeated ones."""
+    index = pd.Index(names)
+    if not index.is_unique:
+        repeated = list(dict.fromkeys(map(str, index[index.duplicated()])))
+        shown = ", ".join(repeated[:10]) + (f" and {len(repeated) - 10} more" if len(repeated) > 10 else "")
+        raise InputError(
+            f"var_names are not unique ({len(repeated)} repeated: {shown}); "
+            "call adata.var_names_make_unique() or drop the duplicates first."
+        )
+
+
+class PerturbationModel:
+    """A fitted model predicting perturbed cells from control cells.
+
+    Create it with :func:`cellw1.fit`; use :meth:`predict`, :meth:`save` and :func:`cellw1.load`.
+
+    Attributes
+    ----------
+    features
+        Feature names (genes, or ``{obsm_key}_{i}``) the model reads and writes, in order.
+    condition_key, control, perturbation
+        Where the groups came from in the training AnnData.
+    info
+        Fit diagnostics (cells per group, seconds, preprocessing decision...).
+    calibration
+        Per-gene zero thresholds and offsets of predicted log expression
+        (:mod:`cellw1.pp.calibration`); ``None``: negative values are clipped to 0 only.
+    """
+
+    def __init__(
+        self,
+        *,
+        features: list[str],
+        preprocessor: Preprocessor | None,
+        embedding: Embedding,
+        method: FittedMethod,
+        condition_key: str,
+        control: str,
+        perturbation: str,
+        layer: str | None = None,
+        obsm_key: str | None = None,
+        info: dict[str, Any] | None = None,
+        calibration: np.ndarray | None = None,
+    ) -> None:
+        self.features = list(features)
+        self.calibration = None if calibration is None else np.asarray(calibration, dtype=np.float32)
+        self.preprocessor = preprocessor
+        self.embedding = embedding
+        self.method = method
+        self.condition_key, self.control, self.perturbation = condition_key, control, perturbation
+        self.layer, self.obsm_key = layer, obsm_key
+        self.info: dict[str, Any] = dict(info or {})
+
+    def __repr__(self) -> str:
+        return (
+            f"PerturbationModel({self.control!r} -> {self.perturbation!r}, method={self.method.name!r}, "
+            f"space={self.embedding.kind!r}, {len(self.features)} features)"
+        )
+
+    # -- prediction ------------------------------------------------------------------------------
+    def _columns(self, names: Sequence[str]) -> np.ndarray | None:
+        """Positions of :attr:`features` among the data's feature ``names`` (``None``: obsm, in order)."""
+        if self.obsm_key is not None:
+            if len(names) != len(self.features):
+                raise InputError(
+                    f"obsm[{self.obsm_key!r}] has {len(names)} columns but the model was fitted on {len(self.features)}."
+                )
+            return None
+        position = pd.Index(names)
+        check_unique_genes(position)
+        missing = [g for g in self.features if g not in position]
+        if missing:
+            raise InputError(
+                f"{len(missing)} of the model's {len(self.features)} genes are missing from the data "
+                f"(first: {missing[:5]}); predict on data measured on the same genes."
+            )
+        return position.get_indexer(self.features)
+
+    def _values(self, matrix: Any, columns: np.ndarray | None) -> np.ndarray:
+        """Rows of ``matrix`` in the model's input space (float32); see :meth:`preprocess`."""
+        if columns is None:
+            values = np.asarray(matrix, dtype=np.float32)
+        else:
+            assert self.preprocessor is not None
+            values = self.preprocessor.transform(matrix[:, columns])
+        if not np.isfinite(values).all():
+            raise InputError("the data contain NaN or inf; remove or impute those cells first.")
+        return values
+
+    def preprocess(self, adata: ad.AnnData) -> np.ndarray:
+        """The model's input space for ``adata``: log-normalised expression of :attr:`features`
+        (aligned by gene name), or the obsm embedding; ``(n_cells, n_features)`` float32."""
+        if adata.n_obs == 0:
+            raise InputError("the AnnData has no cells; nothing to predict.")
+        matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
+        return self._values(matrix, self._columns(names))
+
+    def _warn_not_control(self, obs: pd.DataFrame) -> None:
+        if self.condition_key in obs:
+            labels = label_series(obs[self.condition_key], key=self.condition_key, warn=False)
+            others = int((labels != self.control).sum())
+            if others:
+                logger.warning(
+                    "%d of %d input cells are not labelled %r in obs[%r]; predicting them as if they were controls.",
+                    others, len(labels), self.control, self.condition_key,
+                )
+
+    def _uns(self) -> dict[str, Any]:
+        return {
+            "method": self.method.name, "space": self.embedding.kind, "control": self.control,
+            "perturbation": self.perturbation, "values": "log1p-normalised" if self.preprocessor else self.obsm_key,
+            "output": self._output(),
+        }
+
+    def _output(self) -> str | None:
+        """How the written expression is made: ``"calibrated"``, ``"clipped"`` at 0, or ``None`` (obsm)."""
+        if self.preprocessor is None:
+            return None
+        return "clipped" if self.calibration is None else "calibrated"
+
+    def predict(
+        self,
+        adata: ad.AnnData | str | os.PathLike,
+        *,
+        out: str | os.PathLike | None = None,
+        cells: np.ndarray | None = None,
+        chunk_cells: int = PREDICT_CHUNK,
+        progress: bool = False,
+    ) -> ad.AnnData | Path:
+        """Predict the perturbed state of the cells in ``adata`` (never modified).
+
+        Parameters
+        ----------
+        adata
+            An AnnData in memory, or data on disk: a path to an ``.h5ad`` / ``.zarr``, or an
+            AnnData opened with ``backed="r"`` (read ``chunk_cells`` cells at a time).
+        out
+            ``None``: return the predictions. A path ending in ``.h5ad`` or ``.zarr``: write
+            them there ``chunk_cells`` cells at a time, so memory does not grow with the
+            number of cells; the file appears in one rename when complete (atomic).
+        cells
+            Predict only these cells: a boolean mask over the cells, or increasing row
+            numbers (for data on disk, e.g. ``np.flatnonzero(obs[key] == control)``).
+            ``None``: every cell.
+        chunk_cells
+            Cells predicted at once when reading from disk or writing to ``out``.
+        progress
+            Show a progress bar over the chunks.
+
+        Returns
+        -------
+        anndata.AnnData or pathlib.Path
+            A new AnnData (or the path it was written to), one predicted cell per input cell:
+            ``X`` holds the prediction in the model's feature space (log-normalised
+            expression of :attr:`features`, or the obsm features); ``obs`` copies the input's
+            obs and adds ``source_cell`` (input cell id), ``perturbation`` and ``response``
+            (distance the cell moved in the fitted space).
+        """
+        check_data_kind(adata, "PerturbationModel.predict")
+        if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, int | np.integer) or chunk_cells < 1:
+            raise InputError(f"chunk_cells={chunk_cells!r} must be an integer >= 1.")
+        if out is not None:
+            suffix = Path(out).suffix.lower()
+            check_output(out, kind="store" if suffix == ".zarr" else "file", inputs=[disk_path(adata)])
+        if is_on_disk(adata):
+            if self.obsm_key is not None:
+                raise InputError(
+                    f"the model reads obsm[{self.obsm_key!r}]; predicting from disk reads expression only: "
+                    "load the AnnData into memory (anndata.read_h5ad) and pass it."
+                )
+            with open_disk_data(adata) as disk:
+                rows = _chosen_rows(cells, disk.n_obs)
+                return self._predict(disk.obs.iloc[rows], disk.var_names, disk.matrix(self.layer).read, rows,
+                                     out, int(chunk_cells), progress)
+        if adata.n_obs == 0:
+            raise InputError("the AnnData has no cells; nothing to predict.")
+        if cells is not None:
+            adata = adata[_chosen_rows(cells, adata.n_obs)]
+        matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
+        return self._predict(adata.obs, names, lambda rows: matrix[rows[0] : rows[-1] + 1], np.arange(adata.n_obs),
+                             out, int(chunk_cells), progress)
+
+    def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
+        result = obs.copy()
+        result["source_cell"] = np.asarray(obs.index, dtype=str)
+        result["perturbation"] = self.perturbation
+        return result
+
+    def _predict(self, obs: pd.DataFrame, names: Sequence[str], read: Any, rows: np.ndarray,
+                 out: str | os.PathLike | None, chunk: int, progress: bool) -> ad.AnnData | Path:
+        """Predict the cells ``rows`` (increasing; their ``obs``), ``chunk`` at a time: ``read(rows)`` reads a block."""
+        import anndata as ad
+        from tqdm.auto import tqdm
+
+        if len(obs) == 0:
+            raise InputError("the data have no cells; nothing to predict.")
+        columns = self._columns(names)
+        self._warn_not_control(obs)
+        result_obs = self._output_obs(obs)
+        response = np.empty(len(obs), dtype=np.float32)
+        var = pd.DataFrame(index=self.features)
+        blocks: list[np.ndarray] = []
+        with contextlib.ExitStack() as stack:
+            writer = None
+            if out is not None:
+                writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns={"cellw1": self._uns()}))
+            for start in tqdm(range(0, len(obs), chunk), desc="predict", disable=not progress, leave=False):
+                stop = min(start + chunk, len(obs))
+                z = self.embedding.encode(self._values(read(rows[start:stop]), columns))
+                response[start:stop] = self.method.response(z)
+                predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
+                if self.preprocessor is not None:  # expression: non-negative, calibrated
+                    predicted = calibrate(predicted, self.calibration)
+                if writer is None:
+                    blocks.append(predicted)
+                else:
+                    writer.write(start, predicted)
+            result_obs["response"] = response  # written with obs when the writer commits
+        if out is not None:
+            logger.info("wrote %d predicted cells to %s", len(obs), out)
+            return Path(out)
+        result = ad.AnnData(X=np.concatenate(blocks), obs=result_obs, var=var)
+        result.uns["cellw1"] = self._uns()
+        return result
+
+    # -- files -------------------------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        """JSON description of the model (everything but the weights)."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "features": self.features,
+            "condition_key": self.condition_key,
+            "control": self.control,
+            "perturbation": self.perturbation,
+            "layer": self.layer,
+            "obsm_key": self.obsm_key,
+            "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
+            "embedding": self.embedding.header(),
+            "method": self.method.header(),
+            "output": self._output(),
+            "info": self.info,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model to ``directory`` (created if needed); atomic, no pickle."""
+        directory = Path(directory)
+        if (directory / COLLECTION_FILE).exists():
+            raise InputError(
+                f"{str(directory)!r} holds a collection of models; save this model to another directory."
+            )
+        tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
+        tensors.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
+        if self.calibration is not None:
+            tensors["output.calibration"] = torch.from_numpy(self.calibration)
+        header = self.header()
+        save_tensors(directory / MODEL_FILE, tensors, header)
+        atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> PerturbationModel:
+        """Load a model written by :meth:`save`."""
+        directory = Path(directory)
+        if directory.is_dir() and not (directory / MODEL_FILE).exists():
+            raise ModelFileError(f"{str(directory)!r} has no {MODEL_FILE}; it is not a cellw1 model directory.")
+        if directory.is_file():
+            raise ModelFileError(file_instead_of_directory(directory))
+        tensors, header = load_tensors(directory / MODEL_FILE, kind="PerturbationModel")
+        check_format(header, FORMAT, FORMAT_VERSION, source=f"{str(directory / MODEL_FILE)!r}")
+        try:
+            embedding = load_embedding(
+                {k[10:]: v for k, v in tensors.items() if k.startswith("embedding.")}, header["embedding"]
+            )
+            method = load_method({k[7:]: v for k, v in tensors.items() if k.startswith("method.")}, header["method"])
+            pre = header["preprocessing"]
+            return cls(
+                features=header["features"],
+                preprocessor=None if pre is None else Preprocessor.from_dict(pre),
+                embedding=embedding,
+                method=method,
+                condition_key=header["condition_key"],
+                control=header["control"],
+                perturbation=header["perturbation"],
+                layer=header.get("layer"),
+                obsm_key=header.get("obsm_key"),
+                info=header.get("info"),
+                calibration=tensors["output.calibration"].numpy() if "output.calibration" in tensors else None,
+            )
+        except ModelFileError:
+            raise
+        except Exception as exc:  # a well-formed file whose content does not fit together
+            raise ModelFileError(f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it.") from exc
+
+
+def _chosen_rows(cells: np.ndarray | None, n_obs: int) -> np.ndarray:
+    """Row numbers of the cells to predict: all, a boolean mask's, or increasing indices."""
+    if cells is None:
+        return np.arange(n_obs)
+    chosen = np.asarray(cells)
+    if chosen.dtype == bool:
+        if chosen.shape != (n_obs,):
+            raise InputError(f"the cells mask has shape {chosen.shape}; it needs one entry per cell ({n_obs}).")
+        chosen = np.flatnonzero(chosen)
+    elif not np.issubdtype(chosen.dtype, np.integer) or chosen.ndim != 1:
+        raise InputError("cells must be a boolean mask or a 1-D array of row numbers.")
+    if len(chosen) == 0:
+        raise InputError("no cells were chosen; nothing to predict.")
+    if (np.diff(chosen) <= 0).any() or chosen[0] < 0 or chosen[-1] >= n_obs:
+        raise InputError(f"cells must be increasing row numbers between 0 and {n_obs - 1}; sort and deduplicate them.")
+    return chosen.astype(np.int64)
+
+
+def file_instead_of_directory(path: Path) -> str:
+    """What a file handed to :func:`load` holds, and how to load it."""
+    if path.suffix == ".safetensors":
+        kind = file_format(path)
+        if kind is not None and kind != FORMAT:
+            what = FORMATS.get(kind, f"a file of format {kind!r}")
+            return f"{str(path)!r} is not a model directory: it holds {what}."
+    return f"{str(path)!r} is a file; cellw1.load reads a model directory written by model.save(directory)."

@@ -1,0 +1,77 @@
+"""Shared test data: small count matrices and short solver schedules.
+
+The test modules (and the tests directory, which pytest puts on ``sys.path``) import these
+with ``from conftest import ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellw1 import W1Config
+
+#: the smallest useful W1 schedule and networks: a fit takes a fraction of a second
+TINY = W1Config(hidden=(16, 16), step_hidden=(16,), potential_iters=20, step_iters=20, eval_every=10)
+#: a short schedule at the default network size, long enough for a fitted map to move cells
+FAST = W1Config(potential_iters=150, step_iters=100, eval_every=50)
+
+
+def count_adata(
+    groups: Sequence[Any],
+    n: int | Sequence[int],
+    genes: int,
+    *,
+    seed: int = 0,
+    effects: Mapping[int, float] | None = None,
+    affected: int = 5,
+    gamma: tuple[float, float] = (2.0, 2.0),
+    key: str = "condition",
+    covariate: tuple[str, Sequence[str]] | None = None,
+    cell_name: str = "cell{}",
+    gene_name: str = "gene{}",
+    sparse: bool = True,
+) -> ad.AnnData:
+    """Poisson counts of labelled groups of cells around one gamma-distributed gene profile.
+
+    ``groups[i]`` has ``n`` (or ``n[i]``) cells; ``effects[i]`` multiplies the rate of the
+    first ``affected`` genes in group ``i``. ``covariate=(column, values)`` adds a column of
+    values drawn at random per cell. Seeded: the same arguments give the same data.
+    """
+    rng = np.random.default_rng(seed)
+    base = rng.gamma(*gamma, size=genes)
+    sizes = [n] * len(groups) if isinstance(n, int) else list(n)
+    labels = np.repeat(np.asarray(groups), sizes)
+    group_of = np.repeat(np.arange(len(groups)), sizes)
+    rate = np.tile(base, (len(labels), 1))
+    for group, factor in (effects or {}).items():
+        rate[group_of == group, :affected] *= factor
+    counts = rng.poisson(rate).astype(np.float32)
+    columns: dict[str, Any] = {key: labels}
+    if covariate is not None:
+        columns[covariate[0]] = rng.choice(covariate[1], len(labels))
+    obs = pd.DataFrame(columns, index=[cell_name.format(i) for i in range(len(labels))])
+    var = pd.DataFrame(index=[gene_name.format(j) for j in range(genes)])
+    return ad.AnnData(X=sp.csr_matrix(counts) if sparse else counts, obs=obs, var=var)
+
+
+def digest(path: Path) -> str:
+    """SHA-256 of a file, or of every file under a directory (names and bytes)."""
+    h = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        h.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        h.update(file.read_bytes())
+    return h.hexdigest()
+
+
+def temp_files(*folders: Path) -> list[Path]:
+    """Temporary files cellw1 may leave behind (a crash must not)."""
+    return [p for folder in folders if folder.exists() for p in folder.rglob("*") if p.name.endswith((".tmp", ".old"))]
