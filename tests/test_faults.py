@@ -294,6 +294,8 @@ def test_ctrl_c_while_importing(world, before, tmp_path) -> None:
         proc = subprocess.Popen(
             [sys.executable, "-X", "importtime", "-m", "cellw1.cli.main", *fit_argv(world)[:-1], str(tmp_path / "m")],
             stdout=subprocess.DEVNULL, stderr=handle,
+            # a shell that started pytest in the background ignores SIGINT, and children inherit that
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 60
         while "| torch" not in err.read_text() and proc.poll() is None:
