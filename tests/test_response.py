@@ -137,5 +137,5 @@ def test_energy_pool_equals_the_direct_energy_distance(dim: int) -> None:
     inside = torch.pdist(moved).sum() * 2 / (16 * 15)
     direct = 2 * torch.cdist(moved, y[j]).mean() - inside
     (grad_direct,) = torch.autograd.grad(direct, eta)
-    assert float(pooled) == pytest.approx(float(direct), rel=1e-9)
+    assert pooled.item() == pytest.approx(direct.item(), rel=1e-9)
     torch.testing.assert_close(grad_pooled, grad_direct, rtol=1e-6, atol=1e-9)
