@@ -201,6 +201,12 @@ class _Selector:
     def restore(self) -> None:
         self.module.load_state_dict(self.state)
 
+    def resume(self) -> None:
+        """Restore the best state so far and restart the patience: a refinement starts from it,
+        and that state stays a candidate."""
+        self.restore()
+        self.plateau.waited = 0
+
 
 def regression_step(step_size: StepSize, optimizer: torch.optim.Optimizer, x: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
     """One least-squares step of ``eta(x)`` towards the targets ``eta``, in units of ``eta_scale``."""
@@ -297,13 +303,11 @@ def fit_step_size(
     if learner in ("minibatch_ot", "ot_gan", "ot_energy"):
         steps += _regress(step_size, potential, source, target, config, selector, history, generator, rng, progress)
     if learner == "ot_energy":
-        selector.restore()  # refine the best regression state; it stays a candidate
-        selector.plateau.waited = 0
+        selector.resume()
         steps += _match_energy(step_size, potential, source, target, config, selector, history, generator, progress,
                                offset=steps)
     if learner == "ot_gan":
-        selector.restore()  # refine the best regression state; it stays a candidate
-        selector.plateau.waited = 0
+        selector.resume()
         steps += _adversarial(step_size, potential, source, target, config, selector, history, generator, progress,
                               n_iters=config.refine_iters, lr=config.refine_lr, offset=steps)
     if learner == "gan":

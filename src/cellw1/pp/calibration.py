@@ -82,9 +82,3 @@ def calibrate(predicted: np.ndarray, calibration: np.ndarray | None) -> np.ndarr
         out[zero] = 0.0
     return out
 
-
-def sample_rows(rows: np.ndarray, seed: int, size: int = SAMPLE_CELLS) -> np.ndarray:
-    """A seeded sample of at most ``size`` of ``rows``, in increasing order."""
-    if len(rows) <= size:
-        return rows
-    return np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))

@@ -17,14 +17,14 @@ from ..errors import ConfigError, InputError
 from ..io.readers import DiskData, check_data_kind, is_on_disk, open_disk_data
 from ..ot.config import W1Config
 from ..ot.config import W2Config
-from ..pp.calibration import fit_calibration, sample_rows
+from ..pp.calibration import SAMPLE_CELLS, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_series, label_text, present_labels
 from ..pp.preprocessing import check_signal, fit_preprocessor
 from ..pp.spaces import check_space, fit_embedding
 from .methods import check_config, check_method, fit_method
 from .model import PerturbationModel, check_unique_genes, feature_matrix
-from .streaming import fit_streamed
+from .streaming import fit_streamed, spread_sample
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -198,7 +198,7 @@ def _fit(
         if method in CALIBRATED:
             matrix = adata.matrix(layer)
             model.calibration = _calibration(model, *(
-                preprocessor.transform(matrix.read(sample_rows(np.flatnonzero(mask), seed + k)))
+                preprocessor.transform(matrix.read(spread_sample(np.flatnonzero(mask), SAMPLE_CELLS, seed + k)))
                 for k, mask in enumerate((is_source, is_target))
             ))
         return model
@@ -226,7 +226,7 @@ def _fit(
         )
     calibration = None
     if preprocessor is not None and method in CALIBRATED:  # samples of both groups' expression
-        calibration = tuple(values[sample_rows(np.flatnonzero(mask), seed + k)]
+        calibration = tuple(values[spread_sample(np.flatnonzero(mask), SAMPLE_CELLS, seed + k)]
                             for k, mask in enumerate((source_rows, ~source_rows)))
     latent = embedding.encode(values)
     del both, values  # every copy held here during the fit adds to its peak memory
