@@ -31,7 +31,8 @@ from torch import nn
 
 from .._io import check_format
 from ..errors import ConfigError, InputError, ModelFileError
-from ..ot.config import Config, check_fields
+from ..ot.config import Config, check_fields, check_threads
+from ..ot.training import History
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ class EmbeddingConfig(Config):
         Share of the cells (of both groups, shuffled) held out for validation.
     device
         Where the autoencoder trains and runs: ``"cpu"`` (default), ``"cuda"``, ``"auto"``.
+    cpu_threads
+        Torch intra-op threads while the autoencoder trains on the CPU (restored afterwards).
+        ``None`` (default) keeps torch's setting: its layers are wider than the solvers' networks.
     """
 
     n_components: int = 50
@@ -94,6 +98,7 @@ class EmbeddingConfig(Config):
     ae_patience: int = 500
     ae_val_fraction: float = 0.1
     device: str = "cpu"
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)  # before the conversion below, which would hide a 512.5 or a bool
@@ -124,6 +129,7 @@ class EmbeddingConfig(Config):
             raise ConfigError(f"ae_val_fraction={self.ae_val_fraction!r} must lie in [0, 0.5).")
         if not isinstance(self.device, (str, torch.device)):
             raise ConfigError(f"device={self.device!r} must be a string such as 'cpu', 'cuda' or 'auto'.")
+        check_threads(self.cpu_threads)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary of every field (the device as text)."""
@@ -165,6 +171,9 @@ class Embedding(ABC):
         Latent size ``k``.
     info
         Fit diagnostics (seconds, losses...).
+    history
+        Training history of a trained embedding (:mod:`cellw1.ot.training`); empty for the
+        others.
     """
 
     kind: ClassVar[str] = ""
@@ -173,6 +182,7 @@ class Embedding(ABC):
         self.n_features = int(n_features)
         self.dim = int(dim)
         self.info: dict[str, Any] = dict(info or {})
+        self.history: History = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_features={self.n_features}, dim={self.dim})"
