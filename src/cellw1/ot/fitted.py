@@ -54,7 +54,7 @@ class FittedMap:
 
     def _points(self, x: Any, name: str = "x") -> torch.Tensor:
         """``x: (n, dim)`` as a float tensor on the map's device; other widths are an InputError."""
-        t = as_points(x, name, min_points=1)
+        t = as_points(x, name, min_points=1, purpose="")
         if t.shape[1] != self.dim:
             raise InputError(f"{name} has {t.shape[1]} features but the map was fitted on {self.dim}.")
         return t.to(self.device)

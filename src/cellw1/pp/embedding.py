@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._data import as_array
 from .._io import check_format
 from ..errors import ConfigError, InputError, ModelFileError
 from ..ot.config import Config, check_fields, check_threads
@@ -138,22 +139,12 @@ class EmbeddingConfig(Config):
 
 # -- input checks ------------------------------------------------------------------------------
 def check_cells(x: Any, name: str, n_columns: int | None = None, mismatch: str = "") -> np.ndarray:
-    """``x`` as a finite C-contiguous 2-D float32 array (``x`` itself when it already is one;
-    never written to). ``mismatch`` is the error when ``x`` has not ``n_columns`` columns; it is
-    formatted with ``got``."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise InputError(f"{name} has dtype {arr.dtype}; pass real numbers of shape (n_cells, n_features).")
-    if arr.ndim != 2:
-        raise InputError(f"{name} must be 2-D (n_cells, n_features), got shape {arr.shape}.")
+    """``x`` as a finite C-contiguous 2-D float32 array (:func:`cellw1._data.as_array`; ``x``
+    itself when it already is one, never written to). ``mismatch`` is the error when ``x`` has
+    not ``n_columns`` columns; it is formatted with ``got``."""
+    arr = np.ascontiguousarray(as_array(x, name, dtype=np.float32, min_rows=0))
     if n_columns is not None and arr.shape[1] != n_columns:
         raise InputError(mismatch.format(got=arr.shape[1]))
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise InputError(f"{name} contains NaN or inf in {bad} rows; remove or impute those cells.")
     return arr
 
 
