@@ -14,7 +14,7 @@ from torch import nn
 import cellw1
 from cellw1 import ModelFileError, W2Config
 from cellw1.ot.potential import fit_potential
-from cellw1.ot.training import Training, as_history, combine, cpu_threads
+from cellw1.ot.training import Training, combine, cpu_threads, read_history
 from cellw1.ot.transport import TransportMap
 from cellw1.ot.w2 import W2Map, fit_w2
 from cellw1.pp.autoencoder import Autoencoder
@@ -205,8 +205,9 @@ def test_perturbation_model_history_is_saved(tmp_path: Path) -> None:
 
 def test_history_helpers() -> None:
     assert combine(a={"step": [1]}, b={"loss": [0.5]}) == {"a_step": [1], "b_loss": [0.5]}
-    assert as_history(None) == {}
-    assert math.isnan(as_history({"x": [float("nan")]})["x"][0])
+    assert read_history({"info": {"seed": 0}}) == ({"seed": 0}, {})
+    assert read_history({"info": {"history": {"step": [1]}}}) == ({}, {"step": [1]})
+    assert math.isnan(read_history({"history": {"x": [float("nan")]}})[1]["x"][0])
     for bad in ([1, 2], {"x": 1}, {"x": ["a"]}):
         with pytest.raises(ValueError):
-            as_history(bad)
+            read_history({"history": bad})

@@ -21,6 +21,7 @@ import scipy.sparse as sp
 
 from .._data import as_array
 from ..errors import ConfigError, InputError
+from ..ot.training import cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +36,13 @@ def _quiet_scanpy(sc: Any) -> Iterator[None]:
     Scanpy's ranking also resets torch's intra-op thread count (through its thread pools);
     the caller's setting is restored too, since oversubscribed threads slow torch 10x.
     """
-    import torch
-
-    previous, threads = sc.settings.verbosity, torch.get_num_threads()
+    previous = sc.settings.verbosity
     sc.settings.verbosity = 0
     try:
-        yield
+        with cpu_threads(None):
+            yield
     finally:
         sc.settings.verbosity = previous
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 def top_de_genes(

@@ -180,17 +180,23 @@ class Training:
         return self.history
 
 
-def as_history(value: Any) -> History:
-    """A history read from a file: ``None`` (files from before histories were kept) is empty;
-    anything but a dict of lists of numbers is a ValueError."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(
+def read_history(header: dict[str, Any]) -> tuple[dict[str, Any], History]:
+    """The fit ``info`` and the training history stored in a saved header.
+
+    Files from before histories were kept have none (empty); W2 maps and autoencoders saved
+    before kept theirs in ``info["history"]``, from where it moves. Anything but a dict of
+    lists of numbers is a ValueError.
+    """
+    info = dict(header.get("info") or {})
+    history = header["history"] if "history" in header else info.pop("history", None)
+    if history is None:
+        return info, {}
+    if not isinstance(history, dict) or not all(
         isinstance(k, str) and isinstance(v, list) and all(isinstance(x, int | float) for x in v)
-        for k, v in value.items()
+        for k, v in history.items()
     ):
         raise ValueError("the training history is not a dict of lists of numbers")
-    return {k: list(v) for k, v in value.items()}
+    return info, {k: list(v) for k, v in history.items()}
 
 
 def combine(**histories: History) -> History:

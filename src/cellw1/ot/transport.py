@@ -14,7 +14,7 @@ from .fitted import FittedMap
 from .lipschitz import LipschitzPotential
 from .potential import CHUNK, build_potential, direction, evaluate
 from .stepsize import StepSize
-from .training import History, as_history
+from .training import History, read_history
 
 FORMAT = "cellw1.TransportMap"
 FORMAT_VERSION = 1
@@ -133,7 +133,7 @@ class TransportMap(FittedMap):
             weights.setdefault("input_mask", torch.ones(int(header["dim"])))  # files from before the mask
             potential.load_state_dict(weights)
             step_size.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("step_size.")})
-            history = as_history(header.get("history"))
+            info, history = read_history(header)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
-        return cls(potential, step_size, config, header.get("info"), history=history)
+        return cls(potential, step_size, config, info, history=history)

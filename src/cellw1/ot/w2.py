@@ -21,7 +21,7 @@ from .fitted import FittedMap
 from .icnn import ICNN, build_icnn, f_step, g_step, standardization
 from .potential import CHUNK, evaluate, gradient
 from .sampling import minibatch_indices
-from .training import History, Training, as_history, fit_threads
+from .training import History, Training, fit_threads, read_history
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +150,7 @@ class W2Map(FittedMap):
             f, g = build_icnn(int(header["dim"]), config), build_icnn(int(header["dim"]), config)
             f.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("f.")})
             g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
-            info = dict(header.get("info") or {})
-            history = as_history(header["history"] if "history" in header else info.pop("history", None))
+            info, history = read_history(header)
             return cls(f, g, config, info, shift=shift, scale=scale, history=history)
         except (KeyError, RuntimeError, ValueError, TypeError, ConfigError, InputError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc

@@ -22,7 +22,7 @@ from .._data import resolve_device
 from ..ot.mlp import mlp
 from ..ot.potential import adam_kernel
 from ..ot.sampling import Cells, MemoryCells, minibatches
-from ..ot.training import History, Training, as_history, fit_threads
+from ..ot.training import History, Training, fit_threads, read_history
 from .embedding import ACTIVATIONS, CHUNK, LOW_DIM, Embedding, EmbeddingConfig
 
 logger = logging.getLogger(__name__)
@@ -127,8 +127,7 @@ class Autoencoder(Embedding):
             raise ValueError(f"unknown activation {header.get('activation')!r}")
         net = AutoencoderNet(int(header["n_features"]), header["hidden"], int(header["dim"]), header["activation"])
         net.load_state_dict(tensors)
-        info = dict(header.get("info") or {})  # files from before the history field kept it in info
-        history = as_history(header["history"] if "history" in header else info.pop("history", None))
+        info, history = read_history(header)
         return cls(net, info, history=history)
 
     @classmethod
