@@ -76,8 +76,8 @@ class EmbeddingConfig(Config):
     ae_eval_every
         Steps between two evaluations of the full validation loss.
     ae_patience
-        Training stops after this many steps without a lower validation loss; the state with
-        the lowest validation loss is the one returned.
+        Training stops after this many steps without a lower validation loss (rounded up to
+        whole evaluations); the state with the lowest validation loss is the one returned.
     ae_val_fraction
         Share of the cells (of both groups, shuffled) held out for validation.
     device
