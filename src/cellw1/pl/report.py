@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._data import as_array
 from ..errors import InputError
 from .plotting import save_png
 
@@ -96,15 +97,6 @@ def pca_2d(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, axes
 
 
-def _as_cells(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=float)
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise InputError(f"{name} must be a non-empty (n_cells, n_features) array, got shape {arr.shape}.")
-    if not np.isfinite(arr).all():
-        raise InputError(f"{name} contains NaN or inf; remove those cells before plotting.")
-    return arr
-
-
 def plot_embedding(
     control: Any,
     predicted: Any,
@@ -138,12 +130,12 @@ def plot_embedding(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    ctrl = _as_cells(control, "control")
-    obs = _as_cells(observed, "observed")
+    ctrl = as_array(control, "control")
+    obs = as_array(observed, "observed")
     panels = dict(predicted) if isinstance(predicted, Mapping) else {"predicted": predicted}
     if not panels:
         raise InputError("predicted is an empty mapping; pass at least one method's predictions.")
-    preds = {name: _as_cells(values, f"predicted[{name!r}]") for name, values in panels.items()}
+    preds = {name: as_array(values, f"predicted[{name!r}]") for name, values in panels.items()}
     for name, arr in [("observed", obs), *((f"predicted[{k!r}]", v) for k, v in preds.items())]:
         if arr.shape[1] != ctrl.shape[1]:
             raise InputError(f"{name} has {arr.shape[1]} features but control has {ctrl.shape[1]}; use the same features.")
