@@ -19,7 +19,7 @@ from cellw1.eval.evaluation import evaluate, n_test_cells, split_group
 from cellw1.eval.metrics import METRICS
 from cellw1.pl.report import plot_embedding, plot_metric_bars
 
-TINY = W1Config(potential_iters=150, step_iters=100)
+TINY = W1Config(potential_iters=150, regression_iters=100)
 METHODS = ("identity", "observed", "scgen", "w1")
 METRIC_NAMES = [*METRICS, "seconds", "control_shift"]
 

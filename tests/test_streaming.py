@@ -19,7 +19,7 @@ from cellw1.ot.sampling import DiskCells, MemoryCells, minibatches
 from cellw1.tl.streaming import row_blocks
 from conftest import FAST as FAST_CONFIG
 
-FAST = FAST_CONFIG.replace(potential_iters=200, step_iters=150)
+FAST = FAST_CONFIG.replace(potential_iters=200, regression_iters=150)
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path]
     from cellw1.cli.main import main
 
     fit_args = ["fit", str(files["zarr"]), "--condition-key", "condition", "--control", "control",
-                "--perturbation", "pertA", "--potential-iters", "100", "--step-iters", "60", "--quiet",
+                "--perturbation", "pertA", "--potential-iters", "100", "--regression-iters", "60", "--quiet",
                 "--out", str(tmp_path / "model")]
     assert main([*fit_args, "--on-disk", "--buffer-cells", "150"]) == 0
     assert main([*fit_args, "--buffer-cells", "150"]) == 2  # only with --on-disk

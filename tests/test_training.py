@@ -146,7 +146,7 @@ def _documented_stop(values: list[float], patience: int, min_delta: float) -> in
 def test_fit_map_keeps_both_phases_histories() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(120, 2)).astype(np.float32)
-    config = TINY.replace(potential_iters=400, step_iters=60, eval_every=10, patience=2, min_delta=1e-2)
+    config = TINY.replace(potential_iters=400, regression_iters=60, eval_every=10, patience=2, min_delta=1e-2)
     tmap = cellw1.fit_map(x, x + np.float32(3.0), config, seed=0)
     h = tmap.history
     steps, duals = h["potential_step"], h["potential_val_dual"]

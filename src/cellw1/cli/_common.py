@@ -66,7 +66,10 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     """The W1 solver settings most worth changing from the command line."""
     defaults = W1Config()
     parser.add_argument("--potential-iters", type=int, default=None, help=f"phase-1 steps (default: {defaults.potential_iters})")
-    parser.add_argument("--step-iters", type=int, default=None, help=f"phase-2 steps (default: {defaults.step_iters})")
+    parser.add_argument("--step-iters", type=int, default=None,
+                        help=f"steps of the gan step-size learner (default: {defaults.step_iters})")
+    parser.add_argument("--regression-iters", type=int, default=None,
+                        help=f"steps of the minibatch-OT regression (default: {defaults.regression_iters})")
     parser.add_argument(
         "--learner", choices=STEP_SIZE_LEARNERS, default=None, help=f"step-size learner (default: {defaults.step_size_learner})"
     )
@@ -77,6 +80,7 @@ def solver_config(args: argparse.Namespace) -> W1Config:
     """A W1Config with the command-line overrides applied."""
     changes = {
         "potential_iters": args.potential_iters, "step_iters": args.step_iters,
+        "regression_iters": args.regression_iters,
         "step_size_learner": args.learner, "device": args.device,
     }
     return W1Config(**{k: v for k, v in changes.items() if v is not None})

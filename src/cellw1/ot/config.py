@@ -81,8 +81,13 @@ class W1Config(Config):
     step_hidden, discriminator_hidden
         Hidden widths of the step-size network and the GAN discriminator; paper: ``(64,)*4``.
     step_iters, step_lr, step_betas
-        Phase-2 Adam steps, learning rate and betas. The paper's GAN uses 10,000 steps at 1e-4
-        (Adam's default betas); :meth:`paper` sets exactly that.
+        Adam steps of the ``"gan"`` learner, and the learning rate and betas of every phase-2
+        learner but the refinements. The paper's GAN uses 10,000 steps at 1e-4 (Adam's default
+        betas); :meth:`paper` sets exactly that.
+    regression_iters
+        Steps of the minibatch-OT regression (at most, with early stopping) of the
+        ``"minibatch_ot"``, ``"ot_gan"`` and ``"ot_energy"`` learners. For ``"ot_energy"`` it is
+        a warm start: the energy refinement that follows decides the final steps.
     ot_exponent
         ``p`` of the pairing cost ``|x - y|^p``; as ``p -> 1`` the optimal maps converge to the
         monotone W1 map (Caffarelli, Feldman & McCann 2002). Must be > 1.
@@ -132,6 +137,7 @@ class W1Config(Config):
     step_hidden: tuple[int, ...] = (64, 64, 64, 64)
     discriminator_hidden: tuple[int, ...] = (64, 64, 64, 64)
     step_iters: int = 1_000
+    regression_iters: int = 300
     step_lr: float = 1e-3
     step_betas: tuple[float, float] = (0.9, 0.999)
     ot_exponent: float = 1.1
@@ -189,7 +195,7 @@ class W1Config(Config):
             if any(width < 1 for width in getattr(self, name)):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: every width must be >= 1.")
         for name in (
-            "potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters",
+            "potential_iters", "step_iters", "regression_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters",
             "energy_iters", "bjorck_order", "bjorck_iters",
         ):
             if getattr(self, name) < 1:

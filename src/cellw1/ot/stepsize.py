@@ -327,15 +327,15 @@ def _regress(step_size: StepSize, potential: LipschitzPotential, source: Cells, 
     step_size.eta_max.fill_(float(eta.max()))
     device = eta.device
     optimizer = torch.optim.Adam(step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.step_iters, eta_min=config.step_lr / 100)
-    batches = minibatches(source, config.batch_size, config.step_iters, generator,
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100)
+    batches = minibatches(source, config.batch_size, config.regression_iters, generator,
                           reuse=REGRESSION_REUSE, prepare=step_targets, prepared=first)
     step = 0
-    for step in tqdm(range(1, config.step_iters + 1), desc="step size (regression)", disable=not progress, leave=False):
+    for step in tqdm(range(1, config.regression_iters + 1), desc="step size (regression)", disable=not progress, leave=False):
         x, eta_x = next(batches)
         loss = regression_step(step_size, optimizer, x, eta_x)
         schedule.step()
-        if step % config.eval_every == 0 or step == config.step_iters:
+        if step % config.eval_every == 0 or step == config.regression_iters:
             selector(step, loss)
             if selector.stop:
                 break
