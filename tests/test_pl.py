@@ -231,11 +231,30 @@ def test_history_from_a_model_a_nested_history_or_a_w2_map() -> None:
     nested = {"potential": {k: HISTORY[k] for k in ("step", "train_dual", "val_dual")},
               "step_size": {"step": [5.0, 10.0], "val_energy": [0.3, 0.2], "loss": [1.0, 0.5, 0.4]}}
     fig = pl.history(SimpleNamespace(history=nested))
-    assert [ax.get_title() for ax in fig.axes] == ["potential dual", "step_size energy", "step_size loss"]
+    assert [ax.get_title() for ax in fig.axes] == ["potential dual", "step size energy", "step size loss"]
     w2 = SimpleNamespace(info={"history": {"step": [1.0, 2.0], "g_loss": [3.0, 2.0], "val_energy": [0.2, 0.1]}})
     assert [ax.get_title() for ax in pl.history(w2).axes] == ["g_loss", "energy"]
     fig = pl.history(nested, keys=["step_size.val_energy"])
-    assert [ax.get_title() for ax in fig.axes] == ["step_size energy"]
+    assert [ax.get_title() for ax in fig.axes] == ["step size energy"]
+
+
+def test_history_with_one_prefix_per_phase_marks_the_kept_and_last_steps() -> None:
+    combined = {
+        "potential_step": [10.0, 20.0, 30.0], "potential_train_dual": [0.5, 0.8, 0.9],
+        "potential_val_dual": [0.4, 0.7, 0.65], "potential_best_step": [20.0], "potential_stopped_at": [30.0],
+        "step_size_step": [5.0, 10.0], "step_size_val_energy": [0.3, 0.2], "step_size_loss": [1.0, 0.8],
+        "step_size_best_step": [10.0], "step_size_stopped_at": [10.0],
+    }
+    fig = pl.history(combined)
+    assert [ax.get_title() for ax in fig.axes] == ["potential dual", "step size energy", "step size loss"]
+    lines = {line.get_label(): line for line in fig.axes[0].lines}
+    assert set(lines) == {"train_dual", "val_dual", "best (kept)", "stopped"}
+    assert list(lines["val_dual"].get_xdata()) == combined["potential_step"]
+    assert list(lines["best (kept)"].get_xdata()) == [20.0, 20.0]
+    loss = next(line for line in fig.axes[2].lines if line.get_label() == "loss")
+    assert list(loss.get_xdata()) == [5.0, 10.0]
+    fig = pl.history(combined, keys=["potential_val_dual"])
+    assert [line.get_label() for line in fig.axes[0].lines][0] == "val_dual" and len(fig.axes) == 1
 
 
 def test_history_on_a_fitted_w2_map() -> None:

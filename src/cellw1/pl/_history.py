@@ -14,6 +14,7 @@ from ._figure import finish, panel_axes
 #: keys that are the x axis or a marker of a history, not a series of their own
 X_KEY = "step"
 STOP_KEY = "stopped_at"
+BEST_KEY = "best_step"
 TRAIN_COLOR = "#7f7f7f"
 VAL_COLOR = "#d62728"
 
@@ -45,33 +46,51 @@ def _series(values: Any) -> np.ndarray | None:
     return arr if arr.ndim == 1 and arr.size else None
 
 
-def history_panels(history: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """The panels of a history: ``{title: {"lines": {key: (x, y)}, "stop": step or None}}``.
+def history_groups(history: Mapping[str, Any]) -> dict[str, dict[str, tuple[str, Any]]]:
+    """The phases of a history: ``{phase: {key: (full key, values)}}``; ``""`` is the top level.
 
-    A nested history (``{"potential": {...}, "step_size": {...}}``) gives one group of
-    panels per phase. In a group, ``train_X`` and ``val_X`` share the panel ``X``; each other
-    series has a panel of its own. A series as long as the group's ``step`` list is drawn
-    against it, any other against its record number (one record per training step).
+    A phase is a nested dict (``{"potential": {"step": ...}}``, full keys
+    ``"potential.step"``) or a prefix of flat keys that has its own step list
+    (``"potential_step"``, ``"potential_val_dual"``: the keys of a combined history).
     """
-    groups = {str(k): v for k, v in history.items() if isinstance(v, Mapping)}
-    flat = {k: v for k, v in history.items() if not isinstance(v, Mapping)}
-    if flat:
-        groups = {"": flat, **groups}
+    groups: dict[str, dict[str, tuple[str, Any]]] = {}
+    tail = f"_{X_KEY}"
+    prefixes = sorted((str(k)[: -len(tail)] for k in history if str(k).endswith(tail) and not str(k).endswith(BEST_KEY)),
+                      key=len, reverse=True)
+    for key, values in history.items():
+        key = str(key)
+        if isinstance(values, Mapping):
+            groups.setdefault(key, {}).update({str(k): (f"{key}.{k}", v) for k, v in values.items()})
+            continue
+        prefix = next((p for p in prefixes if key.startswith(f"{p}_")), "")
+        groups.setdefault(prefix, {})[key[len(prefix) + 1:] if prefix else key] = (key, values)
+    return {name: entries for name, entries in groups.items() if entries}
+
+
+def history_panels(history: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The panels of a history: ``{title: {"lines": {full key: (label, x, y)}, "stop": .., "best": ..}}``.
+
+    Each phase (:func:`history_groups`) has its own panels. In a phase, ``train_X`` and
+    ``val_X`` share the panel ``X``; each other series has a panel of its own. A series as
+    long as the phase's ``step`` list is drawn against it, any other against its record
+    number (one record per training step).
+    """
     panels: dict[str, dict[str, Any]] = {}
-    for group, entries in groups.items():
-        steps = _series(entries.get(X_KEY))
-        stop = _series(entries.get(STOP_KEY))
-        for key, values in entries.items():
+    for group, entries in history_groups(history).items():
+        steps = _series(entries.get(X_KEY, ("", None))[1])
+        marks = {mark: _series(entries.get(key, ("", None))[1]) for mark, key in (("stop", STOP_KEY), ("best", BEST_KEY))}
+        for key, (full_key, values) in entries.items():
             y = _series(values)
-            if key in (X_KEY, STOP_KEY) or y is None:
+            if key in (X_KEY, STOP_KEY, BEST_KEY) or y is None:
                 continue
             x = steps if steps is not None and steps.size == y.size else np.arange(1, y.size + 1, dtype=float)
             quantity = key.split("_", 1)[1] if key.startswith(("train_", "val_")) else key
-            name = f"{group} {quantity}".strip()
-            panel = panels.setdefault(name, {"lines": {}, "stop": None})
-            panel["lines"][f"{group}.{key}" if group else str(key)] = (x, y)
-            if stop is not None:
-                panel["stop"] = float(stop[-1])
+            name = f"{group.replace('_', ' ')} {quantity}".strip()
+            panel = panels.setdefault(name, {"lines": {}, "stop": None, "best": None})
+            panel["lines"][full_key] = (key, x, y)
+            for mark, at in marks.items():
+                if at is not None:
+                    panel[mark] = float(at[-1])
     return panels
 
 
@@ -86,18 +105,20 @@ def history(
     """The training curves of a fit, one panel per quantity, against the training step.
 
     Training and validation values of one quantity (``train_dual`` and ``val_dual``) share a
-    panel; a dotted line marks the step where early stopping ended the fit
-    (``stopped_at``). The keys drawn are those the history has, so the W1 map's potential
-    and step-size phases and the W2 baseline all work.
+    panel; a dashed line marks the step whose state was kept (``best_step``) and a dotted
+    one where training ended (``stopped_at``). The keys drawn are those the history has, so
+    the W1 map's potential and step-size phases and the W2 baseline all work.
 
     Parameters
     ----------
     fitted
         A fitted model or map with a ``.history`` dict (or ``.info["history"]``), or the
         dict itself: lists of floats under keys such as ``step``, ``val_dual``,
-        ``train_dual``, ``val_energy`` and ``loss``, optionally one dict per phase.
+        ``train_dual``, ``val_energy`` and ``loss``; a fit of several phases has one dict
+        per phase or one prefix per phase (``potential_step``, ``potential_val_dual``...).
     keys
-        Series to draw (``"val_dual"``; ``"phase.key"`` in a nested history); default all.
+        Series to draw, by their keys in the history (``"val_dual"``,
+        ``"potential_val_dual"``; ``"phase.key"`` in a nested history); default all.
     title
         Figure title (only for a new figure).
     ax
@@ -117,17 +138,18 @@ def history(
         unknown = [k for k in wanted if k not in present]
         if unknown or not wanted:
             raise InputError(f"keys {unknown or wanted} not in the history; choose among {present}.")
-        panels = {name: {"lines": {k: v for k, v in p["lines"].items() if k in wanted}, "stop": p["stop"]}
+        panels = {name: {**p, "lines": {k: v for k, v in p["lines"].items() if k in wanted}}
                   for name, p in panels.items() if any(k in wanted for k in p["lines"])}
     if not panels:
         raise InputError("the history holds no series of numbers to plot (lists under keys such as 'val_dual').")
 
     fig, axes = panel_axes(ax, len(panels), figsize=(3.6, 2.8))
     for panel, (name, content) in zip(axes, panels.items()):
-        for key, (x, y) in content["lines"].items():
-            short = key.rsplit(".", 1)[-1]
-            color = TRAIN_COLOR if short.startswith("train_") else VAL_COLOR if short.startswith("val_") else None
-            panel.plot(x, y, lw=1.0, color=color, label=short, marker="o" if y.size < 30 else None, ms=3)
+        for label, x, y in content["lines"].values():
+            color = TRAIN_COLOR if label.startswith("train_") else VAL_COLOR if label.startswith("val_") else None
+            panel.plot(x, y, lw=1.0, color=color, label=label, marker="o" if y.size < 30 else None, ms=3)
+        if content["best"] is not None:
+            panel.axvline(content["best"], ls="--", lw=1.0, c="#2ca02c", label="best (kept)")
         if content["stop"] is not None:
             panel.axvline(content["stop"], ls=":", lw=1.0, c="black", label="stopped")
         panel.set_title(name, fontsize=10)
