@@ -186,7 +186,7 @@ def test_initial_state_is_kept_when_training_only_hurts() -> None:
     source, target = cell_like(0)
     tmap = fit_w2(source, target, W2Config(n_iters=20, n_inner=2, lr=1.0, eval_every=5, batch_size=64), seed=0)
     assert tmap.info["best_step"] == 0 and tmap.info["val_energy"] == tmap.info["initial_val_energy"]
-    assert max(tmap.info["history"]["val_energy"]) > 2 * tmap.info["initial_val_energy"]
+    assert max(tmap.history["val_energy"]) > 2 * tmap.info["initial_val_energy"]
     moved = tmap.transport(source)
     assert np.linalg.norm(moved - source, axis=1).mean() < 0.1 * np.linalg.norm(source - source.mean(0), axis=1).mean()
 

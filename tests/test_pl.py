@@ -257,15 +257,30 @@ def test_history_with_one_prefix_per_phase_marks_the_kept_and_last_steps() -> No
     assert [line.get_label() for line in fig.axes[0].lines][0] == "val_dual" and len(fig.axes) == 1
 
 
-def test_history_on_a_fitted_w2_map() -> None:
-    from cellw1 import W2Config, fit_w2
+def test_history_on_fitted_maps_and_models() -> None:
+    from conftest import TINY, count_adata
+
+    from cellw1 import W2Config, fit, fit_map, fit_w2
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 2)).astype(np.float32)
     w2 = fit_w2(x, x + 1.0, W2Config(n_iters=4, eval_every=2, hidden=(8,), batch_size=32), seed=0)
-    fig = pl.history(w2)
-    energy = next(ax for ax in fig.axes if ax.get_title() == "energy")
-    assert list(energy.lines[0].get_ydata()) == pytest.approx(w2.info["history"]["val_energy"])
+    energy = next(ax for ax in pl.history(w2).axes if ax.get_title() == "energy")
+    assert list(energy.lines[0].get_ydata()) == pytest.approx(w2.history["val_energy"])
+
+    tmap = fit_map(x, x + 1.0, TINY, seed=0)
+    fig = pl.history(tmap)
+    assert [ax.get_title() for ax in fig.axes][:2] == ["potential dual", "step size energy"]
+    val = next(line for line in fig.axes[0].lines if line.get_label() == "val_dual")
+    assert list(val.get_xdata()) == tmap.history["potential_step"]
+    assert list(val.get_ydata()) == pytest.approx(tmap.history["potential_val_dual"])
+
+    adata = count_adata(["ctrl", "pert"], 40, 12, seed=0, effects={1: 3.0})
+    model = fit(adata, "condition", "ctrl", "pert", config=TINY, progress=False)
+    assert [ax.get_title() for ax in pl.history(model).axes] == [ax.get_title() for ax in fig.axes]
+    identity = fit(adata, "condition", "ctrl", "pert", method="identity", progress=False)
+    with pytest.raises(InputError, match="no training history"):
+        pl.history(identity)
 
 
 def test_history_refuses_an_object_without_one() -> None:

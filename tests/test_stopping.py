@@ -7,7 +7,7 @@ import torch
 
 import cellw1
 from cellw1.ot.potential import fit_potential
-from cellw1.ot.stopping import Plateau
+from cellw1.ot.training import Plateau
 
 
 def test_plateau_counts_evaluations_without_significant_improvement() -> None:

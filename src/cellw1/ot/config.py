@@ -202,8 +202,7 @@ class W1Config(Config):
             )
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience={self.patience!r} must be >= 1, or None to run the full schedule.")
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ConfigError(f"cpu_threads={self.cpu_threads!r} must be >= 1, or None to keep torch's setting.")
+        check_threads(self.cpu_threads)
         if self.min_delta < 0:
             raise ConfigError(f"min_delta={self.min_delta!r} must be >= 0.")
         if min(self.potential_lr, self.step_lr, self.refine_lr, self.energy_lr) <= 0 or self.potential_lr_min < 0:
@@ -236,6 +235,12 @@ def _is_int(value: Any) -> bool:
 def _is_number(value: Any) -> bool:
     """A finite real number (an integer or a float), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_threads(cpu_threads: int | None) -> None:
+    """``cpu_threads`` of a config: an integer >= 1, or ``None`` to keep torch's setting."""
+    if cpu_threads is not None and cpu_threads < 1:
+        raise ConfigError(f"cpu_threads={cpu_threads!r} must be >= 1, or None to keep torch's setting.")
 
 
 def check_fields(config: Any) -> None:
@@ -308,6 +313,9 @@ class W2Config(Config):
         training starts from the identity map (deviation 1). ``False``: the paper's ICNN.
     quadratic_lr_scale
         Learning rate of ``a`` relative to ``lr`` (deviation 1: 10, so ``a`` learns at 1e-3).
+    cpu_threads
+        Torch intra-op threads while fitting on the CPU (restored afterwards); ``None`` keeps
+        torch's setting. One, as for :class:`W1Config`: the networks are as small.
     """
 
     hidden: tuple[int, ...] = (64, 64, 64, 64)
@@ -324,6 +332,7 @@ class W2Config(Config):
     standardize: bool = True
     quadratic: bool = True
     quadratic_lr_scale: float = 10.0
+    cpu_threads: int | None = 1
 
     def __post_init__(self) -> None:
         check_fields(self)  # before the conversions below, which would hide a 64.5 or a bool
@@ -354,6 +363,7 @@ class W2Config(Config):
         for name in ("standardize", "quadratic"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False.")
+        check_threads(self.cpu_threads)
 
     @classmethod
     def paper(cls, **changes: Any) -> W2Config:

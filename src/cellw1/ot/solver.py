@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -17,22 +15,10 @@ from .config import W1Config
 from .potential import fit_potential
 from .sampling import Cells, MemoryCells
 from .stepsize import fit_step_size
+from .training import combine, fit_threads
 from .transport import TransportMap
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), then restore."""
-    before = torch.get_num_threads()
-    if n is not None and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def fit_map(
@@ -81,7 +67,7 @@ def fit_map(
     n_source, n_target = src.n_cells, tgt.n_cells
     del src, tgt  # the split holds the cells now; the unsplit copies would only add to peak memory
     data = dict(source=train_src, target=train_tgt, val_source=val_src, val_target=val_tgt)
-    with torch.random.fork_rng(devices=[]), cpu_threads(config.cpu_threads if device.type == "cpu" else None):
+    with torch.random.fork_rng(devices=[]), fit_threads(config.cpu_threads, device):
         torch.manual_seed(seed)
         start = time.perf_counter()
         phase1 = fit_potential(config=config, generator=generator, progress=progress, **data)
@@ -102,7 +88,8 @@ def fit_map(
         "step_size_seconds": end - mid,
     }
     logger.info("fitted W1 map in %.2f s (dual %.4f)", end - start, phase1.best_dual)
-    return TransportMap(phase1.potential, phase2.step_size, config, info)
+    history = combine(potential=phase1.history, step_size=phase2.history)
+    return TransportMap(phase1.potential, phase2.step_size, config, info, history=history)
 
 
 def _cells(x: Any, name: str, device: torch.device) -> Cells:

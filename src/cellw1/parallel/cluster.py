@@ -22,6 +22,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import CellW1Error, ConfigError, InputError
+from ..ot.training import cpu_threads
 from ..pp.labels import label_series
 from ..tl import api
 from ..tl.model import PerturbationModel, feature_matrix
@@ -209,14 +210,8 @@ def fit_task(
     data: ad.AnnData, condition_key: str, control: str, perturbation: str, fit_kwargs: dict[str, Any], threads: int
 ) -> PerturbationModel:
     """One task: :func:`cellw1.fit` of ``perturbation`` with ``threads`` torch threads."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads):
         return api.fit(data, condition_key, control, perturbation, progress=False, **fit_kwargs)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def fit_on_client(

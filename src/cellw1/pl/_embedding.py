@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from .._data import as_array
 from ..errors import InputError
-from ._figure import as_cells, finish, method_panels, panel_axes
+from ._figure import finish, method_panels, panel_axes
 
 CONTROL_COLOR = "#1f77b4"
 OBSERVED_COLOR = "#b0b0b0"
@@ -62,9 +63,9 @@ def embedding(
     matplotlib.figure.Figure
         The figure drawn into (the one holding ``ax`` when given).
     """
-    ctrl = as_cells(control, "control")
-    obs = as_cells(observed, "observed")
-    preds = {name: as_cells(values, f"predicted[{name!r}]") for name, values in method_panels(predicted).items()}
+    ctrl = as_array(control, "control")
+    obs = as_array(observed, "observed")
+    preds = {name: as_array(values, f"predicted[{name!r}]") for name, values in method_panels(predicted).items()}
     for name, arr in [("observed", obs), *((f"predicted[{k!r}]", v) for k, v in preds.items())]:
         if arr.shape[1] != ctrl.shape[1]:
             raise InputError(f"{name} has {arr.shape[1]} features but control has {ctrl.shape[1]}; use the same features.")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,22 +113,8 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def as_cells(x: Any, name: str) -> np.ndarray:
-    """``x`` as a finite, non-empty ``(n_cells, n_features)`` float array (sparse input densified)."""
-    if hasattr(x, "toarray"):
-        x = x.toarray()
-    arr = np.asarray(x, dtype=float)
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise InputError(f"{name} must be a non-empty (n_cells, n_features) array, got shape {arr.shape}.")
-    if not np.isfinite(arr).all():
-        raise InputError(f"{name} contains NaN or inf; remove those cells before plotting.")
-    return arr
-
-
 def method_panels(predicted: Any, name: str = "predicted") -> dict[str, Any]:
     """``predicted`` as ``{method: cells}``: a mapping as it is, one array as ``{"predicted": array}``."""
-    from collections.abc import Mapping
-
     panels = {str(k): v for k, v in predicted.items()} if isinstance(predicted, Mapping) else {name: predicted}
     if not panels:
         raise InputError(f"{name} is an empty mapping; pass at least one method's predictions.")

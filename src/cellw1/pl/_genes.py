@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._data import as_array
 from ..errors import InputError
 from ._figure import finish, method_panels, panel_axes
 
@@ -15,16 +16,7 @@ POINT_COLOR = "#d62728"
 
 def column_means(x: Any, name: str) -> np.ndarray:
     """Mean of each column of a dense or sparse ``(n_cells, n_genes)`` matrix, checked."""
-    shape = getattr(x, "shape", None)
-    if shape is None or not hasattr(x, "mean"):
-        x = np.asarray(x, dtype=float)
-        shape = x.shape
-    if len(shape) != 2 or shape[0] == 0:
-        raise InputError(f"{name} must be a non-empty (n_cells, n_genes) matrix, got shape {tuple(shape)}.")
-    means = np.asarray(x.mean(axis=0), dtype=float).ravel()
-    if not np.isfinite(means).all():
-        raise InputError(f"{name} contains NaN or inf; remove those cells before plotting.")
-    return means
+    return np.asarray(as_array(x, name, sparse=True).mean(axis=0), dtype=float).ravel()
 
 
 def pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .._data import as_array
 from ..errors import InputError
 from ._figure import finish, panel_axes
 
@@ -56,9 +57,10 @@ def transport(
     """
     from matplotlib.collections import LineCollection
 
-    src, moved, tgt = (np.asarray(a, dtype=float) for a in (source, transported, target))
+    src, moved, tgt = (as_array(a, name) for a, name in ((source, "source"), (transported, "transported"),
+                                                         (target, "target")))
     for name, arr in (("source", src), ("transported", moved), ("target", tgt)):
-        if arr.ndim != 2 or arr.shape[1] != 2:
+        if arr.shape[1] != 2:
             raise InputError(f"{name} must have shape (n, 2) to be plotted, got {arr.shape}; project to 2-D first.")
     if src.shape != moved.shape:
         raise InputError(f"source {src.shape} and transported {moved.shape} must have the same shape.")

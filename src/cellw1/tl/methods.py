@@ -29,6 +29,7 @@ from ..errors import ConfigError, ModelFileError
 from ..ot.config import W1Config
 from ..ot.config import W2Config
 from ..ot.solver import fit_map
+from ..ot.training import History
 from ..ot.transport import TransportMap
 from ..ot.w2 import W2Map, fit_w2
 
@@ -50,6 +51,11 @@ class FittedMethod:
     def response(self, x: np.ndarray) -> np.ndarray:
         """How far the method moves each cell, ``|predict(x) - x|``; ``(n,)``."""
         return np.linalg.norm(self.predict(x) - x, axis=1).astype(np.float32)
+
+    @property
+    def history(self) -> History:
+        """Training history of the fit (:mod:`cellw1.ot.training`); empty for untrained methods."""
+        return {}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Weights to store (safetensors)."""
@@ -142,6 +148,11 @@ class _NeuralMap(FittedMethod):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.map.transport(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+
+    @property
+    def history(self) -> History:
+        """The map's training history (saved with the map)."""
+        return self.map.history
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return self.map.state_tensors()

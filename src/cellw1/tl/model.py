@@ -37,6 +37,7 @@ from .._io import (
 from ..errors import InputError, ModelFileError
 from ..io.readers import check_data_kind, disk_path, is_on_disk, open_disk_data
 from ..io.writer import PredictionWriter
+from ..ot.training import History, combine
 from ..pp.calibration import calibrate
 from ..pp.embedding import Embedding
 from ..pp.labels import label_series
@@ -138,6 +139,19 @@ class PerturbationModel:
         self.condition_key, self.control, self.perturbation = condition_key, control, perturbation
         self.layer, self.obsm_key = layer, obsm_key
         self.info: dict[str, Any] = dict(info or {})
+
+    @property
+    def history(self) -> History:
+        """Training history of the fit (:mod:`cellw1.ot.training`), saved with the model.
+
+        The method's history as is (``TransportMap.history`` for ``"w1"``: ``potential_*`` and
+        ``step_size_*``; ``W2Map.history`` for ``"w2"``), and a trained embedding's with the
+        prefix ``autoencoder_``; empty for untrained methods and models saved before histories
+        were kept.
+        """
+        history = dict(self.method.history)
+        history.update(combine(**{self.embedding.kind: self.embedding.history}))
+        return history
 
     def __repr__(self) -> str:
         return (
