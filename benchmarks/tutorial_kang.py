@@ -44,6 +44,8 @@ control_cells, stimulated_cells = adata[is_type & ~is_stim], adata[is_type & is_
 w1 = cellw1.fit(train, "condition", "control", "stimulated", space="pca", seed=0, progress=False)
 shift = cellw1.fit(train, "condition", "control", "stimulated", method=MEAN_SHIFT, seed=0, progress=False)
 print(f"trained on {train.n_obs} cells; predicting {control_cells.n_obs} control {HELD_OUT} cells")
+FIGURES.mkdir(parents=True, exist_ok=True)
+fig = cellw1.pl.history(w1, save=FIGURES / "tutorial_history.png")  # how the two training phases went
 
 # %% 3. Predict the stimulated state of the control CD4 T cells
 predictions = {"W1": w1.predict(control_cells), "mean shift": shift.predict(control_cells)}
@@ -87,7 +89,6 @@ print(f"ISG15 change predicted for {HELD_OUT}:",
       ", ".join(f"{name} {cells[:, gene].mean() - control[:, gene].mean():.2f}" for name, cells in predicted.items()))
 
 # %% 5. Figures: per-gene change and the cells on a PCA
-FIGURES.mkdir(parents=True, exist_ok=True)
 fig = cellw1.pl.mean_change(control, {k: v for k, v in predicted.items() if k != "no change"}, observed,
                             gene_names=w1.features, n_labels=6, save=FIGURES / "tutorial_mean_change.png")
 fig = cellw1.pl.embedding(control[:, de], {k: v[:, de] for k, v in predicted.items() if k != "no change"},

@@ -28,7 +28,7 @@ def test_tutorial_code_is_the_script_s_code() -> None:
 def test_tutorial_figures_exist_and_are_small() -> None:
     text = (ROOT / "docs" / "tutorial.md").read_text()
     figures = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text)
-    assert len(figures) == 3
+    assert len(figures) == 4
     for name in figures:
         path = ROOT / "docs" / name
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size < 200_000
