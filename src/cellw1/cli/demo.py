@@ -18,7 +18,7 @@ from .._io import atomic_write_bytes
 from ..datasets import TOYS, check_toy_names, load_toy
 from ..eval.monotonicity import toy_scores
 from ..ot.solver import fit_map
-from ..pl.plotting import plot_transport
+from ..pl import transport
 from ._common import add_solver_arguments, solver_config
 
 DEFAULT_TOYS = ("bookshelf", "circles", "swiss_roll", "moons")
@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         row.update(toy_scores(toy, moved, seed=args.seed))
         row["seconds"] = time.perf_counter() - start
         print(_line(name, row), flush=True)
-        plot_transport(toy.source, moved, toy.target, out / f"{name}.png", title=name,
-                       seed=args.seed, source_labels=toy.source_labels)
+        transport(toy.source, moved, toy.target, title=name, seed=args.seed, source_labels=toy.source_labels,
+                  save=out / f"{name}.png")
         summary["toys"][name] = {k: _finite(v) for k, v in row.items()}
     text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
     atomic_write_bytes(out / "summary.json", text.encode())
