@@ -15,8 +15,8 @@ from cellw1.datasets import synthetic_perturbation
 from cellw1.eval.metrics import energy_distance
 from cellw1.io.readers import open_disk_data
 from cellw1.pp.preprocessing import fit_preprocessor, fit_preprocessor_streaming
-from cellw1.ot.sampling import DiskCells, MemoryCells, minibatches
-from cellw1.tl.streaming import row_blocks
+from cellw1.ot.sampling import MemoryCells, StreamedCells, minibatches
+from cellw1.tl.pipeline import row_blocks
 from conftest import FAST as FAST_CONFIG
 
 FAST = FAST_CONFIG.replace(potential_iters=200, step_iters=150)
@@ -59,7 +59,7 @@ class _Rows:
 def test_disk_sampler_visits_every_training_cell_once_per_epoch() -> None:
     matrix = _Rows(5_000)
     rows = np.arange(0, 5_000, 2)  # the group: every other row of the file
-    cells = DiskCells(matrix, rows, lambda raw: np.asarray(raw, np.float32), 1, buffer_cells=300, block_cells=50)
+    cells = StreamedCells(matrix, rows, lambda raw: np.asarray(raw, np.float32), 1, buffer_cells=300, block_cells=50)
     train, val = cells.split(0.1, torch.Generator().manual_seed(0))
     held_out = set(val[:, 0].long().tolist())
     assert len(held_out) == 250 and held_out <= set(rows.tolist())
@@ -77,7 +77,7 @@ def test_disk_sampler_visits_every_training_cell_once_per_epoch() -> None:
 
 def test_disk_sampler_holding_every_cell_is_the_memory_sampler() -> None:
     x = torch.randn(400, 3)
-    disk = DiskCells(_ArrayMatrix(x.numpy()), np.arange(400), lambda raw: raw, 3, buffer_cells=10_000)
+    disk = StreamedCells(_ArrayMatrix(x.numpy()), np.arange(400), lambda raw: raw, 3, buffer_cells=10_000)
     memory = MemoryCells(x)
     (dtrain, dval), (mtrain, mval) = (c.split(0.1, torch.Generator().manual_seed(5)) for c in (disk, memory))
     torch.testing.assert_close(dval, mval, rtol=0, atol=0)
@@ -97,7 +97,7 @@ class _ArrayMatrix:
 
 def test_minibatches_refresh_buffers_after_reuse_passes() -> None:
     matrix = _Rows(2_000)
-    cells = DiskCells(matrix, np.arange(2_000), lambda raw: np.asarray(raw, np.float32), 1,
+    cells = StreamedCells(matrix, np.arange(2_000), lambda raw: np.asarray(raw, np.float32), 1,
                       buffer_cells=400, block_cells=100)
     batches = list(minibatches(cells, 50, 40, torch.Generator().manual_seed(0), reuse=2))
     assert len(batches) == 40
@@ -170,13 +170,12 @@ def test_disk_fit_with_small_buffers_is_as_good_as_memory(adata: ad.AnnData, fil
     assert streamed.info["streamed_from"].endswith("cells.h5ad")
 
 
-def test_disk_fit_rejects_what_it_cannot_do(adata: ad.AnnData, files: dict[str, Path]) -> None:
-    with pytest.raises(InputError, match="cannot be fitted from data on disk"):
-        cellw1.fit(files["h5ad"], "condition", "control", "pertA", method="w2", progress=False)
-    with pytest.raises(InputError, match="obsm_key"):
-        cellw1.fit(files["h5ad"], "condition", "control", "pertA", obsm_key="X_pca", progress=False)
-    with pytest.raises(ConfigError, match="buffer_cells"):
-        cellw1.fit(adata, "condition", "control", "pertA", buffer_cells=100, progress=False)
+def test_disk_fit_rejects_bad_settings(adata: ad.AnnData, files: dict[str, Path]) -> None:
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ConfigError, match="buffer_cells"):
+            cellw1.fit(files["h5ad"], "condition", "control", "pertA", buffer_cells=bad, progress=False)
+    with pytest.raises(InputError, match="obsm key 'X_none' not found"):
+        cellw1.fit(files["h5ad"], "condition", "control", "pertA", obsm_key="X_none", progress=False)
     with pytest.raises(InputError, match="'nope'"):
         cellw1.fit(files["zarr"], "condition", "control", "nope", progress=False)
 
