@@ -303,6 +303,8 @@ class DiskData:
         if obsm_key not in available:
             raise InputError(f"obsm key {obsm_key!r} not found in {self.path}; available: {available or 'none'}.")
         elem, name = store["obsm"][obsm_key], f"obsm[{obsm_key!r}] of {self.path}"
+        if elem.attrs.get("encoding-type") == "dataframe":
+            raise InputError(f"{name} is a data frame; fit on a numeric embedding (an array of cells x dimensions).")
         _check_matrix_encoding(elem, name, self.path)
         mat = DiskMatrix(elem, name=name)
         if mat.shape[0] != self.n_obs:
