@@ -13,7 +13,6 @@ from torch import nn
 
 import cellw1
 from cellw1 import ModelFileError, W2Config
-from cellw1.ot.potential import fit_potential
 from cellw1.ot.training import Training, combine, cpu_threads, read_history
 from cellw1.ot.transport import TransportMap
 from cellw1.ot.w2 import W2Map, fit_w2

@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI verbs: reading and writing h5ad files with one-line errors."""
+"""Helpers shared by the CLI verbs: reading h5ad files with one-line errors, common arguments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._io import atomic_output
 from ..errors import InputError
 from ..ot.config import STEP_SIZE_LEARNERS, W1Config
 
@@ -35,13 +34,6 @@ def add_disk_argument(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"stream the cells from the file instead of loading it into memory ({what}); "
              "memory then does not grow with the number of cells",
     )
-
-
-def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
-    """Write ``adata`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    with atomic_output(path, suffix=".h5ad") as tmp:
-        adata.write_h5ad(tmp)
-    return path
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:

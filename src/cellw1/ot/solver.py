@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._data import as_points, check_pair, check_seed, resolve_device
+from .._data import check_pair, check_seed, resolve_device
 from ..errors import ConfigError
 from .config import W1Config
 from .potential import fit_potential
-from .sampling import Cells, MemoryCells
+from .sampling import checked_cells
 from .stepsize import fit_step_size
 from .training import combine, fit_threads
 from .transport import TransportMap
@@ -39,8 +39,8 @@ def fit_map(
     ----------
     source, target
         ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified), or
-        :class:`~cellw1.ot.sampling.Cells` (for example cells streamed from disk,
-        :class:`~cellw1.ot.sampling.DiskCells`).
+        :class:`~cellw1.ot.sampling.Cells` (for example cells streamed by rows,
+        :class:`~cellw1.ot.sampling.StreamedCells`).
     config
         Solver configuration; :class:`~cellw1.ot.config.W1Config` defaults when ``None``.
     seed
@@ -58,7 +58,7 @@ def fit_map(
         raise ConfigError(f"config must be a W1Config, got {type(config).__name__}.")
     seed = check_seed(seed)
     device = resolve_device(config.device)
-    src, tgt = (_cells(x, name, device) for x, name in ((source, "source"), (target, "target")))
+    src, tgt = (checked_cells(x, name, device) for x, name in ((source, "source"), (target, "target")))
     check_pair(src.dim, tgt.dim)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -91,9 +91,3 @@ def fit_map(
     history = combine(potential=phase1.history, step_size=phase2.history)
     return TransportMap(phase1.potential, phase2.step_size, config, info, history=history)
 
-
-def _cells(x: Any, name: str, device: torch.device) -> Cells:
-    """``x`` as :class:`~cellw1.ot.sampling.Cells` on ``device``: arrays are checked and copied."""
-    if isinstance(x, Cells):
-        return x
-    return MemoryCells(as_points(x, name).to(device))

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .._data import as_points, check_pair, check_seed, like_input, resolve_device, split_validation
+from .._data import check_pair, check_seed, like_input, resolve_device
 from .._io import check_format
 from ..errors import ConfigError, InputError, ModelFileError
 from .config import W2Config
@@ -20,7 +20,7 @@ from .energy import energy_distance
 from .fitted import FittedMap
 from .icnn import ICNN, build_icnn, f_step, g_step, standardization
 from .potential import CHUNK, evaluate, gradient
-from .sampling import minibatch_indices
+from .sampling import checked_cells, minibatches
 from .training import History, Training, fit_threads, read_history
 
 logger = logging.getLogger(__name__)
@@ -187,7 +187,9 @@ def fit_w2(
     Parameters
     ----------
     source, target
-        ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified).
+        ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified), or
+        :class:`~cellw1.ot.sampling.Cells` (minibatches from streamed buffers; the
+        standardisation is then taken from the first buffer of each side).
     config
         Solver configuration; :class:`W2Config` (5,000 steps; ``W2Config.paper()``: the paper's 100,000) when ``None``.
     seed
@@ -207,46 +209,47 @@ def fit_w2(
 
 def _fit_w2(source: Any, target: Any, config: W2Config, seed: int, progress: bool) -> W2Map:
     """:func:`fit_w2` with the thread policy applied."""
-    src, tgt = as_points(source, "source"), as_points(target, "target")
-    check_pair(src.shape[1], tgt.shape[1])
     device = resolve_device(config.device)
+    src, tgt = checked_cells(source, "source", device), checked_cells(target, "target", device)
+    check_pair(src.dim, tgt.dim)
     seed = check_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    train_s, val_s = split_validation(len(src), config.val_fraction, generator)
-    train_t, val_t = split_validation(len(tgt), config.val_fraction, generator)
+    train_src, val_s = src.split(config.val_fraction, generator)
+    train_tgt, val_t = tgt.split(config.val_fraction, generator)
     if len(val_s) == 0 or len(val_t) == 0:
-        val_s, val_t = train_s, train_t
+        val_s, val_t = train_src.buffer(), train_tgt.buffer()
     if config.standardize:
-        shift, scale = standardization(src[train_s], tgt[train_t])
+        shift, scale = standardization(train_src.buffer(), train_tgt.buffer())
     else:
-        shift, scale = src.new_zeros(src.shape[1]), 1.0
-    src, tgt = ((src - shift) / scale).to(device), ((tgt - shift) / scale).to(device)
-    x_train, y_train = src[train_s.to(device)], tgt[train_t.to(device)]
-    x_val, y_val = src[val_s[:VAL_LIMIT].to(device)], tgt[val_t[:VAL_LIMIT].to(device)]
+        shift, scale = val_s.new_zeros(src.dim), 1.0
+
+    def standard(x: torch.Tensor) -> torch.Tensor:  # cells are standardised as they are drawn
+        return (x - shift) / scale
+
+    x_val, y_val = standard(val_s[:VAL_LIMIT]), standard(val_t[:VAL_LIMIT])
     yy = float(torch.cdist(y_val, y_val).mean())
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        f, g = build_icnn(src.shape[1], config).to(device), build_icnn(src.shape[1], config).to(device)
+        f, g = build_icnn(src.dim, config).to(device), build_icnn(src.dim, config).to(device)
     f_opt, g_opt = build_optimizer(f, config), build_optimizer(g, config)
 
     n_iters, n_inner = config.n_iters, config.n_inner
-    inner_batches = minibatch_indices(len(x_train), config.batch_size, n_iters * n_inner, generator)
-    source_batches = minibatch_indices(len(x_train), config.batch_size, n_iters, generator)
-    target_batches = minibatch_indices(len(y_train), config.batch_size, n_iters, generator)
+    inner_batches = minibatches(train_src, config.batch_size, n_iters * n_inner, generator)
+    source_batches = minibatches(train_src, config.batch_size, n_iters, generator)
+    target_batches = minibatches(train_tgt, config.batch_size, n_iters, generator)
     training = Training((f, g), score="val_energy", mode="min", name="W2 training")
     # energies are measured in standardised units and reported in the units of the data
     initial = energy_distance(gradient(g, x_val), y_val, yy) * scale
     training.consider(0, initial)
-    g_sum, f_sum, count = x_train.new_zeros(()), x_train.new_zeros(()), 0
+    g_sum, f_sum, count = x_val.new_zeros(()), x_val.new_zeros(()), 0
     bar = tqdm(range(1, n_iters + 1), desc="W2 (ICNN)", disable=not progress, leave=False)
     step = 0
     start = time.perf_counter()
     for step in bar:
         for _ in range(n_inner):
-            g_sum += g_step(f, g, g_opt, x_train[next(inner_batches).to(device)], config.penalty)
-        i, j = next(source_batches).to(device), next(target_batches).to(device)
-        f_sum += f_step(f, g, f_opt, x_train[i], y_train[j])
+            g_sum += g_step(f, g, g_opt, standard(next(inner_batches)[0]), config.penalty)
+        f_sum += f_step(f, g, f_opt, standard(next(source_batches)[0]), standard(next(target_batches)[0]))
         count += 1
         if step % config.eval_every == 0 or step == n_iters:
             energy = energy_distance(gradient(g, x_val), y_val, yy) * scale
@@ -259,8 +262,8 @@ def _fit_w2(source: Any, target: Any, config: W2Config, seed: int, progress: boo
     history = training.finish(step)
     info = {
         "seed": seed,
-        "n_source": len(src),
-        "n_target": len(tgt),
+        "n_source": src.n_cells,
+        "n_target": tgt.n_cells,
         "iterations": step,
         "inner_iterations": step * n_inner,
         "seconds": seconds,

@@ -22,10 +22,11 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import CellW1Error, ConfigError, InputError
+from ..io.source import MemorySource, feature_matrix
 from ..ot.training import cpu_threads
 from ..pp.labels import label_series
 from ..tl import api
-from ..tl.model import PerturbationModel, feature_matrix
+from ..tl.model import PerturbationModel
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -195,12 +196,12 @@ def shipped_data(
 
     conditions = label_series(adata.obs[condition_key], key=condition_key, warn=False)
     rows = np.flatnonzero(conditions.isin(set(labels)).to_numpy())
-    matrix, _ = feature_matrix(adata, layer=layer, obsm_key=obsm_key)
-    part = matrix[rows]
+    matrix, _ = feature_matrix(MemorySource(adata), layer=layer, obsm_key=obsm_key)
+    part = matrix.read(rows)
     obs = pd.DataFrame({condition_key: conditions.to_numpy()[rows]}, index=np.asarray(adata.obs_names)[rows])
     var = pd.DataFrame(index=adata.var_names.copy())
     if obsm_key is not None:
-        return ad.AnnData(obs=obs, var=var, obsm={obsm_key: np.asarray(part)})
+        return ad.AnnData(obs=obs, var=var, obsm={obsm_key: part})
     if layer is not None:
         return ad.AnnData(obs=obs, var=var, layers={layer: part})
     return ad.AnnData(X=part, obs=obs, var=var)

@@ -98,9 +98,9 @@ def check_signal(X: Matrix, name: str = "X") -> None:
         raise _no_signal(name)
 
 
-def _check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matrix) -> None:
+def check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matrix, name: str = "X") -> None:
     """:func:`check_signal` over every block, read only when ``sample`` alone shows no signal."""
-    low, high = _column_range(sample)
+    low, high = _column_range(as_array(sample, name, dtype=None, sparse=True, finite=False))
     if (high > low).any():
         return
     for block in blocks():
@@ -109,7 +109,7 @@ def _check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matr
         np.fmax(high, block_high, out=high)
         if (high > low).any():
             return
-    raise _no_signal("X")
+    raise _no_signal(name)
 
 
 def _dense_blocks(X: Matrix) -> Iterator[tuple[slice, np.ndarray]]:
@@ -331,7 +331,7 @@ def fit_preprocessor_streaming(
         kind, reason = assume, f"input_kind={assume!r} was given"
     n_features = sample.shape[1]
     if kind == "log":
-        _check_signal_streaming(blocks, sample)
+        check_signal_streaming(blocks, sample)
         logger.info("expression input: %s", reason)
         return Preprocessor("log", None, reason, n_features)
     parts = []
@@ -349,7 +349,7 @@ def fit_preprocessor_streaming(
     totals = totals[totals > 0]
     if totals.size == 0:
         raise InputError("every cell has zero counts; check that X holds the expression values of the cells.")
-    _check_signal_streaming(blocks, sample)
+    check_signal_streaming(blocks, sample)
     target_sum = float(np.median(totals))
     logger.info("expression input: %s; cells normalised to %.6g counts, then log1p", reason, target_sum)
     return Preprocessor("counts", target_sum, reason, n_features)
