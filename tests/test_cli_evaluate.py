@@ -14,7 +14,7 @@ from cellw1.datasets import synthetic_perturbation
 from conftest import count_adata
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SHORT = ["--potential-iters", "20", "--step-iters", "20", "--de-genes", "8", "--quiet"]
+SHORT = ["--potential-iters", "20", "--regression-iters", "20", "--de-genes", "8", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,8 @@ def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path,
             "--methods", "identity,observed,scgen,w2,w1", "--w2-iters", "4", *SHORT, "--out", str(out)]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    names = {"results.csv", "summary.csv", "wilcoxon.csv", "settings.json", "metrics.png", "embedding.png"}
+    names = {"results.csv", "summary.csv", "wilcoxon.csv", "settings.json", "metrics.png", "embedding.png",
+             "mean_change.png"}
     assert {p.name for p in out.iterdir()} == names
     assert (out / "metrics.png").read_bytes()[:8] == PNG_MAGIC
     assert f"wrote {len(names)} files to {out}" in stdout and "median over perturbations and repeats:" in stdout
