@@ -58,14 +58,9 @@ class W1Config(Config):
     potential_iters
         Phase-1 optimisation steps (at most, with early stopping), also the length of the
         cosine learning-rate schedule; paper: 10,000. The default, 500, was the best setting
-        measured for time to quality (``benchmarks/time_to_quality.py``, ``docs/speed.md``).
-        At d = 50 over 5 seeds its median held-out MMD was 0.00156, against 0.00196 for 2,000
-        steps and 0.00182 for the paper's schedule, in 2.9 s against 5.8 s and 62 s. At 7,000
-        genes it matched 2,000 steps (MMD 0.00106 vs 0.00107) in 22 s instead of 61 s. A
-        short schedule anneals the learning rate sooner, and the potential's direction field
-        is what phase 2 needs; its dual keeps creeping up long after that. Potentials with
-        fine structure gain from more steps: on the 2-D swiss roll 2,000 steps reached a dual
-        of 0.401 (exact W1 0.444) and energy distance 0.0032, against 0.376 and 0.0042.
+        for time to quality (``docs/speed.md``): a short schedule anneals the learning rate
+        sooner, and the potential's direction field is what phase 2 needs. Potentials with
+        fine structure (the 2-D swiss roll) gain from more steps (``docs/benchmarks.md``).
     potential_lr, potential_lr_min, potential_betas
         Adam with cosine annealing from ``potential_lr`` to ``potential_lr_min``;
         paper: 1e-2 -> 1e-4, betas (0.5, 0.5).
@@ -118,9 +113,8 @@ class W1Config(Config):
         ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... or ``"auto"`` (CUDA when present).
     cpu_threads
         Torch intra-op threads while fitting on the CPU (restored afterwards); ``None`` keeps
-        torch's setting. The networks are small, so one thread is faster than two: a whole fit
-        at d = 50 took 5.7 s with 1 thread against 8.2 s with 2, and 9.7 s against 11.6 s at
-        d = 1,000 (``docs/speed.md``). Use processes for parallelism (``fit_all(scheduler=...)``).
+        torch's setting. The networks are small, so one thread is faster than two
+        (``docs/speed.md``). Use processes for parallelism (``fit_all(scheduler=...)``).
     """
 
     hidden: tuple[int, ...] = (64, 64, 64, 64)

@@ -42,8 +42,8 @@ MAX_RESCATTERS = 3
 LOCAL_CLUSTER_QUIET: dict[str, Any] = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": ":0"}}
 #: Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's mmap
 #: threshold at 128 KiB: every torch tensor above that is then an mmap/munmap pair, and fits
-#: ran 1.3-1.6x slower in workers than in-process (d = 300 toy fit 6.8 s vs 5.1 s; Papalexi
-#: potential phase 3.6 s vs 2.2 s). Our local workers start without it (None unsets it).
+#: ran slower in workers than in-process (docs/parallel.md). Our local workers start without
+#: it (None unsets it).
 WORKER_ENVIRON: dict[str, Any] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 #: address schemes Dask can connect to
 SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "ucx://", "inproc://")
