@@ -301,8 +301,8 @@ def test_short_default_and_paper_schedule() -> None:
     assert (paper.hidden, paper.n_iters, paper.n_inner, paper.lr, paper.betas, paper.batch_size) == (
         (64, 64, 64, 64), 100_000, 10, 1e-4, (0.5, 0.9), 256,
     )
-    assert (default.n_iters, default.eval_every, paper.eval_every) == (5_000, 250, 1_000)
-    assert default == paper.replace(n_iters=5_000, eval_every=250)  # only the schedule differs
+    assert (default.n_iters, default.eval_every, paper.eval_every) == (600, 250, 1_000)
+    assert default == paper.replace(n_iters=600, eval_every=250)  # only the schedule differs
     assert W2Config.paper(n_iters=10).n_iters == 10
     assert W2Config.from_dict(default.to_dict()) == default
     assert default.standardize and default.quadratic and paper.standardize and paper.quadratic

@@ -286,8 +286,9 @@ class W2Config(Config):
     negative_slope
         Slope of the LeakyReLU activations for negative inputs; paper/CellOT: 0.2.
     n_iters
-        Outer steps (one ``f`` update each); default 5,000, a few minutes on a CPU at ``d = 50``.
-        The paper's 100,000 take over an hour: :meth:`paper`.
+        Outer steps (one ``f`` update each); default 600, a benchmark-length schedule (less than
+        a minute on a CPU at ``d = 200``; the W2 numbers of ``docs/benchmarks.md`` say which
+        length each used). The paper's 100,000 take over an hour: :meth:`paper`.
     n_inner
         ``g`` updates per outer step; paper: 10.
     lr, betas
@@ -320,7 +321,7 @@ class W2Config(Config):
 
     hidden: tuple[int, ...] = (64, 64, 64, 64)
     negative_slope: float = 0.2
-    n_iters: int = 5_000
+    n_iters: int = 600
     n_inner: int = 10
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.9)
@@ -367,10 +368,9 @@ class W2Config(Config):
 
     @classmethod
     def paper(cls, **changes: Any) -> W2Config:
-        """The paper's full schedule: 100,000 outer steps, validated every 1,000 (default: 5,000 and 250).
+        """The paper's full schedule: 100,000 outer steps, validated every 1,000 (default: 600 and 250).
 
-        At ``d = 50`` and batch 256 an outer step (10 inner steps) costs about 40 ms on one CPU
-        thread, so this schedule takes over an hour where the default takes a few minutes.
+        Over an hour on a CPU, where the default takes under a minute.
         """
         base: dict[str, Any] = dict(n_iters=100_000, eval_every=1_000)
         base.update(changes)

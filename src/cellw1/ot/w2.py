@@ -191,7 +191,7 @@ def fit_w2(
         :class:`~cellw1.ot.sampling.Cells` (minibatches from streamed buffers; the
         standardisation is then taken from the first buffer of each side).
     config
-        Solver configuration; :class:`W2Config` (5,000 steps; ``W2Config.paper()``: the paper's 100,000) when ``None``.
+        Solver configuration; :class:`W2Config` (600 outer steps; ``W2Config.paper()``: the paper's 100,000) when ``None``.
     seed
         Seed of initialisation, split and minibatches: the same seed gives identical results
         on the CPU.
