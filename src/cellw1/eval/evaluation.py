@@ -55,11 +55,12 @@ if TYPE_CHECKING:
 
     from ..ot.config import W2Config
     from ..pp.embedding import EmbeddingConfig
+    from ..tl.scgen import ScGenConfig
 
 logger = logging.getLogger(__name__)
 
 #: Default methods, in the order of the paper's Figure 3.
-DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "scgen", "w2", "w1")
+DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "w2", "w1")
 #: Bounds of the test-set size rule (see :func:`n_test_cells`).
 TEST_FRACTION, MIN_TEST, MAX_TEST = 0.2, 500, 1000
 
@@ -108,11 +109,10 @@ def _check_methods(methods: Sequence[str] | str) -> list[str]:
     chosen = [methods] if isinstance(methods, str) else list(methods)
     if not chosen:
         raise ConfigError("methods is empty; pass at least one, e.g. methods=('identity', 'w1').")
+    chosen = [check_method(m, stacklevel=4) for m in chosen]  # deprecated aliases: their new name
     duplicated = sorted({m for m in chosen if chosen.count(m) > 1})
     if duplicated:
         raise ConfigError(f"methods lists {duplicated} more than once; give each method once.")
-    for m in chosen:
-        check_method(m)
     return chosen
 
 
@@ -172,6 +172,7 @@ def evaluate(
     holdout: tuple[str, str] | None = None,
     config: W1Config | None = None,
     w2_config: W2Config | None = None,
+    scgen_config: ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     input_kind: Literal["auto", "counts", "log"] = "auto",
     metrics: Sequence[str] | None = None,
@@ -206,6 +207,8 @@ def evaluate(
         ``(covariate_key, value)``: out-of-distribution evaluation on the cells with that value.
     config, w2_config
         :class:`~cellw1.ot.config.W1Config` for ``"w1"`` and :class:`~cellw1.ot.config.W2Config` for ``"w2"``.
+    scgen_config
+        :class:`~cellw1.tl.scgen.ScGenConfig` for ``"scgen_vae"`` (the real scGen, optional).
     metrics
         Metric names from :data:`cellw1.eval.metrics.METRICS`; ``None`` computes all of them.
     plot_perturbation
@@ -276,6 +279,7 @@ def evaluate(
         "holdout": None if holdout is None else [str(holdout[0]), str(holdout[1])], "seed": seed,
         "metrics": list(metrics) if metrics is not None else list(METRICS), "input_kind": input_kind,
         "config": None if config is None else repr(config), "w2_config": None if w2_config is None else repr(w2_config),
+        "scgen_config": None if scgen_config is None else repr(scgen_config),
         "split_rule": "n_test = min(max(round(0.2 n), 500), 1000, n // 3) per group",
     }
     logger.info("evaluating %d methods on %d perturbations x %d repeats", len(chosen_methods), len(chosen), n_repeats)
@@ -284,7 +288,7 @@ def evaluate(
 
     rows: list[tuple[str, str, int, str, float]] = []
     snapshot: EmbeddingSnapshot | None = None
-    configs: dict[str, Any] = {"w1": config, "w2": w2_config}
+    configs: dict[str, Any] = {"w1": config, "w2": w2_config, "scgen_vae": scgen_config}
     control_rows = np.flatnonzero(label_array == control)
     bar = tqdm(total=len(chosen) * n_repeats, desc="evaluate", disable=not progress)
     try:

@@ -41,7 +41,7 @@ def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -
     seed = check_seed(fit_kwargs.get("seed", 0))
     method = fit_kwargs.get("method", "w1")
     space = fit_kwargs.get("space", "genes")
-    check_method(method)
+    method = check_method(method, stacklevel=4)
     check_space(space)
     config = fit_kwargs.get("config")
     expected = check_config(method, config)

@@ -23,6 +23,7 @@ from ..pp.labels import label_series, label_text, present_labels
 from ..pp.preprocessing import check_signal, fit_preprocessor
 from ..pp.spaces import check_space, fit_embedding
 from .methods import check_config, check_method, fit_method
+from .scgen import ScGenConfig
 from .model import PerturbationModel, check_unique_genes, feature_matrix
 from .streaming import fit_streamed, spread_sample
 
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 MIN_CELLS = 20
 #: methods whose predicted expression is calibrated (:mod:`cellw1.pp.calibration`);
 #: identity and observed return measured cells (clipped at 0 only)
-CALIBRATED = ("w1", "w2", "scgen")
+CALIBRATED = ("w1", "w2", "mean_shift", "scgen_vae")
 
 Space = Literal["genes", "pca", "autoencoder"]
 
@@ -77,7 +78,7 @@ def fit(
     obsm_key: str | None = None,
     space: Space = "genes",
     method: str = "w1",
-    config: W1Config | W2Config | None = None,
+    config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
     input_kind: Literal["auto", "counts", "log"] = "auto",
@@ -106,10 +107,12 @@ def fit(
         experiment), ``"pca"`` or ``"autoencoder"`` (the paper's 50-dim latent space);
         predictions are always returned in gene space.
     method
-        ``"w1"`` (default), ``"w2"``, ``"scgen"``, ``"identity"`` or ``"observed"``
-        (see :mod:`cellw1.tl.methods`).
+        ``"w1"`` (default), ``"w2"``, ``"mean_shift"``, ``"scgen_vae"`` (the real scGen,
+        optional), ``"identity"`` or ``"observed"`` (see :mod:`cellw1.tl.methods`); ``"scgen"``
+        is a deprecated alias of ``"mean_shift"``.
     config
-        :class:`~cellw1.ot.config.W1Config` for ``"w1"`` or :class:`~cellw1.ot.config.W2Config` for ``"w2"``.
+        :class:`~cellw1.ot.config.W1Config` for ``"w1"``, :class:`~cellw1.ot.config.W2Config` for ``"w2"``
+        or :class:`~cellw1.tl.scgen.ScGenConfig` for ``"scgen_vae"``.
     embedding_config
         Settings of the PCA / autoencoder.
     embedding
@@ -127,7 +130,7 @@ def fit(
         group fits, it is read once and the fit is the in-memory one.
     """
     check_data_kind(adata, "cellw1.fit")
-    check_method(method)
+    method = check_method(method)  # a deprecated alias warns here and becomes its new name
     check_space(space)
     if is_on_disk(adata):
         with open_disk_data(adata) as disk:
