@@ -73,7 +73,7 @@ def test_save_load_gives_identical_predictions(adata: ad.AnnData, w1_model, tmp_
 def test_every_method_and_space_has_one_signature(adata: ad.AnnData, method: str, space: str, tmp_path: Path) -> None:
     configs = {"w1": FAST}
     if method == "scgen_vae":  # the real scGen is an optional extra
-        pytest.importorskip("scgen", reason='the real scGen is optional: pip install "cellw1[scgen]"')
+        pytest.importorskip("pertpy", reason='the real scGen is optional: pip install "cellw1[scgen]"')
         from cellw1.tl.scgen import ScGenConfig
 
         configs["scgen_vae"] = ScGenConfig(n_hidden=32, n_latent=4, max_epochs=3)

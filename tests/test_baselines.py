@@ -79,7 +79,7 @@ def test_cli_fit_accepts_the_alias(tmp_path) -> None:
 
 
 def test_scgen_vae_without_the_package_names_the_extra(monkeypatch) -> None:
-    monkeypatch.setitem(sys.modules, "scgen", None)  # makes `import scgen` fail, installed or not
+    monkeypatch.setitem(sys.modules, "pertpy", None)  # makes `import pertpy` fail, installed or not
     with pytest.raises(MissingDependencyError, match=r'pip install "cellw1\[scgen\]"'):
         cellw1.fit(_data(), "condition", "ctrl", "up", method="scgen_vae", input_kind="log", progress=False)
 
@@ -94,7 +94,7 @@ def test_scgen_config_checks_its_values() -> None:
 
 
 def test_real_scgen_predicts_the_response_and_round_trips(tmp_path) -> None:
-    pytest.importorskip("scgen", reason='the real scGen is optional: pip install "cellw1[scgen]"')
+    pytest.importorskip("pertpy", reason='the real scGen is optional: pip install "cellw1[scgen]"')
     adata = _data(n=200)
     config = ScGenConfig(n_hidden=64, n_latent=8, max_epochs=40, batch_size=64)
     model = cellw1.fit(adata, "condition", "ctrl", "up", method="scgen_vae", config=config, input_kind="log",

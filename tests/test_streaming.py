@@ -230,5 +230,8 @@ def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path]
     controls = tmp_path / "controls.h5ad"
     assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--on-disk", "--controls-only",
                  "--out", str(controls), "--quiet"]) == 0
-    assert list(ad.read_h5ad(controls).obs_names) == list(adata.obs_names[adata.obs["condition"] == "control"])
+    paired = ad.read_h5ad(controls)  # the predicted control cells, then the same cells as measured (for cell-eval)
+    names = list(adata.obs_names[adata.obs["condition"] == "control"])
+    assert list(paired.obs_names) == names + [f"{c}-control" for c in names]
+    assert list(paired.obs["condition"]) == ["pertA"] * len(names) + ["control"] * len(names)
     assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--out", str(tmp_path / "p.csv")]) == 2

@@ -34,7 +34,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_disk_argument(parser, "predictions are written in chunks")
     parser.add_argument(
         "--controls-only", action="store_true",
-        help="predict only the cells labelled as the model's control (its condition key and control label)",
+        help=(
+            "predict only the cells labelled as the model's control (its condition key and control label), and write "
+            "them too, on the model's scale, after the predicted cells: obs[condition key] labels the predicted cells "
+            "with the perturbation and these with the control, so the file goes to `cell-eval run -ap` as it is"
+        ),
+    )
+    parser.add_argument(
+        "--key-added", default=None, metavar="NAME",
+        help=(
+            "write a copy of the input (every gene; with --controls-only its control cells) with the prediction in "
+            "layers[NAME] instead of a new X: X is the input's, genes the model does not cover are NaN in the layer, "
+            "var[NAME_modelled] marks the modelled ones, obs[NAME_response] and uns[NAME] are added (.h5ad, in memory)"
+        ),
     )
     parser.add_argument(
         "--chunk-cells", type=int, default=PREDICT_CHUNK, help="cells predicted at once (default: %(default)s)"
@@ -48,15 +60,24 @@ def run(args: argparse.Namespace) -> int:
     kind = "store" if args.out.suffix.lower() == ".zarr" else "file"
     check_output(args.out, kind=kind, inputs=[args.data], what="--out")
     model = load(args.model)
-    if isinstance(model, ModelCollection) and (args.on_disk or args.controls_only or args.out.suffix.lower() != ".h5ad"):
+    if isinstance(model, ModelCollection) and (args.on_disk or args.controls_only or args.key_added
+                                               or args.out.suffix.lower() != ".h5ad"):
         raise InputError(
-            "a collection predicts in memory to an .h5ad; for --on-disk, --controls-only or .zarr "
+            "a collection predicts in memory to an .h5ad; for --on-disk, --controls-only, --key-added or .zarr "
             "give one model's directory inside it."
         )
+    if args.key_added is not None and (args.on_disk or kind != "file"):
+        raise InputError("--key-added writes a copy of the input in memory to an .h5ad; drop --on-disk and use --out *.h5ad.")
     data = str(args.data) if args.on_disk else read_h5ad(args.data)
-    if isinstance(model, PerturbationModel):
+    if args.key_added is not None:
+        assert isinstance(model, PerturbationModel)
         cells = control_cells(model, data) if args.controls_only else None
-        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress)
+        out = write_h5ad(model.predict(data, cells=cells, key_added=args.key_added, chunk_cells=args.chunk_cells,
+                                       progress=args.progress), args.out)
+    elif isinstance(model, PerturbationModel):
+        cells = control_cells(model, data) if args.controls_only else None
+        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress,
+                            with_controls=args.controls_only)
     else:
         out = write_h5ad(model.predict(data), args.out)
     print(f"wrote the predicted cells to {out}")

@@ -44,6 +44,7 @@ from ..pp.labels import label_series
 from ..pp.preprocessing import Preprocessor
 from ..pp.spaces import load_embedding
 from .methods import FittedMethod, load_method
+from .output import add_prediction, check_key_added, scale_record
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -208,11 +209,8 @@ class PerturbationModel:
                 )
 
     def _uns(self) -> dict[str, Any]:
-        return {
-            "method": self.method.name, "space": self.embedding.kind, "control": self.control,
-            "perturbation": self.perturbation, "values": "log1p-normalised" if self.preprocessor else self.obsm_key,
-            "output": self._output(),
-        }
+        """``uns["cellw1"]`` of a prediction: the scale and the model (:func:`cellw1.tl.output.scale_record`)."""
+        return scale_record(self, self._output())
 
     def _output(self) -> str | None:
         """How the written expression is made: ``"calibrated"``, ``"clipped"`` at 0, or ``None`` (obsm)."""
@@ -228,6 +226,8 @@ class PerturbationModel:
         cells: np.ndarray | None = None,
         chunk_cells: int = PREDICT_CHUNK,
         progress: bool = False,
+        key_added: str | None = None,
+        with_controls: bool = False,
     ) -> ad.AnnData | Path:
         """Predict the perturbed state of the cells in ``adata`` (never modified).
 
@@ -248,6 +248,19 @@ class PerturbationModel:
             Cells predicted at once when reading from disk or writing to ``out``.
         progress
             Show a progress bar over the chunks.
+        key_added
+            Instead of a new AnnData of predicted cells, return a copy of the input (the chosen
+            ``cells``, every gene) with the prediction in ``layers[key_added]`` (``obsm`` for
+            an obsm model), as scanpy tools add results: ``X`` and the rest of the input are
+            unchanged, genes the model does not cover are NaN in the layer (see
+            :func:`cellw1.tl.output.add_prediction`). In memory only (no ``out``).
+        with_controls
+            Also write the input cells themselves, on the model's scale (log1p-normalised with
+            its ``target_sum``) and labelled as the control in ``obs[condition_key]``, after the
+            predicted cells, which are then labelled as the perturbation there: one file that
+            pairs predicted and control cells, as ``cell-eval run`` and scanpy's
+            ``rank_genes_groups`` expect. The control rows are named ``{cell}-{control}``
+            and have ``response`` 0. Used by ``cellw1 predict --controls-only``.
 
         Returns
         -------
@@ -256,11 +269,24 @@ class PerturbationModel:
             ``X`` holds the prediction in the model's feature space (log-normalised
             expression of :attr:`features`, or the obsm features); ``obs`` copies the input's
             obs and adds ``source_cell`` (input cell id), ``perturbation`` and ``response``
-            (distance the cell moved in the fitted space).
+            (distance the cell moved in the fitted space); ``uns["cellw1"]`` records the scale
+            and the model (:mod:`cellw1.tl.output`).
         """
         check_data_kind(adata, "PerturbationModel.predict")
         if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, int | np.integer) or chunk_cells < 1:
             raise InputError(f"chunk_cells={chunk_cells!r} must be an integer >= 1.")
+        if key_added is not None:
+            check_key_added(key_added)
+            if with_controls:
+                raise InputError("key_added adds the prediction as a layer; with_controls does not apply, drop it.")
+            if out is not None or is_on_disk(adata):
+                raise InputError(
+                    "key_added adds the prediction to a copy of an AnnData in memory; for data on disk or out=, "
+                    "leave key_added out (the prediction is written as X)."
+                )
+            base = adata if cells is None else adata[_chosen_rows(cells, adata.n_obs)]
+            predicted = self.predict(base, chunk_cells=chunk_cells, progress=progress)
+            return add_prediction(base, predicted, key_added, obsm=self.obsm_key is not None)
         if out is not None:
             suffix = Path(out).suffix.lower()
             check_output(out, kind="store" if suffix == ".zarr" else "file", inputs=[disk_path(adata)])
@@ -273,14 +299,14 @@ class PerturbationModel:
             with open_disk_data(adata) as disk:
                 rows = _chosen_rows(cells, disk.n_obs)
                 return self._predict(disk.obs.iloc[rows], disk.var_names, disk.matrix(self.layer).read, rows,
-                                     out, int(chunk_cells), progress)
+                                     out, int(chunk_cells), progress, with_controls)
         if adata.n_obs == 0:
             raise InputError("the AnnData has no cells; nothing to predict.")
         if cells is not None:
             adata = adata[_chosen_rows(cells, adata.n_obs)]
         matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
         return self._predict(adata.obs, names, lambda rows: matrix[rows[0] : rows[-1] + 1], np.arange(adata.n_obs),
-                             out, int(chunk_cells), progress)
+                             out, int(chunk_cells), progress, with_controls)
 
     def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
         result = obs.copy()
@@ -288,8 +314,19 @@ class PerturbationModel:
         result["perturbation"] = self.perturbation
         return result
 
+    def _paired_obs(self, predicted: pd.DataFrame) -> pd.DataFrame:
+        """obs of the predicted cells (labelled the perturbation) followed by their input cells (labelled the control)."""
+        controls = predicted.copy()
+        controls.index = [f"{cell}-{self.control}" for cell in predicted.index]
+        controls["perturbation"] = self.control
+        paired = pd.concat([predicted, controls])
+        labels = [self.perturbation] * len(predicted) + [self.control] * len(controls)
+        paired[self.condition_key] = pd.Categorical(labels, categories=[self.control, self.perturbation])
+        return paired
+
     def _predict(self, obs: pd.DataFrame, names: Sequence[str], read: Any, rows: np.ndarray,
-                 out: str | os.PathLike | None, chunk: int, progress: bool) -> ad.AnnData | Path:
+                 out: str | os.PathLike | None, chunk: int, progress: bool,
+                 with_controls: bool = False) -> ad.AnnData | Path:
         """Predict the cells ``rows`` (increasing; their ``obs``), ``chunk`` at a time: ``read(rows)`` reads a block."""
         import anndata as ad
         from tqdm.auto import tqdm
@@ -299,16 +336,20 @@ class PerturbationModel:
         columns = self._columns(names)
         self._warn_not_control(obs)
         result_obs = self._output_obs(obs)
-        response = np.empty(len(obs), dtype=np.float32)
+        if with_controls:
+            result_obs = self._paired_obs(result_obs)
+        response = np.zeros(len(result_obs), dtype=np.float32)
         var = pd.DataFrame(index=self.features)
         blocks: list[np.ndarray] = []
+        control_blocks: list[np.ndarray] = []
         with contextlib.ExitStack() as stack:
             writer = None
             if out is not None:
                 writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns={"cellw1": self._uns()}))
             for start in tqdm(range(0, len(obs), chunk), desc="predict", disable=not progress, leave=False):
                 stop = min(start + chunk, len(obs))
-                z = self.embedding.encode(self._values(read(rows[start:stop]), columns))
+                values = self._values(read(rows[start:stop]), columns)
+                z = self.embedding.encode(values)
                 response[start:stop] = self.method.response(z)
                 predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
                 if self.preprocessor is not None:  # expression: non-negative, calibrated
@@ -317,15 +358,29 @@ class PerturbationModel:
                     blocks.append(predicted)
                 else:
                     writer.write(start, predicted)
+                if with_controls:  # the input cells on the model's scale, after the predicted ones
+                    measured = np.maximum(values, 0) if self.preprocessor is not None else values
+                    if writer is None:
+                        control_blocks.append(measured)
+                    else:
+                        writer.write(len(obs) + start, measured)
             result_obs["response"] = response  # written with obs when the writer commits
         if out is not None:
             logger.info("wrote %d predicted cells to %s", len(obs), out)
             return Path(out)
-        result = ad.AnnData(X=np.concatenate(blocks), obs=result_obs, var=var)
+        result = ad.AnnData(X=np.concatenate(blocks + control_blocks), obs=result_obs, var=var)
         result.uns["cellw1"] = self._uns()
         return result
 
     # -- files -------------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every weight of the model by name, as saved in ``model.safetensors``."""
+        tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
+        tensors.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
+        if self.calibration is not None:
+            tensors["output.calibration"] = torch.from_numpy(self.calibration)
+        return tensors
+
     def header(self) -> dict[str, Any]:
         """JSON description of the model (everything but the weights)."""
         return {
@@ -352,12 +407,8 @@ class PerturbationModel:
             raise InputError(
                 f"{str(directory)!r} holds a collection of models; save this model to another directory."
             )
-        tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
-        tensors.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
-        if self.calibration is not None:
-            tensors["output.calibration"] = torch.from_numpy(self.calibration)
         header = self.header()
-        save_tensors(directory / MODEL_FILE, tensors, header)
+        save_tensors(directory / MODEL_FILE, self.tensors(), header)
         atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
         return directory
 

@@ -1,15 +1,18 @@
-"""The real scGen (Lotfollahi et al. 2019) as a baseline method, ``"scgen_vae"``, through the ``scgen`` package.
+"""The real scGen (Lotfollahi et al. 2019) as a baseline method, ``"scgen_vae"``, through ``pertpy.tl.Scgen``.
 
 scGen trains a variational autoencoder on the control and the perturbed cells together,
 takes ``delta = mean latent(perturbed) - mean latent(control)`` on a balanced subsample (as
 many cells of each group) and predicts a control cell ``x`` as ``decode(encode(x) + delta)``
-(the encoder's mean). Training and the latent arithmetic are the package's own
-(``scgen.SCGEN.train`` and ``SCGEN.predict``); cellw1 keeps the trained network and
-``delta`` so that a saved model predicts new cells without the training data.
+(the encoder's mean). Training and the latent arithmetic are pertpy's own (``Scgen.train``
+and ``Scgen.predict``; pertpy's scGen is the scverse port of the ``scgen`` package, in
+JAX); cellw1 keeps the trained network's variables and ``delta``, so that a saved model
+predicts new cells without the training data (``predict`` applies pertpy's own encoder and
+decoder to them, which reproduces ``Scgen.predict``).
 
-The package (and scvi-tools, lightning and their pinned torch) is optional: install it with
+The package (pertpy with scvi-tools, JAX and flax) is optional: install it with
 ``pip install "cellw1[scgen]"``, best in an environment of its own. Without it, fitting or
 loading a ``scgen_vae`` model raises :class:`~cellw1.errors.MissingDependencyError`.
+(The original ``scgen`` package on PyPI, 2.1.0, no longer imports with scvi-tools >= 1.0.)
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, MissingDependencyError, ModelFileError
+from ..errors import ConfigError, MissingDependencyError
 from ..ot.config import Config
 from .fitted_method import FittedMethod
 
@@ -65,50 +68,63 @@ class ScGenConfig(Config):
 
 
 def import_scgen() -> Any:
-    """The ``scgen`` package, or a MissingDependencyError saying how to install it."""
+    """pertpy's ``Scgen`` class, or a MissingDependencyError saying how to install it."""
     try:
-        import scgen
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from pertpy.tools import Scgen
     except ImportError as exc:
         raise MissingDependencyError(
-            f"method 'scgen_vae' (the real scGen) needs the optional package 'scgen' ({exc}); "
-            f"install it with: {INSTALL} (it brings scvi-tools and its own torch; a separate environment is best)."
+            f"method 'scgen_vae' (the real scGen) needs the optional package pertpy ({exc}); "
+            f"install it with: {INSTALL} (it brings scvi-tools, JAX and flax; a separate environment is best)."
         ) from exc
-    return scgen
+    return Scgen
 
 
-def _module(scgen: Any, n_input: int, config: ScGenConfig) -> Any:
-    return scgen.SCGENVAE(
-        n_input=n_input, n_hidden=config.n_hidden, n_latent=config.n_latent, n_layers=config.n_layers,
-        dropout_rate=config.dropout_rate,
-    )
+def _network(n_input: int, config: ScGenConfig) -> Any:
+    """pertpy's scGen network in inference mode (batch-norm statistics fixed, no dropout)."""
+    import_scgen()
+    from pertpy.tools._scgen._scgenvae import JaxSCGENVAE
+
+    return JaxSCGENVAE(n_input=n_input, n_hidden=config.n_hidden, n_latent=config.n_latent, n_layers=config.n_layers,
+                       dropout_rate=config.dropout_rate, training=False)
 
 
 class ScGenVAE(FittedMethod):
-    """A trained scGen: its VAE (encoder and decoder) and the latent shift ``delta``."""
+    """A trained scGen: its network's variables (weights and batch-norm statistics) and the latent shift ``delta``."""
 
     name = "scgen_vae"
 
-    def __init__(self, module: Any, delta: np.ndarray, config: ScGenConfig, n_input: int,
+    def __init__(self, variables: dict[str, np.ndarray], delta: np.ndarray, config: ScGenConfig, n_input: int,
                  info: dict[str, Any] | None = None) -> None:
         super().__init__(info)
-        self.module = module.eval()
+        self.variables = {k: np.array(v, dtype=np.float32) for k, v in variables.items()}  # flat "params/encoder/..."
         self.delta = np.asarray(delta, dtype=np.float32)
         self.config = config
         self.n_input = int(n_input)
+        self._net: Any = None
 
-    @torch.no_grad()
+    def _apply(self, part: str, x: np.ndarray) -> np.ndarray:
+        from flax import traverse_util
+
+        if self._net is None:
+            self._net = (_network(self.n_input, self.config), traverse_util.unflatten_dict(self.variables, sep="/"))
+        net, variables = self._net
+        if part == "encoder":
+            out = net.apply(variables, x, method=lambda module, v: module.encoder(v)[0])  # the encoder's mean
+        else:
+            out = net.apply(variables, x, method=lambda module, v: module.decoder(v))
+        return np.asarray(out, dtype=np.float32)
+
     def latent(self, x: np.ndarray) -> np.ndarray:
-        """The encoder's mean for cells ``x: (n, genes)``, as ``SCGEN.get_latent_representation``."""
-        mean, _, _ = self.module.z_encoder(torch.as_tensor(np.asarray(x, dtype=np.float32)))
-        return mean.numpy()
+        """The encoder's mean for cells ``x: (n, genes)``, as ``Scgen.get_latent_representation``."""
+        return self._apply("encoder", np.asarray(x, dtype=np.float32))
 
-    @torch.no_grad()
     def predict(self, x: np.ndarray) -> np.ndarray:
-        z = torch.as_tensor(self.latent(x) + self.delta)
-        return self.module.generative(z)["px"].numpy().astype(np.float32)
+        return self._apply("decoder", self.latent(x) + self.delta)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        tensors = {f"module.{k}": v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
+        tensors = {f"net.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.variables.items()}
         tensors["delta"] = torch.from_numpy(self.delta)
         return tensors
 
@@ -117,33 +133,28 @@ class ScGenVAE(FittedMethod):
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> ScGenVAE:
-        scgen = import_scgen()
-        config = ScGenConfig.from_dict(header["config"])
-        module = _module(scgen, int(header["n_input"]), config)
-        state = {k[7:]: v for k, v in tensors.items() if k.startswith("module.")}
-        missing, unexpected = module.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ModelFileError(
-                f"the scGen weights in the model file do not fit the installed scgen package (missing {missing[:3]}, "
-                f"unexpected {unexpected[:3]}); refit the model with this version."
-            )
-        return cls(module, tensors["delta"].numpy(), config, int(header["n_input"]), header.get("info"))
+        import_scgen()  # a clear error now rather than at the first prediction
+        variables = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("net.")}
+        return cls(variables, tensors["delta"].numpy(), ScGenConfig.from_dict(header["config"]),
+                   int(header["n_input"]), header.get("info"))
 
 
 def fit_scgen(source: np.ndarray, target: np.ndarray, config: ScGenConfig | None = None, seed: int = 0,
               *, progress: bool = False) -> ScGenVAE:
-    """Train scGen on control ``source (n, k)`` and perturbed ``target (m, k)`` cells with the ``scgen`` package.
+    """Train scGen on control ``source (n, k)`` and perturbed ``target (m, k)`` cells with pertpy.
 
-    ``scgen.SCGEN.setup_anndata`` with the group as batch and one cell type, ``SCGEN.train``
-    with early stopping on a validation share, then ``SCGEN.predict`` for ``delta`` (its
-    balanced subsample is drawn from numpy's global generator, seeded here by ``seed``
-    through ``scvi.settings.seed``).
+    ``Scgen.setup_anndata`` with the group as batch and one cell type, ``Scgen.train`` with
+    early stopping on a validation share (seeded by ``seed`` through
+    ``scvi.settings.seed``), then ``Scgen.predict`` for ``delta``. pertpy draws the balanced
+    subsample for ``delta`` from an unseeded generator: all cells of the smaller group and as
+    many of the larger, so ``delta`` varies a little between runs when the groups differ in size.
     """
     import anndata as ad
     import pandas as pd
 
-    scgen = import_scgen()
+    Scgen = import_scgen()
     import scvi
+    from flax import traverse_util
 
     config = config or ScGenConfig()
     source = np.asarray(source, dtype=np.float32)
@@ -155,26 +166,28 @@ def fit_scgen(source: np.ndarray, target: np.ndarray, config: ScGenConfig | None
     obs.index = [f"cell{i}" for i in range(len(obs))]
     adata = ad.AnnData(X=np.concatenate([source, target]), obs=obs)
     scvi.settings.seed = int(seed)
-    quiet = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi")]
+    quiet = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "pytorch_lightning", "scvi", "jax")]
     levels = [log.level for log in quiet]
     try:
         for log in quiet:
             log.setLevel(logging.ERROR)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            scgen.SCGEN.setup_anndata(adata, batch_key="condition", labels_key="cell_type")
-            model = scgen.SCGEN(adata, n_hidden=config.n_hidden, n_latent=config.n_latent,
-                                n_layers=config.n_layers, dropout_rate=config.dropout_rate)
+            Scgen.setup_anndata(adata, batch_key="condition", labels_key="cell_type")
+            model = Scgen(adata, n_hidden=config.n_hidden, n_latent=config.n_latent, n_layers=config.n_layers,
+                          dropout_rate=config.dropout_rate)
             model.train(max_epochs=config.max_epochs, batch_size=config.batch_size, early_stopping=True,
                         early_stopping_patience=config.early_stopping_patience, accelerator="cpu",
-                        enable_progress_bar=progress, enable_model_summary=False, logger=False)
+                        enable_progress_bar=progress)
             controls = adata[adata.obs["condition"] == CONTROL].copy()
             _, delta = model.predict(ctrl_key=CONTROL, stim_key=PERTURBED, adata_to_predict=controls)
     finally:
         for log, level in zip(quiet, levels):
             log.setLevel(level)
-    epochs = len(model.history.get("train_loss_epoch", [])) if hasattr(model, "history") else None
-    module = model.module.cpu()
+    history = getattr(model, "history", None) or {}
+    epochs = len(history["train_loss"]) if "train_loss" in history else None
+    variables = traverse_util.flatten_dict({"params": model.module.params, **model.module.state}, sep="/")
     info = {"epochs": epochs, "n_balanced": int(min(len(source), len(target)))}
     logger.info("scGen trained for %s epochs", epochs)
-    return ScGenVAE(module, np.asarray(delta, dtype=np.float32).reshape(-1), config, source.shape[1], info)
+    return ScGenVAE({k: np.asarray(v) for k, v in variables.items()}, np.asarray(delta).reshape(-1), config,
+                    source.shape[1], info)
