@@ -50,6 +50,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="W2/ICNN outer iterations (default: %(default)s; the paper uses 100,000)",
     )
     parser.add_argument(
+        "--suite", choices=("cellw1", "cell-eval"), default="cellw1",
+        help="metrics: cellw1's own, or also cell-eval's full profile per split (needs cellw1[eval]; default: %(default)s)",
+    )
+    parser.add_argument(
         "--scgen-epochs", type=int, default=None,
         help="training epochs of the real scGen, method scgen_vae (default: the scgen package's 100)",
     )
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         methods=args.methods.split(","), space=args.space, layer=args.layer, obsm_key=args.obsm_key,
         n_repeats=args.repeats, n_de_genes=args.de_genes, holdout=holdout, config=config,
         w2_config=W2Config(n_iters=args.w2_iters), input_kind=args.input_kind,
-        scgen_config=None if args.scgen_epochs is None else ScGenConfig(max_epochs=args.scgen_epochs),
+        scgen_config=None if args.scgen_epochs is None else ScGenConfig(max_epochs=args.scgen_epochs), suite=args.suite,
         seed=args.seed, progress=args.progress,
     )
     written = result.save(args.out)
