@@ -41,11 +41,9 @@ from ..errors import ConfigError
 if TYPE_CHECKING:
     import anndata as ad
 
-    from .model import PerturbationModel
 
-
-def scale_record(model: PerturbationModel, output: str | None) -> dict[str, Any]:
-    """The ``uns`` record of a prediction by ``model`` (see the module docstring)."""
+def scale_record(model: Any, output: str | None) -> dict[str, Any]:
+    """The ``uns`` record of a prediction by ``model``, a :class:`~cellw1.tl.model.PerturbationModel` (module docstring)."""
     pre = model.preprocessor
     kind = None if pre is None else pre.input_kind
     if kind == "counts":
