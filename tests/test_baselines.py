@@ -47,6 +47,15 @@ def test_scgen_alias_warns_and_fits_the_mean_shift() -> None:
     np.testing.assert_array_equal(old.predict(controls).X, new.predict(controls).X)
 
 
+def test_fit_all_warns_once_for_the_alias() -> None:
+    with pytest.warns(FutureWarning) as caught:
+        collection = cellw1.fit_all(_data(), "condition", "ctrl", method="scgen", input_kind="log", progress=False)
+    assert len([w for w in caught if issubclass(w.category, FutureWarning)]) == 1
+    assert [collection[label].method.name for label in collection] == ["mean_shift"]
+    with pytest.raises(ConfigError, match="method must be a name"):
+        check_method(None)  # type: ignore[arg-type]
+
+
 def test_evaluate_labels_the_alias_mean_shift() -> None:
     adata = _data(n=90)
     with pytest.warns(FutureWarning, match="deprecated"):

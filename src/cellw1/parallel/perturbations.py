@@ -127,6 +127,8 @@ def fit_all(
         raise ConfigError(f"on_error={on_error!r} must be 'skip' or 'raise'.")
     control = label_text(control)
     settings = fit_settings(condition_key, control, kwargs)
+    if "method" in kwargs:  # a deprecated alias warned once, in fit_settings; the fits get the method's name
+        kwargs["method"] = settings["method"]
     check_scheduler(scheduler, n_workers, threads_per_worker)
     if is_on_disk(adata):  # read the labels once; every fit (here or on a worker) streams from the path
         with open_disk_data(adata) as disk:

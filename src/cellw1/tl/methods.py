@@ -174,6 +174,8 @@ def check_method(name: str, *, stacklevel: int = 3) -> str:
 
     Raises a ConfigError listing the methods when ``name`` is unknown.
     """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"method must be a name, one of {', '.join(METHODS)}; got {name!r}.")
     if name in ALIASES:
         new = ALIASES[name]
         warnings.warn(
@@ -182,7 +184,7 @@ def check_method(name: str, *, stacklevel: int = 3) -> str:
             FutureWarning, stacklevel=stacklevel,
         )
         return new
-    if not isinstance(name, str) or name not in _CLASSES:
+    if name not in _CLASSES:
         raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
     return name
 
