@@ -18,6 +18,14 @@ any space) and calibrates where log-normalised expression is written out, gene b
    of the gap the cells resolve: the gap is shrunk by ``max(0, 1 - se^2 / gap^2)``, with
    ``se`` the standard error of the difference (positive-part James-Stein), so a gene whose
    gap is sampling noise keeps about the map's mean.
+3. **Bound.** An offset never lifts the mean of a gene's predicted training controls left
+   above 0 beyond the largest value of that gene among the training perturbed cells (a bound
+   that a shift of the whole distribution never meets). Where the predicted
+   controls are tied at the threshold (a mean shift moves every control cell with 0 counts
+   to one value), step 1 zeroes the whole tie and only a few cells keep a value; matching
+   the mean on those few would need values far outside the data (log1p values in the
+   hundreds on Kang 2018 before this bound), so the mean is matched as far as the range of
+   the data allows.
 
 Thresholds and offsets are values fitted on training cells, not shares applied to new ones:
 cells unlike the training controls (a held-out cell type) get the zeros their own predicted
@@ -66,6 +74,9 @@ def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
     gap = perturbed.mean(axis=0) - made.mean(axis=0, dtype=np.float64)
     noise = perturbed.var(axis=0) / m + made.var(axis=0, dtype=np.float64) / n
     offsets = np.where(kept > 0, _resolved(gap, noise) * gap * n / np.maximum(kept, 1), 0.0)
+    kept_mean = np.where(kept > 0, made.sum(axis=0, dtype=np.float64) / np.maximum(kept, 1), 0.0)
+    room = np.maximum(perturbed.max(axis=0, initial=0.0) - kept_mean, 0.0)
+    offsets = np.minimum(offsets, room)  # step 3: within the range of the training perturbed cells
     return np.stack((thresholds, offsets.astype(np.float32)))
 
 
