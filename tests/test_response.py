@@ -98,10 +98,17 @@ def test_calibration_stays_in_the_data_range_when_predictions_tie() -> None:
     predicted[:2, 0] = [1.0, 1.5]
     perturbed = np.zeros((600, 1))
     perturbed[:240, 0] = np.random.default_rng(0).uniform(0.5, 2.0, 240)
-    out = calibrate(predicted, fit_calibration(predicted, perturbed))
-    assert (out[2:, 0] == 0).all()
-    # without the bound the two would carry the whole mean: 1.25 + 0.5 * 600 / 2 = 151
-    assert out.max() <= perturbed.max() + 0.5
+    cal = fit_calibration(predicted, perturbed)
+    out = calibrate(predicted, cal)
+    # zeroing the tie would leave the two to carry the whole mean: 1.25 + 0.5 * 600 / 2 = 151; the tie stays instead
+    assert cal[0, 0] == -np.inf and (out > 0).all() and out.max() <= perturbed.max()
+    assert out.mean() == pytest.approx(perturbed.mean(), abs=0.02)  # and the mean is met
+    # tied predictions below the threshold keep the usual rule: the 360 lowest (60%) become the zeros
+    spread = np.linspace(0.0, 1.0, 600, dtype=np.float32)[:, None]
+    spread[:300] = 0.2
+    out = calibrate(spread, fit_calibration(spread, perturbed))
+    assert (out == 0).sum() == 360 and (out[:300] == 0).all()
+    assert out.mean() == pytest.approx(perturbed.mean(), abs=0.02)
 
 
 def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tmp_path: Path) -> None:
