@@ -53,7 +53,7 @@ PASS_ROWS = 8_192
 DETECTION_ROWS = 4_096
 #: methods whose predicted expression is calibrated (:mod:`cellw1.pp.calibration`);
 #: identity and observed return measured cells (clipped at 0 only)
-CALIBRATED = ("w1", "w2", "scgen")
+CALIBRATED = ("w1", "w2", "mean_shift", "scgen_vae")
 
 
 def row_blocks(matrix: Matrix, rows: np.ndarray, size: int = PASS_ROWS) -> Iterator[Any]:
