@@ -143,7 +143,8 @@ def fit_pipeline(
         return fitted_embedding.encode(transform(raw))
 
     config_class = CONFIGS.get(method)
-    device = resolve_device((config or config_class()).device if config_class is not None else "cpu")
+    # scGen (pertpy) picks its own device: its cells are read on the CPU
+    device = resolve_device(getattr(config or (config_class and config_class()), "device", "cpu"))
     groups = [
         StreamedCells(matrix, np.flatnonzero(mask), encode, embedding.dim, buffer_cells=buffer_cells, seed=seed + k,
                       device=device)
