@@ -39,6 +39,9 @@ ZYGOTE = r"""
 import json, os, resource, signal, sys, traceback
 import cellw1.cli.main as cli
 cli.build_parser()  # import every verb (torch, anndata...) once, before forking
+# Ctrl-C raises KeyboardInterrupt from the first instant of every child, even when a shell that
+# started pytest in the background made SIGINT ignored (a child set up later could miss it)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     job = json.loads(line)
