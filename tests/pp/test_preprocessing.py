@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from cellw1.errors import ConfigError, InputError
 from cellw1.pp.preprocessing import Preprocessor, detect_input_kind, fit_preprocessor
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SPARSE = (sp.csr_matrix, sp.csc_matrix)
 
 
