@@ -1,0 +1,252 @@
+"""``cellw1.fit_conditional``: AnnData in, one W1 model for many perturbations out.
+
+Every perturbed cell belongs to a *condition*: its label in ``obs[condition_key]`` (several
+perturbations applied together are written ``"A+B"``) and, with ``dose_key``, its dose. One
+preprocessing and one embedding are fitted on the control cells and the cells of every
+condition together; one :class:`~cellw1.ot.conditional.ConditionalMap` learns the control ->
+condition maps of all of them (:mod:`cellw1.ot.conditional_solver`); the output of each
+training condition is calibrated with its own cells (:mod:`cellw1.pp.calibration`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from .._data import check_seed
+from ..errors import ConfigError, InputError
+from ..io.readers import check_data_kind, is_on_disk
+from ..ot.condition import Condition
+from ..ot.config import W1Config
+from ..ot.conditional import ConditionalConfig
+from ..ot.conditional_solver import fit_conditional_map
+from ..pp.calibration import SAMPLE_CELLS, fit_calibration
+from ..pp.embedding import EmbeddingConfig
+from ..pp.labels import label_text, present_labels
+from ..pp.preprocessing import fit_preprocessor
+from ..pp.spaces import check_space, fit_embedding
+from .api import MIN_CELLS, check_label, condition_labels
+from .conditional_model import ConditionalModel, member_labels
+from .model import check_unique_genes, feature_matrix
+from .streaming import spread_sample
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+logger = logging.getLogger(__name__)
+
+
+def fit_conditional(
+    adata: ad.AnnData,
+    condition_key: str,
+    control: str,
+    perturbations: Sequence[str] | None = None,
+    dose_key: str | None = None,
+    embedding_key: str | None = None,
+    space: Literal["genes", "pca", "autoencoder"] = "pca",
+    config: ConditionalConfig | W1Config | None = None,
+    seed: int = 0,
+    *,
+    layer: str | None = None,
+    embedding_config: EmbeddingConfig | None = None,
+    input_kind: Literal["auto", "counts", "log"] = "auto",
+    progress: bool = True,
+) -> ConditionalModel:
+    """Fit one conditional W1 model from ``control`` cells to the cells of many perturbations.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes in memory (never modified).
+    condition_key
+        Column of ``adata.obs`` with each cell's condition; ``"A+B"`` is the combination of
+        perturbations ``A`` and ``B``.
+    control
+        The control label.
+    perturbations
+        Labels to train on; ``None``: every label but the control.
+    dose_key
+        A numeric ``obs`` column: each (label, dose) pair is a condition, and the model
+        predicts any dose (log1p-transformed inside the encoder).
+    embedding_key
+        A key of ``adata.uns`` holding a dict ``label -> vector`` (gene or drug embeddings):
+        labels are encoded from their vectors, so a perturbation that has a vector but no
+        cells can be predicted. ``None``: one learned code per label.
+    space
+        ``"pca"`` (default), ``"genes"`` or ``"autoencoder"``; predictions are in gene space.
+    config
+        :class:`~cellw1.ot.conditional.ConditionalConfig` (a plain ``W1Config`` is converted).
+    seed
+        Seed of every random choice.
+    layer, embedding_config, input_kind, progress
+        As for :func:`cellw1.fit`.
+    """
+    import anndata as ad
+
+    check_data_kind(adata, "cellw1.fit_conditional")
+    if is_on_disk(adata) or not isinstance(adata, ad.AnnData) or adata.isbacked:
+        raise InputError(
+            "fit_conditional reads an AnnData in memory; load the file with anndata.read_h5ad(path) first."
+        )
+    check_space(space)
+    seed = check_seed(seed)
+    if config is None:
+        config = ConditionalConfig()
+    elif type(config) is W1Config:
+        config = ConditionalConfig.from_w1(config)
+    elif not isinstance(config, ConditionalConfig):
+        raise ConfigError(f"config must be a ConditionalConfig (or W1Config), got {type(config).__name__}.")
+    control = label_text(control)
+    labels = condition_labels(adata, condition_key)
+    check_label(labels, control, "control", condition_key)
+    chosen = _chosen(labels, control, perturbations, condition_key)
+    doses = _doses(adata, dose_key, labels, chosen)
+    groups = _groups(labels, doses, chosen)
+    small = {_name(k): len(rows) for k, rows in groups.items() if len(rows) < MIN_CELLS}
+    n_control = int((labels == control).sum())
+    if n_control < MIN_CELLS or small:
+        detail = f"control {control!r} has {n_control} cells; " if n_control < MIN_CELLS else ""
+        raise InputError(
+            f"{detail}conditions with fewer than {MIN_CELLS} cells: {small or 'none'}; leave them out with perturbations=[...]."
+        )
+    table, vectors = _label_table(adata, embedding_key, groups)
+    check_unique_genes(adata.var_names)
+    start = time.perf_counter()
+    is_control = (labels == control).to_numpy()
+    rows = np.concatenate([np.flatnonzero(is_control), *groups.values()])
+    matrix, features = feature_matrix(adata, layer=layer, obsm_key=None)
+    preprocessor = fit_preprocessor(matrix[rows], assume=input_kind)
+    values = preprocessor.transform(matrix[rows])
+    if not np.isfinite(values).all():
+        raise InputError("the expression values contain NaN or inf; remove or impute those cells first.")
+    embedding = fit_embedding(space, values, config=embedding_config, seed=seed, progress=progress)
+    latent = embedding.encode(values)
+    position = {row: i for i, row in enumerate(rows)}
+    source = latent[: int(is_control.sum())]
+    targets = [latent[[position[r] for r in group]] for group in groups.values()]
+    conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose)
+                  for label, dose in groups]
+    cmap = fit_conditional_map(source, targets, conditions, config, seed, n_labels=len(table),
+                               label_vectors=vectors, progress=progress)
+    info: dict[str, Any] = {
+        "n_control": len(source), "seed": seed, "input_kind": preprocessor.input_kind,
+        "input_kind_reason": preprocessor.reason, "fit_seconds": time.perf_counter() - start,
+    }
+    model = ConditionalModel(
+        features=features, preprocessor=preprocessor, embedding=embedding, cmap=cmap, condition_key=condition_key,
+        control=control, labels=table, dose_key=dose_key, embedding_key=embedding_key, layer=layer, info=info,
+        conditions=[{"label": label, "dose": dose, "n_cells": len(group)} for (label, dose), group in groups.items()],
+        calibration=None, pooled_calibration=None,
+    )
+    control_values = values[: len(source)]
+    model.calibration, model.pooled_calibration = _calibrations(
+        model, control_values, [values[[position[r] for r in group]] for group in groups.values()], seed
+    )
+    info["seconds_with_calibration"] = time.perf_counter() - start
+    return model
+
+
+def _name(key: tuple[str, float | None]) -> str:
+    return key[0] if key[1] is None else f"{key[0]} at dose {key[1]:g}"
+
+
+def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None, key: str) -> list[str]:
+    if perturbations is None:
+        chosen = [p for p in present_labels(labels) if p != control]
+    else:
+        chosen = list(dict.fromkeys(label_text(p) for p in ([perturbations] if isinstance(perturbations, str)
+                                                            else perturbations)))
+        for p in chosen:
+            check_label(labels, p, "perturbation", key)
+        chosen = [p for p in chosen if p != control]
+    if not chosen:
+        raise InputError(f"obs[{key!r}] has no perturbation besides the control {control!r}.")
+    return chosen
+
+
+def _doses(adata: ad.AnnData, dose_key: str | None, labels: pd.Series, chosen: list[str]) -> np.ndarray | None:
+    """The doses of the cells (``None`` without ``dose_key``); checked on the perturbed cells."""
+    if dose_key is None:
+        return None
+    if dose_key not in adata.obs:
+        raise InputError(f"dose key {dose_key!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
+    column = adata.obs[dose_key]
+    if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        raise InputError(f"obs[{dose_key!r}] must hold numbers (doses), not {column.dtype}.")
+    doses = column.to_numpy(dtype=np.float64)
+    used = labels.isin(chosen).to_numpy()
+    bad = used & ~(np.isfinite(doses) & (doses >= 0))
+    if bad.any():
+        raise InputError(
+            f"{int(bad.sum())} perturbed cells have a missing, infinite or negative dose in obs[{dose_key!r}]; "
+            "fix or drop them."
+        )
+    return doses
+
+
+def _groups(labels: pd.Series, doses: np.ndarray | None, chosen: list[str]) -> dict[tuple[str, float | None], np.ndarray]:
+    """Row numbers of each condition ``(label, dose)``, in the order of ``chosen`` then dose."""
+    values = labels.to_numpy()
+    groups: dict[tuple[str, float | None], np.ndarray] = {}
+    for label in chosen:
+        rows = np.flatnonzero(values == label)
+        if doses is None:
+            groups[(label, None)] = rows
+        else:
+            for dose in np.unique(doses[rows]):
+                groups[(label, float(dose))] = rows[doses[rows] == dose]
+    return groups
+
+
+def _label_table(adata: ad.AnnData, key: str | None,
+                 groups: Mapping[tuple[str, float | None], np.ndarray]) -> tuple[list[str], np.ndarray | None]:
+    """The label table and, with ``key``, the vector of every label in ``adata.uns[key]``."""
+    members = list(dict.fromkeys(m for label, _ in groups for m in member_labels(label)))
+    if key is None:
+        return members, None
+    if key not in adata.uns:
+        raise InputError(f"embedding key {key!r} is not in adata.uns; available: {sorted(adata.uns.keys()) or 'none'}.")
+    given = adata.uns[key]
+    if not isinstance(given, Mapping) or not given:
+        raise InputError(f"adata.uns[{key!r}] must be a dict label -> vector, got {type(given).__name__}.")
+    missing = [m for m in members if m not in given]
+    if missing:
+        raise InputError(
+            f"adata.uns[{key!r}] has no vector for {len(missing)} trained perturbation(s): {missing[:10]}; add them "
+            "or leave those perturbations out."
+        )
+    table = [*members, *sorted(str(k) for k in given if k not in members)]
+    try:
+        vectors = np.stack([np.asarray(given[k], dtype=np.float64).ravel() for k in table])
+    except (ValueError, TypeError) as exc:
+        sizes = sorted({np.asarray(v).size for v in given.values()})
+        raise InputError(f"the vectors of adata.uns[{key!r}] must all have the same length; found sizes {sizes}.") from exc
+    if not np.isfinite(vectors).all():
+        raise InputError(f"adata.uns[{key!r}] holds NaN or inf; give finite vectors.")
+    return table, vectors.astype(np.float32)
+
+
+def _calibrations(model: ConditionalModel, control: np.ndarray, perturbed: list[np.ndarray],
+                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per training condition: the calibration of its predicted controls against its cells. Pooled over
+    conditions (for unseen ones): the zero thresholds only, offsets 0."""
+    sample = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]
+    z = model.embedding.encode(sample)
+    per, pooled_pred, pooled_obs = [], [], []
+    share = max(SAMPLE_CELLS // max(len(perturbed), 1), 50)
+    for i, (cells, condition) in enumerate(zip(perturbed, model.conditions)):
+        view = model.view(condition["label"], condition["dose"])
+        predicted = model.embedding.decode(view.method.predict(z))
+        observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
+        per.append(fit_calibration(predicted, observed))
+        pooled_pred.append(predicted[:share])
+        pooled_obs.append(observed[:share])
+    pooled = fit_calibration(np.concatenate(pooled_pred), np.concatenate(pooled_obs))
+    pooled[1] = 0.0
+    return np.stack(per), pooled

@@ -1,0 +1,146 @@
+"""cellw1.fit_conditional and ConditionalModel: predict, save/load, clear errors."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+import cellw1
+from cellw1.datasets import synthetic_perturbation
+from cellw1.errors import ConfigError, InputError, ModelFileError
+
+FAST = cellw1.ConditionalConfig(potential_iters=150, step_iters=100, energy_iters=50, batch_size=256, eval_every=50)
+
+
+@pytest.fixture(scope="module")
+def data():
+    adata = synthetic_perturbation(n_control=300, n_perturbed=200, n_genes=40, n_perturbations=3, seed=1)
+    rng = np.random.default_rng(0)
+    adata.obs["dose"] = rng.choice([1.0, 10.0, 100.0], size=adata.n_obs)
+    adata.uns["vectors"] = {"pertA": [1.0, 0.0, 0.5], "pertB": [0.0, 1.0, 0.5], "NULL": [0.0, 0.0, 0.0],
+                            "pertNew": [0.5, 0.5, 0.5]}
+    return adata
+
+
+@pytest.fixture(scope="module")
+def model(data):
+    return cellw1.fit_conditional(data, "condition", "control", config=FAST, progress=False)
+
+
+def controls(adata):
+    return adata[adata.obs["condition"] == "control"].copy()
+
+
+def test_predict_output_conventions(data, model):
+    ctrl = controls(data)
+    before = ctrl.copy()
+    pred = model.predict(ctrl, perturbation="pertA")
+    assert pred.shape == (ctrl.n_obs, data.n_vars)
+    assert (pred.X >= 0).all()
+    assert list(pred.obs["source_cell"]) == list(ctrl.obs_names)
+    assert (pred.obs["perturbation"] == "pertA").all()
+    assert pred.uns["cellw1"]["method"] == "w1_conditional"
+    assert pred.uns["cellw1"]["output"] == "calibrated"
+    assert pred.uns["cellw1"]["space"] == "pca"
+    np.testing.assert_array_equal(ctrl.X.toarray(), before.X.toarray())  # input untouched
+    # the real perturbation moves the cells further than the one without an effect
+    assert pred.obs["response"].mean() > model.predict(ctrl, perturbation="NULL").obs["response"].mean()
+    assert model.predict(ctrl, perturbation="pertA+pertB").uns["cellw1"]["output"] == "calibrated_zeros"
+
+
+def test_save_load_identical_predictions(data, model, tmp_path):
+    model.save(tmp_path / "m")
+    loaded = cellw1.load(tmp_path / "m")
+    assert isinstance(loaded, cellw1.ConditionalModel)
+    assert loaded.conditions == model.conditions and loaded.labels == model.labels
+    ctrl = controls(data)
+    for label in ("pertA", "NULL", "pertA+pertB"):
+        np.testing.assert_array_equal(model.predict(ctrl, perturbation=label).X,
+                                      loaded.predict(ctrl, perturbation=label).X)
+    with pytest.raises(ModelFileError, match="ConditionalModel"):
+        cellw1.PerturbationModel.load(tmp_path / "m")
+    raw = bytearray((tmp_path / "m" / "model.safetensors").read_bytes())
+    raw[-5] ^= 0xFF
+    (tmp_path / "m" / "model.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(ModelFileError, match="corrupted"):
+        cellw1.load(tmp_path / "m")
+
+
+def test_errors_for_labels_and_doses(data, model):
+    ctrl = controls(data)
+    with pytest.raises(InputError, match="pertZ.*not one the model knows"):
+        model.predict(ctrl, perturbation="pertZ")
+    with pytest.raises(InputError, match="without dose_key"):
+        model.predict(ctrl, perturbation="pertA", dose=3.0)
+    with pytest.raises(InputError, match="not a perturbation"):
+        model.predict(ctrl, perturbation="control")
+    with pytest.raises(InputError, match="dose key 'nope'"):
+        cellw1.fit_conditional(data, "condition", "control", dose_key="nope", config=FAST, progress=False)
+    bad = data.copy()
+    bad.obs["dose"] = "high"
+    with pytest.raises(InputError, match="must hold numbers"):
+        cellw1.fit_conditional(bad, "condition", "control", dose_key="dose", config=FAST, progress=False)
+    with pytest.raises(InputError, match="fewer than 20 cells"):
+        small = data[(data.obs["condition"] != "pertB") | (np.arange(data.n_obs) % 20 == 0)].copy()
+        cellw1.fit_conditional(small, "condition", "control", config=FAST, progress=False)
+    with pytest.raises(InputError, match="'pertQ' is not a value"):
+        cellw1.fit_conditional(data, "condition", "control", perturbations=["pertQ"], config=FAST, progress=False)
+    with pytest.raises(ConfigError, match="ConditionalConfig"):
+        cellw1.fit_conditional(data, "condition", "control", config=cellw1.W2Config(), progress=False)
+
+
+def test_doses(data, caplog):
+    model = cellw1.fit_conditional(data, "condition", "control", perturbations=["pertA"], dose_key="dose",
+                                   config=FAST, progress=False)
+    assert [c["dose"] for c in model.conditions] == [1.0, 10.0, 100.0]
+    ctrl = controls(data)
+    with pytest.raises(InputError, match=r"give dose= \(training doses of 'pertA': \[1.0, 10.0, 100.0\]\)"):
+        model.predict(ctrl, perturbation="pertA")
+    pred = model.predict(ctrl, perturbation="pertA", dose=30.0)
+    assert pred.uns["cellw1"]["dose"] == 30.0 and (pred.obs["dose"] == 30.0).all()
+    assert pred.uns["cellw1"]["output"] == "calibrated_zeros"  # an unseen dose
+    assert model.predict(ctrl, perturbation="pertA", dose=10.0).uns["cellw1"]["output"] == "calibrated"
+    with caplog.at_level(logging.WARNING, logger="cellw1"):
+        model.predict(ctrl, perturbation="pertA", dose=500.0)
+    assert "outside the training doses [1, 100]" in caplog.text
+    with pytest.raises(InputError, match="finite number >= 0"):
+        model.predict(ctrl, perturbation="pertA", dose=-1.0)
+
+
+def test_embedding_vectors(data, tmp_path):
+    model = cellw1.fit_conditional(data, "condition", "control", embedding_key="vectors", config=FAST, progress=False)
+    assert "pertNew" in model.labels  # a label with a vector but no cells can be predicted
+    ctrl = controls(data)
+    assert model.predict(ctrl, perturbation="pertNew").uns["cellw1"]["output"] == "calibrated_zeros"
+    other = ctrl.copy()
+    other.uns["vectors"] = {"pertX": [0.2, 0.3, 0.1]}  # a vector the model never saw, from the data
+    assert model.predict(other, perturbation="pertX").shape == ctrl.shape
+    other.uns["vectors"] = {"pertX": [0.2, 0.3]}
+    with pytest.raises(InputError, match=r"vector of 'pertX' has shape \(2,\); the model reads vectors of 3"):
+        model.predict(other, perturbation="pertX")
+    with pytest.raises(InputError, match="pertY.*nor a vector in the data's uns"):
+        model.predict(other, perturbation="pertY")
+    missing = data.copy()
+    missing.uns["vectors"] = {"pertA": [1.0, 0.0, 0.5]}
+    with pytest.raises(InputError, match="no vector for 2 trained perturbation"):
+        cellw1.fit_conditional(missing, "condition", "control", embedding_key="vectors", config=FAST, progress=False)
+    with pytest.raises(InputError, match="embedding key 'other' is not in adata.uns"):
+        cellw1.fit_conditional(data, "condition", "control", embedding_key="other", config=FAST, progress=False)
+    ragged = data.copy()
+    ragged.uns["vectors"] = {**data.uns["vectors"], "pertB": [1.0, 2.0]}
+    with pytest.raises(InputError, match="same length"):
+        cellw1.fit_conditional(ragged, "condition", "control", embedding_key="vectors", config=FAST, progress=False)
+    model.save(tmp_path / "v")
+    loaded = cellw1.load(tmp_path / "v")
+    np.testing.assert_array_equal(loaded.predict(ctrl, perturbation="pertNew").X,
+                                  model.predict(ctrl, perturbation="pertNew").X)
+
+
+def test_seeded_fit_reproducible(data):
+    small = cellw1.ConditionalConfig(potential_iters=30, step_iters=20, energy_iters=10, batch_size=64, eval_every=10)
+    a, b = (cellw1.fit_conditional(data, "condition", "control", space="genes", config=small, seed=5, progress=False)
+            for _ in range(2))
+    ctrl = controls(data)
+    np.testing.assert_array_equal(a.predict(ctrl, perturbation="pertB").X, b.predict(ctrl, perturbation="pertB").X)
