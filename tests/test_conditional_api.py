@@ -144,3 +144,57 @@ def test_seeded_fit_reproducible(data):
             for _ in range(2))
     ctrl = controls(data)
     np.testing.assert_array_equal(a.predict(ctrl, perturbation="pertB").X, b.predict(ctrl, perturbation="pertB").X)
+
+
+def test_cli_fit_conditional_and_predict_perturbation(data, tmp_path, capsys):
+    from cellw1.cli.main import main
+
+    path = tmp_path / "cells.h5ad"
+    data.write_h5ad(path)
+    fast = ["--potential-iters", "60", "--step-iters", "40", "--quiet", "--seed", "2"]
+    model_dir = tmp_path / "model"
+    assert main(["fit", str(path), "--condition-key", "condition", "--control", "control", "--conditional",
+                 "--space", "pca", "--out", str(model_dir), *fast]) == 0
+    assert "ConditionalModel(3 training conditions" in capsys.readouterr().out
+    model = cellw1.load(model_dir)
+    assert isinstance(model, cellw1.ConditionalModel) and model.perturbations == ["NULL", "pertA", "pertB"]
+    out = tmp_path / "pred.h5ad"
+    assert main(["predict", str(model_dir), str(path), "--out", str(out), "--perturbation", "pertB",
+                 "--controls-only", "--quiet"]) == 0
+    import anndata as ad
+
+    written = ad.read_h5ad(out)
+    ctrl = controls(data)
+    np.testing.assert_array_equal(written.X, model.predict(ctrl, perturbation="pertB").X)
+    assert written.uns["cellw1"]["method"] == "w1_conditional"
+    capsys.readouterr()
+    assert main(["predict", str(model_dir), str(path), "--out", str(tmp_path / "p2.h5ad"), "--quiet"]) == 2
+    assert "needs --perturbation" in capsys.readouterr().err
+    assert main(["predict", str(model_dir), str(path), "--out", str(tmp_path / "p3.h5ad"), "--perturbation", "pertA",
+                 "--dose", "3", "--quiet"]) == 2
+    assert "without dose_key" in capsys.readouterr().err
+    assert main(["fit", str(path), "--condition-key", "condition", "--control", "control",
+                 "--out", str(tmp_path / "m2"), "--quiet"]) == 2
+    assert "--conditional" in capsys.readouterr().err
+    single = tmp_path / "single"
+    assert main(["fit", str(path), "--condition-key", "condition", "--control", "control", "--perturbation", "pertA",
+                 "--method", "scgen", "--out", str(single), "--quiet"]) == 0
+    assert main(["predict", str(single), str(path), "--out", str(tmp_path / "p4.h5ad"), "--perturbation", "pertA",
+                 "--quiet"]) == 2
+    assert "for conditional models" in capsys.readouterr().err
+
+
+def test_evaluate_w1_conditional_on_the_same_splits(data):
+    result = cellw1.evaluate(data, "condition", "control", ["pertA", "NULL"], methods=["w1_conditional", "identity"],
+                             space="pca", conditional_config=FAST, metrics=["mmd"], progress=False)
+    table = result.table
+    assert set(table["method"]) == {"identity", "w1_conditional"}
+    assert set(table.loc[table["method"] == "w1_conditional", "perturbation"]) == {"pertA", "NULL"}
+    mmd = table[table["metric"] == "mmd"].set_index(["method", "perturbation"])["value"]
+    assert mmd["w1_conditional", "pertA"] < mmd["identity", "pertA"]  # the real effect is predicted
+    assert "shared by every perturbation" in result.settings["split_rule"]
+    seconds = table[(table["metric"] == "seconds") & (table["method"] == "w1_conditional")]["value"]
+    assert seconds.nunique() == 1 and seconds.iloc[0] > 0  # the one fit, shared out
+    with pytest.raises(ConfigError, match="obsm_key"):
+        cellw1.evaluate(data, "condition", "control", ["pertA"], methods=["w1_conditional"], obsm_key="X_pca",
+                        progress=False)

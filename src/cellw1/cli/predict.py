@@ -14,6 +14,8 @@ from ..io.readers import open_disk_data
 from ..pp.labels import label_series
 from ..tl.collection import ModelCollection, load
 from ..tl.model import PREDICT_CHUNK, PerturbationModel
+from ..tl.conditional_model import ConditionalModel
+from .conditional import add_predict_arguments, predict_options
 from ._common import add_disk_argument, read_h5ad, write_h5ad
 
 
@@ -36,6 +38,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--controls-only", action="store_true",
         help="predict only the cells labelled as the model's control (its condition key and control label)",
     )
+    add_predict_arguments(parser)
     parser.add_argument(
         "--chunk-cells", type=int, default=PREDICT_CHUNK, help="cells predicted at once (default: %(default)s)"
     )
@@ -53,17 +56,19 @@ def run(args: argparse.Namespace) -> int:
             "a collection predicts in memory to an .h5ad; for --on-disk, --controls-only or .zarr "
             "give one model's directory inside it."
         )
+    condition = predict_options(model, args)
     data = str(args.data) if args.on_disk else read_h5ad(args.data)
-    if isinstance(model, PerturbationModel):
+    if isinstance(model, PerturbationModel | ConditionalModel):
         cells = control_cells(model, data) if args.controls_only else None
-        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress)
+        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress,
+                            **condition)
     else:
         out = write_h5ad(model.predict(data), args.out)
     print(f"wrote the predicted cells to {out}")
     return 0
 
 
-def control_cells(model: PerturbationModel, data: Any) -> np.ndarray:
+def control_cells(model: PerturbationModel | ConditionalModel, data: Any) -> np.ndarray:
     """Mask of the cells labelled as ``model``'s control in ``data`` (an AnnData or a path)."""
     if isinstance(data, str):
         with open_disk_data(data) as disk:
