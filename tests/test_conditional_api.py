@@ -100,11 +100,15 @@ def test_doses(data, caplog):
         model.predict(ctrl, perturbation="pertA")
     pred = model.predict(ctrl, perturbation="pertA", dose=30.0)
     assert pred.uns["cellw1"]["dose"] == 30.0 and (pred.obs["dose"] == 30.0).all()
-    assert pred.uns["cellw1"]["output"] == "calibrated_zeros"  # an unseen dose
+    assert pred.uns["cellw1"]["output"] == "calibrated_interpolated"  # an unseen dose between two trained ones
+    w = (np.log1p(30.0) - np.log1p(10.0)) / (np.log1p(100.0) - np.log1p(10.0))
+    cal, _ = model._calibration("pertA", 30.0)
+    np.testing.assert_allclose(cal, (1 - w) * model.calibration[1] + w * model.calibration[2])
     assert model.predict(ctrl, perturbation="pertA", dose=10.0).uns["cellw1"]["output"] == "calibrated"
     with caplog.at_level(logging.WARNING, logger="cellw1"):
-        model.predict(ctrl, perturbation="pertA", dose=500.0)
+        beyond = model.predict(ctrl, perturbation="pertA", dose=500.0)
     assert "outside the training doses [1, 100]" in caplog.text
+    assert beyond.uns["cellw1"]["output"] == "calibrated_zeros"
     with pytest.raises(InputError, match="finite number >= 0"):
         model.predict(ctrl, perturbation="pertA", dose=-1.0)
 

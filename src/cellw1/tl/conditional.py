@@ -148,7 +148,7 @@ def fit_conditional(
     model.calibration, model.pooled_calibration = _calibrations(
         model, control_values, [values[[position[r] for r in group]] for group in groups.values()], seed
     )
-    info["seconds_with_calibration"] = time.perf_counter() - start
+    model.info["seconds_with_calibration"] = time.perf_counter() - start
     return model
 
 

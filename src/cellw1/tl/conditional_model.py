@@ -5,9 +5,10 @@ A :class:`ConditionalModel` chains the preprocessing, the embedding and one
 builds the condition (labels of a combination joined by ``"+"``, a dose), then predicts exactly
 as :class:`~cellw1.tl.model.PerturbationModel` does (same output AnnData, same calibrated
 log1p expression, ``uns["cellw1"]`` with the condition). A training condition is calibrated
-with its own numbers; any other condition (an unseen dose, combination or embedded label) gets
-the zero thresholds pooled over all training conditions and no mean offsets (output
-``"calibrated_zeros"``): its mean is the map's.
+with its own numbers; a dose between two training doses of its label with theirs, interpolated
+in ``log1p(dose)`` (output ``"calibrated_interpolated"``); any other condition (a dose outside
+the training range, a combination, an embedded label) gets the zero thresholds pooled over all
+training conditions and no mean offsets (output ``"calibrated_zeros"``): its mean is the map's.
 """
 
 from __future__ import annotations
@@ -190,9 +191,19 @@ class ConditionalModel:
         return value
 
     def _calibration(self, label: str, dose: float | None) -> tuple[np.ndarray | None, str]:
-        for i, c in enumerate(self.conditions):
-            if c["label"] == label and c["dose"] == dose and self.calibration is not None:
-                return self.calibration[i], "calibrated"
+        """A training condition's own calibration; between two training doses of the label, their
+        calibrations interpolated in ``log1p(dose)``; else the pooled zero thresholds."""
+        if self.calibration is not None:
+            known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
+            for d, i in known:
+                if d == dose:
+                    return self.calibration[i], "calibrated"
+            below = [k for k in known if dose is not None and k[0] < dose]
+            above = [k for k in known if dose is not None and k[0] > dose]
+            if below and above:
+                (d0, i0), (d1, i1) = below[-1], above[0]
+                w = (np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0))
+                return (1 - w) * self.calibration[i0] + w * self.calibration[i1], "calibrated_interpolated"
         if self.pooled_calibration is None:
             return None, "clipped"
         return self.pooled_calibration, "calibrated_zeros"
