@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -133,10 +134,11 @@ def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dic
     targets = sorted(t for t in adata.obs[KEY].astype(str).unique() if t != CONTROL)
     train_rows, tests = splits(adata, targets)
     train = adata[train_rows].copy()
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     model = cellw1.fit_conditional(train, KEY, CONTROL, space="pca", progress=False)
     cellw1_seconds = model.map.info["potential_seconds"] + model.map.info["step_size_seconds"]
     whole_seconds = time.perf_counter() - start
+    loads = {"cellw1_load_before": load, "cellw1_load_after": os.getloadavg()[0]}
 
     def encode(rows: np.ndarray) -> np.ndarray:
         return model.embedding.encode(model.preprocessor.transform(adata[rows].X))
@@ -148,16 +150,17 @@ def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dic
     found: dict = {"n_train": int(len(train_rows)), "n_test_control": int(len(ctrl))}
     pred = {t: np.asarray(model.map.transport(ctrl, model.condition(t))) for t in targets}
     found["cellw1_conditional"] = {**scores(pred, obs, ctrl), "train_seconds": cellw1_seconds,
-                                   "fit_seconds_with_preprocessing": whole_seconds}
+                                   "fit_seconds_with_preprocessing": whole_seconds, **loads}
     found["identity"] = scores({t: ctrl for t in targets}, obs, ctrl)
     with tempfile.TemporaryDirectory() as tmp:
         inp, res = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         is_ctrl = labels == CONTROL
         np.savez(inp, control=z_train[is_ctrl], perturbed=z_train[~is_ctrl], labels=labels[~is_ctrl].astype("U"),
                  test_control=ctrl, names=np.array(targets, dtype="U"), params=json.dumps(params))
-        start = time.perf_counter()
+        start, load = time.perf_counter(), os.getloadavg()[0]
         proc = subprocess.run([python, str(RUNNER), str(inp), str(res)], capture_output=True, text=True)
         wall = time.perf_counter() - start
+        loads = {"load_before": load, "load_after": os.getloadavg()[0]}
         if proc.returncode != 0:
             found["cellflow"] = {"error": proc.stderr[-4000:], "params": params}
             return found
@@ -165,8 +168,21 @@ def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dic
         cf_pred = {t: got[f"pred_{i}"] for i, t in enumerate(targets)}
         found["cellflow"] = {**scores(cf_pred, obs, ctrl), "train_seconds": float(got["train_seconds"]),
                              "predict_seconds": float(got["predict_seconds"]), "wall_seconds": wall,
-                             "params": params, "versions": json.loads(str(got["versions"]))}
+                             "params": params, "versions": json.loads(str(got["versions"])), **loads}
     return found
+
+
+def time_conditional(adata: ad.AnnData, repeats: int = 2) -> dict:
+    """Fit the PCA-space conditional model of the ``cellflow`` part again, noting the machine's load."""
+    targets = sorted(t for t in adata.obs[KEY].astype(str).unique() if t != CONTROL)
+    train = adata[splits(adata, targets)[0]].copy()
+    runs = []
+    for _ in range(repeats):
+        load = os.getloadavg()[0]
+        info = cellw1.fit_conditional(train, KEY, CONTROL, space="pca", progress=False).map.info
+        runs.append({"train_seconds": info["potential_seconds"] + info["step_size_seconds"], "load_before": load,
+                     "load_after": os.getloadavg()[0]})
+    return {"runs": runs}
 
 
 def main() -> None:
@@ -190,6 +206,8 @@ def main() -> None:
             found = run_sampling(adata, args.out)
         elif part == "cellflow":
             found = run_cellflow(adata, args.out, args.cellflow_python, json.loads(args.cellflow_params))
+        elif part == "timing":  # the conditional fit of the cellflow part again, timed alone
+            found = time_conditional(adata)
         else:
             raise SystemExit(f"unknown part {part!r}")
         (args.out / f"{part}.json").write_text(json.dumps(found, indent=2))

@@ -13,8 +13,11 @@ conditional potential and step size read beside the cell (:mod:`cellw1.ot.condit
 
 The labels of a bag are encoded one by one and pooled by their mean or sum, so the order of a
 combination does not matter and a combination never seen in training (``A+B`` after ``A`` and
-``B``) can still be encoded. A dose enters as ``t = log1p(dose) / log1p(max training dose)``:
-``[pooled, t]`` goes through one more MLP, smooth in ``t``, so unseen doses interpolate.
+``B``) can still be encoded. A dose enters as ``t = log1p(dose) / log1p(max training dose)``
+and moves the pooled code ``p`` along a learned direction, ``p + t D p`` (``D`` a free
+matrix): the doses of one perturbation lie on a line in code space, so an unseen dose is
+encoded between its neighbours. (An MLP of ``[p, t]`` fitted the training doses as well but
+interpolated worse: ``docs/benchmarks.md``.)
 The potential is 1-Lipschitz in the cell for *every* ``e(c)``, so the encoder itself is free.
 """
 
@@ -34,7 +37,7 @@ from .mlp import mlp
 
 ConditionEncoding = Literal["learned", "vector"]
 Pooling = Literal["mean", "sum"]
-#: hidden width of the encoder's MLPs (label vectors, dose)
+#: hidden width of the encoder's MLP of label vectors
 ENCODER_HIDDEN = 64
 
 
@@ -113,8 +116,9 @@ class ConditionEncoder(nn.Module):
                 if len(v) > 1:
                     self.vector_scale.copy_(v.std(0).clamp_min(1e-6))
             self.project = mlp((p, ENCODER_HIDDEN, self.dim))
-        self.dose_net = mlp((self.dim + 1, ENCODER_HIDDEN, self.dim)) if dose else None
-        #: ``log1p`` of the largest training dose: doses are read as ``log1p(dose) / dose_scale``
+        self.dose_net = nn.Linear(self.dim, self.dim) if dose else None
+        #: ``log1p`` of the largest training dose: doses are read as ``t = log1p(dose) / dose_scale``
+        #: and move the code ``p`` to ``p + t D p`` (``D`` is ``dose_net``)
         self.register_buffer("dose_scale", torch.ones(()))
         #: the output is multiplied by this (the data's per-feature spread), so conditions
         #: are as far apart as cells from the start
@@ -158,7 +162,7 @@ class ConditionEncoder(nn.Module):
         if self.dose_net is not None:
             if dose is None:
                 raise InputError("this model was fitted with doses; give the dose of each condition.")
-            pooled = self.dose_net(torch.cat((pooled, self.dose_feature(dose.to(pooled))[:, None]), 1))
+            pooled = pooled + self.dose_feature(dose.to(pooled))[:, None] * self.dose_net(pooled)
         return pooled * self.scale
 
     def encode(self, conditions: Sequence[Condition]) -> torch.Tensor:
