@@ -177,6 +177,9 @@ def test_cli_fit_conditional_and_predict_perturbation(data, tmp_path, capsys):
     assert main(["predict", str(model_dir), str(path), "--out", str(tmp_path / "p3.h5ad"), "--perturbation", "pertA",
                  "--dose", "3", "--quiet"]) == 2
     assert "without dose_key" in capsys.readouterr().err
+    assert main(["fit", str(path), "--condition-key", "condition", "--control", "control", "--conditional", "--on-disk",
+                 "--buffer-cells", "100", "--out", str(tmp_path / "disk"), *fast]) == 0
+    assert cellw1.load(tmp_path / "disk").map.info["streamed"]
     assert main(["fit", str(path), "--condition-key", "condition", "--control", "control",
                  "--out", str(tmp_path / "m2"), "--quiet"]) == 2
     assert "--conditional" in capsys.readouterr().err
@@ -202,3 +205,23 @@ def test_evaluate_w1_conditional_on_the_same_splits(data):
     with pytest.raises(ConfigError, match="obsm_key"):
         cellw1.evaluate(data, "condition", "control", ["pertA"], methods=["w1_conditional"], obsm_key="X_pca",
                         progress=False)
+
+
+def test_fit_conditional_streams_from_disk(data, tmp_path):
+    path = tmp_path / "cells.h5ad"
+    data.write_h5ad(path)
+    before = path.read_bytes()
+    model = cellw1.fit_conditional(str(path), "condition", "control", space="pca", config=FAST, buffer_cells=64,
+                                   progress=False)
+    assert model.map.info["streamed"] and path.read_bytes() == before
+    ctrl = controls(data)
+    obs = model.preprocessor.transform(data[data.obs["condition"] == "pertA"].X)
+    start = model.preprocessor.transform(ctrl.X)
+    pred = model.predict(ctrl, perturbation="pertA").X
+    observed, predicted = obs.mean(0) - start.mean(0), pred.mean(0) - start.mean(0)
+    assert predicted @ observed / (np.linalg.norm(predicted) * np.linalg.norm(observed)) > 0.8  # the effect's direction
+    assert 0.5 < np.linalg.norm(predicted) / np.linalg.norm(observed) < 1.5
+    with pytest.raises(ConfigError, match="buffer_cells"):
+        cellw1.fit_conditional(data, "condition", "control", config=FAST, buffer_cells=64, progress=False)
+    with pytest.raises(InputError, match="embedding_key"):
+        cellw1.fit_conditional(str(path), "condition", "control", embedding_key="vectors", config=FAST, progress=False)

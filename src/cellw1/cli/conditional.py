@@ -35,16 +35,18 @@ def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_fit(args: argparse.Namespace) -> int:
     """Fit and save one :class:`ConditionalModel` (``cellw1 fit --conditional``)."""
-    if args.on_disk or args.obsm_key is not None or args.method != "w1" or args.scheduler is not None:
-        raise InputError("--conditional fits the W1 model in memory from expression: drop --on-disk, --obsm-key, "
-                         "--method and --scheduler.")
+    if args.obsm_key is not None or args.method != "w1" or args.scheduler is not None:
+        raise InputError("--conditional fits one W1 model from expression: drop --obsm-key, --method and --scheduler.")
+    if args.buffer_cells is not None and not args.on_disk:
+        raise InputError("--buffer-cells applies with --on-disk only.")
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")
     labels = args.perturbation or ["all"]
     config = ConditionalConfig.from_w1(solver_config(args))
     model = fit_conditional(
-        read_h5ad(args.data), args.condition_key, args.control, None if "all" in labels else labels,
-        dose_key=args.dose_key, embedding_key=args.embedding_key, space=args.space, config=config, seed=args.seed,
-        layer=args.layer, input_kind=args.input_kind, progress=args.progress,
+        str(args.data) if args.on_disk else read_h5ad(args.data), args.condition_key, args.control,
+        None if "all" in labels else labels, dose_key=args.dose_key, embedding_key=args.embedding_key,
+        space=args.space, config=config, seed=args.seed, layer=args.layer, input_kind=args.input_kind,
+        progress=args.progress, buffer_cells=args.buffer_cells,
     )
     model.save(args.out)
     print(f"saved {model!r} to {args.out}")

@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._data import as_points, check_pair, check_seed, resolve_device, split_validation
+from .._data import as_points, check_pair, check_seed, resolve_device
 from ..errors import ConfigError, InputError
 from .condition import Condition, ConditionEncoder
 from .conditional import AtCondition, ConditionalConfig, ConditionalMap, ConditionalPotential, ConditionalStepSize
 from .energy import POOL_CELLS, POOL_STEPS, EnergyPool, energy_distance
 from .potential import adam_kernel, constant_features, direction, evaluate
+from .sampling import Cells, MemoryCells
 from .solver import cpu_threads
 from .stepsize import ot_step_targets, regression_step
 from .stopping import Plateau
@@ -42,25 +43,41 @@ SELECT_CELLS = 500
 
 
 class _Data:
-    """Training and validation cells of the control group and of every condition."""
+    """Training and validation cells of the control group and of every condition.
 
-    def __init__(self, source: torch.Tensor, targets: list[torch.Tensor], config: ConditionalConfig,
+    The training cells are :class:`~cellw1.ot.sampling.Cells`: all in memory, or buffers
+    streamed from disk (:meth:`refresh` moves to the next buffers). The validation cells are
+    tensors held out once.
+    """
+
+    def __init__(self, source: Cells, targets: list[Cells], config: ConditionalConfig,
                  generator: torch.Generator) -> None:
-        train, val = split_validation(len(source), config.val_fraction, generator)
-        self.source, self.val_source = source[train], source[val] if len(val) else source[train]
-        self.targets: list[torch.Tensor] = []
+        self.source_cells, val = source.split(config.val_fraction, generator)
+        self.val_source = val if len(val) else self.source_cells.buffer()
+        self.target_cells: list[Cells] = []
         self.val_targets: list[torch.Tensor] = []
         for y in targets:
-            train, val = split_validation(len(y), config.val_fraction, generator)
-            self.targets.append(y[train])
-            self.val_targets.append(y[val] if len(val) else y[train])
-        counts = torch.tensor([len(y) for y in self.targets], dtype=torch.float64)
-        weights = counts if config.condition_sampling == "proportional" else torch.ones_like(counts)
+            train, val = y.split(config.val_fraction, generator)
+            self.target_cells.append(train)
+            self.val_targets.append(val if len(val) else train.buffer())
+        sizes = torch.tensor([float(y.n_cells) for y in targets], dtype=torch.float64)
+        weights = sizes if config.condition_sampling == "proportional" else torch.ones_like(sizes)
         #: probability of each condition in a training step
         self.pi = (weights / weights.sum()).float()
-        self.counts = counts.long()
+        self.streaming = not (self.source_cells.holds_all and all(y.holds_all for y in self.target_cells))
+        self._take(self.source_cells.buffer(), [y.buffer() for y in self.target_cells])
+
+    def _take(self, source: torch.Tensor, targets: list[torch.Tensor]) -> None:
+        self.source, self.targets = source, targets
+        self.counts = torch.tensor([len(y) for y in targets], dtype=torch.long)
         self.offsets = torch.cat((torch.zeros(1, dtype=torch.long), self.counts.cumsum(0)[:-1]))
-        self.all_targets = torch.cat(self.targets)
+        self.all_targets = torch.cat(targets)
+
+    def refresh(self) -> None:
+        """Move every group streamed from disk on to its next buffer (nothing in memory)."""
+        if self.streaming:
+            self.all_targets = None  # type: ignore[assignment]  # let the old buffers go first
+            self._take(self.source_cells.next_buffer(), [y.next_buffer() for y in self.target_cells])
 
     def draw(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(conditions, control rows, target rows)`` of one step, ``size`` of each."""
@@ -85,9 +102,10 @@ def fit_conditional_map(
     Parameters
     ----------
     source
-        Control cells ``(n, d)`` (numpy or torch; never modified).
+        Control cells ``(n, d)`` (numpy or torch; never modified), or
+        :class:`~cellw1.ot.sampling.Cells` (streamed from disk, for example).
     targets
-        One ``(n_c, d)`` array of cells per condition.
+        One ``(n_c, d)`` array (or :class:`~cellw1.ot.sampling.Cells`) of cells per condition.
     conditions
         The :class:`~cellw1.ot.condition.Condition` of each entry of ``targets`` (label
         positions in the table; doses for all or for none).
@@ -110,10 +128,10 @@ def fit_conditional_map(
     if len(targets) != len(conditions) or not targets:
         raise InputError(f"give one condition per target group ({len(targets)} groups, {len(conditions)} conditions).")
     device = resolve_device(config.device)
-    x = as_points(source, "source").to(device)
-    ys = [as_points(y, f"target {i}", min_points=2).to(device) for i, y in enumerate(targets)]
+    x = _cells(source, "source", device)
+    ys = [_cells(y, f"target {i}", device) for i, y in enumerate(targets)]
     for y in ys:
-        check_pair(x.shape[1], y.shape[1])
+        check_pair(x.dim, y.dim)
     has_dose = [c.dose is not None for c in conditions]
     if any(has_dose) and not all(has_dose):
         raise InputError("either every condition has a dose or none has.")
@@ -144,10 +162,22 @@ def fit_conditional_map(
             codes = encoder(members, dose)
         step, phase2 = _fit_step_size(potential, codes, data, config, generator, rng, progress)
         end = time.perf_counter()
-    info = {"seed": seed, "n_source": len(x), "n_targets": [len(y) for y in ys], "n_conditions": len(ys),
-            **phase1, **phase2, "potential_seconds": mid - start, "step_size_seconds": end - mid}
+    info = {"seed": seed, "n_source": x.n_cells, "n_targets": [y.n_cells for y in ys], "n_conditions": len(ys),
+            "streamed": data.streaming, **phase1, **phase2, "potential_seconds": mid - start,
+            "step_size_seconds": end - mid}
     logger.info("fitted a conditional W1 map for %d conditions in %.2f s", len(ys), end - start)
     return ConditionalMap(encoder, potential, step, config, info)
+
+
+def _cells(x: Any, name: str, device: torch.device) -> Cells:
+    """``x`` as :class:`~cellw1.ot.sampling.Cells` on ``device``: arrays are checked and copied."""
+    if isinstance(x, Cells):
+        return x
+    return MemoryCells(as_points(x, name, min_points=2).to(device))
+
+
+#: phase-1 steps between two buffers of cells streamed from disk
+REFRESH_STEPS = 250
 
 
 # -- phase 1 ------------------------------------------------------------------------------------------
@@ -179,6 +209,8 @@ def _fit_potential(encoder: ConditionEncoder, data: _Data, members: torch.Tensor
     step = 0
     bar = tqdm(range(1, config.potential_iters + 1), desc="conditional potential", disable=not progress, leave=False)
     for step in bar:
+        if step > 1 and (step - 1) % REFRESH_STEPS == 0:
+            data.refresh()
         c, i, j = data.draw(b, generator)
         c = c.to(device)
         optimizer.zero_grad(set_to_none=True)
@@ -235,7 +267,10 @@ class _Selector:
 def _fit_step_size(potential: ConditionalPotential, codes: torch.Tensor, data: _Data, config: ConditionalConfig,
                    generator: torch.Generator, rng: np.random.Generator,
                    progress: bool) -> tuple[ConditionalStepSize, dict[str, Any]]:
-    """Phase 2: the minibatch-OT regression of ``eta(x, c)``, then the energy refinement."""
+    """Phase 2: the minibatch-OT regression of ``eta(x, c)``, then the energy refinement.
+
+    The step targets come from the current buffer of each group (every training cell in
+    memory); the energy refinement moves on to the next buffers with each new pool."""
     device = data.source.device
     m = len(codes)
     # step targets: per condition, as many control cells as it has cells (at least one pairing batch)
@@ -303,6 +338,8 @@ def _match_energy(step: ConditionalStepSize, potential: ConditionalPotential, co
     for done in tqdm(range(1, config.energy_iters + 1), desc="conditional step size (energy)",
                      disable=not progress, leave=False):
         if (done - 1) % POOL_STEPS == 0:
+            if done > 1:
+                data.refresh()
             pools = _pools(potential, codes, data, generator)
         chosen = torch.multinomial(data.pi, k, replacement=False, generator=generator).tolist()
         optimizer.zero_grad(set_to_none=True)

@@ -6,6 +6,8 @@ preprocessing and one embedding are fitted on the control cells and the cells of
 condition together; one :class:`~cellw1.ot.conditional.ConditionalMap` learns the control ->
 condition maps of all of them (:mod:`cellw1.ot.conditional_solver`); the output of each
 training condition is calibrated with its own cells (:mod:`cellw1.pp.calibration`).
+From disk (a path, or a backed AnnData) the cells of every group are streamed in buffers
+(:class:`~cellw1.ot.sampling.DiskCells`), as :mod:`cellw1.tl.streaming` does for one pair.
 """
 
 from __future__ import annotations
@@ -19,22 +21,23 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._data import check_seed
+from .._data import check_seed, resolve_device
 from ..errors import ConfigError, InputError
-from ..io.readers import check_data_kind, is_on_disk
+from ..io.readers import DiskData, check_data_kind, is_on_disk, open_disk_data
 from ..ot.condition import Condition
-from ..ot.config import W1Config
 from ..ot.conditional import ConditionalConfig
 from ..ot.conditional_solver import fit_conditional_map
+from ..ot.config import W1Config
+from ..ot.sampling import BUFFER_CELLS, DiskCells
 from ..pp.calibration import SAMPLE_CELLS, fit_calibration
-from ..pp.embedding import EmbeddingConfig
+from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_text, present_labels
-from ..pp.preprocessing import fit_preprocessor
+from ..pp.preprocessing import Preprocessor, fit_preprocessor, fit_preprocessor_streaming
 from ..pp.spaces import check_space, fit_embedding
 from .api import MIN_CELLS, check_label, condition_labels
 from .conditional_model import ConditionalModel, member_labels
 from .model import check_unique_genes, feature_matrix
-from .streaming import spread_sample
+from .streaming import DETECTION_ROWS, EMBEDDING_CELLS, row_blocks, spread_sample
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -43,7 +46,7 @@ logger = logging.getLogger(__name__)
 
 
 def fit_conditional(
-    adata: ad.AnnData,
+    adata: ad.AnnData | str | os.PathLike,
     condition_key: str,
     control: str,
     perturbations: Sequence[str] | None = None,
@@ -57,13 +60,17 @@ def fit_conditional(
     embedding_config: EmbeddingConfig | None = None,
     input_kind: Literal["auto", "counts", "log"] = "auto",
     progress: bool = True,
+    buffer_cells: int | None = None,
 ) -> ConditionalModel:
     """Fit one conditional W1 model from ``control`` cells to the cells of many perturbations.
 
     Parameters
     ----------
     adata
-        Cells x genes in memory (never modified).
+        Cells x genes (never modified): an AnnData in memory, or data on disk (a path to an
+        ``.h5ad`` / ``.zarr``, or an AnnData opened with ``backed="r"``), whose cells are then
+        streamed in buffers of ``buffer_cells`` per group (``X`` is never loaded; spaces
+        ``"pca"`` and ``"genes"``; no ``embedding_key``).
     condition_key
         Column of ``adata.obs`` with each cell's condition; ``"A+B"`` is the combination of
         perturbations ``A`` and ``B``.
@@ -84,16 +91,27 @@ def fit_conditional(
         :class:`~cellw1.ot.conditional.ConditionalConfig` (a plain ``W1Config`` is converted).
     seed
         Seed of every random choice.
-    layer, embedding_config, input_kind, progress
+    layer, embedding_config, input_kind, progress, buffer_cells
         As for :func:`cellw1.fit`.
     """
-    import anndata as ad
-
     check_data_kind(adata, "cellw1.fit_conditional")
-    if is_on_disk(adata) or not isinstance(adata, ad.AnnData) or adata.isbacked:
-        raise InputError(
-            "fit_conditional reads an AnnData in memory; load the file with anndata.read_h5ad(path) first."
-        )
+    if is_on_disk(adata):
+        with open_disk_data(adata) as disk:
+            return _fit(disk, condition_key, control, perturbations, dose_key, embedding_key, space, config, seed,
+                        layer=layer, embedding_config=embedding_config, input_kind=input_kind, progress=progress,
+                        buffer_cells=buffer_cells)
+    if buffer_cells is not None:
+        raise ConfigError("buffer_cells applies to data on disk (a path or a backed AnnData); drop it for in-memory data.")
+    return _fit(adata, condition_key, control, perturbations, dose_key, embedding_key, space, config, seed,
+                layer=layer, embedding_config=embedding_config, input_kind=input_kind, progress=progress,
+                buffer_cells=None)
+
+
+def _fit(adata: ad.AnnData | DiskData, condition_key: str, control: str, perturbations: Sequence[str] | None,
+         dose_key: str | None, embedding_key: str | None, space: str, config: Any, seed: int, *, layer: str | None,
+         embedding_config: EmbeddingConfig | None, input_kind: Any, progress: bool,
+         buffer_cells: int | None) -> ConditionalModel:
+    """:func:`fit_conditional` on an AnnData in memory or on :class:`~cellw1.io.readers.DiskData`."""
     check_space(space)
     seed = check_seed(seed)
     if config is None:
@@ -115,27 +133,31 @@ def fit_conditional(
         raise InputError(
             f"{detail}conditions with fewer than {MIN_CELLS} cells: {small or 'none'}; leave them out with perturbations=[...]."
         )
-    table, vectors = _label_table(adata, embedding_key, groups)
+    if isinstance(adata, DiskData) and embedding_key is not None:
+        raise InputError("embedding_key reads adata.uns, which a file on disk is not opened for; load the AnnData "
+                         "(anndata.read_h5ad) to fit with label vectors.")
+    table, vectors = _label_table(adata, embedding_key, groups)  # type: ignore[arg-type]
     check_unique_genes(adata.var_names)
     start = time.perf_counter()
-    is_control = (labels == control).to_numpy()
-    rows = np.concatenate([np.flatnonzero(is_control), *groups.values()])
-    matrix, features = feature_matrix(adata, layer=layer, obsm_key=None)
-    preprocessor = fit_preprocessor(matrix[rows], assume=input_kind)
-    values = preprocessor.transform(matrix[rows])
-    if not np.isfinite(values).all():
-        raise InputError("the expression values contain NaN or inf; remove or impute those cells first.")
-    embedding = fit_embedding(space, values, config=embedding_config, seed=seed, progress=progress)
-    latent = embedding.encode(values)
-    position = {row: i for i, row in enumerate(rows)}
-    source = latent[: int(is_control.sum())]
-    targets = [latent[[position[r] for r in group]] for group in groups.values()]
+    control_rows = np.flatnonzero((labels == control).to_numpy())
+    if isinstance(adata, DiskData):
+        features = list(map(str, adata.var_names))
+        preprocessor, embedding, source, targets, samples = _streamed(
+            adata, control_rows, list(groups.values()), layer=layer, space=space, config=config,
+            embedding_config=embedding_config, input_kind=input_kind, seed=seed, progress=progress,
+            buffer_cells=buffer_cells,
+        )
+    else:
+        preprocessor, embedding, source, targets, samples, features = _in_memory(
+            adata, control_rows, list(groups.values()), layer=layer, space=space, embedding_config=embedding_config,
+            input_kind=input_kind, seed=seed, progress=progress,
+        )
     conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose)
                   for label, dose in groups]
     cmap = fit_conditional_map(source, targets, conditions, config, seed, n_labels=len(table),
                                label_vectors=vectors, progress=progress)
     info: dict[str, Any] = {
-        "n_control": len(source), "seed": seed, "input_kind": preprocessor.input_kind,
+        "n_control": len(control_rows), "seed": seed, "input_kind": preprocessor.input_kind,
         "input_kind_reason": preprocessor.reason, "fit_seconds": time.perf_counter() - start,
     }
     model = ConditionalModel(
@@ -144,12 +166,55 @@ def fit_conditional(
         conditions=[{"label": label, "dose": dose, "n_cells": len(group)} for (label, dose), group in groups.items()],
         calibration=None, pooled_calibration=None,
     )
-    control_values = values[: len(source)]
-    model.calibration, model.pooled_calibration = _calibrations(
-        model, control_values, [values[[position[r] for r in group]] for group in groups.values()], seed
-    )
+    model.calibration, model.pooled_calibration = _calibrations(model, samples[0], samples[1:], seed)
     model.info["seconds_with_calibration"] = time.perf_counter() - start
     return model
+
+
+def _in_memory(adata: ad.AnnData, control_rows: np.ndarray, groups: list[np.ndarray], *, layer: str | None,
+               space: str, embedding_config: EmbeddingConfig | None, input_kind: Any, seed: int,
+               progress: bool) -> tuple[Preprocessor, Embedding, np.ndarray, list[np.ndarray], list[np.ndarray], list[str]]:
+    """Preprocessing and embedding fitted on the cells in memory; the embedded groups; expression samples."""
+    rows = np.concatenate([control_rows, *groups])
+    matrix, features = feature_matrix(adata, layer=layer, obsm_key=None)
+    preprocessor = fit_preprocessor(matrix[rows], assume=input_kind)
+    values = preprocessor.transform(matrix[rows])
+    if not np.isfinite(values).all():
+        raise InputError("the expression values contain NaN or inf; remove or impute those cells first.")
+    embedding = fit_embedding(space, values, config=embedding_config, seed=seed, progress=progress)
+    latent = embedding.encode(values)
+    bounds = np.cumsum([0, len(control_rows), *map(len, groups)])
+    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return (preprocessor, embedding, latent[parts[0]], [latent[p] for p in parts[1:]],
+            [values[p] for p in parts], features)
+
+
+def _streamed(disk: DiskData, control_rows: np.ndarray, groups: list[np.ndarray], *, layer: str | None, space: str,
+              config: ConditionalConfig, embedding_config: EmbeddingConfig | None, input_kind: Any, seed: int,
+              progress: bool, buffer_cells: int | None) -> tuple[Preprocessor, Embedding, DiskCells, list[DiskCells],
+                                                                 list[np.ndarray]]:
+    """As :func:`_in_memory` from disk (``X`` never loaded; :mod:`cellw1.tl.streaming` does the same for
+    one pair): normalisation in one pass, PCA on a sample of rows, groups as
+    :class:`~cellw1.ot.sampling.DiskCells`, expression samples read by row for the calibration."""
+    if space == "autoencoder":
+        raise InputError("fit_conditional streams from disk in 'pca' or 'genes' space; load the data for 'autoencoder'.")
+    matrix = disk.matrix(layer)
+    rows = np.sort(np.concatenate([control_rows, *groups]))
+    preprocessor = fit_preprocessor_streaming(lambda: row_blocks(matrix, rows),
+                                              matrix.read(spread_sample(rows, DETECTION_ROWS, seed)), assume=input_kind)
+    sample = spread_sample(rows, EMBEDDING_CELLS if space == "pca" else 2, seed)
+    embedding = fit_embedding(space, preprocessor.transform(matrix.read(sample)), config=embedding_config, seed=seed,
+                              progress=progress)
+
+    def transform(raw: Any) -> np.ndarray:
+        return embedding.encode(preprocessor.transform(raw))
+
+    device = resolve_device(config.device)
+    cells = [DiskCells(matrix, group, transform, embedding.dim, buffer_cells=int(buffer_cells or BUFFER_CELLS),
+                       seed=seed + k, device=device) for k, group in enumerate([control_rows, *groups])]
+    samples = [preprocessor.transform(matrix.read(spread_sample(group, SAMPLE_CELLS, seed + k)))
+               for k, group in enumerate([control_rows, *groups])]
+    return preprocessor, embedding, cells[0], cells[1:], samples
 
 
 def _name(key: tuple[str, float | None]) -> str:
