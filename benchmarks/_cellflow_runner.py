@@ -25,12 +25,12 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import importlib.metadata  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import importlib.metadata
+import json
+import sys
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def main(inp: str, out: str) -> None:

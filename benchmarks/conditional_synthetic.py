@@ -60,7 +60,7 @@ def run_doses(seed: int) -> dict:
     for pert in ("pertA", "pertB"):
         truth = pre(adata[(labels == pert) & held].X)
 
-        def shift(d: float) -> np.ndarray:
+        def shift(d: float, pert: str = pert) -> np.ndarray:
             return pre(adata[(labels == pert) & (doses == d)].X).mean(0) - train_ctrl_mean
 
         w = (np.log(10.0) - np.log(3.0)) / (np.log(30.0) - np.log(3.0))
