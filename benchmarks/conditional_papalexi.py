@@ -17,10 +17,14 @@ Parts (``--parts``, comma-separated):
   through ``.npz`` files. Scored in the PCA space on the held-out cells: MMD, energy
   distance, the mean-shift ratio of the 5 strong targets, training seconds.
 
+- ``raw_shift``: on the ``cellflow`` splits in gene space, how far the conditional map moves
+  each target's mean on its top-50 DE genes before and after the output calibration.
+- ``timing``: the ``cellflow`` part's conditional fit again, alone, with the machine's load.
+
 Results go to ``benchmarks/results/conditional/`` (``<part>.json`` and the evaluation tables).
 The machine is shared (2 cores, other jobs): seconds compare within a part, not across runs.
 
-    python benchmarks/conditional_papalexi.py [--parts separate,sampling,cellflow]
+    python benchmarks/conditional_papalexi.py [--parts separate,sampling,cellflow,raw_shift,timing]
 """
 
 # %%
