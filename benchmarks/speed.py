@@ -124,7 +124,7 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from cellw1.pl.plotting import save_png
+    from cellw1.pl import save_figure
 
     paths = []
     for key, fixed, name in (("d", ("n_per_side", 4000), "speed_vs_dim.png"),
@@ -143,7 +143,7 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
         ax.set_title(f"{fixed[0]} = {fixed[1]}")
         ax.legend()
         fig.tight_layout()
-        paths.append(save_png(fig, folder / name))
+        paths.append(save_figure(fig, folder / name))
     return paths
 
 

@@ -19,9 +19,9 @@ import scipy.sparse as sp
 from cellw1 import W1Config
 
 #: the smallest useful W1 schedule and networks: a fit takes a fraction of a second
-TINY = W1Config(hidden=(16, 16), step_hidden=(16,), potential_iters=20, step_iters=20, eval_every=10)
+TINY = W1Config(hidden=(16, 16), step_hidden=(16,), potential_iters=20, regression_iters=20, eval_every=10)
 #: a short schedule at the default network size, long enough for a fitted map to move cells
-FAST = W1Config(potential_iters=150, step_iters=100, eval_every=50)
+FAST = W1Config(potential_iters=150, regression_iters=100, eval_every=50)
 
 
 def count_adata(

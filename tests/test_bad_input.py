@@ -30,7 +30,7 @@ from conftest import TINY as TINY_CONFIG
 from conftest import count_adata, digest, temp_files
 
 TINY = TINY_CONFIG.replace(batch_size=32)
-TINY_ARGS = ["--potential-iters", "20", "--step-iters", "20", "--quiet"]
+TINY_ARGS = ["--potential-iters", "20", "--regression-iters", "20", "--quiet"]
 
 
 def counts(n: int = 40, genes: int = 12, seed: int = 0, labels: tuple[Any, Any] = ("ctrl", "pert")) -> ad.AnnData:

@@ -21,7 +21,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_bookshelf_writes_plot_and_summary(tmp_path, capsys) -> None:
-    args = ["demo", "--toys", "bookshelf", "--potential-iters", "200", "--step-iters", "100",
+    args = ["demo", "--toys", "bookshelf", "--potential-iters", "200", "--regression-iters", "100",
             "--n", "300", "--out", str(tmp_path), "--quiet"]
     handlers = list(logging.getLogger("cellw1").handlers)
     assert main(args) == 0

@@ -11,7 +11,7 @@ from cellw1.ot.condition import Condition, ConditionEncoder
 from cellw1.ot.conditional import ConditionalConfig, ConditionalMap, ConditionalPotential
 from cellw1.ot.conditional_solver import fit_conditional_map
 
-FAST = dict(potential_iters=400, step_iters=300, energy_iters=200, batch_size=256, eval_every=50)
+FAST = dict(potential_iters=400, regression_iters=300, energy_iters=200, batch_size=256, eval_every=50)
 SHIFTS = [np.array([2.0, 0.0, 0.0, 0.0, 0.0]), np.array([0.0, -1.5, 1.0, 0.0, 0.0]), np.zeros(5)]
 
 
@@ -65,7 +65,7 @@ def test_potential_is_1_lipschitz_in_x_for_every_condition(parametrisation, orth
     dose = encoding == "dose"
     conditions = [Condition((i,), dose=float(i + 1) if dose else None) for i in range(3)]
     config = ConditionalConfig(parametrisation=parametrisation, orthonormalization=orthonormalization,
-                               potential_iters=60, step_iters=20, energy_iters=10, batch_size=64, eval_every=20)
+                               potential_iters=60, regression_iters=20, energy_iters=10, batch_size=64, eval_every=20)
     encoder = ConditionEncoder(3, config.condition_dim, encoding="vector" if vectors is not None else "learned",
                                label_vectors=None if vectors is None else torch.tensor(vectors, dtype=torch.float32),
                                dose=dose)
@@ -97,7 +97,7 @@ def test_two_translations_recovered(fitted, parametrisation):
 def test_seeded_fits_are_identical():
     x, ys = translations(2, n=200, m=150)
     conditions = [Condition((i,)) for i in range(3)]
-    config = ConditionalConfig(potential_iters=40, step_iters=30, energy_iters=20, batch_size=64, eval_every=10)
+    config = ConditionalConfig(potential_iters=40, regression_iters=30, energy_iters=20, batch_size=64, eval_every=10)
     a, b = (fit_conditional_map(x, ys, conditions, config, seed=3) for _ in range(2))
     c = fit_conditional_map(x, ys, conditions, config, seed=4)
     for i in range(3):

@@ -32,7 +32,7 @@ from conftest import count_adata
 
 distributed = pytest.importorskip("distributed")
 
-TINY = TINY_CONFIG.replace(potential_iters=60, step_iters=30, eval_every=100)
+TINY = TINY_CONFIG.replace(potential_iters=60, regression_iters=30, eval_every=100)
 UNREACHABLE = "tcp://127.0.0.1:9"
 
 

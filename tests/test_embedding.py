@@ -131,10 +131,11 @@ def test_early_stopping_triggers_and_keeps_the_best_state() -> None:
     info = emb.info
     assert info["stopped_early"] and info["steps"] < 5000
     assert info["steps"] - info["best_step"] >= 30
-    history = info["history"]
+    history = emb.history
     assert info["val_loss"] == min(history["val_loss"])
     assert history["step"][int(np.argmin(history["val_loss"]))] == info["best_step"]
     assert len(history["step"]) == info["steps"] // 10
+    assert history["best_step"] == [info["best_step"]] and history["stopped_at"] == [info["steps"]]
 
 
 def test_autoencoder_is_seeded_and_leaves_the_global_rng_alone(cells) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -17,9 +15,8 @@ from cellw1.errors import ConfigError, InputError
 from cellw1.eval.result import EvaluationResult
 from cellw1.eval.evaluation import evaluate, n_test_cells, split_group
 from cellw1.eval.metrics import METRICS
-from cellw1.pl.report import plot_embedding, plot_metric_bars
 
-TINY = W1Config(potential_iters=150, step_iters=100)
+TINY = W1Config(potential_iters=150, regression_iters=100)
 METHODS = ("identity", "observed", "scgen", "w1")
 METRIC_NAMES = [*METRICS, "seconds", "control_shift"]
 
@@ -125,7 +122,7 @@ def test_save_writes_tables_and_figures(result, tmp_path):
     res, _ = result
     written = res.save(tmp_path / "out")
     names = {p.name for p in written}
-    assert {"results.csv", "summary.csv", "wilcoxon.csv", "metrics.png", "embedding.png"} <= names
+    assert {"results.csv", "summary.csv", "wilcoxon.csv", "metrics.png", "embedding.png", "mean_change.png"} <= names
     for p in written:
         assert p.stat().st_size > 0
     assert (tmp_path / "out" / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -244,7 +241,7 @@ def test_too_small_groups_are_named():
         evaluate(small, "condition", "control", methods=("identity",), progress=False)
 
 
-# -- rank-sum tests and figures on hand-made tables -------------------------------------------------
+# -- rank-sum tests on hand-made tables -------------------------------------------------
 def hand_table() -> pd.DataFrame:
     rows = []
     values = {"w1": [0.1, 0.2, 0.3, 0.25], "scgen": [0.5, 0.6, 0.4, 0.7], "identity": [0.9, 1.0, 1.1, 1.2]}
@@ -268,20 +265,6 @@ def test_wilcoxon_uses_ranksums_and_the_metric_direction():
     assert wil.loc[("r2", "identity"), "better"] == "w1"
     with pytest.raises(ConfigError, match="w2"):
         res.wilcoxon(reference="w2")
-
-
-def test_figures_are_pngs_and_reject_bad_input(tmp_path):
-    path = plot_metric_bars(hand_table(), tmp_path / "bars.png")
-    assert path.read_bytes()[:4] == b"\x89PNG"
-    rng = np.random.default_rng(0)
-    control, observed = rng.normal(size=(40, 6)), rng.normal(1.0, size=(30, 6))
-    out = plot_embedding(control, {"a": control + 1, "b": control}, observed, tmp_path / "emb.png", title="t")
-    assert Path(out).read_bytes()[:4] == b"\x89PNG"
-    plot_embedding(control[:, :1], control[:, :1], observed[:, :1], tmp_path / "one.png")  # one feature works
-    with pytest.raises(InputError, match="features"):
-        plot_embedding(control, control[:, :3], observed, tmp_path / "bad.png")
-    with pytest.raises(InputError, match="columns"):
-        plot_metric_bars(pd.DataFrame({"x": [1]}), tmp_path / "bad.png")
 
 
 def test_control_shift_is_zero_for_identity_and_left_out_of_wilcoxon(result):

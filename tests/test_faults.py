@@ -171,7 +171,7 @@ def _world(root: Path) -> dict[str, Path]:
 
 def fit_argv(world: dict[str, Path], *extra: str, iters: int = 20) -> list[str]:
     return ["fit", str(world["cells"]), "--condition-key", "cond", "--control", "ctrl", "--perturbation", "pert",
-            "--potential-iters", str(iters), "--step-iters", str(iters), "--quiet", "--out", str(world["model"]), *extra]
+            "--potential-iters", str(iters), "--regression-iters", str(iters), "--quiet", "--out", str(world["model"]), *extra]
 
 
 def predict_argv(world: dict[str, Path], data: str = "many", *extra: str) -> list[str]:

@@ -25,6 +25,7 @@ def test_a_model_of_cellw1_0_1_predicts_as_it_did(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.WARNING):
         model = cellw1.load(OLD)
     assert model.calibration is None
+    assert model.history == {}  # files from before training histories were kept have none
     # the map itself is the same: raw values equal those the old release wrote
     raw = model.embedding.decode(model.method.predict(model.preprocess(cells[:60])))
     np.testing.assert_allclose(raw, then, rtol=1e-6, atol=1e-6)

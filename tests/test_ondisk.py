@@ -18,7 +18,8 @@ from anndata.io import write_elem
 
 from cellw1.errors import InputError
 from cellw1.io.writer import PredictionWriter
-from cellw1.io.readers import is_on_disk, open_disk_data
+from cellw1.io.readers import open_disk_data
+from cellw1.io.source import is_on_disk
 
 N_CELLS, N_GENES = 301, 13  # uneven so shape mix-ups surface
 

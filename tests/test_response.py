@@ -15,7 +15,7 @@ from cellw1 import W1Config
 from cellw1.pp.calibration import calibrate, fit_calibration
 from cellw1.eval.metrics import energy_distance
 
-FAST = W1Config(potential_iters=300, step_iters=200, energy_iters=300, eval_every=50)
+FAST = W1Config(potential_iters=300, regression_iters=200, energy_iters=300, eval_every=50)
 
 
 def log_groups(n: int = 300, genes: int = 30, constant: int = 6, seed: int = 0) -> ad.AnnData:

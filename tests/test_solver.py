@@ -12,7 +12,7 @@ from cellw1 import W1Config
 from cellw1.datasets import load_toy
 from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner
 
-FAST = W1Config(potential_iters=800, step_iters=400, eval_every=50)
+FAST = W1Config(potential_iters=800, regression_iters=400, eval_every=50)
 
 
 def nonlinear_pair(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +69,7 @@ def test_step_size_is_non_negative(translation) -> None:
 def pair_maps() -> dict[str, tuple[float, float]]:
     """(dual on the same points, exact W1) for the nonlinear pair, scaled and swapped."""
     x, y = nonlinear_pair()
-    config = FAST.replace(potential_iters=1200, step_iters=1, val_fraction=0.0)
+    config = FAST.replace(potential_iters=1200, regression_iters=1, val_fraction=0.0)
     out = {}
     for name, (a, b) in {"base": (x, y), "scaled": (3 * x, 3 * y), "swapped": (y, x)}.items():
         tmap = cellw1.fit_map(a, b, config, seed=1)
@@ -119,7 +119,7 @@ def test_gan_learner_produces_a_transport_map() -> None:
 
 def test_same_seed_same_map_different_seed_different_map() -> None:
     x, y = nonlinear_pair(100)
-    config = FAST.replace(potential_iters=100, step_iters=50)
+    config = FAST.replace(potential_iters=100, regression_iters=50)
     a = cellw1.fit_map(x, y, config, seed=3).transport(x)
     b = cellw1.fit_map(x, y, config, seed=3).transport(x)
     c = cellw1.fit_map(x, y, config, seed=4).transport(x)
@@ -130,7 +130,7 @@ def test_same_seed_same_map_different_seed_different_map() -> None:
 def test_torch_input_gives_torch_output_and_inputs_untouched() -> None:
     x, y = nonlinear_pair(100)
     tx, ty = torch.as_tensor(x.copy()), torch.as_tensor(y.copy())
-    tmap = cellw1.fit_map(tx, ty, FAST.replace(potential_iters=50, step_iters=20))
+    tmap = cellw1.fit_map(tx, ty, FAST.replace(potential_iters=50, regression_iters=20))
     out = tmap.transport(tx)
     assert isinstance(out, torch.Tensor) and out.shape == tx.shape
     assert torch.equal(tx, torch.as_tensor(x)) and np.array_equal(ty.numpy(), y)
@@ -139,14 +139,14 @@ def test_torch_input_gives_torch_output_and_inputs_untouched() -> None:
 
 def test_transport_in_batches_matches_one_batch() -> None:
     x, y = nonlinear_pair(100)
-    tmap = cellw1.fit_map(x, y, FAST.replace(potential_iters=50, step_iters=20))
+    tmap = cellw1.fit_map(x, y, FAST.replace(potential_iters=50, regression_iters=20))
     np.testing.assert_allclose(tmap.transport(x, batch_size=7), tmap.transport(x), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_fit_matches_cpu_closely() -> None:  # pragma: no cover - GPU machines only
     x, y = nonlinear_pair(200)
-    config = FAST.replace(potential_iters=300, step_iters=100)
+    config = FAST.replace(potential_iters=300, regression_iters=100)
     cpu = cellw1.fit_map(x, y, config, seed=0)
     gpu = cellw1.fit_map(x, y, config.replace(device="cuda"), seed=0)
     assert gpu.device.type == "cuda"

@@ -7,7 +7,7 @@ import torch
 
 import cellw1
 from cellw1.ot.potential import fit_potential
-from cellw1.ot.stopping import Plateau
+from cellw1.ot.training import Plateau
 
 
 def test_plateau_counts_evaluations_without_significant_improvement() -> None:
@@ -48,10 +48,10 @@ def test_fit_uses_the_configured_cpu_threads_and_restores_them() -> None:
 
         torch.optim.Adam.step = spy  # type: ignore[method-assign]
         x = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
-        cellw1.fit_map(x, x + 1, cellw1.W1Config(hidden=(8,), potential_iters=5, step_iters=5))
+        cellw1.fit_map(x, x + 1, cellw1.W1Config(hidden=(8,), potential_iters=5, regression_iters=5))
         assert set(seen) == {1} and torch.get_num_threads() == 2
         seen.clear()
-        cellw1.fit_map(x, x + 1, cellw1.W1Config(hidden=(8,), potential_iters=5, step_iters=5, cpu_threads=None))
+        cellw1.fit_map(x, x + 1, cellw1.W1Config(hidden=(8,), potential_iters=5, regression_iters=5, cpu_threads=None))
         assert set(seen) == {2}
     finally:
         torch.optim.Adam.step = original  # type: ignore[method-assign]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -15,11 +16,11 @@ from cellw1.datasets import synthetic_perturbation
 from cellw1.eval.metrics import energy_distance
 from cellw1.io.readers import open_disk_data
 from cellw1.pp.preprocessing import fit_preprocessor, fit_preprocessor_streaming
-from cellw1.ot.sampling import DiskCells, MemoryCells, minibatches
-from cellw1.tl.streaming import row_blocks
+from cellw1.ot.sampling import MemoryCells, StreamedCells, minibatches
+from cellw1.tl.pipeline import row_blocks
 from conftest import FAST as FAST_CONFIG
 
-FAST = FAST_CONFIG.replace(potential_iters=200, step_iters=150)
+FAST = FAST_CONFIG.replace(potential_iters=200, regression_iters=150)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ class _Rows:
 def test_disk_sampler_visits_every_training_cell_once_per_epoch() -> None:
     matrix = _Rows(5_000)
     rows = np.arange(0, 5_000, 2)  # the group: every other row of the file
-    cells = DiskCells(matrix, rows, lambda raw: np.asarray(raw, np.float32), 1, buffer_cells=300, block_cells=50)
+    cells = StreamedCells(matrix, rows, lambda raw: np.asarray(raw, np.float32), 1, buffer_cells=300, block_cells=50)
     train, val = cells.split(0.1, torch.Generator().manual_seed(0))
     held_out = set(val[:, 0].long().tolist())
     assert len(held_out) == 250 and held_out <= set(rows.tolist())
@@ -77,7 +78,7 @@ def test_disk_sampler_visits_every_training_cell_once_per_epoch() -> None:
 
 def test_disk_sampler_holding_every_cell_is_the_memory_sampler() -> None:
     x = torch.randn(400, 3)
-    disk = DiskCells(_ArrayMatrix(x.numpy()), np.arange(400), lambda raw: raw, 3, buffer_cells=10_000)
+    disk = StreamedCells(_ArrayMatrix(x.numpy()), np.arange(400), lambda raw: raw, 3, buffer_cells=10_000)
     memory = MemoryCells(x)
     (dtrain, dval), (mtrain, mval) = (c.split(0.1, torch.Generator().manual_seed(5)) for c in (disk, memory))
     torch.testing.assert_close(dval, mval, rtol=0, atol=0)
@@ -97,7 +98,7 @@ class _ArrayMatrix:
 
 def test_minibatches_refresh_buffers_after_reuse_passes() -> None:
     matrix = _Rows(2_000)
-    cells = DiskCells(matrix, np.arange(2_000), lambda raw: np.asarray(raw, np.float32), 1,
+    cells = StreamedCells(matrix, np.arange(2_000), lambda raw: np.asarray(raw, np.float32), 1,
                       buffer_cells=400, block_cells=100)
     batches = list(minibatches(cells, 50, 40, torch.Generator().manual_seed(0), reuse=2))
     assert len(batches) == 40
@@ -116,28 +117,16 @@ def test_streamed_normalisation_matches_memory(adata: ad.AnnData, files: dict[st
 
 
 # -- fitting from disk ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind", ["h5ad", "zarr", "backed", "dense"])
-def test_disk_fit_equals_memory_fit_when_a_buffer_holds_each_group(
-    adata: ad.AnnData, files: dict[str, Path], kind: str, tmp_path: Path
-) -> None:
-    """Same seed, same cells, one buffer per group: the maps are the same to float rounding."""
-    if kind == "backed":
-        data: object = ad.read_h5ad(files["h5ad"], backed="r")
-    elif kind == "dense":  # a dense X on disk instead of CSR
-        dense = adata.copy()
-        dense.X = dense.X.toarray()
-        data = tmp_path / "dense.h5ad"
-        dense.write_h5ad(data)
-    else:
-        data = files[kind]
-    disk_model = _fit(data)
+def test_dense_disk_fit_equals_memory_fit_when_a_buffer_holds_each_group(adata: ad.AnnData, tmp_path: Path) -> None:
+    """A dense X on disk (CSR and the other source kinds: tests/test_sources.py): the same model."""
+    dense = adata.copy()
+    dense.X = dense.X.toarray()
+    dense.write_h5ad(tmp_path / "dense.h5ad")
+    disk_model = _fit(tmp_path / "dense.h5ad")
     memory_model = _fit(adata)
     assert disk_model.preprocessor == memory_model.preprocessor
     controls = adata[adata.obs["condition"] == "control"]
     np.testing.assert_allclose(disk_model.predict(controls).X, memory_model.predict(controls).X, rtol=1e-5, atol=1e-5)
-    if kind == "backed":
-        assert data.isbacked and data.X[:3].shape == (3, adata.n_vars)  # the user's object still works
-        data.file.close()
 
 
 def test_autoencoder_trains_on_streamed_buffers(adata: ad.AnnData, files: dict[str, Path]) -> None:
@@ -170,13 +159,12 @@ def test_disk_fit_with_small_buffers_is_as_good_as_memory(adata: ad.AnnData, fil
     assert streamed.info["streamed_from"].endswith("cells.h5ad")
 
 
-def test_disk_fit_rejects_what_it_cannot_do(adata: ad.AnnData, files: dict[str, Path]) -> None:
-    with pytest.raises(InputError, match="cannot be fitted from data on disk"):
-        cellw1.fit(files["h5ad"], "condition", "control", "pertA", method="w2", progress=False)
-    with pytest.raises(InputError, match="obsm_key"):
-        cellw1.fit(files["h5ad"], "condition", "control", "pertA", obsm_key="X_pca", progress=False)
-    with pytest.raises(ConfigError, match="buffer_cells"):
-        cellw1.fit(adata, "condition", "control", "pertA", buffer_cells=100, progress=False)
+def test_disk_fit_rejects_bad_settings(adata: ad.AnnData, files: dict[str, Path]) -> None:
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ConfigError, match="buffer_cells"):
+            cellw1.fit(files["h5ad"], "condition", "control", "pertA", buffer_cells=bad, progress=False)
+    with pytest.raises(InputError, match="obsm key 'X_none' not found"):
+        cellw1.fit(files["h5ad"], "condition", "control", "pertA", obsm_key="X_none", progress=False)
     with pytest.raises(InputError, match="'nope'"):
         cellw1.fit(files["zarr"], "condition", "control", "nope", progress=False)
 
@@ -214,11 +202,40 @@ def test_fit_all_streams_from_a_path(files: dict[str, Path], tmp_path: Path) -> 
     assert list(cellw1.load(tmp_path / "models")) == ["pertA"]
 
 
+def test_collection_predicts_stacked_models_streaming_to_one_writer(tmp_path: Path, capsys) -> None:
+    """As ``anndata.concat`` of each model's prediction (what it was), and the same from disk to a file."""
+    from cellw1.cli.main import main
+    from conftest import count_adata
+
+    cells = count_adata(("ctrl", "up", "down"), 40, 12, seed=1, effects={1: 2.0, 2: 0.5})
+    cells.write_h5ad(tmp_path / "cells.h5ad")
+    collection = cellw1.fit_all(cells, "condition", "ctrl", method="scgen", out=tmp_path / "models", progress=False)
+    labels = list(collection)
+    expected = ad.concat([collection[p].predict(cells) for p in labels], index_unique="-", keys=labels,
+                         label="_prediction", merge="first")
+    got = collection.predict(cells)
+    np.testing.assert_array_equal(got.X, expected.X)
+    pd.testing.assert_frame_equal(got.obs, expected.obs)
+    assert list(got.var_names) == list(expected.var_names)
+    written = ad.read_zarr(collection.predict(tmp_path / "cells.h5ad", out=tmp_path / "p.zarr", chunk_cells=7))
+    np.testing.assert_array_equal(written.X, expected.X)
+    assert list(written.obs_names) == list(expected.obs_names)
+    assert list(written.obs["_prediction"]) == list(expected.obs["_prediction"])
+    np.testing.assert_array_equal(written.obs["response"], expected.obs["response"])
+    out = tmp_path / "controls.h5ad"  # the command line: --on-disk and --controls-only for a collection
+    assert main(["predict", str(tmp_path / "models"), str(tmp_path / "cells.h5ad"), "--on-disk", "--controls-only",
+                 "--chunk-cells", "9", "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    is_control = (expected.obs["condition"] == "ctrl").to_numpy()
+    controls = ad.read_h5ad(out)
+    np.testing.assert_array_equal(controls.X, expected.X[is_control])
+    assert list(controls.obs_names) == list(expected.obs_names[is_control])
+
+
 def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path], tmp_path: Path) -> None:
     from cellw1.cli.main import main
 
     fit_args = ["fit", str(files["zarr"]), "--condition-key", "condition", "--control", "control",
-                "--perturbation", "pertA", "--potential-iters", "100", "--step-iters", "60", "--quiet",
+                "--perturbation", "pertA", "--potential-iters", "100", "--regression-iters", "60", "--quiet",
                 "--out", str(tmp_path / "model")]
     assert main([*fit_args, "--on-disk", "--buffer-cells", "150"]) == 0
     assert main([*fit_args, "--buffer-cells", "150"]) == 2  # only with --on-disk

@@ -1,4 +1,4 @@
-"""Toy generators, monotonicity measures and the Fig. 2-style plot, against known answers."""
+"""Toy generators and monotonicity measures, against known answers."""
 
 from __future__ import annotations
 
@@ -15,9 +15,6 @@ from cellw1.eval.monotonicity import (
     label_preservation,
     toy_scores,
 )
-from cellw1.pl.plotting import plot_transport
-
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # -- generators ------------------------------------------------------------------------------
@@ -157,23 +154,3 @@ def test_toy_scores_of_the_monotone_bookshelf_map() -> None:
     assert scores["exact_w1"] == pytest.approx(2.0, abs=0.05)
     assert 0.0 <= scores["energy_distance"] < 0.05
     assert "inner_to_inner" not in scores
-
-
-# -- plot ----------------------------------------------------------------------------------------
-def test_plot_writes_a_png(tmp_path) -> None:
-    toy = circles(n=200, seed=0)
-    source_before = toy.source.copy()
-    path = plot_transport(toy.source, toy.source * 3.0, toy.target, tmp_path / "sub" / "circles.png",
-                          title="circles", n_rays=50, source_labels=toy.source_labels)
-    data = path.read_bytes()
-    assert path == tmp_path / "sub" / "circles.png"
-    assert data[:8] == PNG_MAGIC and len(data) > 5000
-    assert [p.name for p in path.parent.iterdir()] == ["circles.png"]  # no temporary file left
-    assert np.array_equal(toy.source, source_before)
-
-
-def test_plot_rejects_non_2d_points(tmp_path) -> None:
-    x = np.zeros((10, 3))
-    with pytest.raises(InputError, match=r"\(n, 2\)"):
-        plot_transport(x, x, x, tmp_path / "bad.png")
-    assert not (tmp_path / "bad.png").exists()

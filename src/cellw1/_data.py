@@ -1,10 +1,11 @@
-"""Input checks and conversions shared by the solver (numpy or torch in, float tensors out)."""
+"""Input checks and conversions shared by every layer: arrays in (numpy, torch, sparse), checked arrays out."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from .errors import ConfigError, InputError
@@ -14,38 +15,128 @@ MIN_POINTS = 10
 MAX_VALIDATION = 5_000
 
 
-def as_points(x: Any, name: str, *, min_points: int = MIN_POINTS, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Check ``x`` is a finite ``(n, d)`` array with ``n >= min_points``; return a new tensor.
+#: values checked for NaN and inf at once (bounds the temporary mask of a large matrix)
+FINITE_BLOCK = 1 << 22
 
-    The result never shares memory with ``x``, so the caller's data cannot be modified.
+
+def as_array(
+    x: Any,
+    name: str,
+    *,
+    dtype: type | np.dtype | None = np.float64,
+    min_rows: int = 1,
+    sparse: bool = False,
+    finite: bool = True,
+    copy: bool = False,
+    purpose: str = "",
+) -> Any:
+    """``x`` as a checked 2-D numeric array ``(n_cells, n_features)``: the one input check of cellw1.
+
+    Accepts numpy arrays, nested lists, torch tensors and scipy sparse matrices. Bad input is an
+    :class:`~cellw1.errors.InputError` naming ``name``, the problem and the fix.
+
+    Parameters
+    ----------
+    dtype
+        Convert to this dtype (``None``: keep the input's, a count matrix stays integer).
+    min_rows
+        Fewest rows (cells) accepted; every input needs at least one feature.
+    sparse
+        Keep a sparse matrix sparse (CSR or CSC; other formats become CSR); else densify it.
+    finite
+        Refuse NaN and inf, naming how many rows hold them.
+    copy
+        Never share memory with ``x``; otherwise the result may be ``x`` itself (never written to).
+    purpose
+        Completes the errors about too few cells and non-finite values, e.g. ``" to fit a map"``.
     """
+    source = x  # what the result must not share memory with when ``copy``
     if isinstance(x, torch.Tensor):
-        t = x.detach().to("cpu", dtype).clone()
+        if x.is_complex():
+            raise InputError(f"{name} is complex; pass real numbers of shape (n_cells, n_features).")
+        t = x.detach().cpu()
+        if dtype is not None:
+            t = t.to(torch.from_numpy(np.empty(0, dtype)).dtype)
+        elif t.dtype == torch.bfloat16:  # no numpy equivalent
+            t = t.float()
+        shares = x.device.type == "cpu" and t.data_ptr() == x.detach().data_ptr()
+        x = t.numpy()
+        source = x if shares else None
+    if sp.issparse(x):
+        if sparse:
+            x = x if x.format in ("csr", "csc") else x.tocsr()
+            arr = x if dtype is None or x.dtype == dtype else x.astype(dtype)
+        else:
+            arr = x.toarray()
     else:
         try:
             arr = np.asarray(x)
-        except Exception as exc:  # pragma: no cover - exotic inputs
-            raise InputError(f"{name} could not be read as an array ({exc}); pass a numpy array or a torch tensor.") from exc
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise InputError(f"{name} has dtype {arr.dtype}; pass numeric values (a float array of shape (n_cells, n_features)).")
-        t = torch.tensor(arr, dtype=dtype)
-    if t.ndim != 2:
+        except Exception as exc:  # ragged lists and other exotic inputs
+            raise InputError(
+                f"{name} could not be read as an array ({exc}); pass a numpy array, a torch tensor or a scipy "
+                "sparse matrix."
+            ) from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise InputError(f"{name} has dtype {arr.dtype}; pass numeric values of shape (n_cells, n_features).")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise InputError(f"{name} is complex; pass real numbers of shape (n_cells, n_features).")
+    if arr.ndim != 2:
         raise InputError(
-            f"{name} must be 2-D (n_points, n_features), got shape {tuple(t.shape)}; "
+            f"{name} must be 2-D (n_cells, n_features), got shape {arr.shape}; "
             "reshape it, e.g. x.reshape(-1, 1) for one feature."
         )
-    if t.shape[0] < min_points:
-        raise InputError(f"{name} has {t.shape[0]} points; at least {min_points} are needed to fit a map.")
-    if t.shape[1] < 1:
-        raise InputError(f"{name} has no features (shape {tuple(t.shape)}).")
-    bad = ~torch.isfinite(t)
-    if bad.any():
-        rows = torch.nonzero(bad.any(1)).flatten()[:5].tolist()
+    if dtype is not None and not sp.issparse(arr):
+        with np.errstate(over="ignore", invalid="ignore"):  # values beyond the dtype become inf: refused below
+            arr = arr.astype(dtype, copy=False)
+    n, d = arr.shape
+    if n < min_rows:
+        needed = "one cell" if min_rows == 1 else f"{min_rows} cells"
+        found = f"is empty (shape {arr.shape})" if n == 0 else f"has {n} cells"
+        raise InputError(f"{name} {found}; at least {needed} {'is' if min_rows == 1 else 'are'} needed{purpose}.")
+    if d == 0:
+        raise InputError(f"{name} has no features (shape {arr.shape}); pass at least one.")
+    if finite:
+        _check_finite(arr, name, purpose)
+    if copy and (arr is source or np.may_share_memory(arr.data if sp.issparse(arr) else arr, _buffer(source))):
+        arr = arr.copy()
+    return arr
+
+
+def _buffer(x: Any) -> Any:
+    """What ``x``'s values live in, for :func:`numpy.may_share_memory`."""
+    if sp.issparse(x):
+        return x.data
+    return x if isinstance(x, np.ndarray) else np.empty(0)
+
+
+def _check_finite(arr: Any, name: str, purpose: str) -> None:
+    """Raise naming the rows of ``arr`` (dense, CSR or CSC) that hold NaN or inf."""
+    if not np.issubdtype(arr.dtype, np.floating):
+        return
+    if sp.issparse(arr):
+        bad_entries = np.flatnonzero(~np.isfinite(arr.data))
+        if arr.format == "csr":
+            rows = np.unique(np.searchsorted(arr.indptr, bad_entries, side="right") - 1)
+        else:
+            rows = np.unique(arr.indices[bad_entries])
+    else:
+        step = max(1, FINITE_BLOCK // arr.shape[1])
+        rows = np.concatenate([
+            start + np.flatnonzero(~np.isfinite(arr[start : start + step]).all(axis=1))
+            for start in range(0, len(arr), step)
+        ] or [np.empty(0, dtype=np.int64)])
+    if rows.size:
         raise InputError(
-            f"{name} contains NaN or inf in {int(bad.any(1).sum())} rows (first: {rows}); "
-            "remove or impute those rows before fitting."
+            f"{name} contains NaN or inf in {rows.size} rows (first: {rows[:5].tolist()}); "
+            f"remove or impute those cells{purpose}."
         )
-    return t
+
+
+def as_points(x: Any, name: str, *, min_points: int = MIN_POINTS, purpose: str = " to fit a map") -> torch.Tensor:
+    """:func:`as_array` as a new float32 tensor (never sharing memory with ``x``) of at least
+    ``min_points`` rows: what the solvers and the fitted maps compute on."""
+    arr = as_array(x, name, dtype=np.float32, min_rows=min_points, copy=True, purpose=purpose)
+    return torch.from_numpy(np.ascontiguousarray(arr))
 
 
 def check_pair(source_dim: int, target_dim: int) -> None:

@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI verbs: reading and writing h5ad files with one-line errors."""
+"""Helpers shared by the CLI verbs: reading h5ad files with one-line errors, common arguments."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .._io import atomic_output
 from ..errors import InputError
 from ..ot.config import STEP_SIZE_LEARNERS, W1Config
 
@@ -37,13 +36,6 @@ def add_disk_argument(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def write_h5ad(adata: ad.AnnData, path: Path) -> Path:
-    """Write ``adata`` to ``path`` atomically (a temporary file in the same folder, then a rename)."""
-    with atomic_output(path, suffix=".h5ad") as tmp:
-        adata.write_h5ad(tmp)
-    return path
-
-
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the cells and their conditions are: shared by fit and evaluate."""
     parser.add_argument("data", type=Path, help="an .h5ad file (or .zarr store) of cells x genes")
@@ -66,7 +58,10 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     """The W1 solver settings most worth changing from the command line."""
     defaults = W1Config()
     parser.add_argument("--potential-iters", type=int, default=None, help=f"phase-1 steps (default: {defaults.potential_iters})")
-    parser.add_argument("--step-iters", type=int, default=None, help=f"phase-2 steps (default: {defaults.step_iters})")
+    parser.add_argument("--step-iters", type=int, default=None,
+                        help=f"steps of the gan step-size learner (default: {defaults.step_iters})")
+    parser.add_argument("--regression-iters", type=int, default=None,
+                        help=f"steps of the minibatch-OT regression (default: {defaults.regression_iters})")
     parser.add_argument(
         "--learner", choices=STEP_SIZE_LEARNERS, default=None, help=f"step-size learner (default: {defaults.step_size_learner})"
     )
@@ -77,6 +72,7 @@ def solver_config(args: argparse.Namespace) -> W1Config:
     """A W1Config with the command-line overrides applied."""
     changes = {
         "potential_iters": args.potential_iters, "step_iters": args.step_iters,
+        "regression_iters": args.regression_iters,
         "step_size_learner": args.learner, "device": args.device,
     }
     return W1Config(**{k: v for k, v in changes.items() if v is not None})

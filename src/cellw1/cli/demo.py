@@ -17,9 +17,9 @@ from typing import Any
 from .._io import atomic_write_bytes
 from ..datasets import TOYS, check_toy_names, load_toy
 from ..eval.monotonicity import toy_scores
-from ..ot.config import STEP_SIZE_LEARNERS, W1Config
 from ..ot.solver import fit_map
-from ..pl.plotting import plot_transport
+from ..pl import transport
+from ._common import add_solver_arguments, solver_config
 
 DEFAULT_TOYS = ("bookshelf", "circles", "swiss_roll", "moons")
 
@@ -41,30 +41,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--n", type=int, default=1000, help="points per side (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and fit (default: %(default)s)")
-    defaults = W1Config()
-    parser.add_argument(
-        "--potential-iters", type=int, default=None,
-        help=f"phase-1 (potential) steps (default: {defaults.potential_iters})",
-    )
-    parser.add_argument(
-        "--step-iters", type=int, default=None, help=f"phase-2 (step size) steps (default: {defaults.step_iters})"
-    )
-    parser.add_argument(
-        "--learner", choices=STEP_SIZE_LEARNERS, default=None,
-        help=f"step-size learner (default: {defaults.step_size_learner})",
-    )
-    parser.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or auto (default: {defaults.device})")
+    add_solver_arguments(parser)
     return parser
-
-
-def _config(args: argparse.Namespace) -> W1Config:
-    changes = {
-        "potential_iters": args.potential_iters,
-        "step_iters": args.step_iters,
-        "step_size_learner": args.learner,
-        "device": args.device,
-    }
-    return W1Config(**{k: v for k, v in changes.items() if v is not None})
 
 
 def _finite(value: float) -> float | None:
@@ -85,7 +63,7 @@ def _line(name: str, row: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """Fit, score and plot every requested toy; return 0."""
     names = check_toy_names([t.strip() for t in args.toys.split(",") if t.strip()])
-    config = _config(args)
+    config = solver_config(args)
     out = Path(args.out)
     summary: dict[str, Any] = {"n": args.n, "seed": args.seed, "config": config.to_dict(), "toys": {}}
     for name in names:
@@ -97,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
         row.update(toy_scores(toy, moved, seed=args.seed))
         row["seconds"] = time.perf_counter() - start
         print(_line(name, row), flush=True)
-        plot_transport(toy.source, moved, toy.target, out / f"{name}.png", title=name,
-                       seed=args.seed, source_labels=toy.source_labels)
+        transport(toy.source, moved, toy.target, title=name, seed=args.seed, source_labels=toy.source_labels,
+                  save=out / f"{name}.png")
         summary["toys"][name] = {k: _finite(v) for k, v in row.items()}
     text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
     atomic_write_bytes(out / "summary.json", text.encode())

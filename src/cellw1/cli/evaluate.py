@@ -15,9 +15,6 @@ from ..eval.evaluation import DEFAULT_METHODS, evaluate
 from ..ot.config import W2Config
 from ._common import add_solver_arguments, read_h5ad, solver_config
 
-#: W2 outer iterations used by the CLI unless --w2-iters says otherwise (the paper: 100,000)
-CLI_W2_ITERS = 2_000
-
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -45,8 +42,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--de-genes", type=int, default=50, help="top DE genes scored (default: %(default)s)")
     parser.add_argument("--holdout", default=None, metavar="KEY=VALUE", help="out-of-distribution: hold out cells with obs[KEY] == VALUE")
     parser.add_argument(
-        "--w2-iters", type=int, default=CLI_W2_ITERS,
-        help="W2/ICNN outer iterations (default: %(default)s; the paper uses 100,000)",
+        "--w2-iters", type=int, default=W2Config().n_iters,
+        help="W2/ICNN outer iterations (default: %(default)s, W2Config's; the paper uses 100,000)",
     )
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--out", type=Path, default=Path("cellw1-report"), help="report folder (default: %(default)s)")

@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_solver_arguments(parser)
     add_fit_arguments(parser)
-    add_disk_argument(parser, "methods w1 and identity")
+    add_disk_argument(parser, "every method")
     parser.add_argument(
         "--buffer-cells", type=int, default=None,
         help="with --on-disk: cells of each group held in memory at once (default: 32768)",

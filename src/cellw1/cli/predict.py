@@ -10,13 +10,14 @@ import numpy as np
 
 from .._io import check_output
 from ..errors import InputError
-from ..io.readers import open_disk_data
+from ..io.source import open_source
 from ..pp.labels import label_series
 from ..tl.collection import ModelCollection, load
-from ..tl.model import PREDICT_CHUNK, PerturbationModel
 from ..tl.conditional_model import ConditionalModel
+from ..tl.model import PerturbationModel
+from ..tl.prediction import PREDICT_CHUNK
 from .conditional import add_predict_arguments, predict_options
-from ._common import add_disk_argument, read_h5ad, write_h5ad
+from ._common import add_disk_argument, read_h5ad
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -24,10 +25,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "predict",
         help="predict perturbed cells from control cells with a saved model",
         description=(
-            "Load a model directory written by `cellw1 fit` and predict the perturbed state of the "
+            "Load a model directory written by `cellw1 fit` (one model, or a collection: then every "
+            "perturbation is predicted and the results stacked) and predict the perturbed state of the "
             "cells in an .h5ad file (or .zarr store); writes a new .h5ad or .zarr (the input is not "
-            "modified). With --on-disk the input is read and the output written a chunk of cells at a "
-            "time, so files larger than memory can be predicted."
+            "modified). The output is written a chunk of cells at a time; with --on-disk the input is read "
+            "that way too, so files larger than memory can be predicted."
         ),
     )
     parser.add_argument("model", type=Path, help="model directory written by `cellw1 fit`")
@@ -51,36 +53,35 @@ def run(args: argparse.Namespace) -> int:
     kind = "store" if args.out.suffix.lower() == ".zarr" else "file"
     check_output(args.out, kind=kind, inputs=[args.data], what="--out")
     model = load(args.model)
-    if isinstance(model, ModelCollection) and (args.on_disk or args.controls_only or args.out.suffix.lower() != ".h5ad"):
-        raise InputError(
-            "a collection predicts in memory to an .h5ad; for --on-disk, --controls-only or .zarr "
-            "give one model's directory inside it."
-        )
     condition = predict_options(model, args)
     data = str(args.data) if args.on_disk else read_h5ad(args.data)
-    if isinstance(model, PerturbationModel | ConditionalModel):
-        cells = control_cells(model, data) if args.controls_only else None
-        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress,
-                            **condition)
-    else:
-        out = write_h5ad(model.predict(data), args.out)
+    cells = control_cells(model, data) if args.controls_only else None
+    out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress,
+                        **condition)
     print(f"wrote the predicted cells to {out}")
     return 0
 
 
-def control_cells(model: PerturbationModel | ConditionalModel, data: Any) -> np.ndarray:
-    """Mask of the cells labelled as ``model``'s control in ``data`` (an AnnData or a path)."""
-    if isinstance(data, str):
-        with open_disk_data(data) as disk:
-            obs = disk.obs
-    else:
-        obs = data.obs
-    if model.condition_key not in obs:
+def control_cells(model: PerturbationModel | ModelCollection | ConditionalModel, data: Any) -> np.ndarray:
+    """Mask of the cells labelled as ``model``'s control in ``data`` (an AnnData or a path).
+
+    For a collection, its models must share one condition key and one control (as those of
+    ``cellw1 fit`` do).
+    """
+    models = list(model.values()) if isinstance(model, ModelCollection) else [model]
+    if len({(m.condition_key, m.control) for m in models}) > 1:
         raise InputError(
-            f"--controls-only: obs has no column {model.condition_key!r} (the model's condition key); "
+            "--controls-only: the collection's models have different controls; predict with each model's directory."
+        )
+    first = models[0]
+    with open_source(data, "cellw1 predict") as source:
+        obs = source.obs
+    if first.condition_key not in obs:
+        raise InputError(
+            f"--controls-only: obs has no column {first.condition_key!r} (the model's condition key); "
             f"available: {list(obs.columns)}."
         )
-    mask = (label_series(obs[model.condition_key], key=model.condition_key, warn=False) == model.control).to_numpy()
+    mask = (label_series(obs[first.condition_key], key=first.condition_key, warn=False) == first.control).to_numpy()
     if not mask.any():
-        raise InputError(f"--controls-only: no cell has obs[{model.condition_key!r}] == {model.control!r}.")
+        raise InputError(f"--controls-only: no cell has obs[{first.condition_key!r}] == {first.control!r}.")
     return mask

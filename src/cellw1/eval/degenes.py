@@ -19,34 +19,14 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .._data import as_array
 from ..errors import ConfigError, InputError
+from ..ot.training import cpu_threads
 
 logger = logging.getLogger(__name__)
 
 #: ``rank_genes_groups`` methods supported here (``logreg`` needs scikit-learn, not a dependency).
 METHODS = ("wilcoxon", "t-test", "t-test_overestim_var")
-
-
-def _as_expression(x: Any, name: str) -> np.ndarray | sp.csr_matrix:
-    """A float64 (dense or CSR) copy-safe view of a log-normalised ``(n_cells, n_genes)`` matrix."""
-    if sp.issparse(x):
-        mat = sp.csr_matrix(x, dtype=np.float64)
-        values = mat.data
-    else:
-        if hasattr(x, "detach"):  # torch tensor
-            x = x.detach().cpu().numpy()
-        arr = np.asarray(x)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise InputError(f"{name} has dtype {arr.dtype}; pass a numeric (n_cells, n_genes) matrix such as adata.X.")
-        mat = np.asarray(arr, dtype=np.float64)
-        values = mat
-    if mat.ndim != 2:
-        raise InputError(f"{name} must be 2-D (n_cells, n_genes), got shape {mat.shape}.")
-    if mat.shape[0] < 2:
-        raise InputError(f"{name} has {mat.shape[0]} cells; at least 2 are needed to test for differential expression.")
-    if not np.all(np.isfinite(values)):
-        raise InputError(f"{name} contains NaN or inf; pass log-normalised expression without missing values.")
-    return mat
 
 
 @contextmanager
@@ -56,16 +36,13 @@ def _quiet_scanpy(sc: Any) -> Iterator[None]:
     Scanpy's ranking also resets torch's intra-op thread count (through its thread pools);
     the caller's setting is restored too, since oversubscribed threads slow torch 10x.
     """
-    import torch
-
-    previous, threads = sc.settings.verbosity, torch.get_num_threads()
+    previous = sc.settings.verbosity
     sc.settings.verbosity = 0
     try:
-        yield
+        with cpu_threads(None):
+            yield
     finally:
         sc.settings.verbosity = previous
-        if torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)
 
 
 def top_de_genes(
@@ -103,8 +80,10 @@ def top_de_genes(
         raise ConfigError(f"method {method!r} is not supported; use one of {', '.join(METHODS)}.")
     if isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
         raise ConfigError(f"n_genes must be a positive integer, got {n_genes!r}.")
-    control = _as_expression(X_control, "X_control")
-    perturbed = _as_expression(X_perturbed, "X_perturbed")
+    control, perturbed = (
+        as_array(x, name, sparse=True, min_rows=2, purpose=" to test for differential expression")
+        for x, name in ((X_control, "X_control"), (X_perturbed, "X_perturbed"))
+    )
     if control.shape[1] != perturbed.shape[1]:
         raise InputError(
             f"X_control has {control.shape[1]} genes but X_perturbed has {perturbed.shape[1]}; "

@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 import ot
-import scipy.sparse as sp
-import torch
 from scipy.spatial.distance import cdist
 
+from .._data import as_array
 from ..errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -49,54 +48,9 @@ W1_MAX_POINTS = 2000
 
 
 # -- input handling -----------------------------------------------------------------------------
-def as_cells(x: Any, name: str) -> np.ndarray:
-    """Return ``x`` as a finite float64 array of shape ``(n_cells, n_features)``.
-
-    Accepts numpy arrays, scipy sparse matrices (densified) and torch tensors. The result
-    may share memory with ``x`` but is never written to.
-
-    Raises
-    ------
-    InputError
-        If ``x`` is not numeric, not 2-D, empty, or holds NaN or inf.
-    """
-    if sp.issparse(x):
-        arr = x.toarray()
-    elif isinstance(x, torch.Tensor):
-        arr = x.detach().to("cpu", torch.float64).numpy()
-    else:
-        try:
-            arr = np.asarray(x)
-        except Exception as exc:  # pragma: no cover - exotic inputs
-            raise InputError(f"{name} could not be read as an array ({exc}); pass a numpy array.") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise InputError(
-            f"{name} has dtype {arr.dtype}; pass a numeric array of shape (n_cells, n_features) "
-            "(for an AnnData, pass adata.X or adata[:, genes].X)."
-        )
-    if np.iscomplexobj(arr):
-        raise InputError(f"{name} is complex; pass real-valued features.")
-    arr = np.asarray(arr, dtype=np.float64)
-    if arr.ndim != 2:
-        raise InputError(
-            f"{name} must be 2-D (n_cells, n_features), got shape {arr.shape}; "
-            "reshape it, e.g. x.reshape(-1, 1) for one feature."
-        )
-    if arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise InputError(f"{name} has shape {arr.shape}; it needs at least one cell and one feature.")
-    finite = np.isfinite(arr).all(axis=1)
-    if not finite.all():
-        rows = np.flatnonzero(~finite)
-        raise InputError(
-            f"{name} contains NaN or inf in {rows.size} rows (first: {rows[:5].tolist()}); "
-            "remove or impute those cells before evaluating."
-        )
-    return arr
-
-
 def as_cell_pair(pred: Any, obs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Validate both samples (see :func:`as_cells`) and check they share the feature space."""
-    p, o = as_cells(pred, "pred"), as_cells(obs, "obs")
+    """Both samples as float64 arrays (:func:`cellw1._data.as_array`), checked to share the feature space."""
+    p, o = as_array(pred, "pred"), as_array(obs, "obs")
     if p.shape[1] != o.shape[1]:
         raise InputError(
             f"pred has {p.shape[1]} features but obs has {o.shape[1]}; "

@@ -15,19 +15,11 @@ from scipy.spatial import cKDTree
 from scipy.stats import spearmanr
 
 from . import metrics
+from .._data import as_array
 from ..errors import InputError
 
 if TYPE_CHECKING:
     from ..datasets.toys import Toy
-
-
-def _points(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2 or len(arr) == 0:
-        raise InputError(f"{name} must be a non-empty (n_points, n_features) array, got shape {arr.shape}.")
-    if not np.isfinite(arr).all():
-        raise InputError(f"{name} contains NaN or inf; remove those rows first.")
-    return arr
 
 
 def _same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
@@ -48,7 +40,7 @@ def bookshelf_spearman(source: Any, transported: Any) -> float:
     float
         ``+1`` when the order along x is kept (the monotone map), ``-1`` when reversed.
     """
-    src, moved = _points(source, "source"), _points(transported, "transported")
+    src, moved = as_array(source, "source"), as_array(transported, "transported")
     _same_shape(src, moved, "source and transported")
     return float(spearmanr(src[:, 0], moved[:, 0]).statistic)
 
@@ -78,7 +70,7 @@ def label_preservation(
     float
         In ``[0, 1]``; for circles with ``label=0`` the inner -> inner fraction.
     """
-    moved, tgt = _points(transported, "transported"), _points(target, "target")
+    moved, tgt = as_array(transported, "transported"), as_array(target, "target")
     src_lab, tgt_lab = np.asarray(source_labels).ravel(), np.asarray(target_labels).ravel()
     if len(src_lab) != len(moved):
         raise InputError(f"source_labels has {len(src_lab)} entries but transported has {len(moved)} rows.")

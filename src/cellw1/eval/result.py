@@ -139,9 +139,9 @@ class EvaluationResult:
     def save(self, directory: str | os.PathLike) -> list[Path]:
         """Write ``results.csv``, ``summary.csv``, ``wilcoxon.csv``, ``settings.json`` and figures.
 
-        The figures are ``metrics.png`` (:func:`cellw1.pl.report.plot_metric_bars`) and, when
-        cells were kept, ``embedding.png`` (:func:`cellw1.pl.report.plot_embedding`). Every
-        file is written atomically. ``wilcoxon.csv`` compares ``w1`` with the others; when
+        The figures are ``metrics.png`` (:func:`cellw1.pl.metric_bars`) and, when cells were
+        kept, ``embedding.png`` and ``mean_change.png`` (:func:`cellw1.pl.embedding`,
+        :func:`cellw1.pl.mean_change`). Every file is written atomically. ``wilcoxon.csv`` compares ``w1`` with the others; when
         ``w1`` was not evaluated it holds only its header.
 
         Returns
@@ -149,7 +149,7 @@ class EvaluationResult:
         list of pathlib.Path
             The files written.
         """
-        from ..pl.report import plot_embedding, plot_metric_bars
+        from ..pl.report import report_figures
 
         directory = Path(directory)
         written = [
@@ -163,15 +163,7 @@ class EvaluationResult:
             wilcoxon = pd.DataFrame(columns=["metric", "reference", "method", "statistic", "pvalue"])
         written.append(_write_csv(wilcoxon, directory / "wilcoxon.csv"))
         written.append(atomic_write_bytes(directory / "settings.json", json.dumps(self.settings, indent=2).encode()))
-        written.append(plot_metric_bars(self.table, directory / "metrics.png"))
-        if self.embedding is not None:
-            snap = self.embedding
-            written.append(
-                plot_embedding(
-                    snap.control, snap.predicted, snap.observed, directory / "embedding.png",
-                    title=f"{snap.perturbation} (repeat 0, test cells)",
-                )
-            )
+        written.extend(report_figures(self, directory))
         logger.info("evaluation saved to %s (%d files)", directory, len(written))
         return written
 

@@ -1,8 +1,8 @@
-"""AnnData files on disk, read by rows (predictions are written by :mod:`cellw1.io.writer`).
+"""AnnData files on disk, read by rows: the on-disk :class:`~cellw1.io.source.Source`.
 
-Training from disk keeps memory independent of the number of cells: ``obs`` and ``var``
-are read in full (they are small), the expression matrix stays in the file and is read a
-batch of rows at a time through :class:`DiskMatrix`.
+Memory stays independent of the number of cells: ``obs`` and ``var`` are read in full (they
+are small), the expression matrix stays in the file and is read a batch of rows at a time
+through :class:`DiskMatrix`. Predictions are written by :mod:`cellw1.io.writer`.
 
 Both ``.h5ad`` (HDF5) and ``.zarr`` stores written by anndata are supported; the matrix
 may be dense or CSR, read with :func:`anndata.io.read_elem` and :func:`anndata.io.sparse_dataset`.
@@ -223,7 +223,8 @@ class DiskMatrix:
 class DiskData:
     """An AnnData on disk: ``obs`` and ``var_names`` in memory, matrices on disk.
 
-    Open one with :func:`open_disk_data`. Use it as a context manager, or call
+    A :class:`~cellw1.io.source.Source`; open one with :func:`open_disk_data` (or
+    :func:`~cellw1.io.source.open_source`). Use it as a context manager, or call
     :meth:`close`, to release the file.
 
     Attributes
@@ -246,6 +247,14 @@ class DiskData:
         self.n_obs = len(obs)
         self.n_vars = len(var_names)
         self._matrices: dict[str | None, DiskMatrix] = {}
+
+    #: the cells are read from the file (the :class:`~cellw1.io.source.Source` contract)
+    in_memory = False
+
+    @property
+    def origin(self) -> Path:
+        """What another process opens to read the same cells: the path."""
+        return self.path
 
     def __repr__(self) -> str:
         return f"DiskData({str(self.path)!r}, n_obs={self.n_obs}, n_vars={self.n_vars})"
@@ -282,6 +291,30 @@ class DiskData:
         self._matrices[layer] = mat
         return mat
 
+    def embedding(self, obsm_key: str) -> DiskMatrix:
+        """The embedding ``obsm/<obsm_key>`` (a dense or CSR matrix), left on disk."""
+        key = f"obsm/{obsm_key}"
+        if key in self._matrices:
+            return self._matrices[key]
+        store = self._store
+        if store is None:
+            raise InputError(f"{self} is closed; open the data again with open_disk_data.")
+        available = _keys(store["obsm"]) if "obsm" in store else []
+        if obsm_key not in available:
+            raise InputError(f"obsm key {obsm_key!r} not found in {self.path}; available: {available or 'none'}.")
+        elem, name = store["obsm"][obsm_key], f"obsm[{obsm_key!r}] of {self.path}"
+        if elem.attrs.get("encoding-type") == "dataframe":
+            raise InputError(f"{name} is a data frame; fit on a numeric embedding (an array of cells x dimensions).")
+        _check_matrix_encoding(elem, name, self.path)
+        mat = DiskMatrix(elem, name=name)
+        if mat.shape[0] != self.n_obs:
+            raise InputError(
+                f"{name} has {mat.shape[0]} rows but obs has {self.n_obs}; the file is inconsistent, "
+                "write it again with anndata."
+            )
+        self._matrices[key] = mat
+        return mat
+
     def close(self) -> None:
         """Release the file (idempotent). A wrapped backed AnnData stays usable."""
         for mat in self._matrices.values():
@@ -297,38 +330,6 @@ class DiskData:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def is_on_disk(data: object) -> bool:
-    """True when ``data`` names data on disk.
-
-    That is a ``str`` or ``os.PathLike`` path (the suffix, ``.h5ad`` or ``.zarr``, is checked
-    by :func:`open_disk_data`, so a wrong one gets a clear error rather than being taken for
-    an array), or an AnnData opened with ``backed='r'``/``'r+'``.
-    """
-    if isinstance(data, str | os.PathLike):
-        return True
-    return isinstance(data, anndata.AnnData) and bool(data.isbacked)
-
-
-def disk_path(data: object) -> str | os.PathLike | None:
-    """The file ``data`` is read from: a path itself, a backed AnnData's file, else ``None``."""
-    if isinstance(data, str | os.PathLike):
-        return data
-    if isinstance(data, anndata.AnnData) and data.isbacked:
-        return data.filename
-    return None
-
-
-def check_data_kind(data: object, what: str) -> None:
-    """Raise a TypeError unless ``data`` is an AnnData or a path (what :func:`is_on_disk` accepts)."""
-    if isinstance(data, anndata.AnnData) or is_on_disk(data):
-        return
-    hint = " (for arrays of cells use cellw1.fit_map(source, target))" if isinstance(data, np.ndarray) else ""
-    raise TypeError(
-        f"{what} expects an AnnData, a path to an .h5ad file or .zarr store, or an AnnData opened with "
-        f"backed='r'; got {type(data).__name__}{hint}."
-    )
 
 
 def open_disk_data(data: str | os.PathLike | anndata.AnnData) -> DiskData:

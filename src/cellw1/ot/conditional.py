@@ -38,6 +38,7 @@ from .fitted import FittedMap
 from .lipschitz import GroupSort, LipschitzPotential, OrthonormalLinear
 from .potential import CHUNK, build_potential, direction, evaluate
 from .stepsize import StepSize
+from .training import History, read_history
 
 FORMAT = "cellw1.ConditionalMap"
 FORMAT_VERSION = 1
@@ -181,12 +182,15 @@ class ConditionalMap(FittedMap):
     FORMAT_VERSION = FORMAT_VERSION
 
     def __init__(self, encoder: ConditionEncoder, potential: ConditionalPotential, step_size: ConditionalStepSize,
-                 config: ConditionalConfig, info: dict[str, Any] | None = None) -> None:
+                 config: ConditionalConfig, info: dict[str, Any] | None = None, *,
+                 history: History | None = None) -> None:
         self.encoder = encoder.requires_grad_(False).eval()
         self.potential_net = potential.requires_grad_(False).eval()
         self.step_size_net = step_size.requires_grad_(False).eval()
         self.config = config
         self.info: dict[str, Any] = dict(info or {})
+        #: validation scores of both phases (:func:`cellw1.ot.training.combine`): ``potential_val_dual``...
+        self.history: History = dict(history or {})
 
     @property
     def dim(self) -> int:
@@ -273,6 +277,7 @@ class ConditionalMap(FittedMap):
             step = ConditionalStepSize(int(header["dim"]), encoder.dim, config.step_hidden)
             for prefix, net in (("encoder.", encoder), ("potential.", potential), ("step_size.", step)):
                 net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+            info, history = read_history(header)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
-        return cls(encoder, potential, step, config, header.get("info"))
+        return cls(encoder, potential, step, config, info, history=history)

@@ -31,10 +31,9 @@ from .condition import Condition, ConditionEncoder
 from .conditional import AtCondition, ConditionalConfig, ConditionalMap, ConditionalPotential, ConditionalStepSize
 from .energy import POOL_CELLS, POOL_STEPS, EnergyPool, energy_distance
 from .potential import adam_kernel, constant_features, direction, evaluate
-from .sampling import Cells, MemoryCells
-from .solver import cpu_threads
+from .sampling import Cells, checked_cells
 from .stepsize import ot_step_targets, regression_step
-from .stopping import Plateau
+from .training import History, Plateau, combine, cpu_threads
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +127,8 @@ def fit_conditional_map(
     if len(targets) != len(conditions) or not targets:
         raise InputError(f"give one condition per target group ({len(targets)} groups, {len(conditions)} conditions).")
     device = resolve_device(config.device)
-    x = _cells(source, "source", device)
-    ys = [_cells(y, f"target {i}", device) for i, y in enumerate(targets)]
+    x = checked_cells(source, "source", device)
+    ys = [checked_cells(y, f"target {i}", device) for i, y in enumerate(targets)]
     for y in ys:
         check_pair(x.dim, y.dim)
     has_dose = [c.dose is not None for c in conditions]
@@ -162,18 +161,12 @@ def fit_conditional_map(
             codes = encoder(members, dose)
         step, phase2 = _fit_step_size(potential, codes, data, config, generator, rng, progress)
         end = time.perf_counter()
+    history = combine(potential=phase1.pop("history"), step_size=phase2.pop("history"))
     info = {"seed": seed, "n_source": x.n_cells, "n_targets": [y.n_cells for y in ys], "n_conditions": len(ys),
             "streamed": data.streaming, **phase1, **phase2, "potential_seconds": mid - start,
             "step_size_seconds": end - mid}
     logger.info("fitted a conditional W1 map for %d conditions in %.2f s", len(ys), end - start)
-    return ConditionalMap(encoder, potential, step, config, info)
-
-
-def _cells(x: Any, name: str, device: torch.device) -> Cells:
-    """``x`` as :class:`~cellw1.ot.sampling.Cells` on ``device``: arrays are checked and copied."""
-    if isinstance(x, Cells):
-        return x
-    return MemoryCells(as_points(x, name, min_points=2).to(device))
+    return ConditionalMap(encoder, potential, step, config, info, history=history)
 
 
 #: phase-1 steps between two buffers of cells streamed from disk
@@ -205,6 +198,7 @@ def _fit_potential(encoder: ConditionEncoder, data: _Data, members: torch.Tensor
                                                           eta_min=config.potential_lr_min)
     plateau = Plateau(config.patience, config.min_delta, "max")
     best = (-float("inf"), 0, copy.deepcopy(potential.state_dict()), copy.deepcopy(encoder.state_dict()))
+    history: History = {"step": [], "val_dual": []}
     b = config.batch_size
     step = 0
     bar = tqdm(range(1, config.potential_iters + 1), desc="conditional potential", disable=not progress, leave=False)
@@ -223,6 +217,8 @@ def _fit_potential(encoder: ConditionEncoder, data: _Data, members: torch.Tensor
         if step % config.eval_every == 0 or step == config.potential_iters:
             with torch.no_grad():
                 val = _dual(potential, encoder(members, dose), data)
+            history["step"].append(float(step))
+            history["val_dual"].append(val)
             if plateau.update(val):
                 best = (val, step, copy.deepcopy(potential.state_dict()), copy.deepcopy(encoder.state_dict()))
             bar.set_postfix(val_dual=f"{val:.4f}")
@@ -232,7 +228,9 @@ def _fit_potential(encoder: ConditionEncoder, data: _Data, members: torch.Tensor
     encoder.load_state_dict(best[3])
     potential.requires_grad_(False)
     encoder.requires_grad_(False)
-    return potential, {"potential_steps": step, "potential_best_step": best[1], "potential_val_dual": best[0]}
+    history["best_step"] = [float(best[1])]
+    return potential, {"potential_steps": step, "potential_best_step": best[1], "potential_val_dual": best[0],
+                       "history": history}
 
 
 # -- phase 2 ------------------------------------------------------------------------------------------
@@ -249,12 +247,15 @@ class _Selector:
         self.yy = [float(torch.cdist(y, y).mean()) for y in self.y]
         self.plateau = Plateau(config.patience, config.min_delta, "min")
         self.best, self.best_step, self.state = float("inf"), 0, copy.deepcopy(step.state_dict())
+        self.history: History = {"step": [], "val_energy": []}
 
     def __call__(self, step: int) -> None:
         score = 0.0
         for c, weight in enumerate(self.pi):
             eta = evaluate(AtCondition(self.step, self.codes[c]), self.x)
             score += weight * energy_distance(self.x - eta[:, None] * self.u[c], self.y[c], self.yy[c])
+        self.history["step"].append(float(step))
+        self.history["val_energy"].append(score)
         if self.plateau.update(score):
             self.best, self.best_step, self.state = score, step, copy.deepcopy(self.step.state_dict())
 
@@ -293,14 +294,15 @@ def _fit_step_size(potential: ConditionalPotential, codes: torch.Tensor, data: _
     step.net.eta_max.fill_(float(eta_all.max()))
     selector = _Selector(step, potential, codes, data, config)
     optimizer = torch.optim.Adam(step.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.step_iters, eta_min=config.step_lr / 100)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.regression_iters,
+                                                          eta_min=config.step_lr / 100)
     done = 0
-    for done in tqdm(range(1, config.step_iters + 1), desc="conditional step size (regression)",
+    for done in tqdm(range(1, config.regression_iters + 1), desc="conditional step size (regression)",
                      disable=not progress, leave=False):
         idx = torch.multinomial(weights, config.batch_size, replacement=True, generator=generator).to(device)
         regression_step(step.net, optimizer, torch.cat((x_all[idx], codes[c_all[idx]]), 1), eta_all[idx])
         schedule.step()
-        if done % config.eval_every == 0 or done == config.step_iters:
+        if done % config.eval_every == 0 or done == config.regression_iters:
             selector(done)
             if selector.plateau.stop:
                 break
@@ -310,8 +312,9 @@ def _fit_step_size(potential: ConditionalPotential, codes: torch.Tensor, data: _
         total += _match_energy(step, potential, codes, data, config, selector, generator, progress, offset=total)
     step.load_state_dict(selector.state)
     step.requires_grad_(False)
+    selector.history["best_step"] = [float(selector.best_step)]
     return step, {"step_size_steps": total, "step_size_best_step": selector.best_step,
-                  "step_size_val_energy": selector.best}
+                  "step_size_val_energy": selector.best, "history": selector.history}
 
 
 def _pools(potential: ConditionalPotential, codes: torch.Tensor, data: _Data,

@@ -58,14 +58,9 @@ class W1Config(Config):
     potential_iters
         Phase-1 optimisation steps (at most, with early stopping), also the length of the
         cosine learning-rate schedule; paper: 10,000. The default, 500, was the best setting
-        measured for time to quality (``benchmarks/time_to_quality.py``, ``docs/speed.md``).
-        At d = 50 over 5 seeds its median held-out MMD was 0.00156, against 0.00196 for 2,000
-        steps and 0.00182 for the paper's schedule, in 2.9 s against 5.8 s and 62 s. At 7,000
-        genes it matched 2,000 steps (MMD 0.00106 vs 0.00107) in 22 s instead of 61 s. A
-        short schedule anneals the learning rate sooner, and the potential's direction field
-        is what phase 2 needs; its dual keeps creeping up long after that. Potentials with
-        fine structure gain from more steps: on the 2-D swiss roll 2,000 steps reached a dual
-        of 0.401 (exact W1 0.444) and energy distance 0.0032, against 0.376 and 0.0042.
+        for time to quality (``docs/speed.md``): a short schedule anneals the learning rate
+        sooner, and the potential's direction field is what phase 2 needs. Potentials with
+        fine structure (the 2-D swiss roll) gain from more steps (``docs/benchmarks.md``).
     potential_lr, potential_lr_min, potential_betas
         Adam with cosine annealing from ``potential_lr`` to ``potential_lr_min``;
         paper: 1e-2 -> 1e-4, betas (0.5, 0.5).
@@ -81,8 +76,13 @@ class W1Config(Config):
     step_hidden, discriminator_hidden
         Hidden widths of the step-size network and the GAN discriminator; paper: ``(64,)*4``.
     step_iters, step_lr, step_betas
-        Phase-2 Adam steps, learning rate and betas. The paper's GAN uses 10,000 steps at 1e-4
-        (Adam's default betas); :meth:`paper` sets exactly that.
+        Adam steps of the ``"gan"`` learner, and the learning rate and betas of every phase-2
+        learner but the refinements. The paper's GAN uses 10,000 steps at 1e-4 (Adam's default
+        betas); :meth:`paper` sets exactly that.
+    regression_iters
+        Steps of the minibatch-OT regression (at most, with early stopping) of the
+        ``"minibatch_ot"``, ``"ot_gan"`` and ``"ot_energy"`` learners. For ``"ot_energy"`` it is
+        a warm start: the energy refinement that follows decides the final steps.
     ot_exponent
         ``p`` of the pairing cost ``|x - y|^p``; as ``p -> 1`` the optimal maps converge to the
         monotone W1 map (Caffarelli, Feldman & McCann 2002). Must be > 1.
@@ -113,9 +113,8 @@ class W1Config(Config):
         ``"cpu"`` (default), ``"cuda"``, ``"cuda:1"``... or ``"auto"`` (CUDA when present).
     cpu_threads
         Torch intra-op threads while fitting on the CPU (restored afterwards); ``None`` keeps
-        torch's setting. The networks are small, so one thread is faster than two: a whole fit
-        at d = 50 took 5.7 s with 1 thread against 8.2 s with 2, and 9.7 s against 11.6 s at
-        d = 1,000 (``docs/speed.md``). Use processes for parallelism (``fit_all(scheduler=...)``).
+        torch's setting. The networks are small, so one thread is faster than two
+        (``docs/speed.md``). Use processes for parallelism (``fit_all(scheduler=...)``).
     """
 
     hidden: tuple[int, ...] = (64, 64, 64, 64)
@@ -132,6 +131,7 @@ class W1Config(Config):
     step_hidden: tuple[int, ...] = (64, 64, 64, 64)
     discriminator_hidden: tuple[int, ...] = (64, 64, 64, 64)
     step_iters: int = 1_000
+    regression_iters: int = 300
     step_lr: float = 1e-3
     step_betas: tuple[float, float] = (0.9, 0.999)
     ot_exponent: float = 1.1
@@ -189,7 +189,7 @@ class W1Config(Config):
             if any(width < 1 for width in getattr(self, name)):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: every width must be >= 1.")
         for name in (
-            "potential_iters", "step_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters",
+            "potential_iters", "step_iters", "regression_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters",
             "energy_iters", "bjorck_order", "bjorck_iters",
         ):
             if getattr(self, name) < 1:
@@ -202,8 +202,7 @@ class W1Config(Config):
             )
         if self.patience is not None and self.patience < 1:
             raise ConfigError(f"patience={self.patience!r} must be >= 1, or None to run the full schedule.")
-        if self.cpu_threads is not None and self.cpu_threads < 1:
-            raise ConfigError(f"cpu_threads={self.cpu_threads!r} must be >= 1, or None to keep torch's setting.")
+        check_threads(self.cpu_threads)
         if self.min_delta < 0:
             raise ConfigError(f"min_delta={self.min_delta!r} must be >= 0.")
         if min(self.potential_lr, self.step_lr, self.refine_lr, self.energy_lr) <= 0 or self.potential_lr_min < 0:
@@ -236,6 +235,12 @@ def _is_int(value: Any) -> bool:
 def _is_number(value: Any) -> bool:
     """A finite real number (an integer or a float), not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_threads(cpu_threads: int | None) -> None:
+    """``cpu_threads`` of a config: an integer >= 1, or ``None`` to keep torch's setting."""
+    if cpu_threads is not None and cpu_threads < 1:
+        raise ConfigError(f"cpu_threads={cpu_threads!r} must be >= 1, or None to keep torch's setting.")
 
 
 def check_fields(config: Any) -> None:
@@ -281,8 +286,9 @@ class W2Config(Config):
     negative_slope
         Slope of the LeakyReLU activations for negative inputs; paper/CellOT: 0.2.
     n_iters
-        Outer steps (one ``f`` update each); default 5,000, a few minutes on a CPU at ``d = 50``.
-        The paper's 100,000 take over an hour: :meth:`paper`.
+        Outer steps (one ``f`` update each); default 600, a benchmark-length schedule (less than
+        a minute on a CPU at ``d = 200``; the W2 numbers of ``docs/benchmarks.md`` say which
+        length each used). The paper's 100,000 take over an hour: :meth:`paper`.
     n_inner
         ``g`` updates per outer step; paper: 10.
     lr, betas
@@ -308,11 +314,14 @@ class W2Config(Config):
         training starts from the identity map (deviation 1). ``False``: the paper's ICNN.
     quadratic_lr_scale
         Learning rate of ``a`` relative to ``lr`` (deviation 1: 10, so ``a`` learns at 1e-3).
+    cpu_threads
+        Torch intra-op threads while fitting on the CPU (restored afterwards); ``None`` keeps
+        torch's setting. One, as for :class:`W1Config`: the networks are as small.
     """
 
     hidden: tuple[int, ...] = (64, 64, 64, 64)
     negative_slope: float = 0.2
-    n_iters: int = 5_000
+    n_iters: int = 600
     n_inner: int = 10
     lr: float = 1e-4
     betas: tuple[float, float] = (0.5, 0.9)
@@ -324,6 +333,7 @@ class W2Config(Config):
     standardize: bool = True
     quadratic: bool = True
     quadratic_lr_scale: float = 10.0
+    cpu_threads: int | None = 1
 
     def __post_init__(self) -> None:
         check_fields(self)  # before the conversions below, which would hide a 64.5 or a bool
@@ -354,13 +364,13 @@ class W2Config(Config):
         for name in ("standardize", "quadratic"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be True or False.")
+        check_threads(self.cpu_threads)
 
     @classmethod
     def paper(cls, **changes: Any) -> W2Config:
-        """The paper's full schedule: 100,000 outer steps, validated every 1,000 (default: 5,000 and 250).
+        """The paper's full schedule: 100,000 outer steps, validated every 1,000 (default: 600 and 250).
 
-        At ``d = 50`` and batch 256 an outer step (10 inner steps) costs about 40 ms on one CPU
-        thread, so this schedule takes over an hour where the default takes a few minutes.
+        Over an hour on a CPU, where the default takes under a minute.
         """
         base: dict[str, Any] = dict(n_iters=100_000, eval_every=1_000)
         base.update(changes)

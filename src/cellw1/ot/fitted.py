@@ -12,19 +12,27 @@ from .._data import as_points
 from .._io import load_tensors, save_tensors
 from .._version import __version__
 from ..errors import InputError
+from .training import History
 
 
 class FittedMap:
     """Base of :class:`~cellw1.ot.transport.TransportMap` and :class:`~cellw1.ot.w2.W2Map`.
 
     A subclass sets :attr:`FORMAT` and :attr:`FORMAT_VERSION` and defines ``dim``, ``device``,
-    ``to``, ``state_tensors`` and ``from_state``; it holds ``config`` and ``info``.
+    ``to``, ``state_tensors`` and ``from_state``; it holds ``config``, ``info`` and ``history``.
+
+    Attributes
+    ----------
+    history
+        The training history of the fit (:mod:`cellw1.ot.training`): a dict of lists of
+        numbers, saved with the map; empty for maps saved before histories were kept.
     """
 
     FORMAT: ClassVar[str]
     FORMAT_VERSION: ClassVar[int]
     config: Any
     info: dict[str, Any]
+    history: History
 
     @property
     def dim(self) -> int:
@@ -46,13 +54,13 @@ class FittedMap:
 
     def _points(self, x: Any, name: str = "x") -> torch.Tensor:
         """``x: (n, dim)`` as a float tensor on the map's device; other widths are an InputError."""
-        t = as_points(x, name, min_points=1)
+        t = as_points(x, name, min_points=1, purpose="")
         if t.shape[1] != self.dim:
             raise InputError(f"{name} has {t.shape[1]} features but the map was fitted on {self.dim}.")
         return t.to(self.device)
 
     def header(self) -> dict[str, Any]:
-        """JSON description of the map (format, dimension, config, fit info)."""
+        """JSON description of the map (format, dimension, config, fit info, training history)."""
         return {
             "format": self.FORMAT,
             "format_version": self.FORMAT_VERSION,
@@ -60,6 +68,7 @@ class FittedMap:
             "dim": self.dim,
             "config": self.config.to_dict(),
             "info": self.info,
+            "history": self.history,
         }
 
     def save(self, path: str | os.PathLike) -> Path:

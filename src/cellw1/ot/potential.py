@@ -8,7 +8,6 @@ weight is computed once per step.
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 from .config import W1Config
 from .lipschitz import LipschitzPotential
 from .sampling import Cells, as_cells, minibatches
-from .stopping import Plateau
+from .training import History, Training
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +104,16 @@ def potential_step(
 
 @dataclass
 class PotentialFit:
-    """Result of :func:`fit_potential`: the best potential and the training history."""
+    """Result of :func:`fit_potential`: the best potential and the training history.
+
+    ``history`` (see :mod:`cellw1.ot.training`): ``step``, ``train_dual`` (mean minibatch dual
+    since the previous evaluation), ``val_dual``, ``best_step`` and ``stopped_at``.
+    """
 
     potential: LipschitzPotential
     best_step: int
     best_dual: float
-    history: dict[str, list[float]] = field(default_factory=dict)
+    history: History = field(default_factory=dict)
 
 
 def fit_potential(
@@ -166,12 +169,11 @@ def fit_potential(
     )
     if val_source is None or len(val_source) == 0 or val_target is None or len(val_target) == 0:
         val_source, val_target = source.buffer(), target.buffer()
-    history: dict[str, list[float]] = {"step": [], "train_dual": [], "val_dual": []}
-    best_dual, best_step, best_state = -float("inf"), 0, copy.deepcopy(potential.state_dict())
+    training = Training(potential, score="val_dual", mode="max", patience=config.patience,
+                        min_delta=config.min_delta, name="potential")
     source_batches = minibatches(source, config.batch_size, config.potential_iters, generator)
     target_batches = minibatches(target, config.batch_size, config.potential_iters, generator)
     running, count = torch.zeros((), device=device), 0
-    plateau = Plateau(config.patience, config.min_delta, "max")
     bar = tqdm(range(1, config.potential_iters + 1), desc="potential", disable=not progress, leave=False)
     for step in bar:
         (x,), (y,) = next(source_batches), next(target_batches)
@@ -180,19 +182,14 @@ def fit_potential(
         schedule.step()
         if step % config.eval_every == 0 or step == config.potential_iters:
             val = dual_value(potential, val_source, val_target)
-            history["step"].append(step)
-            history["train_dual"].append(float(running) / count)
-            history["val_dual"].append(val)
+            training.evaluate(step, val, train_dual=float(running) / count)
             running, count = running.zero_(), 0
-            if plateau.update(val):
-                best_dual, best_step = val, step
-                best_state = copy.deepcopy(potential.state_dict())
             bar.set_postfix(val_dual=f"{val:.4f}")
-            if plateau.stop:
+            if training.stop:
                 logger.info("potential: validation dual stopped improving; early stop at step %d", step)
                 break
-    potential.load_state_dict(best_state)
+    history = training.finish(step)
     potential.requires_grad_(False)
-    history["stopped_at"] = [float(step)]
-    logger.info("potential: best validation dual %.5f at step %d (ran %d of %d)", best_dual, best_step, step, config.potential_iters)
-    return PotentialFit(potential, best_step, best_dual, history)
+    logger.info("potential: best validation dual %.5f at step %d (ran %d of %d)",
+                training.best_score, training.best_step, step, config.potential_iters)
+    return PotentialFit(potential, training.best_step, training.best_score, history)

@@ -1,18 +1,20 @@
-"""Where the solver's minibatches come from: cells held in memory, or cells streamed from disk.
+"""Where the solvers' minibatches come from: cells held in memory, or cells streamed by rows.
 
-The solver never indexes a data set itself. It asks a :class:`Cells` for its current *buffer*,
+A solver never indexes a data set itself. It asks a :class:`Cells` for its current *buffer*,
 an in-memory ``(b, d)`` tensor of training cells, draws minibatches from it uniformly with
 replacement (:func:`minibatches`), and asks for the next buffer when it has drawn about as
-many cells as the buffer holds.
+many cells as the buffer holds. Every method of :mod:`cellw1.tl.methods` fits from this one
+contract.
 
 * :class:`MemoryCells`: the buffer is every training cell, always the same tensor. This is
-  the usual in-memory fit, and it draws exactly the minibatches it always has.
-* :class:`DiskCells`: the cells stay on disk (an h5ad opened ``backed="r"``, or a zarr
-  store; see :mod:`cellw1.io.readers`), and memory holds one buffer of ``buffer_cells`` cells,
-  whatever the number of cells in the file.
+  what :func:`~cellw1.ot.solver.fit_map` makes of arrays.
+* :class:`StreamedCells`: the cells are rows of a matrix read with ``read(rows)`` (a file on
+  disk or an AnnData in memory; see :mod:`cellw1.io.source`), normalised and embedded as they
+  are read, and memory holds one buffer of ``buffer_cells`` cells, whatever the number of
+  cells in the matrix.
 
-Sampling from disk: shuffled blocks and a shuffle buffer
----------------------------------------------------------
+Sampling by rows: shuffled blocks and a shuffle buffer
+------------------------------------------------------
 Disks read contiguous rows fast and scattered rows slowly, so the training rows of a group
 (in file order) are cut into *blocks* of ``block_cells`` consecutive rows. Each epoch visits
 the blocks in a fresh random order; a buffer is ``buffer_cells / block_cells`` blocks read
@@ -23,8 +25,8 @@ default), and a minibatch is uniform over the buffer. What is lost against unifo
 over the whole file is only the independence between blocks: cells of one block arrive
 together. With rows stored in a meaningful order (sorted by sample or cell type) a buffer
 still holds 32 random stretches of the file; use smaller blocks for files sorted at a fine
-grain. When the buffer can hold every training cell, :class:`DiskCells` reads them once and
-samples exactly as :class:`MemoryCells` does, so both give the same map for the same seed.
+grain. When the buffer can hold every training cell, :class:`StreamedCells` reads them once
+and samples exactly as :class:`MemoryCells` does, so both give the same map for the same seed.
 
 The held-out validation cells of a group are a seeded uniform sample of its rows (at most
 5,000 cells), read once and kept in memory.
@@ -40,14 +42,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._data import split_validation
+from .._data import as_points, split_validation
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)
 
 #: cells of one group held in memory at once when streaming from disk
 BUFFER_CELLS = 32_768
-#: consecutive rows read at once when streaming from disk
+#: consecutive rows read at once when streaming
 BLOCK_CELLS = 1_024
 
 
@@ -81,6 +83,15 @@ class Cells(ABC):
         """The buffer holds every training cell and never changes."""
 
     @abstractmethod
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        """The cells at ``positions`` (indices among the ``n_cells``), in that order, ``(k, dim)``."""
+
+    def blocks(self, size: int = 8_192) -> Iterator[torch.Tensor]:
+        """Every cell, in order, ``size`` at a time (so a statistic over all cells needs one block in memory)."""
+        for start in range(0, self.n_cells, size):
+            yield self.read(np.arange(start, min(start + size, self.n_cells)))
+
+    @abstractmethod
     def split(self, fraction: float, generator: torch.Generator) -> tuple[Cells, torch.Tensor]:
         """``(training cells, validation tensor)``: a seeded share ``fraction`` held out."""
 
@@ -110,6 +121,9 @@ class MemoryCells(Cells):
     def holds_all(self) -> bool:
         return True
 
+    def read(self, positions: np.ndarray) -> torch.Tensor:
+        return self.x[torch.as_tensor(np.asarray(positions, dtype=np.int64), device=self.x.device)]
+
     def split(self, fraction: float, generator: torch.Generator) -> tuple[MemoryCells, torch.Tensor]:
         train, val = split_validation(self.n_cells, fraction, generator)
         return MemoryCells(self.x[train.to(self.x.device)]), self.x[val.to(self.x.device)]
@@ -121,15 +135,16 @@ class MemoryCells(Cells):
         return self.x
 
 
-class DiskCells(Cells):
-    """Cells of one group read from a matrix on disk, one buffer at a time.
+class StreamedCells(Cells):
+    """Cells of one group read by rows from a matrix, one buffer at a time.
 
     Parameters
     ----------
     matrix
-        A :class:`cellw1.io.readers.DiskMatrix` (anything with ``read(sorted_rows)``).
+        Anything with ``read(sorted_rows)``: a :class:`cellw1.io.readers.DiskMatrix` or a
+        :class:`cellw1.io.source.MemoryMatrix` (the :class:`cellw1.io.source.Matrix` contract).
     rows
-        The group's row numbers in the file, increasing.
+        The group's row numbers in the matrix, increasing.
     transform
         Raw rows (dense array or CSR matrix) in, ``(k, dim)`` float32 cells out
         (normalisation and embedding).
@@ -158,7 +173,7 @@ class DiskCells(Cells):
     ) -> None:
         rows = np.asarray(rows, dtype=np.int64)
         if rows.ndim != 1 or (len(rows) > 1 and not (np.diff(rows) > 0).all()):
-            raise InputError("rows must be increasing row numbers of the file.")
+            raise InputError("rows must be increasing row numbers of the matrix.")
         if int(buffer_cells) < 1 or int(block_cells) < 1:
             raise InputError(f"buffer_cells={buffer_cells} and block_cells={block_cells} must be >= 1.")
         self.matrix, self.rows, self.transform = matrix, rows, transform
@@ -184,7 +199,7 @@ class DiskCells(Cells):
         if not np.isfinite(values).all():
             bad = self.rows[positions[order]][~np.isfinite(values).all(axis=1)]
             raise InputError(
-                f"{len(bad)} cells have NaN or inf values (first rows of the file: {bad[:5].tolist()}); "
+                f"{len(bad)} cells have NaN or inf values (first rows: {bad[:5].tolist()}); "
                 "remove or impute those cells first."
             )
         restored = np.empty_like(values)
@@ -199,9 +214,9 @@ class DiskCells(Cells):
     def _positions(self) -> np.ndarray:
         return np.arange(self.n_cells) if self._order is None else self._order
 
-    def split(self, fraction: float, generator: torch.Generator) -> tuple[DiskCells, torch.Tensor]:
+    def split(self, fraction: float, generator: torch.Generator) -> tuple[StreamedCells, torch.Tensor]:
         train, val = split_validation(self.n_cells, fraction, generator)
-        training = DiskCells(
+        training = StreamedCells(
             self.matrix, self.rows, self.transform, self.dim, buffer_cells=self.buffer_cells,
             block_cells=self.block_cells, seed=self.seed, device=self.device,
         )
@@ -248,6 +263,13 @@ class DiskCells(Cells):
 def as_cells(x: Cells | torch.Tensor) -> Cells:
     """``x`` itself when it is :class:`Cells`, else the tensor ``x`` as :class:`MemoryCells`."""
     return x if isinstance(x, Cells) else MemoryCells(x)
+
+
+def checked_cells(x: Any, name: str, device: torch.device) -> Cells:
+    """``x`` itself when it is :class:`Cells`, else the array ``x`` checked, copied to ``device``."""
+    if isinstance(x, Cells):
+        return x
+    return MemoryCells(as_points(x, name).to(device))
 
 
 def minibatches(

@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._data import as_points, check_pair, check_seed, resolve_device
+from .._data import check_pair, check_seed, resolve_device
 from ..errors import ConfigError
 from .config import W1Config
 from .potential import fit_potential
-from .sampling import Cells, MemoryCells
+from .sampling import checked_cells
 from .stepsize import fit_step_size
+from .training import combine, fit_threads
 from .transport import TransportMap
 
 logger = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (``None``: unchanged), then restore."""
-    before = torch.get_num_threads()
-    if n is not None and n != before:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
 
 
 def fit_map(
@@ -53,8 +39,8 @@ def fit_map(
     ----------
     source, target
         ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified), or
-        :class:`~cellw1.ot.sampling.Cells` (for example cells streamed from disk,
-        :class:`~cellw1.ot.sampling.DiskCells`).
+        :class:`~cellw1.ot.sampling.Cells` (for example cells streamed by rows,
+        :class:`~cellw1.ot.sampling.StreamedCells`).
     config
         Solver configuration; :class:`~cellw1.ot.config.W1Config` defaults when ``None``.
     seed
@@ -72,7 +58,7 @@ def fit_map(
         raise ConfigError(f"config must be a W1Config, got {type(config).__name__}.")
     seed = check_seed(seed)
     device = resolve_device(config.device)
-    src, tgt = (_cells(x, name, device) for x, name in ((source, "source"), (target, "target")))
+    src, tgt = (checked_cells(x, name, device) for x, name in ((source, "source"), (target, "target")))
     check_pair(src.dim, tgt.dim)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -81,7 +67,7 @@ def fit_map(
     n_source, n_target = src.n_cells, tgt.n_cells
     del src, tgt  # the split holds the cells now; the unsplit copies would only add to peak memory
     data = dict(source=train_src, target=train_tgt, val_source=val_src, val_target=val_tgt)
-    with torch.random.fork_rng(devices=[]), cpu_threads(config.cpu_threads if device.type == "cpu" else None):
+    with torch.random.fork_rng(devices=[]), fit_threads(config.cpu_threads, device):
         torch.manual_seed(seed)
         start = time.perf_counter()
         phase1 = fit_potential(config=config, generator=generator, progress=progress, **data)
@@ -102,11 +88,6 @@ def fit_map(
         "step_size_seconds": end - mid,
     }
     logger.info("fitted W1 map in %.2f s (dual %.4f)", end - start, phase1.best_dual)
-    return TransportMap(phase1.potential, phase2.step_size, config, info)
+    history = combine(potential=phase1.history, step_size=phase2.history)
+    return TransportMap(phase1.potential, phase2.step_size, config, info, history=history)
 
-
-def _cells(x: Any, name: str, device: torch.device) -> Cells:
-    """``x`` as :class:`~cellw1.ot.sampling.Cells` on ``device``: arrays are checked and copied."""
-    if isinstance(x, Cells):
-        return x
-    return MemoryCells(as_points(x, name).to(device))

@@ -32,7 +32,6 @@ Measured comparisons are in ``docs/benchmarks.md``.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ from .lipschitz import LipschitzPotential
 from .mlp import mlp
 from .potential import adam_kernel, direction, dual_value, evaluate
 from .sampling import Cells, as_cells, minibatches
-from .stopping import Plateau
+from .training import History, Training
 
 logger = logging.getLogger(__name__)
 
@@ -163,49 +162,36 @@ def ot_step_targets(
 
 @dataclass
 class StepSizeFit:
-    """Result of :func:`fit_step_size`: the best step-size network and the history."""
+    """Result of :func:`fit_step_size`: the best step-size network and the history.
+
+    ``history`` (see :mod:`cellw1.ot.training`): ``step`` (counted across the learner's stages),
+    ``val_energy`` (energy distance between transported and target validation cells),
+    ``loss`` (the learner's training loss at that step), ``best_step`` and ``stopped_at``.
+    """
 
     step_size: StepSize
     best_step: int
     best_energy: float
-    history: dict[str, list[float]] = field(default_factory=dict)
+    history: History = field(default_factory=dict)
 
 
-class _Selector:
-    """Keeps the state of ``module`` whose transported validation cells match best."""
+class _Selector(Training):
+    """A :class:`~cellw1.ot.training.Training` of the step size scored by how well the
+    transported validation cells match the validation target cells (energy distance)."""
 
     def __init__(self, module: StepSize, source: torch.Tensor, u: torch.Tensor, target: torch.Tensor,
                  config: W1Config, limit: int = 1000):
+        super().__init__(module, score="val_energy", mode="min", patience=config.patience,
+                         min_delta=config.min_delta, name="step size")
         self.module, self.source, self.u, self.target = module, source[:limit], u[:limit], target[:limit]
         self.yy = float(torch.cdist(self.target, self.target).mean())
-        self.best, self.best_step = float("inf"), 0
-        self.state = copy.deepcopy(module.state_dict())
-        self.plateau = Plateau(config.patience, config.min_delta, "min")
-        self.history: dict[str, list[float]] = {"step": [], "val_energy": []}
 
-    def __call__(self, step: int) -> float:
+    def __call__(self, step: int, loss: torch.Tensor) -> float:
+        """Score the current state at ``step`` and record it with the training ``loss``."""
         moved = self.source - evaluate(self.module, self.source)[:, None] * self.u
         energy = energy_distance(moved, self.target, self.yy)
-        self.history["step"].append(step)
-        self.history["val_energy"].append(energy)
-        if self.plateau.update(energy):
-            self.best, self.best_step = energy, step
-            self.state = copy.deepcopy(self.module.state_dict())
+        self.evaluate(step, energy, loss=float(loss))
         return energy
-
-    @property
-    def stop(self) -> bool:
-        """The validation energy distance has stopped improving (early stopping)."""
-        return self.plateau.stop
-
-    def restore(self) -> None:
-        self.module.load_state_dict(self.state)
-
-    def resume(self) -> None:
-        """Restore the best state so far and restart the patience: a refinement starts from it,
-        and that state stays a candidate."""
-        self.restore()
-        self.plateau.waited = 0
 
 
 def regression_step(step_size: StepSize, optimizer: torch.optim.Optimizer, x: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
@@ -297,37 +283,34 @@ def fit_step_size(
     step_size.inputs.fit(first)
     del first  # streamed buffers are replaced as training goes; do not keep the first alive
     selector = _Selector(step_size, val_source, direction(potential, val_source[:1000]), val_target, config)
-    history: dict[str, list[float]] = {"loss": []}
     learner = config.step_size_learner
     steps = 0
     if learner in ("minibatch_ot", "ot_gan", "ot_energy"):
-        steps += _regress(step_size, potential, source, target, config, selector, history, generator, rng, progress)
+        steps += _regress(step_size, potential, source, target, config, selector, generator, rng, progress)
     if learner == "ot_energy":
         selector.resume()
-        steps += _match_energy(step_size, potential, source, target, config, selector, history, generator, progress,
+        steps += _match_energy(step_size, potential, source, target, config, selector, generator, progress,
                                offset=steps)
     if learner == "ot_gan":
         selector.resume()
-        steps += _adversarial(step_size, potential, source, target, config, selector, history, generator, progress,
+        steps += _adversarial(step_size, potential, source, target, config, selector, generator, progress,
                               n_iters=config.refine_iters, lr=config.refine_lr, offset=steps)
     if learner == "gan":
         # at the optimum E eta = W1, which the dual estimates: the natural scale of the steps
         step_size.eta_scale.fill_(max(dual_value(potential, source.buffer(), target.buffer()), 1e-3))
-        steps += _adversarial(step_size, potential, source, target, config, selector, history, generator, progress,
+        steps += _adversarial(step_size, potential, source, target, config, selector, generator, progress,
                               n_iters=config.step_iters, lr=config.step_lr, offset=0)
-    selector.restore()
+    history = selector.finish(steps)
     step_size.requires_grad_(False)
-    history["stopped_at"] = [float(steps)]
-    history.update(selector.history)
     logger.info(
         "step size (%s): best validation energy distance %.5f at step %d",
-        config.step_size_learner, selector.best, selector.best_step,
+        config.step_size_learner, selector.best_score, selector.best_step,
     )
-    return StepSizeFit(step_size, selector.best_step, selector.best, history)
+    return StepSizeFit(step_size, selector.best_step, selector.best_score, history)
 
 
 def _regress(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells, config: W1Config,
-             selector: _Selector, history: dict[str, list[float]], generator: torch.Generator,
+             selector: _Selector, generator: torch.Generator,
              rng: np.random.Generator, progress: bool) -> int:
     """Least squares on minibatch-OT step targets; returns the steps taken."""
 
@@ -344,17 +327,16 @@ def _regress(step_size: StepSize, potential: LipschitzPotential, source: Cells, 
     step_size.eta_max.fill_(float(eta.max()))
     device = eta.device
     optimizer = torch.optim.Adam(step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.step_iters, eta_min=config.step_lr / 100)
-    batches = minibatches(source, config.batch_size, config.step_iters, generator,
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100)
+    batches = minibatches(source, config.batch_size, config.regression_iters, generator,
                           reuse=REGRESSION_REUSE, prepare=step_targets, prepared=first)
     step = 0
-    for step in tqdm(range(1, config.step_iters + 1), desc="step size (regression)", disable=not progress, leave=False):
+    for step in tqdm(range(1, config.regression_iters + 1), desc="step size (regression)", disable=not progress, leave=False):
         x, eta_x = next(batches)
         loss = regression_step(step_size, optimizer, x, eta_x)
         schedule.step()
-        if step % config.eval_every == 0 or step == config.step_iters:
-            history["loss"].append(float(loss))
-            selector(step)
+        if step % config.eval_every == 0 or step == config.regression_iters:
+            selector(step, loss)
             if selector.stop:
                 break
     return step
@@ -368,8 +350,8 @@ def _pool(cells: Cells, size: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def _match_energy(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells,
-                  config: W1Config, selector: _Selector, history: dict[str, list[float]],
-                  generator: torch.Generator, progress: bool, *, offset: int) -> int:
+                  config: W1Config, selector: _Selector, generator: torch.Generator, progress: bool,
+                  *, offset: int) -> int:
     """Descend the minibatch energy distance between ``T(x)`` and target cells; returns the steps taken.
 
     Only ``eta`` moves (the directions are fixed), so the map stays a W1 map; matching the
@@ -392,15 +374,14 @@ def _match_energy(step_size: StepSize, potential: LipschitzPotential, source: Ce
         loss.backward()
         optimizer.step()
         if step % config.eval_every == 0 or step == config.energy_iters:
-            history["loss"].append(float(loss.detach()))
-            selector(offset + step)
+            selector(offset + step, loss.detach())
             if selector.stop:
                 break
     return step
 
 
 def _adversarial(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells, config: W1Config,
-                 selector: _Selector, history: dict[str, list[float]], generator: torch.Generator, progress: bool,
+                 selector: _Selector, generator: torch.Generator, progress: bool,
                  *, n_iters: int, lr: float, offset: int) -> int:
     """Alternating GAN steps (paper eqs. 15-16) from the current step size; returns the steps taken."""
     device = source.buffer().device
@@ -415,8 +396,7 @@ def _adversarial(step_size: StepSize, potential: LipschitzPotential, source: Cel
         (x, u), (y,) = next(batches), next(target_batches)
         _, gen_loss = gan_step(step_size, discriminator, opt_step, opt_disc, x, u, y)
         if step % config.eval_every == 0 or step == n_iters:
-            history["loss"].append(float(gen_loss))
-            selector(offset + step)
+            selector(offset + step, gen_loss)
             if selector.stop:
                 break
     return step

@@ -14,6 +14,7 @@ from .fitted import FittedMap
 from .lipschitz import LipschitzPotential
 from .potential import CHUNK, build_potential, direction, evaluate
 from .stepsize import StepSize
+from .training import History, read_history
 
 FORMAT = "cellw1.TransportMap"
 FORMAT_VERSION = 1
@@ -32,6 +33,12 @@ class TransportMap(FittedMap):
         The configuration it was fitted with.
     info
         Fit diagnostics (best steps, validation dual and energy distance, seconds).
+    history
+        Training history (:mod:`cellw1.ot.training`), one entry per validation evaluation:
+        ``potential_step``, ``potential_train_dual``, ``potential_val_dual`` and
+        ``potential_best_step``, ``potential_stopped_at`` for phase 1; ``step_size_step``,
+        ``step_size_loss``, ``step_size_val_energy`` and ``step_size_best_step``,
+        ``step_size_stopped_at`` for phase 2.
 
     Notes
     -----
@@ -49,11 +56,14 @@ class TransportMap(FittedMap):
         step_size: StepSize,
         config: W1Config,
         info: dict[str, Any] | None = None,
+        *,
+        history: History | None = None,
     ) -> None:
         self.potential_net = potential.requires_grad_(False).eval()
         self.step_size_net = step_size.requires_grad_(False).eval()
         self.config = config
         self.info: dict[str, Any] = dict(info or {})
+        self.history: History = dict(history or {})
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -123,6 +133,7 @@ class TransportMap(FittedMap):
             weights.setdefault("input_mask", torch.ones(int(header["dim"])))  # files from before the mask
             potential.load_state_dict(weights)
             step_size.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("step_size.")})
+            info, history = read_history(header)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
-        return cls(potential, step_size, config, header.get("info"))
+        return cls(potential, step_size, config, info, history=history)

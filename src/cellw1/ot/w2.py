@@ -4,7 +4,6 @@ and returns a :class:`W2Map`, the Brenier map ``T(x) = m + s * grad g((x - m) / 
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .._data import as_points, check_pair, check_seed, like_input, resolve_device, split_validation
+from .._data import check_pair, check_seed, like_input, resolve_device
 from .._io import check_format
 from ..errors import ConfigError, InputError, ModelFileError
 from .config import W2Config
@@ -21,7 +20,8 @@ from .energy import energy_distance
 from .fitted import FittedMap
 from .icnn import ICNN, build_icnn, f_step, g_step, standardization
 from .potential import CHUNK, evaluate, gradient
-from .sampling import minibatch_indices
+from .sampling import checked_cells, minibatches
+from .training import History, Training, fit_threads, read_history
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,10 @@ class W2Map(FittedMap):
         Fit diagnostics: ``seconds``, ``iterations``, ``ms_per_step``, ``best_step`` (0: the
         initial state), ``val_energy`` (energy distance of the selected state, in the units of
         the data), ``initial_val_energy``, ``g_min_weight``, ``quadratic_weight``...
+    history
+        Training history (:mod:`cellw1.ot.training`), one entry per validation evaluation:
+        ``step``, ``g_loss`` and ``f_loss`` (mean losses since the previous evaluation),
+        ``val_energy`` (in the units of the data), and ``best_step``, ``stopped_at``.
     shift, scale
         The standardisation ``m: (d,)`` (zeros when ``None``) and ``s > 0``.
 
@@ -70,11 +74,13 @@ class W2Map(FittedMap):
         *,
         shift: torch.Tensor | None = None,
         scale: float = 1.0,
+        history: History | None = None,
     ) -> None:
         self.f = f.requires_grad_(False).eval()
         self.g = g.requires_grad_(False).eval()
         self.config = config
         self.info: dict[str, Any] = dict(info or {})
+        self.history: History = dict(history or {})
         device = g.skip.weight.device
         if shift is None:
             shift = torch.zeros(g.dim)
@@ -130,7 +136,8 @@ class W2Map(FittedMap):
         """Rebuild a map from :meth:`state_tensors` and :meth:`header` output.
 
         Version-1 files (before the quadratic term and the standardisation) load as the plain
-        network in raw coordinates, which is what they hold.
+        network in raw coordinates, which is what they hold. Files from before ``history`` was
+        a field of its own kept it in ``info["history"]``.
         """
         version = check_format(header, FORMAT, FORMAT_VERSION, source=source, oldest=1)
         try:
@@ -143,7 +150,8 @@ class W2Map(FittedMap):
             f, g = build_icnn(int(header["dim"]), config), build_icnn(int(header["dim"]), config)
             f.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("f.")})
             g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
-            return cls(f, g, config, header.get("info"), shift=shift, scale=scale)
+            info, history = read_history(header)
+            return cls(f, g, config, info, shift=shift, scale=scale, history=history)
         except (KeyError, RuntimeError, ValueError, TypeError, ConfigError, InputError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
 
@@ -173,14 +181,17 @@ def fit_w2(
     (a fresh source minibatch each) and one :func:`f_step` (fresh source and target
     minibatches). At the start and every ``eval_every`` steps the held-out source cells are
     transported and compared with the held-out target cells by energy distance; the best
-    state (possibly the initial one) is kept in memory and returned.
+    state (possibly the initial one) is kept in memory and returned
+    (:class:`~cellw1.ot.training.Training`), and the training history is ``W2Map.history``.
 
     Parameters
     ----------
     source, target
-        ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified).
+        ``(n, d)`` and ``(m, d)`` numpy arrays or torch tensors (never modified), or
+        :class:`~cellw1.ot.sampling.Cells` (minibatches from streamed buffers; the
+        standardisation is then taken from the first buffer of each side).
     config
-        Solver configuration; :class:`W2Config` (5,000 steps; ``W2Config.paper()``: the paper's 100,000) when ``None``.
+        Solver configuration; :class:`W2Config` (600 outer steps; ``W2Config.paper()``: the paper's 100,000) when ``None``.
     seed
         Seed of initialisation, split and minibatches: the same seed gives identical results
         on the CPU.
@@ -192,86 +203,83 @@ def fit_w2(
     W2Map
     """
     config = config or W2Config()
-    src, tgt = as_points(source, "source"), as_points(target, "target")
-    check_pair(src.shape[1], tgt.shape[1])
+    with fit_threads(config.cpu_threads, resolve_device(config.device)):
+        return _fit_w2(source, target, config, seed, progress)
+
+
+def _fit_w2(source: Any, target: Any, config: W2Config, seed: int, progress: bool) -> W2Map:
+    """:func:`fit_w2` with the thread policy applied."""
     device = resolve_device(config.device)
+    src, tgt = checked_cells(source, "source", device), checked_cells(target, "target", device)
+    check_pair(src.dim, tgt.dim)
     seed = check_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    train_s, val_s = split_validation(len(src), config.val_fraction, generator)
-    train_t, val_t = split_validation(len(tgt), config.val_fraction, generator)
+    train_src, val_s = src.split(config.val_fraction, generator)
+    train_tgt, val_t = tgt.split(config.val_fraction, generator)
     if len(val_s) == 0 or len(val_t) == 0:
-        val_s, val_t = train_s, train_t
+        val_s, val_t = train_src.buffer(), train_tgt.buffer()
     if config.standardize:
-        shift, scale = standardization(src[train_s], tgt[train_t])
+        shift, scale = standardization(train_src.buffer(), train_tgt.buffer())
     else:
-        shift, scale = src.new_zeros(src.shape[1]), 1.0
-    src, tgt = ((src - shift) / scale).to(device), ((tgt - shift) / scale).to(device)
-    x_train, y_train = src[train_s.to(device)], tgt[train_t.to(device)]
-    x_val, y_val = src[val_s[:VAL_LIMIT].to(device)], tgt[val_t[:VAL_LIMIT].to(device)]
+        shift, scale = val_s.new_zeros(src.dim), 1.0
+
+    def standard(x: torch.Tensor) -> torch.Tensor:  # cells are standardised as they are drawn
+        return (x - shift) / scale
+
+    x_val, y_val = standard(val_s[:VAL_LIMIT]), standard(val_t[:VAL_LIMIT])
     yy = float(torch.cdist(y_val, y_val).mean())
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        f, g = build_icnn(src.shape[1], config).to(device), build_icnn(src.shape[1], config).to(device)
+        f, g = build_icnn(src.dim, config).to(device), build_icnn(src.dim, config).to(device)
     f_opt, g_opt = build_optimizer(f, config), build_optimizer(g, config)
 
     n_iters, n_inner = config.n_iters, config.n_inner
-    inner_batches = minibatch_indices(len(x_train), config.batch_size, n_iters * n_inner, generator)
-    source_batches = minibatch_indices(len(x_train), config.batch_size, n_iters, generator)
-    target_batches = minibatch_indices(len(y_train), config.batch_size, n_iters, generator)
-    history: dict[str, list[float]] = {"step": [], "g_loss": [], "f_loss": [], "val_energy": []}
+    inner_batches = minibatches(train_src, config.batch_size, n_iters * n_inner, generator)
+    source_batches = minibatches(train_src, config.batch_size, n_iters, generator)
+    target_batches = minibatches(train_tgt, config.batch_size, n_iters, generator)
+    training = Training((f, g), score="val_energy", mode="min", name="W2 training")
     # energies are measured in standardised units and reported in the units of the data
-    initial = energy_distance(gradient(g, x_val), y_val, yy)
-    best = (initial, 0, copy.deepcopy(f.state_dict()), copy.deepcopy(g.state_dict()))
-    g_sum, f_sum, count = x_train.new_zeros(()), x_train.new_zeros(()), 0
+    initial = energy_distance(gradient(g, x_val), y_val, yy) * scale
+    training.consider(0, initial)
+    g_sum, f_sum, count = x_val.new_zeros(()), x_val.new_zeros(()), 0
     bar = tqdm(range(1, n_iters + 1), desc="W2 (ICNN)", disable=not progress, leave=False)
     step = 0
     start = time.perf_counter()
     for step in bar:
         for _ in range(n_inner):
-            g_sum += g_step(f, g, g_opt, x_train[next(inner_batches).to(device)], config.penalty)
-        i, j = next(source_batches).to(device), next(target_batches).to(device)
-        f_sum += f_step(f, g, f_opt, x_train[i], y_train[j])
+            g_sum += g_step(f, g, g_opt, standard(next(inner_batches)[0]), config.penalty)
+        f_sum += f_step(f, g, f_opt, standard(next(source_batches)[0]), standard(next(target_batches)[0]))
         count += 1
         if step % config.eval_every == 0 or step == n_iters:
-            energy = energy_distance(gradient(g, x_val), y_val, yy)
-            history["step"].append(step)
-            history["g_loss"].append(float(g_sum) / (count * n_inner))
-            history["f_loss"].append(float(f_sum) / count)
-            history["val_energy"].append(energy * scale)
+            energy = energy_distance(gradient(g, x_val), y_val, yy) * scale
+            training.evaluate(step, energy, g_loss=float(g_sum) / (count * n_inner), f_loss=float(f_sum) / count)
             g_sum, f_sum, count = g_sum.zero_(), f_sum.zero_(), 0
-            if energy < best[0]:
-                best = (energy, step, copy.deepcopy(f.state_dict()), copy.deepcopy(g.state_dict()))
-            bar.set_postfix(val_energy=f"{energy * scale:.4f}")
-            if not math.isfinite(energy):
-                logger.warning(
-                    "W2 training diverged at step %d (non-finite validation energy); keeping step %d.", step, best[1]
-                )
+            bar.set_postfix(val_energy=f"{energy:.4f}")
+            if training.stop:
                 break
     seconds = time.perf_counter() - start
-    f.load_state_dict(best[2])
-    g.load_state_dict(best[3])
+    history = training.finish(step)
     info = {
         "seed": seed,
-        "n_source": len(src),
-        "n_target": len(tgt),
+        "n_source": src.n_cells,
+        "n_target": tgt.n_cells,
         "iterations": step,
         "inner_iterations": step * n_inner,
         "seconds": seconds,
         "ms_per_step": 1000.0 * seconds / max(step, 1),
-        "best_step": best[1],
-        "val_energy": best[0] * scale,
-        "initial_val_energy": initial * scale,
+        "best_step": training.best_step,
+        "val_energy": training.best_score,
+        "initial_val_energy": initial,
         "g_min_weight": g.min_weight(),
         "quadratic_weight": None if g.quadratic_weight is None else {
             "f": float(f.quadratic_weight.detach()),  # type: ignore[arg-type]
             "g": float(g.quadratic_weight.detach()),
         },
         "scale": scale,
-        "history": history,
     }
     logger.info(
         "fitted W2 map in %.2f s (best validation energy %.4g at step %d; initial %.4g)",
-        seconds, best[0] * scale, best[1], initial * scale,
+        seconds, training.best_score, training.best_step, initial,
     )
-    return W2Map(f, g, config, info, shift=shift, scale=scale)
+    return W2Map(f, g, config, info, shift=shift, scale=scale, history=history)

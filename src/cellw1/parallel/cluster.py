@@ -22,9 +22,11 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import CellW1Error, ConfigError, InputError
+from ..io.source import MemorySource, feature_matrix
+from ..ot.training import cpu_threads
 from ..pp.labels import label_series
 from ..tl import api
-from ..tl.model import PerturbationModel, feature_matrix
+from ..tl.model import PerturbationModel
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -40,8 +42,8 @@ MAX_RESCATTERS = 3
 LOCAL_CLUSTER_QUIET: dict[str, Any] = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": ":0"}}
 #: Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which also freezes glibc's mmap
 #: threshold at 128 KiB: every torch tensor above that is then an mmap/munmap pair, and fits
-#: ran 1.3-1.6x slower in workers than in-process (d = 300 toy fit 6.8 s vs 5.1 s; Papalexi
-#: potential phase 3.6 s vs 2.2 s). Our local workers start without it (None unsets it).
+#: ran slower in workers than in-process (docs/parallel.md). Our local workers start without
+#: it (None unsets it).
 WORKER_ENVIRON: dict[str, Any] = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 #: address schemes Dask can connect to
 SCHEMES = ("tcp://", "tls://", "ws://", "wss://", "ucx://", "inproc://")
@@ -194,12 +196,12 @@ def shipped_data(
 
     conditions = label_series(adata.obs[condition_key], key=condition_key, warn=False)
     rows = np.flatnonzero(conditions.isin(set(labels)).to_numpy())
-    matrix, _ = feature_matrix(adata, layer=layer, obsm_key=obsm_key)
-    part = matrix[rows]
+    matrix, _ = feature_matrix(MemorySource(adata), layer=layer, obsm_key=obsm_key)
+    part = matrix.read(rows)
     obs = pd.DataFrame({condition_key: conditions.to_numpy()[rows]}, index=np.asarray(adata.obs_names)[rows])
     var = pd.DataFrame(index=adata.var_names.copy())
     if obsm_key is not None:
-        return ad.AnnData(obs=obs, var=var, obsm={obsm_key: np.asarray(part)})
+        return ad.AnnData(obs=obs, var=var, obsm={obsm_key: part})
     if layer is not None:
         return ad.AnnData(obs=obs, var=var, layers={layer: part})
     return ad.AnnData(X=part, obs=obs, var=var)
@@ -209,14 +211,8 @@ def fit_task(
     data: ad.AnnData, condition_key: str, control: str, perturbation: str, fit_kwargs: dict[str, Any], threads: int
 ) -> PerturbationModel:
     """One task: :func:`cellw1.fit` of ``perturbation`` with ``threads`` torch threads."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with cpu_threads(threads):
         return api.fit(data, condition_key, control, perturbation, progress=False, **fit_kwargs)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def fit_on_client(

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from .._data import check_seed
 from .._io import tensor_checksum
 from ..errors import CellW1Error, ConfigError, InputError
-from ..io.readers import check_data_kind, is_on_disk, open_disk_data
+from ..io.source import Source, check_data_kind, open_source
 from ..pp.embedding import EmbeddingConfig
 from ..pp.labels import label_text, present_labels
 from ..pp.spaces import check_space
@@ -128,12 +128,30 @@ def fit_all(
     control = label_text(control)
     settings = fit_settings(condition_key, control, kwargs)
     check_scheduler(scheduler, n_workers, threads_per_worker)
-    if is_on_disk(adata):  # read the labels once; every fit (here or on a worker) streams from the path
-        with open_disk_data(adata) as disk:
-            labels = api.condition_labels(disk, condition_key)
-            adata = disk.path
-    else:
-        labels = api.condition_labels(adata, condition_key)
+    with open_source(adata, "cellw1.fit_all") as source:  # obs read once; the fits in this process read it
+        return _fit_labels(
+            source, condition_key, control, perturbations, settings, on_error=on_error, out=out, scheduler=scheduler,
+            n_workers=n_workers, threads_per_worker=threads_per_worker, progress=progress, kwargs=kwargs,
+        )
+
+
+def _fit_labels(
+    source: Source,
+    condition_key: str,
+    control: str,
+    perturbations: Sequence[str] | None,
+    settings: dict[str, Any],
+    *,
+    on_error: str,
+    out: str | os.PathLike | None,
+    scheduler: str | Client | None,
+    n_workers: int | None,
+    threads_per_worker: int,
+    progress: bool,
+    kwargs: dict[str, Any],
+) -> ModelCollection:
+    """:func:`fit_all` on an open source: here one fit after the other, or on a Dask cluster."""
+    labels = api.condition_labels(source, condition_key)
     api.check_label(labels, control, "control", condition_key)
     if perturbations is None:
         perturbations = [p for p in present_labels(labels) if p != control]
@@ -145,7 +163,7 @@ def fit_all(
             api.check_label(labels, p, "perturbation", condition_key)
     if not perturbations:
         raise InputError(f"obs[{condition_key!r}] has no label besides the control {control!r}.")
-    store = None if out is None else CollectionDirectory(out, settings, inputs=[adata])
+    store = None if out is None else CollectionDirectory(out, settings, inputs=[source.origin])
     quiet = api.MISSING_WARNED.set(True)  # condition_labels warned once above; the fits below do not repeat it
     with store or contextlib.nullcontext(), contextlib.ExitStack() as reset:  # out stays locked while written
         reset.callback(api.MISSING_WARNED.reset, quiet)
@@ -172,8 +190,8 @@ def fit_all(
         if todo and scheduler is None:
             for label in tqdm(todo, desc="perturbations", disable=not progress):
                 try:
-                    outcome: PerturbationModel | CellW1Error = api.fit(
-                        adata, condition_key, control, label, progress=False, **kwargs
+                    outcome: PerturbationModel | CellW1Error = api.fit_source(
+                        source, condition_key, control, label, progress=False, **kwargs
                     )
                 except CellW1Error as exc:
                     outcome = exc
@@ -182,7 +200,7 @@ def fit_all(
             with open_client(
                 scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)
             ) as client, contextlib.closing(
-                fit_on_client(client, adata, condition_key, control, todo, kwargs, threads_per_worker=threads_per_worker)
+                fit_on_client(client, source.origin, condition_key, control, todo, kwargs, threads_per_worker=threads_per_worker)
             ) as results:
                 for label, outcome in tqdm(results, desc="perturbations", total=len(todo), disable=not progress):
                     record(label, outcome)

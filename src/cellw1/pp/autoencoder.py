@@ -7,7 +7,6 @@ features. Training stops early when the validation loss stops improving.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -23,6 +22,7 @@ from .._data import resolve_device
 from ..ot.mlp import mlp
 from ..ot.potential import adam_kernel
 from ..ot.sampling import Cells, MemoryCells, minibatches
+from ..ot.training import History, Training, fit_threads, read_history
 from .embedding import ACTIVATIONS, CHUNK, LOW_DIM, Embedding, EmbeddingConfig
 
 logger = logging.getLogger(__name__)
@@ -82,14 +82,19 @@ class Autoencoder(Embedding):
     info
         Fit diagnostics: ``steps``, ``best_step``, ``val_loss`` (the kept state's validation
         MSE), ``val_variance`` (mean feature variance of the validation cells, the MSE of
-        predicting their mean), ``stopped_early``, ``seconds``, ``history``.
+        predicting their mean), ``stopped_early``, ``seconds``.
+    history
+        Training history (:mod:`cellw1.ot.training`), one entry per validation evaluation:
+        ``step``, ``train_loss`` (mean minibatch MSE since the previous evaluation),
+        ``val_loss``, and ``best_step``, ``stopped_at``. Saved with the model.
     """
 
     kind = "autoencoder"
 
-    def __init__(self, net: AutoencoderNet, info: dict[str, Any] | None = None) -> None:
+    def __init__(self, net: AutoencoderNet, info: dict[str, Any] | None = None, *, history: History | None = None) -> None:
         self.net = net.requires_grad_(False).eval()
         super().__init__(net.n_features, net.latent, info)
+        self.history: History = dict(history or {})
 
     @property
     def device(self) -> torch.device:
@@ -113,7 +118,8 @@ class Autoencoder(Embedding):
         return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
     def header(self) -> dict[str, Any]:
-        return {**super().header(), "hidden": list(self.net.hidden), "activation": self.net.activation}
+        return {**super().header(), "hidden": list(self.net.hidden), "activation": self.net.activation,
+                "history": self.history}
 
     @classmethod
     def _from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Autoencoder:
@@ -121,7 +127,8 @@ class Autoencoder(Embedding):
             raise ValueError(f"unknown activation {header.get('activation')!r}")
         net = AutoencoderNet(int(header["n_features"]), header["hidden"], int(header["dim"]), header["activation"])
         net.load_state_dict(tensors)
-        return cls(net, header.get("info"))
+        info, history = read_history(header)
+        return cls(net, info, history=history)
 
     @classmethod
     def fit(cls, x: np.ndarray | Cells, *, config: EmbeddingConfig, seed: int = 0, progress: bool = False) -> Autoencoder:
@@ -130,13 +137,21 @@ class Autoencoder(Embedding):
         A shuffled ``ae_val_fraction`` of the cells is held out (all cells are used for
         validation too when there are too few to split). Every ``ae_eval_every`` steps the
         validation MSE is computed on all held-out cells; the best state is kept in memory and
-        training stops ``ae_patience`` steps after the last improvement, or at
-        ``ae_max_iters``. Initialisation, split and minibatches derive from ``seed`` only
-        (the global torch RNG is left as it was), so a seed gives the same network on the CPU.
-        ``x`` may also be :class:`~cellw1.ot.sampling.Cells` streamed from disk (normalised
-        genes, on ``config.device``): minibatches then come from its buffers.
+        training stops ``ae_patience`` steps after the last improvement (rounded up to whole
+        evaluations), or at ``ae_max_iters`` (:class:`~cellw1.ot.training.Training`).
+        Initialisation, split and minibatches derive from ``seed`` only (the global torch RNG
+        is left as it was), so a seed gives the same network on the CPU. ``x`` may also be
+        :class:`~cellw1.ot.sampling.Cells` streamed from disk (normalised genes, on
+        ``config.device``): minibatches then come from its buffers.
         """
         device = resolve_device(config.device)
+        with fit_threads(config.cpu_threads, device):
+            return cls._fit(x, config, seed, progress, device)
+
+    @classmethod
+    def _fit(cls, x: np.ndarray | Cells, config: EmbeddingConfig, seed: int, progress: bool,
+             device: torch.device) -> Autoencoder:
+        """:meth:`fit` with the thread policy applied."""
         cells = x if isinstance(x, Cells) else MemoryCells(torch.tensor(x, device=device))
         hidden, latent = autoencoder_shape(cells.dim, config)
         generator = torch.Generator().manual_seed(seed)
@@ -151,9 +166,9 @@ class Autoencoder(Embedding):
             net.parameters(), lr=config.ae_lr, weight_decay=config.ae_weight_decay, **adam_kernel(device)
         )
         batches = minibatches(training, config.ae_batch_size, config.ae_max_iters, generator)
-        history: dict[str, list[float]] = {"step": [], "train_loss": [], "val_loss": []}
-        best_loss, best_step, best_state = math.inf, 0, copy.deepcopy(net.state_dict())
-        running, count, step, stopped_early = torch.zeros((), device=device), 0, 0, False
+        loop = Training(net, score="val_loss", mode="min", patience=math.ceil(config.ae_patience / config.ae_eval_every),
+                        name="autoencoder")
+        running, count, step = torch.zeros((), device=device), 0, 0
         bar = tqdm(range(1, config.ae_max_iters + 1), desc="autoencoder", disable=not progress, leave=False)
         start = time.perf_counter()
         for step in bar:
@@ -161,19 +176,15 @@ class Autoencoder(Embedding):
             count += 1
             if step % config.ae_eval_every == 0 or step == config.ae_max_iters:
                 val_loss = reconstruction_error(net, val)
-                history["step"].append(step)
-                history["train_loss"].append(float(running) / count)
-                history["val_loss"].append(val_loss)
+                loop.evaluate(step, val_loss, train_loss=float(running) / count)
                 running, count = running.zero_(), 0
                 bar.set_postfix(val_mse=f"{val_loss:.4g}")
-                if val_loss < best_loss:
-                    best_loss, best_step, best_state = val_loss, step, copy.deepcopy(net.state_dict())
-                elif step - best_step >= config.ae_patience:
-                    stopped_early = True
+                if loop.stop:
                     break
         bar.close()
         seconds = time.perf_counter() - start
-        net.load_state_dict(best_state)
+        stopped_early = loop.stop
+        history = loop.finish(step)
         val_variance = float(val.var(dim=0).mean()) if len(val) > 1 else 0.0
         info = {
             "seed": seed,
@@ -183,19 +194,16 @@ class Autoencoder(Embedding):
             "steps": step,
             "max_iters": config.ae_max_iters,
             "stopped_early": stopped_early,
-            "best_step": best_step,
-            "val_loss": best_loss,
+            "best_step": loop.best_step,
+            "val_loss": loop.best_score,
             "val_variance": val_variance,
             "seconds": seconds,
             "ms_per_step": 1000.0 * seconds / max(step, 1),
             "config": config.to_dict(),
-            "history": history,
         }
         logger.info(
             "autoencoder %s -> %d: validation MSE %.4g (feature variance %.4g) at step %d of %d%s, %.1f s",
-            (cells.dim, *hidden), latent, best_loss, val_variance, best_step, step,
+            (cells.dim, *hidden), latent, loop.best_score, val_variance, loop.best_step, step,
             " (early stop)" if stopped_early else "", seconds,
         )
-        return cls(net, info)
-
-
+        return cls(net, info, history=history)

@@ -29,9 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._data import as_array
 from .._io import check_format
 from ..errors import ConfigError, InputError, ModelFileError
-from ..ot.config import Config, check_fields
+from ..ot.config import Config, check_fields, check_threads
+from ..ot.training import History
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +76,15 @@ class EmbeddingConfig(Config):
     ae_eval_every
         Steps between two evaluations of the full validation loss.
     ae_patience
-        Training stops after this many steps without a lower validation loss; the state with
-        the lowest validation loss is the one returned.
+        Training stops after this many steps without a lower validation loss (rounded up to
+        whole evaluations); the state with the lowest validation loss is the one returned.
     ae_val_fraction
         Share of the cells (of both groups, shuffled) held out for validation.
     device
         Where the autoencoder trains and runs: ``"cpu"`` (default), ``"cuda"``, ``"auto"``.
+    cpu_threads
+        Torch intra-op threads while the autoencoder trains on the CPU (restored afterwards).
+        ``None`` (default) keeps torch's setting: its layers are wider than the solvers' networks.
     """
 
     n_components: int = 50
@@ -94,6 +99,7 @@ class EmbeddingConfig(Config):
     ae_patience: int = 500
     ae_val_fraction: float = 0.1
     device: str = "cpu"
+    cpu_threads: int | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)  # before the conversion below, which would hide a 512.5 or a bool
@@ -124,6 +130,7 @@ class EmbeddingConfig(Config):
             raise ConfigError(f"ae_val_fraction={self.ae_val_fraction!r} must lie in [0, 0.5).")
         if not isinstance(self.device, (str, torch.device)):
             raise ConfigError(f"device={self.device!r} must be a string such as 'cpu', 'cuda' or 'auto'.")
+        check_threads(self.cpu_threads)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary of every field (the device as text)."""
@@ -132,22 +139,12 @@ class EmbeddingConfig(Config):
 
 # -- input checks ------------------------------------------------------------------------------
 def check_cells(x: Any, name: str, n_columns: int | None = None, mismatch: str = "") -> np.ndarray:
-    """``x`` as a finite C-contiguous 2-D float32 array (``x`` itself when it already is one;
-    never written to). ``mismatch`` is the error when ``x`` has not ``n_columns`` columns; it is
-    formatted with ``got``."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) or np.issubdtype(arr.dtype, np.complexfloating):
-        raise InputError(f"{name} has dtype {arr.dtype}; pass real numbers of shape (n_cells, n_features).")
-    if arr.ndim != 2:
-        raise InputError(f"{name} must be 2-D (n_cells, n_features), got shape {arr.shape}.")
+    """``x`` as a finite C-contiguous 2-D float32 array (:func:`cellw1._data.as_array`; ``x``
+    itself when it already is one, never written to). ``mismatch`` is the error when ``x`` has
+    not ``n_columns`` columns; it is formatted with ``got``."""
+    arr = np.ascontiguousarray(as_array(x, name, dtype=np.float32, min_rows=0))
     if n_columns is not None and arr.shape[1] != n_columns:
         raise InputError(mismatch.format(got=arr.shape[1]))
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        bad = int((~np.isfinite(arr)).any(axis=1).sum())
-        raise InputError(f"{name} contains NaN or inf in {bad} rows; remove or impute those cells.")
     return arr
 
 
@@ -165,6 +162,9 @@ class Embedding(ABC):
         Latent size ``k``.
     info
         Fit diagnostics (seconds, losses...).
+    history
+        Training history of a trained embedding (:mod:`cellw1.ot.training`); empty for the
+        others.
     """
 
     kind: ClassVar[str] = ""
@@ -173,6 +173,7 @@ class Embedding(ABC):
         self.n_features = int(n_features)
         self.dim = int(dim)
         self.info: dict[str, Any] = dict(info or {})
+        self.history: History = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n_features={self.n_features}, dim={self.dim})"

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
+from .._data import as_array
 from ..errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -48,42 +49,9 @@ Matrix = Any  # np.ndarray | scipy.sparse.spmatrix | scipy.sparse.sparray
 
 
 # -- checks ------------------------------------------------------------------------------------
-def _as_matrix(X: Matrix, name: str = "X") -> Matrix:
-    """A 2-D numeric numpy array or a CSR/CSC scipy matrix, without copying when possible."""
-    if sp.issparse(X):
-        if X.format not in ("csr", "csc"):
-            X = X.tocsr()
-        dtype = X.dtype
-    else:
-        try:
-            X = np.asarray(X)
-        except Exception as exc:  # pragma: no cover - exotic inputs
-            raise InputError(
-                f"{name} could not be read as an array ({exc}); pass a numpy array or a scipy sparse matrix."
-            ) from exc
-        dtype = X.dtype
-    if not (np.issubdtype(dtype, np.number) or dtype == bool) or np.issubdtype(dtype, np.complexfloating):
-        raise InputError(f"{name} has dtype {dtype}; pass real numeric values of shape (n_cells, n_genes).")
-    if X.ndim != 2:
-        raise InputError(
-            f"{name} must be 2-D (n_cells, n_genes), got shape {X.shape}; reshape it, e.g. x.reshape(1, -1) for one cell."
-        )
-    if X.shape[0] == 0 or X.shape[1] == 0:
-        raise InputError(f"{name} is empty (shape {X.shape}); pass at least one cell and one gene.")
-    return X
-
-
 def _stored_values(X: Matrix) -> np.ndarray:
     """Every value that is not an implicit zero: ``.data`` of a sparse matrix, else all of X."""
     return X.data if sp.issparse(X) else X.reshape(-1)
-
-
-def _check_finite(X: Matrix, name: str = "X") -> None:
-    values = _stored_values(X)
-    if np.issubdtype(values.dtype, np.floating):
-        for start in range(0, values.size, BLOCK_ENTRIES):
-            if not np.isfinite(values[start : start + BLOCK_ENTRIES]).all():
-                raise InputError(f"{name} contains NaN or inf; remove or impute those cells before fitting.")
 
 
 def _minimum(X: Matrix) -> float:
@@ -125,23 +93,23 @@ def _no_signal(name: str) -> InputError:
 
 def check_signal(X: Matrix, name: str = "X") -> None:
     """Raise an InputError when every column of ``X`` is constant (e.g. all zero): nothing to learn."""
-    low, high = _column_range(_as_matrix(X, name))
+    low, high = _column_range(as_array(X, name, dtype=None, sparse=True, finite=False))
     if not (high > low).any():
         raise _no_signal(name)
 
 
-def _check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matrix) -> None:
+def check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matrix, name: str = "X") -> None:
     """:func:`check_signal` over every block, read only when ``sample`` alone shows no signal."""
-    low, high = _column_range(sample)
+    low, high = _column_range(as_array(sample, name, dtype=None, sparse=True, finite=False))
     if (high > low).any():
         return
     for block in blocks():
-        block_low, block_high = _column_range(_as_matrix(block))
+        block_low, block_high = _column_range(as_array(block, "X", dtype=None, sparse=True, finite=False))
         np.fmin(low, block_low, out=low)
         np.fmax(high, block_high, out=high)
         if (high > low).any():
             return
-    raise _no_signal("X")
+    raise _no_signal(name)
 
 
 def _dense_blocks(X: Matrix) -> Iterator[tuple[slice, np.ndarray]]:
@@ -178,7 +146,7 @@ def detect_input_kind(X: Matrix) -> tuple[InputKind, str]:
     kind, reason
         ``"counts"`` or ``"log"``, and a sentence saying why (callers log it).
     """
-    X = _as_matrix(X)
+    X = as_array(X, "X", dtype=None, sparse=True, finite=False)
     values = _sample(X)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -251,13 +219,12 @@ class Preprocessor:
         (cells with no counts stay 0). Log: ``X`` as float32. ``X`` (dense or sparse) is never
         modified; it is densified a block of rows at a time.
         """
-        X = _as_matrix(X)
+        X = as_array(X, "X", dtype=None, sparse=True)
         if self.n_features is not None and X.shape[1] != self.n_features:
             raise InputError(
                 f"X has {X.shape[1]} genes but the preprocessor was fitted on {self.n_features}; "
                 "pass the same genes in the same order as the training data."
             )
-        _check_finite(X)
         out = np.empty(X.shape, dtype=np.float32)
         if self.input_kind == "log":
             for rows, block in _dense_blocks(X):
@@ -330,8 +297,7 @@ def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log"] = "auto
     ConfigError
         An unknown ``assume``.
     """
-    X = _as_matrix(X)
-    _check_finite(X)
+    X = as_array(X, "X", dtype=None, sparse=True)
     return fit_preprocessor_streaming(lambda: iter([X]), X, assume)
 
 
@@ -358,20 +324,19 @@ def fit_preprocessor_streaming(
     """
     if assume not in ASSUMPTIONS:
         raise ConfigError(f"unknown input kind {assume!r}; use one of {ASSUMPTIONS}.")
-    sample = _as_matrix(sample, "the sample of cells")
+    sample = as_array(sample, "the sample of cells", dtype=None, sparse=True, finite=False)
     if assume == "auto":
         kind, reason = detect_input_kind(sample)
     else:
         kind, reason = assume, f"input_kind={assume!r} was given"
     n_features = sample.shape[1]
     if kind == "log":
-        _check_signal_streaming(blocks, sample)
+        check_signal_streaming(blocks, sample)
         logger.info("expression input: %s", reason)
         return Preprocessor("log", None, reason, n_features)
     parts = []
     for block in blocks():
-        block = _as_matrix(block)
-        _check_finite(block)
+        block = as_array(block, "X", dtype=None, sparse=True)
         low = _minimum(block)
         if low < 0:
             raise InputError(
@@ -384,7 +349,7 @@ def fit_preprocessor_streaming(
     totals = totals[totals > 0]
     if totals.size == 0:
         raise InputError("every cell has zero counts; check that X holds the expression values of the cells.")
-    _check_signal_streaming(blocks, sample)
+    check_signal_streaming(blocks, sample)
     target_sum = float(np.median(totals))
     logger.info("expression input: %s; cells normalised to %.6g counts, then log1p", reason, target_sum)
     return Preprocessor("counts", target_sum, reason, n_features)

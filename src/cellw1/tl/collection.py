@@ -14,9 +14,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .._io import DirectoryLock, atomic_write_bytes, check_output, file_format
 from ..errors import CellW1Error, InputError, ModelFileError
-from ..io.readers import check_data_kind, disk_path
+from ..io.source import disk_path
 from .conditional_model import FORMAT as CONDITIONAL
 from .conditional_model import ConditionalModel
 from .model import (
@@ -28,6 +30,7 @@ from .model import (
     PerturbationModel,
     file_instead_of_directory,
 )
+from .prediction import PREDICT_CHUNK, predict_source
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -79,14 +82,26 @@ class ModelCollection(Mapping[str, PerturbationModel]):
     def __repr__(self) -> str:
         return f"ModelCollection({len(self)} models, {len(self.failures)} failures)"
 
-    def predict(self, adata: ad.AnnData) -> ad.AnnData:
-        """Predict every perturbation for the cells in ``adata``; results stacked in one AnnData."""
-        import anndata as ad
+    def predict(
+        self,
+        adata: ad.AnnData | str | os.PathLike,
+        *,
+        out: str | os.PathLike | None = None,
+        cells: np.ndarray | None = None,
+        chunk_cells: int = PREDICT_CHUNK,
+        progress: bool = False,
+    ) -> ad.AnnData | Path:
+        """Predict every perturbation for the cells in ``adata``; results stacked in one AnnData.
 
-        check_data_kind(adata, "ModelCollection.predict")
-        parts = [model.predict(adata) for model in self._models.values()]
-        out = ad.concat(parts, index_unique="-", keys=list(self._models), label="_prediction", merge="first")
-        return out
+        The models' predictions come one after the other, cells named ``"<cell>-<perturbation>"``
+        and labelled in ``obs["_prediction"]``. ``adata``, ``out``, ``cells`` and
+        ``chunk_cells`` are those of :meth:`PerturbationModel.predict`: from disk, or to an
+        ``.h5ad`` / ``.zarr`` file, the cells are read and written a chunk at a time.
+        """
+        if not self._models:
+            raise InputError("the collection holds no model; nothing to predict.")
+        return predict_source(self._models, adata, stacked=True, out=out, cells=cells, chunk_cells=chunk_cells,
+                              progress=progress, what="ModelCollection.predict")
 
     def save(self, directory: str | os.PathLike) -> Path:
         """One sub-folder per model plus ``collection.json`` (written last, atomically)."""

@@ -6,8 +6,9 @@ preprocessing and one embedding are fitted on the control cells and the cells of
 condition together; one :class:`~cellw1.ot.conditional.ConditionalMap` learns the control ->
 condition maps of all of them (:mod:`cellw1.ot.conditional_solver`); the output of each
 training condition is calibrated with its own cells (:mod:`cellw1.pp.calibration`).
-From disk (a path, or a backed AnnData) the cells of every group are streamed in buffers
-(:class:`~cellw1.ot.sampling.DiskCells`), as :mod:`cellw1.tl.streaming` does for one pair.
+Like :func:`cellw1.fit` it reads a :class:`~cellw1.io.source.Source` by rows only: in memory
+every group is one buffer, from disk (a path, or a backed AnnData) each group is streamed in
+buffers (:class:`~cellw1.ot.sampling.StreamedCells`).
 """
 
 from __future__ import annotations
@@ -23,21 +24,21 @@ import pandas as pd
 
 from .._data import check_seed, resolve_device
 from ..errors import ConfigError, InputError
-from ..io.readers import DiskData, check_data_kind, is_on_disk, open_disk_data
+from ..io.source import MemorySource, Source, feature_matrix, open_source
 from ..ot.condition import Condition
 from ..ot.conditional import ConditionalConfig
 from ..ot.conditional_solver import fit_conditional_map
 from ..ot.config import W1Config
-from ..ot.sampling import BUFFER_CELLS, DiskCells
+from ..ot.sampling import BUFFER_CELLS, StreamedCells
 from ..pp.calibration import SAMPLE_CELLS, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_text, present_labels
-from ..pp.preprocessing import Preprocessor, fit_preprocessor, fit_preprocessor_streaming
+from ..pp.preprocessing import Preprocessor, fit_preprocessor_streaming
 from ..pp.spaces import check_space, fit_embedding
 from .api import MIN_CELLS, check_label, condition_labels
 from .conditional_model import ConditionalModel, member_labels
-from .model import check_unique_genes, feature_matrix
-from .streaming import DETECTION_ROWS, EMBEDDING_CELLS, row_blocks, spread_sample
+from .model import check_unique_genes
+from .pipeline import DETECTION_ROWS, EMBEDDING_CELLS, row_blocks, spread_sample
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -70,7 +71,7 @@ def fit_conditional(
         Cells x genes (never modified): an AnnData in memory, or data on disk (a path to an
         ``.h5ad`` / ``.zarr``, or an AnnData opened with ``backed="r"``), whose cells are then
         streamed in buffers of ``buffer_cells`` per group (``X`` is never loaded; spaces
-        ``"pca"`` and ``"genes"``; no ``embedding_key``).
+        ``"pca"`` and ``"genes"``; no ``embedding_key``, which reads ``adata.uns``).
     condition_key
         Column of ``adata.obs`` with each cell's condition; ``"A+B"`` is the combination of
         perturbations ``A`` and ``B``.
@@ -94,24 +95,17 @@ def fit_conditional(
     layer, embedding_config, input_kind, progress, buffer_cells
         As for :func:`cellw1.fit`.
     """
-    check_data_kind(adata, "cellw1.fit_conditional")
-    if is_on_disk(adata):
-        with open_disk_data(adata) as disk:
-            return _fit(disk, condition_key, control, perturbations, dose_key, embedding_key, space, config, seed,
-                        layer=layer, embedding_config=embedding_config, input_kind=input_kind, progress=progress,
-                        buffer_cells=buffer_cells)
-    if buffer_cells is not None:
-        raise ConfigError("buffer_cells applies to data on disk (a path or a backed AnnData); drop it for in-memory data.")
-    return _fit(adata, condition_key, control, perturbations, dose_key, embedding_key, space, config, seed,
-                layer=layer, embedding_config=embedding_config, input_kind=input_kind, progress=progress,
-                buffer_cells=None)
+    with open_source(adata, "cellw1.fit_conditional") as source:
+        return _fit(source, condition_key, control, perturbations, dose_key, embedding_key, space, config, seed,
+                    layer=layer, embedding_config=embedding_config, input_kind=input_kind, progress=progress,
+                    buffer_cells=buffer_cells)
 
 
-def _fit(adata: ad.AnnData | DiskData, condition_key: str, control: str, perturbations: Sequence[str] | None,
+def _fit(source: Source, condition_key: str, control: str, perturbations: Sequence[str] | None,
          dose_key: str | None, embedding_key: str | None, space: str, config: Any, seed: int, *, layer: str | None,
          embedding_config: EmbeddingConfig | None, input_kind: Any, progress: bool,
          buffer_cells: int | None) -> ConditionalModel:
-    """:func:`fit_conditional` on an AnnData in memory or on :class:`~cellw1.io.readers.DiskData`."""
+    """:func:`fit_conditional` on an opened :class:`~cellw1.io.source.Source` (memory or disk)."""
     check_space(space)
     seed = check_seed(seed)
     if config is None:
@@ -121,10 +115,10 @@ def _fit(adata: ad.AnnData | DiskData, condition_key: str, control: str, perturb
     elif not isinstance(config, ConditionalConfig):
         raise ConfigError(f"config must be a ConditionalConfig (or W1Config), got {type(config).__name__}.")
     control = label_text(control)
-    labels = condition_labels(adata, condition_key)
+    labels = condition_labels(source, condition_key)
     check_label(labels, control, "control", condition_key)
     chosen = _chosen(labels, control, perturbations, condition_key)
-    doses = _doses(adata, dose_key, labels, chosen)
+    doses = _doses(source.obs, dose_key, labels, chosen)
     groups = _groups(labels, doses, chosen)
     small = {_name(k): len(rows) for k, rows in groups.items() if len(rows) < MIN_CELLS}
     n_control = int((labels == control).sum())
@@ -133,28 +127,22 @@ def _fit(adata: ad.AnnData | DiskData, condition_key: str, control: str, perturb
         raise InputError(
             f"{detail}conditions with fewer than {MIN_CELLS} cells: {small or 'none'}; leave them out with perturbations=[...]."
         )
-    if isinstance(adata, DiskData) and embedding_key is not None:
+    uns = source.adata.uns if isinstance(source, MemorySource) else None
+    if uns is None and embedding_key is not None:
         raise InputError("embedding_key reads adata.uns, which a file on disk is not opened for; load the AnnData "
                          "(anndata.read_h5ad) to fit with label vectors.")
-    table, vectors = _label_table(adata, embedding_key, groups)  # type: ignore[arg-type]
-    check_unique_genes(adata.var_names)
+    table, vectors = _label_table(uns, embedding_key, groups)
+    check_unique_genes(source.var_names)
     start = time.perf_counter()
     control_rows = np.flatnonzero((labels == control).to_numpy())
-    if isinstance(adata, DiskData):
-        features = list(map(str, adata.var_names))
-        preprocessor, embedding, source, targets, samples = _streamed(
-            adata, control_rows, list(groups.values()), layer=layer, space=space, config=config,
-            embedding_config=embedding_config, input_kind=input_kind, seed=seed, progress=progress,
-            buffer_cells=buffer_cells,
-        )
-    else:
-        preprocessor, embedding, source, targets, samples, features = _in_memory(
-            adata, control_rows, list(groups.values()), layer=layer, space=space, embedding_config=embedding_config,
-            input_kind=input_kind, seed=seed, progress=progress,
-        )
+    preprocessor, embedding, cells, samples, features = _pipeline(
+        source, control_rows, list(groups.values()), layer=layer, space=space, config=config,
+        embedding_config=embedding_config, input_kind=input_kind, seed=seed, progress=progress,
+        buffer_cells=buffer_cells,
+    )
     conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose)
                   for label, dose in groups]
-    cmap = fit_conditional_map(source, targets, conditions, config, seed, n_labels=len(table),
+    cmap = fit_conditional_map(cells[0], cells[1:], conditions, config, seed, n_labels=len(table),
                                label_vectors=vectors, progress=progress)
     info: dict[str, Any] = {
         "n_control": len(control_rows), "seed": seed, "input_kind": preprocessor.input_kind,
@@ -171,50 +159,40 @@ def _fit(adata: ad.AnnData | DiskData, condition_key: str, control: str, perturb
     return model
 
 
-def _in_memory(adata: ad.AnnData, control_rows: np.ndarray, groups: list[np.ndarray], *, layer: str | None,
-               space: str, embedding_config: EmbeddingConfig | None, input_kind: Any, seed: int,
-               progress: bool) -> tuple[Preprocessor, Embedding, np.ndarray, list[np.ndarray], list[np.ndarray], list[str]]:
-    """Preprocessing and embedding fitted on the cells in memory; the embedded groups; expression samples."""
-    rows = np.concatenate([control_rows, *groups])
-    matrix, features = feature_matrix(adata, layer=layer, obsm_key=None)
-    preprocessor = fit_preprocessor(matrix[rows], assume=input_kind)
-    values = preprocessor.transform(matrix[rows])
-    if not np.isfinite(values).all():
-        raise InputError("the expression values contain NaN or inf; remove or impute those cells first.")
-    embedding = fit_embedding(space, values, config=embedding_config, seed=seed, progress=progress)
-    latent = embedding.encode(values)
-    bounds = np.cumsum([0, len(control_rows), *map(len, groups)])
-    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
-    return (preprocessor, embedding, latent[parts[0]], [latent[p] for p in parts[1:]],
-            [values[p] for p in parts], features)
-
-
-def _streamed(disk: DiskData, control_rows: np.ndarray, groups: list[np.ndarray], *, layer: str | None, space: str,
+def _pipeline(source: Source, control_rows: np.ndarray, groups: list[np.ndarray], *, layer: str | None, space: str,
               config: ConditionalConfig, embedding_config: EmbeddingConfig | None, input_kind: Any, seed: int,
-              progress: bool, buffer_cells: int | None) -> tuple[Preprocessor, Embedding, DiskCells, list[DiskCells],
-                                                                 list[np.ndarray]]:
-    """As :func:`_in_memory` from disk (``X`` never loaded; :mod:`cellw1.tl.streaming` does the same for
-    one pair): normalisation in one pass, PCA on a sample of rows, groups as
-    :class:`~cellw1.ot.sampling.DiskCells`, expression samples read by row for the calibration."""
-    if space == "autoencoder":
+              progress: bool, buffer_cells: int | None,
+              ) -> tuple[Preprocessor, Embedding, list[StreamedCells], list[np.ndarray], list[str]]:
+    """The steps of :func:`~cellw1.tl.pipeline.fit_pipeline` for many groups, reading rows only:
+    normalisation in one pass, PCA on a sample of rows, every group (control first) as a
+    :class:`~cellw1.ot.sampling.StreamedCells` sampler, expression samples for the calibration."""
+    if space == "autoencoder" and not source.in_memory:
         raise InputError("fit_conditional streams from disk in 'pca' or 'genes' space; load the data for 'autoencoder'.")
-    matrix = disk.matrix(layer)
+    if buffer_cells is None:  # in memory every cell is held already; from disk one buffer per group
+        buffer_cells = max(source.n_obs, 1) if source.in_memory else BUFFER_CELLS
+    elif isinstance(buffer_cells, bool) or not isinstance(buffer_cells, int | np.integer) or buffer_cells < 1:
+        raise ConfigError(f"buffer_cells={buffer_cells!r} must be an integer >= 1 (cells of each group held at once).")
+    matrix, features = feature_matrix(source, layer=layer, obsm_key=None)
     rows = np.sort(np.concatenate([control_rows, *groups]))
     preprocessor = fit_preprocessor_streaming(lambda: row_blocks(matrix, rows),
                                               matrix.read(spread_sample(rows, DETECTION_ROWS, seed)), assume=input_kind)
-    sample = spread_sample(rows, EMBEDDING_CELLS if space == "pca" else 2, seed)
-    embedding = fit_embedding(space, preprocessor.transform(matrix.read(sample)), config=embedding_config, seed=seed,
-                              progress=progress)
+    if space == "autoencoder":
+        embedding = fit_embedding(space, preprocessor.transform(matrix.read(rows)), config=embedding_config,
+                                  seed=seed, progress=progress)
+    else:
+        sample = spread_sample(rows, EMBEDDING_CELLS if space == "pca" else 2, seed)
+        embedding = fit_embedding(space, preprocessor.transform(matrix.read(sample)), config=embedding_config,
+                                  seed=seed, progress=progress)
 
     def transform(raw: Any) -> np.ndarray:
         return embedding.encode(preprocessor.transform(raw))
 
     device = resolve_device(config.device)
-    cells = [DiskCells(matrix, group, transform, embedding.dim, buffer_cells=int(buffer_cells or BUFFER_CELLS),
-                       seed=seed + k, device=device) for k, group in enumerate([control_rows, *groups])]
+    cells = [StreamedCells(matrix, group, transform, embedding.dim, buffer_cells=int(buffer_cells), seed=seed + k,
+                           device=device) for k, group in enumerate([control_rows, *groups])]
     samples = [preprocessor.transform(matrix.read(spread_sample(group, SAMPLE_CELLS, seed + k)))
                for k, group in enumerate([control_rows, *groups])]
-    return preprocessor, embedding, cells[0], cells[1:], samples
+    return preprocessor, embedding, cells, samples, features
 
 
 def _name(key: tuple[str, float | None]) -> str:
@@ -235,13 +213,13 @@ def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None
     return chosen
 
 
-def _doses(adata: ad.AnnData, dose_key: str | None, labels: pd.Series, chosen: list[str]) -> np.ndarray | None:
+def _doses(obs: pd.DataFrame, dose_key: str | None, labels: pd.Series, chosen: list[str]) -> np.ndarray | None:
     """The doses of the cells (``None`` without ``dose_key``); checked on the perturbed cells."""
     if dose_key is None:
         return None
-    if dose_key not in adata.obs:
-        raise InputError(f"dose key {dose_key!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
-    column = adata.obs[dose_key]
+    if dose_key not in obs:
+        raise InputError(f"dose key {dose_key!r} is not a column of adata.obs; available: {list(obs.columns)}.")
+    column = obs[dose_key]
     if not pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
         raise InputError(f"obs[{dose_key!r}] must hold numbers (doses), not {column.dtype}.")
     doses = column.to_numpy(dtype=np.float64)
@@ -269,15 +247,15 @@ def _groups(labels: pd.Series, doses: np.ndarray | None, chosen: list[str]) -> d
     return groups
 
 
-def _label_table(adata: ad.AnnData, key: str | None,
+def _label_table(uns: Mapping[str, Any] | None, key: str | None,
                  groups: Mapping[tuple[str, float | None], np.ndarray]) -> tuple[list[str], np.ndarray | None]:
-    """The label table and, with ``key``, the vector of every label in ``adata.uns[key]``."""
+    """The label table and, with ``key``, the vector of every label in ``uns[key]``."""
     members = list(dict.fromkeys(m for label, _ in groups for m in member_labels(label)))
-    if key is None:
+    if key is None or uns is None:
         return members, None
-    if key not in adata.uns:
-        raise InputError(f"embedding key {key!r} is not in adata.uns; available: {sorted(adata.uns.keys()) or 'none'}.")
-    given = adata.uns[key]
+    if key not in uns:
+        raise InputError(f"embedding key {key!r} is not in adata.uns; available: {sorted(uns.keys()) or 'none'}.")
+    given = uns[key]
     if not isinstance(given, Mapping) or not given:
         raise InputError(f"adata.uns[{key!r}] must be a dict label -> vector, got {type(given).__name__}.")
     missing = [m for m in members if m not in given]

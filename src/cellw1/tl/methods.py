@@ -2,7 +2,10 @@
 
 Every method is fitted by :func:`fit_method` on source (control) and target (perturbed)
 cells in some feature space and returns a :class:`FittedMethod` that predicts perturbed
-cells from control cells in that same space.
+cells from control cells in that same space. Every method fits from the same
+:class:`~cellw1.ot.sampling.Cells` sampler, so every method can stream its cells from disk:
+the mean shift reads a balanced subsample a block at a time, observed reads the target cells,
+W2 and W1 draw minibatches from buffers.
 
 ========== ===================================================================================
 name       what it predicts
@@ -28,7 +31,9 @@ import torch
 from ..errors import ConfigError, ModelFileError
 from ..ot.config import W1Config
 from ..ot.config import W2Config
+from ..ot.sampling import Cells, checked_cells
 from ..ot.solver import fit_map
+from ..ot.training import History
 from ..ot.transport import TransportMap
 from ..ot.w2 import W2Map, fit_w2
 
@@ -50,6 +55,11 @@ class FittedMethod:
     def response(self, x: np.ndarray) -> np.ndarray:
         """How far the method moves each cell, ``|predict(x) - x|``; ``(n,)``."""
         return np.linalg.norm(self.predict(x) - x, axis=1).astype(np.float32)
+
+    @property
+    def history(self) -> History:
+        """Training history of the fit (:mod:`cellw1.ot.training`); empty for untrained methods."""
+        return {}
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """Weights to store (safetensors)."""
@@ -83,6 +93,11 @@ class Observed(FittedMethod):
         self.cells = np.asarray(cells, dtype=np.float32)
         self.seed = int(seed)
 
+    @classmethod
+    def fit(cls, target: Cells, seed: int = 0) -> Observed:
+        """Keep every target cell (read a block at a time)."""
+        return cls(np.concatenate([block.cpu().numpy() for block in target.blocks()]), seed)
+
     def predict(self, x: np.ndarray) -> np.ndarray:
         rng = np.random.default_rng(self.seed)
         idx = rng.choice(len(self.cells), size=len(x), replace=len(x) > len(self.cells))
@@ -113,12 +128,13 @@ class MeanShift(FittedMethod):
         self.shift = np.asarray(shift, dtype=np.float32)
 
     @classmethod
-    def fit(cls, source: np.ndarray, target: np.ndarray, seed: int = 0) -> MeanShift:
+    def fit(cls, source: Cells, target: Cells, seed: int = 0) -> MeanShift:
+        """The shift between the means of a seeded balanced subsample, read a block at a time."""
         rng = np.random.default_rng(seed)
-        n = min(len(source), len(target))
-        src = source[rng.choice(len(source), n, replace=False)]
-        tgt = target[rng.choice(len(target), n, replace=False)]
-        return cls(tgt.mean(0) - src.mean(0), {"n_balanced": n})
+        n = min(source.n_cells, target.n_cells)
+        src = np.sort(rng.choice(source.n_cells, n, replace=False))
+        tgt = np.sort(rng.choice(target.n_cells, n, replace=False))
+        return cls((_mean(target, tgt) - _mean(source, src)).astype(np.float32), {"n_balanced": n})
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return (np.asarray(x, dtype=np.float32) + self.shift).astype(np.float32)
@@ -142,6 +158,11 @@ class _NeuralMap(FittedMethod):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.map.transport(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+
+    @property
+    def history(self) -> History:
+        """The map's training history (saved with the map)."""
+        return self.map.history
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return self.map.state_tensors()
@@ -197,10 +218,18 @@ def check_config(name: str, config: Any) -> type[W1Config] | type[W2Config] | No
     return expected
 
 
+def _mean(cells: Cells, positions: np.ndarray, block: int = 8_192) -> np.ndarray:
+    """Mean of the cells at ``positions`` (increasing) in float64, reading ``block`` cells at a time."""
+    total = np.zeros(cells.dim, dtype=np.float64)
+    for start in range(0, len(positions), block):
+        total += cells.read(positions[start : start + block]).double().sum(0).cpu().numpy()
+    return total / max(len(positions), 1)
+
+
 def fit_method(
     name: str,
-    source: np.ndarray,
-    target: np.ndarray,
+    source: Cells | np.ndarray,
+    target: Cells | np.ndarray,
     *,
     config: W1Config | W2Config | None = None,
     seed: int = 0,
@@ -213,7 +242,8 @@ def fit_method(
     name
         One of :data:`METHODS`.
     source, target
-        Control and perturbed cells in the feature space the method works in.
+        Control and perturbed cells in the feature space the method works in:
+        :class:`~cellw1.ot.sampling.Cells` (streamed or in memory) or ``(n, k)`` arrays.
     config
         :class:`~cellw1.ot.config.W1Config` for ``"w1"``, :class:`~cellw1.ot.config.W2Config` for
         ``"w2"`` (defaults when ``None``); ignored by the other methods.
@@ -229,9 +259,10 @@ def fit_method(
     if name == "identity":
         fitted = Identity()
     elif name == "observed":
-        fitted = Observed(target, seed)
+        fitted = Observed.fit(checked_cells(target, "target", torch.device("cpu")), seed)
     elif name == "scgen":
-        fitted = MeanShift.fit(source, target, seed)
+        cpu = torch.device("cpu")
+        fitted = MeanShift.fit(checked_cells(source, "source", cpu), checked_cells(target, "target", cpu), seed)
     elif name == "w1":
         fitted = W1(fit_map(source, target, config, seed, progress=progress))
     else:

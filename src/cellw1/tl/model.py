@@ -12,7 +12,6 @@ and checksummed; ``model.json`` beside it is a readable copy of that description
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -29,28 +28,25 @@ from .._io import (
     FORMATS,
     atomic_write_bytes,
     check_format,
-    check_output,
     file_format,
     load_tensors,
     save_tensors,
 )
 from ..errors import InputError, ModelFileError
-from ..io.readers import check_data_kind, disk_path, is_on_disk, open_disk_data
-from ..io.writer import PredictionWriter
+from ..io.source import feature_matrix, open_source
+from ..ot.training import History, combine
 from ..pp.calibration import calibrate
 from ..pp.embedding import Embedding
 from ..pp.labels import label_series
 from ..pp.preprocessing import Preprocessor
 from ..pp.spaces import load_embedding
 from .methods import FittedMethod, load_method
+from .prediction import PREDICT_CHUNK, predict_source
 
 if TYPE_CHECKING:
     import anndata as ad
 
 logger = logging.getLogger(__name__)
-
-#: cells predicted at once when streaming from disk or to a file
-PREDICT_CHUNK = 16_384
 
 MODEL_FILE = "model.safetensors"
 COLLECTION_FILE = "collection.json"
@@ -63,26 +59,6 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {"cellw1": __version__, "torch": torch.__version__, "numpy": np.__version__, "anndata": version("anndata")}
-
-
-def feature_matrix(adata: ad.AnnData, *, layer: str | None, obsm_key: str | None) -> tuple[Any, list[str]]:
-    """The matrix a model reads (``X``, a layer or an obsm embedding) and its feature names."""
-    if layer is not None and obsm_key is not None:
-        raise InputError("give either layer= or obsm_key=, not both.")
-    if obsm_key is not None:
-        if obsm_key not in adata.obsm:
-            raise InputError(f"obsm key {obsm_key!r} not found; available: {sorted(adata.obsm.keys()) or 'none'}.")
-        values = np.asarray(adata.obsm[obsm_key])
-        if values.ndim != 2:
-            raise InputError(f"obsm[{obsm_key!r}] must be 2-D (cells x features), got shape {values.shape}.")
-        return values, [f"{obsm_key}_{i}" for i in range(values.shape[1])]
-    if layer is not None:
-        if layer not in adata.layers:
-            raise InputError(f"layer {layer!r} not found; available: {sorted(adata.layers.keys()) or 'none (use X)'}.")
-        return adata.layers[layer], list(map(str, adata.var_names))
-    if adata.X is None:
-        raise InputError("the AnnData has no X; pass layer= or obsm_key= to choose the expression values.")
-    return adata.X, list(map(str, adata.var_names))
 
 
 def check_unique_genes(names: Sequence[str]) -> None:
@@ -139,6 +115,19 @@ class PerturbationModel:
         self.layer, self.obsm_key = layer, obsm_key
         self.info: dict[str, Any] = dict(info or {})
 
+    @property
+    def history(self) -> History:
+        """Training history of the fit (:mod:`cellw1.ot.training`), saved with the model.
+
+        The method's history as is (``TransportMap.history`` for ``"w1"``: ``potential_*`` and
+        ``step_size_*``; ``W2Map.history`` for ``"w2"``), and a trained embedding's with the
+        prefix ``autoencoder_``; empty for untrained methods and models saved before histories
+        were kept.
+        """
+        history = dict(self.method.history)
+        history.update(combine(**{self.embedding.kind: self.embedding.history}))
+        return history
+
     def __repr__(self) -> str:
         return (
             f"PerturbationModel({self.control!r} -> {self.perturbation!r}, method={self.method.name!r}, "
@@ -164,24 +153,34 @@ class PerturbationModel:
             )
         return position.get_indexer(self.features)
 
-    def _values(self, matrix: Any, columns: np.ndarray | None) -> np.ndarray:
-        """Rows of ``matrix`` in the model's input space (float32); see :meth:`preprocess`."""
+    def _values(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
+        """Rows read from the data, in the model's input space (float32); see :meth:`preprocess`."""
         if columns is None:
-            values = np.asarray(matrix, dtype=np.float32)
+            values = np.asarray(raw.toarray() if hasattr(raw, "toarray") else raw, dtype=np.float32)
         else:
             assert self.preprocessor is not None
-            values = self.preprocessor.transform(matrix[:, columns])
+            values = self.preprocessor.transform(raw[:, columns])
         if not np.isfinite(values).all():
             raise InputError("the data contain NaN or inf; remove or impute those cells first.")
         return values
 
-    def preprocess(self, adata: ad.AnnData) -> np.ndarray:
+    def preprocess(self, adata: ad.AnnData | str | os.PathLike) -> np.ndarray:
         """The model's input space for ``adata``: log-normalised expression of :attr:`features`
         (aligned by gene name), or the obsm embedding; ``(n_cells, n_features)`` float32."""
-        if adata.n_obs == 0:
-            raise InputError("the AnnData has no cells; nothing to predict.")
-        matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
-        return self._values(matrix, self._columns(names))
+        with open_source(adata, "PerturbationModel.preprocess") as source:
+            if source.n_obs == 0:
+                raise InputError("the AnnData has no cells; nothing to predict.")
+            matrix, names = feature_matrix(source, layer=self.layer, obsm_key=self.obsm_key)
+            return self._values(matrix.read(np.arange(source.n_obs)), self._columns(names))
+
+    def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted cells (calibrated expression, or the obsm features) and response of a block of rows."""
+        z = self.embedding.encode(self._values(raw, columns))
+        response = self.method.response(z)
+        predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
+        if self.preprocessor is not None:  # expression: non-negative, calibrated
+            predicted = calibrate(predicted, self.calibration)
+        return predicted, response
 
     def _warn_not_control(self, obs: pd.DataFrame) -> None:
         if self.condition_key in obs:
@@ -221,7 +220,8 @@ class PerturbationModel:
         ----------
         adata
             An AnnData in memory, or data on disk: a path to an ``.h5ad`` / ``.zarr``, or an
-            AnnData opened with ``backed="r"`` (read ``chunk_cells`` cells at a time).
+            AnnData opened with ``backed="r"``; every kind is read ``chunk_cells`` cells at a
+            time (:mod:`cellw1.tl.prediction`).
         out
             ``None``: return the predictions. A path ending in ``.h5ad`` or ``.zarr``: write
             them there ``chunk_cells`` cells at a time, so memory does not grow with the
@@ -231,7 +231,7 @@ class PerturbationModel:
             numbers (for data on disk, e.g. ``np.flatnonzero(obs[key] == control)``).
             ``None``: every cell.
         chunk_cells
-            Cells predicted at once when reading from disk or writing to ``out``.
+            Cells predicted at once.
         progress
             Show a progress bar over the chunks.
 
@@ -244,71 +244,13 @@ class PerturbationModel:
             obs and adds ``source_cell`` (input cell id), ``perturbation`` and ``response``
             (distance the cell moved in the fitted space).
         """
-        check_data_kind(adata, "PerturbationModel.predict")
-        if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, int | np.integer) or chunk_cells < 1:
-            raise InputError(f"chunk_cells={chunk_cells!r} must be an integer >= 1.")
-        if out is not None:
-            suffix = Path(out).suffix.lower()
-            check_output(out, kind="store" if suffix == ".zarr" else "file", inputs=[disk_path(adata)])
-        if is_on_disk(adata):
-            if self.obsm_key is not None:
-                raise InputError(
-                    f"the model reads obsm[{self.obsm_key!r}]; predicting from disk reads expression only: "
-                    "load the AnnData into memory (anndata.read_h5ad) and pass it."
-                )
-            with open_disk_data(adata) as disk:
-                rows = _chosen_rows(cells, disk.n_obs)
-                return self._predict(disk.obs.iloc[rows], disk.var_names, disk.matrix(self.layer).read, rows,
-                                     out, int(chunk_cells), progress)
-        if adata.n_obs == 0:
-            raise InputError("the AnnData has no cells; nothing to predict.")
-        if cells is not None:
-            adata = adata[_chosen_rows(cells, adata.n_obs)]
-        matrix, names = feature_matrix(adata, layer=self.layer, obsm_key=self.obsm_key)
-        return self._predict(adata.obs, names, lambda rows: matrix[rows[0] : rows[-1] + 1], np.arange(adata.n_obs),
-                             out, int(chunk_cells), progress)
+        return predict_source({self.perturbation: self}, adata, stacked=False, out=out, cells=cells,
+                              chunk_cells=chunk_cells, progress=progress, what="PerturbationModel.predict")
 
     def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
         result = obs.copy()
         result["source_cell"] = np.asarray(obs.index, dtype=str)
         result["perturbation"] = self.perturbation
-        return result
-
-    def _predict(self, obs: pd.DataFrame, names: Sequence[str], read: Any, rows: np.ndarray,
-                 out: str | os.PathLike | None, chunk: int, progress: bool) -> ad.AnnData | Path:
-        """Predict the cells ``rows`` (increasing; their ``obs``), ``chunk`` at a time: ``read(rows)`` reads a block."""
-        import anndata as ad
-        from tqdm.auto import tqdm
-
-        if len(obs) == 0:
-            raise InputError("the data have no cells; nothing to predict.")
-        columns = self._columns(names)
-        self._warn_not_control(obs)
-        result_obs = self._output_obs(obs)
-        response = np.empty(len(obs), dtype=np.float32)
-        var = pd.DataFrame(index=self.features)
-        blocks: list[np.ndarray] = []
-        with contextlib.ExitStack() as stack:
-            writer = None
-            if out is not None:
-                writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns={"cellw1": self._uns()}))
-            for start in tqdm(range(0, len(obs), chunk), desc="predict", disable=not progress, leave=False):
-                stop = min(start + chunk, len(obs))
-                z = self.embedding.encode(self._values(read(rows[start:stop]), columns))
-                response[start:stop] = self.method.response(z)
-                predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
-                if self.preprocessor is not None:  # expression: non-negative, calibrated
-                    predicted = calibrate(predicted, self.calibration)
-                if writer is None:
-                    blocks.append(predicted)
-                else:
-                    writer.write(start, predicted)
-            result_obs["response"] = response  # written with obs when the writer commits
-        if out is not None:
-            logger.info("wrote %d predicted cells to %s", len(obs), out)
-            return Path(out)
-        result = ad.AnnData(X=np.concatenate(blocks), obs=result_obs, var=var)
-        result.uns["cellw1"] = self._uns()
         return result
 
     # -- files -------------------------------------------------------------------------------------
@@ -380,24 +322,6 @@ class PerturbationModel:
             raise
         except Exception as exc:  # a well-formed file whose content does not fit together
             raise ModelFileError(f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it.") from exc
-
-
-def _chosen_rows(cells: np.ndarray | None, n_obs: int) -> np.ndarray:
-    """Row numbers of the cells to predict: all, a boolean mask's, or increasing indices."""
-    if cells is None:
-        return np.arange(n_obs)
-    chosen = np.asarray(cells)
-    if chosen.dtype == bool:
-        if chosen.shape != (n_obs,):
-            raise InputError(f"the cells mask has shape {chosen.shape}; it needs one entry per cell ({n_obs}).")
-        chosen = np.flatnonzero(chosen)
-    elif not np.issubdtype(chosen.dtype, np.integer) or chosen.ndim != 1:
-        raise InputError("cells must be a boolean mask or a 1-D array of row numbers.")
-    if len(chosen) == 0:
-        raise InputError("no cells were chosen; nothing to predict.")
-    if (np.diff(chosen) <= 0).any() or chosen[0] < 0 or chosen[-1] >= n_obs:
-        raise InputError(f"cells must be increasing row numbers between 0 and {n_obs - 1}; sort and deduplicate them.")
-    return chosen.astype(np.int64)
 
 
 def file_instead_of_directory(path: Path) -> str:

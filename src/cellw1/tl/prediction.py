@@ -1,0 +1,165 @@
+"""Prediction: fitted models applied to the rows of a source, a chunk at a time, into one writer.
+
+:meth:`PerturbationModel.predict <cellw1.tl.model.PerturbationModel.predict>` and
+:meth:`ModelCollection.predict <cellw1.tl.collection.ModelCollection.predict>` both come here.
+The cells are read from a :class:`~cellw1.io.source.Source` (an AnnData in memory, a backed
+AnnData, an ``.h5ad`` or ``.zarr`` path) ``chunk_cells`` rows at a time, and each predicted
+chunk goes to one writer: an array in memory, or :class:`~cellw1.io.writer.PredictionWriter`,
+which writes a file a block of rows at a time and renames it into place when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from .._io import check_output
+from ..errors import InputError
+from ..io.source import Matrix, check_data_kind, disk_path, feature_matrix, open_source
+from ..io.writer import PredictionWriter
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+logger = logging.getLogger(__name__)
+
+#: cells predicted at once
+PREDICT_CHUNK = 16_384
+
+
+class Predictor(Protocol):
+    """What :func:`predict_source` needs of a model (:class:`~cellw1.tl.model.PerturbationModel`)."""
+
+    features: list[str]
+    layer: str | None
+    obsm_key: str | None
+
+    def _columns(self, names: Sequence[str]) -> np.ndarray | None: ...
+
+    def _warn_not_control(self, obs: pd.DataFrame) -> None: ...
+
+    def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame: ...
+
+    def _uns(self) -> dict[str, Any]: ...
+
+    def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class _ArrayWriter:
+    """The in-memory twin of :class:`~cellw1.io.writer.PredictionWriter`: blocks of rows into one array."""
+
+    def __init__(self, n_cells: int, n_features: int) -> None:
+        self.x = np.empty((n_cells, n_features), dtype=np.float32)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        self.x[start : start + len(block)] = block
+
+
+def chosen_rows(cells: np.ndarray | None, n_obs: int) -> np.ndarray:
+    """Row numbers of the cells to predict: all, a boolean mask's, or increasing indices."""
+    if cells is None:
+        return np.arange(n_obs)
+    chosen = np.asarray(cells)
+    if chosen.dtype == bool:
+        if chosen.shape != (n_obs,):
+            raise InputError(f"the cells mask has shape {chosen.shape}; it needs one entry per cell ({n_obs}).")
+        chosen = np.flatnonzero(chosen)
+    elif not np.issubdtype(chosen.dtype, np.integer) or chosen.ndim != 1:
+        raise InputError("cells must be a boolean mask or a 1-D array of row numbers.")
+    if len(chosen) == 0:
+        raise InputError("no cells were chosen; nothing to predict.")
+    if (np.diff(chosen) <= 0).any() or chosen[0] < 0 or chosen[-1] >= n_obs:
+        raise InputError(f"cells must be increasing row numbers between 0 and {n_obs - 1}; sort and deduplicate them.")
+    return chosen.astype(np.int64)
+
+
+def _shared_features(models: Sequence[Predictor]) -> list[str]:
+    """The features every model writes, in the first model's order (an inner join, as ``anndata.concat``)."""
+    others = [set(model.features) for model in models[1:]]
+    shared = [f for f in models[0].features if all(f in other for other in others)]
+    if not shared:
+        raise InputError("the models share no feature (gene); predict with each model on its own.")
+    return shared
+
+
+def predict_source(
+    models: dict[str, Predictor],
+    data: ad.AnnData | str | os.PathLike,
+    *,
+    stacked: bool,
+    out: str | os.PathLike | None,
+    cells: np.ndarray | None,
+    chunk_cells: int,
+    progress: bool,
+    what: str,
+) -> ad.AnnData | Path:
+    """Predict the chosen cells of ``data`` with every model of ``models`` (label -> model).
+
+    ``stacked=False`` (one model): one predicted cell per input cell, ``uns["cellw1"]`` describes
+    the model. ``stacked=True``: the models' predictions one after the other, cells named
+    ``"<cell>-<label>"`` and labelled in ``obs["_prediction"]``, as ``anndata.concat`` stacks
+    them. Returns the AnnData, or the path of ``out`` once it is written.
+    """
+    import anndata as ad
+    from tqdm.auto import tqdm
+
+    check_data_kind(data, what)
+    if isinstance(chunk_cells, bool) or not isinstance(chunk_cells, int | np.integer) or chunk_cells < 1:
+        raise InputError(f"chunk_cells={chunk_cells!r} must be an integer >= 1.")
+    chunk = int(chunk_cells)
+    if out is not None:
+        suffix = Path(out).suffix.lower()
+        check_output(out, kind="store" if suffix == ".zarr" else "file", inputs=[disk_path(data)])
+    labels, fitted = list(models), list(models.values())
+    with open_source(data, what) as source:
+        rows = chosen_rows(cells, source.n_obs)
+        obs = source.obs.iloc[rows]
+        if len(obs) == 0:
+            raise InputError("the data have no cells; nothing to predict.")
+        reads: list[tuple[Matrix, np.ndarray | None, np.ndarray | None]] = []
+        features = _shared_features(fitted)
+        for model in fitted:
+            matrix, names = feature_matrix(source, layer=model.layer, obsm_key=model.obsm_key)
+            keep = None if features == model.features else pd.Index(model.features).get_indexer(features)
+            reads.append((matrix, model._columns(names), keep))
+        n = len(rows)
+        if stacked:
+            parts = [model._output_obs(obs).set_axis([f"{name}-{label}" for name in obs.index]) for label, model
+                     in models.items()]
+            result_obs = pd.concat([part.assign(response=np.float32(0)) for part in parts])
+            result_obs["_prediction"] = pd.Categorical(np.repeat(labels, n), categories=labels)
+            uns: dict[str, Any] = {}
+        else:
+            result_obs, uns = fitted[0]._output_obs(obs), {"cellw1": fitted[0]._uns()}
+        response = np.empty(len(result_obs), dtype=np.float32)
+        var = pd.DataFrame(index=features)
+        with contextlib.ExitStack() as stack:
+            writer: PredictionWriter | _ArrayWriter
+            if out is None:
+                writer = _ArrayWriter(len(result_obs), len(features))
+            else:
+                writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns=uns))
+            bar = stack.enter_context(tqdm(total=len(result_obs), desc="predict", disable=not progress, leave=False))
+            for k, (model, (matrix, columns, keep)) in enumerate(zip(fitted, reads)):
+                model._warn_not_control(obs)
+                for start in range(0, n, chunk):
+                    stop = min(start + chunk, n)
+                    predicted, response[k * n + start : k * n + stop] = model._predict_block(
+                        matrix.read(rows[start:stop]), columns
+                    )
+                    writer.write(k * n + start, predicted if keep is None else predicted[:, keep])
+                    bar.update(stop - start)
+            result_obs["response"] = response  # written with obs when the writer commits
+    if out is not None:
+        logger.info("wrote %d predicted cells to %s", len(result_obs), out)
+        return Path(out)
+    result = ad.AnnData(X=writer.x, obs=result_obs, var=var)
+    result.uns.update(uns)
+    return result

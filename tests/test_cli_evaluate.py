@@ -1,0 +1,77 @@
+"""The ``cellw1 evaluate`` verb: it benchmarks the methods on held-out cells and writes the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cellw1.cli import evaluate as evaluate_verb
+from cellw1.cli.main import main
+from cellw1.datasets import synthetic_perturbation
+from conftest import count_adata
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SHORT = ["--potential-iters", "20", "--regression-iters", "20", "--de-genes", "8", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Counts of a control, a perturbation tripling 5 genes, and one with no effect."""
+    adata = count_adata(("ctrl", "up", "same"), 75, 20, seed=2, effects={1: 3.0}, gamma=(3.0, 2.0))
+    path = tmp_path_factory.mktemp("evaluate") / "cells.h5ad"
+    adata.write_h5ad(path)
+    return path
+
+
+def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    argv = ["evaluate", str(cells), "--condition-key", "condition", "--control", "ctrl",
+            "--methods", "identity,observed,scgen,w2,w1", "--w2-iters", "4", *SHORT, "--out", str(out)]
+    assert main(argv) == 0
+    stdout = capsys.readouterr().out
+    names = {"results.csv", "summary.csv", "wilcoxon.csv", "settings.json", "metrics.png", "embedding.png",
+             "mean_change.png"}
+    assert {p.name for p in out.iterdir()} == names
+    assert (out / "metrics.png").read_bytes()[:8] == PNG_MAGIC
+    assert f"wrote {len(names)} files to {out}" in stdout and "median over perturbations and repeats:" in stdout
+    table = pd.read_csv(out / "results.csv")
+    assert set(table["method"]) == {"identity", "observed", "scgen", "w2", "w1"}
+    assert set(table["perturbation"]) == {"up", "same"} and set(table["repeat"]) == {0}
+    value = table.set_index(["method", "perturbation", "metric"])["value"]
+    for perturbation in ("up", "same"):  # identity predicts the test controls themselves
+        assert value["identity", perturbation, "control_shift"] == pytest.approx(0.0, abs=1e-6)
+    # on the real effect, real perturbed cells and the mean shift beat predicting no change
+    assert value["observed", "up", "l2"] < 0.5 * value["identity", "up", "l2"]
+    assert value["scgen", "up", "l2"] < 0.5 * value["identity", "up", "l2"]
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["methods"] == ["identity", "observed", "scgen", "w2", "w1"] and settings["n_de_genes"] == 8
+    assert "n_iters=4" in settings["w2_config"] and "potential_iters=20" in settings["config"]
+    wilcoxon = pd.read_csv(out / "wilcoxon.csv")
+    assert set(wilcoxon["reference"]) == {"w1"} and "identity" in set(wilcoxon["method"])
+
+
+def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, monkeypatch) -> None:
+    def small(seed: int):  # type: ignore[no-untyped-def]
+        return synthetic_perturbation(n_control=150, n_perturbed=150, n_genes=30, n_perturbations=1, seed=seed)
+
+    monkeypatch.setattr(evaluate_verb, "synthetic_perturbation", small)
+    assert main(["evaluate", "--methods", "identity,scgen", *SHORT, "--out", str(tmp_path / "r")]) == 0
+    assert "no data given: using cellw1's built-in SYNTHETIC dataset (300 cells x 30 genes)" in capsys.readouterr().out
+    table = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert set(table["method"]) == {"identity", "scgen"} and set(table["perturbation"]) == {"pertA"}
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--control", "ctrl"], "with DATA, give --condition-key and --control"),
+    (["--condition-key", "condition", "--control", "ctrl", "--holdout", "celltype"], "must look like KEY=VALUE"),
+    (["--condition-key", "condition", "--control", "ctrl", "--methods", "identity,cellot"], "cellot"),
+    (["--condition-key", "condition", "--control", "nope"], "control 'nope'"),
+])
+def test_evaluate_usage_errors_exit_two(cells: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
+    assert main(["evaluate", str(cells), *extra, "--quiet", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cellw1: error: ") and message in err[0]
+    assert not (tmp_path / "r").exists()
