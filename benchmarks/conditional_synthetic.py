@@ -45,13 +45,14 @@ def split_controls(adata, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(rows[len(rows) // 3 :]), np.sort(rows[: len(rows) // 3])
 
 
-def run_doses(seed: int) -> dict:
+def run_doses(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict:
     adata = synthetic_doses(n_control=1500, n_per_dose=400, seed=seed)
     labels, doses = adata.obs["condition"].astype(str).to_numpy(), adata.obs["dose"].to_numpy()
     train_ctrl, test_ctrl = split_controls(adata, seed)
     held = (labels != "control") & (doses == 10.0)
     train = adata[np.sort(np.concatenate([train_ctrl, np.flatnonzero((labels != "control") & ~held)]))].copy()
-    model = cellw1.fit_conditional(train, "condition", "control", dose_key="dose", seed=seed, progress=False)
+    model = cellw1.fit_conditional(train, "condition", "control", dose_key="dose", seed=seed, config=config,
+                                   progress=False)
     pre = model.preprocessor.transform
     ctrl_in = adata[test_ctrl].copy()
     ctrl_values = pre(ctrl_in.X)
@@ -76,7 +77,7 @@ def run_doses(seed: int) -> dict:
     return found
 
 
-def run_embedding(seed: int) -> dict:
+def run_embedding(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict:
     adata = synthetic_embedded_perturbations(n_control=1500, n_perturbed=300, seed=seed)
     labels = adata.obs["condition"].astype(str).to_numpy()
     names = sorted(adata.uns["vectors"])
@@ -84,7 +85,8 @@ def run_embedding(seed: int) -> dict:
     trained = [n for n in names if n not in held_out]
     train_ctrl, test_ctrl = split_controls(adata, seed)
     train = adata[np.sort(np.concatenate([train_ctrl, np.flatnonzero(np.isin(labels, trained))]))].copy()
-    model = cellw1.fit_conditional(train, "condition", "control", embedding_key="vectors", seed=seed, progress=False)
+    model = cellw1.fit_conditional(train, "condition", "control", embedding_key="vectors", seed=seed, config=config,
+                                   progress=False)
     pre = model.preprocessor.transform
     ctrl_in = adata[test_ctrl].copy()
     vectors = {n: np.asarray(adata.uns["vectors"][n]) for n in names}
@@ -118,7 +120,9 @@ def main() -> None:
     parser.add_argument("--parts", default="doses,embedding")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--config", default="{}", help='ConditionalConfig fields as JSON, e.g. \'{"regression_iters": 1000}\'')
     args = parser.parse_args()
+    config = cellw1.ConditionalConfig(**json.loads(args.config))
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "synthetic.json"
@@ -126,7 +130,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     for part in args.parts.split(","):
         run = {"doses": run_doses, "embedding": run_embedding}[part]
-        results[part] = {str(seed): run(seed) for seed in seeds}
+        results[part] = {str(seed): run(seed, config) for seed in seeds}
         path.write_text(json.dumps(results, indent=2))
         methods = (["model", "linear_interpolation", "model_at_nearest_dose", "cells_of_nearest_dose", "identity"]
                    if part == "doses" else ["model", "neighbour_map", "neighbour_cells", "identity"])
