@@ -14,7 +14,7 @@ Protocol (seed 0 unless ``--seed``):
   method=..., config=..., seed=seed, progress=False)``. Methods: ``w1`` with
   ``cellw1.W1Config()`` defaults, each ``--variant NAME='{JSON of W1Config kwargs}'``
   (forwarded as given: an unknown key is W1Config's own error, raised before any fit), and
-  ``mean_shift`` (cellw1's method ``"scgen"``).
+  ``mean_shift`` (cellw1's method ``"mean_shift"``).
 - **Predict** the held-out control cells with ``model.predict(test_controls)``; its ``X`` is
   used as it comes out. The benchmark never clips.
 
@@ -104,7 +104,6 @@ import torch  # noqa: E402
 
 import cellw1  # noqa: E402
 from cellw1.eval.degenes import top_de_genes  # noqa: E402
-from cellw1.tl.methods import METHODS  # noqa: E402
 from cellw1.eval.metrics import energy_distance, mmd  # noqa: E402
 from cellw1.pp.preprocessing import Preprocessor  # noqa: E402
 
@@ -125,8 +124,8 @@ CE_METRICS = ("overlap_at_N", "mse", "pearson_delta", "discrimination_score_l1",
               "de_nsig_counts_pred", "de_nsig_counts_real")
 MEAN_SHIFT = "mean_shift"
 CLIP = "+clip0"
-#: cellw1's name of the mean-shift baseline (``"scgen"`` today)
-MEAN_SHIFT_METHOD = "mean_shift" if "mean_shift" in METHODS else "scgen"
+#: cellw1's name of the mean-shift baseline
+MEAN_SHIFT_METHOD = "mean_shift"
 
 
 # -- set-up -----------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ import cellw1
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).parent / "results" / "real"
-ALL_METHODS = ("identity", "observed", "scgen", "w2", "w1")
+ALL_METHODS = ("identity", "observed", "mean_shift", "w2", "w1")
 
 
 def papalexi() -> ad.AnnData:

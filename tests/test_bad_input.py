@@ -491,7 +491,8 @@ def test_cli_nan_labels_and_integer_labels(cli_files, tmp_path, capsys) -> None:
     argv = ["predict", str(tmp_path / "ints"), str(cli_files["ints"]), "--out", str(tmp_path / "p.h5ad"),
             "--controls-only"]
     assert run_cli(argv, capsys)[0] == 0
-    assert ad.read_h5ad(tmp_path / "p.h5ad").n_obs == 40
+    paired = ad.read_h5ad(tmp_path / "p.h5ad")  # 40 predicted controls, then the 40 controls as measured
+    assert paired.n_obs == 80 and list(paired.obs["cond"].astype(str)) == ["1"] * 40 + ["0"] * 40
 
 
 def test_exit_codes_are_documented(capsys) -> None:

@@ -29,7 +29,7 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
     argv = ["evaluate", str(cells), "--condition-key", "condition", "--control", "ctrl",
-            "--methods", "identity,observed,scgen,w2,w1", "--w2-iters", "4", *SHORT, "--out", str(out)]
+            "--methods", "identity,observed,mean_shift,w2,w1", "--w2-iters", "4", *SHORT, "--out", str(out)]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
     names = {"results.csv", "summary.csv", "wilcoxon.csv", "settings.json", "metrics.png", "embedding.png",
@@ -38,16 +38,16 @@ def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path,
     assert (out / "metrics.png").read_bytes()[:8] == PNG_MAGIC
     assert f"wrote {len(names)} files to {out}" in stdout and "median over perturbations and repeats:" in stdout
     table = pd.read_csv(out / "results.csv")
-    assert set(table["method"]) == {"identity", "observed", "scgen", "w2", "w1"}
+    assert set(table["method"]) == {"identity", "observed", "mean_shift", "w2", "w1"}
     assert set(table["perturbation"]) == {"up", "same"} and set(table["repeat"]) == {0}
     value = table.set_index(["method", "perturbation", "metric"])["value"]
     for perturbation in ("up", "same"):  # identity predicts the test controls themselves
         assert value["identity", perturbation, "control_shift"] == pytest.approx(0.0, abs=1e-6)
     # on the real effect, real perturbed cells and the mean shift beat predicting no change
     assert value["observed", "up", "l2"] < 0.5 * value["identity", "up", "l2"]
-    assert value["scgen", "up", "l2"] < 0.5 * value["identity", "up", "l2"]
+    assert value["mean_shift", "up", "l2"] < 0.5 * value["identity", "up", "l2"]
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["methods"] == ["identity", "observed", "scgen", "w2", "w1"] and settings["n_de_genes"] == 8
+    assert settings["methods"] == ["identity", "observed", "mean_shift", "w2", "w1"] and settings["n_de_genes"] == 8
     assert "n_iters=4" in settings["w2_config"] and "potential_iters=20" in settings["config"]
     wilcoxon = pd.read_csv(out / "wilcoxon.csv")
     assert set(wilcoxon["reference"]) == {"w1"} and "identity" in set(wilcoxon["method"])
@@ -58,10 +58,10 @@ def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, mo
         return synthetic_perturbation(n_control=150, n_perturbed=150, n_genes=30, n_perturbations=1, seed=seed)
 
     monkeypatch.setattr(evaluate_verb, "synthetic_perturbation", small)
-    assert main(["evaluate", "--methods", "identity,scgen", *SHORT, "--out", str(tmp_path / "r")]) == 0
+    assert main(["evaluate", "--methods", "identity,mean_shift", *SHORT, "--out", str(tmp_path / "r")]) == 0
     assert "no data given: using cellw1's built-in SYNTHETIC dataset (300 cells x 30 genes)" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "r" / "results.csv")
-    assert set(table["method"]) == {"identity", "scgen"} and set(table["perturbation"]) == {"pertA"}
+    assert set(table["method"]) == {"identity", "mean_shift"} and set(table["perturbation"]) == {"pertA"}
 
 
 @pytest.mark.parametrize("extra, message", [

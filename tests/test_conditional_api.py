@@ -169,7 +169,8 @@ def test_cli_fit_conditional_and_predict_perturbation(data, tmp_path, capsys):
 
     written = ad.read_h5ad(out)
     ctrl = controls(data)
-    np.testing.assert_array_equal(written.X, model.predict(ctrl, perturbation="pertB").X)
+    assert written.n_obs == 2 * ctrl.n_obs  # --controls-only writes the controls after the predicted cells
+    np.testing.assert_array_equal(written.X[: ctrl.n_obs], model.predict(ctrl, perturbation="pertB").X)
     assert written.uns["cellw1"]["method"] == "w1_conditional"
     capsys.readouterr()
     assert main(["predict", str(model_dir), str(path), "--out", str(tmp_path / "p2.h5ad"), "--quiet"]) == 2
@@ -185,7 +186,7 @@ def test_cli_fit_conditional_and_predict_perturbation(data, tmp_path, capsys):
     assert "--conditional" in capsys.readouterr().err
     single = tmp_path / "single"
     assert main(["fit", str(path), "--condition-key", "condition", "--control", "control", "--perturbation", "pertA",
-                 "--method", "scgen", "--out", str(single), "--quiet"]) == 0
+                 "--method", "mean_shift", "--out", str(single), "--quiet"]) == 0
     assert main(["predict", str(single), str(path), "--out", str(tmp_path / "p4.h5ad"), "--perturbation", "pertA",
                  "--quiet"]) == 2
     assert "for conditional models" in capsys.readouterr().err

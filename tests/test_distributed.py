@@ -76,8 +76,8 @@ def predictions(collection: cellw1.ModelCollection, adata: ad.AnnData) -> dict[s
 
 def test_cluster_models_equal_in_process_models(adata: ad.AnnData, address: str) -> None:
     before = adata.copy()
-    here = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", progress=False)
-    there = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", scheduler=address, progress=False)
+    here = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", progress=False)
+    there = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=address, progress=False)
     assert list(there) == list(here) == ["down", "none", "up"] and not there.failures
     for label, expected in predictions(here, adata).items():
         np.testing.assert_array_equal(predictions(there, adata)[label], expected)
@@ -123,8 +123,8 @@ def test_layer_and_obsm_inputs_are_shipped_as_fitted_in_process(adata: ad.AnnDat
     a.obsm["X_emb"] = np.random.default_rng(1).normal(size=(a.n_obs, 3)).astype(np.float32)
     control = a[a.obs["condition"] == "ctrl"]
     for where in ({"layer": "logcounts"}, {"obsm_key": "X_emb"}):
-        here = cellw1.fit_all(a, "condition", "ctrl", ["up", "none"], method="scgen", progress=False, **where)
-        there = cellw1.fit_all(a, "condition", "ctrl", ["up", "none"], method="scgen", scheduler=address,
+        here = cellw1.fit_all(a, "condition", "ctrl", ["up", "none"], method="mean_shift", progress=False, **where)
+        there = cellw1.fit_all(a, "condition", "ctrl", ["up", "none"], method="mean_shift", scheduler=address,
                                progress=False, **where)
         for label in ("up", "none"):
             np.testing.assert_array_equal(there[label].predict(control).X, here[label].predict(control).X)
@@ -134,7 +134,7 @@ def test_layer_and_obsm_inputs_are_shipped_as_fitted_in_process(adata: ad.AnnDat
 def test_resume_fits_only_what_is_missing(adata: ad.AnnData, address: str, tmp_path: Path,
                                          caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "models"
-    first = cellw1.fit_all(adata, "condition", "ctrl", ["up", "down"], method="scgen", scheduler=address,
+    first = cellw1.fit_all(adata, "condition", "ctrl", ["up", "down"], method="mean_shift", scheduler=address,
                            out=out, progress=False)
     assert first.resumed == ()
     assert json.loads((out / COLLECTION_FILE).read_text())["models"] == {"up": "up", "down": "down"}
@@ -142,7 +142,7 @@ def test_resume_fits_only_what_is_missing(adata: ad.AnnData, address: str, tmp_p
     shutil.rmtree(out / "down")  # lost; 'none' was never fitted
     time.sleep(0.01)
     with caplog.at_level(logging.INFO, logger="cellw1"):
-        second = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", scheduler=address, out=out, progress=False)
+        second = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=address, out=out, progress=False)
     assert second.resumed == ("up",) and list(second) == ["down", "none", "up"]
     assert (out / "up" / MODEL_FILE).stat().st_mtime_ns == stamp  # not fitted, not rewritten
     assert (out / "down" / MODEL_FILE).is_file() and (out / "none" / MODEL_FILE).is_file()
@@ -150,14 +150,14 @@ def test_resume_fits_only_what_is_missing(adata: ad.AnnData, address: str, tmp_p
     assert any("down" in r.getMessage() and "fitting it again" in r.getMessage() for r in caplog.records)
     loaded = cellw1.load(out)
     assert isinstance(loaded, cellw1.ModelCollection) and sorted(loaded) == ["down", "none", "up"]
-    reference = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", progress=False)
+    reference = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", progress=False)
     for label, expected in predictions(reference, adata).items():
         np.testing.assert_array_equal(predictions(loaded, adata)[label], expected)
     # a third run has nothing to fit: no cluster is needed at all
-    third = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", scheduler=UNREACHABLE, out=out, progress=False)
+    third = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=UNREACHABLE, out=out, progress=False)
     assert third.resumed == ("down", "none", "up")
     with pytest.raises(InputError, match=r"other settings \(seed: 0 there, 1 now\).*another output directory"):
-        cellw1.fit_all(adata, "condition", "ctrl", method="scgen", seed=1, out=out, progress=False)
+        cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", seed=1, out=out, progress=False)
 
 
 def test_interrupted_run_keeps_a_loadable_directory(adata: ad.AnnData, tmp_path: Path,
@@ -174,11 +174,11 @@ def test_interrupted_run_keeps_a_loadable_directory(adata: ad.AnnData, tmp_path:
 
     monkeypatch.setattr(PerturbationModel, "save", crash_while_saving_none)
     with pytest.raises(KeyboardInterrupt):
-        cellw1.fit_all(adata, "condition", "ctrl", method="scgen", out=out, progress=False)
+        cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", out=out, progress=False)
     monkeypatch.undo()
     partial = cellw1.load(out)  # the index lists only the complete model
     assert list(partial) == ["down"]
-    again = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", out=out, progress=False)
+    again = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", out=out, progress=False)
     assert again.resumed == ("down",) and list(again) == ["down", "none", "up"]
     assert sorted(cellw1.load(out)) == ["down", "none", "up"]
 
@@ -187,15 +187,15 @@ def test_resume_refuses_other_settings(adata: ad.AnnData, tmp_path: Path) -> Non
     out = tmp_path / "models"
     pca = cellw1.fit(adata, "condition", "ctrl", "up", method="identity", space="pca",
                      embedding_config=cellw1.EmbeddingConfig(n_components=4), progress=False).embedding
-    cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="scgen", embedding=pca, out=out, progress=False)
-    again = cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="scgen", embedding=pca, out=out, progress=False)
+    cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=pca, out=out, progress=False)
+    again = cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=pca, out=out, progress=False)
     assert again.resumed == ("up",) and again["up"].embedding.kind == "pca"
     other = cellw1.fit(adata, "condition", "ctrl", "down", method="identity", space="pca",
                        embedding_config=cellw1.EmbeddingConfig(n_components=4), progress=False).embedding
     with pytest.raises(InputError, match=r"other settings \(embedding.sha256: "):
-        cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="scgen", embedding=other, out=out, progress=False)
+        cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=other, out=out, progress=False)
     differences = (r"\(config: None there, \{...\} now; embedding: \{...\} there, None now; "
-                   r"method: 'scgen' there, 'w1' now\)")
+                   r"method: 'mean_shift' there, 'w1' now\)")
     with pytest.raises(InputError, match=differences):
         cellw1.fit_all(adata, "condition", "ctrl", ["up"], out=out, progress=False)
     assert list(cellw1.load(out)) == ["up"]
@@ -203,14 +203,14 @@ def test_resume_refuses_other_settings(adata: ad.AnnData, tmp_path: Path) -> Non
 
 def test_a_failing_perturbation_is_reported_and_the_rest_finish(address: str, tmp_path: Path) -> None:
     small = make_adata(rare=5)
-    collection = cellw1.fit_all(small, "condition", "ctrl", method="scgen", scheduler=address,
+    collection = cellw1.fit_all(small, "condition", "ctrl", method="mean_shift", scheduler=address,
                                 out=tmp_path / "m", progress=False)
     assert list(collection.failures) == ["rare"] and "has 5 cells; at least 20" in collection.failures["rare"]
     assert list(collection) == ["down", "none", "up"]
     index = json.loads((tmp_path / "m" / COLLECTION_FILE).read_text())
     assert "rare" in index["failures"] and "rare" not in index["models"] and not (tmp_path / "m" / "rare").exists()
     with pytest.raises(InputError, match="group 'rare' has 5 cells"):
-        cellw1.fit_all(small, "condition", "ctrl", ["up", "rare"], method="scgen", scheduler=address,
+        cellw1.fit_all(small, "condition", "ctrl", ["up", "rare"], method="mean_shift", scheduler=address,
                        on_error="raise", progress=False)
 
 
@@ -238,7 +238,7 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData) -> None:
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", **LOCAL_CLUSTER_QUIET
     ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
         client.run(exit_when_fitting_none)
-        collection = cellw1.fit_all(adata, "condition", "ctrl", ["down", "up", "none"], method="scgen",
+        collection = cellw1.fit_all(adata, "condition", "ctrl", ["down", "up", "none"], method="mean_shift",
                                     scheduler=client, progress=False)
     assert list(collection.failures) == ["none"] and "the worker fitting 'none' died" in collection.failures["none"]
     assert list(collection) == ["down", "up"]
@@ -263,10 +263,10 @@ def test_data_lost_with_their_worker_are_sent_again(adata: ad.AnnData, caplog: p
 
         client.scatter = scatter_then_kill_the_holder
         with caplog.at_level(logging.WARNING, logger="cellw1"):
-            collection = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", scheduler=client, progress=False)
+            collection = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=client, progress=False)
     assert len(sent) == 2 and any("sending them again" in r.getMessage() for r in caplog.records)
     assert list(collection) == ["down", "none", "up"] and not collection.failures
-    reference = cellw1.fit_all(adata, "condition", "ctrl", method="scgen", progress=False)
+    reference = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", progress=False)
     for label, expected in predictions(reference, adata).items():
         np.testing.assert_array_equal(predictions(collection, adata)[label], expected)
 
@@ -277,7 +277,7 @@ def test_unreachable_scheduler_is_a_clear_error_quickly(adata: ad.AnnData, monke
     start = time.perf_counter()
     message = r"could not reach a Dask scheduler at 'tcp://127.0.0.1:9' within 2 s.*dask scheduler"
     with pytest.raises(InputError, match=message):
-        cellw1.fit_all(adata, "condition", "ctrl", method="scgen", scheduler=UNREACHABLE, progress=False)
+        cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=UNREACHABLE, progress=False)
     assert time.perf_counter() - start < 10
 
 
@@ -295,7 +295,7 @@ def test_bad_scheduler_settings(adata: ad.AnnData) -> None:
     with pytest.raises(ConfigError, match="needs a W1Config"):
         cellw1.fit_all(adata, "condition", "ctrl", config=cellw1.W2Config(), scheduler=UNREACHABLE, progress=False)
     with pytest.raises(TypeError):
-        cellw1.fit_all(adata, "condition", "ctrl", methd="scgen", scheduler=UNREACHABLE, progress=False)
+        cellw1.fit_all(adata, "condition", "ctrl", methd="mean_shift", scheduler=UNREACHABLE, progress=False)
     assert issubclass(InputError, CellW1Error)
 
 
@@ -304,7 +304,7 @@ def test_cli_fits_a_collection_on_the_cluster_and_resumes(adata: ad.AnnData, add
     data = tmp_path / "cells.h5ad"
     adata.write_h5ad(data)
     command = ["fit", str(data), "--condition-key", "condition", "--control", "ctrl", "--perturbation", "all",
-               "--method", "scgen", "--out", str(tmp_path / "models"), "--scheduler", address, "--quiet"]
+               "--method", "mean_shift", "--out", str(tmp_path / "models"), "--scheduler", address, "--quiet"]
     assert main(command) == 0
     assert "saved 3 models" in capsys.readouterr().out
     assert sorted(cellw1.load(tmp_path / "models")) == ["down", "none", "up"]

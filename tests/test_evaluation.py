@@ -17,7 +17,7 @@ from cellw1.eval.evaluation import evaluate, n_test_cells, split_group
 from cellw1.eval.metrics import METRICS
 
 TINY = W1Config(potential_iters=150, regression_iters=100)
-METHODS = ("identity", "observed", "scgen", "w1")
+METHODS = ("identity", "observed", "mean_shift", "w1")
 METRIC_NAMES = [*METRICS, "seconds", "control_shift"]
 
 
@@ -110,8 +110,8 @@ def test_summary_matches_quantiles(result):
     summary = res.summary()
     assert list(summary.columns) == ["method", "metric", "median", "q25", "q75", "n"]
     assert len(summary) == len(METHODS) * len(METRIC_NAMES)
-    row = summary[(summary["method"] == "scgen") & (summary["metric"] == "l2")].iloc[0]
-    values = res.table.query("method == 'scgen' and metric == 'l2'")["value"].to_numpy()
+    row = summary[(summary["method"] == "mean_shift") & (summary["metric"] == "l2")].iloc[0]
+    values = res.table.query("method == 'mean_shift' and metric == 'l2'")["value"].to_numpy()
     assert row["n"] == 4
     assert row["median"] == pytest.approx(np.median(values))
     assert row["q25"] == pytest.approx(np.quantile(values, 0.25))
@@ -129,7 +129,7 @@ def test_save_writes_tables_and_figures(result, tmp_path):
     saved = pd.read_csv(tmp_path / "out" / "results.csv")
     assert len(saved) == len(res.table)
     wil = pd.read_csv(tmp_path / "out" / "wilcoxon.csv")
-    assert set(wil["method"]) == {"identity", "observed", "scgen"}
+    assert set(wil["method"]) == {"identity", "observed", "mean_shift"}
     assert not list((tmp_path / "out").glob(".*.tmp"))  # no temporary files left behind
 
 
@@ -145,8 +145,8 @@ def test_embedding_snapshot_holds_repeat_zero_of_the_first_perturbation(result):
 
 def test_splits_are_disjoint_and_sized_by_the_rule(data, monkeypatch):
     spy = FitSpy(monkeypatch)
-    evaluate(data, "condition", "control", ["pertA"], methods=("identity", "scgen"), metrics=["l2"], progress=False)
-    assert [c["method"] for c in spy.calls] == ["identity", "scgen"]
+    evaluate(data, "condition", "control", ["pertA"], methods=("identity", "mean_shift"), metrics=["l2"], progress=False)
+    assert [c["method"] for c in spy.calls] == ["identity", "mean_shift"]
     for call in spy.calls:
         counts = call["train"]["condition"].astype(str).value_counts()
         assert counts.to_dict() == {"control": 200, "pertA": 200}  # 300 - n_test_cells(300)
@@ -211,10 +211,10 @@ def test_obsm_features_are_all_scored(monkeypatch):
         obs=pd.DataFrame({"cond": ["c"] * n + ["p"] * n}, index=[f"c{i}" for i in range(2 * n)]),
     )
     adata.obsm["X_feat"] = x
-    res = evaluate(adata, "cond", "c", methods=("identity", "scgen"), obsm_key="X_feat", metrics=["l2"], progress=False)
+    res = evaluate(adata, "cond", "c", methods=("identity", "mean_shift"), obsm_key="X_feat", metrics=["l2"], progress=False)
     l2 = res.table[res.table["metric"] == "l2"].set_index("method")["value"]
     assert l2["identity"] == pytest.approx(4.0, abs=0.5)  # |(2, 2, 2, 2)| = 4 on all four features
-    assert l2["scgen"] < 0.8
+    assert l2["mean_shift"] < 0.8
     assert res.embedding is not None and res.embedding.control.shape[1] == 4
 
 
@@ -244,8 +244,8 @@ def test_too_small_groups_are_named():
 # -- rank-sum tests on hand-made tables -------------------------------------------------
 def hand_table() -> pd.DataFrame:
     rows = []
-    values = {"w1": [0.1, 0.2, 0.3, 0.25], "scgen": [0.5, 0.6, 0.4, 0.7], "identity": [0.9, 1.0, 1.1, 1.2]}
-    r2 = {"w1": [0.9, 0.8, 0.85, 0.95], "scgen": [0.99, 0.97, 0.98, 0.96], "identity": [0.5, 0.4, 0.6, 0.3]}
+    values = {"w1": [0.1, 0.2, 0.3, 0.25], "mean_shift": [0.5, 0.6, 0.4, 0.7], "identity": [0.9, 1.0, 1.1, 1.2]}
+    r2 = {"w1": [0.9, 0.8, 0.85, 0.95], "mean_shift": [0.99, 0.97, 0.98, 0.96], "identity": [0.5, 0.4, 0.6, 0.3]}
     for method in values:
         for i in range(4):
             rows.append((method, f"p{i % 2}", i // 2, "mmd", values[method][i]))
@@ -256,12 +256,12 @@ def hand_table() -> pd.DataFrame:
 def test_wilcoxon_uses_ranksums_and_the_metric_direction():
     res = EvaluationResult(hand_table())
     wil = res.wilcoxon().set_index(["metric", "method"])
-    assert set(wil.index) == {("mmd", "scgen"), ("mmd", "identity"), ("r2", "scgen"), ("r2", "identity")}
+    assert set(wil.index) == {("mmd", "mean_shift"), ("mmd", "identity"), ("r2", "mean_shift"), ("r2", "identity")}
     expected = ranksums([0.1, 0.2, 0.3, 0.25], [0.5, 0.6, 0.4, 0.7])
-    assert wil.loc[("mmd", "scgen"), "statistic"] == pytest.approx(expected.statistic)
-    assert wil.loc[("mmd", "scgen"), "pvalue"] == pytest.approx(expected.pvalue)
-    assert wil.loc[("mmd", "scgen"), "better"] == "w1"  # lower mmd is better
-    assert wil.loc[("r2", "scgen"), "better"] == "scgen"  # higher r2 is better
+    assert wil.loc[("mmd", "mean_shift"), "statistic"] == pytest.approx(expected.statistic)
+    assert wil.loc[("mmd", "mean_shift"), "pvalue"] == pytest.approx(expected.pvalue)
+    assert wil.loc[("mmd", "mean_shift"), "better"] == "w1"  # lower mmd is better
+    assert wil.loc[("r2", "mean_shift"), "better"] == "mean_shift"  # higher r2 is better
     assert wil.loc[("r2", "identity"), "better"] == "w1"
     with pytest.raises(ConfigError, match="w2"):
         res.wilcoxon(reference="w2")

@@ -49,7 +49,7 @@ def test_observed_returns_real_target_cells() -> None:
 
 def test_mean_shift_moves_the_mean_by_the_training_mean_difference() -> None:
     source, target = _groups()  # equal groups: the balanced subsample is every cell
-    fitted = fit_method("scgen", source, target, seed=5)
+    fitted = fit_method("mean_shift", source, target, seed=5)
     moved = fitted.predict(source)
     np.testing.assert_allclose(moved.mean(0) - source.mean(0), target.mean(0) - source.mean(0), atol=1e-5)
     np.testing.assert_allclose(moved - source, np.broadcast_to(fitted.shift, source.shape), atol=1e-6)
@@ -61,12 +61,12 @@ def test_mean_shift_moves_the_mean_by_the_training_mean_difference() -> None:
 def test_mean_shift_balances_unequal_groups() -> None:
     """Constant groups of 50 and 20 cells: the shift is exactly b - a whatever the subsample."""
     a, b = np.array([1.0, 2.0], np.float32), np.array([4.0, 0.0], np.float32)
-    fitted = fit_method("scgen", np.tile(a, (50, 1)), np.tile(b, (20, 1)))
+    fitted = fit_method("mean_shift", np.tile(a, (50, 1)), np.tile(b, (20, 1)))
     assert fitted.info["n_balanced"] == 20
     np.testing.assert_array_equal(fitted.shift, b - a)
     rng = np.random.default_rng(0)
     source, target = rng.normal(size=(50, 2)), rng.normal(size=(20, 2)) + 3.0
-    shift = fit_method("scgen", source, target, seed=2).shift  # the means of 20 of the 50 source cells
+    shift = fit_method("mean_shift", source, target, seed=2).shift  # the means of 20 of the 50 source cells
     assert not np.allclose(shift, target.mean(0) - source.mean(0), atol=1e-4)
     assert np.allclose(shift, target.mean(0) - source.mean(0), atol=0.6)
 
@@ -85,7 +85,7 @@ def test_mean_shift_and_observed_read_the_same_cells_from_a_stream() -> None:
     def streamed(x: np.ndarray) -> StreamedCells:
         return StreamedCells(Rows(x), np.arange(len(x)), lambda raw: raw, 3, buffer_cells=8, block_cells=4)
 
-    for name in ("scgen", "observed"):
+    for name in ("mean_shift", "observed"):
         memory = fit_method(name, source, target, seed=1)
         stream = fit_method(name, streamed(source), streamed(target), seed=1)
         np.testing.assert_allclose(stream.predict(source), memory.predict(source), rtol=0, atol=1e-6)
@@ -107,11 +107,11 @@ def test_neural_methods_wrap_their_maps() -> None:
 
 
 def test_method_names_and_configs_are_checked() -> None:
-    assert METHODS == ("identity", "observed", "scgen", "w2", "w1")
+    assert METHODS == ("identity", "observed", "mean_shift", "scgen_vae", "w2", "w1")
     assert all(check_method(name) == name for name in METHODS)
     with pytest.raises(ConfigError, match="unknown method 'cellot'; choose one of identity"):
         check_method("cellot")
-    assert check_config("w1", None) is W1Config and check_config("scgen", W1Config()) is None
+    assert check_config("w1", None) is W1Config and check_config("mean_shift", W1Config()) is None
     with pytest.raises(ConfigError, match="method 'w2' needs a W2Config, got W1Config"):
         fit_method("w2", *_groups(), config=W1Config())
     with pytest.raises(ModelFileError, match="unknown method 'magic'"):

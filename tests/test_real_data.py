@@ -25,7 +25,7 @@ def zhao_result() -> cellw1.EvaluationResult:
 
     adata = ad.read_h5ad(ZHAO)
     return cellw1.evaluate(
-        adata, "condition", "ctrl", ["panobinostat"], methods=["identity", "observed", "scgen", "w1"],
+        adata, "condition", "ctrl", ["panobinostat"], methods=["identity", "observed", "mean_shift", "w1"],
         metrics=["mmd", "r2", "l2"], progress=False,
     )
 
@@ -33,7 +33,7 @@ def zhao_result() -> cellw1.EvaluationResult:
 def test_w1_beats_identity_and_mean_shift_on_held_out_cells(zhao_result: cellw1.EvaluationResult) -> None:
     medians = zhao_result.summary().pivot(index="method", columns="metric", values="median")
     assert medians.loc["w1", "mmd"] < 0.5 * medians.loc["identity", "mmd"]
-    assert medians.loc["w1", "mmd"] < medians.loc["scgen", "mmd"]
+    assert medians.loc["w1", "mmd"] < medians.loc["mean_shift", "mmd"]
     assert medians.loc["w1", "l2"] < 0.5 * medians.loc["identity", "l2"]
     assert medians.loc["w1", "r2"] > medians.loc["identity", "r2"]
     # held-out real perturbed cells are the floor: w1 should come close to it
@@ -44,6 +44,6 @@ def test_counts_detected_on_real_data() -> None:
     import anndata as ad
 
     adata = ad.read_h5ad(ZHAO)
-    model = cellw1.fit(adata, "condition", "ctrl", "panobinostat", method="scgen", progress=False)
+    model = cellw1.fit(adata, "condition", "ctrl", "panobinostat", method="mean_shift", progress=False)
     assert model.info["input_kind"] == "counts"
     assert len(model.features) == adata.n_vars

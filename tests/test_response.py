@@ -91,6 +91,26 @@ def test_calibration_closes_resolved_gaps_in_the_mean() -> None:
     np.testing.assert_allclose(out[:, 1:], predicted[:, 1:], atol=3e-3)  # gaps within noise stay
 
 
+def test_calibration_stays_in_the_data_range_when_predictions_tie() -> None:
+    # a gene with no counts in the controls, "on" in 40% of the perturbed cells: a mean shift moves
+    # every control to one value, the zero threshold takes the whole tie, two cells are left
+    predicted = np.full((600, 1), 0.4, dtype=np.float32)
+    predicted[:2, 0] = [1.0, 1.5]
+    perturbed = np.zeros((600, 1))
+    perturbed[:240, 0] = np.random.default_rng(0).uniform(0.5, 2.0, 240)
+    cal = fit_calibration(predicted, perturbed)
+    out = calibrate(predicted, cal)
+    # zeroing the tie would leave the two to carry the whole mean: 1.25 + 0.5 * 600 / 2 = 151; the tie stays instead
+    assert cal[0, 0] == -np.inf and (out > 0).all() and out.max() <= perturbed.max()
+    assert out.mean() == pytest.approx(perturbed.mean(), abs=0.02)  # and the mean is met
+    # tied predictions below the threshold keep the usual rule: the 360 lowest (60%) become the zeros
+    spread = np.linspace(0.0, 1.0, 600, dtype=np.float32)[:, None]
+    spread[:300] = 0.2
+    out = calibrate(spread, fit_calibration(spread, perturbed))
+    assert (out == 0).sum() == 360 and (out[:300] == 0).all()
+    assert out.mean() == pytest.approx(perturbed.mean(), abs=0.02)
+
+
 def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     counts = rng.poisson(np.tile(rng.gamma(0.6, 1.0, 40), (400, 1))).astype(np.float32)

@@ -76,8 +76,8 @@ def _assert_same_model(model: cellw1.PerturbationModel, reference: cellw1.Pertur
         np.testing.assert_array_equal(model.calibration, reference.calibration)
 
 
-CASES = [(method, "genes") for method in ("identity", "observed", "scgen", "w2", "w1")]
-CASES += [("scgen", "pca"), ("scgen", "autoencoder")]
+CASES = [(method, "genes") for method in ("identity", "observed", "mean_shift", "w2", "w1")]
+CASES += [("mean_shift", "pca"), ("mean_shift", "autoencoder")]
 
 
 @pytest.mark.parametrize("method, space", CASES, ids=[f"{m}-{s}" for m, s in CASES])
@@ -105,11 +105,11 @@ def test_the_four_source_kinds_give_identical_models(
 def test_layers_and_obsm_embeddings_read_the_same_from_every_kind(adata: ad.AnnData, files: dict[str, Path]) -> None:
     controls = np.flatnonzero(adata.obs["condition"] == "ctrl")
     for options in ({"layer": "raw"}, {"obsm_key": "emb"}):
-        reference = _fit(adata, "scgen", **options)
+        reference = _fit(adata, "mean_shift", **options)
         expected = reference.predict(adata[controls]).X
         for kind in KINDS[1:]:
             data = _data(kind, adata, files)
-            model = _fit(data, "scgen", **options)
+            model = _fit(data, "mean_shift", **options)
             _assert_same_model(model, reference)
             np.testing.assert_array_equal(model.predict(data, cells=controls).X, expected)  # predict reads it too
             if kind == "backed":
@@ -119,7 +119,7 @@ def test_layers_and_obsm_embeddings_read_the_same_from_every_kind(adata: ad.AnnD
     assert shift[0] == pytest.approx(1.5, abs=0.4)  # the embedding's shift of the perturbed cells
 
 
-@pytest.mark.parametrize("method", ["observed", "scgen"])
+@pytest.mark.parametrize("method", ["observed", "mean_shift"])
 def test_mean_shift_and_observed_stream_the_cells_they_read_in_memory(
     adata: ad.AnnData, files: dict[str, Path], method: str
 ) -> None:
@@ -165,7 +165,7 @@ def test_w2_draws_minibatches_from_streamed_buffers() -> None:
 
 
 def test_every_method_fits_from_disk_with_small_buffers(files: dict[str, Path]) -> None:
-    for method in ("identity", "observed", "scgen", "w2", "w1"):
+    for method in ("identity", "observed", "mean_shift", "w2", "w1"):
         model = _fit(files["zarr"], method, buffer_cells=32)
         predicted = model.predict(files["zarr"], cells=np.arange(10))
         assert predicted.shape == (10, 16) and np.isfinite(predicted.X).all()

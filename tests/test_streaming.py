@@ -209,7 +209,7 @@ def test_collection_predicts_stacked_models_streaming_to_one_writer(tmp_path: Pa
 
     cells = count_adata(("ctrl", "up", "down"), 40, 12, seed=1, effects={1: 2.0, 2: 0.5})
     cells.write_h5ad(tmp_path / "cells.h5ad")
-    collection = cellw1.fit_all(cells, "condition", "ctrl", method="scgen", out=tmp_path / "models", progress=False)
+    collection = cellw1.fit_all(cells, "condition", "ctrl", method="mean_shift", out=tmp_path / "models", progress=False)
     labels = list(collection)
     expected = ad.concat([collection[p].predict(cells) for p in labels], index_unique="-", keys=labels,
                          label="_prediction", merge="first")
@@ -247,5 +247,8 @@ def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path]
     controls = tmp_path / "controls.h5ad"
     assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--on-disk", "--controls-only",
                  "--out", str(controls), "--quiet"]) == 0
-    assert list(ad.read_h5ad(controls).obs_names) == list(adata.obs_names[adata.obs["condition"] == "control"])
+    paired = ad.read_h5ad(controls)  # the predicted control cells, then the same cells as measured (for cell-eval)
+    names = list(adata.obs_names[adata.obs["condition"] == "control"])
+    assert list(paired.obs_names) == names + [f"{c}-control" for c in names]
+    assert list(paired.obs["condition"]) == ["pertA"] * len(names) + ["control"] * len(names)
     assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--out", str(tmp_path / "p.csv")]) == 2

@@ -22,7 +22,7 @@ from ._version import __version__
 _EXPORTS: dict[str, str] = {
     "W1Config": "ot.config",
     "CellW1Error": "errors", "ConfigError": "errors", "InputError": "errors", "ModelFileError": "errors",
-    "OutputError": "errors",
+    "OutputError": "errors", "MissingDependencyError": "errors",
     "GroupSort": "ot.lipschitz", "LipschitzPotential": "ot.lipschitz", "OrthonormalLinear": "ot.lipschitz",
     "fit_potential": "ot.potential", "potential_step": "ot.potential",
     "fit_map": "ot.solver",
@@ -43,7 +43,7 @@ _SUBMODULES: dict[str, str] = {
 
 if TYPE_CHECKING:
     from . import datasets
-    from .errors import CellW1Error, ConfigError, InputError, ModelFileError, OutputError
+    from .errors import CellW1Error, ConfigError, InputError, MissingDependencyError, ModelFileError, OutputError
     from .eval import metrics, monotonicity
     from .eval.evaluation import evaluate
     from .eval.result import EvaluationResult

@@ -25,3 +25,7 @@ class ModelFileError(CellW1Error, OSError):
 
 class OutputError(CellW1Error, OSError):
     """An output cannot be written (read-only folder, full disk, would overwrite the input...)."""
+
+
+class MissingDependencyError(CellW1Error, ImportError):
+    """An optional package that a chosen feature needs is not installed; the message names the pip extra."""

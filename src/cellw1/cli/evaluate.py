@@ -13,6 +13,7 @@ from ..datasets import synthetic_perturbation
 from ..errors import InputError
 from ..eval.evaluation import DEFAULT_METHODS, evaluate
 from ..ot.config import W2Config
+from ..tl.scgen import ScGenConfig
 from ._common import add_solver_arguments, read_h5ad, solver_config
 
 
@@ -45,6 +46,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--w2-iters", type=int, default=W2Config().n_iters,
         help="W2/ICNN outer iterations (default: %(default)s, W2Config's; the paper uses 100,000)",
     )
+    parser.add_argument(
+        "--suite", choices=("cellw1", "cell-eval"), default="cellw1",
+        help="metrics: cellw1's own, or also cell-eval's full profile per split (needs cellw1[eval]; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scgen-epochs", type=int, default=None,
+        help="training epochs of the real scGen, method scgen_vae (default: the scgen package's 100)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--out", type=Path, default=Path("cellw1-report"), help="report folder (default: %(default)s)")
     add_solver_arguments(parser)
@@ -75,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         methods=args.methods.split(","), space=args.space, layer=args.layer, obsm_key=args.obsm_key,
         n_repeats=args.repeats, n_de_genes=args.de_genes, holdout=holdout, config=config,
         w2_config=W2Config(n_iters=args.w2_iters), input_kind=args.input_kind,
+        scgen_config=None if args.scgen_epochs is None else ScGenConfig(max_epochs=args.scgen_epochs), suite=args.suite,
         seed=args.seed, progress=args.progress,
     )
     written = result.save(args.out)

@@ -11,7 +11,7 @@ from .._io import check_output
 from ..errors import InputError
 from ..parallel.perturbations import fit_all
 from ..tl.api import fit
-from ..tl.methods import METHODS
+from ..tl.methods import ALIASES, METHODS
 from .conditional import add_fit_arguments, run_fit
 from ._common import add_data_arguments, add_disk_argument, add_solver_arguments, read_h5ad, solver_config
 
@@ -33,7 +33,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--perturbation", action="append", default=None,
         help="perturbation label to model (repeatable; 'all' = every non-control label; required without --conditional)",
     )
-    parser.add_argument("--method", choices=METHODS, default="w1", help="prediction method (default: %(default)s)")
+    parser.add_argument(
+        "--method", choices=(*METHODS, *ALIASES), default="w1",
+        help="prediction method (default: %(default)s; 'scgen' is a deprecated alias of 'mean_shift')",
+    )
     parser.add_argument(
         "--out", type=Path, required=True,
         help="output model directory (a collection there is resumed: saved models are not fitted again)",

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from .._io import check_output
+from .._io import atomic_output, check_output
 from ..errors import InputError
 from ..io.source import open_source
 from ..pp.labels import label_series
@@ -38,7 +38,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     add_disk_argument(parser, "predictions are written in chunks")
     parser.add_argument(
         "--controls-only", action="store_true",
-        help="predict only the cells labelled as the model's control (its condition key and control label)",
+        help=(
+            "predict only the cells labelled as the model's control (its condition key and control label), and write "
+            "them too, on the model's scale, after the predicted cells: obs[condition key] labels the predicted cells "
+            "with the perturbation and these with the control, so the file goes to `cell-eval run -ap` as it is"
+        ),
+    )
+    parser.add_argument(
+        "--key-added", default=None, metavar="NAME",
+        help=(
+            "write a copy of the input (every gene; with --controls-only its control cells) with the prediction in "
+            "layers[NAME] instead of a new X: X is the input's, genes the model does not cover are NaN in the layer, "
+            "var[NAME_modelled] marks the modelled ones, obs[NAME_response] and uns[NAME] are added (.h5ad, in memory)"
+        ),
     )
     add_predict_arguments(parser)
     parser.add_argument(
@@ -54,10 +66,24 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, kind=kind, inputs=[args.data], what="--out")
     model = load(args.model)
     condition = predict_options(model, args)
+    if args.key_added is not None and (isinstance(model, ModelCollection) or args.on_disk or kind != "file"):
+        raise InputError(
+            "--key-added writes a copy of the input in memory to an .h5ad with one model's prediction as a layer; "
+            "give one model's directory, drop --on-disk and use --out *.h5ad."
+        )
     data = str(args.data) if args.on_disk else read_h5ad(args.data)
     cells = control_cells(model, data) if args.controls_only else None
-    out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress,
-                        **condition)
+    if args.key_added is not None:
+        result = model.predict(data, cells=cells, key_added=args.key_added, chunk_cells=args.chunk_cells,
+                               progress=args.progress, **condition)
+        with atomic_output(args.out, suffix=".h5ad") as tmp:
+            result.write_h5ad(tmp)
+        out = args.out
+    elif isinstance(model, PerturbationModel | ConditionalModel):
+        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress,
+                            with_controls=args.controls_only, **condition)
+    else:
+        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress)
     print(f"wrote the predicted cells to {out}")
     return 0
 

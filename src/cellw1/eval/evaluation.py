@@ -47,6 +47,7 @@ from ..errors import ConfigError, InputError
 from ..ot.config import W1Config
 from ..pp.labels import label_series, label_text, present_labels
 from .conditional import CONDITIONAL, fit_conditional_model, in_units_of, last, shared_control_rng, with_conditional
+from .celleval import cell_eval_scores, check_suite
 from .degenes import top_de_genes
 from .metrics import METRICS, compute_metrics
 from .result import CONTROL_SHIFT, SECONDS, TABLE_COLUMNS, EmbeddingSnapshot, EvaluationResult
@@ -57,11 +58,12 @@ if TYPE_CHECKING:
     from ..ot.conditional import ConditionalConfig
     from ..ot.config import W2Config
     from ..pp.embedding import EmbeddingConfig
+    from ..tl.scgen import ScGenConfig
 
 logger = logging.getLogger(__name__)
 
 #: Default methods, in the order of the paper's Figure 3.
-DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "scgen", "w2", "w1")
+DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "w2", "w1")
 #: Bounds of the test-set size rule (see :func:`n_test_cells`).
 TEST_FRACTION, MIN_TEST, MAX_TEST = 0.2, 500, 1000
 
@@ -110,12 +112,11 @@ def _check_methods(methods: Sequence[str] | str) -> list[str]:
     chosen = [methods] if isinstance(methods, str) else list(methods)
     if not chosen:
         raise ConfigError("methods is empty; pass at least one, e.g. methods=('identity', 'w1').")
+    # deprecated aliases: their new name; w1_conditional is one model of all perturbations (cellw1.eval.conditional)
+    chosen = [m if m == CONDITIONAL else check_method(m, stacklevel=4) for m in chosen]
     duplicated = sorted({m for m in chosen if chosen.count(m) > 1})
     if duplicated:
         raise ConfigError(f"methods lists {duplicated} more than once; give each method once.")
-    for m in chosen:
-        if m != CONDITIONAL:  # one model of all perturbations (cellw1.eval.conditional)
-            check_method(m)
     return chosen
 
 
@@ -176,10 +177,12 @@ def evaluate(
     config: W1Config | None = None,
     w2_config: W2Config | None = None,
     conditional_config: ConditionalConfig | None = None,
+    scgen_config: ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     input_kind: Literal["auto", "counts", "log"] = "auto",
     metrics: Sequence[str] | None = None,
     plot_perturbation: str | None = None,
+    suite: Literal["cellw1", "cell-eval"] = "cellw1",
     seed: int = 0,
     progress: bool = True,
 ) -> EvaluationResult:
@@ -213,10 +216,16 @@ def evaluate(
     config, w2_config, conditional_config
         :class:`~cellw1.ot.config.W1Config` for ``"w1"``, :class:`~cellw1.ot.config.W2Config` for ``"w2"``
         and :class:`~cellw1.ot.conditional.ConditionalConfig` for ``"w1_conditional"``.
+    scgen_config
+        :class:`~cellw1.tl.scgen.ScGenConfig` for ``"scgen_vae"`` (the real scGen, optional).
     metrics
         Metric names from :data:`cellw1.eval.metrics.METRICS`; ``None`` computes all of them.
     plot_perturbation
         Perturbation whose cells (repeat 0) are kept for the embedding figure; default the first.
+    suite
+        ``"cellw1"``: cellw1's metrics. ``"cell-eval"``: also cell-eval's full profile on each
+        split's held-out cells, merged into the table under cell-eval's metric names
+        (:mod:`cellw1.eval.celleval`; needs ``pip install "cellw1[eval]"``; gene expression only).
     seed
         Seed of the splits (with the repeat and the perturbation's name); each fit uses ``seed + repeat``.
     progress
@@ -241,6 +250,9 @@ def evaluate(
         if unknown:
             raise ConfigError(f"unknown metric(s) {unknown}; available: {', '.join(METRICS)}.")
     seed = check_seed(seed)
+    suite = check_suite(suite)
+    if suite == "cell-eval" and obsm_key is not None:
+        raise ConfigError("suite='cell-eval' scores gene expression; it does not apply with obsm_key, drop one of them.")
     control = label_text(control)
     labels = api.condition_labels(adata, condition_key)
     api.check_label(labels, control, "control", condition_key)
@@ -283,7 +295,8 @@ def evaluate(
         "holdout": None if holdout is None else [str(holdout[0]), str(holdout[1])], "seed": seed,
         "metrics": list(metrics) if metrics is not None else list(METRICS), "input_kind": input_kind,
         "config": None if config is None else repr(config), "w2_config": None if w2_config is None else repr(w2_config),
-        "split_rule": "n_test = min(max(round(0.2 n), 500), 1000, n // 3) per group",
+        "scgen_config": None if scgen_config is None else repr(scgen_config),
+        "split_rule": "n_test = min(max(round(0.2 n), 500), 1000, n // 3) per group", "suite": suite,
     }
     logger.info("evaluating %d methods on %d perturbations x %d repeats", len(chosen_methods), len(chosen), n_repeats)
     if held_out is not None and n_repeats > 1:
@@ -291,7 +304,7 @@ def evaluate(
 
     rows: list[tuple[str, str, int, str, float]] = []
     snapshot: EmbeddingSnapshot | None = None
-    configs: dict[str, Any] = {"w1": config, "w2": w2_config}
+    configs: dict[str, Any] = {"w1": config, "w2": w2_config, "scgen_vae": scgen_config}
     control_rows = np.flatnonzero(label_array == control)
     conditional = CONDITIONAL in chosen_methods
     if conditional:
@@ -329,7 +342,7 @@ def evaluate(
                     condition_key=condition_key, control=control, perturbation=perturbation, repeat=repeat,
                     methods=last(chosen_methods), configs=configs, space=space, layer=layer, obsm_key=obsm_key,
                     embedding_config=embedding_config, input_kind=input_kind, n_de_genes=n_de_genes,
-                    metrics=metrics, fit_seed=seed + repeat, keep_cells=keep,
+                    metrics=metrics, fit_seed=seed + repeat, keep_cells=keep, suite=suite,
                 )
                 rows.extend(new_rows)
                 if keep:
@@ -377,6 +390,7 @@ def _evaluate_split(
     metrics: Sequence[str] | None,
     fit_seed: int,
     keep_cells: bool,
+    suite: str = "cellw1",
 ) -> tuple[list[tuple[str, str, int, str, float]], EmbeddingSnapshot | None]:
     """Fit and score every method on one split; optionally keep the cells for a figure."""
     # Copies, so nothing downstream can touch the user's AnnData (views write through on some versions).
@@ -390,6 +404,7 @@ def _evaluate_split(
     snapshot: EmbeddingSnapshot | None = None
     shared = None  # every method of a split works in one latent space, fitted once (paper protocol)
     scoring: Any = None  # the model whose preprocessing gives the units of the scores
+    predictions: dict[str, np.ndarray] = {}
     for method in methods:
         start = time.perf_counter()
         model = fit(
@@ -412,9 +427,12 @@ def _evaluate_split(
                 genes = top_de_genes(train_values[is_control], train_values[~is_control], model.features, n_de_genes)
                 columns = pd.Index(model.features).get_indexer(genes)
                 logger.debug("%s r%d: scoring on %d DE genes (first: %s)", perturbation, repeat, len(genes), genes[:5])
-            obs_values = _scored(np.asarray(model.preprocess(test_perturbed), dtype=np.float64), columns)
-            control_values = _scored(np.asarray(model.preprocess(test_control), dtype=np.float64), columns)
+            full = {"observed": model.preprocess(test_perturbed), "control": model.preprocess(test_control)}
+            obs_values = _scored(np.asarray(full["observed"], dtype=np.float64), columns)
+            control_values = _scored(np.asarray(full["control"], dtype=np.float64), columns)
         predicted = model.predict(test_control)
+        if suite == "cell-eval":  # every gene, as predicted; scored by cell-eval after the last method
+            predictions[method] = in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring).astype(np.float32)
         pred_values = _scored(in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring), columns)
         scores = compute_metrics(pred_values, obs_values, metrics)
         scores[SECONDS] = seconds
@@ -428,4 +446,9 @@ def _evaluate_split(
             if snapshot is None:
                 snapshot = EmbeddingSnapshot(perturbation, control_values, obs_values)
             snapshot.predicted[method] = pred_values
+    if predictions:
+        start = time.perf_counter()
+        by_method = cell_eval_scores(predictions, full["control"], full["observed"], model.features, perturbation, control)
+        rows.extend((m, perturbation, repeat, name, value) for m, scores in by_method.items() for name, value in scores.items())
+        logger.info("%s r%d: cell-eval took %.1f s", perturbation, repeat, time.perf_counter() - start)
     return rows, snapshot

@@ -8,6 +8,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from scipy.stats import ranksums
 
 from .._io import atomic_write_bytes
 from ..errors import ConfigError
+from .celleval import higher_is_better as cell_eval_direction
 from .metrics import METRICS
 
 logger = logging.getLogger(__name__)
@@ -29,8 +31,13 @@ CONTROL_SHIFT = "control_shift"
 TABLE_COLUMNS = ("method", "perturbation", "repeat", "metric", "value")
 
 
-def _higher_is_better(metric: str) -> bool:
-    return METRICS[metric].higher_is_better if metric in METRICS else False  # seconds: lower is better
+def _higher_is_better(metric: str) -> bool | None:
+    """``True``/``False`` for a score, ``None`` for a descriptive row (left out of the Wilcoxon tests)."""
+    if metric in METRICS:
+        return METRICS[metric].higher_is_better
+    if metric in (SECONDS, CONTROL_SHIFT):
+        return None if metric == CONTROL_SHIFT else False  # seconds: lower is better
+    return cell_eval_direction(metric)  # the metrics of suite="cell-eval"
 
 
 @dataclass
@@ -111,12 +118,12 @@ class EvaluationResult:
                    "higher_is_better", "better"]
         rows = []
         for metric in dict.fromkeys(self.table["metric"]):
-            if metric == CONTROL_SHIFT:
+            higher = _higher_is_better(metric)
+            if higher is None:  # a descriptive row, not a score
                 continue
             by_method = self.table[self.table["metric"] == metric]
             ref = by_method.loc[by_method["method"] == reference, "value"].to_numpy(dtype=float)
             ref = ref[~np.isnan(ref)]
-            higher = _higher_is_better(metric)
             for other in methods:
                 if other == reference:
                     continue
@@ -163,7 +170,8 @@ class EvaluationResult:
             wilcoxon = pd.DataFrame(columns=["metric", "reference", "method", "statistic", "pvalue"])
         written.append(_write_csv(wilcoxon, directory / "wilcoxon.csv"))
         written.append(atomic_write_bytes(directory / "settings.json", json.dumps(self.settings, indent=2).encode()))
-        written.extend(report_figures(self, directory))
+        own = self.table["metric"].isin([*METRICS, SECONDS, CONTROL_SHIFT])  # cell-eval's stay in the tables
+        written.extend(report_figures(SimpleNamespace(table=self.table[own], embedding=self.embedding), directory))
         logger.info("evaluation saved to %s (%d files)", directory, len(written))
         return written
 

@@ -41,7 +41,7 @@ def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -
     seed = check_seed(fit_kwargs.get("seed", 0))
     method = fit_kwargs.get("method", "w1")
     space = fit_kwargs.get("space", "genes")
-    check_method(method)
+    method = check_method(method, stacklevel=4)
     check_space(space)
     config = fit_kwargs.get("config")
     expected = check_config(method, config)
@@ -127,6 +127,8 @@ def fit_all(
         raise ConfigError(f"on_error={on_error!r} must be 'skip' or 'raise'.")
     control = label_text(control)
     settings = fit_settings(condition_key, control, kwargs)
+    if "method" in kwargs:  # a deprecated alias warned once, in fit_settings; the fits get the method's name
+        kwargs["method"] = settings["method"]
     check_scheduler(scheduler, n_workers, threads_per_worker)
     with open_source(adata, "cellw1.fit_all") as source:  # obs read once; the fits in this process read it
         return _fit_labels(

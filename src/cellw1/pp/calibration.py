@@ -18,6 +18,15 @@ any space) and calibrates where log-normalised expression is written out, gene b
    of the gap the cells resolve: the gap is shrunk by ``max(0, 1 - se^2 / gap^2)``, with
    ``se`` the standard error of the difference (positive-part James-Stein), so a gene whose
    gap is sampling noise keeps about the map's mean.
+3. **Ties.** An offset must not lift the mean of a gene's values left above 0 beyond the
+   largest value of that gene among the training perturbed cells (a bound a shift of the
+   whole distribution never meets). It would where the predicted controls are tied at the
+   threshold (a mean shift moves every control cell with 0 counts to one value): step 1 then
+   zeroes the whole tie, few cells keep a value, and the mean would need log1p values in the
+   hundreds on them (306 on Kang 2018). For such a gene the threshold moves just below the
+   tie, so the tied cells keep their value and the offset closes the gap on all of them; the
+   gene then has fewer zeros than the perturbed cells (ties cannot be split by a value). The
+   offset stays within the bound in any case.
 
 Thresholds and offsets are values fitted on training cells, not shares applied to new ones:
 cells unlike the training controls (a held-out cell type) get the zeros their own predicted
@@ -55,18 +64,32 @@ def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
     """
     perturbed = np.asarray(perturbed, dtype=np.float64)
     ordered = np.sort(np.asarray(predicted, dtype=np.float32), axis=0)
-    n, m = len(ordered), max(len(perturbed), 1)
+    n = len(ordered)
     # the k smallest of n predictions become 0, with k / n the perturbed cells' share of zeros
     k = np.rint((perturbed <= 0).mean(axis=0) * n).astype(np.int64)
     thresholds = np.full(ordered.shape[1], -np.inf, dtype=np.float32)
     some = k > 0
     thresholds[some] = ordered[k[some] - 1, np.flatnonzero(some)]
+    offsets, room = _offsets(ordered, thresholds, perturbed)
+    tied = np.flatnonzero(offsets > room)  # step 3: the mean cannot be met within the data's range
+    for g in tied:  # keep the tied predictions instead: zero only those strictly below the tie
+        below = ordered[:, g][ordered[:, g] < thresholds[g]]
+        thresholds[g] = below[-1] if below.size else -np.inf
+    if tied.size:
+        offsets[tied], room[tied] = _offsets(ordered[:, tied], thresholds[tied], perturbed[:, tied])
+    return np.stack((thresholds, np.minimum(offsets, room).astype(np.float32)))
+
+
+def _offsets(ordered: np.ndarray, thresholds: np.ndarray, perturbed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2's offsets after zeroing at ``thresholds``, and step 3's room for them (each ``(genes,)``)."""
+    n, m = len(ordered), max(len(perturbed), 1)
     made = calibrate(ordered, np.stack((thresholds, np.zeros_like(thresholds))))
     kept = (made > 0).sum(axis=0)
     gap = perturbed.mean(axis=0) - made.mean(axis=0, dtype=np.float64)
     noise = perturbed.var(axis=0) / m + made.var(axis=0, dtype=np.float64) / n
     offsets = np.where(kept > 0, _resolved(gap, noise) * gap * n / np.maximum(kept, 1), 0.0)
-    return np.stack((thresholds, offsets.astype(np.float32)))
+    kept_mean = np.where(kept > 0, made.sum(axis=0, dtype=np.float64) / np.maximum(kept, 1), 0.0)
+    return offsets, np.maximum(perturbed.max(axis=0, initial=0.0) - kept_mean, 0.0)
 
 
 def calibrate(predicted: np.ndarray, calibration: np.ndarray | None) -> np.ndarray:

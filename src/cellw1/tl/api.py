@@ -21,6 +21,7 @@ from ..pp.spaces import check_space
 from .methods import check_config, check_method
 from .model import PerturbationModel, check_unique_genes
 from .pipeline import fit_pipeline
+from .scgen import ScGenConfig
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -70,7 +71,7 @@ def fit(
     obsm_key: str | None = None,
     space: Space = "genes",
     method: str = "w1",
-    config: W1Config | W2Config | None = None,
+    config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
     input_kind: Literal["auto", "counts", "log"] = "auto",
@@ -99,10 +100,12 @@ def fit(
         experiment), ``"pca"`` or ``"autoencoder"`` (the paper's 50-dim latent space);
         predictions are always returned in gene space.
     method
-        ``"w1"`` (default), ``"w2"``, ``"scgen"``, ``"identity"`` or ``"observed"``
-        (see :mod:`cellw1.tl.methods`).
+        ``"w1"`` (default), ``"w2"``, ``"mean_shift"``, ``"scgen_vae"`` (the real scGen,
+        optional), ``"identity"`` or ``"observed"`` (see :mod:`cellw1.tl.methods`); ``"scgen"``
+        is a deprecated alias of ``"mean_shift"``.
     config
-        :class:`~cellw1.ot.config.W1Config` for ``"w1"`` or :class:`~cellw1.ot.config.W2Config` for ``"w2"``.
+        :class:`~cellw1.ot.config.W1Config` for ``"w1"``, :class:`~cellw1.ot.config.W2Config` for ``"w2"``
+        or :class:`~cellw1.tl.scgen.ScGenConfig` for ``"scgen_vae"``.
     embedding_config
         Settings of the PCA / autoencoder.
     embedding
@@ -120,7 +123,7 @@ def fit(
         memory, 32,768 from disk); when a group fits in one buffer, it is read once and the
         fit is the same whatever the kind of ``adata``.
     """
-    check_method(method)
+    method = check_method(method)  # a deprecated alias warns here and becomes its new name
     check_space(space)
     with open_source(adata, "cellw1.fit") as source:
         return fit_source(source, condition_key, control, perturbation, layer=layer, obsm_key=obsm_key, space=space,
@@ -138,7 +141,7 @@ def fit_source(
     obsm_key: str | None = None,
     space: Space = "genes",
     method: str = "w1",
-    config: W1Config | W2Config | None = None,
+    config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
     input_kind: Literal["auto", "counts", "log"] = "auto",

@@ -13,16 +13,25 @@ name       what it predicts
 identity   the control cells themselves (no response): the ceiling any method must beat
 observed   real perturbed cells from the training split (a seeded sample): the floor, not a
            predictor; it ignores its input
-scgen      the control cells shifted by the difference of group means on a balanced
-           subsample (scGen's latent arithmetic; paper, Baselines)
+mean_shift the control cells shifted by the difference of group means on a balanced
+           subsample, in the space the map is fitted in (the paper's "scGen" baseline: scGen's
+           latent arithmetic without scGen's VAE)
+scgen_vae  the real scGen (Lotfollahi et al. 2019): a VAE trained on both groups, control cells
+           shifted in its latent space and decoded (:mod:`cellw1.tl.scgen`; optional, needs
+           ``pip install "cellw1[scgen]"``)
 w2         W2 optimal transport with input convex networks (CellOT / OT-ICNN)
 w1         the W1 neural optimal transport map of cellw1
 ========== ===================================================================================
+
+``"scgen"`` is a deprecated alias of ``"mean_shift"`` (the name of earlier releases): it
+still works, with a FutureWarning, and is removed in the next release. Models saved under
+that name load as ``mean_shift``.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -36,42 +45,12 @@ from ..ot.solver import fit_map
 from ..ot.training import History
 from ..ot.transport import TransportMap
 from ..ot.w2 import W2Map, fit_w2
+from .fitted_method import FittedMethod
+from .scgen import ScGenConfig, ScGenVAE, fit_scgen
 
-METHODS: tuple[str, ...] = ("identity", "observed", "scgen", "w2", "w1")
-
-
-class FittedMethod:
-    """A fitted prediction method: control cells ``(n, k)`` in, predicted cells ``(n, k)`` out."""
-
-    name = "base"
-
-    def __init__(self, info: dict[str, Any] | None = None) -> None:
-        self.info: dict[str, Any] = dict(info or {})
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Predicted perturbed cells for control cells ``x: (n, k)``."""
-        raise NotImplementedError
-
-    def response(self, x: np.ndarray) -> np.ndarray:
-        """How far the method moves each cell, ``|predict(x) - x|``; ``(n,)``."""
-        return np.linalg.norm(self.predict(x) - x, axis=1).astype(np.float32)
-
-    @property
-    def history(self) -> History:
-        """Training history of the fit (:mod:`cellw1.ot.training`); empty for untrained methods."""
-        return {}
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Weights to store (safetensors)."""
-        return {}
-
-    def header(self) -> dict[str, Any]:
-        """JSON description; ``header()["name"]`` selects the class when loading."""
-        return {"name": self.name, "info": self.info}
-
-    @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
-        return cls(header.get("info"))
+METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "scgen_vae", "w2", "w1")
+#: deprecated names -> their method; each still works for one release, with a FutureWarning
+ALIASES: dict[str, str] = {"scgen": "mean_shift"}
 
 
 class Identity(FittedMethod):
@@ -115,13 +94,14 @@ class Observed(FittedMethod):
 
 
 class MeanShift(FittedMethod):
-    """scGen's baseline: add ``mean(target) - mean(source)`` to every cell.
+    """The mean shift: add ``mean(target) - mean(source)`` to every cell.
 
     The means are taken on a balanced subsample (as many cells of each group), as the
-    paper does to keep the larger group from dominating.
+    paper does to keep the larger group from dominating. This is scGen's latent arithmetic
+    done in the space the map is fitted in, without scGen's VAE (that one is ``scgen_vae``).
     """
 
-    name = "scgen"
+    name = "mean_shift"
 
     def __init__(self, shift: np.ndarray, info: dict[str, Any] | None = None) -> None:
         super().__init__(info)
@@ -195,22 +175,37 @@ class W2(_NeuralMap):
 
 
 _CLASSES: dict[str, type[FittedMethod]] = {
-    "identity": Identity, "observed": Observed, "scgen": MeanShift, "w2": W2, "w1": W1,
+    "identity": Identity, "observed": Observed, "mean_shift": MeanShift, "scgen_vae": ScGenVAE, "w2": W2, "w1": W1,
 }
 
 
-def check_method(name: str) -> str:
-    """Return ``name`` if it is a known method, else raise a ConfigError listing them."""
+def check_method(name: str, *, stacklevel: int = 3) -> str:
+    """The method's name: ``name`` itself, or for a deprecated alias (with a FutureWarning) its new name.
+
+    Raises a ConfigError listing the methods when ``name`` is unknown.
+    """
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"method must be a name, one of {', '.join(METHODS)}; got {name!r}.")
+    if name in ALIASES:
+        new = ALIASES[name]
+        warnings.warn(
+            f"method {name!r} is deprecated and will be removed in the next release: it is a mean shift, "
+            f"not scGen's VAE; use method={new!r} (the same results), or 'scgen_vae' for the real scGen.",
+            FutureWarning, stacklevel=stacklevel,
+        )
+        return new
     if name not in _CLASSES:
         raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}.")
     return name
 
 
 #: config class each method takes (the others take none)
-CONFIGS: dict[str, type[W1Config] | type[W2Config]] = {"w1": W1Config, "w2": W2Config}
+CONFIGS: dict[str, type[W1Config] | type[W2Config] | type[ScGenConfig]] = {
+    "w1": W1Config, "w2": W2Config, "scgen_vae": ScGenConfig,
+}
 
 
-def check_config(name: str, config: Any) -> type[W1Config] | type[W2Config] | None:
+def check_config(name: str, config: Any) -> type[W1Config] | type[W2Config] | type[ScGenConfig] | None:
     """Raise a ConfigError when ``config`` is not of the class method ``name`` takes; return that class."""
     expected = CONFIGS.get(name)
     if config is not None and expected is not None and not isinstance(config, expected):
@@ -246,13 +241,14 @@ def fit_method(
         :class:`~cellw1.ot.sampling.Cells` (streamed or in memory) or ``(n, k)`` arrays.
     config
         :class:`~cellw1.ot.config.W1Config` for ``"w1"``, :class:`~cellw1.ot.config.W2Config` for
-        ``"w2"`` (defaults when ``None``); ignored by the other methods.
+        ``"w2"``, :class:`~cellw1.tl.scgen.ScGenConfig` for ``"scgen_vae"`` (defaults when
+        ``None``); ignored by the other methods.
     seed
         Seed of every random choice.
     progress
         Show progress bars.
     """
-    check_method(name)
+    name = check_method(name, stacklevel=4)
     check_config(name, config)
     start = time.perf_counter()
     fitted: FittedMethod
@@ -260,9 +256,14 @@ def fit_method(
         fitted = Identity()
     elif name == "observed":
         fitted = Observed.fit(checked_cells(target, "target", torch.device("cpu")), seed)
-    elif name == "scgen":
+    elif name == "mean_shift":
         cpu = torch.device("cpu")
         fitted = MeanShift.fit(checked_cells(source, "source", cpu), checked_cells(target, "target", cpu), seed)
+    elif name == "scgen_vae":  # pertpy trains on all cells at once: read every row
+        cpu = torch.device("cpu")
+        cells = [torch.cat(list(checked_cells(x, what, cpu).blocks())).numpy() for x, what in
+                 ((source, "source"), (target, "target"))]
+        fitted = fit_scgen(cells[0], cells[1], config, seed, progress=progress)
     elif name == "w1":
         fitted = W1(fit_map(source, target, config, seed, progress=progress))
     else:
@@ -274,6 +275,7 @@ def fit_method(
 def load_method(tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
     """Rebuild a method from :meth:`FittedMethod.state_tensors` and :meth:`FittedMethod.header`."""
     name = header.get("name")
+    name = ALIASES.get(name, name)  # models saved before the rename load quietly
     if name not in _CLASSES:
         raise ModelFileError(f"unknown method {name!r} in the model file; it may come from a newer cellw1.")
     return _CLASSES[name].from_state(tensors, header)

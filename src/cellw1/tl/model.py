@@ -33,7 +33,7 @@ from .._io import (
     save_tensors,
 )
 from ..errors import InputError, ModelFileError
-from ..io.source import feature_matrix, open_source
+from ..io.source import check_data_kind, feature_matrix, is_on_disk, open_source
 from ..ot.training import History, combine
 from ..pp.calibration import calibrate
 from ..pp.embedding import Embedding
@@ -41,7 +41,8 @@ from ..pp.labels import label_series
 from ..pp.preprocessing import Preprocessor
 from ..pp.spaces import load_embedding
 from .methods import FittedMethod, load_method
-from .prediction import PREDICT_CHUNK, predict_source
+from .output import add_prediction, check_key_added, scale_record
+from .prediction import PREDICT_CHUNK, chosen_rows, predict_source
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -193,11 +194,8 @@ class PerturbationModel:
                 )
 
     def _uns(self) -> dict[str, Any]:
-        return {
-            "method": self.method.name, "space": self.embedding.kind, "control": self.control,
-            "perturbation": self.perturbation, "values": "log1p-normalised" if self.preprocessor else self.obsm_key,
-            "output": self._output(),
-        }
+        """``uns["cellw1"]`` of a prediction: the scale and the model (:func:`cellw1.tl.output.scale_record`)."""
+        return scale_record(self, self._output())
 
     def _output(self) -> str | None:
         """How the written expression is made: ``"calibrated"``, ``"clipped"`` at 0, or ``None`` (obsm)."""
@@ -213,6 +211,8 @@ class PerturbationModel:
         cells: np.ndarray | None = None,
         chunk_cells: int = PREDICT_CHUNK,
         progress: bool = False,
+        key_added: str | None = None,
+        with_controls: bool = False,
     ) -> ad.AnnData | Path:
         """Predict the perturbed state of the cells in ``adata`` (never modified).
 
@@ -234,6 +234,19 @@ class PerturbationModel:
             Cells predicted at once.
         progress
             Show a progress bar over the chunks.
+        key_added
+            Instead of a new AnnData of predicted cells, return a copy of the input (the chosen
+            ``cells``, every gene) with the prediction in ``layers[key_added]`` (``obsm`` for
+            an obsm model), as scanpy tools add results: ``X`` and the rest of the input are
+            unchanged, genes the model does not cover are NaN in the layer (see
+            :func:`cellw1.tl.output.add_prediction`). In memory only (no ``out``).
+        with_controls
+            Also write the input cells themselves, on the model's scale (log1p-normalised with
+            its ``target_sum``) and labelled as the control in ``obs[condition_key]``, after the
+            predicted cells, which are then labelled as the perturbation there: one file that
+            pairs predicted and control cells, as ``cell-eval run`` and scanpy's
+            ``rank_genes_groups`` expect. The control rows are named ``{cell}-{control}``
+            and have ``response`` 0. Used by ``cellw1 predict --controls-only``.
 
         Returns
         -------
@@ -242,10 +255,25 @@ class PerturbationModel:
             ``X`` holds the prediction in the model's feature space (log-normalised
             expression of :attr:`features`, or the obsm features); ``obs`` copies the input's
             obs and adds ``source_cell`` (input cell id), ``perturbation`` and ``response``
-            (distance the cell moved in the fitted space).
+            (distance the cell moved in the fitted space); ``uns["cellw1"]`` records the scale
+            and the model (:mod:`cellw1.tl.output`).
         """
+        if key_added is not None:
+            check_key_added(key_added)
+            if with_controls:
+                raise InputError("key_added adds the prediction as a layer; with_controls does not apply, drop it.")
+            if out is not None or is_on_disk(adata):
+                raise InputError(
+                    "key_added adds the prediction to a copy of an AnnData in memory; for data on disk or out=, "
+                    "leave key_added out (the prediction is written as X)."
+                )
+            check_data_kind(adata, "PerturbationModel.predict")
+            base = adata if cells is None else adata[chosen_rows(cells, adata.n_obs)]
+            predicted = self.predict(base, chunk_cells=chunk_cells, progress=progress)
+            return add_prediction(base, predicted, key_added, obsm=self.obsm_key is not None)
         return predict_source({self.perturbation: self}, adata, stacked=False, out=out, cells=cells,
-                              chunk_cells=chunk_cells, progress=progress, what="PerturbationModel.predict")
+                              chunk_cells=chunk_cells, progress=progress, what="PerturbationModel.predict",
+                              with_controls=with_controls)
 
     def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
         result = obs.copy()
@@ -253,7 +281,30 @@ class PerturbationModel:
         result["perturbation"] = self.perturbation
         return result
 
+    def _paired_obs(self, predicted: pd.DataFrame) -> pd.DataFrame:
+        """obs of the predicted cells (labelled the perturbation) followed by their input cells (labelled the control)."""
+        controls = predicted.copy()
+        controls.index = [f"{cell}-{self.control}" for cell in predicted.index]
+        controls["perturbation"] = self.control
+        paired = pd.concat([predicted, controls])
+        labels = [self.perturbation] * len(predicted) + [self.control] * len(controls)
+        paired[self.condition_key] = pd.Categorical(labels, categories=[self.control, self.perturbation])
+        return paired
+
+    def _measured_block(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
+        """The input cells of a block on the model's scale (what ``with_controls`` writes)."""
+        values = self._values(raw, columns)
+        return np.asarray(np.maximum(values, 0) if self.preprocessor is not None else values, dtype=np.float32)
+
     # -- files -------------------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every weight of the model by name, as saved in ``model.safetensors``."""
+        tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
+        tensors.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
+        if self.calibration is not None:
+            tensors["output.calibration"] = torch.from_numpy(self.calibration)
+        return tensors
+
     def header(self) -> dict[str, Any]:
         """JSON description of the model (everything but the weights)."""
         return {
@@ -280,12 +331,8 @@ class PerturbationModel:
             raise InputError(
                 f"{str(directory)!r} holds a collection of models; save this model to another directory."
             )
-        tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
-        tensors.update({f"method.{k}": v for k, v in self.method.state_tensors().items()})
-        if self.calibration is not None:
-            tensors["output.calibration"] = torch.from_numpy(self.calibration)
         header = self.header()
-        save_tensors(directory / MODEL_FILE, tensors, header)
+        save_tensors(directory / MODEL_FILE, self.tensors(), header)
         atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
         return directory
 

@@ -53,7 +53,7 @@ PASS_ROWS = 8_192
 DETECTION_ROWS = 4_096
 #: methods whose predicted expression is calibrated (:mod:`cellw1.pp.calibration`);
 #: identity and observed return measured cells (clipped at 0 only)
-CALIBRATED = ("w1", "w2", "scgen")
+CALIBRATED = ("w1", "w2", "mean_shift", "scgen_vae")
 
 
 def row_blocks(matrix: Matrix, rows: np.ndarray, size: int = PASS_ROWS) -> Iterator[Any]:
@@ -143,7 +143,8 @@ def fit_pipeline(
         return fitted_embedding.encode(transform(raw))
 
     config_class = CONFIGS.get(method)
-    device = resolve_device((config or config_class()).device if config_class is not None else "cpu")
+    # scGen (pertpy) picks its own device: its cells are read on the CPU
+    device = resolve_device(getattr(config or (config_class and config_class()), "device", "cpu"))
     groups = [
         StreamedCells(matrix, np.flatnonzero(mask), encode, embedding.dim, buffer_cells=buffer_cells, seed=seed + k,
                       device=device)

@@ -51,6 +51,10 @@ class Predictor(Protocol):
 
     def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
 
+    def _measured_block(self, raw: Any, columns: np.ndarray | None) -> np.ndarray: ...
+
+    def _paired_obs(self, predicted: pd.DataFrame) -> pd.DataFrame: ...
+
 
 class _ArrayWriter:
     """The in-memory twin of :class:`~cellw1.io.writer.PredictionWriter`: blocks of rows into one array."""
@@ -99,13 +103,16 @@ def predict_source(
     chunk_cells: int,
     progress: bool,
     what: str,
+    with_controls: bool = False,
 ) -> ad.AnnData | Path:
     """Predict the chosen cells of ``data`` with every model of ``models`` (label -> model).
 
     ``stacked=False`` (one model): one predicted cell per input cell, ``uns["cellw1"]`` describes
     the model. ``stacked=True``: the models' predictions one after the other, cells named
     ``"<cell>-<label>"`` and labelled in ``obs["_prediction"]``, as ``anndata.concat`` stacks
-    them. Returns the AnnData, or the path of ``out`` once it is written.
+    them. ``with_controls`` (one model only): the input cells on the model's scale follow the
+    predicted ones, labelled as the control (``PerturbationModel.predict``). Returns the
+    AnnData, or the path of ``out`` once it is written.
     """
     import anndata as ad
     from tqdm.auto import tqdm
@@ -138,7 +145,9 @@ def predict_source(
             uns: dict[str, Any] = {}
         else:
             result_obs, uns = fitted[0]._output_obs(obs), {"cellw1": fitted[0]._uns()}
-        response = np.empty(len(result_obs), dtype=np.float32)
+            if with_controls:
+                result_obs = fitted[0]._paired_obs(result_obs)
+        response = np.zeros(len(result_obs), dtype=np.float32)
         var = pd.DataFrame(index=features)
         with contextlib.ExitStack() as stack:
             writer: PredictionWriter | _ArrayWriter
@@ -146,15 +155,16 @@ def predict_source(
                 writer = _ArrayWriter(len(result_obs), len(features))
             else:
                 writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns=uns))
-            bar = stack.enter_context(tqdm(total=len(result_obs), desc="predict", disable=not progress, leave=False))
+            bar = stack.enter_context(tqdm(total=len(fitted) * n, desc="predict", disable=not progress, leave=False))
             for k, (model, (matrix, columns, keep)) in enumerate(zip(fitted, reads)):
                 model._warn_not_control(obs)
                 for start in range(0, n, chunk):
                     stop = min(start + chunk, n)
-                    predicted, response[k * n + start : k * n + stop] = model._predict_block(
-                        matrix.read(rows[start:stop]), columns
-                    )
+                    raw = matrix.read(rows[start:stop])
+                    predicted, response[k * n + start : k * n + stop] = model._predict_block(raw, columns)
                     writer.write(k * n + start, predicted if keep is None else predicted[:, keep])
+                    if with_controls and not stacked:  # the input cells, after the predicted ones
+                        writer.write(n + start, model._measured_block(raw, columns))
                     bar.update(stop - start)
             result_obs["response"] = response  # written with obs when the writer commits
     if out is not None:

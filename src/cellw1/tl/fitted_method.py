@@ -1,0 +1,44 @@
+"""What every prediction method shares once fitted: control cells in, predicted cells out, saved as tensors + JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..ot.training import History
+
+
+class FittedMethod:
+    """A fitted prediction method: control cells ``(n, k)`` in, predicted cells ``(n, k)`` out."""
+
+    name = "base"
+
+    def __init__(self, info: dict[str, Any] | None = None) -> None:
+        self.info: dict[str, Any] = dict(info or {})
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predicted perturbed cells for control cells ``x: (n, k)``."""
+        raise NotImplementedError
+
+    def response(self, x: np.ndarray) -> np.ndarray:
+        """How far the method moves each cell, ``|predict(x) - x|``; ``(n,)``."""
+        return np.linalg.norm(self.predict(x) - x, axis=1).astype(np.float32)
+
+    @property
+    def history(self) -> History:
+        """Training history of the fit (:mod:`cellw1.ot.training`); empty for untrained methods."""
+        return {}
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Weights to store (safetensors)."""
+        return {}
+
+    def header(self) -> dict[str, Any]:
+        """JSON description; ``header()["name"]`` selects the class when loading."""
+        return {"name": self.name, "info": self.info}
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
+        return cls(header.get("info"))
