@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "EmbeddingConfig": "pp.embedding",
     "ModelCollection": "tl.collection", "PerturbationModel": "tl.model", "load": "tl.collection",
     "fit": "tl.api", "fit_all": "parallel.perturbations",
+    "fit_conditional": "tl.conditional", "ConditionalModel": "tl.conditional_model", "ConditionalConfig": "ot.conditional",
     "EvaluationResult": "eval.result", "evaluate": "eval.evaluation",
 }
 #: public sub-modules and layers -> where they live
@@ -56,7 +57,10 @@ if TYPE_CHECKING:
     from .ot.w2 import W2Map, fit_w2
     from .parallel.perturbations import fit_all
     from .pp.embedding import EmbeddingConfig
+    from .ot.conditional import ConditionalConfig
     from .tl.api import fit
+    from .tl.conditional import fit_conditional
+    from .tl.conditional_model import ConditionalModel
     from .tl.collection import ModelCollection, load
     from .tl.model import PerturbationModel
 
@@ -81,6 +85,9 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CellW1Error",
+    "ConditionalConfig",
+    "ConditionalModel",
+    "fit_conditional",
     "EmbeddingConfig",
     "EvaluationResult",
     "ModelCollection",

@@ -39,6 +39,9 @@ FORMATS: dict[str, str] = {
     "cellw1.PerturbationModel": "a PerturbationModel (model.safetensors); load its directory with cellw1.load(directory)",
     "cellw1.TransportMap": "a TransportMap (one fitted W1 map); load it with cellw1.TransportMap.load(path)",
     "cellw1.W2Map": "a W2Map (one fitted W2 map); load it with cellw1.W2Map.load(path)",
+    "cellw1.ConditionalMap": "a ConditionalMap (one W1 map for many conditions); load it with "
+                             "cellw1.ot.conditional.ConditionalMap.load(path)",
+    "cellw1.ConditionalModel": "a ConditionalModel (model.safetensors); load its directory with cellw1.load(directory)",
 }
 
 

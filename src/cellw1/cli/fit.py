@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..parallel.perturbations import fit_all
 from ..tl.api import fit
 from ..tl.methods import ALIASES, METHODS
+from .conditional import add_fit_arguments, run_fit
 from ._common import add_data_arguments, add_disk_argument, add_solver_arguments, read_h5ad, solver_config
 
 
@@ -29,8 +30,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_data_arguments(parser)
     parser.add_argument(
-        "--perturbation", action="append", required=True,
-        help="perturbation label to model (repeatable; 'all' = every non-control label)",
+        "--perturbation", action="append", default=None,
+        help="perturbation label to model (repeatable; 'all' = every non-control label; required without --conditional)",
     )
     parser.add_argument(
         "--method", choices=(*METHODS, *ALIASES), default="w1",
@@ -41,6 +42,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="output model directory (a collection there is resumed: saved models are not fitted again)",
     )
     add_solver_arguments(parser)
+    add_fit_arguments(parser)
     add_disk_argument(parser, "every method")
     parser.add_argument(
         "--buffer-cells", type=int, default=None,
@@ -64,6 +66,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.conditional:
+        return run_fit(args)
+    if not args.perturbation:
+        raise InputError("give --perturbation (repeatable, or 'all'), or --conditional for one model of all of them.")
     if args.buffer_cells is not None and not args.on_disk:
         raise InputError("--buffer-cells applies with --on-disk only.")
     config = solver_config(args) if args.method == "w1" else None

@@ -13,8 +13,10 @@ from ..errors import InputError
 from ..io.source import open_source
 from ..pp.labels import label_series
 from ..tl.collection import ModelCollection, load
+from ..tl.conditional_model import ConditionalModel
 from ..tl.model import PerturbationModel
 from ..tl.prediction import PREDICT_CHUNK
+from .conditional import add_predict_arguments, predict_options
 from ._common import add_disk_argument, read_h5ad
 
 
@@ -50,6 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "var[NAME_modelled] marks the modelled ones, obs[NAME_response] and uns[NAME] are added (.h5ad, in memory)"
         ),
     )
+    add_predict_arguments(parser)
     parser.add_argument(
         "--chunk-cells", type=int, default=PREDICT_CHUNK, help="cells predicted at once (default: %(default)s)"
     )
@@ -62,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     kind = "store" if args.out.suffix.lower() == ".zarr" else "file"
     check_output(args.out, kind=kind, inputs=[args.data], what="--out")
     model = load(args.model)
-    if args.key_added is not None and (not isinstance(model, PerturbationModel) or args.on_disk or kind != "file"):
+    condition = predict_options(model, args)
+    if args.key_added is not None and (isinstance(model, ModelCollection) or args.on_disk or kind != "file"):
         raise InputError(
             "--key-added writes a copy of the input in memory to an .h5ad with one model's prediction as a layer; "
             "give one model's directory, drop --on-disk and use --out *.h5ad."
@@ -71,20 +75,20 @@ def run(args: argparse.Namespace) -> int:
     cells = control_cells(model, data) if args.controls_only else None
     if args.key_added is not None:
         result = model.predict(data, cells=cells, key_added=args.key_added, chunk_cells=args.chunk_cells,
-                               progress=args.progress)
+                               progress=args.progress, **condition)
         with atomic_output(args.out, suffix=".h5ad") as tmp:
             result.write_h5ad(tmp)
         out = args.out
-    elif isinstance(model, PerturbationModel):
+    elif isinstance(model, PerturbationModel | ConditionalModel):
         out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress,
-                            with_controls=args.controls_only)
+                            with_controls=args.controls_only, **condition)
     else:
         out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress)
     print(f"wrote the predicted cells to {out}")
     return 0
 
 
-def control_cells(model: PerturbationModel | ModelCollection, data: Any) -> np.ndarray:
+def control_cells(model: PerturbationModel | ModelCollection | ConditionalModel, data: Any) -> np.ndarray:
     """Mask of the cells labelled as ``model``'s control in ``data`` (an AnnData or a path).
 
     For a collection, its models must share one condition key and one control (as those of

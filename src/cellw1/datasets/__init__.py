@@ -3,6 +3,7 @@ and a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synth
 
 from __future__ import annotations
 
+from .conditions import synthetic_doses, synthetic_embedded_perturbations
 from .synthetic import synthetic_perturbation
 from .toys import (
     TOYS,
@@ -28,5 +29,7 @@ __all__ = [
     "load_toy",
     "moons",
     "swiss_roll",
+    "synthetic_doses",
+    "synthetic_embedded_perturbations",
     "synthetic_perturbation",
 ]

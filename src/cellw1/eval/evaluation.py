@@ -46,6 +46,7 @@ from .._data import check_seed
 from ..errors import ConfigError, InputError
 from ..ot.config import W1Config
 from ..pp.labels import label_series, label_text, present_labels
+from .conditional import CONDITIONAL, fit_conditional_model, in_units_of, last, shared_control_rng, with_conditional
 from .celleval import cell_eval_scores, check_suite
 from .degenes import top_de_genes
 from .metrics import METRICS, compute_metrics
@@ -54,6 +55,7 @@ from .result import CONTROL_SHIFT, SECONDS, TABLE_COLUMNS, EmbeddingSnapshot, Ev
 if TYPE_CHECKING:
     import anndata as ad
 
+    from ..ot.conditional import ConditionalConfig
     from ..ot.config import W2Config
     from ..pp.embedding import EmbeddingConfig
     from ..tl.scgen import ScGenConfig
@@ -110,7 +112,8 @@ def _check_methods(methods: Sequence[str] | str) -> list[str]:
     chosen = [methods] if isinstance(methods, str) else list(methods)
     if not chosen:
         raise ConfigError("methods is empty; pass at least one, e.g. methods=('identity', 'w1').")
-    chosen = [check_method(m, stacklevel=4) for m in chosen]  # deprecated aliases: their new name
+    # deprecated aliases: their new name; w1_conditional is one model of all perturbations (cellw1.eval.conditional)
+    chosen = [m if m == CONDITIONAL else check_method(m, stacklevel=4) for m in chosen]
     duplicated = sorted({m for m in chosen if chosen.count(m) > 1})
     if duplicated:
         raise ConfigError(f"methods lists {duplicated} more than once; give each method once.")
@@ -173,6 +176,7 @@ def evaluate(
     holdout: tuple[str, str] | None = None,
     config: W1Config | None = None,
     w2_config: W2Config | None = None,
+    conditional_config: ConditionalConfig | None = None,
     scgen_config: ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     input_kind: Literal["auto", "counts", "log"] = "auto",
@@ -196,7 +200,9 @@ def evaluate(
         Perturbations to evaluate; ``None``: every other label (category order for a
         categorical column, else sorted).
     methods
-        Methods of :mod:`cellw1.tl.methods`, fitted with :func:`cellw1.fit`.
+        Methods of :mod:`cellw1.tl.methods`, fitted with :func:`cellw1.fit`, and
+        ``"w1_conditional"``: one :func:`cellw1.fit_conditional` model of all perturbations per
+        repeat; every perturbation then shares one control split (:mod:`cellw1.eval.conditional`).
     space, layer, obsm_key, embedding_config, input_kind
         Passed to :func:`cellw1.fit`. With ``obsm_key`` the features are ``adata.obsm[obsm_key]``
         and all of them are scored; otherwise predictions are scored in log-normalised gene
@@ -207,8 +213,9 @@ def evaluate(
         DE genes scored per perturbation (the paper uses 50).
     holdout
         ``(covariate_key, value)``: out-of-distribution evaluation on the cells with that value.
-    config, w2_config
-        :class:`~cellw1.ot.config.W1Config` for ``"w1"`` and :class:`~cellw1.ot.config.W2Config` for ``"w2"``.
+    config, w2_config, conditional_config
+        :class:`~cellw1.ot.config.W1Config` for ``"w1"``, :class:`~cellw1.ot.config.W2Config` for ``"w2"``
+        and :class:`~cellw1.ot.conditional.ConditionalConfig` for ``"w1_conditional"``.
     scgen_config
         :class:`~cellw1.tl.scgen.ScGenConfig` for ``"scgen_vae"`` (the real scGen, optional).
     metrics
@@ -299,15 +306,28 @@ def evaluate(
     snapshot: EmbeddingSnapshot | None = None
     configs: dict[str, Any] = {"w1": config, "w2": w2_config, "scgen_vae": scgen_config}
     control_rows = np.flatnonzero(label_array == control)
+    conditional = CONDITIONAL in chosen_methods
+    if conditional:
+        if obsm_key is not None:
+            raise ConfigError("w1_conditional is fitted on expression; drop obsm_key or the method.")
+        settings["split_rule"] += "; one control split per repeat shared by every perturbation (w1_conditional)"
+        settings["conditional_config"] = None if conditional_config is None else repr(conditional_config)
+    models: dict[int, Any] = {}
     bar = tqdm(total=len(chosen) * n_repeats, desc="evaluate", disable=not progress)
     try:
         for perturbation in chosen:
             pert_rows = np.flatnonzero(label_array == perturbation)
             for repeat in range(n_repeats):
                 bar.set_postfix_str(f"{perturbation} r{repeat}")
+                if conditional and repeat not in models:
+                    models[repeat] = fit_conditional_model(
+                        adata, _conditional_rows(label_array, control_rows, chosen, held_out, seed, repeat),
+                        condition_key, control, chosen, config=conditional_config, space=space, layer=layer,
+                        embedding_config=embedding_config, input_kind=input_kind, seed=seed + repeat,
+                    )
                 if held_out is None:
                     rng_c, rng_p = _split_rngs(seed, repeat, perturbation)
-                    train_c, test_c = split_group(control_rows.size, rng_c)
+                    train_c, test_c = split_group(control_rows.size, shared_control_rng(seed, repeat) if conditional else rng_c)
                     train_p, test_p = split_group(pert_rows.size, rng_p)
                     train_rows = np.concatenate([control_rows[train_c], pert_rows[train_p]])
                     test_control_rows, test_pert_rows = control_rows[test_c], pert_rows[test_p]
@@ -317,9 +337,10 @@ def evaluate(
                     test_pert_rows = pert_rows[held_out[pert_rows]]
                 keep = snapshot is None and repeat == 0 and perturbation == plot_perturbation
                 new_rows, snap = _evaluate_split(
-                    api.fit, adata, np.sort(train_rows), test_control_rows, test_pert_rows,
+                    with_conditional(api.fit, models.get(repeat), len(chosen)), adata, np.sort(train_rows),
+                    test_control_rows, test_pert_rows,
                     condition_key=condition_key, control=control, perturbation=perturbation, repeat=repeat,
-                    methods=chosen_methods, configs=configs, space=space, layer=layer, obsm_key=obsm_key,
+                    methods=last(chosen_methods), configs=configs, space=space, layer=layer, obsm_key=obsm_key,
                     embedding_config=embedding_config, input_kind=input_kind, n_de_genes=n_de_genes,
                     metrics=metrics, fit_seed=seed + repeat, keep_cells=keep, suite=suite,
                 )
@@ -333,6 +354,18 @@ def evaluate(
     table["repeat"] = table["repeat"].astype(int)
     table["value"] = table["value"].astype(float)
     return EvaluationResult(table=table, settings=settings, embedding=snapshot)
+
+
+def _conditional_rows(labels: np.ndarray, control_rows: np.ndarray, chosen: list[str], held_out: np.ndarray | None,
+                      seed: int, repeat: int) -> np.ndarray:
+    """Training rows of the conditional model of a repeat: the splits' training cells of every group."""
+    if held_out is not None:
+        return np.flatnonzero(~held_out & np.isin(labels, [*chosen, labels[control_rows[0]]]))
+    parts = [control_rows[split_group(control_rows.size, shared_control_rng(seed, repeat))[0]]]
+    for perturbation in chosen:
+        rows = np.flatnonzero(labels == perturbation)
+        parts.append(rows[split_group(rows.size, _split_rngs(seed, repeat, perturbation)[1])[0]])
+    return np.concatenate(parts)
 
 
 def _evaluate_split(
@@ -370,6 +403,7 @@ def _evaluate_split(
     control_values: np.ndarray | None = None
     snapshot: EmbeddingSnapshot | None = None
     shared = None  # every method of a split works in one latent space, fitted once (paper protocol)
+    scoring: Any = None  # the model whose preprocessing gives the units of the scores
     predictions: dict[str, np.ndarray] = {}
     for method in methods:
         start = time.perf_counter()
@@ -380,8 +414,10 @@ def _evaluate_split(
         )
         # the method's own fit time: preprocessing and the shared embedding are not counted
         seconds = float(model.method.info.get("fit_seconds", time.perf_counter() - start))
-        shared = model.embedding
+        if method != CONDITIONAL:  # its embedding is its own, fitted on every perturbation's cells
+            shared = model.embedding
         if obs_values is None:
+            scoring = model
             # Every method fits the same preprocessing on the same training cells, so one
             # DE-gene selection (training cells only) and one preprocessing of the test cells
             # serve all methods of this split.
@@ -396,8 +432,8 @@ def _evaluate_split(
             control_values = _scored(np.asarray(full["control"], dtype=np.float64), columns)
         predicted = model.predict(test_control)
         if suite == "cell-eval":  # every gene, as predicted; scored by cell-eval after the last method
-            predictions[method] = np.asarray(predicted.X, dtype=np.float32)
-        pred_values = _scored(np.asarray(predicted.X, dtype=np.float64), columns)
+            predictions[method] = in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring).astype(np.float32)
+        pred_values = _scored(in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring), columns)
         scores = compute_metrics(pred_values, obs_values, metrics)
         scores[SECONDS] = seconds
         scores[CONTROL_SHIFT] = float(np.linalg.norm(pred_values.mean(0) - control_values.mean(0)))

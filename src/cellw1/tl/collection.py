@@ -19,6 +19,8 @@ import numpy as np
 from .._io import DirectoryLock, atomic_write_bytes, check_output, file_format
 from ..errors import CellW1Error, InputError, ModelFileError
 from ..io.source import disk_path
+from .conditional_model import FORMAT as CONDITIONAL
+from .conditional_model import ConditionalModel
 from .model import (
     COLLECTION_FILE,
     COLLECTION_FORMAT,
@@ -270,11 +272,14 @@ class CollectionDirectory:
         return atomic_write_bytes(self.directory / COLLECTION_FILE, data)
 
 
-def load(directory: str | os.PathLike) -> PerturbationModel | ModelCollection:
-    """Load a model directory written by :meth:`PerturbationModel.save` or :meth:`ModelCollection.save`."""
+def load(directory: str | os.PathLike) -> PerturbationModel | ModelCollection | ConditionalModel:
+    """Load a model directory written by :meth:`PerturbationModel.save`, :meth:`ModelCollection.save`
+    or :meth:`ConditionalModel.save`."""
     directory = Path(directory)
     if not directory.exists():
         raise ModelFileError(f"{str(directory)!r} does not exist; check the path.")
+    if directory.is_dir() and (directory / MODEL_FILE).is_file() and file_format(directory / MODEL_FILE) == CONDITIONAL:
+        return ConditionalModel.load(directory)
     if directory.is_file():
         if directory.name == MODEL_FILE and file_format(directory) == FORMAT:
             return PerturbationModel.load(directory.parent)

@@ -1,0 +1,141 @@
+"""Unseen doses and unseen perturbations for the conditional W1 model, on SYNTHETIC data (issue 14).
+
+- ``doses``: :func:`cellw1.datasets.synthetic_doses` (2 perturbations x doses 1, 3, 10, 30,
+  100; Hill curves, state-dependent responses). Dose 10 of every perturbation is left out of
+  training; a third of the control cells is held out as the input. The prediction at dose 10
+  is compared with the held-out dose-10 cells, against (a) the control cells shifted by the
+  linear interpolation (in log dose) of the mean shifts of doses 3 and 30, (b) the model at
+  the nearest training dose (30 in log dose), (c) the real cells of that dose.
+- ``embedding``: :func:`cellw1.datasets.synthetic_embedded_perturbations` (12 perturbations
+  whose responses are a smooth function of a 4-number vector each, ``uns["vectors"]``). 3
+  perturbations are held out whole; the model (``embedding_key="vectors"``) predicts them from
+  their vectors, against identity and the nearest-neighbour perturbation (nearest vector
+  among the trained ones): the model's map for it, and its real cells.
+
+Scores: MMD and energy distance on all genes, log-normalised by the model's preprocessing,
+seeds 0-2. Results to ``benchmarks/results/conditional/synthetic.json``.
+
+    python benchmarks/conditional_synthetic.py [--parts doses,embedding] [--seeds 0,1,2]
+"""
+
+# %%
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cellw1
+from cellw1.datasets import synthetic_doses, synthetic_embedded_perturbations
+from cellw1.eval.metrics import energy_distance, mmd
+
+OUT = Path(__file__).parent / "results" / "conditional"
+
+
+def score(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
+    return {"mmd": float(mmd(pred, obs)), "energy": float(energy_distance(pred, obs))}
+
+
+def split_controls(adata, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.flatnonzero(adata.obs["condition"].astype(str).to_numpy() == "control")
+    rows = np.random.default_rng(seed).permutation(rows)
+    return np.sort(rows[len(rows) // 3 :]), np.sort(rows[: len(rows) // 3])
+
+
+def run_doses(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict:
+    adata = synthetic_doses(n_control=1500, n_per_dose=400, seed=seed)
+    labels, doses = adata.obs["condition"].astype(str).to_numpy(), adata.obs["dose"].to_numpy()
+    train_ctrl, test_ctrl = split_controls(adata, seed)
+    held = (labels != "control") & (doses == 10.0)
+    train = adata[np.sort(np.concatenate([train_ctrl, np.flatnonzero((labels != "control") & ~held)]))].copy()
+    model = cellw1.fit_conditional(train, "condition", "control", dose_key="dose", seed=seed, config=config,
+                                   progress=False)
+    pre = model.preprocessor.transform
+    ctrl_in = adata[test_ctrl].copy()
+    ctrl_values = pre(ctrl_in.X)
+    train_ctrl_mean = pre(adata[train_ctrl].X).mean(0)
+    found: dict = {}
+    for pert in ("pertA", "pertB"):
+        truth = pre(adata[(labels == pert) & held].X)
+
+        def shift(d: float, pert: str = pert) -> np.ndarray:
+            return pre(adata[(labels == pert) & (doses == d)].X).mean(0) - train_ctrl_mean
+
+        w = (np.log(10.0) - np.log(3.0)) / (np.log(30.0) - np.log(3.0))
+        interpolated = np.maximum(ctrl_values + (1 - w) * shift(3.0) + w * shift(30.0), 0.0)
+        nearest = 30.0  # nearer to 10 than 3 in log dose
+        found[pert] = {
+            "model": score(model.predict(ctrl_in, perturbation=pert, dose=10.0).X, truth),
+            "linear_interpolation": score(interpolated, truth),
+            "model_at_nearest_dose": score(model.predict(ctrl_in, perturbation=pert, dose=nearest).X, truth),
+            "cells_of_nearest_dose": score(pre(adata[(labels == pert) & (doses == nearest)].X), truth),
+            "identity": score(ctrl_values, truth),
+        }
+    return found
+
+
+def run_embedding(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict:
+    adata = synthetic_embedded_perturbations(n_control=1500, n_perturbed=300, seed=seed)
+    labels = adata.obs["condition"].astype(str).to_numpy()
+    names = sorted(adata.uns["vectors"])
+    held_out = sorted(np.random.default_rng(seed).choice(names, size=3, replace=False).tolist())
+    trained = [n for n in names if n not in held_out]
+    train_ctrl, test_ctrl = split_controls(adata, seed)
+    train = adata[np.sort(np.concatenate([train_ctrl, np.flatnonzero(np.isin(labels, trained))]))].copy()
+    model = cellw1.fit_conditional(train, "condition", "control", embedding_key="vectors", seed=seed, config=config,
+                                   progress=False)
+    pre = model.preprocessor.transform
+    ctrl_in = adata[test_ctrl].copy()
+    vectors = {n: np.asarray(adata.uns["vectors"][n]) for n in names}
+    found: dict = {}
+    for pert in held_out:
+        truth = pre(adata[labels == pert].X)
+        neighbour = min(trained, key=lambda n: np.linalg.norm(vectors[n] - vectors[pert]))
+        found[pert] = {
+            "neighbour": neighbour,
+            "model": score(model.predict(ctrl_in, perturbation=pert).X, truth),
+            "neighbour_map": score(model.predict(ctrl_in, perturbation=neighbour).X, truth),
+            "neighbour_cells": score(pre(adata[labels == neighbour].X), truth),
+            "identity": score(pre(ctrl_in.X), truth),
+        }
+    return found
+
+
+def table(found: dict, methods: list[str]) -> str:
+    """Median MMD and energy per method over seeds and perturbations; how often the model's MMD is lower."""
+    cases = [case for per_seed in found.values() for case in per_seed.values()]
+    lines = ["| method | median MMD | median energy | model's MMD lower in |", "|---|---|---|---|"]
+    for m in methods:
+        wins = sum(c["model"]["mmd"] < c[m]["mmd"] for c in cases)
+        lines.append(f"| {m} | {np.median([c[m]['mmd'] for c in cases]):.4g} | "
+                     f"{np.median([c[m]['energy'] for c in cases]):.4g} | {'' if m == 'model' else f'{wins}/{len(cases)}'} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", default="doses,embedding")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--config", default="{}", help='ConditionalConfig fields as JSON, e.g. \'{"regression_iters": 1000}\'')
+    args = parser.parse_args()
+    config = cellw1.ConditionalConfig(**json.loads(args.config))
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "synthetic.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for part in args.parts.split(","):
+        run = {"doses": run_doses, "embedding": run_embedding}[part]
+        results[part] = {str(seed): run(seed, config) for seed in seeds}
+        path.write_text(json.dumps(results, indent=2))
+        methods = (["model", "linear_interpolation", "model_at_nearest_dose", "cells_of_nearest_dose", "identity"]
+                   if part == "doses" else ["model", "neighbour_map", "neighbour_cells", "identity"])
+        print(part, "\n" + table(results[part], methods), flush=True)
+
+
+if __name__ == "__main__":
+    main()

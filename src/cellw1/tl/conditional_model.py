@@ -1,0 +1,300 @@
+"""The fitted conditional model at the AnnData edge: one W1 map, any of its perturbations (and doses).
+
+A :class:`ConditionalModel` chains the preprocessing, the embedding and one
+:class:`~cellw1.ot.conditional.ConditionalMap`. ``predict(adata, perturbation=..., dose=...)``
+builds the condition (labels of a combination joined by ``"+"``, a dose), then predicts exactly
+as :class:`~cellw1.tl.model.PerturbationModel` does (same output AnnData, same calibrated
+log1p expression, ``uns["cellw1"]`` with the condition). A training condition is calibrated
+with its own numbers; a dose between two training doses of its label with theirs, interpolated
+in ``log1p(dose)`` (output ``"calibrated_interpolated"``); any other condition (a dose outside
+the training range, a combination, an embedded label) gets the zero thresholds pooled over all
+training conditions and no mean offsets (output ``"calibrated_zeros"``): its mean is the map's.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .._io import atomic_write_bytes, check_format, load_tensors, save_tensors
+from ..errors import InputError, ModelFileError
+from ..ot.condition import Condition
+from ..ot.conditional import ConditionalMap
+from ..pp.embedding import Embedding
+from ..pp.labels import label_text
+from ..pp.preprocessing import Preprocessor
+from ..pp.spaces import load_embedding
+from .methods import FittedMethod
+from .model import COLLECTION_FILE, MODEL_FILE, PerturbationModel, _versions
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "cellw1.ConditionalModel"
+FORMAT_VERSION = 1
+#: joins the labels of perturbations applied together (``"IFNGR1+IFNGR2"``)
+COMBINATION = "+"
+METHOD = "w1_conditional"
+
+
+def member_labels(label: str) -> list[str]:
+    """The perturbations of a condition label: ``"A+B"`` -> ``["A", "B"]`` (order kept, blanks dropped)."""
+    return [part.strip() for part in str(label).split(COMBINATION) if part.strip()]
+
+
+class _AtCondition(FittedMethod):
+    """The conditional map with one condition fixed, as a prediction method (cells in the fitted space)."""
+
+    name = METHOD
+
+    def __init__(self, cmap: ConditionalMap, condition: Condition) -> None:
+        super().__init__(cmap.info)
+        self.cmap, self.condition = cmap, condition
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.cmap.transport(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
+
+    def response(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
+
+
+class _ConditionView(PerturbationModel):
+    """A :class:`PerturbationModel` for one condition of a conditional model (predict only)."""
+
+    def __init__(self, *, dose: float | None, output: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dose, self.output = dose, output
+
+    def _output(self) -> str | None:
+        return None if self.preprocessor is None else self.output
+
+    def _uns(self) -> dict[str, Any]:
+        return {**super()._uns(), "dose": self.dose, "conditional": True}
+
+    def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
+        result = super()._output_obs(obs)
+        if self.dose is not None:
+            result["dose"] = float(self.dose)
+        return result
+
+
+class ConditionalModel:
+    """One W1 model for many perturbations: predict any of them, at any dose, from control cells.
+
+    Create it with :func:`cellw1.fit_conditional`; use :meth:`predict`, :meth:`save` and
+    :func:`cellw1.load`.
+
+    Attributes
+    ----------
+    features
+        Genes the model reads and writes, in order.
+    labels
+        The label table: perturbations it can encode (with ``embedding_key``: every label
+        that had a vector, trained on or not).
+    conditions
+        The training conditions: ``{"label", "dose", "n_cells"}`` each.
+    condition_key, control, dose_key, embedding_key
+        Where the conditions came from in the training AnnData.
+    """
+
+    def __init__(self, *, features: list[str], preprocessor: Preprocessor | None, embedding: Embedding,
+                 cmap: ConditionalMap, condition_key: str, control: str, labels: list[str],
+                 conditions: list[dict[str, Any]], dose_key: str | None, embedding_key: str | None,
+                 calibration: np.ndarray | None, pooled_calibration: np.ndarray | None, layer: str | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        self.features, self.preprocessor, self.embedding, self.map = list(features), preprocessor, embedding, cmap
+        self.condition_key, self.control = condition_key, control
+        self.labels, self.conditions = list(labels), [dict(c) for c in conditions]
+        self.dose_key, self.embedding_key, self.layer = dose_key, embedding_key, layer
+        self.calibration = None if calibration is None else np.asarray(calibration, dtype=np.float32)
+        self.pooled_calibration = None if pooled_calibration is None else np.asarray(pooled_calibration, np.float32)
+        self.info: dict[str, Any] = dict(info or {})
+
+    def __repr__(self) -> str:
+        dose = f", dose_key={self.dose_key!r}" if self.dose_key else ""
+        return (f"ConditionalModel({len(self.conditions)} training conditions, {len(self.labels)} labels{dose}, "
+                f"space={self.embedding.kind!r}, {len(self.features)} features)")
+
+    @property
+    def perturbations(self) -> list[str]:
+        """The perturbation labels trained on."""
+        return list(dict.fromkeys(c["label"] for c in self.conditions))
+
+    def dose_range(self, label: str | None = None) -> tuple[float, float] | None:
+        """Smallest and largest training dose (of ``label``, or of any)."""
+        doses = [c["dose"] for c in self.conditions if c["dose"] is not None and (label is None or c["label"] == label)]
+        return (min(doses), max(doses)) if doses else None
+
+    # -- conditions ---------------------------------------------------------------------------------
+    def condition(self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None) -> Condition:
+        """The engine's :class:`~cellw1.ot.condition.Condition` for ``perturbation`` (``"A+B"`` for
+        several) at ``dose``; labels outside the table are read from ``uns[embedding_key]``."""
+        label = label_text(perturbation)
+        members = member_labels(label)
+        if not members or label == self.control:
+            raise InputError(f"perturbation {perturbation!r} is not a perturbation; give one of {self.perturbations}.")
+        positions, vectors = [], []
+        for member in members:
+            if member in self.labels:
+                positions.append(self.labels.index(member))
+            elif self.embedding_key is not None and uns is not None and member in (uns.get(self.embedding_key) or {}):
+                vectors.append(self._vector(member, uns[self.embedding_key][member]))
+            else:
+                how = (f"nor a vector in the data's uns[{self.embedding_key!r}]" if self.embedding_key
+                       else "and the model was fitted without embedding vectors (embedding_key), so it cannot encode a new label")
+                shown = ", ".join(self.labels[:30]) + (f" and {len(self.labels) - 30} more" if len(self.labels) > 30 else "")
+                raise InputError(f"perturbation {member!r} is not one the model knows ({shown}) {how}.")
+        return Condition(tuple(positions), np.stack(vectors) if vectors else None, self._dose(label, dose))
+
+    def _vector(self, label: str, value: Any) -> np.ndarray:
+        vector = np.asarray(value, dtype=np.float64).ravel()
+        size = self.map.encoder.vector_dim
+        if vector.shape != (size,) or not np.isfinite(vector).all():
+            raise InputError(
+                f"the embedding vector of {label!r} has shape {vector.shape}"
+                f"{'' if np.isfinite(vector).all() else ' and non-finite values'}; the model reads vectors of {size} "
+                "finite numbers."
+            )
+        return vector.astype(np.float32)
+
+    def _dose(self, label: str, dose: float | None) -> float | None:
+        if self.dose_key is None:
+            if dose is not None:
+                raise InputError("this model was fitted without dose_key, so it takes no dose; drop dose=.")
+            return None
+        if dose is None:
+            raise InputError(
+                f"this model was fitted with doses (obs[{self.dose_key!r}]); give dose= (training doses of {label!r}: "
+                f"{sorted({c['dose'] for c in self.conditions if c['label'] == label}) or 'none'})."
+            )
+        try:
+            value = float(dose)
+        except (TypeError, ValueError):
+            raise InputError(f"dose={dose!r} must be a number.") from None
+        if not np.isfinite(value) or value < 0:
+            raise InputError(f"dose={dose!r} must be a finite number >= 0.")
+        low, high = self.dose_range(label) or self.dose_range()  # type: ignore[misc]
+        if not low <= value <= high:
+            logger.warning(
+                "dose %g of %r lies outside the training doses [%g, %g]; the prediction extrapolates.",
+                value, label, low, high,
+            )
+        return value
+
+    def _calibration(self, label: str, dose: float | None) -> tuple[np.ndarray | None, str]:
+        """A training condition's own calibration; between two training doses of the label, their
+        calibrations interpolated in ``log1p(dose)``; else the pooled zero thresholds."""
+        if self.calibration is not None:
+            known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
+            for d, i in known:
+                if d == dose:
+                    return self.calibration[i], "calibrated"
+            below = [k for k in known if dose is not None and k[0] < dose]
+            above = [k for k in known if dose is not None and k[0] > dose]
+            if below and above:
+                (d0, i0), (d1, i1) = below[-1], above[0]
+                w = (np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0))
+                return (1 - w) * self.calibration[i0] + w * self.calibration[i1], "calibrated_interpolated"
+        if self.pooled_calibration is None:
+            return None, "clipped"
+        return self.pooled_calibration, "calibrated_zeros"
+
+    # -- prediction ---------------------------------------------------------------------------------
+    def view(self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None) -> PerturbationModel:
+        """A :class:`~cellw1.tl.model.PerturbationModel` predicting one condition (``predict`` only)."""
+        condition = self.condition(perturbation, dose, uns)
+        label = label_text(perturbation)
+        calibration, output = self._calibration(label, condition.dose)
+        return _ConditionView(
+            features=self.features, preprocessor=self.preprocessor, embedding=self.embedding,
+            method=_AtCondition(self.map, condition), condition_key=self.condition_key, control=self.control,
+            perturbation=label, layer=self.layer, info=self.info, calibration=calibration, dose=condition.dose,
+            output=output,
+        )
+
+    def predict(self, adata: ad.AnnData | str | os.PathLike, perturbation: str, dose: float | None = None,
+                **kwargs: Any) -> ad.AnnData | Path:
+        """Predict the cells of ``adata`` (never modified) under ``perturbation`` at ``dose``.
+
+        Parameters
+        ----------
+        adata
+            Control cells: an AnnData, or data on disk as for :meth:`PerturbationModel.predict`.
+        perturbation
+            A label (``"STAT1"``), or several joined by ``"+"``. A label the model was not
+            trained on is read from ``adata.uns[embedding_key]`` when the model has vectors.
+        dose
+            Required when the model was fitted with ``dose_key``; outside the training range
+            it is a warning (the map extrapolates).
+        **kwargs
+            ``out``, ``cells``, ``chunk_cells``, ``progress`` of :meth:`PerturbationModel.predict`.
+
+        Returns
+        -------
+        anndata.AnnData or pathlib.Path
+            As :meth:`PerturbationModel.predict`; ``obs`` also has ``dose`` (with doses) and
+            ``uns["cellw1"]`` the dose and ``"conditional": True``.
+        """
+        uns = getattr(adata, "uns", None)
+        return self.view(perturbation, dose, uns).predict(adata, **kwargs)
+
+    # -- files ----------------------------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "versions": _versions(), "features": self.features,
+            "condition_key": self.condition_key, "control": self.control, "labels": self.labels,
+            "conditions": self.conditions, "dose_key": self.dose_key, "embedding_key": self.embedding_key,
+            "layer": self.layer, "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
+            "embedding": self.embedding.header(), "map": self.map.header(), "info": self.info,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model to ``directory`` (created if needed); atomic, checksummed, no pickle."""
+        directory = Path(directory)
+        if (directory / COLLECTION_FILE).exists():
+            raise InputError(f"{str(directory)!r} holds a collection of models; save this model to another directory.")
+        tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
+        tensors.update({f"map.{k}": v for k, v in self.map.state_tensors().items()})
+        if self.calibration is not None:
+            tensors["output.calibration"] = torch.from_numpy(self.calibration)
+        if self.pooled_calibration is not None:
+            tensors["output.pooled_calibration"] = torch.from_numpy(self.pooled_calibration)
+        header = self.header()
+        save_tensors(directory / MODEL_FILE, tensors, header)
+        atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> ConditionalModel:
+        """Load a model written by :meth:`save`."""
+        directory = Path(directory)
+        tensors, header = load_tensors(directory / MODEL_FILE, kind="ConditionalModel")
+        check_format(header, FORMAT, FORMAT_VERSION, source=f"{str(directory / MODEL_FILE)!r}")
+        try:
+            embedding = load_embedding({k[10:]: v for k, v in tensors.items() if k.startswith("embedding.")},
+                                       header["embedding"])
+            cmap = ConditionalMap.from_state({k[4:]: v for k, v in tensors.items() if k.startswith("map.")},
+                                             header["map"], source=f"model in {str(directory)!r}")
+            pre = header["preprocessing"]
+            return cls(
+                features=header["features"], preprocessor=None if pre is None else Preprocessor.from_dict(pre),
+                embedding=embedding, cmap=cmap, condition_key=header["condition_key"], control=header["control"],
+                labels=header["labels"], conditions=header["conditions"], dose_key=header["dose_key"],
+                embedding_key=header["embedding_key"], layer=header.get("layer"), info=header.get("info"),
+                calibration=tensors["output.calibration"].numpy() if "output.calibration" in tensors else None,
+                pooled_calibration=(tensors["output.pooled_calibration"].numpy()
+                                    if "output.pooled_calibration" in tensors else None),
+            )
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            raise ModelFileError(f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it.") from exc
