@@ -64,8 +64,12 @@ def main() -> None:
             entry: dict = {"refused": None, "per_target": {}, "metric_errors": []}
             try:
                 evaluator = MetricsEvaluator(
-                    adata_pred=path, adata_real=real, control_pert="non-targeting", pert_col="target",
-                    num_threads=1, outdir=os.path.join(workdir, name),
+                    adata_pred=path,
+                    adata_real=real,
+                    control_pert="non-targeting",
+                    pert_col="target",
+                    num_threads=1,
+                    outdir=os.path.join(workdir, name),
                 )
                 table, _ = evaluator.compute(profile="full", write_csv=False)
             except Exception as exc:  # cell-eval's refusal of the file, reported as the result

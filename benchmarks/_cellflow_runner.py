@@ -46,48 +46,64 @@ def main(inp: str, out: str) -> None:
     names = [str(n) for n in data["names"]]
     conditions = sorted(set(labels))
     cells = np.concatenate([control, perturbed]).astype(np.float32)
-    obs = pd.DataFrame({
-        "condition": pd.Categorical(["control"] * len(control) + list(labels)),
-        "is_control": np.r_[np.ones(len(control), bool), np.zeros(len(perturbed), bool)],
-    }, index=[f"c{i}" for i in range(len(cells))])
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical(["control"] * len(control) + list(labels)),
+            "is_control": np.r_[np.ones(len(control), bool), np.zeros(len(perturbed), bool)],
+        },
+        index=[f"c{i}" for i in range(len(cells))],
+    )
     adata = ad.AnnData(X=np.zeros((len(cells), 1), np.float32), obs=obs)
     adata.obsm["X_pca"] = cells
     eye = np.eye(len(conditions), dtype=np.float32)
-    adata.uns["onehot"] = {c: eye[i] for i, c in enumerate(conditions)} | {"control": np.zeros(len(conditions), np.float32)}
+    adata.uns["onehot"] = {c: eye[i] for i, c in enumerate(conditions)} | {
+        "control": np.zeros(len(conditions), np.float32)
+    }
 
     start = time.perf_counter()
     cf = CellFlow(adata, solver="otfm")
-    cf.prepare_data(sample_rep="X_pca", control_key="is_control",
-                    perturbation_covariates={"condition": ("condition",)},
-                    perturbation_covariate_reps={"condition": "onehot"})
+    cf.prepare_data(
+        sample_rep="X_pca",
+        control_key="is_control",
+        perturbation_covariates={"condition": ("condition",)},
+        perturbation_covariate_reps={"condition": "onehot"},
+    )
     width = int(params["width"])
     cf.prepare_model(
         condition_embedding_dim=int(params["condition_dim"]),
-        time_encoder_dims=(width, width), hidden_dims=(width, width, width), decoder_dims=(width, width, width),
+        time_encoder_dims=(width, width),
+        hidden_dims=(width, width, width),
+        decoder_dims=(width, width, width),
         optimizer=optax.MultiSteps(optax.adam(float(params["lr"])), int(params["accumulate"])),
         seed=int(params["seed"]),
     )
-    cf.train(num_iterations=int(params["iterations"]), batch_size=int(params["batch_size"]),
-             valid_freq=10 * int(params["iterations"]))
+    cf.train(
+        num_iterations=int(params["iterations"]),
+        batch_size=int(params["batch_size"]),
+        valid_freq=10 * int(params["iterations"]),
+    )
     train_seconds = time.perf_counter() - start
 
     start = time.perf_counter()
-    test = ad.AnnData(X=np.zeros((len(data["test_control"]), 1), np.float32),
-                      obs=pd.DataFrame({"is_control": True, "condition": "control"},
-                                       index=[f"t{i}" for i in range(len(data["test_control"]))]))
+    test = ad.AnnData(
+        X=np.zeros((len(data["test_control"]), 1), np.float32),
+        obs=pd.DataFrame(
+            {"is_control": True, "condition": "control"}, index=[f"t{i}" for i in range(len(data["test_control"]))]
+        ),
+    )
     test.obsm["X_pca"] = data["test_control"].astype(np.float32)
     test.uns["onehot"] = adata.uns["onehot"]
     covariates = pd.DataFrame({"condition": pd.Categorical(names, categories=adata.obs["condition"].cat.categories)})
     covariates["is_control"] = False
-    predicted = cf.predict(test, covariate_data=covariates, sample_rep="X_pca",
-                           rng=jax.random.PRNGKey(int(params["seed"])))
+    predicted = cf.predict(
+        test, covariate_data=covariates, sample_rep="X_pca", rng=jax.random.PRNGKey(int(params["seed"]))
+    )
     predicted = {key if isinstance(key, str) else key[0]: value for key, value in predicted.items()}
     print(sorted(predicted), file=sys.stderr)
     predict_seconds = time.perf_counter() - start
     arrays = {f"pred_{i}": np.asarray(predicted[name]) for i, name in enumerate(names)}
     versions = {p: importlib.metadata.version(p) for p in ("cellflow-tools", "jax", "flax", "optax")}
-    np.savez(out, train_seconds=train_seconds, predict_seconds=predict_seconds, versions=json.dumps(versions),
-             **arrays)
+    np.savez(out, train_seconds=train_seconds, predict_seconds=predict_seconds, versions=json.dumps(versions), **arrays)
 
 
 if __name__ == "__main__":

@@ -78,8 +78,12 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--scgen-epochs", type=int, default=50)
-    parser.add_argument("--suite", choices=("cellw1", "cell-eval"), default="cellw1",
-                        help="cell-eval: also cell-eval's metrics per split (needs cellw1[eval] in the same venv)")
+    parser.add_argument(
+        "--suite",
+        choices=("cellw1", "cell-eval"),
+        default="cellw1",
+        help="cell-eval: also cell-eval's metrics per split (needs cellw1[eval] in the same venv)",
+    )
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     if not DATA.exists():
@@ -91,25 +95,42 @@ def main() -> None:
     for run in args.runs.split(","):
         loader, key, control, extra = RUNS[run]
         start = time.perf_counter()
-        result = cellw1.evaluate(loader(), key, control, methods=args.methods.split(","), n_repeats=args.repeats,
-                                 scgen_config=scgen_config, suite=args.suite, progress=False, **extra)
+        result = cellw1.evaluate(
+            loader(),
+            key,
+            control,
+            methods=args.methods.split(","),
+            n_repeats=args.repeats,
+            scgen_config=scgen_config,
+            suite=args.suite,
+            progress=False,
+            **extra,
+        )
         elapsed = time.perf_counter() - start
         folder = args.out / run
         folder.mkdir(parents=True, exist_ok=True)
         result.table.to_csv(folder / "results.csv", index=False)
         summary = result.summary()
         summary.to_csv(folder / "summary.csv", index=False)
-        (folder / "settings.json").write_text(json.dumps({**result.settings, "scgen_epochs": args.scgen_epochs,
-                                                          "total_seconds": elapsed}, indent=2, default=str))
+        (folder / "settings.json").write_text(
+            json.dumps(
+                {**result.settings, "scgen_epochs": args.scgen_epochs, "total_seconds": elapsed}, indent=2, default=str
+            )
+        )
         medians = summary.pivot(index="method", columns="metric", values="median").reindex(result.methods)
         shown = [*SHOWN, *(CELL_EVAL_SHOWN if args.suite == "cell-eval" else ())]
-        lines += ["", f"### {run} (median over {len(result.settings['perturbations'])} perturbation(s) x "
-                  f"{args.repeats} repeat(s); scGen {args.scgen_epochs} epochs max; suite {args.suite}; "
-                  f"total {elapsed:.0f} s)", "",
-                  "| method | " + " | ".join(shown) + " |", "|---" * (len(shown) + 1) + "|"]
+        lines += [
+            "",
+            f"### {run} (median over {len(result.settings['perturbations'])} perturbation(s) x "
+            f"{args.repeats} repeat(s); scGen {args.scgen_epochs} epochs max; suite {args.suite}; "
+            f"total {elapsed:.0f} s)",
+            "",
+            "| method | " + " | ".join(shown) + " |",
+            "|---" * (len(shown) + 1) + "|",
+        ]
         for method, row in medians.iterrows():
             lines.append(f"| {method} | " + " | ".join(f"{row[m]:.4g}" for m in shown) + " |")
-        print("\n".join(lines[-(len(medians) + 4):]), flush=True)
+        print("\n".join(lines[-(len(medians) + 4) :]), flush=True)
     with open(args.out / "medians.md", "a") as fh:
         fh.write("\n".join(lines) + "\n")
 

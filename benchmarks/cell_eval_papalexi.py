@@ -118,10 +118,26 @@ STRONG5 = ("STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4")
 TARGETS = (*STRONG5, "ATF2", "CUL3", "ETV7")
 TEST_FRACTION = 0.2
 N_DE = 50
-OWN_METRICS = ("shift_ratio", "mmd", "energy", "cosine", "frac_negative", "min_value", "const_change", "const_rel",
-               "fit_seconds")
-CE_METRICS = ("overlap_at_N", "mse", "pearson_delta", "discrimination_score_l1", "discrimination_score_cosine",
-              "de_nsig_counts_pred", "de_nsig_counts_real")
+OWN_METRICS = (
+    "shift_ratio",
+    "mmd",
+    "energy",
+    "cosine",
+    "frac_negative",
+    "min_value",
+    "const_change",
+    "const_rel",
+    "fit_seconds",
+)
+CE_METRICS = (
+    "overlap_at_N",
+    "mse",
+    "pearson_delta",
+    "discrimination_score_l1",
+    "discrimination_score_cosine",
+    "de_nsig_counts_pred",
+    "de_nsig_counts_real",
+)
 MEAN_SHIFT = "mean_shift"
 CLIP = "+clip0"
 #: cellw1's name of the mean-shift baseline
@@ -187,13 +203,18 @@ def git_state() -> dict[str, Any]:
             return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=True).stdout
         except (OSError, subprocess.CalledProcessError):
             return ""
-    return {"commit": git("rev-parse", "HEAD").strip(), "src_changed": git("status", "--porcelain", "--", "src").splitlines(),
-            "src_diff_sha256": hashlib.sha256(git("diff", "HEAD", "--", "src").encode()).hexdigest()}
+
+    return {
+        "commit": git("rev-parse", "HEAD").strip(),
+        "src_changed": git("status", "--porcelain", "--", "src").splitlines(),
+        "src_diff_sha256": hashlib.sha256(git("diff", "HEAD", "--", "src").encode()).hexdigest(),
+    }
 
 
 # -- (a) cellw1's own metrics -----------------------------------------------------------------------
-def own_metrics(pred: np.ndarray, control: np.ndarray, observed: np.ndarray, de: np.ndarray,
-                constant: np.ndarray) -> dict[str, float]:
+def own_metrics(
+    pred: np.ndarray, control: np.ndarray, observed: np.ndarray, de: np.ndarray, constant: np.ndarray
+) -> dict[str, float]:
     """``pred`` row i is the prediction of ``control`` row i; all in the model's log1p space."""
     p, c, o = (np.asarray(a, dtype=np.float64) for a in (pred, control, observed))
     pred_change, obs_change = p.mean(0) - c.mean(0), o.mean(0) - c.mean(0)
@@ -241,8 +262,9 @@ def run_cell_eval(python: str, real: ad.AnnData, preds: dict[str, ad.AnnData], k
             adata.write_h5ad(folder / f"pred_{name}.h5ad")
             args.append(f"{name}={folder / f'pred_{name}.h5ad'}")
         out = folder / "cell_eval.json"
-        proc = subprocess.run([python, str(RUNNER), str(folder / "real.h5ad"), str(out), *args],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [python, str(RUNNER), str(folder / "real.h5ad"), str(out), *args], capture_output=True, text=True
+        )
         if proc.returncode != 0 or not out.exists():
             raise SystemExit(f"cell-eval runner failed ({python}, exit {proc.returncode}):\n{proc.stderr[-4000:]}")
         return json.loads(out.read_text())
@@ -290,19 +312,33 @@ def check(ok: bool) -> str:
 
 # -- main -------------------------------------------------------------------------------------------
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", action="append", type=parse_variant, default=[], metavar="NAME=JSON",
-                        help="extra W1 variant, e.g. gan='{\"step_size_learner\": \"gan\"}' (repeatable)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        default=[],
+        metavar="NAME=JSON",
+        help='extra W1 variant, e.g. gan=\'{"step_size_learner": "gan"}\' (repeatable)',
+    )
     parser.add_argument("--tag", default="", help="results file suffix: cell_eval_papalexi_TAG.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cell-eval-python", default=None, help="python of the cell-eval venv (see docstring)")
     parser.add_argument("--skip-cell-eval", action="store_true", help="only (a), cellw1's own metrics")
-    parser.add_argument("--clip-diagnostic", action="store_true",
-                        help="also score each W1 method clipped at 0 in cell-eval (labelled +clip0; counts for nothing)")
-    parser.add_argument("--keep-files", type=Path, default=None,
-                        help="keep the h5ad files given to cell-eval (and its JSON) in this folder")
+    parser.add_argument(
+        "--clip-diagnostic",
+        action="store_true",
+        help="also score each W1 method clipped at 0 in cell-eval (labelled +clip0; counts for nothing)",
+    )
+    parser.add_argument(
+        "--keep-files",
+        type=Path,
+        default=None,
+        help="keep the h5ad files given to cell-eval (and its JSON) in this folder",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(1)
@@ -313,7 +349,9 @@ def main() -> None:
     start = time.perf_counter()
 
     adata = ad.read_h5ad(args.data)
-    adata = adata[(adata.obs["grna_frac"] >= 0.8).to_numpy() & adata.obs[KEY].astype(str).isin([CONTROL, *TARGETS]).to_numpy()].copy()
+    adata = adata[
+        (adata.obs["grna_frac"] >= 0.8).to_numpy() & adata.obs[KEY].astype(str).isin([CONTROL, *TARGETS]).to_numpy()
+    ].copy()
     labels = adata.obs[KEY].astype(str).to_numpy()
     genes = [str(g) for g in adata.var_names]
     control_rows = np.flatnonzero(labels == CONTROL)
@@ -326,29 +364,41 @@ def main() -> None:
     test_perturbed: dict[str, ad.AnnData] = {}
     split_info: dict[str, dict[str, int]] = {}
     de_genes: dict[str, list[str]] = {}
-    print(f"Papalexi: {adata.n_obs} cells (grna_frac >= 0.8), {len(genes)} genes; held-out controls: {c_test.size}; "
-          f"methods: {', '.join(specs)}; seed {args.seed}", flush=True)
+    print(
+        f"Papalexi: {adata.n_obs} cells (grna_frac >= 0.8), {len(genes)} genes; held-out controls: {c_test.size}; "
+        f"methods: {', '.join(specs)}; seed {args.seed}",
+        flush=True,
+    )
     for target in TARGETS:
         pert_rows = np.flatnonzero(labels == target)
         p_train, p_test = split(pert_rows.size, args.seed, target)
         train = adata[np.sort(np.concatenate([control_rows[c_train], pert_rows[p_train]]))].copy()
         test_perturbed[target] = adata[pert_rows[p_test]].copy()
-        split_info[target] = {"train_control": int(c_train.size), "train_perturbed": int(p_train.size),
-                              "test_control": int(c_test.size), "test_perturbed": int(p_test.size)}
+        split_info[target] = {
+            "train_control": int(c_train.size),
+            "train_perturbed": int(p_train.size),
+            "test_control": int(c_test.size),
+            "test_perturbed": int(p_test.size),
+        }
         scored = None
         for name, (method, config, _) in specs.items():
             t0 = time.perf_counter()
-            model = cellw1.fit(train, KEY, CONTROL, target, space="genes", method=method, config=config,
-                               seed=args.seed, progress=False)
+            model = cellw1.fit(
+                train, KEY, CONTROL, target, space="genes", method=method, config=config, seed=args.seed, progress=False
+            )
             fit_seconds = time.perf_counter() - t0
             predicted = model.predict(test_control)
             if list(model.features) != genes or list(predicted.var_names) != genes:
-                raise SystemExit("the model's features are not the data's genes in order; the benchmark assumes they are.")
+                raise SystemExit(
+                    "the model's features are not the data's genes in order; the benchmark assumes they are."
+                )
             pred = np.asarray(predicted.X, dtype=np.float32)
             pre = model.preprocessor
             if pre is None or pre.input_kind != "counts":
-                raise SystemExit(f"{target} {name}: expected cellw1 to read the raw counts (input_kind 'counts'), "
-                                 f"got {None if pre is None else pre.input_kind}; uns: {predicted.uns.get('cellw1')}")
+                raise SystemExit(
+                    f"{target} {name}: expected cellw1 to read the raw counts (input_kind 'counts'), "
+                    f"got {None if pre is None else pre.input_kind}; uns: {predicted.uns.get('cellw1')}"
+                )
             if scored is None:  # same training cells -> same preprocessing for every method of this target
                 target_sums[target] = float(pre.target_sum)
                 is_control = (train.obs[KEY].astype(str) == CONTROL).to_numpy()
@@ -367,23 +417,36 @@ def main() -> None:
             scores["fit_seconds"] = fit_seconds
             own[name][target] = scores
             raw_preds[name][target] = pred
-            print(f"  {target:7s} {name:12s} fit {fit_seconds:5.1f}s  ratio {scores['shift_ratio']:.3f}  "
-                  f"mmd {scores['mmd']:.4f}  energy {scores['energy']:.4f}  cos {scores['cosine']:.3f}  "
-                  f"neg {scores['frac_negative']:.1%}  min {scores['min_value']:.2f}  "
-                  f"const {fmt(scores['const_change'])} ({scores['n_constant_genes']} genes)", flush=True)
+            print(
+                f"  {target:7s} {name:12s} fit {fit_seconds:5.1f}s  ratio {scores['shift_ratio']:.3f}  "
+                f"mmd {scores['mmd']:.4f}  energy {scores['energy']:.4f}  cos {scores['cosine']:.3f}  "
+                f"neg {scores['frac_negative']:.1%}  min {scores['min_value']:.2f}  "
+                f"const {fmt(scores['const_change'])} ({scores['n_constant_genes']} genes)",
+                flush=True,
+            )
     fit_done = time.perf_counter()
 
     # -- (a) table: strong-5 medians
     names = list(specs)
     strong = {m: {k: median([own[m][t][k] for t in STRONG5]) for k in OWN_METRICS} for m in names}
-    lines = ["", f"### (a) cellw1 metrics, median over the strong 5 ({', '.join(STRONG5)}); top-50 DE genes "
-             "(training cells), log1p", "",
-             "| method | shift ratio | MMD | energy | cosine (all genes) | frac < 0 | min value | const-gene abs change "
-             "| const / DE-gene change | fit s |", "|---" * 10 + "|"]
+    lines = [
+        "",
+        f"### (a) cellw1 metrics, median over the strong 5 ({', '.join(STRONG5)}); top-50 DE genes "
+        "(training cells), log1p",
+        "",
+        "| method | shift ratio | MMD | energy | cosine (all genes) | frac < 0 | min value | const-gene abs change "
+        "| const / DE-gene change | fit s |",
+        "|---" * 10 + "|",
+    ]
     for m in names:
         s = strong[m]
-        lines.append(f"| {m} | " + " | ".join(fmt(s[k]) for k in OWN_METRICS[:6]) + " | "
-                     + " | ".join(fmt(s[k]) for k in OWN_METRICS[6:]) + " |")
+        lines.append(
+            f"| {m} | "
+            + " | ".join(fmt(s[k]) for k in OWN_METRICS[:6])
+            + " | "
+            + " | ".join(fmt(s[k]) for k in OWN_METRICS[6:])
+            + " |"
+        )
     n_const = sorted({own[names[0]][t]["n_constant_genes"] for t in TARGETS})
     lines.append(f"\nGenes constant in the training cells, per target: {n_const}")
 
@@ -401,8 +464,9 @@ def main() -> None:
         t0 = time.perf_counter()
         scale = Preprocessor("counts", common, "benchmark: one scale for cell-eval", len(genes))
         control_log = scale.transform(test_control.X)
-        real = frame([scale.transform(test_perturbed[t].X) for t in TARGETS] + [control_log],
-                     [*TARGETS, CONTROL], "real", genes)
+        real = frame(
+            [scale.transform(test_perturbed[t].X) for t in TARGETS] + [control_log], [*TARGETS, CONTROL], "real", genes
+        )
         preds = {}
         for col in columns:
             m = col.removesuffix(CLIP)
@@ -419,20 +483,30 @@ def main() -> None:
         if MEAN_SHIFT not in ce_means:
             reference = f"{MEAN_SHIFT}{CLIP}"
         # the clipped mean shift is shown only where it is the reference (or with --clip-diagnostic)
-        shown = [c for c in columns if not (c == f"{MEAN_SHIFT}{CLIP}" and reference == MEAN_SHIFT
-                                            and not args.clip_diagnostic)]
-        lines += ["", f"### (b) cell-eval {ce['versions']['cell-eval']} full profile, mean over the {len(TARGETS)} "
-                  "targets (held-out cells, log1p)", "",
-                  "| metric | " + " | ".join(shown) + " | real |", "|---" * (len(shown) + 2) + "|"]
+        shown = [
+            c
+            for c in columns
+            if not (c == f"{MEAN_SHIFT}{CLIP}" and reference == MEAN_SHIFT and not args.clip_diagnostic)
+        ]
+        lines += [
+            "",
+            f"### (b) cell-eval {ce['versions']['cell-eval']} full profile, mean over the {len(TARGETS)} "
+            "targets (held-out cells, log1p)",
+            "",
+            "| metric | " + " | ".join(shown) + " | real |",
+            "|---" * (len(shown) + 2) + "|",
+        ]
         real_counts = [ce_means[c]["de_nsig_counts_real"] for c in ce_means]
         for k in CE_METRICS[:-1]:
             cells = [fmt(ce_means[c][k]) if c in ce_means else "refused" for c in shown]
             real_cell = fmt(real_counts[0]) if k == "de_nsig_counts_pred" and real_counts else ""
             lines.append(f"| {k} | " + " | ".join(cells) + f" | {real_cell} |")
         if any(c.endswith(CLIP) for c in shown):
-            lines.append(f"\n`{CLIP}`: values clipped at 0 by the benchmark, NOT cellw1's output; the mean-shift one "
-                         "is the item-3 reference only when cell-eval refuses the raw mean shift, the others "
-                         "(--clip-diagnostic) are diagnostics and count for nothing.")
+            lines.append(
+                f"\n`{CLIP}`: values clipped at 0 by the benchmark, NOT cellw1's output; the mean-shift one "
+                "is the item-3 reference only when cell-eval refuses the raw mean shift, the others "
+                "(--clip-diagnostic) are diagnostics and count for nothing."
+            )
         for col in shown:
             entry = ce["results"][col]
             if entry["refused"] is not None:
@@ -450,9 +524,11 @@ def main() -> None:
         s = strong[m]
         item2 = {"ratio_in_range": 0.85 <= s["shift_ratio"] <= 1.15, "mmd_le_mean_shift": s["mmd"] <= ref["mmd"]}
         item2["met"] = all(item2.values())
-        lines.append(f"targets met? item 2 [{m}]: median shift ratio {fmt(s['shift_ratio'])} in [0.85, 1.15]: "
-                     f"{check(item2['ratio_in_range'])}; median MMD {fmt(s['mmd'])} <= mean_shift {fmt(ref['mmd'])}: "
-                     f"{check(item2['mmd_le_mean_shift'])} -> {'MET' if item2['met'] else 'NOT MET'}")
+        lines.append(
+            f"targets met? item 2 [{m}]: median shift ratio {fmt(s['shift_ratio'])} in [0.85, 1.15]: "
+            f"{check(item2['ratio_in_range'])}; median MMD {fmt(s['mmd'])} <= mean_shift {fmt(ref['mmd'])}: "
+            f"{check(item2['mmd_le_mean_shift'])} -> {'MET' if item2['met'] else 'NOT MET'}"
+        )
         met[m] = {"item2": item2}
         if ce is None:
             continue
@@ -481,29 +557,45 @@ def main() -> None:
                 f"discrimination_score_l1 {fmt(a['discrimination_score_l1'])} >= {fmt(b['discrimination_score_l1'])}: "
                 f"{check(item3['discrimination_score_l1'])}; mse {fmt(a['mse'])} <= {fmt(b['mse'])}: {check(item3['mse'])}; "
                 f"de_nsig_counts_pred {fmt(a['de_nsig_counts_pred'])} <= 2 x {fmt(a['de_nsig_counts_real'])}: "
-                f"{check(item3['de_nsig_counts_pred_le_2x_real'])} -> {'MET' if item3['met'] else 'NOT MET'}")
+                f"{check(item3['de_nsig_counts_pred_le_2x_real'])} -> {'MET' if item3['met'] else 'NOT MET'}"
+            )
         met[m]["item3"] = item3
     total = time.perf_counter() - start
-    lines.append(f"\n{len(TARGETS)} targets x {len(names)} methods: fits+predict+own metrics {fit_done - start:.0f} s, "
-                 f"cell-eval {ce_seconds:.0f} s, total {total:.0f} s; target_sum per target "
-                 f"{min(target_sums.values()):.1f}-{max(target_sums.values()):.1f}, cell-eval scale T0 = {common:.1f}")
+    lines.append(
+        f"\n{len(TARGETS)} targets x {len(names)} methods: fits+predict+own metrics {fit_done - start:.0f} s, "
+        f"cell-eval {ce_seconds:.0f} s, total {total:.0f} s; target_sum per target "
+        f"{min(target_sums.values()):.1f}-{max(target_sums.values()):.1f}, cell-eval scale T0 = {common:.1f}"
+    )
     print("\n".join(lines), flush=True)
 
     result = {
         "settings": {
-            "data": str(args.data), "filter": "grna_frac >= 0.8", "seed": args.seed, "targets": list(TARGETS),
-            "strong5": list(STRONG5), "test_fraction": TEST_FRACTION, "n_de_genes": N_DE,
-            "methods": {m: {"cellw1_method": method, "config": None if cfg is None else cfg.to_dict(), "kwargs": kw}
-                        for m, (method, cfg, kw) in specs.items()},
-            "split": split_info, "target_sum": target_sums, "cell_eval_scale_T0": common,
+            "data": str(args.data),
+            "filter": "grna_frac >= 0.8",
+            "seed": args.seed,
+            "targets": list(TARGETS),
+            "strong5": list(STRONG5),
+            "test_fraction": TEST_FRACTION,
+            "n_de_genes": N_DE,
+            "methods": {
+                m: {"cellw1_method": method, "config": None if cfg is None else cfg.to_dict(), "kwargs": kw}
+                for m, (method, cfg, kw) in specs.items()
+            },
+            "split": split_info,
+            "target_sum": target_sums,
+            "cell_eval_scale_T0": common,
             "cellw1_version": cellw1.__version__ if hasattr(cellw1, "__version__") else None,
-            "torch": torch.__version__, "git": git_state(),
+            "torch": torch.__version__,
+            "git": git_state(),
         },
         "own_metrics": {"per_target": own, "strong5_median": strong},
         "de_genes": de_genes,
-        "cell_eval": None if ce is None else {
+        "cell_eval": None
+        if ce is None
+        else {
             "versions": ce["versions"],
-            "columns": columns, "item3_reference": reference,
+            "columns": columns,
+            "item3_reference": reference,
             "per_target": {c: ce["results"][c]["per_target"] for c in columns},
             "mean_over_targets": ce_means,
             "refused": {c: ce["results"][c]["refused"] for c in columns},

@@ -45,8 +45,9 @@ import torch
 
 import cellw1
 from cellw1.eval.conditional import shared_control_rng
-from cellw1.eval.evaluation import _split_rngs, split_group
 from cellw1.eval.metrics import energy_distance, mmd
+from cellw1.eval.splits import split_group
+from cellw1.eval.splits import split_rngs as _split_rngs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).parent / "results" / "conditional"
@@ -68,12 +69,15 @@ def summary(table: pd.DataFrame) -> dict[str, dict[str, float]]:
     weak = [p for p in targets if p not in STRONG]
     for method in wide.index.get_level_values(0).unique():
         w = wide.loc[method]
-        row = {"mmd_median": float(w["mmd"].median()), "energy_median": float(w["energy"].median()),
-               "seconds_total": float(w["seconds"].sum()),
-               "no_effect_shift_median": float(w.loc[weak, "control_shift"].median()),
-               "no_effect_shift_max": float(w.loc[weak, "control_shift"].max()),
-               "mmd_median_strong": float(w.loc[list(STRONG), "mmd"].median()),
-               "mmd_median_no_effect": float(w.loc[weak, "mmd"].median())}
+        row = {
+            "mmd_median": float(w["mmd"].median()),
+            "energy_median": float(w["energy"].median()),
+            "seconds_total": float(w["seconds"].sum()),
+            "no_effect_shift_median": float(w.loc[weak, "control_shift"].median()),
+            "no_effect_shift_max": float(w.loc[weak, "control_shift"].max()),
+            "mmd_median_strong": float(w.loc[list(STRONG), "mmd"].median()),
+            "mmd_median_no_effect": float(w.loc[weak, "mmd"].median()),
+        }
         out[method] = row
     return out
 
@@ -83,8 +87,9 @@ def run_separate(adata: ad.AnnData, out: Path) -> dict:
     if (out / "separate" / "results.csv").exists():  # summarise an earlier run
         table = pd.read_csv(out / "separate" / "results.csv")
     else:
-        result = cellw1.evaluate(adata, KEY, CONTROL, methods=["identity", "w1", "w1_conditional"], space="genes",
-                                 progress=False)
+        result = cellw1.evaluate(
+            adata, KEY, CONTROL, methods=["identity", "w1", "w1_conditional"], space="genes", progress=False
+        )
         result.save(out / "separate")
         table = result.table
     found = summary(table)
@@ -94,12 +99,21 @@ def run_separate(adata: ad.AnnData, out: Path) -> dict:
 
 def run_sampling(adata: ad.AnnData, out: Path) -> dict:
     found = {}
-    for name, changes in (("proportional", {"condition_sampling": "proportional"}),
-                          ("balanced", {"condition_sampling": "balanced"}),
-                          ("bias", {"parametrisation": "bias", "condition_sampling": "balanced"})):
+    for name, changes in (
+        ("proportional", {"condition_sampling": "proportional"}),
+        ("balanced", {"condition_sampling": "balanced"}),
+        ("bias", {"parametrisation": "bias", "condition_sampling": "balanced"}),
+    ):
         config = cellw1.ConditionalConfig(**changes)
-        result = cellw1.evaluate(adata, KEY, CONTROL, methods=["identity", "w1_conditional"], space="genes",
-                                 conditional_config=config, progress=False)
+        result = cellw1.evaluate(
+            adata,
+            KEY,
+            CONTROL,
+            methods=["identity", "w1_conditional"],
+            space="genes",
+            conditional_config=config,
+            progress=False,
+        )
         result.save(out / f"sampling_{name}")
         found[name] = summary(result.table)["w1_conditional"]
     return found
@@ -125,12 +139,20 @@ def shift_ratio(pred: np.ndarray, obs: np.ndarray, ctrl: np.ndarray) -> float:
 
 
 def scores(pred: dict[str, np.ndarray], obs: dict[str, np.ndarray], ctrl: np.ndarray) -> dict:
-    per = {t: {"mmd": float(mmd(pred[t], obs[t])), "energy": float(energy_distance(pred[t], obs[t])),
-               "shift_ratio": shift_ratio(pred[t], obs[t], ctrl)} for t in obs}
-    return {"mmd_median": float(np.median([v["mmd"] for v in per.values()])),
-            "energy_median": float(np.median([v["energy"] for v in per.values()])),
-            "shift_ratio_strong_median": float(np.median([per[t]["shift_ratio"] for t in STRONG])),
-            "per_target": per}
+    per = {
+        t: {
+            "mmd": float(mmd(pred[t], obs[t])),
+            "energy": float(energy_distance(pred[t], obs[t])),
+            "shift_ratio": shift_ratio(pred[t], obs[t], ctrl),
+        }
+        for t in obs
+    }
+    return {
+        "mmd_median": float(np.median([v["mmd"] for v in per.values()])),
+        "energy_median": float(np.median([v["energy"] for v in per.values()])),
+        "shift_ratio_strong_median": float(np.median([per[t]["shift_ratio"] for t in STRONG])),
+        "per_target": per,
+    }
 
 
 def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dict:
@@ -152,14 +174,25 @@ def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dic
     obs = {t: encode(tests[t]) for t in targets}
     found: dict = {"n_train": len(train_rows), "n_test_control": len(ctrl)}
     pred = {t: np.asarray(model.map.transport(ctrl, model.condition(t))) for t in targets}
-    found["cellw1_conditional"] = {**scores(pred, obs, ctrl), "train_seconds": cellw1_seconds,
-                                   "fit_seconds_with_preprocessing": whole_seconds, **loads}
+    found["cellw1_conditional"] = {
+        **scores(pred, obs, ctrl),
+        "train_seconds": cellw1_seconds,
+        "fit_seconds_with_preprocessing": whole_seconds,
+        **loads,
+    }
     found["identity"] = scores({t: ctrl for t in targets}, obs, ctrl)
     with tempfile.TemporaryDirectory() as tmp:
         inp, res = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         is_ctrl = labels == CONTROL
-        np.savez(inp, control=z_train[is_ctrl], perturbed=z_train[~is_ctrl], labels=labels[~is_ctrl].astype("U"),
-                 test_control=ctrl, names=np.array(targets, dtype="U"), params=json.dumps(params))
+        np.savez(
+            inp,
+            control=z_train[is_ctrl],
+            perturbed=z_train[~is_ctrl],
+            labels=labels[~is_ctrl].astype("U"),
+            test_control=ctrl,
+            names=np.array(targets, dtype="U"),
+            params=json.dumps(params),
+        )
         start, load = time.perf_counter(), os.getloadavg()[0]
         proc = subprocess.run([python, str(RUNNER), str(inp), str(res)], capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
@@ -169,9 +202,15 @@ def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dic
             return found
         got = np.load(res)
         cf_pred = {t: got[f"pred_{i}"] for i, t in enumerate(targets)}
-        found["cellflow"] = {**scores(cf_pred, obs, ctrl), "train_seconds": float(got["train_seconds"]),
-                             "predict_seconds": float(got["predict_seconds"]), "wall_seconds": wall,
-                             "params": params, "versions": json.loads(str(got["versions"])), **loads}
+        found["cellflow"] = {
+            **scores(cf_pred, obs, ctrl),
+            "train_seconds": float(got["train_seconds"]),
+            "predict_seconds": float(got["predict_seconds"]),
+            "wall_seconds": wall,
+            "params": params,
+            "versions": json.loads(str(got["versions"])),
+            **loads,
+        }
     return found
 
 
@@ -194,10 +233,14 @@ def raw_shift(adata: ad.AnnData) -> dict:
         raw = np.maximum(model.view(target).method.predict(ctrl), 0.0)  # gene space: the map's own output
         calibrated = np.asarray(model.predict(ctrl_in, perturbation=target).X)
         observed = model.preprocessor.transform(adata[tests[target]].X)
-        found[target] = {name: float(np.linalg.norm(x[:, cols].mean(0) - ctrl[:, cols].mean(0)))
-                         for name, x in (("raw", raw), ("calibrated", calibrated), ("observed", observed))}
+        found[target] = {
+            name: float(np.linalg.norm(x[:, cols].mean(0) - ctrl[:, cols].mean(0)))
+            for name, x in (("raw", raw), ("calibrated", calibrated), ("observed", observed))
+        }
     weak = [t for t in targets if t not in STRONG]
-    found["_median_other_20"] = {k: float(np.median([found[t][k] for t in weak])) for k in ("raw", "calibrated", "observed")}
+    found["_median_other_20"] = {
+        k: float(np.median([found[t][k] for t in weak])) for k in ("raw", "calibrated", "observed")
+    }
     return found
 
 
@@ -209,8 +252,13 @@ def time_conditional(adata: ad.AnnData, repeats: int = 2) -> dict:
     for _ in range(repeats):
         load = os.getloadavg()[0]
         info = cellw1.fit_conditional(train, KEY, CONTROL, space="pca", progress=False).map.info
-        runs.append({"train_seconds": info["potential_seconds"] + info["step_size_seconds"], "load_before": load,
-                     "load_after": os.getloadavg()[0]})
+        runs.append(
+            {
+                "train_seconds": info["potential_seconds"] + info["step_size_seconds"],
+                "load_before": load,
+                "load_after": os.getloadavg()[0],
+            }
+        )
     return {"runs": runs}
 
 
@@ -219,9 +267,20 @@ def main() -> None:
     parser.add_argument("--parts", default="separate,sampling,cellflow")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--cellflow-python", default="/work/venvs/cellflow/bin/python")
-    parser.add_argument("--cellflow-params", default=json.dumps(
-        {"width": 256, "condition_dim": 64, "lr": 1e-4, "accumulate": 1, "iterations": 5000, "batch_size": 1024,
-         "seed": 0}))
+    parser.add_argument(
+        "--cellflow-params",
+        default=json.dumps(
+            {
+                "width": 256,
+                "condition_dim": 64,
+                "lr": 1e-4,
+                "accumulate": 1,
+                "iterations": 5000,
+                "batch_size": 1024,
+                "seed": 0,
+            }
+        ),
+    )
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")

@@ -51,8 +51,9 @@ def run_doses(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict
     train_ctrl, test_ctrl = split_controls(adata, seed)
     held = (labels != "control") & (doses == 10.0)
     train = adata[np.sort(np.concatenate([train_ctrl, np.flatnonzero((labels != "control") & ~held)]))].copy()
-    model = cellw1.fit_conditional(train, "condition", "control", dose_key="dose", seed=seed, config=config,
-                                   progress=False)
+    model = cellw1.fit_conditional(
+        train, "condition", "control", dose_key="dose", seed=seed, config=config, progress=False
+    )
     pre = model.preprocessor.transform
     ctrl_in = adata[test_ctrl].copy()
     ctrl_values = pre(ctrl_in.X)
@@ -85,8 +86,9 @@ def run_embedding(seed: int, config: cellw1.ConditionalConfig | None = None) -> 
     trained = [n for n in names if n not in held_out]
     train_ctrl, test_ctrl = split_controls(adata, seed)
     train = adata[np.sort(np.concatenate([train_ctrl, np.flatnonzero(np.isin(labels, trained))]))].copy()
-    model = cellw1.fit_conditional(train, "condition", "control", embedding_key="vectors", seed=seed, config=config,
-                                   progress=False)
+    model = cellw1.fit_conditional(
+        train, "condition", "control", embedding_key="vectors", seed=seed, config=config, progress=False
+    )
     pre = model.preprocessor.transform
     ctrl_in = adata[test_ctrl].copy()
     vectors = {n: np.asarray(adata.uns["vectors"][n]) for n in names}
@@ -110,8 +112,10 @@ def table(found: dict, methods: list[str]) -> str:
     lines = ["| method | median MMD | median energy | model's MMD lower in |", "|---|---|---|---|"]
     for m in methods:
         wins = sum(c["model"]["mmd"] < c[m]["mmd"] for c in cases)
-        lines.append(f"| {m} | {np.median([c[m]['mmd'] for c in cases]):.4g} | "
-                     f"{np.median([c[m]['energy'] for c in cases]):.4g} | {'' if m == 'model' else f'{wins}/{len(cases)}'} |")
+        lines.append(
+            f"| {m} | {np.median([c[m]['mmd'] for c in cases]):.4g} | "
+            f"{np.median([c[m]['energy'] for c in cases]):.4g} | {'' if m == 'model' else f'{wins}/{len(cases)}'} |"
+        )
     return "\n".join(lines)
 
 
@@ -120,7 +124,9 @@ def main() -> None:
     parser.add_argument("--parts", default="doses,embedding")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--config", default="{}", help='ConditionalConfig fields as JSON, e.g. \'{"regression_iters": 1000}\'')
+    parser.add_argument(
+        "--config", default="{}", help="ConditionalConfig fields as JSON, e.g. '{\"regression_iters\": 1000}'"
+    )
     args = parser.parse_args()
     config = cellw1.ConditionalConfig(**json.loads(args.config))
     torch.set_num_threads(1)
@@ -132,8 +138,11 @@ def main() -> None:
         run = {"doses": run_doses, "embedding": run_embedding}[part]
         results[part] = {str(seed): run(seed, config) for seed in seeds}
         path.write_text(json.dumps(results, indent=2))
-        methods = (["model", "linear_interpolation", "model_at_nearest_dose", "cells_of_nearest_dose", "identity"]
-                   if part == "doses" else ["model", "neighbour_map", "neighbour_cells", "identity"])
+        methods = (
+            ["model", "linear_interpolation", "model_at_nearest_dose", "cells_of_nearest_dose", "identity"]
+            if part == "doses"
+            else ["model", "neighbour_map", "neighbour_cells", "identity"]
+        )
         print(part, "\n" + table(results[part], methods), flush=True)
 
 

@@ -68,8 +68,9 @@ def main() -> None:
     print(f"in-process, 1 torch thread: {len(here)} models in {sequential:.1f} s", flush=True)
 
     start = time.perf_counter()
-    there = cellw1.fit_all(adata, KEY, CONTROL, labels, scheduler="local", n_workers=args.n_workers,
-                           threads_per_worker=1, **common)
+    there = cellw1.fit_all(
+        adata, KEY, CONTROL, labels, scheduler="local", n_workers=args.n_workers, threads_per_worker=1, **common
+    )
     parallel = time.perf_counter() - start
     print(f"LocalCluster, {args.n_workers} workers x 1 thread: {len(there)} models in {parallel:.1f} s", flush=True)
 

@@ -150,8 +150,8 @@ class Simulator:
         n_same, n_scaled = int(0.4 * n_effect), int(0.3 * n_effect)
         effect[:, genes[:n_same]] = size[:n_same]
         factors = np.resize([1.5, 0.5, 1.0], k)[:, None]
-        effect[:, genes[n_same:n_same + n_scaled]] = factors * size[n_same:n_same + n_scaled]
-        for j, gene in enumerate(genes[n_same + n_scaled:]):
+        effect[:, genes[n_same : n_same + n_scaled]] = factors * size[n_same : n_same + n_scaled]
+        for j, gene in enumerate(genes[n_same + n_scaled :]):
             effect[j % k, gene] = 1.5 * size[n_same + n_scaled + j]
         slope_effect = np.zeros(g)
         with_state = genes[::3]
@@ -176,12 +176,14 @@ class Simulator:
     def cells(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
         """Cell-level draws: condition (half each, random order), type, state, library factor."""
         perturbed = rng.permutation(np.arange(n) % 2 == 1)
-        return pd.DataFrame({
-            "perturbed": perturbed,
-            "cell_type": rng.integers(0, self.n_types, size=n),
-            "state": rng.uniform(0.0, 1.0, size=n).astype(np.float32),
-            "log_library": rng.normal(0.0, 0.4, size=n).astype(np.float32),
-        })
+        return pd.DataFrame(
+            {
+                "perturbed": perturbed,
+                "cell_type": rng.integers(0, self.n_types, size=n),
+                "state": rng.uniform(0.0, 1.0, size=n).astype(np.float32),
+                "log_library": rng.normal(0.0, 0.4, size=n).astype(np.float32),
+            }
+        )
 
     def _log_mean(self, cells: pd.DataFrame) -> np.ndarray:
         p = cells["perturbed"].to_numpy().astype(np.int64)
@@ -213,9 +215,7 @@ class Simulator:
         rows = flat // g
         indptr = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=n), out=indptr[1:])
-        return sp.csr_matrix(
-            (values.astype(np.float32), (flat % g).astype(np.int32), indptr), shape=(n, g)
-        )
+        return sp.csr_matrix((values.astype(np.float32), (flat % g).astype(np.int32), indptr), shape=(n, g))
 
     def _positive_by_inverse_cdf(self, m: np.ndarray, u: np.ndarray) -> np.ndarray:
         """Smallest ``k >= 1`` with ``CDF(k) >= u`` (for ``u > P(0)``), NB of mean ``m``, shape theta."""
@@ -253,7 +253,7 @@ class Simulator:
         for lo in range(0, len(cells), BLOCK_CELLS):
             block = (start + lo) // BLOCK_CELLS
             rng = np.random.default_rng([self.seed, stream, block])
-            parts.append(self.counts(cells.iloc[lo:lo + BLOCK_CELLS], rng))
+            parts.append(self.counts(cells.iloc[lo : lo + BLOCK_CELLS], rng))
         return sp.vstack(parts, format="csr")
 
 
@@ -264,7 +264,9 @@ def draw_obs(sim: Simulator, n_cells: int, stream: int) -> tuple[pd.DataFrame, p
     obs = pd.DataFrame(
         {
             CONDITION: pd.Categorical.from_codes(cells["perturbed"].to_numpy().astype(np.int8), [CONTROL, PERTURBED]),
-            "cell_type": pd.Categorical.from_codes(cells["cell_type"].to_numpy(), [f"type{t}" for t in range(sim.n_types)]),
+            "cell_type": pd.Categorical.from_codes(
+                cells["cell_type"].to_numpy(), [f"type{t}" for t in range(sim.n_types)]
+            ),
             "state": cells["state"].to_numpy(),
         },
         index=pd.Index([f"cell{i:0{width}d}" for i in range(n_cells)]),
@@ -323,18 +325,21 @@ def write_chunked(path: Path, shell: Any, blocks: Iterator[sp.csr_matrix], fmt: 
     return nnz
 
 
-def write_dataset(
-    path: Path, sim: Simulator, n_cells: int, stream: int, chunk_cells: int, fmt: str
-) -> dict[str, Any]:
+def write_dataset(path: Path, sim: Simulator, n_cells: int, stream: int, chunk_cells: int, fmt: str) -> dict[str, Any]:
     """Simulate ``n_cells`` cells into ``path`` (h5ad or zarr), ``chunk_cells`` at a time."""
     import anndata as ad
 
     cells, obs = draw_obs(sim, n_cells, stream)
-    uns = {"synthetic": {
-        "generator": "benchmarks/on_disk.py Simulator (synthetic, not measured data)",
-        "seed": sim.seed, "stream": stream, "density_target": sim.density, "theta": sim.theta,
-        "effect_genes": [str(g) for g in gene_names(sim.n_genes)[sim.effect_genes]],
-    }}
+    uns = {
+        "synthetic": {
+            "generator": "benchmarks/on_disk.py Simulator (synthetic, not measured data)",
+            "seed": sim.seed,
+            "stream": stream,
+            "density_target": sim.density,
+            "theta": sim.theta,
+            "effect_genes": [str(g) for g in gene_names(sim.n_genes)[sim.effect_genes]],
+        }
+    }
     shell = ad.AnnData(obs=obs, var=pd.DataFrame(index=gene_names(sim.n_genes)), uns=uns)
     step = max(BLOCK_CELLS, chunk_cells // BLOCK_CELLS * BLOCK_CELLS)
     start_time = time.perf_counter()
@@ -342,20 +347,28 @@ def write_dataset(
     def blocks() -> Iterator[sp.csr_matrix]:
         nnz = 0
         for start in range(0, n_cells, step):
-            block = sim.chunk(cells.iloc[start:start + step], start, stream)
+            block = sim.chunk(cells.iloc[start : start + step], start, stream)
             yield block
             nnz += block.nnz
             done = min(start + step, n_cells)
             if n_cells > step:
-                say(f"  {done:>9,d} / {n_cells:,d} cells, {nnz / (done * sim.n_genes):.3f} non-zero, "
-                    f"{time.perf_counter() - start_time:6.1f} s, rss {rss_gib():.2f} GiB")
+                say(
+                    f"  {done:>9,d} / {n_cells:,d} cells, {nnz / (done * sim.n_genes):.3f} non-zero, "
+                    f"{time.perf_counter() - start_time:6.1f} s, rss {rss_gib():.2f} GiB"
+                )
 
     nnz = write_chunked(path, shell, blocks(), fmt)
     n_perturbed = int(cells["perturbed"].sum())
     return {
-        "path": str(path), "cells": n_cells, "genes": sim.n_genes, "nnz": nnz,
-        "density": nnz / (n_cells * sim.n_genes), "n_control": n_cells - n_perturbed, "n_perturbed": n_perturbed,
-        "size_gib": size_gib(path), "dense_float32_gib": n_cells * sim.n_genes * 4 / GIB,
+        "path": str(path),
+        "cells": n_cells,
+        "genes": sim.n_genes,
+        "nnz": nnz,
+        "density": nnz / (n_cells * sim.n_genes),
+        "n_control": n_cells - n_perturbed,
+        "n_perturbed": n_perturbed,
+        "size_gib": size_gib(path),
+        "dense_float32_gib": n_cells * sim.n_genes * 4 / GIB,
     }
 
 
@@ -442,9 +455,13 @@ def stage_fit(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     model.save(model_dir)
     return {
-        "seconds": seconds, "peak_rss_gib": peak_rss_gib(), "rss_before_fit_gib": rss_before,
-        "model": str(model_dir), "buffer_cells": args.buffer_cells,
-        "config": (kwargs["config"] or cellw1.W1Config()).to_dict(), "info": model.info,
+        "seconds": seconds,
+        "peak_rss_gib": peak_rss_gib(),
+        "rss_before_fit_gib": rss_before,
+        "model": str(model_dir),
+        "buffer_cells": args.buffer_cells,
+        "config": (kwargs["config"] or cellw1.W1Config()).to_dict(),
+        "info": model.info,
     }
 
 
@@ -473,8 +490,15 @@ def stage_predict(args: argparse.Namespace) -> dict[str, Any]:
     with h5py.File(out, "r") as fh:  # X: a dense dataset, or a sparse group with a shape attribute
         shape = [int(s) for s in (fh["X"].attrs["shape"] if isinstance(fh["X"], h5py.Group) else fh["X"].shape)]
     result = {
-        "seconds": seconds, "peak_rss_gib": peak, "rss_before_predict_gib": rss_before, "cells": n_cells,
-        "input": str(source), "how": how, "output": str(out), "output_shape": shape, "output_gib": size_gib(out),
+        "seconds": seconds,
+        "peak_rss_gib": peak,
+        "rss_before_predict_gib": rss_before,
+        "cells": n_cells,
+        "input": str(source),
+        "how": how,
+        "output": str(out),
+        "output_shape": shape,
+        "output_gib": size_gib(out),
         "kept": args.keep,
     }
     if not args.keep:
@@ -485,8 +509,12 @@ def stage_predict(args: argparse.Namespace) -> dict[str, Any]:
 def score(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
     from cellw1.eval.metrics import energy_distance, l2, mmd, r2
 
-    return {"mmd": mmd(pred, obs, max_points=2000), "energy": energy_distance(pred, obs, max_points=2000),
-            "r2": r2(pred, obs), "l2": l2(pred, obs)}
+    return {
+        "mmd": mmd(pred, obs, max_points=2000),
+        "energy": energy_distance(pred, obs, max_points=2000),
+        "r2": r2(pred, obs),
+        "l2": l2(pred, obs),
+    }
 
 
 def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
@@ -512,14 +540,17 @@ def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
     genes = ad.io.read_elem(group["var"]).index
     if hasattr(group, "close"):
         group.close()
-    obs = pd.DataFrame({CONDITION: pd.Categorical(labels[rows]), "cell_type": pd.Categorical(cell_type[rows])},
-                       index=pd.Index([f"cell{i}" for i in rows]))
+    obs = pd.DataFrame(
+        {CONDITION: pd.Categorical(labels[rows]), "cell_type": pd.Categorical(cell_type[rows])},
+        index=pd.Index([f"cell{i}" for i in rows]),
+    )
     adata = ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=genes))
     say(f"compare: in-memory fit on {adata.n_obs:,d} cells (read in {read_seconds:.1f} s)")
     config = w1_config(args)
     start = time.perf_counter()
-    memory_model = cellw1.fit(adata, CONDITION, CONTROL, PERTURBED, space=args.space, config=config,
-                              progress=False, seed=0)
+    memory_model = cellw1.fit(
+        adata, CONDITION, CONTROL, PERTURBED, space=args.space, config=config, progress=False, seed=0
+    )
     fit_seconds = time.perf_counter() - start
     fit_peak = peak_rss_gib()
     memory_model.save(workdir / f"model_{args.space}_in_memory")
@@ -530,18 +561,34 @@ def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
     test_control, test_perturbed = test[is_control], test[~is_control]
     ref = memory_model  # training-cell statistics: DE genes, a common PCA, baselines
     train_rng = np.random.default_rng([args.seed, 4])
-    train_ctrl = ref.preprocess(adata[np.sort(train_rng.choice(np.flatnonzero(adata.obs[CONDITION] == CONTROL),
-                                                               min(5_000, picked[CONTROL].size), replace=False))])
-    train_pert = ref.preprocess(adata[np.sort(train_rng.choice(np.flatnonzero(adata.obs[CONDITION] == PERTURBED),
-                                                               min(5_000, picked[PERTURBED].size), replace=False))])
+    train_ctrl = ref.preprocess(
+        adata[
+            np.sort(
+                train_rng.choice(
+                    np.flatnonzero(adata.obs[CONDITION] == CONTROL), min(5_000, picked[CONTROL].size), replace=False
+                )
+            )
+        ]
+    )
+    train_pert = ref.preprocess(
+        adata[
+            np.sort(
+                train_rng.choice(
+                    np.flatnonzero(adata.obs[CONDITION] == PERTURBED), min(5_000, picked[PERTURBED].size), replace=False
+                )
+            )
+        ]
+    )
     de = top_de_genes(train_ctrl, train_pert, ref.features, n_genes=args.de_genes)
     de_pos = pd.Index(ref.features).get_indexer(de)
     pca = fit_embedding("pca", np.vstack([train_ctrl, train_pert]), seed=0)
     n_obs_baseline = min(train_pert.shape[0], int((~is_control).sum()))
 
     def spaces(pred: np.ndarray, observed: np.ndarray) -> dict[str, dict[str, float]]:
-        return {f"de{len(de)}": score(pred[:, de_pos], observed[:, de_pos]),
-                "pca50": score(pca.encode(pred), pca.encode(observed))}
+        return {
+            f"de{len(de)}": score(pred[:, de_pos], observed[:, de_pos]),
+            "pca50": score(pca.encode(pred), pca.encode(observed)),
+        }
 
     observed_ref = ref.preprocess(test_perturbed)
     control_ref = ref.preprocess(test_control)
@@ -559,13 +606,19 @@ def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
         predictions[name] = np.asarray(model.predict(test_control).X)
         scores[name] = spaces(predictions[name], model.preprocess(test_perturbed))
     result: dict[str, Any] = {
-        "subsample_per_group": args.subsample, "subsample_cells": int(adata.n_obs), "read_seconds": read_seconds,
-        "in_memory_fit_seconds": fit_seconds, "in_memory_fit_peak_rss_gib": fit_peak,
-        "in_memory_info": memory_model.info, "disk_model": str(disk_dir) if "disk" in models else None,
+        "subsample_per_group": args.subsample,
+        "subsample_cells": int(adata.n_obs),
+        "read_seconds": read_seconds,
+        "in_memory_fit_seconds": fit_seconds,
+        "in_memory_fit_peak_rss_gib": fit_peak,
+        "in_memory_info": memory_model.info,
+        "disk_model": str(disk_dir) if "disk" in models else None,
         "test_cells": {"control": int(is_control.sum()), "perturbed": int((~is_control).sum())},
         "scored_on": "test.h5ad: same simulator, other random numbers; neither model was fitted on these cells",
-        "de_genes": de, "de_genes_true_effect": int(np.isin(de, test.uns["synthetic"]["effect_genes"]).sum()),
-        "scores": scores, "peak_rss_gib": peak_rss_gib(),
+        "de_genes": de,
+        "de_genes_true_effect": int(np.isin(de, test.uns["synthetic"]["effect_genes"]).sum()),
+        "scores": scores,
+        "peak_rss_gib": peak_rss_gib(),
     }
     if "disk" in predictions:
         diff = predictions["disk"][:, de_pos] - predictions["in_memory"][:, de_pos]
@@ -589,11 +642,13 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     proc = subprocess.run(child_argv(stage, args), stdout=subprocess.PIPE, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
-    result = json.loads(lines[-1][len(RESULT_TAG):]) if lines else {"error": "no result line"}
+    result = json.loads(lines[-1][len(RESULT_TAG) :]) if lines else {"error": "no result line"}
     result["wall_seconds"] = time.perf_counter() - start
     result["returncode"] = proc.returncode
-    say(f"{stage}: {'ok' if proc.returncode == 0 else 'FAILED: ' + str(result.get('error'))} "
-        f"({result['wall_seconds']:.1f} s)")
+    say(
+        f"{stage}: {'ok' if proc.returncode == 0 else 'FAILED: ' + str(result.get('error'))} "
+        f"({result['wall_seconds']:.1f} s)"
+    )
     return result
 
 
@@ -606,32 +661,45 @@ def print_table(results: dict[str, Any]) -> None:
     gen = results.get("generate") or {}
     train = gen.get("train") or {}
     if train:
-        print(f"| generate | {show(train.get('seconds'), '.1f')} | {show(gen.get('peak_rss_gib'), '.2f')} | "
-              f"{train['cells']:,d} x {train['genes']:,d}, density {train['density']:.3f}, "
-              f"{train['size_gib']:.2f} GiB on disk (dense float32: {train['dense_float32_gib']:.1f} GiB) |")
+        print(
+            f"| generate | {show(train.get('seconds'), '.1f')} | {show(gen.get('peak_rss_gib'), '.2f')} | "
+            f"{train['cells']:,d} x {train['genes']:,d}, density {train['density']:.3f}, "
+            f"{train['size_gib']:.2f} GiB on disk (dense float32: {train['dense_float32_gib']:.1f} GiB) |"
+        )
     elif gen:
         print(f"| generate | - | - | {gen.get('error') or gen.get('skipped')} |")
     for stage in ("fit", "predict"):
         r = results.get(stage) or {}
-        note = r.get("error") or (f"{r['cells']:,d} cells, output {r['output_gib']:.2f} GiB" if stage == "predict"
-                                  else f"space {results['settings']['space']}, buffer_cells {r.get('buffer_cells')}")
-        print(f"| {stage} (from disk) | {show(r.get('seconds'), '.1f')} | {show(r.get('peak_rss_gib'), '.2f')} | {note} |")
+        note = r.get("error") or (
+            f"{r['cells']:,d} cells, output {r['output_gib']:.2f} GiB"
+            if stage == "predict"
+            else f"space {results['settings']['space']}, buffer_cells {r.get('buffer_cells')}"
+        )
+        print(
+            f"| {stage} (from disk) | {show(r.get('seconds'), '.1f')} | {show(r.get('peak_rss_gib'), '.2f')} | {note} |"
+        )
     cmp_ = results.get("compare") or {}
     if "scores" not in cmp_:
         print(f"| compare | - | - | {cmp_.get('error')} |")
         return
-    print(f"| fit in memory ({cmp_['subsample_cells']:,d} cells) | {cmp_['in_memory_fit_seconds']:.1f} | "
-          f"{cmp_['in_memory_fit_peak_rss_gib']:.2f} | peak RSS: the compare process up to the end of this fit |")
+    print(
+        f"| fit in memory ({cmp_['subsample_cells']:,d} cells) | {cmp_['in_memory_fit_seconds']:.1f} | "
+        f"{cmp_['in_memory_fit_peak_rss_gib']:.2f} | peak RSS: the compare process up to the end of this fit |"
+    )
     spaces = list(next(iter(cmp_["scores"].values())))
-    print(f"\nheld-out test cells ({cmp_['test_cells']['control']:,d} control -> {cmp_['test_cells']['perturbed']:,d} "
-          f"perturbed); {cmp_['de_genes_true_effect']} of the {len(cmp_['de_genes'])} DE genes carry the simulated effect")
+    print(
+        f"\nheld-out test cells ({cmp_['test_cells']['control']:,d} control -> {cmp_['test_cells']['perturbed']:,d} "
+        f"perturbed); {cmp_['de_genes_true_effect']} of the {len(cmp_['de_genes'])} DE genes carry the simulated effect"
+    )
     header = " | ".join(f"{s} {m}" for s in spaces for m in ("mmd", "energy", "r2"))
     print(f"| method | {header} |\n|---" + "|---" * 3 * len(spaces) + "|")
     for method, by_space in cmp_["scores"].items():
         cells = " | ".join(f"{by_space[s][m]:.4g}" for s in spaces for m in ("mmd", "energy", "r2"))
         print(f"| {method} | {cells} |")
     if "disk_vs_in_memory_rms_on_de" in cmp_:
-        print(f"\nRMS difference of the two models' predictions on the DE genes: {cmp_['disk_vs_in_memory_rms_on_de']:.4f}")
+        print(
+            f"\nRMS difference of the two models' predictions on the DE genes: {cmp_['disk_vs_in_memory_rms_on_de']:.4f}"
+        )
 
 
 def stage_all(args: argparse.Namespace) -> dict[str, Any]:
@@ -647,15 +715,19 @@ def stage_all(args: argparse.Namespace) -> dict[str, Any]:
             group.close()
     if args.regenerate or shape != (args.cells, args.genes):
         if shape is not None:
-            say(f"{data_path(args)} holds {shape[0]:,d} x {shape[1]:,d}, not {args.cells:,d} x {args.genes:,d}: generating it again")
+            say(
+                f"{data_path(args)} holds {shape[0]:,d} x {shape[1]:,d}, not {args.cells:,d} x {args.genes:,d}: generating it again"
+            )
         results["generate"] = run_stage("generate", args)
     else:
         results["generate"] = {"skipped": f"{data_path(args)} exists (--regenerate to rewrite it)"}
     for stage in ("fit", "predict", "compare"):
         results[stage] = run_stage(stage, args)
     results["machine"] = {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB,
         "torch": torch.__version__,
     }
     out = Path(args.out)
@@ -699,7 +771,9 @@ def main() -> None:
     if args.stage == "all":
         stage_all(args)
         return
-    stage = {"generate": stage_generate, "fit": stage_fit, "predict": stage_predict, "compare": stage_compare}[args.stage]
+    stage = {"generate": stage_generate, "fit": stage_fit, "predict": stage_predict, "compare": stage_compare}[
+        args.stage
+    ]
     code = 0
     try:
         result = stage(args)

@@ -50,11 +50,17 @@ def kang() -> ad.AnnData:
 #: run name -> (loader, condition key, control, evaluate keyword arguments)
 RUNS = {
     "papalexi_iid": (papalexi, "target", "non-targeting", {}),
-    "papalexi_w2_strong": (papalexi, "target", "non-targeting",
-                           {"perturbations": ["STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4", "ATF2"]}),
+    "papalexi_w2_strong": (
+        papalexi,
+        "target",
+        "non-targeting",
+        {"perturbations": ["STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4", "ATF2"]},
+    ),
     "zhao_iid": (zhao, "condition", "ctrl", {}),
-    **{f"zhao_holdout_{p}": (zhao, "condition", "ctrl", {"holdout": ("patient_id", p)})
-       for p in ("PW030", "PW032", "PW034", "PW036", "PW040")},
+    **{
+        f"zhao_holdout_{p}": (zhao, "condition", "ctrl", {"holdout": ("patient_id", p)})
+        for p in ("PW030", "PW032", "PW034", "PW036", "PW040")
+    },
     "kang_pca_iid": (kang, "condition", "control", {"space": "pca"}),
     "kang_pca_holdout_CD4T": (kang, "condition", "control", {"space": "pca", "holdout": ("cell_type", "CD4T")}),
     "kang_genes_iid": (kang, "condition", "control", {}),
@@ -69,7 +75,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--w2-iters", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=OUT, help="results folder (default: %(default)s)")
-    parser.add_argument("--w1-config", default="{}", help='W1Config fields as JSON, e.g. \'{"step_size_learner": "gan"}\'')
+    parser.add_argument(
+        "--w1-config", default="{}", help='W1Config fields as JSON, e.g. \'{"step_size_learner": "gan"}\''
+    )
     args = parser.parse_args()
     if not DATA.exists():
         raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")
@@ -83,14 +91,25 @@ def main() -> None:
             continue
         start = time.perf_counter()
         result = cellw1.evaluate(
-            adata, key, control, extra.pop("perturbations", None), methods=args.methods.split(","),
-            n_repeats=args.repeats, config=cellw1.W1Config(**json.loads(args.w1_config)), w2_config=cellw1.W2Config(n_iters=args.w2_iters), progress=False, **extra,
+            adata,
+            key,
+            control,
+            extra.pop("perturbations", None),
+            methods=args.methods.split(","),
+            n_repeats=args.repeats,
+            config=cellw1.W1Config(**json.loads(args.w1_config)),
+            w2_config=cellw1.W2Config(n_iters=args.w2_iters),
+            progress=False,
+            **extra,
         )
         result.save(args.out / run)
         summary = result.summary().pivot(index="method", columns="metric", values="median").reindex(result.methods)
-        lines = [f"\n### {run} (W1: {args.w1_config}; W2: {args.w2_iters} outer iterations; {args.repeats} repeat(s); "
-                 f"{len(result.settings['perturbations'])} perturbation(s); {time.perf_counter() - start:.0f} s)\n",
-                 "| method | " + " | ".join(summary.columns) + " |", "|---" * (len(summary.columns) + 1) + "|"]
+        lines = [
+            f"\n### {run} (W1: {args.w1_config}; W2: {args.w2_iters} outer iterations; {args.repeats} repeat(s); "
+            f"{len(result.settings['perturbations'])} perturbation(s); {time.perf_counter() - start:.0f} s)\n",
+            "| method | " + " | ".join(summary.columns) + " |",
+            "|---" * (len(summary.columns) + 1) + "|",
+        ]
         lines += [f"| {m} | " + " | ".join(f"{v:.4g}" for v in summary.loc[m]) + " |" for m in summary.index]
         text = "\n".join(lines)
         print(text, flush=True)

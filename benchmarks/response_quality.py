@@ -44,9 +44,9 @@ import torch
 
 import cellw1
 from cellw1.datasets import load_toy
-from cellw1.ot.lipschitz import LipschitzPotential
 from cellw1.eval.metrics import energy_distance
 from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner
+from cellw1.ot.lipschitz import LipschitzPotential
 
 RESULTS = Path(__file__).parent / "results"
 TOYS = ("bookshelf", "circles", "swiss_roll", "moons", "8gaussians", "checkerboard")
@@ -57,8 +57,9 @@ def learners() -> dict[str, cellw1.W1Config]:
     base = cellw1.W1Config()
     return {
         "default (ot_energy)": base,
-        "minibatch_ot (old default)": base.replace(step_size_learner="minibatch_ot", mask_constant_features=False,
-                                                   regression_iters=1000),
+        "minibatch_ot (old default)": base.replace(
+            step_size_learner="minibatch_ot", mask_constant_features=False, regression_iters=1000
+        ),
         "ot_energy 1000 regression steps": base.replace(regression_iters=1000),
         "gan": base.replace(step_size_learner="gan"),
         "ot_gan": base.replace(step_size_learner="ot_gan"),
@@ -101,9 +102,17 @@ def plain_seconds(x: np.ndarray, y: np.ndarray, steps: int) -> float:
     f.requires_grad_(False)
 
     def mlp() -> torch.nn.Sequential:
-        return torch.nn.Sequential(torch.nn.Linear(x.shape[1], 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
-                                   torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64),
-                                   torch.nn.ReLU(), torch.nn.Linear(64, 1))
+        return torch.nn.Sequential(
+            torch.nn.Linear(x.shape[1], 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 64),
+            torch.nn.ReLU(),
+            torch.nn.Linear(64, 1),
+        )
 
     eta, disc = mlp(), mlp()
     opt_e, opt_d = torch.optim.Adam(eta.parameters(), lr=1e-4), torch.optim.Adam(disc.parameters(), lr=1e-4)
@@ -143,8 +152,11 @@ def run_d50(seeds: list[int], names: list[str], plain_steps: int) -> dict[str, A
             row["energy"].append(energy_distance(moved, y_test))
             row["shift_ratio"].append(float(np.linalg.norm(moved.mean(0) - x_test.mean(0)) / true_shift))
             row["seconds"].append(seconds)
-            print(f"d50 seed {seed} {name}: energy {row['energy'][-1]:.4f} (floor {floor:.4f}) "
-                  f"shift ratio {row['shift_ratio'][-1]:.3f} {seconds:.1f} s", flush=True)
+            print(
+                f"d50 seed {seed} {name}: energy {row['energy'][-1]:.4f} (floor {floor:.4f}) "
+                f"shift ratio {row['shift_ratio'][-1]:.3f} {seconds:.1f} s",
+                flush=True,
+            )
         if seed == seeds[0] and plain_steps:
             out["plain_seconds"] = plain_seconds(x, y, plain_steps)
             print(f"reference-style 10k + 10k plain steps: {out['plain_seconds']:.0f} s (from {plain_steps} of each)")
@@ -154,8 +166,9 @@ def run_d50(seeds: list[int], names: list[str], plain_steps: int) -> dict[str, A
 def oracle_potential(source: np.ndarray, target: np.ndarray) -> Any:
     """The exact discrete W1 potential of ``source``/``target``, extended by its c-transform."""
     cost = ot.dist(source.astype(float), target.astype(float), metric="euclidean")
-    _, log = ot.emd(np.full(len(source), 1 / len(source)), np.full(len(target), 1 / len(target)), cost,
-                    log=True, numItermax=10**7)
+    _, log = ot.emd(
+        np.full(len(source), 1 / len(source)), np.full(len(target), 1 / len(target)), cost, log=True, numItermax=10**7
+    )
     v, anchors = log["v"], target.astype(float)
     return lambda x: (ot.dist(np.asarray(x, float), anchors, metric="euclidean") - v[None, :]).min(1)
 
@@ -167,26 +180,40 @@ def run_toys(seeds: list[int], names: list[str], toys: list[str]) -> dict[str, A
         for seed in seeds:
             toy, fresh = load_toy(toy_name, n=2000, seed=seed), load_toy(toy_name, n=1000, seed=seed + 100)
             big = load_toy(toy_name, n=4000, seed=seed + 200)
-            exact = {k: float(ot.emd2(np.empty(0), np.empty(0), ot.dist(t.source.astype(float), t.target.astype(float),
-                                                                         metric="euclidean"), numItermax=10**7))
-                     for k, t in (("1000", fresh), ("4000", big))}
+            exact = {
+                k: float(
+                    ot.emd2(
+                        np.empty(0),
+                        np.empty(0),
+                        ot.dist(t.source.astype(float), t.target.astype(float), metric="euclidean"),
+                        numItermax=10**7,
+                    )
+                )
+                for k, t in (("1000", fresh), ("4000", big))
+            }
             oracle = oracle_potential(toy.source, toy.target)
-            row = {f"dual_over_emd2_{k}": float(oracle(t.source).mean() - oracle(t.target).mean()) / exact[k]
-                   for k, t in (("1000", fresh), ("4000", big))}
+            row = {
+                f"dual_over_emd2_{k}": float(oracle(t.source).mean() - oracle(t.target).mean()) / exact[k]
+                for k, t in (("1000", fresh), ("4000", big))
+            }
             out.setdefault("oracle (exact discrete potential)", {}).setdefault(toy_name, []).append(row)
             print(f"{toy_name} seed {seed} oracle: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
             for name in names:
                 tmap = cellw1.fit_map(toy.source, toy.target, configs[name], seed=seed)
                 moved = tmap.transport(toy.source)
-                row = {"dual_over_emd2_1000": tmap.w1(fresh.source, fresh.target) / exact["1000"],
-                       "dual_over_emd2_4000": tmap.w1(big.source, big.target) / exact["4000"],
-                       "energy": energy_distance(moved, toy.target)}
+                row = {
+                    "dual_over_emd2_1000": tmap.w1(fresh.source, fresh.target) / exact["1000"],
+                    "dual_over_emd2_4000": tmap.w1(big.source, big.target) / exact["4000"],
+                    "energy": energy_distance(moved, toy.target),
+                }
                 if toy_name == "bookshelf":
                     row["spearman"] = bookshelf_spearman(toy.source, moved)
                 if toy_name == "circles":
                     row["inner_to_inner"] = circles_inner_to_inner(toy, moved)
                 out.setdefault(name, {}).setdefault(toy_name, []).append(row)
-                print(f"{toy_name} seed {seed} {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True)
+                print(
+                    f"{toy_name} seed {seed} {name}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()), flush=True
+                )
     return out
 
 
@@ -206,33 +233,46 @@ def tables(results: dict[str, Any]) -> str:
     lines = []
     if "d50" in results:
         d50 = results["d50"]
-        lines += [f"\n### d = 50 (median over seeds; energy floor {np.median(d50['floor']):.4f}; "
-                  f"reference-style 10k + 10k: {d50['plain_seconds'] or float('nan'):.0f} s)\n",
-                  "| learner | held-out energy | worst seed | shift ratio | seconds | x faster than 10k + 10k |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            f"\n### d = 50 (median over seeds; energy floor {np.median(d50['floor']):.4f}; "
+            f"reference-style 10k + 10k: {d50['plain_seconds'] or float('nan'):.0f} s)\n",
+            "| learner | held-out energy | worst seed | shift ratio | seconds | x faster than 10k + 10k |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, row in d50["rows"].items():
             sec = float(np.median(row["seconds"]))
             speed = (d50["plain_seconds"] or float("nan")) / sec
-            lines.append(f"| {name} | {np.median(row['energy']):.4f} | {max(row['energy']):.4f} | "
-                         f"{np.median(row['shift_ratio']):.3f} | {sec:.1f} | {speed:.0f} |")
+            lines.append(
+                f"| {name} | {np.median(row['energy']):.4f} | {max(row['energy']):.4f} | "
+                f"{np.median(row['shift_ratio']):.3f} | {sec:.1f} | {speed:.0f} |"
+            )
     if "toys" in results:
-        lines += ["\n### 2-D toys (worst seed): dual / emd2 on 1,000 (4,000) fresh points; monotonicity\n",
-                  "| learner | toy | dual/emd2 1,000 | dual/emd2 4,000 | energy | Spearman / inner->inner |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "\n### 2-D toys (worst seed): dual / emd2 on 1,000 (4,000) fresh points; monotonicity\n",
+            "| learner | toy | dual/emd2 1,000 | dual/emd2 4,000 | energy | Spearman / inner->inner |",
+            "|---|---|---|---|---|---|",
+        ]
         for name, toys in results["toys"].items():
             for toy_name, rows in toys.items():
                 mono = [r.get("spearman", r.get("inner_to_inner")) for r in rows]
                 lines.append(
                     f"| {name} | {toy_name} | {min(r['dual_over_emd2_1000'] for r in rows):.3f} | "
                     f"{min(r['dual_over_emd2_4000'] for r in rows):.3f} | "
-                    + (f"{max(r['energy'] for r in rows):.4f}" if "energy" in rows[0] else "-") + " | "
-                    + (f"{min(mono):.4f}" if mono[0] is not None else "-") + " |"
+                    + (f"{max(r['energy'] for r in rows):.4f}" if "energy" in rows[0] else "-")
+                    + " | "
+                    + (f"{min(mono):.4f}" if mono[0] is not None else "-")
+                    + " |"
                 )
     if "speed" in results:
-        lines += ["\n### Whole default fit, old vs new, same run (4,000 cells a side)\n",
-                  "| d | learner | seconds | held-out MMD | held-out energy |", "|---|---|---|---|---|"]
-        lines += [f"| {r['d']} | {r['method']} | {r['fit_seconds']:.1f} | {r['mmd']:.5f} | {r['energy']:.4f} |"
-                  for r in results["speed"]]
+        lines += [
+            "\n### Whole default fit, old vs new, same run (4,000 cells a side)\n",
+            "| d | learner | seconds | held-out MMD | held-out energy |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['d']} | {r['method']} | {r['fit_seconds']:.1f} | {r['mmd']:.5f} | {r['energy']:.4f} |"
+            for r in results["speed"]
+        ]
     return "\n".join(lines)
 
 
@@ -240,7 +280,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default="d50,toys,speed")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--learners", default=None, help="comma-separated names (default: all but the paper's for toys)")
+    parser.add_argument(
+        "--learners", default=None, help="comma-separated names (default: all but the paper's for toys)"
+    )
     parser.add_argument("--toy-learners", default="default (ot_energy),minibatch_ot (old default),gan")
     parser.add_argument("--toys", default=",".join(TOYS))
     parser.add_argument("--plain-steps", type=int, default=300)

@@ -201,9 +201,15 @@ def make_response(z: np.ndarray, labels: np.ndarray) -> Response:
     proj = z @ w.T
     shift = rng.standard_normal(d)
     shift *= SHIFT_SCALE * spread / np.linalg.norm(shift)
-    return Response(shift=shift, directions=w, amplitudes=np.full(N_TERMS, TERM_SCALE * spread),
-                    centres=np.median(proj, axis=0), widths=GATE_WIDTH * proj.std(axis=0),
-                    spread=spread, states=states)
+    return Response(
+        shift=shift,
+        directions=w,
+        amplitudes=np.full(N_TERMS, TERM_SCALE * spread),
+        centres=np.median(proj, axis=0),
+        widths=GATE_WIDTH * proj.std(axis=0),
+        spread=spread,
+        states=states,
+    )
 
 
 def check_monotone(response: Response, z: np.ndarray, rng: np.random.Generator, n_pairs: int = 20_000) -> float:
@@ -310,15 +316,20 @@ def run_dataset(name: str, seeds: list[int]) -> dict:
         "spread": response.spread,
         "rms_response": rms_resp,
         "rms_response_over_spread": rms_resp / response.spread,
-        "response_magnitude_quantiles_over_spread": [float(q) for q in np.quantile(mags, [0.05, 0.5, 0.95]) / response.spread],
+        "response_magnitude_quantiles_over_spread": [
+            float(q) for q in np.quantile(mags, [0.05, 0.5, 0.95]) / response.spread
+        ],
         "mean_gate": [float(g) for g in response.gates(z).mean(axis=0)],
         "min_monotonicity_ratio": check_monotone(response, z, np.random.default_rng(0)),
     }
     print(f"\n## {name}: {info['n_cells']} control cells, d = {info['dim']}, states {response.states}", flush=True)
-    print(f"spread {response.spread:.3f}; RMS response {rms_resp:.3f} = {info['rms_response_over_spread']:.2f} x spread; "
-          f"magnitudes (5/50/95%) {np.round(info['response_magnitude_quantiles_over_spread'], 2).tolist()} x spread; "
-          f"mean gates {np.round(info['mean_gate'], 2).tolist()}; min monotonicity ratio "
-          f"{info['min_monotonicity_ratio']:.3f}", flush=True)
+    print(
+        f"spread {response.spread:.3f}; RMS response {rms_resp:.3f} = {info['rms_response_over_spread']:.2f} x spread; "
+        f"magnitudes (5/50/95%) {np.round(info['response_magnitude_quantiles_over_spread'], 2).tolist()} x spread; "
+        f"mean gates {np.round(info['mean_gate'], 2).tolist()}; min monotonicity ratio "
+        f"{info['min_monotonicity_ratio']:.3f}",
+        flush=True,
+    )
     per_seed: dict[str, list[dict]] = {m: [] for m in METHODS}
     references = []
     for seed in seeds:
@@ -326,16 +337,24 @@ def run_dataset(name: str, seeds: list[int]) -> dict:
         part_a, part_b, part_c = np.array_split(perm, 3)
         a, c = z[part_a], z[part_c]
         rb, rc = response(z[part_b]), response(c)
-        references.append({"seed": seed, "energy_no_prediction": energy_distance(c, rc),
-                           "energy_sampling_floor": energy_distance(rc, rb)})
+        references.append(
+            {
+                "seed": seed,
+                "energy_no_prediction": energy_distance(c, rc),
+                "energy_sampling_floor": energy_distance(rc, rb),
+            }
+        )
         for method in METHODS:
             torch.manual_seed(seed)
             pred, seconds = predict(method, a, rb, c, seed)
             row = {"seed": seed, **score(c, pred, rc), "seconds": seconds}
             per_seed[method].append(row)
             pear = "   n/a" if row["mag_pearson"] is None else f"{row['mag_pearson']:+.3f}"
-            print(f"  seed {seed} {method:17s} rel_rmse {row['rel_rmse']:.3f} pearson {pear} cos {row['cosine']:.3f} "
-                  f"ratio {row['mag_ratio']:.3f} energy {row['energy']:.4f} {seconds:6.1f} s", flush=True)
+            print(
+                f"  seed {seed} {method:17s} rel_rmse {row['rel_rmse']:.3f} pearson {pear} cos {row['cosine']:.3f} "
+                f"ratio {row['mag_ratio']:.3f} energy {row['energy']:.4f} {seconds:6.1f} s",
+                flush=True,
+            )
     return {
         "response": info,
         "sizes": {"A": int(len(part_a)), "B": int(len(part_b)), "C": int(len(part_c))},
@@ -414,9 +433,15 @@ def main() -> None:
     payload = {
         "seeds": seeds,
         "total_seconds": total,
-        "settings": {"response_seed": RESPONSE_SEED, "n_terms": N_TERMS, "gate_width": GATE_WIDTH,
-                     "term_scale": TERM_SCALE, "shift_scale": SHIFT_SCALE, "k_neighbours": K_NEIGHBOURS,
-                     "w1_configs": {m: cellw1.W1Config(**kw).to_dict() for m, kw in W1_CONFIGS.items()}},
+        "settings": {
+            "response_seed": RESPONSE_SEED,
+            "n_terms": N_TERMS,
+            "gate_width": GATE_WIDTH,
+            "term_scale": TERM_SCALE,
+            "shift_scale": SHIFT_SCALE,
+            "k_neighbours": K_NEIGHBOURS,
+            "w1_configs": {m: cellw1.W1Config(**kw).to_dict() for m, kw in W1_CONFIGS.items()},
+        },
         "datasets": results,
     }
     (RESULTS / f"semisynthetic{args.tag}.json").write_text(json.dumps(payload, indent=2))

@@ -31,11 +31,11 @@ import torch
 
 import cellw1
 from cellw1.datasets import synthetic_perturbation
-from cellw1.pp.spaces import fit_embedding
 from cellw1.eval.metrics import energy_distance, mmd
 from cellw1.ot.potential import adam_kernel, build_potential, potential_step
-from cellw1.pp.preprocessing import fit_preprocessor
 from cellw1.ot.stepsize import StepSize, regression_step
+from cellw1.pp.preprocessing import fit_preprocessor
+from cellw1.pp.spaces import fit_embedding
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -93,13 +93,22 @@ def w1_case(d: int, n: int, config: cellw1.W1Config, label: str, data=None) -> d
     tmap = cellw1.fit_map(src, tgt, config, seed=0)
     seconds = time.perf_counter() - start
     row = {
-        "method": label, "d": d, "n_per_side": n, "potential_ms_per_step": p_ms, "step_size_ms_per_step": s_ms,
-        "fit_seconds": seconds, "potential_steps": int(tmap.info.get("potential_steps", -1)),
-        "val_dual": tmap.info["potential_val_dual"], **score(tmap.transport(test_src), test_tgt),
+        "method": label,
+        "d": d,
+        "n_per_side": n,
+        "potential_ms_per_step": p_ms,
+        "step_size_ms_per_step": s_ms,
+        "fit_seconds": seconds,
+        "potential_steps": int(tmap.info.get("potential_steps", -1)),
+        "val_dual": tmap.info["potential_val_dual"],
+        **score(tmap.transport(test_src), test_tgt),
         "identity": score(test_src, test_tgt),
     }
-    print(f"{label:10s} d={d:5d} n={n:6d}: potential {p_ms:5.2f} ms/step, step size {s_ms:5.2f} ms/step, "
-          f"fit {seconds:6.1f} s, held-out mmd {row['mmd']:.5f} (identity {row['identity']['mmd']:.5f})", flush=True)
+    print(
+        f"{label:10s} d={d:5d} n={n:6d}: potential {p_ms:5.2f} ms/step, step size {s_ms:5.2f} ms/step, "
+        f"fit {seconds:6.1f} s, held-out mmd {row['mmd']:.5f} (identity {row['identity']['mmd']:.5f})",
+        flush=True,
+    )
     return row
 
 
@@ -111,11 +120,20 @@ def w2_case(d: int, n: int, iters: int, data) -> dict:
     seconds = time.perf_counter() - start
     best = int(w2.info.get("best_step", iters))
     row = {
-        "method": "w2_icnn", "d": d, "n_per_side": n, "fit_seconds": seconds, "iters": iters, "best_step": best,
-        "seconds_to_best": seconds * best / iters, **score(w2.transport(test_src), test_tgt),
+        "method": "w2_icnn",
+        "d": d,
+        "n_per_side": n,
+        "fit_seconds": seconds,
+        "iters": iters,
+        "best_step": best,
+        "seconds_to_best": seconds * best / iters,
+        **score(w2.transport(test_src), test_tgt),
     }
-    print(f"w2_icnn    d={d:5d} n={n:6d}: {iters} outer iterations in {seconds:6.1f} s, best at {best} "
-          f"(~{row['seconds_to_best']:.1f} s), held-out mmd {row['mmd']:.5f}", flush=True)
+    print(
+        f"w2_icnn    d={d:5d} n={n:6d}: {iters} outer iterations in {seconds:6.1f} s, best at {best} "
+        f"(~{row['seconds_to_best']:.1f} s), held-out mmd {row['mmd']:.5f}",
+        flush=True,
+    )
     return row
 
 
@@ -127,15 +145,17 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
     from cellw1.pl import save_figure
 
     paths = []
-    for key, fixed, name in (("d", ("n_per_side", 4000), "speed_vs_dim.png"),
-                             ("n_per_side", ("d", 50), "speed_vs_cells.png")):
+    for key, fixed, name in (
+        ("d", ("n_per_side", 4000), "speed_vs_dim.png"),
+        ("n_per_side", ("d", 50), "speed_vs_cells.png"),
+    ):
         fig = Figure(figsize=(5, 4))
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         for method in ("w1", "w2_icnn"):
             pts = sorted((r[key], r["fit_seconds"]) for r in rows if r["method"] == method and r[fixed[0]] == fixed[1])
             if pts:
-                ax.plot(*zip(*pts), "o-", label=method)
+                ax.plot(*zip(*pts, strict=False), "o-", label=method)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("dimension d" if key == "d" else "cells per side")
@@ -161,8 +181,15 @@ def main() -> None:
         data = make_data(d, 4000)
         rows.append(w1_case(d, 4000, config, "w1", data))
         if d == 50:
-            rows.append(w1_case(d, 4000, cellw1.W1Config(potential_iters=10_000, step_iters=10_000, patience=None),
-                                "w1_paper_schedule", data))
+            rows.append(
+                w1_case(
+                    d,
+                    4000,
+                    cellw1.W1Config(potential_iters=10_000, step_iters=10_000, patience=None),
+                    "w1_paper_schedule",
+                    data,
+                )
+            )
             rows.append(w2_case(d, 4000, args.w2_iters, data))
     for n in map(int, args.cells.split(",")):
         if n != 4000:
@@ -170,13 +197,23 @@ def main() -> None:
     w1 = next((r for r in rows if r["method"] == "w1" and r["d"] == 50 and r["n_per_side"] == 4000), None)
     w2 = next((r for r in rows if r["method"] == "w2_icnn"), None)
     if w1 and w2:
-        print(f"d=50, n=4000: W2 needs {w2['seconds_to_best']:.1f} s to reach its best state, W1 {w1['fit_seconds']:.1f} s "
-              f"for the whole fit: {w2['seconds_to_best'] / w1['fit_seconds']:.1f}x; held-out mmd W1 {w1['mmd']:.5f}, "
-              f"W2 {w2['mmd']:.5f}", flush=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads()}
+        print(
+            f"d=50, n=4000: W2 needs {w2['seconds_to_best']:.1f} s to reach its best state, W1 {w1['fit_seconds']:.1f} s "
+            f"for the whole fit: {w2['seconds_to_best'] / w1['fit_seconds']:.1f}x; held-out mmd W1 {w1['mmd']:.5f}, "
+            f"W2 {w2['mmd']:.5f}",
+            flush=True,
+        )
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.json").write_text(json.dumps({"machine": machine, "config": config.to_dict(), "results": rows}, indent=2))
+    (RESULTS / "speed.json").write_text(
+        json.dumps({"machine": machine, "config": config.to_dict(), "results": rows}, indent=2)
+    )
     pngs = plot(rows, RESULTS)
     print(f"wrote {RESULTS / 'speed.json'} and {', '.join(p.name for p in pngs)}")
 

@@ -41,8 +41,13 @@ TOYS = ("bookshelf", "circles", "swiss_roll", "moons", "8gaussians", "checkerboa
 def learner_configs(base: cellw1.W1Config) -> dict[str, cellw1.W1Config]:
     """The default learner, and the paper's GAN (10,000 steps at lr 1e-4, no early stop) on the same potential."""
     paper = cellw1.W1Config.paper()
-    gan = base.replace(step_size_learner="gan", step_iters=paper.step_iters, step_lr=paper.step_lr,
-                       step_betas=paper.step_betas, patience=None)
+    gan = base.replace(
+        step_size_learner="gan",
+        step_iters=paper.step_iters,
+        step_lr=paper.step_lr,
+        step_betas=paper.step_betas,
+        patience=None,
+    )
     # the GAN runs the paper's full 10,000 steps (its best validation state is still kept)
     return {"minibatch_ot": base.replace(step_size_learner="minibatch_ot"), "gan": gan}
 
@@ -64,8 +69,13 @@ def toy_run(name: str, seed: int, base: cellw1.W1Config, learners: list[str]) ->
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             start = time.perf_counter()
-            fit = fit_step_size(potential, config=config, generator=torch.Generator().manual_seed(seed),
-                                rng=np.random.default_rng(seed), **data)
+            fit = fit_step_size(
+                potential,
+                config=config,
+                generator=torch.Generator().manual_seed(seed),
+                rng=np.random.default_rng(seed),
+                **data,
+            )
             seconds = time.perf_counter() - start
         tmap = cellw1.TransportMap(potential, fit.step_size, config)
         moved = tmap.transport(toy.source)
@@ -81,8 +91,13 @@ def toy_run(name: str, seed: int, base: cellw1.W1Config, learners: list[str]) ->
 
 REAL = {
     "zhao_panobinostat": ("zhao2021_glioblastoma_panobinostat.h5ad", "condition", "ctrl", ["panobinostat"], {}),
-    "papalexi_strong5": ("papalexi2021_eccite_thp1_crispr.h5ad", "target", "non-targeting",
-                         ["STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4"], {}),
+    "papalexi_strong5": (
+        "papalexi2021_eccite_thp1_crispr.h5ad",
+        "target",
+        "non-targeting",
+        ["STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4"],
+        {},
+    ),
     "kang_ifnb_pca": ("kang2018_pbmc_ifnb.h5ad", "condition", "control", ["stimulated"], {"space": "pca"}),
 }
 
@@ -99,12 +114,24 @@ def real_run(base: cellw1.W1Config, learners: list[str]) -> dict[str, dict[str, 
         for learner, config in learner_configs(base).items():
             if learner not in learners:
                 continue
-            result = cellw1.evaluate(adata, condition, control, perts, methods=["w1"], config=config,
-                                     metrics=["mmd", "r2", "l2"], progress=False, **extra)
+            result = cellw1.evaluate(
+                adata,
+                condition,
+                control,
+                perts,
+                methods=["w1"],
+                config=config,
+                metrics=["mmd", "r2", "l2"],
+                progress=False,
+                **extra,
+            )
             med = result.summary().set_index("metric")["median"].to_dict()
             out[key][learner] = med
-            print(f"  {key:20s} {learner:13s} mmd {med['mmd']:.5f} r2 {med['r2']:.4f} l2 {med['l2']:.4f} "
-                  f"fit {med['seconds']:.1f} s", flush=True)
+            print(
+                f"  {key:20s} {learner:13s} mmd {med['mmd']:.5f} r2 {med['r2']:.4f} l2 {med['l2']:.4f} "
+                f"fit {med['seconds']:.1f} s",
+                flush=True,
+            )
     return out
 
 
@@ -131,13 +158,15 @@ def main() -> None:
                 extra = f" worst spearman {min(r['spearman'] for r in rows):+.4f}"
             if name == "circles":
                 extra = f" worst inner->inner {min(r['inner_to_inner'] for r in rows):.3f}"
-            print(f"{name:13s} {learner:13s} worst energy {worst:.4f}{extra} "
-                  f"seconds {np.mean([r['seconds'] for r in rows]):.1f}", flush=True)
+            print(
+                f"{name:13s} {learner:13s} worst energy {worst:.4f}{extra} "
+                f"seconds {np.mean([r['seconds'] for r in rows]):.1f}",
+                flush=True,
+            )
     real = {} if args.skip_real or not DATA.exists() else real_run(base, learners)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"step_size_learners{args.tag}.json"
-    out.write_text(json.dumps(
-        {"config": base.to_dict(), "seeds": seeds, "toys": toys, "real": real}, indent=2))
+    out.write_text(json.dumps({"config": base.to_dict(), "seeds": seeds, "toys": toys, "real": real}, indent=2))
     print(f"wrote {out}")
 
 

@@ -85,24 +85,35 @@ def main() -> None:
             seconds = time.perf_counter() - start
             info = tmap.info
             row = {
-                "setting": name, "seed": seed, "seconds": seconds,
-                "potential_seconds": info["potential_seconds"], "step_size_seconds": info["step_size_seconds"],
-                "potential_steps": info["potential_steps"], "potential_best_step": info["potential_best_step"],
-                "step_size_steps": info["step_size_steps"], "step_size_best_step": info["step_size_best_step"],
+                "setting": name,
+                "seed": seed,
+                "seconds": seconds,
+                "potential_seconds": info["potential_seconds"],
+                "step_size_seconds": info["step_size_seconds"],
+                "potential_steps": info["potential_steps"],
+                "potential_best_step": info["potential_best_step"],
+                "step_size_steps": info["step_size_steps"],
+                "step_size_best_step": info["step_size_best_step"],
                 "val_dual": info["potential_val_dual"],
                 "mmd": mmd(tmap.transport(test_src), test_tgt, max_points=2000),
             }
             rows.append(row)
-            print(f"{name:20s} seed {seed}: {seconds:5.1f} s (potential {row['potential_seconds']:.1f} s, "
-                  f"{row['potential_steps']} steps, best {row['potential_best_step']}; step size "
-                  f"{row['step_size_seconds']:.1f} s, {row['step_size_steps']} steps), mmd {row['mmd']:.5f}", flush=True)
+            print(
+                f"{name:20s} seed {seed}: {seconds:5.1f} s (potential {row['potential_seconds']:.1f} s, "
+                f"{row['potential_steps']} steps, best {row['potential_best_step']}; step size "
+                f"{row['step_size_seconds']:.1f} s, {row['step_size_steps']} steps), mmd {row['mmd']:.5f}",
+                flush=True,
+            )
     print("\n| setting | median seconds | median potential steps | median MMD | MMD per seed |")
     print("|---|---|---|---|---|")
     for name in names:
         mine = [r for r in rows if r["setting"] == name]
-        print(f"| {name} | {np.median([r['seconds'] for r in mine]):.1f} | "
-              f"{np.median([r['potential_steps'] for r in mine]):.0f} | {np.median([r['mmd'] for r in mine]):.5f} | "
-              + ", ".join(f"{r['mmd']:.5f}" for r in mine) + " |")
+        print(
+            f"| {name} | {np.median([r['seconds'] for r in mine]):.1f} | "
+            f"{np.median([r['potential_steps'] for r in mine]):.0f} | {np.median([r['mmd'] for r in mine]):.5f} | "
+            + ", ".join(f"{r['mmd']:.5f}" for r in mine)
+            + " |"
+        )
     machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"machine": machine, "dim": args.dim, "cells": args.cells, "rows": rows}, indent=1))

@@ -69,13 +69,15 @@ observed_change = observed.mean(0) - control.mean(0)
 rows = []
 for name, cells in predicted.items():
     change = cells.mean(0) - control.mean(0)
-    rows.append({
-        "prediction": name,
-        "pearson_delta": np.corrcoef(change, observed_change)[0, 1] if change.any() else np.nan,
-        "r2 (50 DE genes)": cellw1.metrics.r2(cells[:, de], observed[:, de]),
-        "mmd (50 DE genes)": cellw1.metrics.mmd(cells[:, de], observed[:, de]),
-        "energy (50 DE genes)": cellw1.metrics.energy_distance(cells[:, de], observed[:, de]),
-    })
+    rows.append(
+        {
+            "prediction": name,
+            "pearson_delta": np.corrcoef(change, observed_change)[0, 1] if change.any() else np.nan,
+            "r2 (50 DE genes)": cellw1.metrics.r2(cells[:, de], observed[:, de]),
+            "mmd (50 DE genes)": cellw1.metrics.mmd(cells[:, de], observed[:, de]),
+            "energy (50 DE genes)": cellw1.metrics.energy_distance(cells[:, de], observed[:, de]),
+        }
+    )
 scores = pd.DataFrame(rows).set_index("prediction")
 print(scores.to_string(float_format="{:.4f}".format))
 
@@ -85,20 +87,45 @@ by_type = pd.DataFrame({"ISG15": isg15, "cell_type": adata.obs["cell_type"].to_n
 means = by_type.groupby(["cell_type", "stimulated"], observed=True)["ISG15"].mean().unstack()
 print("ISG15 change:", ", ".join(f"{t} {d:.2f}" for t, d in (means[True] - means[False]).items()))
 gene = w1.features.index("ISG15")
-print(f"ISG15 change predicted for {HELD_OUT}:",
-      ", ".join(f"{name} {cells[:, gene].mean() - control[:, gene].mean():.2f}" for name, cells in predicted.items()))
+print(
+    f"ISG15 change predicted for {HELD_OUT}:",
+    ", ".join(f"{name} {cells[:, gene].mean() - control[:, gene].mean():.2f}" for name, cells in predicted.items()),
+)
 
 # %% 5. Figures: per-gene change and the cells on a PCA
-fig = cellw1.pl.mean_change(control, {k: v for k, v in predicted.items() if k != "no change"}, observed,
-                            gene_names=w1.features, n_labels=6, save=FIGURES / "tutorial_mean_change.png")
-fig = cellw1.pl.embedding(control[:, de], {k: v[:, de] for k, v in predicted.items() if k != "no change"},
-                          observed[:, de], title=f"{HELD_OUT}, 50 DE genes", save=FIGURES / "tutorial_embedding.png")
+fig = cellw1.pl.mean_change(
+    control,
+    {k: v for k, v in predicted.items() if k != "no change"},
+    observed,
+    gene_names=w1.features,
+    n_labels=6,
+    save=FIGURES / "tutorial_mean_change.png",
+)
+fig = cellw1.pl.embedding(
+    control[:, de],
+    {k: v[:, de] for k, v in predicted.items() if k != "no change"},
+    observed[:, de],
+    title=f"{HELD_OUT}, 50 DE genes",
+    save=FIGURES / "tutorial_embedding.png",
+)
 
 # %% 6. The evaluation protocol: CD4 T cells held out, three fits, every metric
-report = cellw1.evaluate(adata, "condition", "control", methods=["identity", MEAN_SHIFT, "w1"], space="pca",
-                         holdout=("cell_type", HELD_OUT), n_repeats=3, progress=False)
+report = cellw1.evaluate(
+    adata,
+    "condition",
+    "control",
+    methods=["identity", MEAN_SHIFT, "w1"],
+    space="pca",
+    holdout=("cell_type", HELD_OUT),
+    n_repeats=3,
+    progress=False,
+)
 summary = report.summary().pivot(index="method", columns="metric", values="median")
 print(summary[["r2", "l2", "mmd", "energy", "w1", "seconds"]].to_string(float_format="{:.4g}".format))
-fig = cellw1.pl.metric_bars(report, metrics=["r2", "mmd", "energy"],
-                            title=f"{HELD_OUT} held out (3 fits)", save=FIGURES / "tutorial_metrics.png")
+fig = cellw1.pl.metric_bars(
+    report,
+    metrics=["r2", "mmd", "energy"],
+    title=f"{HELD_OUT} held out (3 fits)",
+    save=FIGURES / "tutorial_metrics.png",
+)
 print(f"whole tutorial: {time.perf_counter() - start:.0f} s")

@@ -16,11 +16,16 @@ MAX_LINES = 500
 #: part or from parts of a lower layer (docs/architecture.md)
 LAYERS: dict[str, int] = {
     "base": 0,  # errors, _version, _data (array checks), _io (atomic files, tensor files)
-    "ot": 1, "io": 1, "datasets": 1, "pl": 1,
+    "ot": 1,
+    "io": 1,
+    "datasets": 1,
+    "pl": 1,
     "pp": 2,
     "tl": 3,
-    "parallel": 4, "eval": 4,
-    "cli": 5, "__init__": 5,
+    "parallel": 4,
+    "eval": 4,
+    "cli": 5,
+    "__init__": 5,
 }
 #: modules of the base layer, beside the top package's __init__
 BASE = ("errors", "_version", "_data", "_io")
@@ -66,8 +71,9 @@ def imports(path: Path) -> tuple[set[str], set[str]]:
                 continue
             for alias in node.names:  # ``from . import metrics`` imports a module
                 sub = f"{target}.{alias.name}"
-                inner.add(sub if is_package(sub) or ROOT.joinpath(*sub.split(".")[1:]).with_suffix(".py").exists()
-                          else target)
+                inner.add(
+                    sub if is_package(sub) or ROOT.joinpath(*sub.split(".")[1:]).with_suffix(".py").exists() else target
+                )
     return inner, {o.split(".")[0] for o in outer}
 
 
@@ -81,6 +87,7 @@ def test_every_part_has_a_layer() -> None:
 
 def test_no_import_cycles() -> None:
     state: dict[str, int] = {}  # 1: on the current path, 2: done
+
     def visit(name: str, path: list[str]) -> None:
         state[name] = 1
         for nxt in sorted(GRAPH.get(name, ())):
@@ -90,6 +97,7 @@ def test_no_import_cycles() -> None:
             if nxt not in state:
                 visit(nxt, [*path, name])
         state[name] = 2
+
     for name in MODULES:
         if name not in state:
             visit(name, [])
@@ -99,7 +107,8 @@ def test_no_import_cycles() -> None:
 def test_imports_only_downward(name: str) -> None:
     here = part(name)
     upward = sorted(
-        target for target in GRAPH[name]
+        target
+        for target in GRAPH[name]
         if target != "cellw1" and part(target) != here and LAYERS[part(target)] >= LAYERS[here]
     )
     assert not upward, f"{name} (layer {LAYERS[here]}) imports {upward}"

@@ -44,7 +44,11 @@ def test_copy_never_shares_memory_and_otherwise_avoids_copies() -> None:
         (torch.ones(3, 2, dtype=torch.complex64), {}, "x is complex"),
         (np.ones(4), {}, r"x must be 2-D \(n_cells, n_features\), got shape \(4,\)"),
         (np.ones((0, 3)), {}, r"x is empty \(shape \(0, 3\)\); at least one cell is needed"),
-        (np.ones((3, 3)), {"min_rows": 10, "purpose": " to fit a map"}, "x has 3 cells; at least 10 cells are needed to fit a map"),
+        (
+            np.ones((3, 3)),
+            {"min_rows": 10, "purpose": " to fit a map"},
+            "x has 3 cells; at least 10 cells are needed to fit a map",
+        ),
         (np.ones((3, 0)), {}, "x has no features"),
         ([[1.0], [2.0, 3.0]], {}, "x could not be read as an array"),
     ],

@@ -20,14 +20,14 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TINY as TINY_CONFIG
+from conftest import count_adata, digest, temp_files
 from safetensors.torch import save as st_save
 
 import cellw1
 from cellw1 import ConfigError, InputError, ModelFileError, W1Config
 from cellw1._io import tensor_checksum
 from cellw1.cli.main import main
-from conftest import TINY as TINY_CONFIG
-from conftest import count_adata, digest, temp_files
 
 TINY = TINY_CONFIG.replace(batch_size=32)
 TINY_ARGS = ["--potential-iters", "20", "--regression-iters", "20", "--quiet"]
@@ -35,8 +35,19 @@ TINY_ARGS = ["--potential-iters", "20", "--regression-iters", "20", "--quiet"]
 
 def counts(n: int = 40, genes: int = 12, seed: int = 0, labels: tuple[Any, Any] = ("ctrl", "pert")) -> ad.AnnData:
     """Counts of ``n`` control and ``n`` perturbed cells; the perturbation doubles genes 0-2."""
-    return count_adata(labels, n, genes, seed=seed, effects={1: 2.0}, affected=3, gamma=(3.0, 5.0), key="cond",
-                       cell_name="c{}", gene_name="g{:03d}", sparse=False)
+    return count_adata(
+        labels,
+        n,
+        genes,
+        seed=seed,
+        effects={1: 2.0},
+        affected=3,
+        gamma=(3.0, 5.0),
+        key="cond",
+        cell_name="c{}",
+        gene_name="g{:03d}",
+        sparse=False,
+    )
 
 
 def adata_digest(adata: ad.AnnData) -> str:
@@ -56,8 +67,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model.save(root / "model")
     model.predict(cells[:40].copy(), out=root / "pred.h5ad")
     model.method.map.save(root / "map.safetensors")
-    return {"root": root, "cells": root / "cells.h5ad", "zarr": root / "cells.zarr", "model": root / "model",
-            "pred": root / "pred.h5ad", "map": root / "map.safetensors"}
+    return {
+        "root": root,
+        "cells": root / "cells.h5ad",
+        "zarr": root / "cells.zarr",
+        "model": root / "model",
+        "pred": root / "pred.h5ad",
+        "map": root / "map.safetensors",
+    }
 
 
 @pytest.fixture
@@ -112,7 +129,12 @@ API_CASES: list[tuple[str, Callable[[dict], Any], type[BaseException], str]] = [
     # wrong argument types (item 7)
     ("fit-ndarray", lambda f: cellw1.fit(np.ones((80, 5)), "cond", "ctrl", "pert"), TypeError, "expects an AnnData"),
     ("fit-all-ndarray", lambda f: cellw1.fit_all(np.ones((80, 5)), "cond", "ctrl"), TypeError, "expects an AnnData"),
-    ("fit-dataframe", lambda f: cellw1.fit(pd.DataFrame(np.ones((80, 5))), "cond", "ctrl", "pert"), TypeError, "AnnData"),
+    (
+        "fit-dataframe",
+        lambda f: cellw1.fit(pd.DataFrame(np.ones((80, 5))), "cond", "ctrl", "pert"),
+        TypeError,
+        "AnnData",
+    ),
     ("predict-ndarray", lambda f: cellw1.load(f["model"]).predict(np.ones((5, 12))), TypeError, "expects an AnnData"),
     ("predict-list", lambda f: cellw1.load(f["model"]).predict([[1.0] * 12]), TypeError, "AnnData"),
     ("evaluate-ndarray", lambda f: cellw1.evaluate(np.ones((80, 5)), "cond", "ctrl"), InputError, "AnnData"),
@@ -143,18 +165,30 @@ API_CASES: list[tuple[str, Callable[[dict], Any], type[BaseException], str]] = [
     ("fit-seed-negative", fit_with(seed=-1), ConfigError, "seed=-1"),
     ("fit-seed-bool", fit_with(seed=True), ConfigError, "seed=True"),
     ("fit-all-seed-float", lambda f: cellw1.fit_all(counts(), "cond", "ctrl", seed=1.5), ConfigError, "seed=1.5"),
-    ("fit-map-seed-negative", lambda f: cellw1.fit_map(np.ones((20, 2)), np.ones((20, 2)), TINY, seed=-3),
-     ConfigError, "seed=-3"),
-    ("fit-map-bad-config", lambda f: cellw1.fit_map(np.ones((20, 2)), np.ones((20, 2)), {"potential_iters": 5}),
-     ConfigError, "W1Config"),
+    (
+        "fit-map-seed-negative",
+        lambda f: cellw1.fit_map(np.ones((20, 2)), np.ones((20, 2)), TINY, seed=-3),
+        ConfigError,
+        "seed=-3",
+    ),
+    (
+        "fit-map-bad-config",
+        lambda f: cellw1.fit_map(np.ones((20, 2)), np.ones((20, 2)), {"potential_iters": 5}),
+        ConfigError,
+        "W1Config",
+    ),
     # no signal (item 4)
     ("fit-all-zero", fit_with(zero_cells), InputError, "no signal"),
     ("fit-all-zero-log", fit_with(zero_cells, input_kind="log"), InputError, "no signal"),
     ("fit-all-zero-counts", fit_with(zero_cells, input_kind="counts"), InputError, "zero counts"),
     ("fit-constant-genes", fit_with(constant_cells), InputError, "no signal"),
     ("fit-zero-obsm", fit_with(zero_obsm, obsm_key="emb"), InputError, "no signal"),
-    ("fit-all-all-zero", lambda f: cellw1.fit_all(zero_cells(), "cond", "ctrl", on_error="raise", config=TINY,
-                                                  progress=False), InputError, "no signal"),
+    (
+        "fit-all-all-zero",
+        lambda f: cellw1.fit_all(zero_cells(), "cond", "ctrl", on_error="raise", config=TINY, progress=False),
+        InputError,
+        "no signal",
+    ),
     # duplicate genes (item 10)
     ("fit-duplicate-genes", fit_with(duplicate_genes), InputError, "2 repeated: g000, g001"),
     # labels
@@ -163,30 +197,71 @@ API_CASES: list[tuple[str, Callable[[dict], Any], type[BaseException], str]] = [
     ("fit-nan-control", fit_with(control=float("nan")), InputError, "is not a value"),
     ("fit-missing-key", fit_with(condition_key="nope"), InputError, "condition key 'nope'"),
     # outputs that would overwrite the input or are of the wrong kind (item 1)
-    ("predict-out-is-input", lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), out=f["cells"]),
-     InputError, "would overwrite the input"),
-    ("predict-out-is-input-zarr", lambda f: cellw1.load(f["model"]).predict(str(f["zarr"]), out=f["zarr"]),
-     InputError, "would overwrite the input"),
-    ("predict-out-inside-input-zarr",
-     lambda f: cellw1.load(f["model"]).predict(str(f["zarr"]), out=f["zarr"] / "X" / "p.h5ad"),
-     InputError, "would overwrite the input"),
-    ("predict-out-is-directory", lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), out=f["dir_h5ad"]),
-     InputError, "is a directory"),
-    ("predict-out-zarr-is-folder", lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), out=f["folder_zarr"]),
-     InputError, "not a .zarr store"),
-    ("predict-out-zarr-is-file", lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), out=f["file_zarr"]),
-     InputError, "is a file"),
-    ("predict-chunk-zero", lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), chunk_cells=0), InputError, "chunk_cells"),
-    ("predict-chunk-float", lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), chunk_cells=2.5), InputError, "chunk_cells"),
-    ("fit-all-out-is-input", lambda f: cellw1.fit_all(str(f["cells"]), "cond", "ctrl", out=f["cells"]),
-     InputError, "would overwrite the input"),
+    (
+        "predict-out-is-input",
+        lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), out=f["cells"]),
+        InputError,
+        "would overwrite the input",
+    ),
+    (
+        "predict-out-is-input-zarr",
+        lambda f: cellw1.load(f["model"]).predict(str(f["zarr"]), out=f["zarr"]),
+        InputError,
+        "would overwrite the input",
+    ),
+    (
+        "predict-out-inside-input-zarr",
+        lambda f: cellw1.load(f["model"]).predict(str(f["zarr"]), out=f["zarr"] / "X" / "p.h5ad"),
+        InputError,
+        "would overwrite the input",
+    ),
+    (
+        "predict-out-is-directory",
+        lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), out=f["dir_h5ad"]),
+        InputError,
+        "is a directory",
+    ),
+    (
+        "predict-out-zarr-is-folder",
+        lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), out=f["folder_zarr"]),
+        InputError,
+        "not a .zarr store",
+    ),
+    (
+        "predict-out-zarr-is-file",
+        lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), out=f["file_zarr"]),
+        InputError,
+        "is a file",
+    ),
+    (
+        "predict-chunk-zero",
+        lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), chunk_cells=0),
+        InputError,
+        "chunk_cells",
+    ),
+    (
+        "predict-chunk-float",
+        lambda f: cellw1.load(f["model"]).predict(str(f["cells"]), chunk_cells=2.5),
+        InputError,
+        "chunk_cells",
+    ),
+    (
+        "fit-all-out-is-input",
+        lambda f: cellw1.fit_all(str(f["cells"]), "cond", "ctrl", out=f["cells"]),
+        InputError,
+        "would overwrite the input",
+    ),
     ("fit-all-out-is-file", lambda f: cellw1.fit_all(counts(), "cond", "ctrl", out=f["pred"]), InputError, "is a file"),
     ("save-into-collection", lambda f: cellw1.load(f["model"]).save(f["collection"]), InputError, "holds a collection"),
     # model files (items 2 and 9)
     ("load-transport-map-file", lambda f: cellw1.load(f["map"]), ModelFileError, "cellw1.TransportMap.load"),
     ("load-map-in-model-dir", lambda f: cellw1.load(f["map_dir"]), ModelFileError, "cellw1.TransportMap.load"),
-    ("transport-map-load-model", lambda f: cellw1.TransportMap.load(f["model"] / "model.safetensors"),
-     ModelFileError, "cellw1.load(directory)"),
+    (
+        "transport-map-load-model",
+        lambda f: cellw1.TransportMap.load(f["model"] / "model.safetensors"),
+        ModelFileError,
+        "cellw1.load(directory)",
+    ),
     ("load-header-bit-flip", lambda f: cellw1.load(f["flipped"]), ModelFileError, "checksum mismatch"),
     ("load-checksum-removed", lambda f: cellw1.load(f["unchecked"]), ModelFileError, "checksum mismatch"),
     ("load-missing", lambda f: cellw1.load(f["root"] / "nothing"), ModelFileError, "does not exist"),
@@ -399,52 +474,154 @@ FIT_ALL = ["fit", "{cells}", *KEYS, "--perturbation", "all", *TINY_ARGS]
 
 CLI_CASES: list[tuple[str, list[str], int, str]] = [
     ("predict-out-is-input", ["predict", "{model}", "{cells}", "--out", "{cells}"], 2, "would overwrite the input"),
-    ("predict-out-symlink-to-input", ["predict", "{model}", "{cells}", "--out", "{link}"], 2, "would overwrite the input"),
-    ("predict-out-is-input-on-disk", ["predict", "{model}", "{cells}", "--out", "{cells}", "--on-disk"], 2,
-     "would overwrite the input"),
+    (
+        "predict-out-symlink-to-input",
+        ["predict", "{model}", "{cells}", "--out", "{link}"],
+        2,
+        "would overwrite the input",
+    ),
+    (
+        "predict-out-is-input-on-disk",
+        ["predict", "{model}", "{cells}", "--out", "{cells}", "--on-disk"],
+        2,
+        "would overwrite the input",
+    ),
     ("predict-out-is-input-zarr", ["predict", "{model}", "{zarr}", "--out", "{zarr}"], 2, "would overwrite the input"),
     ("predict-out-is-directory", ["predict", "{model}", "{cells}", "--out", "{dir_h5ad}"], 2, "is a directory"),
     ("predict-out-zarr-is-folder", ["predict", "{model}", "{cells}", "--out", "{folder_zarr}"], 2, "not a .zarr store"),
     ("predict-out-bad-suffix", ["predict", "{model}", "{cells}", "--out", "{cli}/p.csv"], 2, "must end in .h5ad"),
     ("predict-model-missing", ["predict", "{cli}/none", "{cells}", "--out", "{cli}/p.h5ad"], 3, "does not exist"),
     ("predict-model-is-map", ["predict", "{map}", "{cells}", "--out", "{cli}/p.h5ad"], 3, "cellw1.TransportMap.load"),
-    ("predict-model-dir-holds-map", ["predict", "{map_dir}", "{cells}", "--out", "{cli}/p.h5ad"], 3,
-     "cellw1.TransportMap.load"),
-    ("predict-model-header-flipped", ["predict", "{flipped}", "{cells}", "--out", "{cli}/p.h5ad"], 3, "checksum mismatch"),
+    (
+        "predict-model-dir-holds-map",
+        ["predict", "{map_dir}", "{cells}", "--out", "{cli}/p.h5ad"],
+        3,
+        "cellw1.TransportMap.load",
+    ),
+    (
+        "predict-model-header-flipped",
+        ["predict", "{flipped}", "{cells}", "--out", "{cli}/p.h5ad"],
+        3,
+        "checksum mismatch",
+    ),
     ("predict-data-missing", ["predict", "{model}", "{cli}/none.h5ad", "--out", "{cli}/p.h5ad"], 2, "does not exist"),
     ("predict-data-garbage", ["predict", "{model}", "{garbage}", "--out", "{cli}/p.h5ad"], 2, "could not be read"),
-    ("predict-chunk-zero", ["predict", "{model}", "{cells}", "--out", "{cli}/p.h5ad", "--on-disk", "--chunk-cells", "0"],
-     2, "chunk_cells=0"),
-    ("predict-controls-only-none", ["predict", "{model}", "{ints}", "--out", "{cli}/p.h5ad", "--controls-only"], 2,
-     "no cell has obs['cond'] == 'ctrl'"),
+    (
+        "predict-chunk-zero",
+        ["predict", "{model}", "{cells}", "--out", "{cli}/p.h5ad", "--on-disk", "--chunk-cells", "0"],
+        2,
+        "chunk_cells=0",
+    ),
+    (
+        "predict-controls-only-none",
+        ["predict", "{model}", "{ints}", "--out", "{cli}/p.h5ad", "--controls-only"],
+        2,
+        "no cell has obs['cond'] == 'ctrl'",
+    ),
     ("fit-out-existing-file", [*FIT, "--out", "{pred}"], 2, "is a file"),
     ("fit-out-is-input", [*FIT, "--out", "{cells}"], 2, "would overwrite the input"),
     ("fit-all-out-is-input", [*FIT_ALL, "--out", "{cells}"], 2, "would overwrite the input"),
     ("fit-out-is-collection", [*FIT, "--out", "{collection}"], 2, "holds a collection"),
-    ("fit-all-out-is-model", [*FIT_ALL, "--out", "{model}"], 2,
-     "holds a single model"),
+    ("fit-all-out-is-model", [*FIT_ALL, "--out", "{model}"], 2, "holds a single model"),
     ("fit-device-tpu", [*FIT, "--device", "tpu", "--out", "{cli}/m"], 2, "unknown device 'tpu'"),
     ("fit-device-cuda-99", [*FIT, "--device", "cuda:99", "--out", "{cli}/m"], 2, "cuda:99"),
     ("fit-iters-zero", [*FIT, "--potential-iters", "0", "--out", "{cli}/m"], 2, "potential_iters=0"),
     ("fit-seed-negative", [*FIT, "--seed", "-1", "--out", "{cli}/m"], 2, "seed=-1"),
     ("fit-seed-not-int", [*FIT, "--seed", "zero", "--out", "{cli}/m"], 2, ""),
-    ("fit-all-zero", ["fit", "{zero}", "--condition-key", "cond", "--control", "ctrl", "--perturbation", "pert",
-                      *TINY_ARGS, "--out", "{cli}/m"], 2, "no signal"),
-    ("fit-all-zero-on-disk", ["fit", "{zero}", "--condition-key", "cond", "--control", "ctrl", "--perturbation", "pert",
-                              *TINY_ARGS, "--on-disk", "--out", "{cli}/m"], 2, "no signal"),
-    ("fit-all-zero-zarr", ["fit", "{zero_zarr}", "--condition-key", "cond", "--control", "ctrl", "--perturbation",
-                           "pert", *TINY_ARGS, "--out", "{cli}/m"], 2, "no signal"),
-    ("fit-duplicate-genes", ["fit", "{dup}", "--condition-key", "cond", "--control", "ctrl", "--perturbation", "pert",
-                             *TINY_ARGS, "--out", "{cli}/m"], 2, "g000, g001"),
-    ("fit-control-missing", ["fit", "{cells}", "--condition-key", "cond", "--control", "nope", *FIT[6:],
-                             "--out", "{cli}/m"], 2, "control 'nope'"),
+    (
+        "fit-all-zero",
+        [
+            "fit",
+            "{zero}",
+            "--condition-key",
+            "cond",
+            "--control",
+            "ctrl",
+            "--perturbation",
+            "pert",
+            *TINY_ARGS,
+            "--out",
+            "{cli}/m",
+        ],
+        2,
+        "no signal",
+    ),
+    (
+        "fit-all-zero-on-disk",
+        [
+            "fit",
+            "{zero}",
+            "--condition-key",
+            "cond",
+            "--control",
+            "ctrl",
+            "--perturbation",
+            "pert",
+            *TINY_ARGS,
+            "--on-disk",
+            "--out",
+            "{cli}/m",
+        ],
+        2,
+        "no signal",
+    ),
+    (
+        "fit-all-zero-zarr",
+        [
+            "fit",
+            "{zero_zarr}",
+            "--condition-key",
+            "cond",
+            "--control",
+            "ctrl",
+            "--perturbation",
+            "pert",
+            *TINY_ARGS,
+            "--out",
+            "{cli}/m",
+        ],
+        2,
+        "no signal",
+    ),
+    (
+        "fit-duplicate-genes",
+        [
+            "fit",
+            "{dup}",
+            "--condition-key",
+            "cond",
+            "--control",
+            "ctrl",
+            "--perturbation",
+            "pert",
+            *TINY_ARGS,
+            "--out",
+            "{cli}/m",
+        ],
+        2,
+        "g000, g001",
+    ),
+    (
+        "fit-control-missing",
+        ["fit", "{cells}", "--condition-key", "cond", "--control", "nope", *FIT[6:], "--out", "{cli}/m"],
+        2,
+        "control 'nope'",
+    ),
     ("fit-data-missing", ["fit", "{cli}/none.h5ad", *FIT[2:], "--out", "{cli}/m"], 2, "does not exist"),
     ("fit-data-garbage", ["fit", "{garbage}", *FIT[2:], "--out", "{cli}/m"], 2, "could not be read"),
     ("fit-buffer-without-disk", [*FIT, "--buffer-cells", "10", "--out", "{cli}/m"], 2, "--on-disk only"),
-    ("evaluate-out-existing-file", ["evaluate", "{cells}", "--condition-key", "cond", "--control", "ctrl",
-                                    "--out", "{pred}"], 2, "is a file"),
-    ("evaluate-out-is-input-zarr", ["evaluate", "{zarr}", "--condition-key", "cond", "--control", "ctrl",
-                                    "--out", "{zarr}"], 2, "would overwrite the input"),
+    (
+        "evaluate-out-existing-file",
+        ["evaluate", "{cells}", "--condition-key", "cond", "--control", "ctrl", "--out", "{pred}"],
+        2,
+        "is a file",
+    ),
+    (
+        "evaluate-out-is-input-zarr",
+        ["evaluate", "{zarr}", "--condition-key", "cond", "--control", "ctrl", "--out", "{zarr}"],
+        2,
+        "would overwrite the input",
+    ),
     ("unknown-verb", ["transmogrify"], 2, ""),
 ]
 
@@ -479,17 +656,45 @@ def test_cli_fit_out_existing_file_is_refused_before_fitting(cli_files, capsys) 
 
 
 def test_cli_nan_labels_and_integer_labels(cli_files, tmp_path, capsys) -> None:
-    argv = ["fit", str(cli_files["nan"]), "--condition-key", "cond", "--control", "ctrl", "--perturbation", "all",
-            *TINY_ARGS, "--out", str(tmp_path / "models")]
+    argv = [
+        "fit",
+        str(cli_files["nan"]),
+        "--condition-key",
+        "cond",
+        "--control",
+        "ctrl",
+        "--perturbation",
+        "all",
+        *TINY_ARGS,
+        "--out",
+        str(tmp_path / "models"),
+    ]
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert "5 of 80 cells have no label" in err and err.count("no label") == 1
     assert sorted(json.loads((tmp_path / "models" / "collection.json").read_text())["models"]) == ["pert"]
-    argv = ["fit", str(cli_files["ints"]), "--condition-key", "cond", "--control", "0", "--perturbation", "1",
-            *TINY_ARGS, "--out", str(tmp_path / "ints")]
+    argv = [
+        "fit",
+        str(cli_files["ints"]),
+        "--condition-key",
+        "cond",
+        "--control",
+        "0",
+        "--perturbation",
+        "1",
+        *TINY_ARGS,
+        "--out",
+        str(tmp_path / "ints"),
+    ]
     assert run_cli(argv, capsys)[0] == 0
-    argv = ["predict", str(tmp_path / "ints"), str(cli_files["ints"]), "--out", str(tmp_path / "p.h5ad"),
-            "--controls-only"]
+    argv = [
+        "predict",
+        str(tmp_path / "ints"),
+        str(cli_files["ints"]),
+        "--out",
+        str(tmp_path / "p.h5ad"),
+        "--controls-only",
+    ]
     assert run_cli(argv, capsys)[0] == 0
     paired = ad.read_h5ad(tmp_path / "p.h5ad")  # 40 predicted controls, then the 40 controls as measured
     assert paired.n_obs == 80 and list(paired.obs["cond"].astype(str)) == ["1"] * 40 + ["0"] * 40

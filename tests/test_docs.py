@@ -10,8 +10,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def code_blocks(markdown: str) -> list[list[str]]:
-    return [[line.rstrip() for line in block.splitlines() if line.strip()]
-            for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.S)]
+    return [
+        [line.rstrip() for line in block.splitlines() if line.strip()]
+        for block in re.findall(r"```python\n(.*?)```", markdown, flags=re.S)
+    ]
 
 
 def test_tutorial_code_is_the_script_s_code() -> None:
@@ -21,7 +23,9 @@ def test_tutorial_code_is_the_script_s_code() -> None:
     position = 0
     for block in blocks:
         for line in block:
-            assert line in script[position:], f"docs/tutorial.md shows a line the script lacks (or out of order): {line!r}"
+            assert line in script[position:], (
+                f"docs/tutorial.md shows a line the script lacks (or out of order): {line!r}"
+            )
             position = script.index(line, position) + 1
 
 

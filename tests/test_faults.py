@@ -27,11 +27,10 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-
-import cellw1
-
 from conftest import TINY, digest, temp_files
 from test_bad_input import counts
+
+import cellw1
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="fork, rlimits and signals as on Linux")
 
@@ -79,7 +78,11 @@ class Zygote:
 
     def __init__(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            [sys.executable, "-c", ZYGOTE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         assert json.loads(self._readline()) == {"ready": True}
 
@@ -168,13 +171,35 @@ def _world(root: Path) -> dict[str, Path]:
     model.predict(cells, out=out / "pred.h5ad")
     for path in [root, *root.rglob("*")]:
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
-    return {"root": root, "cells": root / "cells.h5ad", "many": root / "many.h5ad", "out": out,
-            "model": out / "model", "pred": out / "pred.h5ad"}
+    return {
+        "root": root,
+        "cells": root / "cells.h5ad",
+        "many": root / "many.h5ad",
+        "out": out,
+        "model": out / "model",
+        "pred": out / "pred.h5ad",
+    }
 
 
 def fit_argv(world: dict[str, Path], *extra: str, iters: int = 20) -> list[str]:
-    return ["fit", str(world["cells"]), "--condition-key", "cond", "--control", "ctrl", "--perturbation", "pert",
-            "--potential-iters", str(iters), "--regression-iters", str(iters), "--quiet", "--out", str(world["model"]), *extra]
+    return [
+        "fit",
+        str(world["cells"]),
+        "--condition-key",
+        "cond",
+        "--control",
+        "ctrl",
+        "--perturbation",
+        "pert",
+        "--potential-iters",
+        str(iters),
+        "--regression-iters",
+        str(iters),
+        "--quiet",
+        "--out",
+        str(world["model"]),
+        *extra,
+    ]
 
 
 def predict_argv(world: dict[str, Path], data: str = "many", *extra: str) -> list[str]:
@@ -278,8 +303,12 @@ def test_concurrent_writers(zygote, world, before, tmp_path) -> None:
     assert first.finish() == 143
 
     target = tmp_path / "pred.h5ad"
-    runs = [zygote.start(["predict", str(world["model"]), str(world[data]), "--out", str(target), "--quiet"],
-                         tmp_path / f"p{i}") for i, data in enumerate(("cells", "many", "cells"))]
+    runs = [
+        zygote.start(
+            ["predict", str(world["model"]), str(world[data]), "--out", str(target), "--quiet"], tmp_path / f"p{i}"
+        )
+        for i, data in enumerate(("cells", "many", "cells"))
+    ]
     assert [r.finish() for r in runs] == [0, 0, 0]
     assert ad.read_h5ad(target).n_obs in (120, 3000)
     assert temp_files(tmp_path) == []
@@ -296,7 +325,8 @@ def test_ctrl_c_while_importing(world, before, tmp_path) -> None:
     with open(err, "w") as handle:
         proc = subprocess.Popen(
             [sys.executable, "-X", "importtime", "-m", "cellw1.cli.main", *fit_argv(world)[:-1], str(tmp_path / "m")],
-            stdout=subprocess.DEVNULL, stderr=handle,
+            stdout=subprocess.DEVNULL,
+            stderr=handle,
             # a shell that started pytest in the background ignores SIGINT, and children inherit that
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )

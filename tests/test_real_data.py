@@ -25,8 +25,13 @@ def zhao_result() -> cellw1.EvaluationResult:
 
     adata = ad.read_h5ad(ZHAO)
     return cellw1.evaluate(
-        adata, "condition", "ctrl", ["panobinostat"], methods=["identity", "observed", "mean_shift", "w1"],
-        metrics=["mmd", "r2", "l2"], progress=False,
+        adata,
+        "condition",
+        "ctrl",
+        ["panobinostat"],
+        methods=["identity", "observed", "mean_shift", "w1"],
+        metrics=["mmd", "r2", "l2"],
+        progress=False,
     )
 
 

@@ -21,24 +21,48 @@ from ._version import __version__
 #: ``import cellw1`` is light and the ``cellw1`` command can handle Ctrl-C while torch loads
 _EXPORTS: dict[str, str] = {
     "W1Config": "ot.config",
-    "CellW1Error": "errors", "ConfigError": "errors", "InputError": "errors", "ModelFileError": "errors",
-    "OutputError": "errors", "MissingDependencyError": "errors",
-    "GroupSort": "ot.lipschitz", "LipschitzPotential": "ot.lipschitz", "OrthonormalLinear": "ot.lipschitz",
-    "fit_potential": "ot.potential", "potential_step": "ot.potential",
+    "CellW1Error": "errors",
+    "ConfigError": "errors",
+    "InputError": "errors",
+    "ModelFileError": "errors",
+    "OutputError": "errors",
+    "MissingDependencyError": "errors",
+    "GroupSort": "ot.lipschitz",
+    "LipschitzPotential": "ot.lipschitz",
+    "OrthonormalLinear": "ot.lipschitz",
+    "fit_potential": "ot.potential",
+    "potential_step": "ot.potential",
     "fit_map": "ot.solver",
-    "StepSize": "ot.stepsize", "fit_step_size": "ot.stepsize",
+    "StepSize": "ot.stepsize",
+    "fit_step_size": "ot.stepsize",
     "TransportMap": "ot.transport",
-    "W2Config": "ot.config", "W2Map": "ot.w2", "fit_w2": "ot.w2",
+    "W2Config": "ot.config",
+    "W2Map": "ot.w2",
+    "fit_w2": "ot.w2",
     "EmbeddingConfig": "pp.embedding",
-    "ModelCollection": "tl.collection", "PerturbationModel": "tl.model", "load": "tl.collection",
-    "fit": "tl.api", "fit_all": "parallel.perturbations",
-    "fit_conditional": "tl.conditional", "ConditionalModel": "tl.conditional_model", "ConditionalConfig": "ot.conditional",
-    "EvaluationResult": "eval.result", "evaluate": "eval.evaluation",
+    "ModelCollection": "tl.collection",
+    "PerturbationModel": "tl.model",
+    "load": "tl.collection",
+    "fit": "tl.api",
+    "fit_all": "parallel.perturbations",
+    "fit_conditional": "tl.conditional",
+    "ConditionalModel": "tl.conditional_model",
+    "ConditionalConfig": "ot.conditional",
+    "EvaluationResult": "eval.result",
+    "evaluate": "eval.evaluation",
 }
 #: public sub-modules and layers -> where they live
 _SUBMODULES: dict[str, str] = {
-    "datasets": "datasets", "metrics": "eval.metrics", "monotonicity": "eval.monotonicity",
-    "ot": "ot", "io": "io", "pp": "pp", "pl": "pl", "tl": "tl", "eval": "eval", "parallel": "parallel",
+    "datasets": "datasets",
+    "metrics": "eval.metrics",
+    "monotonicity": "eval.monotonicity",
+    "ot": "ot",
+    "io": "io",
+    "pp": "pp",
+    "pl": "pl",
+    "tl": "tl",
+    "eval": "eval",
+    "parallel": "parallel",
 }
 
 if TYPE_CHECKING:
@@ -47,8 +71,8 @@ if TYPE_CHECKING:
     from .eval import metrics, monotonicity
     from .eval.evaluation import evaluate
     from .eval.result import EvaluationResult
-    from .ot.config import W1Config
-    from .ot.config import W2Config
+    from .ot.conditional import ConditionalConfig
+    from .ot.config import W1Config, W2Config
     from .ot.lipschitz import GroupSort, LipschitzPotential, OrthonormalLinear
     from .ot.potential import fit_potential, potential_step
     from .ot.solver import fit_map
@@ -57,11 +81,10 @@ if TYPE_CHECKING:
     from .ot.w2 import W2Map, fit_w2
     from .parallel.perturbations import fit_all
     from .pp.embedding import EmbeddingConfig
-    from .ot.conditional import ConditionalConfig
     from .tl.api import fit
+    from .tl.collection import ModelCollection, load
     from .tl.conditional import fit_conditional
     from .tl.conditional_model import ConditionalModel
-    from .tl.collection import ModelCollection, load
     from .tl.model import PerturbationModel
 
 

@@ -121,10 +121,13 @@ def _check_finite(arr: Any, name: str, purpose: str) -> None:
             rows = np.unique(arr.indices[bad_entries])
     else:
         step = max(1, FINITE_BLOCK // arr.shape[1])
-        rows = np.concatenate([
-            start + np.flatnonzero(~np.isfinite(arr[start : start + step]).all(axis=1))
-            for start in range(0, len(arr), step)
-        ] or [np.empty(0, dtype=np.int64)])
+        rows = np.concatenate(
+            [
+                start + np.flatnonzero(~np.isfinite(arr[start : start + step]).all(axis=1))
+                for start in range(0, len(arr), step)
+            ]
+            or [np.empty(0, dtype=np.int64)]
+        )
     if rows.size:
         raise InputError(
             f"{name} contains NaN or inf in {rows.size} rows (first: {rows[:5].tolist()}); "
@@ -183,14 +186,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available here; use device='cpu' or 'auto'.")
+        raise ConfigError(
+            f"device {str(device)!r} requested but CUDA is not available here; use device='cpu' or 'auto'."
+        )
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ConfigError(
             f"device {str(device)!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s); "
             "use cuda:0 or 'auto'."
         )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but MPS is not available here; use device='cpu' or 'auto'.")
+        raise ConfigError(
+            f"device {str(device)!r} requested but MPS is not available here; use device='cpu' or 'auto'."
+        )
     return dev
 
 
@@ -201,7 +208,9 @@ def like_input(result: torch.Tensor, reference: Any) -> Any:
     return result.cpu().numpy()
 
 
-def split_validation(n: int, fraction: float, generator: torch.Generator, *, min_val: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+def split_validation(
+    n: int, fraction: float, generator: torch.Generator, *, min_val: int = 5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded (train, validation) index split; no validation set when it would be tiny.
 
     At most :data:`MAX_VALIDATION` indices are held out.

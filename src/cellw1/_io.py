@@ -40,7 +40,7 @@ FORMATS: dict[str, str] = {
     "cellw1.TransportMap": "a TransportMap (one fitted W1 map); load it with cellw1.TransportMap.load(path)",
     "cellw1.W2Map": "a W2Map (one fitted W2 map); load it with cellw1.W2Map.load(path)",
     "cellw1.ConditionalMap": "a ConditionalMap (one W1 map for many conditions); load it with "
-                             "cellw1.ot.conditional.ConditionalMap.load(path)",
+    "cellw1.ot.conditional.ConditionalMap.load(path)",
     "cellw1.ConditionalModel": "a ConditionalModel (model.safetensors); load its directory with cellw1.load(directory)",
 }
 
@@ -250,7 +250,8 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], head
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     header_json = json.dumps({**header, CHECKSUM_MARKER: CONTENT_CHECKSUM}, sort_keys=True)
     metadata = {
-        "cellw1": header_json, "sha256": tensor_checksum(tensors),
+        "cellw1": header_json,
+        "sha256": tensor_checksum(tensors),
         CONTENT_CHECKSUM: content_checksum(header_json, tensors),
     }
     return atomic_write_bytes(path, st_save(tensors, metadata=metadata))
@@ -324,7 +325,9 @@ def load_tensors(path: str | os.PathLike, *, kind: str) -> tuple[dict[str, torch
     if expected is None and not marked:  # written by cellw1 0.1: only the tensors were checksummed
         logger.warning(
             "%s file %s predates header checksums: its weights are verified, its description (genes, "
-            "preprocessing, config) is not; save it again to checksum everything.", kind, path,
+            "preprocessing, config) is not; save it again to checksum everything.",
+            kind,
+            path,
         )
     elif expected is None or content_checksum(meta["cellw1"], tensors) != expected:
         raise ModelFileError(broken.format("checksum mismatch in its description or weights"))

@@ -21,8 +21,20 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_demo_bookshelf_writes_plot_and_summary(tmp_path, capsys) -> None:
-    args = ["demo", "--toys", "bookshelf", "--potential-iters", "200", "--regression-iters", "100",
-            "--n", "300", "--out", str(tmp_path), "--quiet"]
+    args = [
+        "demo",
+        "--toys",
+        "bookshelf",
+        "--potential-iters",
+        "200",
+        "--regression-iters",
+        "100",
+        "--n",
+        "300",
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     handlers = list(logging.getLogger("cellw1").handlers)
     assert main(args) == 0
     assert logging.getLogger("cellw1").handlers == handlers  # main removed its log handler
@@ -35,7 +47,7 @@ def test_demo_bookshelf_writes_plot_and_summary(tmp_path, capsys) -> None:
     assert row["exact_w1"] == pytest.approx(2.0, abs=0.1)  # the strips are 2 apart
     assert row["w1_dual"] <= row["exact_w1"] + 0.05  # the dual is a lower bound (up to sampling)
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith("bookshelf"))
+    line = next(text for text in out.splitlines() if text.startswith("bookshelf"))
     assert "W1 dual" in line and "exact W1" in line and "spearman" in line
 
 

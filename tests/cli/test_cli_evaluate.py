@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import count_adata
 
 from cellw1.cli import evaluate as evaluate_verb
 from cellw1.cli.main import main
 from cellw1.datasets import synthetic_perturbation
-from conftest import count_adata
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHORT = ["--potential-iters", "20", "--regression-iters", "20", "--de-genes", "8", "--quiet"]
@@ -28,12 +28,32 @@ def cells(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "report"
-    argv = ["evaluate", str(cells), "--condition-key", "condition", "--control", "ctrl",
-            "--methods", "identity,observed,mean_shift,w2,w1", "--w2-iters", "4", *SHORT, "--out", str(out)]
+    argv = [
+        "evaluate",
+        str(cells),
+        "--condition-key",
+        "condition",
+        "--control",
+        "ctrl",
+        "--methods",
+        "identity,observed,mean_shift,w2,w1",
+        "--w2-iters",
+        "4",
+        *SHORT,
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     stdout = capsys.readouterr().out
-    names = {"results.csv", "summary.csv", "wilcoxon.csv", "settings.json", "metrics.png", "embedding.png",
-             "mean_change.png"}
+    names = {
+        "results.csv",
+        "summary.csv",
+        "wilcoxon.csv",
+        "settings.json",
+        "metrics.png",
+        "embedding.png",
+        "mean_change.png",
+    }
     assert {p.name for p in out.iterdir()} == names
     assert (out / "metrics.png").read_bytes()[:8] == PNG_MAGIC
     assert f"wrote {len(names)} files to {out}" in stdout and "median over perturbations and repeats:" in stdout
@@ -64,12 +84,15 @@ def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, mo
     assert set(table["method"]) == {"identity", "mean_shift"} and set(table["perturbation"]) == {"pertA"}
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--control", "ctrl"], "with DATA, give --condition-key and --control"),
-    (["--condition-key", "condition", "--control", "ctrl", "--holdout", "celltype"], "must look like KEY=VALUE"),
-    (["--condition-key", "condition", "--control", "ctrl", "--methods", "identity,cellot"], "cellot"),
-    (["--condition-key", "condition", "--control", "nope"], "control 'nope'"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--control", "ctrl"], "with DATA, give --condition-key and --control"),
+        (["--condition-key", "condition", "--control", "ctrl", "--holdout", "celltype"], "must look like KEY=VALUE"),
+        (["--condition-key", "condition", "--control", "ctrl", "--methods", "identity,cellot"], "cellot"),
+        (["--condition-key", "condition", "--control", "nope"], "control 'nope'"),
+    ],
+)
 def test_evaluate_usage_errors_exit_two(cells: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     assert main(["evaluate", str(cells), *extra, "--quiet", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -105,7 +105,14 @@ def test_defaults_are_fast():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"n_control": 0}, {"n_genes": 5}, {"n_perturbations": 0}, {"n_cell_types": 1.5}, {"seed": -1}, {"n_perturbed": True}],
+    [
+        {"n_control": 0},
+        {"n_genes": 5},
+        {"n_perturbations": 0},
+        {"n_cell_types": 1.5},
+        {"seed": -1},
+        {"n_perturbed": True},
+    ],
 )
 def test_bad_arguments_raise_config_error(kwargs):
     with pytest.raises(ConfigError):

@@ -55,7 +55,10 @@ def test_bookshelf_strips() -> None:
 def test_circle_radii_and_labels() -> None:
     toy = circles(n=2001, seed=2)
     assert (toy.source_labels == 0).sum() == 1001 and (toy.source_labels == 1).sum() == 1000
-    for points, labels, radii in ((toy.source, toy.source_labels, (0.5, 1.0)), (toy.target, toy.target_labels, (1.5, 3.0))):
+    for points, labels, radii in (
+        (toy.source, toy.source_labels, (0.5, 1.0)),
+        (toy.target, toy.target_labels, (1.5, 3.0)),
+    ):
         radius = np.linalg.norm(points, axis=1)
         for label, expected in enumerate(radii):
             r = radius[labels == label]

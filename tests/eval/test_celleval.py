@@ -14,11 +14,11 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import count_adata
 
 import cellw1
 from cellw1.errors import ConfigError, MissingDependencyError
 from cellw1.eval.celleval import ACROSS_PERTURBATIONS
-from conftest import count_adata
 
 SKIP_REASON = 'cell-eval is optional: pip install "cellw1[eval]"'
 
@@ -43,14 +43,30 @@ def test_unknown_suite() -> None:
 @pytest.fixture(scope="module")
 def result(adata: ad.AnnData) -> cellw1.EvaluationResult:
     pytest.importorskip("cell_eval", reason=SKIP_REASON)
-    return cellw1.evaluate(adata, "condition", "ctrl", methods=["identity", "observed", "mean_shift"],
-                           suite="cell-eval", n_de_genes=10, progress=False)
+    return cellw1.evaluate(
+        adata,
+        "condition",
+        "ctrl",
+        methods=["identity", "observed", "mean_shift"],
+        suite="cell-eval",
+        n_de_genes=10,
+        progress=False,
+    )
 
 
 def test_cell_eval_metrics_sit_next_to_cellw1s(result: cellw1.EvaluationResult) -> None:
     medians = result.summary().pivot(index="method", columns="metric", values="median")
-    for metric in ("mmd", "energy", "r2", "l2", "overlap_at_N", "pearson_delta", "mse", "de_nsig_counts_pred",
-                   "de_nsig_counts_real"):
+    for metric in (
+        "mmd",
+        "energy",
+        "r2",
+        "l2",
+        "overlap_at_N",
+        "pearson_delta",
+        "mse",
+        "de_nsig_counts_pred",
+        "de_nsig_counts_real",
+    ):
         assert metric in medians.columns, metric
     assert not set(ACROSS_PERTURBATIONS) & set(medians.columns)  # undefined with one perturbation per split
     assert result.settings["suite"] == "cell-eval"
@@ -87,9 +103,28 @@ def test_cli_evaluate_suite(adata: ad.AnnData, tmp_path: Path) -> None:
 
     data = tmp_path / "data.h5ad"
     adata.write_h5ad(data)
-    assert main(["evaluate", str(data), "--condition-key", "condition", "--control", "ctrl", "--methods",
-                 "identity,mean_shift", "--suite", "cell-eval", "--de-genes", "10", "--out", str(tmp_path / "r"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(data),
+                "--condition-key",
+                "condition",
+                "--control",
+                "ctrl",
+                "--methods",
+                "identity,mean_shift",
+                "--suite",
+                "cell-eval",
+                "--de-genes",
+                "10",
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "pearson_delta" in set(pd.read_csv(tmp_path / "r" / "results.csv")["metric"])
 
 
@@ -99,15 +134,51 @@ def test_predict_controls_only_goes_to_cell_eval_run_as_it_is(adata: ad.AnnData,
 
     real = tmp_path / "real.h5ad"
     adata.write_h5ad(real)  # the real cells as the user has them: raw counts, control and perturbed
-    assert main(["fit", str(real), "--condition-key", "condition", "--control", "ctrl", "--perturbation", "up",
-                 "--method", "mean_shift", "--out", str(tmp_path / "model"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(real),
+                "--condition-key",
+                "condition",
+                "--control",
+                "ctrl",
+                "--perturbation",
+                "up",
+                "--method",
+                "mean_shift",
+                "--out",
+                str(tmp_path / "model"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     pred = tmp_path / "pred.h5ad"
     assert main(["predict", str(tmp_path / "model"), str(real), "--controls-only", "--out", str(pred), "--quiet"]) == 0
     outdir = tmp_path / "cell-eval"
     run = subprocess.run(
-        [sys.executable, "-m", "cell_eval", "run", "-ap", str(pred), "-ar", str(real), "--control-pert", "ctrl",
-         "--pert-col", "condition", "--num-threads", "1", "-o", str(outdir)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "cell_eval",
+            "run",
+            "-ap",
+            str(pred),
+            "-ar",
+            str(real),
+            "--control-pert",
+            "ctrl",
+            "--pert-col",
+            "condition",
+            "--num-threads",
+            "1",
+            "-o",
+            str(outdir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     results = pd.read_csv(outdir / "results.csv")

@@ -9,12 +9,13 @@ import pytest
 from scipy.stats import ranksums
 
 from cellw1 import W1Config
-from cellw1.tl import api
 from cellw1.datasets import synthetic_perturbation
 from cellw1.errors import ConfigError, InputError
-from cellw1.eval.result import EvaluationResult
-from cellw1.eval.evaluation import evaluate, n_test_cells, split_group
+from cellw1.eval.evaluation import evaluate
 from cellw1.eval.metrics import METRICS
+from cellw1.eval.result import EvaluationResult
+from cellw1.eval.splits import n_test_cells, split_group
+from cellw1.tl import api
 
 TINY = W1Config(potential_iters=150, regression_iters=100)
 METHODS = ("identity", "observed", "mean_shift", "w1")
@@ -57,7 +58,9 @@ class FitSpy:
 
 
 # -- the split rule -------------------------------------------------------------------------------
-@pytest.mark.parametrize(("n", "expected"), [(48, 16), (1000, 333), (2386, 500), (6000, 1000), (2500, 500), (4000, 800)])
+@pytest.mark.parametrize(
+    ("n", "expected"), [(48, 16), (1000, 333), (2386, 500), (6000, 1000), (2500, 500), (4000, 800)]
+)
 def test_test_size_rule(n, expected):
     assert n_test_cells(n) == expected
     assert n_test_cells(n) == min(max(round(0.2 * n), 500), 1000, n // 3)
@@ -145,7 +148,9 @@ def test_embedding_snapshot_holds_repeat_zero_of_the_first_perturbation(result):
 
 def test_splits_are_disjoint_and_sized_by_the_rule(data, monkeypatch):
     spy = FitSpy(monkeypatch)
-    evaluate(data, "condition", "control", ["pertA"], methods=("identity", "mean_shift"), metrics=["l2"], progress=False)
+    evaluate(
+        data, "condition", "control", ["pertA"], methods=("identity", "mean_shift"), metrics=["l2"], progress=False
+    )
     assert [c["method"] for c in spy.calls] == ["identity", "mean_shift"]
     for call in spy.calls:
         counts = call["train"]["condition"].astype(str).value_counts()
@@ -159,7 +164,9 @@ def test_splits_are_disjoint_and_sized_by_the_rule(data, monkeypatch):
 
 def test_the_split_depends_on_the_seed_and_repeat(data, monkeypatch):
     spy = FitSpy(monkeypatch)
-    evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], n_repeats=2, progress=False)
+    evaluate(
+        data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], n_repeats=2, progress=False
+    )
     evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], seed=0, progress=False)
     first, second, again = (set(c["test_control"].index) for c in spy.calls)
     assert first != second and first == again
@@ -169,8 +176,14 @@ def test_the_split_depends_on_the_seed_and_repeat(data, monkeypatch):
 def test_holdout_trains_without_the_held_out_value_and_tests_on_it(data, monkeypatch):
     spy = FitSpy(monkeypatch)
     res = evaluate(
-        data, "condition", "control", ["pertA"], methods=("identity", "observed"), metrics=["mmd"],
-        holdout=("cell_type", "type1"), progress=False,
+        data,
+        "condition",
+        "control",
+        ["pertA"],
+        methods=("identity", "observed"),
+        metrics=["mmd"],
+        holdout=("cell_type", "type1"),
+        progress=False,
     )
     n_type1_control = int(((data.obs["condition"] == "control") & (data.obs["cell_type"] == "type1")).sum())
     for call in spy.calls:
@@ -187,8 +200,14 @@ def test_holdout_trains_without_the_held_out_value_and_tests_on_it(data, monkeyp
 def test_holdout_of_a_batch_keeps_observed_ahead(data):
     """The batch effect is small, so perturbed cells of the other batch still look like the truth."""
     res = evaluate(
-        data, "condition", "control", ["pertA"], methods=("identity", "observed"), metrics=["mmd"],
-        holdout=("batch", "batch1"), progress=False,
+        data,
+        "condition",
+        "control",
+        ["pertA"],
+        methods=("identity", "observed"),
+        metrics=["mmd"],
+        holdout=("batch", "batch1"),
+        progress=False,
     )
     mmd = res.table[res.table["metric"] == "mmd"].set_index("method")["value"]
     assert mmd["observed"] < mmd["identity"]
@@ -211,7 +230,9 @@ def test_obsm_features_are_all_scored(monkeypatch):
         obs=pd.DataFrame({"cond": ["c"] * n + ["p"] * n}, index=[f"c{i}" for i in range(2 * n)]),
     )
     adata.obsm["X_feat"] = x
-    res = evaluate(adata, "cond", "c", methods=("identity", "mean_shift"), obsm_key="X_feat", metrics=["l2"], progress=False)
+    res = evaluate(
+        adata, "cond", "c", methods=("identity", "mean_shift"), obsm_key="X_feat", metrics=["l2"], progress=False
+    )
     l2 = res.table[res.table["metric"] == "l2"].set_index("method")["value"]
     assert l2["identity"] == pytest.approx(4.0, abs=0.5)  # |(2, 2, 2, 2)| = 4 on all four features
     assert l2["mean_shift"] < 0.8

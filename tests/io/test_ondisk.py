@@ -17,9 +17,9 @@ import zarr
 from anndata.io import write_elem
 
 from cellw1.errors import InputError
-from cellw1.io.writer import PredictionWriter
 from cellw1.io.readers import open_disk_data
 from cellw1.io.source import is_on_disk
+from cellw1.io.writer import PredictionWriter
 
 N_CELLS, N_GENES = 301, 13  # uneven so shape mix-ups surface
 
@@ -155,10 +155,14 @@ def test_zarr_v3_store_is_read(tmp_path: Path) -> None:
     with anndata.settings.override(zarr_write_format=3):
         adata.write_zarr(tmp_path / "v3.zarr")
     with open_disk_data(tmp_path / "v3.zarr") as disk:
-        np.testing.assert_array_equal(disk.matrix().read(ROW_SETS["scattered"]).toarray(), adata.X[ROW_SETS["scattered"]].toarray())
+        np.testing.assert_array_equal(
+            disk.matrix().read(ROW_SETS["scattered"]).toarray(), adata.X[ROW_SETS["scattered"]].toarray()
+        )
 
 
-@pytest.mark.parametrize("bad", [np.array([5, 3]), np.array([3, 3]), np.array([0, N_CELLS]), np.array([-1, 2]), np.array([0.0, 1.0])])
+@pytest.mark.parametrize(
+    "bad", [np.array([5, 3]), np.array([3, 3]), np.array([0, N_CELLS]), np.array([-1, 2]), np.array([0.0, 1.0])]
+)
 def test_read_rejects_unsorted_duplicate_out_of_range_rows(tmp_path: Path, bad: np.ndarray) -> None:
     with open_disk_data(_write(_adata(sparse=True), tmp_path / "d.h5ad")) as disk:
         with pytest.raises(InputError, match="internal misuse"):
@@ -184,7 +188,9 @@ def test_backed_anndata_still_usable_after_close(tmp_path: Path) -> None:
         held = backed.file["X"]  # an object the user already holds
         disk = open_disk_data(backed)
         assert disk.obs is backed.obs  # reused, not copied
-        np.testing.assert_array_equal(disk.matrix().read(ROW_SETS["runs"]).toarray(), adata.X[ROW_SETS["runs"]].toarray())
+        np.testing.assert_array_equal(
+            disk.matrix().read(ROW_SETS["runs"]).toarray(), adata.X[ROW_SETS["runs"]].toarray()
+        )
         disk.close()
         disk.close()  # idempotent
         with pytest.raises(InputError, match="closed"):
@@ -227,7 +233,11 @@ def test_truncated_h5ad(tmp_path: Path) -> None:
 def test_h5ad_being_written_by_another_process(tmp_path: Path) -> None:
     path = _write(_adata(sparse=False), tmp_path / "d.h5ad")
     holder = subprocess.Popen(
-        [sys.executable, "-c", f"import h5py, time; f = h5py.File({str(path)!r}, 'a'); print('open', flush=True); time.sleep(60)"],
+        [
+            sys.executable,
+            "-c",
+            f"import h5py, time; f = h5py.File({str(path)!r}, 'a'); print('open', flush=True); time.sleep(60)",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -238,7 +248,9 @@ def test_h5ad_being_written_by_another_process(tmp_path: Path) -> None:
         except OSError:
             pass
         else:
-            pytest.skip("HDF5 file locking is disabled here (e.g. HDF5_USE_FILE_LOCKING=FALSE), so a writer cannot be detected")
+            pytest.skip(
+                "HDF5 file locking is disabled here (e.g. HDF5_USE_FILE_LOCKING=FALSE), so a writer cannot be detected"
+            )
         with pytest.raises(InputError, match="being written by another process.*wait until"):
             open_disk_data(path)
     finally:
@@ -408,7 +420,6 @@ def test_prediction_writer_bad_arguments(tmp_path: Path) -> None:
         with PredictionWriter(tmp_path / "p.h5ad", obs=adata.obs, var=adata.var) as writer:
             writer.write(300, np.zeros((2, N_GENES)))
     assert not (tmp_path / "p.h5ad").exists() and _leftovers(tmp_path) == []
-
 
 
 def test_prediction_writer_zarr_v3(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ import torch
 
 from cellw1._io import save_tensors
 from cellw1.errors import ConfigError, InputError, ModelFileError
-from cellw1.ot.icnn import ICNN, f_step, g_step, standardization
 from cellw1.ot.config import W2Config
-from cellw1.ot.w2 import W2Map, fit_w2
 from cellw1.ot.energy import energy_distance
+from cellw1.ot.icnn import ICNN, f_step, g_step, standardization
+from cellw1.ot.w2 import W2Map, fit_w2
 
 SHIFT = np.array([3.0, 0.0])
 #: short but converged schedule for the 2-D translation (the paper: 100,000 x 10 at lr 1e-4)
@@ -50,6 +50,7 @@ def cell_like(seed: int, dim: int = 20) -> tuple[np.ndarray, np.ndarray]:
     centres = 2.0 + rng.normal(size=(3, dim))
     effect = np.zeros((3, dim))
     effect[:, :5] = rng.normal(size=(3, 5))
+
     def sample(n: int, perturbed: bool) -> np.ndarray:
         k = rng.integers(3, size=n)
         noise = 0.5 * rng.normal(size=(n, dim))
@@ -57,6 +58,7 @@ def cell_like(seed: int, dim: int = 20) -> tuple[np.ndarray, np.ndarray]:
             noise[:, 5:10] *= 1.8
             return (centres[k] + effect[k] + noise).astype(np.float32)
         return (centres[k] + noise).astype(np.float32)
+
     return sample(1000, False), sample(900, True)
 
 
@@ -99,7 +101,7 @@ def test_plain_icnn_hessian_has_low_rank_quadratic_term_fixes_it() -> None:
     torch.manual_seed(0)
     plain, quad = ICNN(dim, hidden), ICNN(dim, hidden, quadratic=True)
     for net, full in ((plain, False), (quad, True)):
-        sv = torch.linalg.svdvals(torch.autograd.functional.hessian(lambda v: net(v[None]).sum(), x[0]))
+        sv = torch.linalg.svdvals(torch.autograd.functional.hessian(lambda v, net=net: net(v[None]).sum(), x[0]))
         if full:
             assert float(sv.min()) > 0.9  # Hessian = I + PSD
         else:
@@ -131,7 +133,7 @@ def test_networks_stay_convex_while_training() -> None:
         for _ in range(2):
             g_step(f, g, g_opt, x, penalty=1.0)
         f_step(f, g, f_opt, x, y)
-    assert any(float((w.detach() - w0).abs().max()) > 1e-2 for w, w0 in zip(f.z_weights, f0))
+    assert any(float((w.detach() - w0).abs().max()) > 1e-2 for w, w0 in zip(f.z_weights, f0, strict=False))
     assert f.min_weight() >= 0.0
     assert float(midpoint_gaps(f, dim).max()) <= 1e-10
     assert float(midpoint_gaps(g.clamp_(), dim).max()) <= 1e-10
@@ -160,9 +162,7 @@ def test_potential_is_the_potential_of_the_map(translation: tuple[W2Map, np.ndar
     assert tmap.scale != 1.0 and float(tmap.shift.abs().max()) > 1.0  # the standardisation is non-trivial
     x = np.random.default_rng(2).normal(size=(50, 2))
     h = 1e-2
-    numeric = np.stack(
-        [(tmap.potential(x + h * e) - tmap.potential(x - h * e)) / (2 * h) for e in np.eye(2)], axis=1
-    )
+    numeric = np.stack([(tmap.potential(x + h * e) - tmap.potential(x - h * e)) / (2 * h) for e in np.eye(2)], axis=1)
     assert np.abs(numeric - tmap.transport(x)).max() < 0.05
 
 
@@ -287,8 +287,13 @@ def test_bad_input_raises_input_error(translation: tuple[W2Map, np.ndarray]) -> 
 @pytest.mark.parametrize(
     "changes",
     [
-        dict(n_iters=0), dict(lr=0.0), dict(betas=(0.5, 1.0)), dict(hidden=()), dict(penalty=-1.0),
-        dict(quadratic="yes"), dict(quadratic_lr_scale=0.0),
+        dict(n_iters=0),
+        dict(lr=0.0),
+        dict(betas=(0.5, 1.0)),
+        dict(hidden=()),
+        dict(penalty=-1.0),
+        dict(quadratic="yes"),
+        dict(quadratic_lr_scale=0.0),
     ],
 )
 def test_bad_config_raises_config_error(changes: dict) -> None:
@@ -299,7 +304,12 @@ def test_bad_config_raises_config_error(changes: dict) -> None:
 def test_short_default_and_paper_schedule() -> None:
     default, paper = W2Config(), W2Config.paper()
     assert (paper.hidden, paper.n_iters, paper.n_inner, paper.lr, paper.betas, paper.batch_size) == (
-        (64, 64, 64, 64), 100_000, 10, 1e-4, (0.5, 0.9), 256,
+        (64, 64, 64, 64),
+        100_000,
+        10,
+        1e-4,
+        (0.5, 0.9),
+        256,
     )
     assert (default.n_iters, default.eval_every, paper.eval_every) == (600, 250, 1_000)
     assert default == paper.replace(n_iters=600, eval_every=250)  # only the schedule differs

@@ -126,9 +126,9 @@ def test_weight_computed_once_per_step_and_never_stale(fused: bool) -> None:
         loss = f(x).mean() - f(x + 1).mean()  # two forward passes in one step
         loss.backward()
         opt.step()
-    assert [layer.n_orthonormalizations - c for layer, c in zip(layers, counts)] == [3] * len(layers)
+    assert [layer.n_orthonormalizations - c for layer, c in zip(layers, counts, strict=False)] == [3] * len(layers)
     after = [layer.weight().detach() for layer in layers]
-    assert all(not torch.allclose(a, b) for a, b in zip(before, after))
+    assert all(not torch.allclose(a, b) for a, b in zip(before, after, strict=False))
     # the weight used at inference is the orthonormalisation of the current parameters
     for layer in layers:
         fresh = layer._cayley().detach()

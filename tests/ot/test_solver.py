@@ -25,7 +25,9 @@ def nonlinear_pair(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]
 
 
 def exact_w1(x: np.ndarray, y: np.ndarray) -> float:
-    return float(ot.emd2(np.empty(0), np.empty(0), ot.dist(x.astype(np.float64), y.astype(np.float64), metric="euclidean")))
+    return float(
+        ot.emd2(np.empty(0), np.empty(0), ot.dist(x.astype(np.float64), y.astype(np.float64), metric="euclidean"))
+    )
 
 
 @pytest.fixture(scope="module")

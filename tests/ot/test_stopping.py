@@ -31,7 +31,9 @@ def test_potential_stops_early_and_full_schedule_without_patience() -> None:
     early = fit_potential(x, y, config, generator=torch.Generator().manual_seed(0))
     assert early.history["stopped_at"][0] < 3000
     assert abs(early.best_dual - 3.0) < 0.1  # stopped because it had converged
-    full = fit_potential(x, y, config.replace(potential_iters=300, patience=None), generator=torch.Generator().manual_seed(0))
+    full = fit_potential(
+        x, y, config.replace(potential_iters=300, patience=None), generator=torch.Generator().manual_seed(0)
+    )
     assert full.history["stopped_at"][0] == 300
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY, count_adata
 from torch import nn
 
 import cellw1
@@ -18,7 +19,6 @@ from cellw1.ot.transport import TransportMap
 from cellw1.ot.w2 import W2Map, fit_w2
 from cellw1.pp.autoencoder import Autoencoder
 from cellw1.pp.embedding import EmbeddingConfig
-from conftest import TINY, count_adata
 
 
 def _set(module: nn.Linear, value: float) -> None:
@@ -36,8 +36,11 @@ def test_best_state_is_restored_and_history_recorded() -> None:
     history = training.finish(40)
     assert float(net.weight.detach()[0, 0]) == 2.0  # the state of the best evaluation is back
     assert history == {
-        "step": [10, 20, 30, 40], "val_loss": [0.5, 0.2, 0.4, 0.3], "train_loss": [1.5, 1.2, 1.4, 1.3],
-        "best_step": [20], "stopped_at": [40],
+        "step": [10, 20, 30, 40],
+        "val_loss": [0.5, 0.2, 0.4, 0.3],
+        "train_loss": [1.5, 1.2, 1.4, 1.3],
+        "best_step": [20],
+        "stopped_at": [40],
     }
 
 
@@ -177,7 +180,13 @@ def test_w2_history_round_trips_and_old_files_keep_theirs(tmp_path: Path) -> Non
     x = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
     w2 = fit_w2(x, x + 1, W2Config(hidden=(8,), n_iters=6, n_inner=1, eval_every=3), seed=0)
     assert w2.history["step"] == [3, 6] and set(w2.history) == {
-        "step", "val_energy", "g_loss", "f_loss", "best_step", "stopped_at"}
+        "step",
+        "val_energy",
+        "g_loss",
+        "f_loss",
+        "best_step",
+        "stopped_at",
+    }
     assert "history" not in w2.info
     assert W2Map.load(w2.save(tmp_path / "w2.safetensors")).history == w2.history
     old = w2.header()
@@ -189,8 +198,9 @@ def test_w2_history_round_trips_and_old_files_keep_theirs(tmp_path: Path) -> Non
 def test_perturbation_model_history_is_saved(tmp_path: Path) -> None:
     adata = count_adata(["ctrl", "drug"], 40, 30, effects={1: 3.0})
     ae = EmbeddingConfig(ae_hidden=(8,), ae_latent=3, ae_max_iters=20, ae_eval_every=10)
-    model = cellw1.fit(adata, "condition", "ctrl", "drug", space="autoencoder", config=TINY,
-                       embedding_config=ae, progress=False)
+    model = cellw1.fit(
+        adata, "condition", "ctrl", "drug", space="autoencoder", config=TINY, embedding_config=ae, progress=False
+    )
     history = model.history
     assert history["potential_step"] == model.method.map.history["potential_step"]
     assert history["autoencoder_step"] == [10, 20] and len(history["autoencoder_val_loss"]) == 2

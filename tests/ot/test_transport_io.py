@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TINY as TINY_CONFIG
 
 import cellw1
 from cellw1 import ConfigError, InputError, ModelFileError, W1Config
-from conftest import TINY as TINY_CONFIG
 
 TINY = TINY_CONFIG.replace(potential_iters=40)
 

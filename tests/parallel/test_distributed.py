@@ -20,6 +20,8 @@ import anndata as ad
 import numpy as np
 import pytest
 import torch
+from conftest import TINY as TINY_CONFIG
+from conftest import count_adata
 
 import cellw1
 import cellw1.parallel.cluster
@@ -27,8 +29,6 @@ from cellw1 import CellW1Error, ConfigError, InputError
 from cellw1.cli.main import main
 from cellw1.parallel.cluster import LOCAL_CLUSTER_QUIET
 from cellw1.tl.model import COLLECTION_FILE, MODEL_FILE, PerturbationModel
-from conftest import TINY as TINY_CONFIG
-from conftest import count_adata
 
 distributed = pytest.importorskip("distributed")
 
@@ -42,8 +42,17 @@ def make_adata(n: int = 60, genes: int = 20, seed: int = 0, rare: int = 0) -> ad
     groups, sizes = ["ctrl", "up", "down", "none"], [n] * 4
     if rare:
         groups, sizes = [*groups, "rare"], [*sizes, rare]
-    return count_adata(groups, sizes, genes, seed=seed, effects={1: 4.0, 2: 0.25, 4: 2.0}, affected=4, gamma=(2.0, 4.0),
-                       covariate=("batch", ["a", "b"]), gene_name="g{}")
+    return count_adata(
+        groups,
+        sizes,
+        genes,
+        seed=seed,
+        effects={1: 4.0, 2: 0.25, 4: 2.0},
+        affected=4,
+        gamma=(2.0, 4.0),
+        covariate=("batch", ["a", "b"]),
+        gene_name="g{}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,8 +100,9 @@ def test_cluster_models_equal_in_process_models(adata: ad.AnnData, address: str)
 def test_local_cluster_w1_equals_in_process(adata: ad.AnnData) -> None:
     labels = ["up", "down"]
     here = cellw1.fit_all(adata, "condition", "ctrl", labels, config=TINY, seed=3, progress=False)
-    there = cellw1.fit_all(adata, "condition", "ctrl", labels, config=TINY, seed=3,
-                           scheduler="local", n_workers=2, progress=False)
+    there = cellw1.fit_all(
+        adata, "condition", "ctrl", labels, config=TINY, seed=3, scheduler="local", n_workers=2, progress=False
+    )
     assert list(there) == labels and not there.failures
     expected, got = predictions(here, adata), predictions(there, adata)
     for label in labels:
@@ -108,8 +118,17 @@ def test_workers_stream_from_a_shared_path(adata: ad.AnnData, address: str, tmp_
     adata.write_h5ad(path)
     labels = ["up", "down"]
     here = cellw1.fit_all(adata, "condition", "ctrl", labels, config=TINY, seed=2, progress=False)
-    there = cellw1.fit_all(str(path), "condition", "ctrl", labels, config=TINY, seed=2, scheduler=address,
-                           buffer_cells=1_000, progress=False)
+    there = cellw1.fit_all(
+        str(path),
+        "condition",
+        "ctrl",
+        labels,
+        config=TINY,
+        seed=2,
+        scheduler=address,
+        buffer_cells=1_000,
+        progress=False,
+    )
     assert list(there) == labels and not there.failures
     expected, got = predictions(here, adata), predictions(there, adata)
     for label in labels:  # each group fits one buffer, so the streamed fit is the in-memory one
@@ -124,25 +143,30 @@ def test_layer_and_obsm_inputs_are_shipped_as_fitted_in_process(adata: ad.AnnDat
     control = a[a.obs["condition"] == "ctrl"]
     for where in ({"layer": "logcounts"}, {"obsm_key": "X_emb"}):
         here = cellw1.fit_all(a, "condition", "ctrl", ["up", "none"], method="mean_shift", progress=False, **where)
-        there = cellw1.fit_all(a, "condition", "ctrl", ["up", "none"], method="mean_shift", scheduler=address,
-                               progress=False, **where)
+        there = cellw1.fit_all(
+            a, "condition", "ctrl", ["up", "none"], method="mean_shift", scheduler=address, progress=False, **where
+        )
         for label in ("up", "none"):
             np.testing.assert_array_equal(there[label].predict(control).X, here[label].predict(control).X)
     assert there["up"].features == ["X_emb_0", "X_emb_1", "X_emb_2"] and there["up"].info["n_perturbed"] == 60
 
 
-def test_resume_fits_only_what_is_missing(adata: ad.AnnData, address: str, tmp_path: Path,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_resume_fits_only_what_is_missing(
+    adata: ad.AnnData, address: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     out = tmp_path / "models"
-    first = cellw1.fit_all(adata, "condition", "ctrl", ["up", "down"], method="mean_shift", scheduler=address,
-                           out=out, progress=False)
+    first = cellw1.fit_all(
+        adata, "condition", "ctrl", ["up", "down"], method="mean_shift", scheduler=address, out=out, progress=False
+    )
     assert first.resumed == ()
     assert json.loads((out / COLLECTION_FILE).read_text())["models"] == {"up": "up", "down": "down"}
     stamp = (out / "up" / MODEL_FILE).stat().st_mtime_ns
     shutil.rmtree(out / "down")  # lost; 'none' was never fitted
     time.sleep(0.01)
     with caplog.at_level(logging.INFO, logger="cellw1"):
-        second = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=address, out=out, progress=False)
+        second = cellw1.fit_all(
+            adata, "condition", "ctrl", method="mean_shift", scheduler=address, out=out, progress=False
+        )
     assert second.resumed == ("up",) and list(second) == ["down", "none", "up"]
     assert (out / "up" / MODEL_FILE).stat().st_mtime_ns == stamp  # not fitted, not rewritten
     assert (out / "down" / MODEL_FILE).is_file() and (out / "none" / MODEL_FILE).is_file()
@@ -154,14 +178,17 @@ def test_resume_fits_only_what_is_missing(adata: ad.AnnData, address: str, tmp_p
     for label, expected in predictions(reference, adata).items():
         np.testing.assert_array_equal(predictions(loaded, adata)[label], expected)
     # a third run has nothing to fit: no cluster is needed at all
-    third = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=UNREACHABLE, out=out, progress=False)
+    third = cellw1.fit_all(
+        adata, "condition", "ctrl", method="mean_shift", scheduler=UNREACHABLE, out=out, progress=False
+    )
     assert third.resumed == ("down", "none", "up")
     with pytest.raises(InputError, match=r"other settings \(seed: 0 there, 1 now\).*another output directory"):
         cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", seed=1, out=out, progress=False)
 
 
-def test_interrupted_run_keeps_a_loadable_directory(adata: ad.AnnData, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_run_keeps_a_loadable_directory(
+    adata: ad.AnnData, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "models"
     save = PerturbationModel.save
 
@@ -185,17 +212,39 @@ def test_interrupted_run_keeps_a_loadable_directory(adata: ad.AnnData, tmp_path:
 
 def test_resume_refuses_other_settings(adata: ad.AnnData, tmp_path: Path) -> None:
     out = tmp_path / "models"
-    pca = cellw1.fit(adata, "condition", "ctrl", "up", method="identity", space="pca",
-                     embedding_config=cellw1.EmbeddingConfig(n_components=4), progress=False).embedding
+    pca = cellw1.fit(
+        adata,
+        "condition",
+        "ctrl",
+        "up",
+        method="identity",
+        space="pca",
+        embedding_config=cellw1.EmbeddingConfig(n_components=4),
+        progress=False,
+    ).embedding
     cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=pca, out=out, progress=False)
-    again = cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=pca, out=out, progress=False)
+    again = cellw1.fit_all(
+        adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=pca, out=out, progress=False
+    )
     assert again.resumed == ("up",) and again["up"].embedding.kind == "pca"
-    other = cellw1.fit(adata, "condition", "ctrl", "down", method="identity", space="pca",
-                       embedding_config=cellw1.EmbeddingConfig(n_components=4), progress=False).embedding
+    other = cellw1.fit(
+        adata,
+        "condition",
+        "ctrl",
+        "down",
+        method="identity",
+        space="pca",
+        embedding_config=cellw1.EmbeddingConfig(n_components=4),
+        progress=False,
+    ).embedding
     with pytest.raises(InputError, match=r"other settings \(embedding.sha256: "):
-        cellw1.fit_all(adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=other, out=out, progress=False)
-    differences = (r"\(config: None there, \{...\} now; embedding: \{...\} there, None now; "
-                   r"method: 'mean_shift' there, 'w1' now\)")
+        cellw1.fit_all(
+            adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=other, out=out, progress=False
+        )
+    differences = (
+        r"\(config: None there, \{...\} now; embedding: \{...\} there, None now; "
+        r"method: 'mean_shift' there, 'w1' now\)"
+    )
     with pytest.raises(InputError, match=differences):
         cellw1.fit_all(adata, "condition", "ctrl", ["up"], out=out, progress=False)
     assert list(cellw1.load(out)) == ["up"]
@@ -203,15 +252,24 @@ def test_resume_refuses_other_settings(adata: ad.AnnData, tmp_path: Path) -> Non
 
 def test_a_failing_perturbation_is_reported_and_the_rest_finish(address: str, tmp_path: Path) -> None:
     small = make_adata(rare=5)
-    collection = cellw1.fit_all(small, "condition", "ctrl", method="mean_shift", scheduler=address,
-                                out=tmp_path / "m", progress=False)
+    collection = cellw1.fit_all(
+        small, "condition", "ctrl", method="mean_shift", scheduler=address, out=tmp_path / "m", progress=False
+    )
     assert list(collection.failures) == ["rare"] and "has 5 cells; at least 20" in collection.failures["rare"]
     assert list(collection) == ["down", "none", "up"]
     index = json.loads((tmp_path / "m" / COLLECTION_FILE).read_text())
     assert "rare" in index["failures"] and "rare" not in index["models"] and not (tmp_path / "m" / "rare").exists()
     with pytest.raises(InputError, match="group 'rare' has 5 cells"):
-        cellw1.fit_all(small, "condition", "ctrl", ["up", "rare"], method="mean_shift", scheduler=address,
-                       on_error="raise", progress=False)
+        cellw1.fit_all(
+            small,
+            "condition",
+            "ctrl",
+            ["up", "rare"],
+            method="mean_shift",
+            scheduler=address,
+            on_error="raise",
+            progress=False,
+        )
 
 
 def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData) -> None:
@@ -234,20 +292,28 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData) -> None:
         api.fit = fit
 
     # no retry on another worker (Dask retries a task whose worker died 3 times by default)
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", **LOCAL_CLUSTER_QUIET
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", **LOCAL_CLUSTER_QUIET
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
         client.run(exit_when_fitting_none)
-        collection = cellw1.fit_all(adata, "condition", "ctrl", ["down", "up", "none"], method="mean_shift",
-                                    scheduler=client, progress=False)
+        collection = cellw1.fit_all(
+            adata, "condition", "ctrl", ["down", "up", "none"], method="mean_shift", scheduler=client, progress=False
+        )
     assert list(collection.failures) == ["none"] and "the worker fitting 'none' died" in collection.failures["none"]
     assert list(collection) == ["down", "up"]
 
 
 def test_data_lost_with_their_worker_are_sent_again(adata: ad.AnnData, caplog: pytest.LogCaptureFixture) -> None:
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", **LOCAL_CLUSTER_QUIET
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", **LOCAL_CLUSTER_QUIET
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
         scatter, sent = client.scatter, []
 
         def scatter_then_kill_the_holder(data, **kwargs):  # type: ignore[no-untyped-def]
@@ -263,7 +329,9 @@ def test_data_lost_with_their_worker_are_sent_again(adata: ad.AnnData, caplog: p
 
         client.scatter = scatter_then_kill_the_holder
         with caplog.at_level(logging.WARNING, logger="cellw1"):
-            collection = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=client, progress=False)
+            collection = cellw1.fit_all(
+                adata, "condition", "ctrl", method="mean_shift", scheduler=client, progress=False
+            )
     assert len(sent) == 2 and any("sending them again" in r.getMessage() for r in caplog.records)
     assert list(collection) == ["down", "none", "up"] and not collection.failures
     reference = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", progress=False)
@@ -299,12 +367,28 @@ def test_bad_scheduler_settings(adata: ad.AnnData) -> None:
     assert issubclass(InputError, CellW1Error)
 
 
-def test_cli_fits_a_collection_on_the_cluster_and_resumes(adata: ad.AnnData, address: str, tmp_path: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_fits_a_collection_on_the_cluster_and_resumes(
+    adata: ad.AnnData, address: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "cells.h5ad"
     adata.write_h5ad(data)
-    command = ["fit", str(data), "--condition-key", "condition", "--control", "ctrl", "--perturbation", "all",
-               "--method", "mean_shift", "--out", str(tmp_path / "models"), "--scheduler", address, "--quiet"]
+    command = [
+        "fit",
+        str(data),
+        "--condition-key",
+        "condition",
+        "--control",
+        "ctrl",
+        "--perturbation",
+        "all",
+        "--method",
+        "mean_shift",
+        "--out",
+        str(tmp_path / "models"),
+        "--scheduler",
+        address,
+        "--quiet",
+    ]
     assert main(command) == 0
     assert "saved 3 models" in capsys.readouterr().out
     assert sorted(cellw1.load(tmp_path / "models")) == ["down", "none", "up"]

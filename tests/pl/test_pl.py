@@ -152,8 +152,9 @@ def test_embedding_rejects_mismatched_features_and_keeps_one_feature() -> None:
 # -- per-gene mean change ---------------------------------------------------------------------------
 def test_mean_change_points_are_the_mean_changes_with_their_correlation() -> None:
     c, o, p = cells()
-    fig = pl.mean_change(c, {"perfect": p, "inverted": 2 * c - p}, o, gene_names=[f"g{i}" for i in range(6)],
-                         n_labels=2)
+    fig = pl.mean_change(
+        c, {"perfect": p, "inverted": 2 * c - p}, o, gene_names=[f"g{i}" for i in range(6)], n_labels=2
+    )
     perfect, inverted = fig.axes
     expected = o.mean(0) - c.mean(0)
     (points,) = scatters(perfect)
@@ -228,8 +229,10 @@ def test_history_pairs_train_and_val_and_draws_against_the_step() -> None:
 
 def test_history_from_a_model_a_nested_history_or_a_w2_map() -> None:
     assert len(pl.history(SimpleNamespace(history=HISTORY)).axes) == 2
-    nested = {"potential": {k: HISTORY[k] for k in ("step", "train_dual", "val_dual")},
-              "step_size": {"step": [5.0, 10.0], "val_energy": [0.3, 0.2], "loss": [1.0, 0.5, 0.4]}}
+    nested = {
+        "potential": {k: HISTORY[k] for k in ("step", "train_dual", "val_dual")},
+        "step_size": {"step": [5.0, 10.0], "val_energy": [0.3, 0.2], "loss": [1.0, 0.5, 0.4]},
+    }
     fig = pl.history(SimpleNamespace(history=nested))
     assert [ax.get_title() for ax in fig.axes] == ["potential dual", "step size energy", "step size loss"]
     w2 = SimpleNamespace(info={"history": {"step": [1.0, 2.0], "g_loss": [3.0, 2.0], "val_energy": [0.2, 0.1]}})
@@ -240,10 +243,16 @@ def test_history_from_a_model_a_nested_history_or_a_w2_map() -> None:
 
 def test_history_with_one_prefix_per_phase_marks_the_kept_and_last_steps() -> None:
     combined = {
-        "potential_step": [10.0, 20.0, 30.0], "potential_train_dual": [0.5, 0.8, 0.9],
-        "potential_val_dual": [0.4, 0.7, 0.65], "potential_best_step": [20.0], "potential_stopped_at": [30.0],
-        "step_size_step": [5.0, 10.0], "step_size_val_energy": [0.3, 0.2], "step_size_loss": [1.0, 0.8],
-        "step_size_best_step": [10.0], "step_size_stopped_at": [10.0],
+        "potential_step": [10.0, 20.0, 30.0],
+        "potential_train_dual": [0.5, 0.8, 0.9],
+        "potential_val_dual": [0.4, 0.7, 0.65],
+        "potential_best_step": [20.0],
+        "potential_stopped_at": [30.0],
+        "step_size_step": [5.0, 10.0],
+        "step_size_val_energy": [0.3, 0.2],
+        "step_size_loss": [1.0, 0.8],
+        "step_size_best_step": [10.0],
+        "step_size_stopped_at": [10.0],
     }
     fig = pl.history(combined)
     assert [ax.get_title() for ax in fig.axes] == ["potential dual", "step size energy", "step size loss"]
@@ -333,14 +342,16 @@ def test_an_unknown_suffix_is_refused_before_anything_is_written(tmp_path) -> No
 
 def test_report_figures_write_the_report_pngs(tmp_path) -> None:
     c, o, p = cells()
-    result = SimpleNamespace(table=results_table(),
-                             embedding=SimpleNamespace(perturbation="pA", control=c, observed=o,
-                                                       predicted={"w1": p, "identity": c}))
+    result = SimpleNamespace(
+        table=results_table(),
+        embedding=SimpleNamespace(perturbation="pA", control=c, observed=o, predicted={"w1": p, "identity": c}),
+    )
     written = report_figures(result, tmp_path / "report")
     assert [f.name for f in written] == ["metrics.png", "embedding.png", "mean_change.png"]
     assert all(f.read_bytes()[:8] == PNG_MAGIC for f in written)
-    assert [f.name for f in report_figures(SimpleNamespace(table=results_table(), embedding=None), tmp_path)] \
-        == ["metrics.png"]
+    assert [f.name for f in report_figures(SimpleNamespace(table=results_table(), embedding=None), tmp_path)] == [
+        "metrics.png"
+    ]
 
 
 # -- imports ----------------------------------------------------------------------------------------

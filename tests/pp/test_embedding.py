@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from cellw1._io import load_tensors, save_tensors
-from cellw1.pp.spaces import EMBEDDINGS, fit_embedding, load_embedding
+from cellw1.errors import ConfigError, InputError, ModelFileError
 from cellw1.pp.autoencoder import Autoencoder
 from cellw1.pp.embedding import EmbeddingConfig, GeneSpace
 from cellw1.pp.pca import PCAEmbedding, principal_components
-from cellw1.errors import ConfigError, InputError, ModelFileError
+from cellw1.pp.spaces import EMBEDDINGS, fit_embedding, load_embedding
 
 #: a short autoencoder schedule for tests
 SHORT = EmbeddingConfig(ae_max_iters=400, ae_eval_every=50, ae_patience=400)

@@ -82,7 +82,10 @@ def test_sparse_detection_looks_at_stored_values_only() -> None:
     """A 99.9 %-zero counts matrix is still counts: the implicit zeros do not dilute the sample."""
     x = sp.random(3000, 2000, density=0.001, format="csr", random_state=0, dtype=np.float64)
     x.data = np.round(x.data * 200) + 1
-    assert detect_input_kind(x) == ("counts", f"values are non-negative integers up to {int(x.data.max())}: treated as raw counts")
+    assert detect_input_kind(x) == (
+        "counts",
+        f"values are non-negative integers up to {int(x.data.max())}: treated as raw counts",
+    )
 
 
 def test_detection_samples_large_inputs(groups) -> None:

@@ -7,18 +7,24 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+from conftest import FAST, count_adata
 
 import cellw1
 from cellw1 import InputError, ModelFileError
 from cellw1.tl.methods import METHODS
-from conftest import FAST, count_adata
-
 
 
 def tiny_adata(n: int = 120, genes: int = 30, seed: int = 0, sparse: bool = True) -> ad.AnnData:
     """Counts for a control group and two perturbations; 'up' raises genes 0-4 fourfold."""
-    return count_adata(["ctrl", "up", "none"], n, genes, seed=seed, effects={1: 4.0}, covariate=("cell_type", ["T", "B"]),
-                       sparse=sparse)
+    return count_adata(
+        ["ctrl", "up", "none"],
+        n,
+        genes,
+        seed=seed,
+        effects={1: 4.0},
+        covariate=("cell_type", ["T", "B"]),
+        sparse=sparse,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +83,17 @@ def test_every_method_and_space_has_one_signature(adata: ad.AnnData, method: str
         from cellw1.tl.scgen import ScGenConfig
 
         configs["scgen_vae"] = ScGenConfig(n_hidden=32, n_latent=4, max_epochs=3)
-    model = cellw1.fit(adata, "condition", "ctrl", "up", method=method, space=space, config=configs.get(method),
-                       embedding_config=cellw1.EmbeddingConfig(n_components=10), progress=False)
+    model = cellw1.fit(
+        adata,
+        "condition",
+        "ctrl",
+        "up",
+        method=method,
+        space=space,
+        config=configs.get(method),
+        embedding_config=cellw1.EmbeddingConfig(n_components=10),
+        progress=False,
+    )
     control = adata[adata.obs["condition"] == "ctrl"][:40]
     pred = model.predict(control)
     assert pred.shape == (40, adata.n_vars) and np.isfinite(pred.X).all()
@@ -168,11 +183,17 @@ def test_broken_model_directories(w1_model, tmp_path: Path) -> None:
 
 def test_methods_can_share_one_fitted_embedding(adata: ad.AnnData) -> None:
     config = cellw1.EmbeddingConfig(n_components=8)
-    first = cellw1.fit(adata, "condition", "ctrl", "up", method="identity", space="pca", embedding_config=config, progress=False)
-    second = cellw1.fit(adata, "condition", "ctrl", "up", method="mean_shift", embedding=first.embedding, progress=False)
+    first = cellw1.fit(
+        adata, "condition", "ctrl", "up", method="identity", space="pca", embedding_config=config, progress=False
+    )
+    second = cellw1.fit(
+        adata, "condition", "ctrl", "up", method="mean_shift", embedding=first.embedding, progress=False
+    )
     assert second.embedding is first.embedding and second.embedding.kind == "pca"
     with pytest.raises(InputError, match="reads 30 features"):
-        cellw1.fit(adata[:, :20], "condition", "ctrl", "up", method="mean_shift", embedding=first.embedding, progress=False)
+        cellw1.fit(
+            adata[:, :20], "condition", "ctrl", "up", method="mean_shift", embedding=first.embedding, progress=False
+        )
 
 
 def test_one_run_at_a_time_writes_a_collection_directory(tmp_path: Path) -> None:
@@ -184,7 +205,8 @@ def test_one_run_at_a_time_writes_a_collection_directory(tmp_path: Path) -> None
         with pytest.raises(InputError, match="another cellw1 run is writing"):
             CollectionDirectory(tmp_path / "models", settings)
         with pytest.raises(InputError, match="another cellw1 run is writing"):
-            cellw1.fit_all(tiny_adata(n=30), "condition", "ctrl", method="identity", out=tmp_path / "models",
-                           progress=False)
+            cellw1.fit_all(
+                tiny_adata(n=30), "condition", "ctrl", method="identity", out=tmp_path / "models", progress=False
+            )
     with CollectionDirectory(tmp_path / "models", settings):  # released at the end of the block
         pass

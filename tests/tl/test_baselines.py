@@ -24,8 +24,11 @@ def _data(n: int = 120, genes: int = 12, seed: int = 0) -> ad.AnnData:
     perturbed = rng.gamma(2.0, 0.5, size=(n, genes))
     perturbed[:, :4] += 1.5
     obs = pd.DataFrame({"condition": ["ctrl"] * n + ["up"] * n}, index=[f"c{i}" for i in range(2 * n)])
-    return ad.AnnData(X=np.concatenate([control, perturbed]).astype(np.float32), obs=obs,
-                      var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]))
+    return ad.AnnData(
+        X=np.concatenate([control, perturbed]).astype(np.float32),
+        obs=obs,
+        var=pd.DataFrame(index=[f"g{i}" for i in range(genes)]),
+    )
 
 
 def test_mean_shift_is_the_name_and_scgen_is_no_method_of_its_own() -> None:
@@ -59,8 +62,16 @@ def test_fit_all_warns_once_for_the_alias() -> None:
 def test_evaluate_labels_the_alias_mean_shift() -> None:
     adata = _data(n=90)
     with pytest.warns(FutureWarning, match="deprecated"):
-        result = cellw1.evaluate(adata, "condition", "ctrl", methods=("identity", "scgen"), input_kind="log",
-                                 metrics=["l2"], n_de_genes=5, progress=False)
+        result = cellw1.evaluate(
+            adata,
+            "condition",
+            "ctrl",
+            methods=("identity", "scgen"),
+            input_kind="log",
+            metrics=["l2"],
+            n_de_genes=5,
+            progress=False,
+        )
     assert set(result.table["method"]) == {"identity", "mean_shift"}
     with pytest.raises(ConfigError, match="more than once"), pytest.warns(FutureWarning):
         cellw1.evaluate(adata, "condition", "ctrl", methods=("mean_shift", "scgen"), progress=False)
@@ -81,8 +92,23 @@ def test_cli_fit_accepts_the_alias(tmp_path) -> None:
     path = tmp_path / "data.h5ad"
     _data().write_h5ad(path)
     with pytest.warns(FutureWarning, match="deprecated"):
-        code = main(["fit", str(path), "--condition-key", "condition", "--control", "ctrl", "--perturbation", "up",
-                     "--method", "scgen", "--out", str(tmp_path / "model"), "--quiet"])
+        code = main(
+            [
+                "fit",
+                str(path),
+                "--condition-key",
+                "condition",
+                "--control",
+                "ctrl",
+                "--perturbation",
+                "up",
+                "--method",
+                "scgen",
+                "--out",
+                str(tmp_path / "model"),
+                "--quiet",
+            ]
+        )
     assert code == 0
     assert cellw1.load(tmp_path / "model").method.name == "mean_shift"
 
@@ -106,8 +132,9 @@ def test_real_scgen_predicts_the_response_and_round_trips(tmp_path) -> None:
     pytest.importorskip("pertpy", reason='the real scGen is optional: pip install "cellw1[scgen]"')
     adata = _data(n=200)
     config = ScGenConfig(n_hidden=64, n_latent=8, max_epochs=40, batch_size=64)
-    model = cellw1.fit(adata, "condition", "ctrl", "up", method="scgen_vae", config=config, input_kind="log",
-                       seed=0, progress=False)
+    model = cellw1.fit(
+        adata, "condition", "ctrl", "up", method="scgen_vae", config=config, input_kind="log", seed=0, progress=False
+    )
     assert model.method.name == "scgen_vae"
     controls = adata[adata.obs["condition"] == "ctrl"]
     perturbed = np.asarray(adata[adata.obs["condition"] == "up"].X)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 
 from cellw1 import ConfigError, ModelFileError, W1Config, W2Config
 from cellw1.ot.sampling import MemoryCells, StreamedCells
 from cellw1.tl.methods import METHODS, MeanShift, check_config, check_method, fit_method, load_method
-from conftest import TINY
 
 
 def _groups(n_source: int = 60, n_target: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,12 +7,12 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+from conftest import TINY, count_adata
 
 import cellw1
 from cellw1._io import read_metadata
 from cellw1.errors import ConfigError, InputError
 from cellw1.tl.model import MODEL_FILE
-from conftest import TINY, count_adata
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +29,9 @@ def controls(adata: ad.AnnData) -> ad.AnnData:
     return adata[adata.obs["condition"] == "ctrl"]
 
 
-def test_uns_records_the_scale_and_reproduces_it(adata: ad.AnnData, identity: cellw1.PerturbationModel,
-                                                 tmp_path: Path) -> None:
+def test_uns_records_the_scale_and_reproduces_it(
+    adata: ad.AnnData, identity: cellw1.PerturbationModel, tmp_path: Path
+) -> None:
     pred = identity.predict(controls(adata))
     record = pred.uns["cellw1"]
     counts = np.asarray(adata.X, dtype=np.float64)
@@ -62,8 +63,17 @@ def test_uns_of_log_input_says_no_transform(adata: ad.AnnData) -> None:
 @pytest.mark.parametrize("method", ["identity", "observed", "mean_shift", "w1"])
 @pytest.mark.parametrize("space", ["genes", "pca"])
 def test_predictions_in_log1p_space_are_never_negative(adata: ad.AnnData, method: str, space: str) -> None:
-    model = cellw1.fit(adata, "condition", "ctrl", "up", method=method, space=space, config=TINY if method == "w1" else None,
-                       embedding_config=cellw1.EmbeddingConfig(n_components=5), progress=False)
+    model = cellw1.fit(
+        adata,
+        "condition",
+        "ctrl",
+        "up",
+        method=method,
+        space=space,
+        config=TINY if method == "w1" else None,
+        embedding_config=cellw1.EmbeddingConfig(n_components=5),
+        progress=False,
+    )
     pred = np.asarray(model.predict(controls(adata)).X)
     assert pred.min() >= 0 and np.isfinite(pred).all()
     assert model.predict(controls(adata)).uns["cellw1"]["output"] in ("calibrated", "clipped")
@@ -104,8 +114,9 @@ def test_key_added_for_an_obsm_model_goes_to_obsm(adata: ad.AnnData) -> None:
     assert "pred" not in out.layers
 
 
-def test_with_controls_pairs_predicted_and_measured_cells(adata: ad.AnnData,
-                                                          identity: cellw1.PerturbationModel) -> None:
+def test_with_controls_pairs_predicted_and_measured_cells(
+    adata: ad.AnnData, identity: cellw1.PerturbationModel
+) -> None:
     c = controls(adata)
     paired = identity.predict(c, with_controls=True)
     n = c.n_obs
@@ -122,13 +133,44 @@ def test_cli_key_added_and_controls_only(adata: ad.AnnData, identity: cellw1.Per
     data = tmp_path / "data.h5ad"
     adata.write_h5ad(data)
     identity.save(tmp_path / "m")
-    assert main(["predict", str(tmp_path / "m"), str(data), "--key-added", "pred", "--out", str(tmp_path / "k.h5ad"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "m"),
+                str(data),
+                "--key-added",
+                "pred",
+                "--out",
+                str(tmp_path / "k.h5ad"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     added = ad.read_h5ad(tmp_path / "k.h5ad")
     assert added.shape == adata.shape and "pred" in added.layers and added.uns["pred"]["input_kind"] == "counts"
-    assert main(["predict", str(tmp_path / "m"), str(data), "--key-added", "pred", "--on-disk",
-                 "--out", str(tmp_path / "k2.h5ad"), "--quiet"]) == 2
-    assert main(["predict", str(tmp_path / "m"), str(data), "--controls-only", "--out", str(tmp_path / "c.h5ad"),
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "m"),
+                str(data),
+                "--key-added",
+                "pred",
+                "--on-disk",
+                "--out",
+                str(tmp_path / "k2.h5ad"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
+    assert (
+        main(
+            ["predict", str(tmp_path / "m"), str(data), "--controls-only", "--out", str(tmp_path / "c.h5ad"), "--quiet"]
+        )
+        == 0
+    )
     paired = ad.read_h5ad(tmp_path / "c.h5ad")
     assert sorted(set(paired.obs["condition"])) == ["ctrl", "up"] and paired.n_obs == 2 * controls(adata).n_obs

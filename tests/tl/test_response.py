@@ -12,8 +12,8 @@ import torch
 
 import cellw1
 from cellw1 import W1Config
-from cellw1.pp.calibration import calibrate, fit_calibration
 from cellw1.eval.metrics import energy_distance
+from cellw1.pp.calibration import calibrate, fit_calibration
 
 FAST = W1Config(potential_iters=300, regression_iters=200, energy_iters=300, eval_every=50)
 
@@ -115,8 +115,9 @@ def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tm
     rng = np.random.default_rng(2)
     counts = rng.poisson(np.tile(rng.gamma(0.6, 1.0, 40), (400, 1))).astype(np.float32)
     counts[200:, :10] = rng.poisson(4.0, size=(200, 10))  # genes 0-9 switch on
-    adata = ad.AnnData(X=counts, obs=pd.DataFrame({"condition": np.repeat(["ctrl", "pert"], 200)},
-                                                  index=[f"c{i}" for i in range(400)]))
+    adata = ad.AnnData(
+        X=counts, obs=pd.DataFrame({"condition": np.repeat(["ctrl", "pert"], 200)}, index=[f"c{i}" for i in range(400)])
+    )
     model = cellw1.fit(adata, "condition", "ctrl", "pert", config=FAST, progress=False)
     raw = model.embedding.decode(model.method.predict(model.preprocess(adata[:200])))
     assert (raw < 0).mean() > 0.01  # the map alone leaves negative expression
@@ -147,7 +148,10 @@ def test_energy_pool_equals_the_direct_energy_distance(dim: int) -> None:
     from cellw1.ot.energy import EnergyPool
 
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(40, dim, generator=g, dtype=torch.float64), torch.randn(30, dim, generator=g, dtype=torch.float64) + 1
+    x, y = (
+        torch.randn(40, dim, generator=g, dtype=torch.float64),
+        torch.randn(30, dim, generator=g, dtype=torch.float64) + 1,
+    )
     u = torch.nn.functional.normalize(torch.randn(40, dim, generator=g, dtype=torch.float64), dim=1)
     i, j = torch.randperm(40, generator=g)[:16], torch.randint(30, (16,), generator=g)
     eta = torch.rand(16, generator=g, dtype=torch.float64).requires_grad_(True)

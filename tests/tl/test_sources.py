@@ -16,19 +16,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY, count_adata
 
 import cellw1
 from cellw1 import InputError, W2Config
 from cellw1.io.source import MemoryMatrix, MemorySource, open_source
 from cellw1.ot.sampling import StreamedCells
 from cellw1.ot.w2 import fit_w2
-from conftest import TINY, count_adata
 
 W2_TINY = W2Config(hidden=(16, 16), n_iters=10, eval_every=5)
 CONFIGS = {"w1": TINY, "w2": W2_TINY}
 KINDS = ("memory", "backed", "h5ad", "zarr")
-SMALL_EMBEDDING = cellw1.EmbeddingConfig(n_components=6, ae_max_iters=30, ae_eval_every=10, ae_latent=4,
-                                         ae_hidden=(16,))
+SMALL_EMBEDDING = cellw1.EmbeddingConfig(
+    n_components=6, ae_max_iters=30, ae_eval_every=10, ae_latent=4, ae_hidden=(16,)
+)
 
 
 @pytest.fixture(scope="module")
@@ -58,15 +59,27 @@ def _data(kind: str, adata: ad.AnnData, files: dict[str, Path]) -> object:
 
 
 def _fit(data: object, method: str, **kwargs: object) -> cellw1.PerturbationModel:
-    return cellw1.fit(data, "condition", "ctrl", "pert", method=method, config=CONFIGS.get(method), seed=3,
-                      embedding_config=SMALL_EMBEDDING, progress=False, **kwargs)
+    return cellw1.fit(
+        data,
+        "condition",
+        "ctrl",
+        "pert",
+        method=method,
+        config=CONFIGS.get(method),
+        seed=3,
+        embedding_config=SMALL_EMBEDDING,
+        progress=False,
+        **kwargs,
+    )
 
 
 def _assert_same_model(model: cellw1.PerturbationModel, reference: cellw1.PerturbationModel) -> None:
     assert model.preprocessor == reference.preprocessor
     assert model.features == reference.features
-    for mine, theirs in ((model.embedding.state_tensors(), reference.embedding.state_tensors()),
-                         (model.method.state_tensors(), reference.method.state_tensors())):
+    for mine, theirs in (
+        (model.embedding.state_tensors(), reference.embedding.state_tensors()),
+        (model.method.state_tensors(), reference.method.state_tensors()),
+    ):
         assert mine.keys() == theirs.keys()
         for key in mine:
             torch.testing.assert_close(mine[key], theirs[key], rtol=0, atol=0, msg=key)
@@ -146,8 +159,10 @@ def test_w2_draws_minibatches_from_streamed_buffers() -> None:
             return self.x[rows]
 
     matrices = [Rows(source), Rows(target)]
-    cells = [StreamedCells(m, np.arange(300), lambda raw: raw, 2, buffer_cells=64, block_cells=16, seed=k)
-             for k, m in enumerate(matrices)]
+    cells = [
+        StreamedCells(m, np.arange(300), lambda raw: raw, 2, buffer_cells=64, block_cells=16, seed=k)
+        for k, m in enumerate(matrices)
+    ]
     config = W2Config(hidden=(16, 16), n_iters=40, eval_every=20, batch_size=64, lr=1e-2)
     moved = fit_w2(*cells, config, seed=0).transport(source)
     gap = target.mean(0) - source.mean(0)
@@ -156,8 +171,10 @@ def test_w2_draws_minibatches_from_streamed_buffers() -> None:
     assert len(reads) > 3 * 300 / 16  # several epochs of blocks, a buffer of 64 cells at a time
     assert max(len(r) for r in reads[1:]) <= 16 and len(np.unique(np.concatenate(reads))) == 300
     # holding every cell, the streamed sampler is the in-memory one: the same networks
-    whole = [StreamedCells(Rows(x), np.arange(300), lambda raw: raw, 2, buffer_cells=300, seed=k)
-             for k, x in enumerate((source, target))]
+    whole = [
+        StreamedCells(Rows(x), np.arange(300), lambda raw: raw, 2, buffer_cells=300, seed=k)
+        for k, x in enumerate((source, target))
+    ]
     short = W2Config(hidden=(16, 16), n_iters=10, eval_every=5)
     memory = fit_w2(source, target, short, seed=1).state_tensors()
     for key, value in fit_w2(*whole, short, seed=1).state_tensors().items():

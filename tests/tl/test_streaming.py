@@ -9,16 +9,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import FAST as FAST_CONFIG
 
 import cellw1
 from cellw1 import ConfigError, EmbeddingConfig, InputError
 from cellw1.datasets import synthetic_perturbation
 from cellw1.eval.metrics import energy_distance
 from cellw1.io.readers import open_disk_data
-from cellw1.pp.preprocessing import fit_preprocessor, fit_preprocessor_streaming
 from cellw1.ot.sampling import MemoryCells, StreamedCells, minibatches
+from cellw1.pp.preprocessing import fit_preprocessor, fit_preprocessor_streaming
 from cellw1.tl.pipeline import row_blocks
-from conftest import FAST as FAST_CONFIG
 
 FAST = FAST_CONFIG.replace(potential_iters=200, regression_iters=150)
 
@@ -84,7 +84,7 @@ def test_disk_sampler_holding_every_cell_is_the_memory_sampler() -> None:
     torch.testing.assert_close(dval, mval, rtol=0, atol=0)
     assert dtrain.holds_all
     draws = [minibatches(c, 64, 30, torch.Generator().manual_seed(2)) for c in (dtrain, mtrain)]
-    for (a,), (b,) in zip(*draws):
+    for (a,), (b,) in zip(*draws, strict=False):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
@@ -98,8 +98,9 @@ class _ArrayMatrix:
 
 def test_minibatches_refresh_buffers_after_reuse_passes() -> None:
     matrix = _Rows(2_000)
-    cells = StreamedCells(matrix, np.arange(2_000), lambda raw: np.asarray(raw, np.float32), 1,
-                      buffer_cells=400, block_cells=100)
+    cells = StreamedCells(
+        matrix, np.arange(2_000), lambda raw: np.asarray(raw, np.float32), 1, buffer_cells=400, block_cells=100
+    )
     batches = list(minibatches(cells, 50, 40, torch.Generator().manual_seed(0), reuse=2))
     assert len(batches) == 40
     assert cells.buffers_read == 3  # 16 steps per buffer (2 passes of 400 cells / 50): 16 + 16 + 8
@@ -134,7 +135,9 @@ def test_autoencoder_trains_on_streamed_buffers(adata: ad.AnnData, files: dict[s
     small = EmbeddingConfig(ae_max_iters=60, ae_eval_every=20, ae_latent=8, ae_hidden=(32,))
     streamed = _fit(files["zarr"], space="autoencoder", embedding_config=small)
     memory = _fit(adata, space="autoencoder", embedding_config=small)
-    for a, b in zip(streamed.embedding.state_tensors().values(), memory.embedding.state_tensors().values()):
+    for a, b in zip(
+        streamed.embedding.state_tensors().values(), memory.embedding.state_tensors().values(), strict=False
+    ):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert streamed.embedding.info["n_cells"] == 800
 
@@ -195,8 +198,9 @@ def test_streamed_prediction_equals_in_memory_prediction(
 
 # -- many perturbations and the command line --------------------------------------------------------
 def test_fit_all_streams_from_a_path(files: dict[str, Path], tmp_path: Path) -> None:
-    collection = cellw1.fit_all(files["h5ad"], "condition", "control", config=FAST, out=tmp_path / "models",
-                                progress=False, buffer_cells=200)
+    collection = cellw1.fit_all(
+        files["h5ad"], "condition", "control", config=FAST, out=tmp_path / "models", progress=False, buffer_cells=200
+    )
     assert list(collection) == ["pertA"] and not collection.failures
     assert collection["pertA"].info["buffer_cells"] == 200
     assert list(cellw1.load(tmp_path / "models")) == ["pertA"]
@@ -204,15 +208,23 @@ def test_fit_all_streams_from_a_path(files: dict[str, Path], tmp_path: Path) -> 
 
 def test_collection_predicts_stacked_models_streaming_to_one_writer(tmp_path: Path, capsys) -> None:
     """As ``anndata.concat`` of each model's prediction (what it was), and the same from disk to a file."""
-    from cellw1.cli.main import main
     from conftest import count_adata
+
+    from cellw1.cli.main import main
 
     cells = count_adata(("ctrl", "up", "down"), 40, 12, seed=1, effects={1: 2.0, 2: 0.5})
     cells.write_h5ad(tmp_path / "cells.h5ad")
-    collection = cellw1.fit_all(cells, "condition", "ctrl", method="mean_shift", out=tmp_path / "models", progress=False)
+    collection = cellw1.fit_all(
+        cells, "condition", "ctrl", method="mean_shift", out=tmp_path / "models", progress=False
+    )
     labels = list(collection)
-    expected = ad.concat([collection[p].predict(cells) for p in labels], index_unique="-", keys=labels,
-                         label="_prediction", merge="first")
+    expected = ad.concat(
+        [collection[p].predict(cells) for p in labels],
+        index_unique="-",
+        keys=labels,
+        label="_prediction",
+        merge="first",
+    )
     got = collection.predict(cells)
     np.testing.assert_array_equal(got.X, expected.X)
     pd.testing.assert_frame_equal(got.obs, expected.obs)
@@ -223,8 +235,23 @@ def test_collection_predicts_stacked_models_streaming_to_one_writer(tmp_path: Pa
     assert list(written.obs["_prediction"]) == list(expected.obs["_prediction"])
     np.testing.assert_array_equal(written.obs["response"], expected.obs["response"])
     out = tmp_path / "controls.h5ad"  # the command line: --on-disk and --controls-only for a collection
-    assert main(["predict", str(tmp_path / "models"), str(tmp_path / "cells.h5ad"), "--on-disk", "--controls-only",
-                 "--chunk-cells", "9", "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "models"),
+                str(tmp_path / "cells.h5ad"),
+                "--on-disk",
+                "--controls-only",
+                "--chunk-cells",
+                "9",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     is_control = (expected.obs["condition"] == "ctrl").to_numpy()
     controls = ad.read_h5ad(out)
     np.testing.assert_array_equal(controls.X, expected.X[is_control])
@@ -234,19 +261,60 @@ def test_collection_predicts_stacked_models_streaming_to_one_writer(tmp_path: Pa
 def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path], tmp_path: Path) -> None:
     from cellw1.cli.main import main
 
-    fit_args = ["fit", str(files["zarr"]), "--condition-key", "condition", "--control", "control",
-                "--perturbation", "pertA", "--potential-iters", "100", "--regression-iters", "60", "--quiet",
-                "--out", str(tmp_path / "model")]
+    fit_args = [
+        "fit",
+        str(files["zarr"]),
+        "--condition-key",
+        "condition",
+        "--control",
+        "control",
+        "--perturbation",
+        "pertA",
+        "--potential-iters",
+        "100",
+        "--regression-iters",
+        "60",
+        "--quiet",
+        "--out",
+        str(tmp_path / "model"),
+    ]
     assert main([*fit_args, "--on-disk", "--buffer-cells", "150"]) == 0
     assert main([*fit_args, "--buffer-cells", "150"]) == 2  # only with --on-disk
     out = tmp_path / "pred.zarr"
-    assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--on-disk", "--chunk-cells", "300",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "model"),
+                str(files["h5ad"]),
+                "--on-disk",
+                "--chunk-cells",
+                "300",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     predicted = ad.read_zarr(out)
     assert predicted.shape == (adata.n_obs, adata.n_vars) and np.isfinite(predicted.X).all()
     controls = tmp_path / "controls.h5ad"
-    assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--on-disk", "--controls-only",
-                 "--out", str(controls), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "model"),
+                str(files["h5ad"]),
+                "--on-disk",
+                "--controls-only",
+                "--out",
+                str(controls),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     paired = ad.read_h5ad(controls)  # the predicted control cells, then the same cells as measured (for cell-eval)
     names = list(adata.obs_names[adata.obs["condition"] == "control"])
     assert list(paired.obs_names) == names + [f"{c}-control" for c in names]

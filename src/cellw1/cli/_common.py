@@ -30,9 +30,10 @@ def read_h5ad(path: Path) -> ad.AnnData:
 def add_disk_argument(parser: argparse.ArgumentParser, what: str) -> None:
     """``--on-disk``: stream the cells from the file instead of loading it."""
     parser.add_argument(
-        "--on-disk", action="store_true",
+        "--on-disk",
+        action="store_true",
         help=f"stream the cells from the file instead of loading it into memory ({what}); "
-             "memory then does not grow with the number of cells",
+        "memory then does not grow with the number of cells",
     )
 
 
@@ -44,11 +45,15 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layer", default=None, help="read expression from this layer instead of X")
     parser.add_argument("--obsm-key", default=None, help="fit on this obsm embedding instead of genes")
     parser.add_argument(
-        "--space", choices=("genes", "pca", "autoencoder"), default="genes",
+        "--space",
+        choices=("genes", "pca", "autoencoder"),
+        default="genes",
         help="space the maps are fitted in (default: %(default)s)",
     )
     parser.add_argument(
-        "--input-kind", choices=("auto", "counts", "log"), default="auto",
+        "--input-kind",
+        choices=("auto", "counts", "log"),
+        default="auto",
         help="raw counts or log-normalised values (default: detected)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
@@ -57,13 +62,26 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
 def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     """The W1 solver settings most worth changing from the command line."""
     defaults = W1Config()
-    parser.add_argument("--potential-iters", type=int, default=None, help=f"phase-1 steps (default: {defaults.potential_iters})")
-    parser.add_argument("--step-iters", type=int, default=None,
-                        help=f"steps of the gan step-size learner (default: {defaults.step_iters})")
-    parser.add_argument("--regression-iters", type=int, default=None,
-                        help=f"steps of the minibatch-OT regression (default: {defaults.regression_iters})")
     parser.add_argument(
-        "--learner", choices=STEP_SIZE_LEARNERS, default=None, help=f"step-size learner (default: {defaults.step_size_learner})"
+        "--potential-iters", type=int, default=None, help=f"phase-1 steps (default: {defaults.potential_iters})"
+    )
+    parser.add_argument(
+        "--step-iters",
+        type=int,
+        default=None,
+        help=f"steps of the gan step-size learner (default: {defaults.step_iters})",
+    )
+    parser.add_argument(
+        "--regression-iters",
+        type=int,
+        default=None,
+        help=f"steps of the minibatch-OT regression (default: {defaults.regression_iters})",
+    )
+    parser.add_argument(
+        "--learner",
+        choices=STEP_SIZE_LEARNERS,
+        default=None,
+        help=f"step-size learner (default: {defaults.step_size_learner})",
     )
     parser.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or auto (default: {defaults.device})")
 
@@ -71,8 +89,10 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
 def solver_config(args: argparse.Namespace) -> W1Config:
     """A W1Config with the command-line overrides applied."""
     changes = {
-        "potential_iters": args.potential_iters, "step_iters": args.step_iters,
+        "potential_iters": args.potential_iters,
+        "step_iters": args.step_iters,
         "regression_iters": args.regression_iters,
-        "step_size_learner": args.learner, "device": args.device,
+        "step_size_learner": args.learner,
+        "device": args.device,
     }
     return W1Config(**{k: v for k, v in changes.items() if v is not None})

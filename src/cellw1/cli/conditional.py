@@ -17,19 +17,23 @@ def add_fit_arguments(parser: argparse.ArgumentParser) -> None:
     """``--conditional`` and its options, on ``cellw1 fit``."""
     group = parser.add_argument_group("one conditional model for many perturbations")
     group.add_argument(
-        "--conditional", action="store_true",
+        "--conditional",
+        action="store_true",
         help="fit one W1 model for all --perturbation labels (default: all but the control) instead of one per label",
     )
     group.add_argument("--dose-key", default=None, help="with --conditional: numeric obs column of doses")
     group.add_argument(
-        "--embedding-key", default=None,
+        "--embedding-key",
+        default=None,
         help="with --conditional: uns key of a dict label -> vector (encode labels by their vectors)",
     )
 
 
 def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     """``--perturbation`` and ``--dose``, on ``cellw1 predict``."""
-    parser.add_argument("--perturbation", default=None, help="conditional models: the perturbation to predict ('A+B' for several)")
+    parser.add_argument(
+        "--perturbation", default=None, help="conditional models: the perturbation to predict ('A+B' for several)"
+    )
     parser.add_argument("--dose", type=float, default=None, help="conditional models fitted with doses: the dose")
 
 
@@ -43,10 +47,19 @@ def run_fit(args: argparse.Namespace) -> int:
     labels = args.perturbation or ["all"]
     config = ConditionalConfig.from_w1(solver_config(args))
     model = fit_conditional(
-        str(args.data) if args.on_disk else read_h5ad(args.data), args.condition_key, args.control,
-        None if "all" in labels else labels, dose_key=args.dose_key, embedding_key=args.embedding_key,
-        space=args.space, config=config, seed=args.seed, layer=args.layer, input_kind=args.input_kind,
-        progress=args.progress, buffer_cells=args.buffer_cells,
+        str(args.data) if args.on_disk else read_h5ad(args.data),
+        args.condition_key,
+        args.control,
+        None if "all" in labels else labels,
+        dose_key=args.dose_key,
+        embedding_key=args.embedding_key,
+        space=args.space,
+        config=config,
+        seed=args.seed,
+        layer=args.layer,
+        input_kind=args.input_kind,
+        progress=args.progress,
+        buffer_cells=args.buffer_cells,
     )
     model.save(args.out)
     print(f"saved {model!r} to {args.out}")
@@ -60,6 +73,8 @@ def predict_options(model: Any, args: argparse.Namespace) -> dict[str, Any]:
             raise InputError(f"a conditional model needs --perturbation; it was trained on {model.perturbations}.")
         return {"perturbation": args.perturbation, "dose": args.dose}
     if args.perturbation is not None or args.dose is not None:
-        raise InputError("--perturbation and --dose are for conditional models (cellw1 fit --conditional); this "
-                         "model predicts its own perturbation.")
+        raise InputError(
+            "--perturbation and --dose are for conditional models (cellw1 fit --conditional); this "
+            "model predicts its own perturbation."
+        )
     return {}

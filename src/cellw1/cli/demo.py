@@ -50,8 +50,12 @@ def _finite(value: float) -> float | None:
 
 
 def _line(name: str, row: dict[str, Any]) -> str:
-    parts = [f"{name:<13}", f"W1 dual {row['w1_dual']:.4f}", f"exact W1 {row['exact_w1']:.4f}",
-             f"energy {row['energy_distance']:.4f}"]
+    parts = [
+        f"{name:<13}",
+        f"W1 dual {row['w1_dual']:.4f}",
+        f"exact W1 {row['exact_w1']:.4f}",
+        f"energy {row['energy_distance']:.4f}",
+    ]
     if "spearman" in row:
         parts.append(f"spearman {row['spearman']:+.3f}")
     if "inner_to_inner" in row:
@@ -75,8 +79,15 @@ def run(args: argparse.Namespace) -> int:
         row.update(toy_scores(toy, moved, seed=args.seed))
         row["seconds"] = time.perf_counter() - start
         print(_line(name, row), flush=True)
-        transport(toy.source, moved, toy.target, title=name, seed=args.seed, source_labels=toy.source_labels,
-                  save=out / f"{name}.png")
+        transport(
+            toy.source,
+            moved,
+            toy.target,
+            title=name,
+            seed=args.seed,
+            source_labels=toy.source_labels,
+            save=out / f"{name}.png",
+        )
         summary["toys"][name] = {k: _finite(v) for k, v in row.items()}
     text = json.dumps(summary, indent=2, allow_nan=False) + "\n"
     atomic_write_bytes(out / "summary.json", text.encode())

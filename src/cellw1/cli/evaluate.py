@@ -28,30 +28,45 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "counts, 3 cell types, a nonlinear cell-type-specific response 'pertA' and a no-effect 'NULL')."
         ),
     )
-    parser.add_argument("data", type=Path, nargs="?", default=None, help=".h5ad file (default: built-in synthetic data)")
+    parser.add_argument(
+        "data", type=Path, nargs="?", default=None, help=".h5ad file (default: built-in synthetic data)"
+    )
     parser.add_argument("--condition-key", default=None, help="obs column with conditions (required with DATA)")
     parser.add_argument("--control", default=None, help="control label (required with DATA)")
     parser.add_argument("--perturbations", default=None, help="comma-separated perturbations (default: all)")
     parser.add_argument(
         "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated methods (default: %(default)s)"
     )
-    parser.add_argument("--space", choices=("genes", "pca", "autoencoder"), default="genes", help="default: %(default)s")
+    parser.add_argument(
+        "--space", choices=("genes", "pca", "autoencoder"), default="genes", help="default: %(default)s"
+    )
     parser.add_argument("--layer", default=None, help="read expression from this layer instead of X")
     parser.add_argument("--obsm-key", default=None, help="evaluate on this obsm embedding (all features scored)")
     parser.add_argument("--input-kind", choices=("auto", "counts", "log"), default="auto", help="default: detected")
     parser.add_argument("--repeats", type=int, default=1, help="random splits per perturbation (paper: 5)")
     parser.add_argument("--de-genes", type=int, default=50, help="top DE genes scored (default: %(default)s)")
-    parser.add_argument("--holdout", default=None, metavar="KEY=VALUE", help="out-of-distribution: hold out cells with obs[KEY] == VALUE")
     parser.add_argument(
-        "--w2-iters", type=int, default=W2Config().n_iters,
+        "--holdout",
+        default=None,
+        metavar="KEY=VALUE",
+        help="out-of-distribution: hold out cells with obs[KEY] == VALUE",
+    )
+    parser.add_argument(
+        "--w2-iters",
+        type=int,
+        default=W2Config().n_iters,
         help="W2/ICNN outer iterations (default: %(default)s, W2Config's; the paper uses 100,000)",
     )
     parser.add_argument(
-        "--suite", choices=("cellw1", "cell-eval"), default="cellw1",
+        "--suite",
+        choices=("cellw1", "cell-eval"),
+        default="cellw1",
         help="metrics: cellw1's own, or also cell-eval's full profile per split (needs cellw1[eval]; default: %(default)s)",
     )
     parser.add_argument(
-        "--scgen-epochs", type=int, default=None,
+        "--scgen-epochs",
+        type=int,
+        default=None,
         help="training epochs of the real scGen, method scgen_vae (default: the scgen package's 100)",
     )
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
@@ -79,13 +94,24 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--holdout {args.holdout!r} must look like KEY=VALUE, e.g. cell_type=CD4T.")
         holdout = (key, value)
     result = evaluate(
-        adata, condition_key, control,
+        adata,
+        condition_key,
+        control,
         None if args.perturbations is None else args.perturbations.split(","),
-        methods=args.methods.split(","), space=args.space, layer=args.layer, obsm_key=args.obsm_key,
-        n_repeats=args.repeats, n_de_genes=args.de_genes, holdout=holdout, config=config,
-        w2_config=W2Config(n_iters=args.w2_iters), input_kind=args.input_kind,
-        scgen_config=None if args.scgen_epochs is None else ScGenConfig(max_epochs=args.scgen_epochs), suite=args.suite,
-        seed=args.seed, progress=args.progress,
+        methods=args.methods.split(","),
+        space=args.space,
+        layer=args.layer,
+        obsm_key=args.obsm_key,
+        n_repeats=args.repeats,
+        n_de_genes=args.de_genes,
+        holdout=holdout,
+        config=config,
+        w2_config=W2Config(n_iters=args.w2_iters),
+        input_kind=args.input_kind,
+        scgen_config=None if args.scgen_epochs is None else ScGenConfig(max_epochs=args.scgen_epochs),
+        suite=args.suite,
+        seed=args.seed,
+        progress=args.progress,
     )
     written = result.save(args.out)
     summary = result.summary()

@@ -12,8 +12,8 @@ from ..errors import InputError
 from ..parallel.perturbations import fit_all
 from ..tl.api import fit
 from ..tl.methods import ALIASES, METHODS
-from .conditional import add_fit_arguments, run_fit
 from ._common import add_data_arguments, add_disk_argument, add_solver_arguments, read_h5ad, solver_config
+from .conditional import add_fit_arguments, run_fit
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -30,36 +30,49 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_data_arguments(parser)
     parser.add_argument(
-        "--perturbation", action="append", default=None,
+        "--perturbation",
+        action="append",
+        default=None,
         help="perturbation label to model (repeatable; 'all' = every non-control label; required without --conditional)",
     )
     parser.add_argument(
-        "--method", choices=(*METHODS, *ALIASES), default="w1",
+        "--method",
+        choices=(*METHODS, *ALIASES),
+        default="w1",
         help="prediction method (default: %(default)s; 'scgen' is a deprecated alias of 'mean_shift')",
     )
     parser.add_argument(
-        "--out", type=Path, required=True,
+        "--out",
+        type=Path,
+        required=True,
         help="output model directory (a collection there is resumed: saved models are not fitted again)",
     )
     add_solver_arguments(parser)
     add_fit_arguments(parser)
     add_disk_argument(parser, "every method")
     parser.add_argument(
-        "--buffer-cells", type=int, default=None,
+        "--buffer-cells",
+        type=int,
+        default=None,
         help="with --on-disk: cells of each group held in memory at once (default: 32768)",
     )
     group = parser.add_argument_group("parallel fitting of a collection (Dask)")
     group.add_argument(
-        "--scheduler", default=None,
+        "--scheduler",
+        default=None,
         help="'local' (worker processes on this machine) or a Dask scheduler address such as "
-             "tcp://host:8786 (default: fit one after the other in this process)",
+        "tcp://host:8786 (default: fit one after the other in this process)",
     )
     group.add_argument(
-        "--n-workers", type=int, default=None,
+        "--n-workers",
+        type=int,
+        default=None,
         help="worker processes of --scheduler local (default: one per CPU core)",
     )
     group.add_argument(
-        "--threads-per-worker", type=int, default=1,
+        "--threads-per-worker",
+        type=int,
+        default=1,
         help="torch threads of each fit on a worker (default: %(default)s)",
     )
     return parser
@@ -76,9 +89,14 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")  # before the fit, not after
     adata = str(args.data) if args.on_disk else read_h5ad(args.data)
     common: dict[str, Any] = dict(
-        layer=args.layer, obsm_key=args.obsm_key, space=args.space, method=args.method,
+        layer=args.layer,
+        obsm_key=args.obsm_key,
+        space=args.space,
+        method=args.method,
         config=config,
-        input_kind=args.input_kind, seed=args.seed, progress=args.progress,
+        input_kind=args.input_kind,
+        seed=args.seed,
+        progress=args.progress,
     )
     if args.buffer_cells is not None:
         common["buffer_cells"] = args.buffer_cells
@@ -86,16 +104,23 @@ def run(args: argparse.Namespace) -> int:
     parallel = dict(scheduler=args.scheduler, n_workers=args.n_workers, threads_per_worker=args.threads_per_worker)
     if len(labels) == 1 and labels[0] != "all":
         if args.scheduler is not None:
-            print("cellw1: note: one perturbation is fitted in this process; --scheduler is for several.",
-                  file=sys.stderr)
+            print(
+                "cellw1: note: one perturbation is fitted in this process; --scheduler is for several.", file=sys.stderr
+            )
         model = fit(adata, args.condition_key, args.control, labels[0], **common)
         model.save(args.out)
         print(f"saved {model!r} to {args.out}")
         return 0
     progress = common.pop("progress")
     collection = fit_all(
-        adata, args.condition_key, args.control, None if "all" in labels else labels,
-        out=args.out, progress=progress, **parallel, **common,
+        adata,
+        args.condition_key,
+        args.control,
+        None if "all" in labels else labels,
+        out=args.out,
+        progress=progress,
+        **parallel,
+        **common,
     )
     fitted = len(collection) - len(collection.resumed)
     resumed = len(collection.resumed)

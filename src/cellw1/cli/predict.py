@@ -16,8 +16,8 @@ from ..tl.collection import ModelCollection, load
 from ..tl.conditional_model import ConditionalModel
 from ..tl.model import PerturbationModel
 from ..tl.prediction import PREDICT_CHUNK
-from .conditional import add_predict_arguments, predict_options
 from ._common import add_disk_argument, read_h5ad
+from .conditional import add_predict_arguments, predict_options
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -37,7 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output .h5ad file or .zarr store of predicted cells")
     add_disk_argument(parser, "predictions are written in chunks")
     parser.add_argument(
-        "--controls-only", action="store_true",
+        "--controls-only",
+        action="store_true",
         help=(
             "predict only the cells labelled as the model's control (its condition key and control label), and write "
             "them too, on the model's scale, after the predicted cells: obs[condition key] labels the predicted cells "
@@ -45,7 +46,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--key-added", default=None, metavar="NAME",
+        "--key-added",
+        default=None,
+        metavar="NAME",
         help=(
             "write a copy of the input (every gene; with --controls-only its control cells) with the prediction in "
             "layers[NAME] instead of a new X: X is the input's, genes the model does not cover are NaN in the layer, "
@@ -74,14 +77,27 @@ def run(args: argparse.Namespace) -> int:
     data = str(args.data) if args.on_disk else read_h5ad(args.data)
     cells = control_cells(model, data) if args.controls_only else None
     if args.key_added is not None:
-        result = model.predict(data, cells=cells, key_added=args.key_added, chunk_cells=args.chunk_cells,
-                               progress=args.progress, **condition)
+        result = model.predict(
+            data,
+            cells=cells,
+            key_added=args.key_added,
+            chunk_cells=args.chunk_cells,
+            progress=args.progress,
+            **condition,
+        )
         with atomic_output(args.out, suffix=".h5ad") as tmp:
             result.write_h5ad(tmp)
         out = args.out
     elif isinstance(model, PerturbationModel | ConditionalModel):
-        out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress,
-                            with_controls=args.controls_only, **condition)
+        out = model.predict(
+            data,
+            out=args.out,
+            cells=cells,
+            chunk_cells=args.chunk_cells,
+            progress=args.progress,
+            with_controls=args.controls_only,
+            **condition,
+        )
     else:
         out = model.predict(data, out=args.out, cells=cells, chunk_cells=args.chunk_cells, progress=args.progress)
     print(f"wrote the predicted cells to {out}")

@@ -91,7 +91,7 @@ def synthetic_doses(
     programs = {p: np.sort(rng.choice(g, size=max(2, g // 5), replace=False)) for p in names}
     signs = {p: 1.0 if i % 2 == 0 else -1.0 for i, p in enumerate(names)}
     labels, dose_column, start = [], [], 0
-    for (label, dose), size in zip(groups, sizes):
+    for (label, dose), size in zip(groups, sizes, strict=False):
         rows = np.arange(start, start + size)
         if label != CONTROL:
             hill = dose**HILL / (dose**HILL + ec50[label] ** HILL)
@@ -100,10 +100,18 @@ def synthetic_doses(
         labels += [label] * size
         dose_column += [dose] * size
         start += size
-    obs = {"condition": pd.Categorical(labels, categories=[CONTROL, *names]), "dose": np.array(dose_column),
-           "state": state.astype(np.float32)}
-    uns = {"description": "SYNTHETIC dose-response data (cellw1.datasets.synthetic_doses); not measured cells.",
-           "ec50": ec50, "hill": HILL, "signs": signs, "programs": {p: [f"g{i:04d}" for i in v] for p, v in programs.items()}}
+    obs = {
+        "condition": pd.Categorical(labels, categories=[CONTROL, *names]),
+        "dose": np.array(dose_column),
+        "state": state.astype(np.float32),
+    }
+    uns = {
+        "description": "SYNTHETIC dose-response data (cellw1.datasets.synthetic_doses); not measured cells.",
+        "ec50": ec50,
+        "hill": HILL,
+        "signs": signs,
+        "programs": {p: [f"g{i:04d}" for i in v] for p, v in programs.items()},
+    }
     return _anndata(_counts(rng, log_mean), obs, uns)
 
 
@@ -141,8 +149,11 @@ def synthetic_embedded_perturbations(
         labels += [name] * n_perturbed
         start += n_perturbed
     obs = {"condition": pd.Categorical(labels, categories=[CONTROL, *names]), "state": state.astype(np.float32)}
-    uns = {"description": "SYNTHETIC perturbations with vectors (cellw1.datasets.synthetic_embedded_perturbations); "
-                          "not measured cells.", "responding_genes": [f"g{i:04d}" for i in np.flatnonzero(mask)]}
+    uns = {
+        "description": "SYNTHETIC perturbations with vectors (cellw1.datasets.synthetic_embedded_perturbations); "
+        "not measured cells.",
+        "responding_genes": [f"g{i:04d}" for i in np.flatnonzero(mask)],
+    }
     adata = _anndata(_counts(rng, log_mean), obs, uns)
     adata.uns["vectors"] = {name: vectors[i].astype(np.float32) for i, name in enumerate(names)}
     return adata

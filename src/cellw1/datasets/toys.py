@@ -84,7 +84,9 @@ def bookshelf(n: int = 1000, seed: int = 0) -> Toy:
     return Toy("bookshelf", _f32(source), _f32(target))
 
 
-def _two_circles(n: int, radii: tuple[float, float], noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _two_circles(
+    n: int, radii: tuple[float, float], noise: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     n_outer = n // 2
     labels = np.concatenate([np.zeros(n - n_outer, dtype=np.int64), np.ones(n_outer, dtype=np.int64)])
     radius = np.where(labels == 0, radii[0], radii[1])

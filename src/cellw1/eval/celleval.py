@@ -42,8 +42,11 @@ INSTALL = 'pip install "cellw1[eval]"'
 GROUP = "condition"
 #: cell-eval metrics that compare perturbations with each other: undefined with one perturbation per split
 ACROSS_PERTURBATIONS: tuple[str, ...] = (
-    "discrimination_score_l1", "discrimination_score_l2", "discrimination_score_cosine",
-    "clustering_agreement", "pearson_edistance",
+    "discrimination_score_l1",
+    "discrimination_score_l2",
+    "discrimination_score_cosine",
+    "clustering_agreement",
+    "pearson_edistance",
 )
 #: cell-eval metrics that are counts, not scores (left out of the Wilcoxon tests)
 DESCRIPTIVE: tuple[str, ...] = ("de_nsig_counts_pred", "de_nsig_counts_real")
@@ -84,10 +87,13 @@ def _pair(cells: np.ndarray, controls: np.ndarray, genes: Sequence[str], perturb
     import pandas as pd
 
     labels = [perturbation] * len(cells) + [control] * len(controls)
-    obs = pd.DataFrame({GROUP: pd.Categorical(labels, categories=[control, perturbation])},
-                       index=[f"cell{i}" for i in range(len(labels))])
-    return ad.AnnData(X=np.concatenate([cells, controls]).astype(np.float32), obs=obs,
-                      var=pd.DataFrame(index=list(genes)))
+    obs = pd.DataFrame(
+        {GROUP: pd.Categorical(labels, categories=[control, perturbation])},
+        index=[f"cell{i}" for i in range(len(labels))],
+    )
+    return ad.AnnData(
+        X=np.concatenate([cells, controls]).astype(np.float32), obs=obs, var=pd.DataFrame(index=list(genes))
+    )
 
 
 def cell_eval_scores(
@@ -127,12 +133,21 @@ def cell_eval_scores(
             log.setLevel(logging.CRITICAL)
         for method, cells in predicted.items():
             pred = _pair(cells, controls, genes, perturbation, control)
-            with (tempfile.TemporaryDirectory(prefix="cellw1_cell_eval_") as outdir, warnings.catch_warnings(),
-                  contextlib.redirect_stderr(io.StringIO())):  # pdex's and cell-eval's progress bars
+            with (
+                tempfile.TemporaryDirectory(prefix="cellw1_cell_eval_") as outdir,
+                warnings.catch_warnings(),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):  # pdex's and cell-eval's progress bars
                 warnings.simplefilter("ignore")
                 try:
-                    evaluator = MetricsEvaluator(adata_pred=pred, adata_real=real.copy(), control_pert=control,
-                                                 pert_col=GROUP, num_threads=1, outdir=outdir)
+                    evaluator = MetricsEvaluator(
+                        adata_pred=pred,
+                        adata_real=real.copy(),
+                        control_pert=control,
+                        pert_col=GROUP,
+                        num_threads=1,
+                        outdir=outdir,
+                    )
                     table, _ = evaluator.compute(profile="full", write_csv=False)
                 except ValueError as exc:  # cell-eval refuses the data (negative values, wrong scale...)
                     raise InputError(
@@ -147,6 +162,6 @@ def cell_eval_scores(
                 if name != "perturbation" and name not in ACROSS_PERTURBATIONS and isinstance(value, int | float | None)
             }
     finally:
-        for log, level in zip(quiet, levels):
+        for log, level in zip(quiet, levels, strict=False):
             log.setLevel(level)
     return scores

@@ -39,23 +39,47 @@ def shared_control_rng(seed: int, repeat: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), int(repeat), zlib.crc32(b"shared control split")]))
 
 
-def fit_conditional_model(adata: ad.AnnData, train_rows: np.ndarray, condition_key: str, control: str,
-                          perturbations: Sequence[str], *, config: ConditionalConfig | None, space: str,
-                          layer: str | None, embedding_config: Any, input_kind: str, seed: int) -> ConditionalModel:
+def fit_conditional_model(
+    adata: ad.AnnData,
+    train_rows: np.ndarray,
+    condition_key: str,
+    control: str,
+    perturbations: Sequence[str],
+    *,
+    config: ConditionalConfig | None,
+    space: str,
+    layer: str | None,
+    embedding_config: Any,
+    input_kind: str,
+    seed: int,
+) -> ConditionalModel:
     """The conditional model of one repeat, on the training cells ``train_rows`` of all perturbations."""
     from ..tl.conditional import fit_conditional
 
     train = adata[np.sort(train_rows)].copy()
-    return fit_conditional(train, condition_key, control, list(perturbations), space=space,  # type: ignore[arg-type]
-                           config=config, seed=seed, layer=layer, embedding_config=embedding_config,
-                           input_kind=input_kind, progress=False)
+    return fit_conditional(
+        train,
+        condition_key,
+        control,
+        list(perturbations),
+        space=space,  # type: ignore[arg-type]
+        config=config,
+        seed=seed,
+        layer=layer,
+        embedding_config=embedding_config,
+        input_kind=input_kind,
+        progress=False,
+    )
 
 
-def with_conditional(fit: Callable[..., Any], model: ConditionalModel | None, n_perturbations: int) -> Callable[..., Any]:
+def with_conditional(
+    fit: Callable[..., Any], model: ConditionalModel | None, n_perturbations: int
+) -> Callable[..., Any]:
     """``fit`` that answers ``method="w1_conditional"`` with ``model``'s view of the perturbation."""
 
-    def fit_or_view(train: ad.AnnData, condition_key: str, control: str, perturbation: str, *, method: str,
-                    **kwargs: Any) -> Any:
+    def fit_or_view(
+        train: ad.AnnData, condition_key: str, control: str, perturbation: str, *, method: str, **kwargs: Any
+    ) -> Any:
         if method != CONDITIONAL:
             return fit(train, condition_key, control, perturbation, method=method, **kwargs)
         assert model is not None

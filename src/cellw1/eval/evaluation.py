@@ -34,8 +34,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -46,11 +45,15 @@ from .._data import check_seed
 from ..errors import ConfigError, InputError
 from ..ot.config import W1Config
 from ..pp.labels import label_series, label_text, present_labels
-from .conditional import CONDITIONAL, fit_conditional_model, in_units_of, last, shared_control_rng, with_conditional
 from .celleval import cell_eval_scores, check_suite
+from .conditional import CONDITIONAL, fit_conditional_model, in_units_of, last, shared_control_rng, with_conditional
 from .degenes import top_de_genes
 from .metrics import METRICS, compute_metrics
 from .result import CONTROL_SHIFT, SECONDS, TABLE_COLUMNS, EmbeddingSnapshot, EvaluationResult
+from .splits import check_group_sizes as _check_group_sizes
+from .splits import holdout_mask as _holdout_mask
+from .splits import split_group
+from .splits import split_rngs as _split_rngs
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -64,39 +67,6 @@ logger = logging.getLogger(__name__)
 
 #: Default methods, in the order of the paper's Figure 3.
 DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "w2", "w1")
-#: Bounds of the test-set size rule (see :func:`n_test_cells`).
-TEST_FRACTION, MIN_TEST, MAX_TEST = 0.2, 500, 1000
-
-
-# -- splitting ------------------------------------------------------------------------------------
-def n_test_cells(n: int) -> int:
-    """Test cells drawn from a group of ``n`` cells: ``min(max(round(0.2 n), 500), 1000, n // 3)``.
-
-    A fifth of the group, clamped to [500, 1000] cells, but never more than a third of the
-    group. ``round`` is Python's (halves to even). Examples: 48 -> 16, 1000 -> 333,
-    2386 -> 500, 6000 -> 1000.
-    """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise InputError(f"a group size must be a non-negative integer, got {n!r}.")
-    return int(min(max(round(TEST_FRACTION * n), MIN_TEST), MAX_TEST, n // 3))
-
-
-def split_group(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``range(n)`` into sorted ``(train, test)`` indices, ``n_test_cells(n)`` in test."""
-    order = rng.permutation(n)
-    n_test = n_test_cells(n)
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
-
-
-def _split_rngs(seed: int, repeat: int, perturbation: str) -> tuple[np.random.Generator, np.random.Generator]:
-    """Independent streams for the control and perturbed splits of one (perturbation, repeat).
-
-    Seeded by the perturbation's *name* (CRC-32), so a split does not depend on which other
-    perturbations are evaluated or in what order.
-    """
-    seq = np.random.SeedSequence([int(seed), int(repeat), zlib.crc32(perturbation.encode())])
-    control_seq, perturbed_seq = seq.spawn(2)
-    return np.random.default_rng(control_seq), np.random.default_rng(perturbed_seq)
 
 
 # -- checks -------------------------------------------------------------------------------------------
@@ -129,31 +99,6 @@ def _default_perturbations(adata: ad.AnnData, condition_key: str, labels: pd.Ser
     else:
         ordered = present
     return [p for p in ordered if p != control]
-
-
-def _holdout_mask(adata: ad.AnnData, holdout: tuple[str, str]) -> np.ndarray:
-    """Boolean mask of the held-out cells; clear errors for a bad key or value."""
-    if not isinstance(holdout, (tuple, list)) or len(holdout) != 2:
-        raise ConfigError(f"holdout must be a (covariate_key, value) pair, got {holdout!r}.")
-    key, value = holdout
-    if key not in adata.obs:
-        raise InputError(f"holdout key {key!r} is not a column of adata.obs; available: {list(adata.obs.columns)}.")
-    covariate = label_series(adata.obs[key], key=key, warn=False)
-    available = present_labels(covariate)
-    if label_text(value) not in available:
-        raise InputError(
-            f"holdout value {value!r} is not a value of obs[{key!r}]; available values: {available}."
-        )
-    return (covariate == label_text(value)).to_numpy()
-
-
-def _check_group_sizes(counts: Mapping[str, int], min_train: int) -> None:
-    small = {name: n for name, n in counts.items() if n_test_cells(n) < 1 or n - n_test_cells(n) < min_train}
-    if small:
-        raise InputError(
-            f"groups too small to split into training and test cells: {small}; each needs at least "
-            f"{min_train} training cells and one test cell. Leave them out with perturbations=[...]."
-        )
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
@@ -252,14 +197,18 @@ def evaluate(
     seed = check_seed(seed)
     suite = check_suite(suite)
     if suite == "cell-eval" and obsm_key is not None:
-        raise ConfigError("suite='cell-eval' scores gene expression; it does not apply with obsm_key, drop one of them.")
+        raise ConfigError(
+            "suite='cell-eval' scores gene expression; it does not apply with obsm_key, drop one of them."
+        )
     control = label_text(control)
     labels = api.condition_labels(adata, condition_key)
     api.check_label(labels, control, "control", condition_key)
     if perturbations is None:
         chosen = _default_perturbations(adata, condition_key, labels, control)
     else:
-        chosen = list(dict.fromkeys(label_text(p) for p in ([perturbations] if isinstance(perturbations, str) else perturbations)))
+        chosen = list(
+            dict.fromkeys(label_text(p) for p in ([perturbations] if isinstance(perturbations, str) else perturbations))
+        )
         for p in chosen:
             api.check_label(labels, p, "perturbation", condition_key)
     if control in chosen:
@@ -280,7 +229,8 @@ def evaluate(
         _check_group_sizes(counts, api.MIN_CELLS)
     else:
         lacking = [
-            name for name in [control, *chosen]
+            name
+            for name in [control, *chosen]
             if not (held_out & (label_array == name)).any() or (~held_out & (label_array == name)).sum() < api.MIN_CELLS
         ]
         if lacking:
@@ -290,13 +240,24 @@ def evaluate(
             )
 
     settings = {
-        "condition_key": condition_key, "control": control, "perturbations": chosen, "methods": chosen_methods,
-        "space": space, "layer": layer, "obsm_key": obsm_key, "n_repeats": n_repeats, "n_de_genes": n_de_genes,
-        "holdout": None if holdout is None else [str(holdout[0]), str(holdout[1])], "seed": seed,
-        "metrics": list(metrics) if metrics is not None else list(METRICS), "input_kind": input_kind,
-        "config": None if config is None else repr(config), "w2_config": None if w2_config is None else repr(w2_config),
+        "condition_key": condition_key,
+        "control": control,
+        "perturbations": chosen,
+        "methods": chosen_methods,
+        "space": space,
+        "layer": layer,
+        "obsm_key": obsm_key,
+        "n_repeats": n_repeats,
+        "n_de_genes": n_de_genes,
+        "holdout": None if holdout is None else [str(holdout[0]), str(holdout[1])],
+        "seed": seed,
+        "metrics": list(metrics) if metrics is not None else list(METRICS),
+        "input_kind": input_kind,
+        "config": None if config is None else repr(config),
+        "w2_config": None if w2_config is None else repr(w2_config),
         "scgen_config": None if scgen_config is None else repr(scgen_config),
-        "split_rule": "n_test = min(max(round(0.2 n), 500), 1000, n // 3) per group", "suite": suite,
+        "split_rule": "n_test = min(max(round(0.2 n), 500), 1000, n // 3) per group",
+        "suite": suite,
     }
     logger.info("evaluating %d methods on %d perturbations x %d repeats", len(chosen_methods), len(chosen), n_repeats)
     if held_out is not None and n_repeats > 1:
@@ -321,28 +282,55 @@ def evaluate(
                 bar.set_postfix_str(f"{perturbation} r{repeat}")
                 if conditional and repeat not in models:
                     models[repeat] = fit_conditional_model(
-                        adata, _conditional_rows(label_array, control_rows, chosen, held_out, seed, repeat),
-                        condition_key, control, chosen, config=conditional_config, space=space, layer=layer,
-                        embedding_config=embedding_config, input_kind=input_kind, seed=seed + repeat,
+                        adata,
+                        _conditional_rows(label_array, control_rows, chosen, held_out, seed, repeat),
+                        condition_key,
+                        control,
+                        chosen,
+                        config=conditional_config,
+                        space=space,
+                        layer=layer,
+                        embedding_config=embedding_config,
+                        input_kind=input_kind,
+                        seed=seed + repeat,
                     )
                 if held_out is None:
                     rng_c, rng_p = _split_rngs(seed, repeat, perturbation)
-                    train_c, test_c = split_group(control_rows.size, shared_control_rng(seed, repeat) if conditional else rng_c)
+                    train_c, test_c = split_group(
+                        control_rows.size, shared_control_rng(seed, repeat) if conditional else rng_c
+                    )
                     train_p, test_p = split_group(pert_rows.size, rng_p)
                     train_rows = np.concatenate([control_rows[train_c], pert_rows[train_p]])
                     test_control_rows, test_pert_rows = control_rows[test_c], pert_rows[test_p]
                 else:
-                    train_rows = np.concatenate([control_rows[~held_out[control_rows]], pert_rows[~held_out[pert_rows]]])
+                    train_rows = np.concatenate(
+                        [control_rows[~held_out[control_rows]], pert_rows[~held_out[pert_rows]]]
+                    )
                     test_control_rows = control_rows[held_out[control_rows]]
                     test_pert_rows = pert_rows[held_out[pert_rows]]
                 keep = snapshot is None and repeat == 0 and perturbation == plot_perturbation
                 new_rows, snap = _evaluate_split(
-                    with_conditional(api.fit, models.get(repeat), len(chosen)), adata, np.sort(train_rows),
-                    test_control_rows, test_pert_rows,
-                    condition_key=condition_key, control=control, perturbation=perturbation, repeat=repeat,
-                    methods=last(chosen_methods), configs=configs, space=space, layer=layer, obsm_key=obsm_key,
-                    embedding_config=embedding_config, input_kind=input_kind, n_de_genes=n_de_genes,
-                    metrics=metrics, fit_seed=seed + repeat, keep_cells=keep, suite=suite,
+                    with_conditional(api.fit, models.get(repeat), len(chosen)),
+                    adata,
+                    np.sort(train_rows),
+                    test_control_rows,
+                    test_pert_rows,
+                    condition_key=condition_key,
+                    control=control,
+                    perturbation=perturbation,
+                    repeat=repeat,
+                    methods=last(chosen_methods),
+                    configs=configs,
+                    space=space,
+                    layer=layer,
+                    obsm_key=obsm_key,
+                    embedding_config=embedding_config,
+                    input_kind=input_kind,
+                    n_de_genes=n_de_genes,
+                    metrics=metrics,
+                    fit_seed=seed + repeat,
+                    keep_cells=keep,
+                    suite=suite,
                 )
                 rows.extend(new_rows)
                 if keep:
@@ -356,8 +344,9 @@ def evaluate(
     return EvaluationResult(table=table, settings=settings, embedding=snapshot)
 
 
-def _conditional_rows(labels: np.ndarray, control_rows: np.ndarray, chosen: list[str], held_out: np.ndarray | None,
-                      seed: int, repeat: int) -> np.ndarray:
+def _conditional_rows(
+    labels: np.ndarray, control_rows: np.ndarray, chosen: list[str], held_out: np.ndarray | None, seed: int, repeat: int
+) -> np.ndarray:
     """Training rows of the conditional model of a repeat: the splits' training cells of every group."""
     if held_out is not None:
         return np.flatnonzero(~held_out & np.isin(labels, [*chosen, labels[control_rows[0]]]))
@@ -408,9 +397,20 @@ def _evaluate_split(
     for method in methods:
         start = time.perf_counter()
         model = fit(
-            train, condition_key, control, perturbation, layer=layer, obsm_key=obsm_key, space=space,
-            method=method, config=configs.get(method), embedding_config=embedding_config, embedding=shared,
-            input_kind=input_kind, seed=fit_seed, progress=False,
+            train,
+            condition_key,
+            control,
+            perturbation,
+            layer=layer,
+            obsm_key=obsm_key,
+            space=space,
+            method=method,
+            config=configs.get(method),
+            embedding_config=embedding_config,
+            embedding=shared,
+            input_kind=input_kind,
+            seed=fit_seed,
+            progress=False,
         )
         # the method's own fit time: preprocessing and the shared embedding are not counted
         seconds = float(model.method.info.get("fit_seconds", time.perf_counter() - start))
@@ -422,7 +422,9 @@ def _evaluate_split(
             # DE-gene selection (training cells only) and one preprocessing of the test cells
             # serve all methods of this split.
             if obsm_key is None:
-                is_control = (label_series(train.obs[condition_key], key=condition_key, warn=False) == control).to_numpy()
+                is_control = (
+                    label_series(train.obs[condition_key], key=condition_key, warn=False) == control
+                ).to_numpy()
                 train_values = model.preprocess(train)
                 genes = top_de_genes(train_values[is_control], train_values[~is_control], model.features, n_de_genes)
                 columns = pd.Index(model.features).get_indexer(genes)
@@ -432,14 +434,19 @@ def _evaluate_split(
             control_values = _scored(np.asarray(full["control"], dtype=np.float64), columns)
         predicted = model.predict(test_control)
         if suite == "cell-eval":  # every gene, as predicted; scored by cell-eval after the last method
-            predictions[method] = in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring).astype(np.float32)
+            predictions[method] = in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring).astype(
+                np.float32
+            )
         pred_values = _scored(in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring), columns)
         scores = compute_metrics(pred_values, obs_values, metrics)
         scores[SECONDS] = seconds
         scores[CONTROL_SHIFT] = float(np.linalg.norm(pred_values.mean(0) - control_values.mean(0)))
         rows.extend((method, perturbation, repeat, name, float(value)) for name, value in scores.items())
         logger.info(
-            "%s r%d %s: %s", perturbation, repeat, method,
+            "%s r%d %s: %s",
+            perturbation,
+            repeat,
+            method,
             ", ".join(f"{k}={v:.4g}" for k, v in scores.items() if not math.isnan(v)),
         )
         if keep_cells:
@@ -448,7 +455,11 @@ def _evaluate_split(
             snapshot.predicted[method] = pred_values
     if predictions:
         start = time.perf_counter()
-        by_method = cell_eval_scores(predictions, full["control"], full["observed"], model.features, perturbation, control)
-        rows.extend((m, perturbation, repeat, name, value) for m, scores in by_method.items() for name, value in scores.items())
+        by_method = cell_eval_scores(
+            predictions, full["control"], full["observed"], model.features, perturbation, control
+        )
+        rows.extend(
+            (m, perturbation, repeat, name, value) for m, scores in by_method.items() for name, value in scores.items()
+        )
         logger.info("%s r%d: cell-eval took %.1f s", perturbation, repeat, time.perf_counter() - start)
     return rows, snapshot

@@ -177,7 +177,9 @@ def r2(pred: Any, obs: Any) -> float:
         c = mu - mu.mean()
         # Below this norm the spread of the means is round-off of the centring, not signal.
         if np.linalg.norm(c) <= 16 * np.finfo(float).eps * np.sqrt(mu.size) * np.abs(mu).max():
-            logger.warning("r2 is undefined: the feature means of pred or obs are constant (%d features); returning nan.", mu.size)
+            logger.warning(
+                "r2 is undefined: the feature means of pred or obs are constant (%d features); returning nan.", mu.size
+            )
             return float("nan")
         centred.append(c / np.linalg.norm(c))
     r = float(np.dot(centred[0], centred[1]))

@@ -14,9 +14,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.stats import spearmanr
 
-from . import metrics
 from .._data import as_array
 from ..errors import InputError
+from . import metrics
 
 if TYPE_CHECKING:
     from ..datasets.toys import Toy
@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 def _same_shape(a: np.ndarray, b: np.ndarray, names: str) -> None:
     if a.shape != b.shape:
-        raise InputError(f"{names} must have the same shape, got {a.shape} and {b.shape}; pass transported = T(source).")
+        raise InputError(
+            f"{names} must have the same shape, got {a.shape} and {b.shape}; pass transported = T(source)."
+        )
 
 
 def bookshelf_spearman(source: Any, transported: Any) -> float:

@@ -93,7 +93,9 @@ class EvaluationResult:
             values = group["value"].to_numpy(dtype=float)
             values = values[~np.isnan(values)]
             q25, median, q75 = np.quantile(values, [0.25, 0.5, 0.75]) if values.size else (np.nan,) * 3
-            rows.append({"method": method, "metric": metric, "median": median, "q25": q25, "q75": q75, "n": values.size})
+            rows.append(
+                {"method": method, "metric": metric, "median": median, "q25": q25, "q75": q75, "n": values.size}
+            )
         return pd.DataFrame(rows, columns=["method", "metric", "median", "q25", "q75", "n"])
 
     def wilcoxon(self, reference: str = "w1") -> pd.DataFrame:
@@ -114,8 +116,17 @@ class EvaluationResult:
         methods = self.methods
         if reference not in methods:
             raise ConfigError(f"reference method {reference!r} was not evaluated; choose one of {methods}.")
-        columns = ["metric", "reference", "method", "statistic", "pvalue", "median_reference", "median_method",
-                   "higher_is_better", "better"]
+        columns = [
+            "metric",
+            "reference",
+            "method",
+            "statistic",
+            "pvalue",
+            "median_reference",
+            "median_method",
+            "higher_is_better",
+            "better",
+        ]
         rows = []
         for metric in dict.fromkeys(self.table["metric"]):
             higher = _higher_is_better(metric)

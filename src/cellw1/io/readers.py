@@ -71,8 +71,14 @@ class DiskMatrix:
             on_disk = np.dtype(elem.dtype)
         shape = tuple(int(s) for s in (elem.shape if self._sparse is None else self._sparse.shape))
         if len(shape) != 2:
-            raise InputError(f"{name} has shape {shape}; it must be 2-D (n_cells, n_genes). Rewrite the file with anndata.")
-        if not (np.issubdtype(on_disk, np.integer) or np.issubdtype(on_disk, np.floating) or on_disk == bool):
+            raise InputError(
+                f"{name} has shape {shape}; it must be 2-D (n_cells, n_genes). Rewrite the file with anndata."
+            )
+        if not (
+            np.issubdtype(on_disk, np.integer)
+            or np.issubdtype(on_disk, np.floating)
+            or np.issubdtype(on_disk, np.bool_)
+        ):
             raise InputError(
                 f"{name} has dtype {on_disk}; it must hold numbers (float or integer counts). "
                 "Convert it, e.g. adata.X = adata.X.astype('float32'), and write the file again."
@@ -183,7 +189,6 @@ class DiskMatrix:
         if self._h5:
             return self._as_float(self._dense[rows])  # one hyperslab read; rows increasing
         return self._as_float(self._dense.get_orthogonal_selection((rows, slice(None))))
-
 
     def _read_sparse_scattered(self, rows: np.ndarray) -> sp.csr_matrix:
         """Rows far apart in a CSR matrix: read the stored values in a few windows.
@@ -400,7 +405,9 @@ def _open_zarr(path: Path) -> zarr.Group:
         store = zarr.open_group(str(path), mode="r")
     except Exception as exc:  # GroupNotFoundError, FileNotFoundError, bad metadata...
         found = sorted(p.name for p in path.iterdir())[:20] if path.is_dir() else "a file, not a directory"
-        raise InputError(f"{str(path)!r} is not a zarr group ({type(exc).__name__}: {exc}); it holds {found}. {how}") from exc
+        raise InputError(
+            f"{str(path)!r} is not a zarr group ({type(exc).__name__}: {exc}); it holds {found}. {how}"
+        ) from exc
     return store
 
 

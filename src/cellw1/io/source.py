@@ -99,7 +99,9 @@ class MemoryMatrix:
         stored = np.dtype(self._values.dtype)
         if self._values.ndim != 2:
             raise InputError(f"{name} must be 2-D (cells x features), got shape {self._values.shape}.")
-        if not (np.issubdtype(stored, np.integer) or np.issubdtype(stored, np.floating) or stored == bool):
+        if not (
+            np.issubdtype(stored, np.integer) or np.issubdtype(stored, np.floating) or np.issubdtype(stored, np.bool_)
+        ):
             raise InputError(
                 f"{name} has dtype {stored}; it must hold numbers (float or integer counts). "
                 "Convert it, e.g. adata.X = adata.X.astype('float32')."
@@ -159,9 +161,7 @@ class MemorySource:
 
     def embedding(self, obsm_key: str) -> MemoryMatrix:
         if obsm_key not in self.adata.obsm:
-            raise InputError(
-                f"obsm key {obsm_key!r} not found; available: {sorted(self.adata.obsm.keys()) or 'none'}."
-            )
+            raise InputError(f"obsm key {obsm_key!r} not found; available: {sorted(self.adata.obsm.keys()) or 'none'}.")
         values = self.adata.obsm[obsm_key]
         return MemoryMatrix(values if sp.issparse(values) else np.asarray(values), name=f"obsm[{obsm_key!r}]")
 

@@ -47,9 +47,7 @@ class _Coverage:
     def add(self, start: int, stop: int) -> None:
         i = bisect.bisect_right(self.starts, start)
         if (i > 0 and self.stops[i - 1] > start) or (i < len(self.starts) and self.starts[i] < stop):
-            raise InputError(
-                f"rows {start}..{stop - 1} overlap rows already written; write every row exactly once."
-            )
+            raise InputError(f"rows {start}..{stop - 1} overlap rows already written; write every row exactly once.")
         if i > 0 and self.stops[i - 1] == start:  # extend the left neighbour
             i -= 1
             self.stops[i] = stop
@@ -62,7 +60,7 @@ class _Coverage:
 
     def first_gap(self, n: int) -> tuple[int, int] | None:
         edge = 0
-        for start, stop in zip(self.starts, self.stops):
+        for start, stop in zip(self.starts, self.stops, strict=False):
             if start > edge:
                 return edge, start
             edge = stop
@@ -149,7 +147,9 @@ class PredictionWriter:
     def write(self, start: int, block: np.ndarray) -> None:
         """Write ``block`` (``(k, n_genes)``) to rows ``start <= i < start + k``."""
         if self._x is None:
-            raise InputError("PredictionWriter.write was called outside its `with` block; use `with PredictionWriter(...) as w:`.")
+            raise InputError(
+                "PredictionWriter.write was called outside its `with` block; use `with PredictionWriter(...) as w:`."
+            )
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != self.shape[1]:
             raise InputError(f"a block must have shape (k, {self.shape[1]}) (n_genes columns); got {block.shape}.")
@@ -258,4 +258,3 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
-

@@ -97,7 +97,13 @@ class ConditionEncoder(nn.Module):
             raise ConfigError(f"unknown condition encoding {encoding!r}; use 'learned' or 'vector'.")
         if pooling not in ("mean", "sum"):
             raise ConfigError(f"unknown pooling {pooling!r}; use 'mean' or 'sum'.")
-        self.n_labels, self.dim, self.encoding, self.pooling, self.has_dose = int(n_labels), int(dim), encoding, pooling, dose
+        self.n_labels, self.dim, self.encoding, self.pooling, self.has_dose = (
+            int(n_labels),
+            int(dim),
+            encoding,
+            pooling,
+            dose,
+        )
         if encoding == "learned":
             self.table = nn.Parameter(torch.randn(self.n_labels, self.dim))
             self.vector_dim = 0
@@ -138,8 +144,13 @@ class ConditionEncoder(nn.Module):
         """``t = log1p(dose) / log1p(max training dose)`` for ``dose: (m,)``."""
         return torch.log1p(dose.clamp_min(0.0)) / self.dose_scale
 
-    def forward(self, members: torch.Tensor, dose: torch.Tensor | None = None,
-                extra: torch.Tensor | None = None, extra_members: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        members: torch.Tensor,
+        dose: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
+        extra_members: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Encode ``m`` conditions; returns ``(m, dim)``.
 
         Parameters
@@ -170,8 +181,9 @@ class ConditionEncoder(nn.Module):
         members, dose, extra, extra_members = self.tensors(conditions)
         return self(members, dose, extra, extra_members)
 
-    def tensors(self, conditions: Sequence[Condition]) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                                 torch.Tensor | None, torch.Tensor | None]:
+    def tensors(
+        self, conditions: Sequence[Condition]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
         """The inputs of :meth:`forward` for ``conditions``, checked."""
         device = self.scale.device
         members = torch.zeros(len(conditions), self.n_labels, device=device)

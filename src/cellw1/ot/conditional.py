@@ -128,9 +128,14 @@ class ConditionalPotential(nn.Module):
         else:
             widths = (self.dim, *config.hidden, 1)
             self.layers = nn.ModuleList(
-                OrthonormalLinear(a, b, orthonormalization=config.orthonormalization,
-                                  bjorck_order=config.bjorck_order, bjorck_iters=config.bjorck_iters)
-                for a, b in zip(widths[:-1], widths[1:])
+                OrthonormalLinear(
+                    a,
+                    b,
+                    orthonormalization=config.orthonormalization,
+                    bjorck_order=config.bjorck_order,
+                    bjorck_iters=config.bjorck_iters,
+                )
+                for a, b in zip(widths[:-1], widths[1:], strict=False)
             )
             self.shifts = nn.ModuleList(nn.Linear(self.condition_dim, h, bias=False) for h in config.hidden)
             self.activation = GroupSort(config.group_size)
@@ -141,7 +146,7 @@ class ConditionalPotential(nn.Module):
         x = x * self.input_mask
         if self.parametrisation == "concat":
             return self.net(torch.cat((x, code), 1))
-        for layer, shift in zip(self.layers[:-1], self.shifts):
+        for layer, shift in zip(self.layers[:-1], self.shifts, strict=False):
             x = self.activation(layer(x) + shift(code))
         return self.layers[-1](x).squeeze(-1)
 
@@ -181,9 +186,16 @@ class ConditionalMap(FittedMap):
     FORMAT = FORMAT
     FORMAT_VERSION = FORMAT_VERSION
 
-    def __init__(self, encoder: ConditionEncoder, potential: ConditionalPotential, step_size: ConditionalStepSize,
-                 config: ConditionalConfig, info: dict[str, Any] | None = None, *,
-                 history: History | None = None) -> None:
+    def __init__(
+        self,
+        encoder: ConditionEncoder,
+        potential: ConditionalPotential,
+        step_size: ConditionalStepSize,
+        config: ConditionalConfig,
+        info: dict[str, Any] | None = None,
+        *,
+        history: History | None = None,
+    ) -> None:
         self.encoder = encoder.requires_grad_(False).eval()
         self.potential_net = potential.requires_grad_(False).eval()
         self.step_size_net = step_size.requires_grad_(False).eval()
@@ -207,8 +219,10 @@ class ConditionalMap(FittedMap):
         return self
 
     def __repr__(self) -> str:
-        return (f"ConditionalMap(dim={self.dim}, labels={self.encoder.n_labels}, encoding={self.encoder.encoding!r}, "
-                f"dose={self.encoder.has_dose}, parametrisation={self.config.parametrisation!r})")
+        return (
+            f"ConditionalMap(dim={self.dim}, labels={self.encoder.n_labels}, encoding={self.encoder.encoding!r}, "
+            f"dose={self.encoder.has_dose}, parametrisation={self.config.parametrisation!r})"
+        )
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -218,7 +232,9 @@ class ConditionalMap(FittedMap):
 
     def potential(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
         """``f(x, c)``; returns ``(n,)``."""
-        return like_input(evaluate(AtCondition(self.potential_net, self.code(condition)), self._points(x), batch_size), x)
+        return like_input(
+            evaluate(AtCondition(self.potential_net, self.code(condition)), self._points(x), batch_size), x
+        )
 
     def direction(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
         """Unit direction ``grad_x f / |grad_x f|`` (cells move along its negative); ``(n, d)``."""
@@ -227,7 +243,9 @@ class ConditionalMap(FittedMap):
 
     def step_size(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
         """Distance ``eta(x, c) >= 0`` each cell travels; ``(n,)``."""
-        return like_input(evaluate(AtCondition(self.step_size_net, self.code(condition)), self._points(x), batch_size), x)
+        return like_input(
+            evaluate(AtCondition(self.step_size_net, self.code(condition)), self._points(x), batch_size), x
+        )
 
     def transport(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
         """``T(x, c) = x - eta(x, c) u(x, c)``; returns ``(n, d)``."""
@@ -252,8 +270,12 @@ class ConditionalMap(FittedMap):
         return {
             **super().header(),
             "encoder": {
-                "n_labels": encoder.n_labels, "dim": encoder.dim, "encoding": encoder.encoding,
-                "pooling": encoder.pooling, "dose": encoder.has_dose, "vector_dim": encoder.vector_dim,
+                "n_labels": encoder.n_labels,
+                "dim": encoder.dim,
+                "encoding": encoder.encoding,
+                "pooling": encoder.pooling,
+                "dose": encoder.has_dose,
+                "vector_dim": encoder.vector_dim,
             },
         }
 
@@ -264,19 +286,25 @@ class ConditionalMap(FittedMap):
         return tensors
 
     @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model") -> ConditionalMap:
+    def from_state(
+        cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model"
+    ) -> ConditionalMap:
         check_format(header, FORMAT, FORMAT_VERSION, source=source)
         try:
             config = ConditionalConfig.from_dict(header["config"])
             spec = header["encoder"]
             encoder = ConditionEncoder(
-                int(spec["n_labels"]), int(spec["dim"]), encoding=spec["encoding"], dose=bool(spec["dose"]),
-                pooling=spec["pooling"], vector_dim=int(spec["vector_dim"]) or None,
+                int(spec["n_labels"]),
+                int(spec["dim"]),
+                encoding=spec["encoding"],
+                dose=bool(spec["dose"]),
+                pooling=spec["pooling"],
+                vector_dim=int(spec["vector_dim"]) or None,
             )
             potential = ConditionalPotential(int(header["dim"]), encoder.dim, config)
             step = ConditionalStepSize(int(header["dim"]), encoder.dim, config.step_hidden)
             for prefix, net in (("encoder.", encoder), ("potential.", potential), ("step_size.", step)):
-                net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+                net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
             info, history = read_history(header)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc

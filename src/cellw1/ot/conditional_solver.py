@@ -49,8 +49,9 @@ class _Data:
     tensors held out once.
     """
 
-    def __init__(self, source: Cells, targets: list[Cells], config: ConditionalConfig,
-                 generator: torch.Generator) -> None:
+    def __init__(
+        self, source: Cells, targets: list[Cells], config: ConditionalConfig, generator: torch.Generator
+    ) -> None:
         self.source_cells, val = source.split(config.val_fraction, generator)
         self.val_source = val if len(val) else self.source_cells.buffer()
         self.target_cells: list[Cells] = []
@@ -147,8 +148,12 @@ def fit_conditional_map(
     with torch.random.fork_rng(devices=[]), cpu_threads(config.cpu_threads if device.type == "cpu" else None):
         torch.manual_seed(seed)
         encoder = ConditionEncoder(
-            n_labels, config.condition_dim, encoding="learned" if vectors is None else "vector",
-            label_vectors=vectors, dose=all(has_dose), pooling=config.pooling,
+            n_labels,
+            config.condition_dim,
+            encoding="learned" if vectors is None else "vector",
+            label_vectors=vectors,
+            dose=all(has_dose),
+            pooling=config.pooling,
         ).to(device)
         encoder.scale.fill_(float(data.source.var(0).mean().sqrt().clamp_min(1e-6)))
         if all(has_dose):
@@ -162,9 +167,17 @@ def fit_conditional_map(
         step, phase2 = _fit_step_size(potential, codes, data, config, generator, rng, progress)
         end = time.perf_counter()
     history = combine(potential=phase1.pop("history"), step_size=phase2.pop("history"))
-    info = {"seed": seed, "n_source": x.n_cells, "n_targets": [y.n_cells for y in ys], "n_conditions": len(ys),
-            "streamed": data.streaming, **phase1, **phase2, "potential_seconds": mid - start,
-            "step_size_seconds": end - mid}
+    info = {
+        "seed": seed,
+        "n_source": x.n_cells,
+        "n_targets": [y.n_cells for y in ys],
+        "n_conditions": len(ys),
+        "streamed": data.streaming,
+        **phase1,
+        **phase2,
+        "potential_seconds": mid - start,
+        "step_size_seconds": end - mid,
+    }
     logger.info("fitted a conditional W1 map for %d conditions in %.2f s", len(ys), end - start)
     return ConditionalMap(encoder, potential, step, config, info, history=history)
 
@@ -183,9 +196,15 @@ def _dual(potential: ConditionalPotential, codes: torch.Tensor, data: _Data) -> 
     return total
 
 
-def _fit_potential(encoder: ConditionEncoder, data: _Data, members: torch.Tensor, dose: torch.Tensor | None,
-                   config: ConditionalConfig, generator: torch.Generator,
-                   progress: bool) -> tuple[ConditionalPotential, dict[str, Any]]:
+def _fit_potential(
+    encoder: ConditionEncoder,
+    data: _Data,
+    members: torch.Tensor,
+    dose: torch.Tensor | None,
+    config: ConditionalConfig,
+    generator: torch.Generator,
+    progress: bool,
+) -> tuple[ConditionalPotential, dict[str, Any]]:
     """Phase 1: the conditional potential and the condition encoder, trained together."""
     device = data.source.device
     potential = ConditionalPotential(data.source.shape[1], encoder.dim, config).to(device)
@@ -194,8 +213,9 @@ def _fit_potential(encoder: ConditionEncoder, data: _Data, members: torch.Tensor
         potential.input_mask.copy_((~constant).to(potential.input_mask))
     params = [*potential.parameters(), *encoder.parameters()]
     optimizer = torch.optim.Adam(params, lr=config.potential_lr, betas=config.potential_betas, **adam_kernel(device))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.potential_iters,
-                                                          eta_min=config.potential_lr_min)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.potential_iters, eta_min=config.potential_lr_min
+    )
     plateau = Plateau(config.patience, config.min_delta, "max")
     best = (-float("inf"), 0, copy.deepcopy(potential.state_dict()), copy.deepcopy(encoder.state_dict()))
     history: History = {"step": [], "val_dual": []}
@@ -209,7 +229,9 @@ def _fit_potential(encoder: ConditionEncoder, data: _Data, members: torch.Tensor
         c = c.to(device)
         optimizer.zero_grad(set_to_none=True)
         code = encoder(members, dose)[c]
-        values = potential(torch.cat((data.source[i.to(device)], data.all_targets[j.to(device)])), torch.cat((code, code)))
+        values = potential(
+            torch.cat((data.source[i.to(device)], data.all_targets[j.to(device)])), torch.cat((code, code))
+        )
         dual = values[:b].mean() - values[b:].mean()
         (-dual).backward()
         optimizer.step()
@@ -229,16 +251,26 @@ def _fit_potential(encoder: ConditionEncoder, data: _Data, members: torch.Tensor
     potential.requires_grad_(False)
     encoder.requires_grad_(False)
     history["best_step"] = [float(best[1])]
-    return potential, {"potential_steps": step, "potential_best_step": best[1], "potential_val_dual": best[0],
-                       "history": history}
+    return potential, {
+        "potential_steps": step,
+        "potential_best_step": best[1],
+        "potential_val_dual": best[0],
+        "history": history,
+    }
 
 
 # -- phase 2 ------------------------------------------------------------------------------------------
 class _Selector:
     """Keeps the step-size state whose transported validation cells match best (weighted over conditions)."""
 
-    def __init__(self, step: ConditionalStepSize, potential: ConditionalPotential, codes: torch.Tensor,
-                 data: _Data, config: ConditionalConfig) -> None:
+    def __init__(
+        self,
+        step: ConditionalStepSize,
+        potential: ConditionalPotential,
+        codes: torch.Tensor,
+        data: _Data,
+        config: ConditionalConfig,
+    ) -> None:
         self.step, self.codes, self.pi = step, codes, data.pi.tolist()
         x = data.val_source[:SELECT_CELLS]
         self.x = x
@@ -265,9 +297,15 @@ class _Selector:
         self.plateau.waited = 0
 
 
-def _fit_step_size(potential: ConditionalPotential, codes: torch.Tensor, data: _Data, config: ConditionalConfig,
-                   generator: torch.Generator, rng: np.random.Generator,
-                   progress: bool) -> tuple[ConditionalStepSize, dict[str, Any]]:
+def _fit_step_size(
+    potential: ConditionalPotential,
+    codes: torch.Tensor,
+    data: _Data,
+    config: ConditionalConfig,
+    generator: torch.Generator,
+    rng: np.random.Generator,
+    progress: bool,
+) -> tuple[ConditionalStepSize, dict[str, Any]]:
     """Phase 2: the minibatch-OT regression of ``eta(x, c)``, then the energy refinement.
 
     The step targets come from the current buffer of each group (every training cell in
@@ -281,8 +319,17 @@ def _fit_step_size(potential: ConditionalPotential, codes: torch.Tensor, data: _
         rows = torch.randperm(len(data.source), generator=generator)[:size].to(device)
         x = data.source[rows]
         u = direction(AtCondition(potential, codes[c]), x)
-        etas.append(ot_step_targets(x, u, data.targets[c], exponent=config.ot_exponent,
-                                    batch_size=config.ot_batch_size, passes=config.ot_passes, rng=rng))
+        etas.append(
+            ot_step_targets(
+                x,
+                u,
+                data.targets[c],
+                exponent=config.ot_exponent,
+                batch_size=config.ot_batch_size,
+                passes=config.ot_passes,
+                rng=rng,
+            )
+        )
         xs.append(x)
         cs.append(torch.full((size,), c, dtype=torch.long, device=device))
     x_all, c_all, eta_all = torch.cat(xs), torch.cat(cs), torch.cat(etas)
@@ -294,11 +341,16 @@ def _fit_step_size(potential: ConditionalPotential, codes: torch.Tensor, data: _
     step.net.eta_max.fill_(float(eta_all.max()))
     selector = _Selector(step, potential, codes, data, config)
     optimizer = torch.optim.Adam(step.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.regression_iters,
-                                                          eta_min=config.step_lr / 100)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100
+    )
     done = 0
-    for done in tqdm(range(1, config.regression_iters + 1), desc="conditional step size (regression)",
-                     disable=not progress, leave=False):
+    for done in tqdm(
+        range(1, config.regression_iters + 1),
+        desc="conditional step size (regression)",
+        disable=not progress,
+        leave=False,
+    ):
         idx = torch.multinomial(weights, config.batch_size, replacement=True, generator=generator).to(device)
         regression_step(step.net, optimizer, torch.cat((x_all[idx], codes[c_all[idx]]), 1), eta_all[idx])
         schedule.step()
@@ -313,12 +365,17 @@ def _fit_step_size(potential: ConditionalPotential, codes: torch.Tensor, data: _
     step.load_state_dict(selector.state)
     step.requires_grad_(False)
     selector.history["best_step"] = [float(selector.best_step)]
-    return step, {"step_size_steps": total, "step_size_best_step": selector.best_step,
-                  "step_size_val_energy": selector.best, "history": selector.history}
+    return step, {
+        "step_size_steps": total,
+        "step_size_best_step": selector.best_step,
+        "step_size_val_energy": selector.best,
+        "history": selector.history,
+    }
 
 
-def _pools(potential: ConditionalPotential, codes: torch.Tensor, data: _Data,
-           generator: torch.Generator) -> list[EnergyPool]:
+def _pools(
+    potential: ConditionalPotential, codes: torch.Tensor, data: _Data, generator: torch.Generator
+) -> list[EnergyPool]:
     """One :class:`EnergyPool` per condition: control cells with their directions, the condition's cells."""
     pools = []
     for c in range(len(codes)):
@@ -329,17 +386,27 @@ def _pools(potential: ConditionalPotential, codes: torch.Tensor, data: _Data,
     return pools
 
 
-def _match_energy(step: ConditionalStepSize, potential: ConditionalPotential, codes: torch.Tensor, data: _Data,
-                  config: ConditionalConfig, selector: _Selector, generator: torch.Generator, progress: bool,
-                  *, offset: int) -> int:
+def _match_energy(
+    step: ConditionalStepSize,
+    potential: ConditionalPotential,
+    codes: torch.Tensor,
+    data: _Data,
+    config: ConditionalConfig,
+    selector: _Selector,
+    generator: torch.Generator,
+    progress: bool,
+    *,
+    offset: int,
+) -> int:
     """Descend the energy distance between ``T(x, c)`` and condition ``c``'s cells, a few conditions a step."""
     device = data.source.device
     optimizer = torch.optim.Adam(step.parameters(), lr=config.energy_lr, betas=config.step_betas, **adam_kernel(device))
     k = min(len(codes), config.conditions_per_step)
     per = max(config.batch_size // k, 16)
     done = 0
-    for done in tqdm(range(1, config.energy_iters + 1), desc="conditional step size (energy)",
-                     disable=not progress, leave=False):
+    for done in tqdm(
+        range(1, config.energy_iters + 1), desc="conditional step size (energy)", disable=not progress, leave=False
+    ):
         if (done - 1) % POOL_STEPS == 0:
             if done > 1:
                 data.refresh()

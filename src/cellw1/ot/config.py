@@ -33,7 +33,9 @@ class Config:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a newer file format)."""
         unknown = set(data) - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         if unknown:
-            raise ConfigError(f"unknown {cls.__name__} fields {sorted(unknown)}; the file may come from a newer cellw1.")
+            raise ConfigError(
+                f"unknown {cls.__name__} fields {sorted(unknown)}; the file may come from a newer cellw1."
+            )
         return cls(**data)
 
 
@@ -174,9 +176,7 @@ class W1Config(Config):
                 f"unknown orthonormalization {self.orthonormalization!r}; use one of {ORTHONORMALIZATIONS}."
             )
         if self.step_size_learner not in STEP_SIZE_LEARNERS:
-            raise ConfigError(
-                f"unknown step_size_learner {self.step_size_learner!r}; use one of {STEP_SIZE_LEARNERS}."
-            )
+            raise ConfigError(f"unknown step_size_learner {self.step_size_learner!r}; use one of {STEP_SIZE_LEARNERS}.")
         if self.group_size < 2:
             raise ConfigError(f"group_size={self.group_size!r} must be an integer >= 2 (1 is the identity).")
         for width in self.hidden:
@@ -189,8 +189,17 @@ class W1Config(Config):
             if any(width < 1 for width in getattr(self, name)):
                 raise ConfigError(f"{name}={getattr(self, name)!r}: every width must be >= 1.")
         for name in (
-            "potential_iters", "step_iters", "regression_iters", "batch_size", "ot_batch_size", "ot_passes", "eval_every", "refine_iters",
-            "energy_iters", "bjorck_order", "bjorck_iters",
+            "potential_iters",
+            "step_iters",
+            "regression_iters",
+            "batch_size",
+            "ot_batch_size",
+            "ot_passes",
+            "eval_every",
+            "refine_iters",
+            "energy_iters",
+            "bjorck_order",
+            "bjorck_iters",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.")
@@ -220,8 +229,12 @@ class W1Config(Config):
         Step size: the adversarial learner, 10,000 Adam steps at lr 1e-4. No early stopping.
         """
         base = dict(
-            potential_iters=10_000, step_size_learner="gan", step_iters=10_000, step_lr=1e-4,
-            step_betas=(0.9, 0.999), patience=None,
+            potential_iters=10_000,
+            step_size_learner="gan",
+            step_iters=10_000,
+            step_lr=1e-4,
+            step_betas=(0.9, 0.999),
+            patience=None,
         )
         base.update(changes)
         return cls(**base)
@@ -345,7 +358,9 @@ class W2Config(Config):
         """Raise :class:`~cellw1.errors.ConfigError` naming the first invalid field."""
         check_fields(self)
         if not self.hidden or min(self.hidden) < 1:
-            raise ConfigError(f"hidden={self.hidden!r} must be a non-empty list of positive widths, e.g. (64, 64, 64, 64).")
+            raise ConfigError(
+                f"hidden={self.hidden!r} must be a non-empty list of positive widths, e.g. (64, 64, 64, 64)."
+            )
         for name in ("n_iters", "n_inner", "batch_size", "eval_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.")
@@ -354,7 +369,9 @@ class W2Config(Config):
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"betas={self.betas!r} must be two numbers in [0, 1); the paper uses (0.5, 0.9).")
         if not 0.0 <= self.negative_slope < 1.0:
-            raise ConfigError(f"negative_slope={self.negative_slope!r} must lie in [0, 1) for a convex, non-decreasing activation.")
+            raise ConfigError(
+                f"negative_slope={self.negative_slope!r} must lie in [0, 1) for a convex, non-decreasing activation."
+            )
         if self.penalty < 0:
             raise ConfigError(f"penalty={self.penalty!r} must be >= 0.")
         if not 0.0 <= self.val_fraction < 0.5:

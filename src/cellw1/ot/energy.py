@@ -74,13 +74,16 @@ class EnergyPool:
         if not self.gram:
             moved = self.x[i] - eta[:, None] * self.u[i]
             return 2 * torch.cdist(moved, self.y[j]).mean() - 2 * torch.pdist(moved).sum() / max(n * (n - 1), 1)
+
         def block(m: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
             return m.index_select(0, i).index_select(1, cols)
 
         e, e2 = eta[:, None], eta.square() * self.uu[i]
         to_target = block(self.d_xy, j) - 2 * e * block(self.a_xy, j) + e2[:, None]
         along = e * block(self.a_xx, i)  # eta_i u_i.(x_i - x_k)
-        within = block(self.d_xx, i) - 2 * (along + along.T) + e2[:, None] + e2[None, :] - 2 * e * e.T * block(self.uut, i)
+        within = (
+            block(self.d_xx, i) - 2 * (along + along.T) + e2[:, None] + e2[None, :] - 2 * e * e.T * block(self.uut, i)
+        )
         within = within.masked_fill(torch.eye(n, dtype=torch.bool, device=eta.device), 0.0)
         between = (to_target.clamp_min(0) + EPS).sqrt().mean()
         # the diagonal (a cell against itself) is EPS under the root: take its sqrt(EPS) back out

@@ -124,7 +124,7 @@ class ICNN(nn.Module):
         """``f(x)`` for ``x: (n, d)``; returns ``(n,)``."""
         parts = self.skip(x).split((*self.hidden, 1), dim=1)
         z = nn.functional.leaky_relu(parts[0], self.negative_slope).square()
-        for w, ax in zip(self.z_weights[:-1], parts[1:-1]):
+        for w, ax in zip(self.z_weights[:-1], parts[1:-1], strict=False):
             z = nn.functional.leaky_relu(torch.addmm(ax, z, w.t()), self.negative_slope)
         out = torch.addmm(parts[-1], z, self.z_weights[-1].t()).squeeze(-1)
         if self.quadratic_weight is not None:

@@ -102,9 +102,7 @@ class OrthonormalLinear(nn.Module):
     ) -> None:
         super().__init__()
         if orthonormalization not in ORTHONORMALIZATIONS:
-            raise ConfigError(
-                f"unknown orthonormalization {orthonormalization!r}; use one of {ORTHONORMALIZATIONS}."
-            )
+            raise ConfigError(f"unknown orthonormalization {orthonormalization!r}; use one of {ORTHONORMALIZATIONS}.")
         if bjorck_order < 1 or bjorck_iters < 1:
             raise ConfigError("bjorck_order and bjorck_iters must both be >= 1.")
         self.d_in, self.d_out = int(d_in), int(d_out)
@@ -243,7 +241,7 @@ class LipschitzPotential(nn.Module):
                 bjorck_order=bjorck_order,
                 bjorck_iters=bjorck_iters,
             )
-            for a, b in zip(widths[:-1], widths[1:])
+            for a, b in zip(widths[:-1], widths[1:], strict=False)
         )
         self.dim = int(dim)
         # 0 for features the potential ignores (constant in training): its gradient there is 0,

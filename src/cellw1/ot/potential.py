@@ -160,7 +160,9 @@ def fit_potential(
         constant = constant_features(source.buffer(), target.buffer())
         potential.input_mask.copy_((~constant).to(potential.input_mask))
         if constant.any():
-            logger.info("potential: %d of %d features are constant in training and stay fixed", int(constant.sum()), source.dim)
+            logger.info(
+                "potential: %d of %d features are constant in training and stay fixed", int(constant.sum()), source.dim
+            )
     optimizer = torch.optim.Adam(
         potential.parameters(), lr=config.potential_lr, betas=config.potential_betas, **adam_kernel(device)
     )
@@ -169,8 +171,9 @@ def fit_potential(
     )
     if val_source is None or len(val_source) == 0 or val_target is None or len(val_target) == 0:
         val_source, val_target = source.buffer(), target.buffer()
-    training = Training(potential, score="val_dual", mode="max", patience=config.patience,
-                        min_delta=config.min_delta, name="potential")
+    training = Training(
+        potential, score="val_dual", mode="max", patience=config.patience, min_delta=config.min_delta, name="potential"
+    )
     source_batches = minibatches(source, config.batch_size, config.potential_iters, generator)
     target_batches = minibatches(target, config.batch_size, config.potential_iters, generator)
     running, count = torch.zeros((), device=device), 0
@@ -190,6 +193,11 @@ def fit_potential(
                 break
     history = training.finish(step)
     potential.requires_grad_(False)
-    logger.info("potential: best validation dual %.5f at step %d (ran %d of %d)",
-                training.best_score, training.best_step, step, config.potential_iters)
+    logger.info(
+        "potential: best validation dual %.5f at step %d (ran %d of %d)",
+        training.best_score,
+        training.best_step,
+        step,
+        config.potential_iters,
+    )
     return PotentialFit(potential, training.best_step, training.best_score, history)

@@ -217,8 +217,14 @@ class StreamedCells(Cells):
     def split(self, fraction: float, generator: torch.Generator) -> tuple[StreamedCells, torch.Tensor]:
         train, val = split_validation(self.n_cells, fraction, generator)
         training = StreamedCells(
-            self.matrix, self.rows, self.transform, self.dim, buffer_cells=self.buffer_cells,
-            block_cells=self.block_cells, seed=self.seed, device=self.device,
+            self.matrix,
+            self.rows,
+            self.transform,
+            self.dim,
+            buffer_cells=self.buffer_cells,
+            block_cells=self.block_cells,
+            seed=self.seed,
+            device=self.device,
         )
         training._order = train.numpy()
         return training, self.read(val.numpy())

@@ -90,4 +90,3 @@ def fit_map(
     logger.info("fitted W1 map in %.2f s (dual %.4f)", end - start, phase1.best_dual)
     history = combine(potential=phase1.history, step_size=phase2.history)
     return TransportMap(phase1.potential, phase2.step_size, config, info, history=history)
-

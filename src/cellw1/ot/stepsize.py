@@ -179,10 +179,23 @@ class _Selector(Training):
     """A :class:`~cellw1.ot.training.Training` of the step size scored by how well the
     transported validation cells match the validation target cells (energy distance)."""
 
-    def __init__(self, module: StepSize, source: torch.Tensor, u: torch.Tensor, target: torch.Tensor,
-                 config: W1Config, limit: int = 1000):
-        super().__init__(module, score="val_energy", mode="min", patience=config.patience,
-                         min_delta=config.min_delta, name="step size")
+    def __init__(
+        self,
+        module: StepSize,
+        source: torch.Tensor,
+        u: torch.Tensor,
+        target: torch.Tensor,
+        config: W1Config,
+        limit: int = 1000,
+    ):
+        super().__init__(
+            module,
+            score="val_energy",
+            mode="min",
+            patience=config.patience,
+            min_delta=config.min_delta,
+            name="step size",
+        )
         self.module, self.source, self.u, self.target = module, source[:limit], u[:limit], target[:limit]
         self.yy = float(torch.cdist(self.target, self.target).mean())
 
@@ -194,7 +207,9 @@ class _Selector(Training):
         return energy
 
 
-def regression_step(step_size: StepSize, optimizer: torch.optim.Optimizer, x: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+def regression_step(
+    step_size: StepSize, optimizer: torch.optim.Optimizer, x: torch.Tensor, eta: torch.Tensor
+) -> torch.Tensor:
     """One least-squares step of ``eta(x)`` towards the targets ``eta``, in units of ``eta_scale``."""
     optimizer.zero_grad(set_to_none=True)
     loss = ((step_size(x) - eta) / step_size.eta_scale).square().mean()
@@ -229,7 +244,7 @@ def gan_step(
     fake = discriminator(moved)
     gen_loss = bce(fake, torch.ones_like(fake))
     params = [p for p in step_size.parameters() if p.requires_grad]
-    for p, g in zip(params, torch.autograd.grad(gen_loss, params)):
+    for p, g in zip(params, torch.autograd.grad(gen_loss, params), strict=False):
         p.grad = g
     opt_step.step()
     return disc_loss.detach(), gen_loss.detach()
@@ -289,49 +304,102 @@ def fit_step_size(
         steps += _regress(step_size, potential, source, target, config, selector, generator, rng, progress)
     if learner == "ot_energy":
         selector.resume()
-        steps += _match_energy(step_size, potential, source, target, config, selector, generator, progress,
-                               offset=steps)
+        steps += _match_energy(
+            step_size, potential, source, target, config, selector, generator, progress, offset=steps
+        )
     if learner == "ot_gan":
         selector.resume()
-        steps += _adversarial(step_size, potential, source, target, config, selector, generator, progress,
-                              n_iters=config.refine_iters, lr=config.refine_lr, offset=steps)
+        steps += _adversarial(
+            step_size,
+            potential,
+            source,
+            target,
+            config,
+            selector,
+            generator,
+            progress,
+            n_iters=config.refine_iters,
+            lr=config.refine_lr,
+            offset=steps,
+        )
     if learner == "gan":
         # at the optimum E eta = W1, which the dual estimates: the natural scale of the steps
         step_size.eta_scale.fill_(max(dual_value(potential, source.buffer(), target.buffer()), 1e-3))
-        steps += _adversarial(step_size, potential, source, target, config, selector, generator, progress,
-                              n_iters=config.step_iters, lr=config.step_lr, offset=0)
+        steps += _adversarial(
+            step_size,
+            potential,
+            source,
+            target,
+            config,
+            selector,
+            generator,
+            progress,
+            n_iters=config.step_iters,
+            lr=config.step_lr,
+            offset=0,
+        )
     history = selector.finish(steps)
     step_size.requires_grad_(False)
     logger.info(
         "step size (%s): best validation energy distance %.5f at step %d",
-        config.step_size_learner, selector.best_score, selector.best_step,
+        config.step_size_learner,
+        selector.best_score,
+        selector.best_step,
     )
     return StepSizeFit(step_size, selector.best_step, selector.best_score, history)
 
 
-def _regress(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells, config: W1Config,
-             selector: _Selector, generator: torch.Generator,
-             rng: np.random.Generator, progress: bool) -> int:
+def _regress(
+    step_size: StepSize,
+    potential: LipschitzPotential,
+    source: Cells,
+    target: Cells,
+    config: W1Config,
+    selector: _Selector,
+    generator: torch.Generator,
+    rng: np.random.Generator,
+    progress: bool,
+) -> int:
     """Least squares on minibatch-OT step targets; returns the steps taken."""
 
     def step_targets(x: torch.Tensor) -> tuple[torch.Tensor]:
         u = direction(potential, x)
-        return (ot_step_targets(
-            x, u, target.next_buffer(), exponent=config.ot_exponent, batch_size=config.ot_batch_size,
-            passes=config.ot_passes, rng=rng,
-        ),)
+        return (
+            ot_step_targets(
+                x,
+                u,
+                target.next_buffer(),
+                exponent=config.ot_exponent,
+                batch_size=config.ot_batch_size,
+                passes=config.ot_passes,
+                rng=rng,
+            ),
+        )
 
     first = step_targets(source.buffer())
     eta = first[0]
     step_size.eta_scale.fill_(float(eta.mean()) if float(eta.mean()) > 0 else 1.0)
     step_size.eta_max.fill_(float(eta.max()))
     device = eta.device
-    optimizer = torch.optim.Adam(step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100)
-    batches = minibatches(source, config.batch_size, config.regression_iters, generator,
-                          reuse=REGRESSION_REUSE, prepare=step_targets, prepared=first)
+    optimizer = torch.optim.Adam(
+        step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device)
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100
+    )
+    batches = minibatches(
+        source,
+        config.batch_size,
+        config.regression_iters,
+        generator,
+        reuse=REGRESSION_REUSE,
+        prepare=step_targets,
+        prepared=first,
+    )
     step = 0
-    for step in tqdm(range(1, config.regression_iters + 1), desc="step size (regression)", disable=not progress, leave=False):
+    for step in tqdm(
+        range(1, config.regression_iters + 1), desc="step size (regression)", disable=not progress, leave=False
+    ):
         x, eta_x = next(batches)
         loss = regression_step(step_size, optimizer, x, eta_x)
         schedule.step()
@@ -349,9 +417,18 @@ def _pool(cells: Cells, size: int, generator: torch.Generator) -> torch.Tensor:
     return buffer[rows.to(buffer.device)]
 
 
-def _match_energy(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells,
-                  config: W1Config, selector: _Selector, generator: torch.Generator, progress: bool,
-                  *, offset: int) -> int:
+def _match_energy(
+    step_size: StepSize,
+    potential: LipschitzPotential,
+    source: Cells,
+    target: Cells,
+    config: W1Config,
+    selector: _Selector,
+    generator: torch.Generator,
+    progress: bool,
+    *,
+    offset: int,
+) -> int:
     """Descend the minibatch energy distance between ``T(x)`` and target cells; returns the steps taken.
 
     Only ``eta`` moves (the directions are fixed), so the map stays a W1 map; matching the
@@ -360,8 +437,9 @@ def _match_energy(step_size: StepSize, potential: LipschitzPotential, source: Ce
     (:class:`~cellw1.ot.energy.EnergyPool`), so a step costs the same in any dimension.
     """
     device = source.buffer().device
-    optimizer = torch.optim.Adam(step_size.parameters(), lr=config.energy_lr, betas=config.step_betas,
-                                 **adam_kernel(device))
+    optimizer = torch.optim.Adam(
+        step_size.parameters(), lr=config.energy_lr, betas=config.step_betas, **adam_kernel(device)
+    )
     step = 0
     for step in tqdm(range(1, config.energy_iters + 1), desc="step size (energy)", disable=not progress, leave=False):
         if (step - 1) % POOL_STEPS == 0:
@@ -380,9 +458,20 @@ def _match_energy(step_size: StepSize, potential: LipschitzPotential, source: Ce
     return step
 
 
-def _adversarial(step_size: StepSize, potential: LipschitzPotential, source: Cells, target: Cells, config: W1Config,
-                 selector: _Selector, generator: torch.Generator, progress: bool,
-                 *, n_iters: int, lr: float, offset: int) -> int:
+def _adversarial(
+    step_size: StepSize,
+    potential: LipschitzPotential,
+    source: Cells,
+    target: Cells,
+    config: W1Config,
+    selector: _Selector,
+    generator: torch.Generator,
+    progress: bool,
+    *,
+    n_iters: int,
+    lr: float,
+    offset: int,
+) -> int:
     """Alternating GAN steps (paper eqs. 15-16) from the current step size; returns the steps taken."""
     device = source.buffer().device
     discriminator = Discriminator(source.dim, config.discriminator_hidden).to(device)

@@ -149,7 +149,10 @@ class Training:
         if not math.isfinite(score):
             self.diverged = True
             logger.warning(
-                "%s diverged at step %d (non-finite validation score); keeping step %d.", self.name, step, self.best_step
+                "%s diverged at step %d (non-finite validation score); keeping step %d.",
+                self.name,
+                step,
+                self.best_step,
             )
             return False
         return self.consider(step, score)
@@ -161,7 +164,7 @@ class Training:
 
     def restore(self) -> None:
         """Put the best state back into the modules."""
-        for module, state in zip(self.modules, self._states):
+        for module, state in zip(self.modules, self._states, strict=False):
             module.load_state_dict(state)
 
     def resume(self) -> None:

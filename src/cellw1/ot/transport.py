@@ -84,7 +84,9 @@ class TransportMap(FittedMap):
         return self
 
     def __repr__(self) -> str:
-        return f"TransportMap(dim={self.dim}, step_size_learner={self.config.step_size_learner!r}, device={self.device})"
+        return (
+            f"TransportMap(dim={self.dim}, step_size_learner={self.config.step_size_learner!r}, device={self.device})"
+        )
 
     # -- evaluation -----------------------------------------------------------------------------
     def potential(self, x: Any, *, batch_size: int = CHUNK) -> Any:
@@ -122,7 +124,9 @@ class TransportMap(FittedMap):
         return tensors
 
     @classmethod
-    def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model") -> TransportMap:
+    def from_state(
+        cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model"
+    ) -> TransportMap:
         """Rebuild a map from :meth:`state_tensors` and :meth:`header` output."""
         check_format(header, FORMAT, FORMAT_VERSION, source=source)
         try:

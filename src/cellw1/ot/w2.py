@@ -272,7 +272,9 @@ def _fit_w2(source: Any, target: Any, config: W2Config, seed: int, progress: boo
         "val_energy": training.best_score,
         "initial_val_energy": initial,
         "g_min_weight": g.min_weight(),
-        "quadratic_weight": None if g.quadratic_weight is None else {
+        "quadratic_weight": None
+        if g.quadratic_weight is None
+        else {
             "f": float(f.quadratic_weight.detach()),  # type: ignore[arg-type]
             "g": float(g.quadratic_weight.detach()),
         },
@@ -280,6 +282,9 @@ def _fit_w2(source: Any, target: Any, config: W2Config, seed: int, progress: boo
     }
     logger.info(
         "fitted W2 map in %.2f s (best validation energy %.4g at step %d; initial %.4g)",
-        seconds, training.best_score, training.best_step, initial,
+        seconds,
+        training.best_score,
+        training.best_step,
+        initial,
     )
     return W2Map(f, g, config, info, shift=shift, scale=scale, history=history)

@@ -95,7 +95,7 @@ def _import_distributed() -> Any:
         import distributed
     except ImportError as exc:
         raise ConfigError(
-            "scheduler= needs Dask distributed; install it with `pip install \"cellw1[distributed]\"`."
+            'scheduler= needs Dask distributed; install it with `pip install "cellw1[distributed]"`.'
         ) from exc
     return distributed
 
@@ -127,13 +127,22 @@ def open_client(
                 n_workers = max(1, min(n_workers, n_tasks))
         logger.info(
             "starting a local Dask cluster of %d worker processes (%d torch thread(s) each)",
-            n_workers, threads_per_worker,
+            n_workers,
+            threads_per_worker,
         )
         import dask  # present with distributed
 
-        with dask.config.set(WORKER_ENVIRON), distributed.LocalCluster(
-            n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1", **LOCAL_CLUSTER_QUIET,
-        ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        with (
+            dask.config.set(WORKER_ENVIRON),
+            distributed.LocalCluster(
+                n_workers=n_workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                **LOCAL_CLUSTER_QUIET,
+            ) as cluster,
+            distributed.Client(cluster, set_as_default=False) as client,
+        ):
             _check_workers(client, "the local cluster")
             yield client
         return
@@ -238,8 +247,11 @@ def fit_on_client(
         logger.info("workers stream the cells from %s", data)
     else:
         data = shipped_data(
-            adata, condition_key, [control, *perturbations],
-            layer=fit_kwargs.get("layer"), obsm_key=fit_kwargs.get("obsm_key"),
+            adata,
+            condition_key,
+            [control, *perturbations],
+            layer=fit_kwargs.get("layer"),
+            obsm_key=fit_kwargs.get("obsm_key"),
         )
         logger.info("sending %d cells x %d features to the workers once", data.n_obs, data.n_vars)
     shared = client.scatter(data, broadcast=False, hash=False)
@@ -250,8 +262,15 @@ def fit_on_client(
 
     def submit(label: str) -> Any:
         future = client.submit(
-            fit_task, shared, condition_key, control, label, fit_kwargs, threads_per_worker,
-            key=f"cellw1-fit-{run}-{len(futures)}-{label}", pure=False,
+            fit_task,
+            shared,
+            condition_key,
+            control,
+            label,
+            fit_kwargs,
+            threads_per_worker,
+            key=f"cellw1-fit-{run}-{len(futures)}-{label}",
+            pure=False,
         )
         futures.append(future)
         label_of[future.key] = (label, generation)
@@ -266,16 +285,22 @@ def fit_on_client(
             except CellW1Error as exc:
                 yield label, exc
             except distributed.KilledWorker as exc:
-                yield label, CellW1Error(
-                    f"the worker fitting {label!r} died ({exc}); it may have run out of memory: "
-                    "give the workers more memory or run fewer per machine."
+                yield (
+                    label,
+                    CellW1Error(
+                        f"the worker fitting {label!r} died ({exc}); it may have run out of memory: "
+                        "give the workers more memory or run fewer per machine."
+                    ),
                 )
             except CancelledError:
                 # the only cancellations here: the scattered data were lost with their worker
                 if used == generation:
                     if generation >= MAX_RESCATTERS:
-                        yield label, CellW1Error(
-                            f"the data for {label!r} were lost with the workers holding them {generation + 1} times."
+                        yield (
+                            label,
+                            CellW1Error(
+                                f"the data for {label!r} were lost with the workers holding them {generation + 1} times."
+                            ),
                         )
                         continue
                     generation += 1

@@ -132,8 +132,18 @@ def fit_all(
     check_scheduler(scheduler, n_workers, threads_per_worker)
     with open_source(adata, "cellw1.fit_all") as source:  # obs read once; the fits in this process read it
         return _fit_labels(
-            source, condition_key, control, perturbations, settings, on_error=on_error, out=out, scheduler=scheduler,
-            n_workers=n_workers, threads_per_worker=threads_per_worker, progress=progress, kwargs=kwargs,
+            source,
+            condition_key,
+            control,
+            perturbations,
+            settings,
+            on_error=on_error,
+            out=out,
+            scheduler=scheduler,
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            progress=progress,
+            kwargs=kwargs,
         )
 
 
@@ -199,11 +209,22 @@ def _fit_labels(
                     outcome = exc
                 record(label, outcome)
         elif todo:
-            with open_client(
-                scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)
-            ) as client, contextlib.closing(
-                fit_on_client(client, source.origin, condition_key, control, todo, kwargs, threads_per_worker=threads_per_worker)
-            ) as results:
+            with (
+                open_client(
+                    scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)
+                ) as client,
+                contextlib.closing(
+                    fit_on_client(
+                        client,
+                        source.origin,
+                        condition_key,
+                        control,
+                        todo,
+                        kwargs,
+                        threads_per_worker=threads_per_worker,
+                    )
+                ) as results,
+            ):
                 for label, outcome in tqdm(results, desc="perturbations", total=len(todo), disable=not progress):
                     record(label, outcome)
     if failures:

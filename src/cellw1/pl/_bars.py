@@ -83,7 +83,7 @@ def metric_bars(
 
     fig, axes = panel_axes(ax, len(metrics), figsize=(0.8 + 0.55 * len(methods), 3.0))
     jitter = np.random.default_rng(0)
-    for panel, metric in zip(axes, metrics):
+    for panel, metric in zip(axes, metrics, strict=False):
         in_metric = (metric_col == metric).to_numpy()
         for x, method in enumerate(methods):
             values = values_all[in_metric & (method_col == method).to_numpy()]

@@ -68,7 +68,9 @@ def embedding(
     preds = {name: as_array(values, f"predicted[{name!r}]") for name, values in method_panels(predicted).items()}
     for name, arr in [("observed", obs), *((f"predicted[{k!r}]", v) for k, v in preds.items())]:
         if arr.shape[1] != ctrl.shape[1]:
-            raise InputError(f"{name} has {arr.shape[1]} features but control has {ctrl.shape[1]}; use the same features.")
+            raise InputError(
+                f"{name} has {arr.shape[1]} features but control has {ctrl.shape[1]}; use the same features."
+            )
 
     mean, pcs = pca_2d(np.vstack([ctrl, obs]))
 
@@ -77,7 +79,7 @@ def embedding(
 
     c2, o2 = project(ctrl), project(obs)
     fig, axes = panel_axes(ax, len(preds), figsize=(3.6, 3.4), share=True)
-    for i, (panel, (name, arr)) in enumerate(zip(axes, preds.items())):
+    for i, (panel, (name, arr)) in enumerate(zip(axes, preds.items(), strict=False)):
         p2 = project(arr)
         panel.scatter(o2[:, 0], o2[:, 1], s=3, c=OBSERVED_COLOR, label="observed", zorder=1)
         panel.scatter(c2[:, 0], c2[:, 1], s=3, c=CONTROL_COLOR, alpha=0.5, label="control", zorder=2)

@@ -23,8 +23,9 @@ from ..errors import InputError
 SAVE_DPI = 120
 
 
-def panel_axes(ax: Any, n_panels: int, *, figsize: tuple[float, float], n_cols: int = 3,
-               share: bool = False) -> tuple[Any, list[Any]]:
+def panel_axes(
+    ax: Any, n_panels: int, *, figsize: tuple[float, float], n_cols: int = 3, share: bool = False
+) -> tuple[Any, list[Any]]:
     """The figure and ``n_panels`` axes to draw into: ``ax`` itself, or a new figure's grid.
 
     Parameters

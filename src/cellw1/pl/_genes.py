@@ -78,7 +78,9 @@ def mean_change(
     for name, values in method_panels(predicted).items():
         means = column_means(values, f"predicted[{name!r}]")
         if means.size != base.size:
-            raise InputError(f"predicted[{name!r}] has {means.size} genes but control has {base.size}; use the same genes.")
+            raise InputError(
+                f"predicted[{name!r}] has {means.size} genes but control has {base.size}; use the same genes."
+            )
         changes[name] = means - base
     names = None
     if gene_names is not None:
@@ -88,7 +90,7 @@ def mean_change(
     labelled = np.argsort(-np.abs(observed_change), kind="stable")[: max(int(n_labels), 0)] if names is not None else []
 
     fig, axes = panel_axes(ax, len(changes), figsize=(3.6, 3.4), share=True)
-    for panel, (name, change) in zip(axes, changes.items()):
+    for panel, (name, change) in zip(axes, changes.items(), strict=False):
         lo = float(min(observed_change.min(), change.min(), 0.0))
         hi = float(max(observed_change.max(), change.max(), 0.0))
         pad = 0.05 * (hi - lo) or 0.05
@@ -97,11 +99,13 @@ def mean_change(
         panel.axvline(0.0, lw=0.5, c="#b0b0b0", zorder=0)
         panel.scatter(observed_change, change, s=5, c=POINT_COLOR, alpha=0.6, zorder=2)
         for i in labelled:
-            panel.annotate(str(names[i]), (observed_change[i], change[i]), fontsize=6, xytext=(2, 2),
-                           textcoords="offset points")
+            panel.annotate(
+                str(names[i]), (observed_change[i], change[i]), fontsize=6, xytext=(2, 2), textcoords="offset points"
+            )
         r = pearson(observed_change, change)
-        panel.text(0.03, 0.97, f"r = {r:.3f}" if np.isfinite(r) else "r = n/a", transform=panel.transAxes,
-                   va="top", fontsize=8)
+        panel.text(
+            0.03, 0.97, f"r = {r:.3f}" if np.isfinite(r) else "r = n/a", transform=panel.transAxes, va="top", fontsize=8
+        )
         panel.set_title(name, fontsize=10)
         panel.set_xlabel("observed mean change", fontsize=8)
         panel.set_ylabel("predicted mean change", fontsize=8)

@@ -55,15 +55,18 @@ def history_groups(history: Mapping[str, Any]) -> dict[str, dict[str, tuple[str,
     """
     groups: dict[str, dict[str, tuple[str, Any]]] = {}
     tail = f"_{X_KEY}"
-    prefixes = sorted((str(k)[: -len(tail)] for k in history if str(k).endswith(tail) and not str(k).endswith(BEST_KEY)),
-                      key=len, reverse=True)
+    prefixes = sorted(
+        (str(k)[: -len(tail)] for k in history if str(k).endswith(tail) and not str(k).endswith(BEST_KEY)),
+        key=len,
+        reverse=True,
+    )
     for key, values in history.items():
         key = str(key)
         if isinstance(values, Mapping):
             groups.setdefault(key, {}).update({str(k): (f"{key}.{k}", v) for k, v in values.items()})
             continue
         prefix = next((p for p in prefixes if key.startswith(f"{p}_")), "")
-        groups.setdefault(prefix, {})[key[len(prefix) + 1:] if prefix else key] = (key, values)
+        groups.setdefault(prefix, {})[key[len(prefix) + 1 :] if prefix else key] = (key, values)
     return {name: entries for name, entries in groups.items() if entries}
 
 
@@ -78,7 +81,9 @@ def history_panels(history: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     panels: dict[str, dict[str, Any]] = {}
     for group, entries in history_groups(history).items():
         steps = _series(entries.get(X_KEY, ("", None))[1])
-        marks = {mark: _series(entries.get(key, ("", None))[1]) for mark, key in (("stop", STOP_KEY), ("best", BEST_KEY))}
+        marks = {
+            mark: _series(entries.get(key, ("", None))[1]) for mark, key in (("stop", STOP_KEY), ("best", BEST_KEY))
+        }
         for key, (full_key, values) in entries.items():
             y = _series(values)
             if key in (X_KEY, STOP_KEY, BEST_KEY) or y is None:
@@ -138,13 +143,16 @@ def history(
         unknown = [k for k in wanted if k not in present]
         if unknown or not wanted:
             raise InputError(f"keys {unknown or wanted} not in the history; choose among {present}.")
-        panels = {name: {**p, "lines": {k: v for k, v in p["lines"].items() if k in wanted}}
-                  for name, p in panels.items() if any(k in wanted for k in p["lines"])}
+        panels = {
+            name: {**p, "lines": {k: v for k, v in p["lines"].items() if k in wanted}}
+            for name, p in panels.items()
+            if any(k in wanted for k in p["lines"])
+        }
     if not panels:
         raise InputError("the history holds no series of numbers to plot (lists under keys such as 'val_dual').")
 
     fig, axes = panel_axes(ax, len(panels), figsize=(3.6, 2.8))
-    for panel, (name, content) in zip(axes, panels.items()):
+    for panel, (name, content) in zip(axes, panels.items(), strict=False):
         for label, x, y in content["lines"].values():
             color = TRAIN_COLOR if label.startswith("train_") else VAL_COLOR if label.startswith("val_") else None
             panel.plot(x, y, lw=1.0, color=color, label=label, marker="o" if y.size < 30 else None, ms=3)

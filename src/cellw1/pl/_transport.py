@@ -57,8 +57,9 @@ def transport(
     """
     from matplotlib.collections import LineCollection
 
-    src, moved, tgt = (as_array(a, name) for a, name in ((source, "source"), (transported, "transported"),
-                                                         (target, "target")))
+    src, moved, tgt = (
+        as_array(a, name) for a, name in ((source, "source"), (transported, "transported"), (target, "target"))
+    )
     for name, arr in (("source", src), ("transported", moved), ("target", tgt)):
         if arr.shape[1] != 2:
             raise InputError(f"{name} must have shape (n, 2) to be plotted, got {arr.shape}; project to 2-D first.")
@@ -75,8 +76,11 @@ def transport(
     axes.scatter(tgt[:, 0], tgt[:, 1], s=4, c=TARGET_COLOR, label="target", zorder=1)
     rays = np.random.default_rng(seed).choice(len(src), min(max(n_rays, 0), len(src)), replace=False)
     ray_colors = colors[rays] if isinstance(colors, np.ndarray) else colors
-    axes.add_collection(LineCollection(np.stack([src[rays], moved[rays]], axis=1), colors=ray_colors,
-                                       linewidths=0.4, alpha=0.5, zorder=2))
+    axes.add_collection(
+        LineCollection(
+            np.stack([src[rays], moved[rays]], axis=1), colors=ray_colors, linewidths=0.4, alpha=0.5, zorder=2
+        )
+    )
     axes.scatter(src[:, 0], src[:, 1], s=4, c=colors, label="source", zorder=3)
     axes.scatter(moved[:, 0], moved[:, 1], s=4, c=MOVED_COLOR, label="transported", zorder=4)
     axes.set_aspect("equal", adjustable="datalim")

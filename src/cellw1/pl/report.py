@@ -41,6 +41,5 @@ def report_figures(result: Any, directory: str | os.PathLike) -> list[Path]:
         written.append(directory / "embedding.png")
         embedding(snap.control, snap.predicted, snap.observed, title=where, save=written[-1])
         written.append(directory / "mean_change.png")
-        mean_change(snap.control, snap.predicted, snap.observed, title=f"{where}, scored features",
-                    save=written[-1])
+        mean_change(snap.control, snap.predicted, snap.observed, title=f"{where}, scored features", save=written[-1])
     return written

@@ -91,7 +91,9 @@ class Autoencoder(Embedding):
 
     kind = "autoencoder"
 
-    def __init__(self, net: AutoencoderNet, info: dict[str, Any] | None = None, *, history: History | None = None) -> None:
+    def __init__(
+        self, net: AutoencoderNet, info: dict[str, Any] | None = None, *, history: History | None = None
+    ) -> None:
         self.net = net.requires_grad_(False).eval()
         super().__init__(net.n_features, net.latent, info)
         self.history: History = dict(history or {})
@@ -118,8 +120,12 @@ class Autoencoder(Embedding):
         return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
     def header(self) -> dict[str, Any]:
-        return {**super().header(), "hidden": list(self.net.hidden), "activation": self.net.activation,
-                "history": self.history}
+        return {
+            **super().header(),
+            "hidden": list(self.net.hidden),
+            "activation": self.net.activation,
+            "history": self.history,
+        }
 
     @classmethod
     def _from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Autoencoder:
@@ -131,7 +137,9 @@ class Autoencoder(Embedding):
         return cls(net, info, history=history)
 
     @classmethod
-    def fit(cls, x: np.ndarray | Cells, *, config: EmbeddingConfig, seed: int = 0, progress: bool = False) -> Autoencoder:
+    def fit(
+        cls, x: np.ndarray | Cells, *, config: EmbeddingConfig, seed: int = 0, progress: bool = False
+    ) -> Autoencoder:
         """Train on ``x: (n, g)`` with minibatch Adam and early stopping.
 
         A shuffled ``ae_val_fraction`` of the cells is held out (all cells are used for
@@ -149,8 +157,9 @@ class Autoencoder(Embedding):
             return cls._fit(x, config, seed, progress, device)
 
     @classmethod
-    def _fit(cls, x: np.ndarray | Cells, config: EmbeddingConfig, seed: int, progress: bool,
-             device: torch.device) -> Autoencoder:
+    def _fit(
+        cls, x: np.ndarray | Cells, config: EmbeddingConfig, seed: int, progress: bool, device: torch.device
+    ) -> Autoencoder:
         """:meth:`fit` with the thread policy applied."""
         cells = x if isinstance(x, Cells) else MemoryCells(torch.tensor(x, device=device))
         hidden, latent = autoencoder_shape(cells.dim, config)
@@ -166,8 +175,13 @@ class Autoencoder(Embedding):
             net.parameters(), lr=config.ae_lr, weight_decay=config.ae_weight_decay, **adam_kernel(device)
         )
         batches = minibatches(training, config.ae_batch_size, config.ae_max_iters, generator)
-        loop = Training(net, score="val_loss", mode="min", patience=math.ceil(config.ae_patience / config.ae_eval_every),
-                        name="autoencoder")
+        loop = Training(
+            net,
+            score="val_loss",
+            mode="min",
+            patience=math.ceil(config.ae_patience / config.ae_eval_every),
+            name="autoencoder",
+        )
         running, count, step = torch.zeros((), device=device), 0, 0
         bar = tqdm(range(1, config.ae_max_iters + 1), desc="autoencoder", disable=not progress, leave=False)
         start = time.perf_counter()
@@ -203,7 +217,13 @@ class Autoencoder(Embedding):
         }
         logger.info(
             "autoencoder %s -> %d: validation MSE %.4g (feature variance %.4g) at step %d of %d%s, %.1f s",
-            (cells.dim, *hidden), latent, loop.best_score, val_variance, loop.best_step, step,
-            " (early stop)" if stopped_early else "", seconds,
+            (cells.dim, *hidden),
+            latent,
+            loop.best_score,
+            val_variance,
+            loop.best_step,
+            step,
+            " (early stop)" if stopped_early else "",
+            seconds,
         )
         return cls(net, info, history=history)

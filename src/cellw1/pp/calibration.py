@@ -104,4 +104,3 @@ def calibrate(predicted: np.ndarray, calibration: np.ndarray | None) -> np.ndarr
         out = np.maximum(out + offsets, 0.0)
         out[zero] = 0.0
     return out
-

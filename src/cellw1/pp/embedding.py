@@ -181,7 +181,9 @@ class Embedding(ABC):
     def encode(self, x: np.ndarray) -> np.ndarray:
         """Latent coordinates of cells ``x: (n, n_features)``; a new float32 ``(n, dim)``."""
         arr = check_cells(
-            x, "x", self.n_features,
+            x,
+            "x",
+            self.n_features,
             f"x has {{got}} features but the {self.kind} embedding was fitted on {self.n_features}; "
             "pass the same features, in the same order, as the training data.",
         )

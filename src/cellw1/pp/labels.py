@@ -48,7 +48,9 @@ def label_series(column: pd.Series, *, key: str, warn: bool = True) -> pd.Series
     if warn and missing.any():
         logger.warning(
             "%d of %d cells have no label in obs[%r] (NaN or None); they are left out.",
-            int(missing.sum()), len(missing), key,
+            int(missing.sum()),
+            len(missing),
+            key,
         )
     return pd.Series(text, index=column.index, dtype=object, name=column.name)
 

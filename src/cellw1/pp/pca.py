@@ -122,15 +122,19 @@ class PCAEmbedding(Embedding):
         if k < config.n_components:
             logger.info(
                 "PCA: n_components=%d reduced to %d = min(n_cells - 1, n_features) for %d cells x %d features",
-                config.n_components, k, n, g,
+                config.n_components,
+                k,
+                n,
+                g,
             )
         start = time.perf_counter()
         mean, components, variance, total = principal_components(x, k, seed=seed)
         seconds = time.perf_counter() - start
         ratio = float(variance.sum() / total) if total > 0 else 1.0
         info = {"n_cells": n, "seconds": seconds, "explained_variance_ratio": ratio, "seed": seed}
-        logger.info("PCA: %d components explain %.1f%% of the variance of %d cells (%.2f s)",
-                    k, 100 * ratio, n, seconds)
+        logger.info(
+            "PCA: %d components explain %.1f%% of the variance of %d cells (%.2f s)", k, 100 * ratio, n, seconds
+        )
         return cls(mean, components, variance, info)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -148,5 +152,3 @@ class PCAEmbedding(Embedding):
             tensors["explained_variance"].cpu().numpy(),
             header.get("info"),
         )
-
-

@@ -76,8 +76,10 @@ def _sample(X: Matrix, size: int = SAMPLE_SIZE) -> np.ndarray:
 def _column_range(X: Matrix) -> tuple[np.ndarray, np.ndarray]:
     """Smallest and largest value of each gene, ``(n_genes,)`` each (implicit zeros count)."""
     if sp.issparse(X):
-        return (np.asarray(X.min(axis=0).toarray(), dtype=np.float64).reshape(-1),
-                np.asarray(X.max(axis=0).toarray(), dtype=np.float64).reshape(-1))
+        return (
+            np.asarray(X.min(axis=0).toarray(), dtype=np.float64).reshape(-1),
+            np.asarray(X.max(axis=0).toarray(), dtype=np.float64).reshape(-1),
+        )
     X = np.asarray(X, dtype=np.float64)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():  # an all-NaN column is checked elsewhere
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -257,13 +259,9 @@ class Preprocessor:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a newer file format)."""
         unknown = set(data) - {"input_kind", "target_sum", "reason", "n_features"}
         if unknown:
-            raise ConfigError(
-                f"unknown Preprocessor fields {sorted(unknown)}; the file may come from a newer cellw1."
-            )
+            raise ConfigError(f"unknown Preprocessor fields {sorted(unknown)}; the file may come from a newer cellw1.")
         try:
-            return cls(
-                data["input_kind"], data.get("target_sum"), str(data.get("reason", "")), data.get("n_features")
-            )
+            return cls(data["input_kind"], data.get("target_sum"), str(data.get("reason", "")), data.get("n_features"))
         except KeyError as exc:
             raise ConfigError(f"Preprocessor description lacks {exc}; the file is incomplete.") from exc
 

@@ -13,8 +13,7 @@ import pandas as pd
 from .._data import check_seed
 from ..errors import InputError
 from ..io.source import Source, feature_matrix, open_source
-from ..ot.config import W1Config
-from ..ot.config import W2Config
+from ..ot.config import W1Config, W2Config
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_series, label_text, present_labels
 from ..pp.spaces import check_space
@@ -126,9 +125,23 @@ def fit(
     method = check_method(method)  # a deprecated alias warns here and becomes its new name
     check_space(space)
     with open_source(adata, "cellw1.fit") as source:
-        return fit_source(source, condition_key, control, perturbation, layer=layer, obsm_key=obsm_key, space=space,
-                          method=method, config=config, embedding_config=embedding_config, embedding=embedding,
-                          input_kind=input_kind, seed=seed, progress=progress, buffer_cells=buffer_cells)
+        return fit_source(
+            source,
+            condition_key,
+            control,
+            perturbation,
+            layer=layer,
+            obsm_key=obsm_key,
+            space=space,
+            method=method,
+            config=config,
+            embedding_config=embedding_config,
+            embedding=embedding,
+            input_kind=input_kind,
+            seed=seed,
+            progress=progress,
+            buffer_cells=buffer_cells,
+        )
 
 
 def fit_source(
@@ -173,13 +186,32 @@ def fit_source(
     start = time.perf_counter()
     info: dict[str, Any] = {"n_control": int(is_source.sum()), "n_perturbed": int(is_target.sum()), "seed": seed}
     preprocessor, embedding, fitted, calibration, diagnostics = fit_pipeline(
-        source, matrix, is_source, is_target, obsm_key=obsm_key, space=space, method=method, config=config,
-        embedding_config=embedding_config, embedding=embedding, input_kind=input_kind, seed=seed,
-        progress=progress, buffer_cells=buffer_cells,
+        source,
+        matrix,
+        is_source,
+        is_target,
+        obsm_key=obsm_key,
+        space=space,
+        method=method,
+        config=config,
+        embedding_config=embedding_config,
+        embedding=embedding,
+        input_kind=input_kind,
+        seed=seed,
+        progress=progress,
+        buffer_cells=buffer_cells,
     )
     info.update(diagnostics, fit_seconds=time.perf_counter() - start)
     return PerturbationModel(
-        features=features, preprocessor=preprocessor, embedding=embedding, method=fitted,
-        condition_key=condition_key, control=control, perturbation=perturbation,
-        layer=layer, obsm_key=obsm_key, info=info, calibration=calibration,
+        features=features,
+        preprocessor=preprocessor,
+        embedding=embedding,
+        method=fitted,
+        condition_key=condition_key,
+        control=control,
+        perturbation=perturbation,
+        layer=layer,
+        obsm_key=obsm_key,
+        info=info,
+        calibration=calibration,
     )

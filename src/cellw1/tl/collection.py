@@ -100,8 +100,16 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         """
         if not self._models:
             raise InputError("the collection holds no model; nothing to predict.")
-        return predict_source(self._models, adata, stacked=True, out=out, cells=cells, chunk_cells=chunk_cells,
-                              progress=progress, what="ModelCollection.predict")
+        return predict_source(
+            self._models,
+            adata,
+            stacked=True,
+            out=out,
+            cells=cells,
+            chunk_cells=chunk_cells,
+            progress=progress,
+            what="ModelCollection.predict",
+        )
 
     def save(self, directory: str | os.PathLike) -> Path:
         """One sub-folder per model plus ``collection.json`` (written last, atomically)."""
@@ -112,7 +120,12 @@ class ModelCollection(Mapping[str, PerturbationModel]):
             folder = _folder_name(label, taken)
             model.save(directory / folder)
             index[label] = folder
-        body = {"format": COLLECTION_FORMAT, "format_version": FORMAT_VERSION, "models": index, "failures": self.failures}
+        body = {
+            "format": COLLECTION_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "models": index,
+            "failures": self.failures,
+        }
         atomic_write_bytes(directory / COLLECTION_FILE, json.dumps(body, indent=2, sort_keys=True).encode())
         return directory
 
@@ -124,14 +137,17 @@ class ModelCollection(Mapping[str, PerturbationModel]):
             index = body["models"]
         except (OSError, ValueError, KeyError) as exc:
             raise ModelFileError(f"{str(directory / COLLECTION_FILE)!r} is missing or corrupted ({exc}).") from exc
-        return cls({label: PerturbationModel.load(directory / folder) for label, folder in index.items()}, body.get("failures"))
+        return cls(
+            {label: PerturbationModel.load(directory / folder) for label, folder in index.items()}, body.get("failures")
+        )
 
 
 def _differences(there: Any, now: Any, prefix: str = "") -> list[str]:
     """What differs between two settings, e.g. ``["seed: 0 there, 1 now"]`` (nested dicts by ``a.b``)."""
     if isinstance(there, dict) and isinstance(now, dict):
         return [
-            line for key in sorted(set(there) | set(now))
+            line
+            for key in sorted(set(there) | set(now))
             for line in _differences(there.get(key), now.get(key), f"{prefix}{key}.")
         ]
     if there == now:
@@ -171,9 +187,7 @@ class CollectionDirectory:
         JSON-able description of how the models are fitted (method, space, seed, config...).
     """
 
-    def __init__(
-        self, directory: str | os.PathLike, settings: dict[str, Any], inputs: Sequence[Any] = ()
-    ) -> None:
+    def __init__(self, directory: str | os.PathLike, settings: dict[str, Any], inputs: Sequence[Any] = ()) -> None:
         self.directory = Path(directory)
         self.settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back from the file
         self.index: dict[str, str] = {}
@@ -265,8 +279,11 @@ class CollectionDirectory:
     def write_index(self) -> Path:
         """Rewrite ``collection.json`` atomically from the models recorded so far."""
         body = {
-            "format": COLLECTION_FORMAT, "format_version": FORMAT_VERSION, "models": self.index,
-            "failures": self.failures, "settings": self.settings,
+            "format": COLLECTION_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "models": self.index,
+            "failures": self.failures,
+            "settings": self.settings,
         }
         data = json.dumps(body, indent=2, sort_keys=True).encode()
         return atomic_write_bytes(self.directory / COLLECTION_FILE, data)

@@ -96,15 +96,41 @@ def fit_conditional(
         As for :func:`cellw1.fit`.
     """
     with open_source(adata, "cellw1.fit_conditional") as source:
-        return _fit(source, condition_key, control, perturbations, dose_key, embedding_key, space, config, seed,
-                    layer=layer, embedding_config=embedding_config, input_kind=input_kind, progress=progress,
-                    buffer_cells=buffer_cells)
+        return _fit(
+            source,
+            condition_key,
+            control,
+            perturbations,
+            dose_key,
+            embedding_key,
+            space,
+            config,
+            seed,
+            layer=layer,
+            embedding_config=embedding_config,
+            input_kind=input_kind,
+            progress=progress,
+            buffer_cells=buffer_cells,
+        )
 
 
-def _fit(source: Source, condition_key: str, control: str, perturbations: Sequence[str] | None,
-         dose_key: str | None, embedding_key: str | None, space: str, config: Any, seed: int, *, layer: str | None,
-         embedding_config: EmbeddingConfig | None, input_kind: Any, progress: bool,
-         buffer_cells: int | None) -> ConditionalModel:
+def _fit(
+    source: Source,
+    condition_key: str,
+    control: str,
+    perturbations: Sequence[str] | None,
+    dose_key: str | None,
+    embedding_key: str | None,
+    space: str,
+    config: Any,
+    seed: int,
+    *,
+    layer: str | None,
+    embedding_config: EmbeddingConfig | None,
+    input_kind: Any,
+    progress: bool,
+    buffer_cells: int | None,
+) -> ConditionalModel:
     """:func:`fit_conditional` on an opened :class:`~cellw1.io.source.Source` (memory or disk)."""
     check_space(space)
     seed = check_seed(seed)
@@ -129,69 +155,113 @@ def _fit(source: Source, condition_key: str, control: str, perturbations: Sequen
         )
     uns = source.adata.uns if isinstance(source, MemorySource) else None
     if uns is None and embedding_key is not None:
-        raise InputError("embedding_key reads adata.uns, which a file on disk is not opened for; load the AnnData "
-                         "(anndata.read_h5ad) to fit with label vectors.")
+        raise InputError(
+            "embedding_key reads adata.uns, which a file on disk is not opened for; load the AnnData "
+            "(anndata.read_h5ad) to fit with label vectors."
+        )
     table, vectors = _label_table(uns, embedding_key, groups)
     check_unique_genes(source.var_names)
     start = time.perf_counter()
     control_rows = np.flatnonzero((labels == control).to_numpy())
     preprocessor, embedding, cells, samples, features = _pipeline(
-        source, control_rows, list(groups.values()), layer=layer, space=space, config=config,
-        embedding_config=embedding_config, input_kind=input_kind, seed=seed, progress=progress,
+        source,
+        control_rows,
+        list(groups.values()),
+        layer=layer,
+        space=space,
+        config=config,
+        embedding_config=embedding_config,
+        input_kind=input_kind,
+        seed=seed,
+        progress=progress,
         buffer_cells=buffer_cells,
     )
-    conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose)
-                  for label, dose in groups]
-    cmap = fit_conditional_map(cells[0], cells[1:], conditions, config, seed, n_labels=len(table),
-                               label_vectors=vectors, progress=progress)
+    conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose) for label, dose in groups]
+    cmap = fit_conditional_map(
+        cells[0], cells[1:], conditions, config, seed, n_labels=len(table), label_vectors=vectors, progress=progress
+    )
     info: dict[str, Any] = {
-        "n_control": len(control_rows), "seed": seed, "input_kind": preprocessor.input_kind,
-        "input_kind_reason": preprocessor.reason, "fit_seconds": time.perf_counter() - start,
+        "n_control": len(control_rows),
+        "seed": seed,
+        "input_kind": preprocessor.input_kind,
+        "input_kind_reason": preprocessor.reason,
+        "fit_seconds": time.perf_counter() - start,
     }
     model = ConditionalModel(
-        features=features, preprocessor=preprocessor, embedding=embedding, cmap=cmap, condition_key=condition_key,
-        control=control, labels=table, dose_key=dose_key, embedding_key=embedding_key, layer=layer, info=info,
+        features=features,
+        preprocessor=preprocessor,
+        embedding=embedding,
+        cmap=cmap,
+        condition_key=condition_key,
+        control=control,
+        labels=table,
+        dose_key=dose_key,
+        embedding_key=embedding_key,
+        layer=layer,
+        info=info,
         conditions=[{"label": label, "dose": dose, "n_cells": len(group)} for (label, dose), group in groups.items()],
-        calibration=None, pooled_calibration=None,
+        calibration=None,
+        pooled_calibration=None,
     )
     model.calibration, model.pooled_calibration = _calibrations(model, samples[0], samples[1:], seed)
     model.info["seconds_with_calibration"] = time.perf_counter() - start
     return model
 
 
-def _pipeline(source: Source, control_rows: np.ndarray, groups: list[np.ndarray], *, layer: str | None, space: str,
-              config: ConditionalConfig, embedding_config: EmbeddingConfig | None, input_kind: Any, seed: int,
-              progress: bool, buffer_cells: int | None,
-              ) -> tuple[Preprocessor, Embedding, list[StreamedCells], list[np.ndarray], list[str]]:
+def _pipeline(
+    source: Source,
+    control_rows: np.ndarray,
+    groups: list[np.ndarray],
+    *,
+    layer: str | None,
+    space: str,
+    config: ConditionalConfig,
+    embedding_config: EmbeddingConfig | None,
+    input_kind: Any,
+    seed: int,
+    progress: bool,
+    buffer_cells: int | None,
+) -> tuple[Preprocessor, Embedding, list[StreamedCells], list[np.ndarray], list[str]]:
     """The steps of :func:`~cellw1.tl.pipeline.fit_pipeline` for many groups, reading rows only:
     normalisation in one pass, PCA on a sample of rows, every group (control first) as a
     :class:`~cellw1.ot.sampling.StreamedCells` sampler, expression samples for the calibration."""
     if space == "autoencoder" and not source.in_memory:
-        raise InputError("fit_conditional streams from disk in 'pca' or 'genes' space; load the data for 'autoencoder'.")
+        raise InputError(
+            "fit_conditional streams from disk in 'pca' or 'genes' space; load the data for 'autoencoder'."
+        )
     if buffer_cells is None:  # in memory every cell is held already; from disk one buffer per group
         buffer_cells = max(source.n_obs, 1) if source.in_memory else BUFFER_CELLS
     elif isinstance(buffer_cells, bool) or not isinstance(buffer_cells, int | np.integer) or buffer_cells < 1:
         raise ConfigError(f"buffer_cells={buffer_cells!r} must be an integer >= 1 (cells of each group held at once).")
     matrix, features = feature_matrix(source, layer=layer, obsm_key=None)
     rows = np.sort(np.concatenate([control_rows, *groups]))
-    preprocessor = fit_preprocessor_streaming(lambda: row_blocks(matrix, rows),
-                                              matrix.read(spread_sample(rows, DETECTION_ROWS, seed)), assume=input_kind)
+    preprocessor = fit_preprocessor_streaming(
+        lambda: row_blocks(matrix, rows), matrix.read(spread_sample(rows, DETECTION_ROWS, seed)), assume=input_kind
+    )
     if space == "autoencoder":
-        embedding = fit_embedding(space, preprocessor.transform(matrix.read(rows)), config=embedding_config,
-                                  seed=seed, progress=progress)
+        embedding = fit_embedding(
+            space, preprocessor.transform(matrix.read(rows)), config=embedding_config, seed=seed, progress=progress
+        )
     else:
         sample = spread_sample(rows, EMBEDDING_CELLS if space == "pca" else 2, seed)
-        embedding = fit_embedding(space, preprocessor.transform(matrix.read(sample)), config=embedding_config,
-                                  seed=seed, progress=progress)
+        embedding = fit_embedding(
+            space, preprocessor.transform(matrix.read(sample)), config=embedding_config, seed=seed, progress=progress
+        )
 
     def transform(raw: Any) -> np.ndarray:
         return embedding.encode(preprocessor.transform(raw))
 
     device = resolve_device(config.device)
-    cells = [StreamedCells(matrix, group, transform, embedding.dim, buffer_cells=int(buffer_cells), seed=seed + k,
-                           device=device) for k, group in enumerate([control_rows, *groups])]
-    samples = [preprocessor.transform(matrix.read(spread_sample(group, SAMPLE_CELLS, seed + k)))
-               for k, group in enumerate([control_rows, *groups])]
+    cells = [
+        StreamedCells(
+            matrix, group, transform, embedding.dim, buffer_cells=int(buffer_cells), seed=seed + k, device=device
+        )
+        for k, group in enumerate([control_rows, *groups])
+    ]
+    samples = [
+        preprocessor.transform(matrix.read(spread_sample(group, SAMPLE_CELLS, seed + k)))
+        for k, group in enumerate([control_rows, *groups])
+    ]
     return preprocessor, embedding, cells, samples, features
 
 
@@ -203,8 +273,9 @@ def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None
     if perturbations is None:
         chosen = [p for p in present_labels(labels) if p != control]
     else:
-        chosen = list(dict.fromkeys(label_text(p) for p in ([perturbations] if isinstance(perturbations, str)
-                                                            else perturbations)))
+        chosen = list(
+            dict.fromkeys(label_text(p) for p in ([perturbations] if isinstance(perturbations, str) else perturbations))
+        )
         for p in chosen:
             check_label(labels, p, "perturbation", key)
         chosen = [p for p in chosen if p != control]
@@ -233,7 +304,9 @@ def _doses(obs: pd.DataFrame, dose_key: str | None, labels: pd.Series, chosen: l
     return doses
 
 
-def _groups(labels: pd.Series, doses: np.ndarray | None, chosen: list[str]) -> dict[tuple[str, float | None], np.ndarray]:
+def _groups(
+    labels: pd.Series, doses: np.ndarray | None, chosen: list[str]
+) -> dict[tuple[str, float | None], np.ndarray]:
     """Row numbers of each condition ``(label, dose)``, in the order of ``chosen`` then dose."""
     values = labels.to_numpy()
     groups: dict[tuple[str, float | None], np.ndarray] = {}
@@ -247,8 +320,9 @@ def _groups(labels: pd.Series, doses: np.ndarray | None, chosen: list[str]) -> d
     return groups
 
 
-def _label_table(uns: Mapping[str, Any] | None, key: str | None,
-                 groups: Mapping[tuple[str, float | None], np.ndarray]) -> tuple[list[str], np.ndarray | None]:
+def _label_table(
+    uns: Mapping[str, Any] | None, key: str | None, groups: Mapping[tuple[str, float | None], np.ndarray]
+) -> tuple[list[str], np.ndarray | None]:
     """The label table and, with ``key``, the vector of every label in ``uns[key]``."""
     members = list(dict.fromkeys(m for label, _ in groups for m in member_labels(label)))
     if key is None or uns is None:
@@ -269,21 +343,24 @@ def _label_table(uns: Mapping[str, Any] | None, key: str | None,
         vectors = np.stack([np.asarray(given[k], dtype=np.float64).ravel() for k in table])
     except (ValueError, TypeError) as exc:
         sizes = sorted({np.asarray(v).size for v in given.values()})
-        raise InputError(f"the vectors of adata.uns[{key!r}] must all have the same length; found sizes {sizes}.") from exc
+        raise InputError(
+            f"the vectors of adata.uns[{key!r}] must all have the same length; found sizes {sizes}."
+        ) from exc
     if not np.isfinite(vectors).all():
         raise InputError(f"adata.uns[{key!r}] holds NaN or inf; give finite vectors.")
     return table, vectors.astype(np.float32)
 
 
-def _calibrations(model: ConditionalModel, control: np.ndarray, perturbed: list[np.ndarray],
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _calibrations(
+    model: ConditionalModel, control: np.ndarray, perturbed: list[np.ndarray], seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per training condition: the calibration of its predicted controls against its cells. Pooled over
     conditions (for unseen ones): the zero thresholds only, offsets 0."""
     sample = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]
     z = model.embedding.encode(sample)
     per, pooled_pred, pooled_obs = [], [], []
     share = max(SAMPLE_CELLS // max(len(perturbed), 1), 50)
-    for i, (cells, condition) in enumerate(zip(perturbed, model.conditions)):
+    for i, (cells, condition) in enumerate(zip(perturbed, model.conditions, strict=False)):
         view = model.view(condition["label"], condition["dose"])
         predicted = model.embedding.decode(view.method.predict(z))
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]

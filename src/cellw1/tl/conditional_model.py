@@ -106,11 +106,24 @@ class ConditionalModel:
         Where the conditions came from in the training AnnData.
     """
 
-    def __init__(self, *, features: list[str], preprocessor: Preprocessor | None, embedding: Embedding,
-                 cmap: ConditionalMap, condition_key: str, control: str, labels: list[str],
-                 conditions: list[dict[str, Any]], dose_key: str | None, embedding_key: str | None,
-                 calibration: np.ndarray | None, pooled_calibration: np.ndarray | None, layer: str | None = None,
-                 info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        features: list[str],
+        preprocessor: Preprocessor | None,
+        embedding: Embedding,
+        cmap: ConditionalMap,
+        condition_key: str,
+        control: str,
+        labels: list[str],
+        conditions: list[dict[str, Any]],
+        dose_key: str | None,
+        embedding_key: str | None,
+        calibration: np.ndarray | None,
+        pooled_calibration: np.ndarray | None,
+        layer: str | None = None,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         self.features, self.preprocessor, self.embedding, self.map = list(features), preprocessor, embedding, cmap
         self.condition_key, self.control = condition_key, control
         self.labels, self.conditions = list(labels), [dict(c) for c in conditions]
@@ -121,8 +134,10 @@ class ConditionalModel:
 
     def __repr__(self) -> str:
         dose = f", dose_key={self.dose_key!r}" if self.dose_key else ""
-        return (f"ConditionalModel({len(self.conditions)} training conditions, {len(self.labels)} labels{dose}, "
-                f"space={self.embedding.kind!r}, {len(self.features)} features)")
+        return (
+            f"ConditionalModel({len(self.conditions)} training conditions, {len(self.labels)} labels{dose}, "
+            f"space={self.embedding.kind!r}, {len(self.features)} features)"
+        )
 
     @property
     def perturbations(self) -> list[str]:
@@ -149,9 +164,14 @@ class ConditionalModel:
             elif self.embedding_key is not None and uns is not None and member in (uns.get(self.embedding_key) or {}):
                 vectors.append(self._vector(member, uns[self.embedding_key][member]))
             else:
-                how = (f"nor a vector in the data's uns[{self.embedding_key!r}]" if self.embedding_key
-                       else "and the model was fitted without embedding vectors (embedding_key), so it cannot encode a new label")
-                shown = ", ".join(self.labels[:30]) + (f" and {len(self.labels) - 30} more" if len(self.labels) > 30 else "")
+                how = (
+                    f"nor a vector in the data's uns[{self.embedding_key!r}]"
+                    if self.embedding_key
+                    else "and the model was fitted without embedding vectors (embedding_key), so it cannot encode a new label"
+                )
+                shown = ", ".join(self.labels[:30]) + (
+                    f" and {len(self.labels) - 30} more" if len(self.labels) > 30 else ""
+                )
                 raise InputError(f"perturbation {member!r} is not one the model knows ({shown}) {how}.")
         return Condition(tuple(positions), np.stack(vectors) if vectors else None, self._dose(label, dose))
 
@@ -186,7 +206,10 @@ class ConditionalModel:
         if not low <= value <= high:
             logger.warning(
                 "dose %g of %r lies outside the training doses [%g, %g]; the prediction extrapolates.",
-                value, label, low, high,
+                value,
+                label,
+                low,
+                high,
             )
         return value
 
@@ -209,20 +232,31 @@ class ConditionalModel:
         return self.pooled_calibration, "calibrated_zeros"
 
     # -- prediction ---------------------------------------------------------------------------------
-    def view(self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None) -> PerturbationModel:
+    def view(
+        self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None
+    ) -> PerturbationModel:
         """A :class:`~cellw1.tl.model.PerturbationModel` predicting one condition (``predict`` only)."""
         condition = self.condition(perturbation, dose, uns)
         label = label_text(perturbation)
         calibration, output = self._calibration(label, condition.dose)
         return _ConditionView(
-            features=self.features, preprocessor=self.preprocessor, embedding=self.embedding,
-            method=_AtCondition(self.map, condition), condition_key=self.condition_key, control=self.control,
-            perturbation=label, layer=self.layer, info=self.info, calibration=calibration, dose=condition.dose,
+            features=self.features,
+            preprocessor=self.preprocessor,
+            embedding=self.embedding,
+            method=_AtCondition(self.map, condition),
+            condition_key=self.condition_key,
+            control=self.control,
+            perturbation=label,
+            layer=self.layer,
+            info=self.info,
+            calibration=calibration,
+            dose=condition.dose,
             output=output,
         )
 
-    def predict(self, adata: ad.AnnData | str | os.PathLike, perturbation: str, dose: float | None = None,
-                **kwargs: Any) -> ad.AnnData | Path:
+    def predict(
+        self, adata: ad.AnnData | str | os.PathLike, perturbation: str, dose: float | None = None, **kwargs: Any
+    ) -> ad.AnnData | Path:
         """Predict the cells of ``adata`` (never modified) under ``perturbation`` at ``dose``.
 
         Parameters
@@ -250,11 +284,21 @@ class ConditionalModel:
     # -- files ----------------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "versions": _versions(), "features": self.features,
-            "condition_key": self.condition_key, "control": self.control, "labels": self.labels,
-            "conditions": self.conditions, "dose_key": self.dose_key, "embedding_key": self.embedding_key,
-            "layer": self.layer, "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
-            "embedding": self.embedding.header(), "map": self.map.header(), "info": self.info,
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "versions": _versions(),
+            "features": self.features,
+            "condition_key": self.condition_key,
+            "control": self.control,
+            "labels": self.labels,
+            "conditions": self.conditions,
+            "dose_key": self.dose_key,
+            "embedding_key": self.embedding_key,
+            "layer": self.layer,
+            "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
+            "embedding": self.embedding.header(),
+            "map": self.map.header(),
+            "info": self.info,
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -280,21 +324,36 @@ class ConditionalModel:
         tensors, header = load_tensors(directory / MODEL_FILE, kind="ConditionalModel")
         check_format(header, FORMAT, FORMAT_VERSION, source=f"{str(directory / MODEL_FILE)!r}")
         try:
-            embedding = load_embedding({k[10:]: v for k, v in tensors.items() if k.startswith("embedding.")},
-                                       header["embedding"])
-            cmap = ConditionalMap.from_state({k[4:]: v for k, v in tensors.items() if k.startswith("map.")},
-                                             header["map"], source=f"model in {str(directory)!r}")
+            embedding = load_embedding(
+                {k[10:]: v for k, v in tensors.items() if k.startswith("embedding.")}, header["embedding"]
+            )
+            cmap = ConditionalMap.from_state(
+                {k[4:]: v for k, v in tensors.items() if k.startswith("map.")},
+                header["map"],
+                source=f"model in {str(directory)!r}",
+            )
             pre = header["preprocessing"]
             return cls(
-                features=header["features"], preprocessor=None if pre is None else Preprocessor.from_dict(pre),
-                embedding=embedding, cmap=cmap, condition_key=header["condition_key"], control=header["control"],
-                labels=header["labels"], conditions=header["conditions"], dose_key=header["dose_key"],
-                embedding_key=header["embedding_key"], layer=header.get("layer"), info=header.get("info"),
+                features=header["features"],
+                preprocessor=None if pre is None else Preprocessor.from_dict(pre),
+                embedding=embedding,
+                cmap=cmap,
+                condition_key=header["condition_key"],
+                control=header["control"],
+                labels=header["labels"],
+                conditions=header["conditions"],
+                dose_key=header["dose_key"],
+                embedding_key=header["embedding_key"],
+                layer=header.get("layer"),
+                info=header.get("info"),
                 calibration=tensors["output.calibration"].numpy() if "output.calibration" in tensors else None,
-                pooled_calibration=(tensors["output.pooled_calibration"].numpy()
-                                    if "output.pooled_calibration" in tensors else None),
+                pooled_calibration=(
+                    tensors["output.pooled_calibration"].numpy() if "output.pooled_calibration" in tensors else None
+                ),
             )
         except ModelFileError:
             raise
         except Exception as exc:
-            raise ModelFileError(f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it.") from exc
+            raise ModelFileError(
+                f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it."
+            ) from exc

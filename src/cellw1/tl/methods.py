@@ -38,8 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, ModelFileError
-from ..ot.config import W1Config
-from ..ot.config import W2Config
+from ..ot.config import W1Config, W2Config
 from ..ot.sampling import Cells, checked_cells
 from ..ot.solver import fit_map
 from ..ot.training import History
@@ -175,7 +174,12 @@ class W2(_NeuralMap):
 
 
 _CLASSES: dict[str, type[FittedMethod]] = {
-    "identity": Identity, "observed": Observed, "mean_shift": MeanShift, "scgen_vae": ScGenVAE, "w2": W2, "w1": W1,
+    "identity": Identity,
+    "observed": Observed,
+    "mean_shift": MeanShift,
+    "scgen_vae": ScGenVAE,
+    "w2": W2,
+    "w1": W1,
 }
 
 
@@ -191,7 +195,8 @@ def check_method(name: str, *, stacklevel: int = 3) -> str:
         warnings.warn(
             f"method {name!r} is deprecated and will be removed in the next release: it is a mean shift, "
             f"not scGen's VAE; use method={new!r} (the same results), or 'scgen_vae' for the real scGen.",
-            FutureWarning, stacklevel=stacklevel,
+            FutureWarning,
+            stacklevel=stacklevel,
         )
         return new
     if name not in _CLASSES:
@@ -201,7 +206,9 @@ def check_method(name: str, *, stacklevel: int = 3) -> str:
 
 #: config class each method takes (the others take none)
 CONFIGS: dict[str, type[W1Config] | type[W2Config] | type[ScGenConfig]] = {
-    "w1": W1Config, "w2": W2Config, "scgen_vae": ScGenConfig,
+    "w1": W1Config,
+    "w2": W2Config,
+    "scgen_vae": ScGenConfig,
 }
 
 
@@ -261,8 +268,10 @@ def fit_method(
         fitted = MeanShift.fit(checked_cells(source, "source", cpu), checked_cells(target, "target", cpu), seed)
     elif name == "scgen_vae":  # pertpy trains on all cells at once: read every row
         cpu = torch.device("cpu")
-        cells = [torch.cat(list(checked_cells(x, what, cpu).blocks())).numpy() for x, what in
-                 ((source, "source"), (target, "target"))]
+        cells = [
+            torch.cat(list(checked_cells(x, what, cpu).blocks())).numpy()
+            for x, what in ((source, "source"), (target, "target"))
+        ]
         fitted = fit_scgen(cells[0], cells[1], config, seed, progress=progress)
     elif name == "w1":
         fitted = W1(fit_map(source, target, config, seed, progress=progress))

@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._version import __version__
 from .._io import (
     FORMATS,
     atomic_write_bytes,
@@ -32,6 +31,7 @@ from .._io import (
     load_tensors,
     save_tensors,
 )
+from .._version import __version__
 from ..errors import InputError, ModelFileError
 from ..io.source import check_data_kind, feature_matrix, is_on_disk, open_source
 from ..ot.training import History, combine
@@ -190,7 +190,10 @@ class PerturbationModel:
             if others:
                 logger.warning(
                     "%d of %d input cells are not labelled %r in obs[%r]; predicting them as if they were controls.",
-                    others, len(labels), self.control, self.condition_key,
+                    others,
+                    len(labels),
+                    self.control,
+                    self.condition_key,
                 )
 
     def _uns(self) -> dict[str, Any]:
@@ -271,9 +274,17 @@ class PerturbationModel:
             base = adata if cells is None else adata[chosen_rows(cells, adata.n_obs)]
             predicted = self.predict(base, chunk_cells=chunk_cells, progress=progress)
             return add_prediction(base, predicted, key_added, obsm=self.obsm_key is not None)
-        return predict_source({self.perturbation: self}, adata, stacked=False, out=out, cells=cells,
-                              chunk_cells=chunk_cells, progress=progress, what="PerturbationModel.predict",
-                              with_controls=with_controls)
+        return predict_source(
+            {self.perturbation: self},
+            adata,
+            stacked=False,
+            out=out,
+            cells=cells,
+            chunk_cells=chunk_cells,
+            progress=progress,
+            what="PerturbationModel.predict",
+            with_controls=with_controls,
+        )
 
     def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
         result = obs.copy()
@@ -328,9 +339,7 @@ class PerturbationModel:
         """Write the model to ``directory`` (created if needed); atomic, no pickle."""
         directory = Path(directory)
         if (directory / COLLECTION_FILE).exists():
-            raise InputError(
-                f"{str(directory)!r} holds a collection of models; save this model to another directory."
-            )
+            raise InputError(f"{str(directory)!r} holds a collection of models; save this model to another directory.")
         header = self.header()
         save_tensors(directory / MODEL_FILE, self.tensors(), header)
         atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
@@ -368,7 +377,9 @@ class PerturbationModel:
         except ModelFileError:
             raise
         except Exception as exc:  # a well-formed file whose content does not fit together
-            raise ModelFileError(f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it.") from exc
+            raise ModelFileError(
+                f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it."
+            ) from exc
 
 
 def file_instead_of_directory(path: Path) -> str:

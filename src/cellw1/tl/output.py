@@ -48,19 +48,27 @@ def scale_record(model: Any, output: str | None) -> dict[str, Any]:
     kind = None if pre is None else pre.input_kind
     if kind == "counts":
         assert pre is not None and pre.target_sum is not None
-        scale = (f"natural log1p of counts scaled to {pre.target_sum:.6g} per cell (the median total count of the "
-                 "training cells): log(1 + target_sum * counts / total counts)")
+        scale = (
+            f"natural log1p of counts scaled to {pre.target_sum:.6g} per cell (the median total count of the "
+            "training cells): log(1 + target_sum * counts / total counts)"
+        )
     elif kind == "log":
         scale = "the input's own values (already log-normalised), as given; cellw1 applied no transform"
     else:
         scale = f"the features of obsm[{model.obsm_key!r}], as given"
     return {
-        "method": model.method.name, "space": model.embedding.kind, "control": model.control,
+        "method": model.method.name,
+        "space": model.embedding.kind,
+        "control": model.control,
         "perturbation": model.perturbation,
-        "values": "log1p-normalised" if pre is not None else model.obsm_key, "output": output,
-        "input_kind": kind, "target_sum": None if pre is None else pre.target_sum,
-        "log_base": "e" if kind == "counts" else None, "scale": scale,
-        "layer": model.layer, "obsm_key": model.obsm_key,
+        "values": "log1p-normalised" if pre is not None else model.obsm_key,
+        "output": output,
+        "input_kind": kind,
+        "target_sum": None if pre is None else pre.target_sum,
+        "log_base": "e" if kind == "counts" else None,
+        "scale": scale,
+        "layer": model.layer,
+        "obsm_key": model.obsm_key,
         "cellw1_version": _version(),
         "model_sha256": tensor_checksum(model.tensors()),
     }

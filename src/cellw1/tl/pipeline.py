@@ -124,13 +124,21 @@ def fit_pipeline(
 
     start = time.perf_counter()
     if embedding is None and space == "autoencoder":  # trained on buffers of both groups' cells
-        genes = StreamedCells(matrix, rows, transform, matrix.shape[1], buffer_cells=buffer_cells, seed=seed,
-                              device=resolve_device((embedding_config or EmbeddingConfig()).device))
+        genes = StreamedCells(
+            matrix,
+            rows,
+            transform,
+            matrix.shape[1],
+            buffer_cells=buffer_cells,
+            seed=seed,
+            device=resolve_device((embedding_config or EmbeddingConfig()).device),
+        )
         embedding = fit_embedding(space, genes, config=embedding_config, seed=seed, progress=progress)
     elif embedding is None:  # PCA on a uniform sample; gene space needs no data
         sample = spread_sample(rows, EMBEDDING_CELLS if space == "pca" else 2, seed)
-        embedding = fit_embedding(space, transform(matrix.read(sample)), config=embedding_config, seed=seed,
-                                  progress=progress)
+        embedding = fit_embedding(
+            space, transform(matrix.read(sample)), config=embedding_config, seed=seed, progress=progress
+        )
         info["embedding_cells"] = len(sample) if space == "pca" else 0
     elif embedding.n_features != matrix.shape[1]:
         raise InputError(
@@ -146,15 +154,21 @@ def fit_pipeline(
     # scGen (pertpy) picks its own device: its cells are read on the CPU
     device = resolve_device(getattr(config or (config_class and config_class()), "device", "cpu"))
     groups = [
-        StreamedCells(matrix, np.flatnonzero(mask), encode, embedding.dim, buffer_cells=buffer_cells, seed=seed + k,
-                      device=device)
+        StreamedCells(
+            matrix, np.flatnonzero(mask), encode, embedding.dim, buffer_cells=buffer_cells, seed=seed + k, device=device
+        )
         for k, mask in enumerate((is_source, is_target))
     ]
     start = time.perf_counter()
     fitted = fit_method(method, *groups, config=config, seed=seed, progress=progress)
     info["method_seconds"] = time.perf_counter() - start
-    logger.info("fitted %s on %d + %d cells of %s", method, groups[0].n_cells, groups[1].n_cells,
-                source.path or "an AnnData in memory")
+    logger.info(
+        "fitted %s on %d + %d cells of %s",
+        method,
+        groups[0].n_cells,
+        groups[1].n_cells,
+        source.path or "an AnnData in memory",
+    )
 
     calibration = None
     if preprocessor is not None and method in CALIBRATED:  # log expression of samples of both groups

@@ -138,8 +138,10 @@ def predict_source(
             reads.append((matrix, model._columns(names), keep))
         n = len(rows)
         if stacked:
-            parts = [model._output_obs(obs).set_axis([f"{name}-{label}" for name in obs.index]) for label, model
-                     in models.items()]
+            parts = [
+                model._output_obs(obs).set_axis([f"{name}-{label}" for name in obs.index])
+                for label, model in models.items()
+            ]
             result_obs = pd.concat([part.assign(response=np.float32(0)) for part in parts])
             result_obs["_prediction"] = pd.Categorical(np.repeat(labels, n), categories=labels)
             uns: dict[str, Any] = {}
@@ -156,7 +158,7 @@ def predict_source(
             else:
                 writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns=uns))
             bar = stack.enter_context(tqdm(total=len(fitted) * n, desc="predict", disable=not progress, leave=False))
-            for k, (model, (matrix, columns, keep)) in enumerate(zip(fitted, reads)):
+            for k, (model, (matrix, columns, keep)) in enumerate(zip(fitted, reads, strict=False)):
                 model._warn_not_control(obs)
                 for start in range(0, n, chunk):
                     stop = min(start + chunk, n)

@@ -86,8 +86,14 @@ def _network(n_input: int, config: ScGenConfig) -> Any:
     import_scgen()
     from pertpy.tools._scgen._scgenvae import JaxSCGENVAE
 
-    return JaxSCGENVAE(n_input=n_input, n_hidden=config.n_hidden, n_latent=config.n_latent, n_layers=config.n_layers,
-                       dropout_rate=config.dropout_rate, training=False)
+    return JaxSCGENVAE(
+        n_input=n_input,
+        n_hidden=config.n_hidden,
+        n_latent=config.n_latent,
+        n_layers=config.n_layers,
+        dropout_rate=config.dropout_rate,
+        training=False,
+    )
 
 
 class ScGenVAE(FittedMethod):
@@ -95,8 +101,14 @@ class ScGenVAE(FittedMethod):
 
     name = "scgen_vae"
 
-    def __init__(self, variables: dict[str, np.ndarray], delta: np.ndarray, config: ScGenConfig, n_input: int,
-                 info: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        variables: dict[str, np.ndarray],
+        delta: np.ndarray,
+        config: ScGenConfig,
+        n_input: int,
+        info: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(info)
         self.variables = {k: np.array(v, dtype=np.float32) for k, v in variables.items()}  # flat "params/encoder/..."
         self.delta = np.asarray(delta, dtype=np.float32)
@@ -135,12 +147,18 @@ class ScGenVAE(FittedMethod):
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> ScGenVAE:
         import_scgen()  # a clear error now rather than at the first prediction
         variables = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("net.")}
-        return cls(variables, tensors["delta"].numpy(), ScGenConfig.from_dict(header["config"]),
-                   int(header["n_input"]), header.get("info"))
+        return cls(
+            variables,
+            tensors["delta"].numpy(),
+            ScGenConfig.from_dict(header["config"]),
+            int(header["n_input"]),
+            header.get("info"),
+        )
 
 
-def fit_scgen(source: np.ndarray, target: np.ndarray, config: ScGenConfig | None = None, seed: int = 0,
-              *, progress: bool = False) -> ScGenVAE:
+def fit_scgen(
+    source: np.ndarray, target: np.ndarray, config: ScGenConfig | None = None, seed: int = 0, *, progress: bool = False
+) -> ScGenVAE:
     """Train scGen on control ``source (n, k)`` and perturbed ``target (m, k)`` cells with pertpy.
 
     ``Scgen.setup_anndata`` with the group as batch and one cell type, ``Scgen.train`` with
@@ -159,10 +177,12 @@ def fit_scgen(source: np.ndarray, target: np.ndarray, config: ScGenConfig | None
     config = config or ScGenConfig()
     source = np.asarray(source, dtype=np.float32)
     target = np.asarray(target, dtype=np.float32)
-    obs = pd.DataFrame({
-        "condition": pd.Categorical([CONTROL] * len(source) + [PERTURBED] * len(target)),
-        "cell_type": pd.Categorical([CELL_TYPE] * (len(source) + len(target))),
-    })
+    obs = pd.DataFrame(
+        {
+            "condition": pd.Categorical([CONTROL] * len(source) + [PERTURBED] * len(target)),
+            "cell_type": pd.Categorical([CELL_TYPE] * (len(source) + len(target))),
+        }
+    )
     obs.index = [f"cell{i}" for i in range(len(obs))]
     adata = ad.AnnData(X=np.concatenate([source, target]), obs=obs)
     scvi.settings.seed = int(seed)
@@ -174,20 +194,31 @@ def fit_scgen(source: np.ndarray, target: np.ndarray, config: ScGenConfig | None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             Scgen.setup_anndata(adata, batch_key="condition", labels_key="cell_type")
-            model = Scgen(adata, n_hidden=config.n_hidden, n_latent=config.n_latent, n_layers=config.n_layers,
-                          dropout_rate=config.dropout_rate)
-            model.train(max_epochs=config.max_epochs, batch_size=config.batch_size, early_stopping=True,
-                        early_stopping_patience=config.early_stopping_patience, accelerator="cpu",
-                        enable_progress_bar=progress)
+            model = Scgen(
+                adata,
+                n_hidden=config.n_hidden,
+                n_latent=config.n_latent,
+                n_layers=config.n_layers,
+                dropout_rate=config.dropout_rate,
+            )
+            model.train(
+                max_epochs=config.max_epochs,
+                batch_size=config.batch_size,
+                early_stopping=True,
+                early_stopping_patience=config.early_stopping_patience,
+                accelerator="cpu",
+                enable_progress_bar=progress,
+            )
             controls = adata[adata.obs["condition"] == CONTROL].copy()
             _, delta = model.predict(ctrl_key=CONTROL, stim_key=PERTURBED, adata_to_predict=controls)
     finally:
-        for log, level in zip(quiet, levels):
+        for log, level in zip(quiet, levels, strict=False):
             log.setLevel(level)
     history = getattr(model, "history", None) or {}
     epochs = len(history["train_loss"]) if "train_loss" in history else None
     variables = traverse_util.flatten_dict({"params": model.module.params, **model.module.state}, sep="/")
     info = {"epochs": epochs, "n_balanced": int(min(len(source), len(target)))}
     logger.info("scGen trained for %s epochs", epochs)
-    return ScGenVAE({k: np.asarray(v) for k, v in variables.items()}, np.asarray(delta).reshape(-1), config,
-                    source.shape[1], info)
+    return ScGenVAE(
+        {k: np.asarray(v) for k, v in variables.items()}, np.asarray(delta).reshape(-1), config, source.shape[1], info
+    )

@@ -25,8 +25,10 @@ def translations(seed: int = 0, n: int = 800, m: int = 600) -> tuple[np.ndarray,
 def fitted() -> dict[str, ConditionalMap]:
     x, ys = translations()
     conditions = [Condition((i,)) for i in range(3)]
-    return {p: fit_conditional_map(x, ys, conditions, ConditionalConfig(parametrisation=p, **FAST), seed=0)
-            for p in ("concat", "bias")}
+    return {
+        p: fit_conditional_map(x, ys, conditions, ConditionalConfig(parametrisation=p, **FAST), seed=0)
+        for p in ("concat", "bias")
+    }
 
 
 def gradient_norms(potential: ConditionalPotential, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
@@ -64,11 +66,22 @@ def test_potential_is_1_lipschitz_in_x_for_every_condition(parametrisation, orth
     vectors = rng.normal(size=(3, 7)) if encoding == "vector" else None
     dose = encoding == "dose"
     conditions = [Condition((i,), dose=float(i + 1) if dose else None) for i in range(3)]
-    config = ConditionalConfig(parametrisation=parametrisation, orthonormalization=orthonormalization,
-                               potential_iters=60, regression_iters=20, energy_iters=10, batch_size=64, eval_every=20)
-    encoder = ConditionEncoder(3, config.condition_dim, encoding="vector" if vectors is not None else "learned",
-                               label_vectors=None if vectors is None else torch.tensor(vectors, dtype=torch.float32),
-                               dose=dose)
+    config = ConditionalConfig(
+        parametrisation=parametrisation,
+        orthonormalization=orthonormalization,
+        potential_iters=60,
+        regression_iters=20,
+        energy_iters=10,
+        batch_size=64,
+        eval_every=20,
+    )
+    encoder = ConditionEncoder(
+        3,
+        config.condition_dim,
+        encoding="vector" if vectors is not None else "learned",
+        label_vectors=None if vectors is None else torch.tensor(vectors, dtype=torch.float32),
+        dose=dose,
+    )
     untrained = ConditionalPotential(5, config.condition_dim, config)
     assert check_lipschitz_in_x(untrained, encoder, 0) <= 1 + 1e-4
     tmap = fit_conditional_map(x, ys, conditions, config, seed=0, label_vectors=vectors)

@@ -18,10 +18,14 @@ def test_dose_response_follows_the_hill_curve():
     assert sorted(set(doses[labels == "pertA"])) == [1.0, 10.0, 100.0] and set(doses[labels == "control"]) == {0.0}
     genes = adata.var_names.get_indexer(adata.uns["synthetic"]["programs"]["pertA"])
     control = log_means(adata, labels == "control")[genes]
-    response = [np.abs(log_means(adata, (labels == "pertA") & (doses == d))[genes] - control).mean() for d in (1, 10, 100)]
+    response = [
+        np.abs(log_means(adata, (labels == "pertA") & (doses == d))[genes] - control).mean() for d in (1, 10, 100)
+    ]
     assert response[0] < response[1] < response[2]
-    assert np.array_equal(synthetic_doses(n_control=50, n_per_dose=20, seed=3).X.toarray(),
-                          synthetic_doses(n_control=50, n_per_dose=20, seed=3).X.toarray())
+    assert np.array_equal(
+        synthetic_doses(n_control=50, n_per_dose=20, seed=3).X.toarray(),
+        synthetic_doses(n_control=50, n_per_dose=20, seed=3).X.toarray(),
+    )
 
 
 def test_embedded_responses_are_smooth_in_the_vectors():

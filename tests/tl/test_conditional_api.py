@@ -11,7 +11,9 @@ import cellw1
 from cellw1.datasets import synthetic_perturbation
 from cellw1.errors import ConfigError, InputError, ModelFileError
 
-FAST = cellw1.ConditionalConfig(potential_iters=150, regression_iters=100, energy_iters=50, batch_size=256, eval_every=50)
+FAST = cellw1.ConditionalConfig(
+    potential_iters=150, regression_iters=100, energy_iters=50, batch_size=256, eval_every=50
+)
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +21,12 @@ def data():
     adata = synthetic_perturbation(n_control=300, n_perturbed=200, n_genes=40, n_perturbations=3, seed=1)
     rng = np.random.default_rng(0)
     adata.obs["dose"] = rng.choice([1.0, 10.0, 100.0], size=adata.n_obs)
-    adata.uns["vectors"] = {"pertA": [1.0, 0.0, 0.5], "pertB": [0.0, 1.0, 0.5], "NULL": [0.0, 0.0, 0.0],
-                            "pertNew": [0.5, 0.5, 0.5]}
+    adata.uns["vectors"] = {
+        "pertA": [1.0, 0.0, 0.5],
+        "pertB": [0.0, 1.0, 0.5],
+        "NULL": [0.0, 0.0, 0.0],
+        "pertNew": [0.5, 0.5, 0.5],
+    }
     return adata
 
 
@@ -57,8 +63,9 @@ def test_save_load_identical_predictions(data, model, tmp_path):
     assert loaded.conditions == model.conditions and loaded.labels == model.labels
     ctrl = controls(data)
     for label in ("pertA", "NULL", "pertA+pertB"):
-        np.testing.assert_array_equal(model.predict(ctrl, perturbation=label).X,
-                                      loaded.predict(ctrl, perturbation=label).X)
+        np.testing.assert_array_equal(
+            model.predict(ctrl, perturbation=label).X, loaded.predict(ctrl, perturbation=label).X
+        )
     with pytest.raises(ModelFileError, match="ConditionalModel"):
         cellw1.PerturbationModel.load(tmp_path / "m")
     raw = bytearray((tmp_path / "m" / "model.safetensors").read_bytes())
@@ -92,8 +99,9 @@ def test_errors_for_labels_and_doses(data, model):
 
 
 def test_doses(data, caplog):
-    model = cellw1.fit_conditional(data, "condition", "control", perturbations=["pertA"], dose_key="dose",
-                                   config=FAST, progress=False)
+    model = cellw1.fit_conditional(
+        data, "condition", "control", perturbations=["pertA"], dose_key="dose", config=FAST, progress=False
+    )
     assert [c["dose"] for c in model.conditions] == [1.0, 10.0, 100.0]
     ctrl = controls(data)
     with pytest.raises(InputError, match=r"give dose= \(training doses of 'pertA': \[1.0, 10.0, 100.0\]\)"):
@@ -138,14 +146,19 @@ def test_embedding_vectors(data, tmp_path):
         cellw1.fit_conditional(ragged, "condition", "control", embedding_key="vectors", config=FAST, progress=False)
     model.save(tmp_path / "v")
     loaded = cellw1.load(tmp_path / "v")
-    np.testing.assert_array_equal(loaded.predict(ctrl, perturbation="pertNew").X,
-                                  model.predict(ctrl, perturbation="pertNew").X)
+    np.testing.assert_array_equal(
+        loaded.predict(ctrl, perturbation="pertNew").X, model.predict(ctrl, perturbation="pertNew").X
+    )
 
 
 def test_seeded_fit_reproducible(data):
-    small = cellw1.ConditionalConfig(potential_iters=30, regression_iters=20, energy_iters=10, batch_size=64, eval_every=10)
-    a, b = (cellw1.fit_conditional(data, "condition", "control", space="genes", config=small, seed=5, progress=False)
-            for _ in range(2))
+    small = cellw1.ConditionalConfig(
+        potential_iters=30, regression_iters=20, energy_iters=10, batch_size=64, eval_every=10
+    )
+    a, b = (
+        cellw1.fit_conditional(data, "condition", "control", space="genes", config=small, seed=5, progress=False)
+        for _ in range(2)
+    )
     ctrl = controls(data)
     np.testing.assert_array_equal(a.predict(ctrl, perturbation="pertB").X, b.predict(ctrl, perturbation="pertB").X)
 
@@ -157,14 +170,45 @@ def test_cli_fit_conditional_and_predict_perturbation(data, tmp_path, capsys):
     data.write_h5ad(path)
     fast = ["--potential-iters", "60", "--step-iters", "40", "--quiet", "--seed", "2"]
     model_dir = tmp_path / "model"
-    assert main(["fit", str(path), "--condition-key", "condition", "--control", "control", "--conditional",
-                 "--space", "pca", "--out", str(model_dir), *fast]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--condition-key",
+                "condition",
+                "--control",
+                "control",
+                "--conditional",
+                "--space",
+                "pca",
+                "--out",
+                str(model_dir),
+                *fast,
+            ]
+        )
+        == 0
+    )
     assert "ConditionalModel(3 training conditions" in capsys.readouterr().out
     model = cellw1.load(model_dir)
     assert isinstance(model, cellw1.ConditionalModel) and model.perturbations == ["NULL", "pertA", "pertB"]
     out = tmp_path / "pred.h5ad"
-    assert main(["predict", str(model_dir), str(path), "--out", str(out), "--perturbation", "pertB",
-                 "--controls-only", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(model_dir),
+                str(path),
+                "--out",
+                str(out),
+                "--perturbation",
+                "pertB",
+                "--controls-only",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     import anndata as ad
 
     written = ad.read_h5ad(out)
@@ -175,26 +219,113 @@ def test_cli_fit_conditional_and_predict_perturbation(data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["predict", str(model_dir), str(path), "--out", str(tmp_path / "p2.h5ad"), "--quiet"]) == 2
     assert "needs --perturbation" in capsys.readouterr().err
-    assert main(["predict", str(model_dir), str(path), "--out", str(tmp_path / "p3.h5ad"), "--perturbation", "pertA",
-                 "--dose", "3", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                str(model_dir),
+                str(path),
+                "--out",
+                str(tmp_path / "p3.h5ad"),
+                "--perturbation",
+                "pertA",
+                "--dose",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "without dose_key" in capsys.readouterr().err
-    assert main(["fit", str(path), "--condition-key", "condition", "--control", "control", "--conditional", "--on-disk",
-                 "--buffer-cells", "100", "--out", str(tmp_path / "disk"), *fast]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--condition-key",
+                "condition",
+                "--control",
+                "control",
+                "--conditional",
+                "--on-disk",
+                "--buffer-cells",
+                "100",
+                "--out",
+                str(tmp_path / "disk"),
+                *fast,
+            ]
+        )
+        == 0
+    )
     assert cellw1.load(tmp_path / "disk").map.info["streamed"]
-    assert main(["fit", str(path), "--condition-key", "condition", "--control", "control",
-                 "--out", str(tmp_path / "m2"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--condition-key",
+                "condition",
+                "--control",
+                "control",
+                "--out",
+                str(tmp_path / "m2"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "--conditional" in capsys.readouterr().err
     single = tmp_path / "single"
-    assert main(["fit", str(path), "--condition-key", "condition", "--control", "control", "--perturbation", "pertA",
-                 "--method", "mean_shift", "--out", str(single), "--quiet"]) == 0
-    assert main(["predict", str(single), str(path), "--out", str(tmp_path / "p4.h5ad"), "--perturbation", "pertA",
-                 "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "fit",
+                str(path),
+                "--condition-key",
+                "condition",
+                "--control",
+                "control",
+                "--perturbation",
+                "pertA",
+                "--method",
+                "mean_shift",
+                "--out",
+                str(single),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "predict",
+                str(single),
+                str(path),
+                "--out",
+                str(tmp_path / "p4.h5ad"),
+                "--perturbation",
+                "pertA",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "for conditional models" in capsys.readouterr().err
 
 
 def test_evaluate_w1_conditional_on_the_same_splits(data):
-    result = cellw1.evaluate(data, "condition", "control", ["pertA", "NULL"], methods=["w1_conditional", "identity"],
-                             space="pca", conditional_config=FAST, metrics=["mmd"], progress=False)
+    result = cellw1.evaluate(
+        data,
+        "condition",
+        "control",
+        ["pertA", "NULL"],
+        methods=["w1_conditional", "identity"],
+        space="pca",
+        conditional_config=FAST,
+        metrics=["mmd"],
+        progress=False,
+    )
     table = result.table
     assert set(table["method"]) == {"identity", "w1_conditional"}
     assert set(table.loc[table["method"] == "w1_conditional", "perturbation"]) == {"pertA", "NULL"}
@@ -204,16 +335,18 @@ def test_evaluate_w1_conditional_on_the_same_splits(data):
     seconds = table[(table["metric"] == "seconds") & (table["method"] == "w1_conditional")]["value"]
     assert seconds.nunique() == 1 and seconds.iloc[0] > 0  # the one fit, shared out
     with pytest.raises(ConfigError, match="obsm_key"):
-        cellw1.evaluate(data, "condition", "control", ["pertA"], methods=["w1_conditional"], obsm_key="X_pca",
-                        progress=False)
+        cellw1.evaluate(
+            data, "condition", "control", ["pertA"], methods=["w1_conditional"], obsm_key="X_pca", progress=False
+        )
 
 
 def test_fit_conditional_streams_from_disk(data, tmp_path):
     path = tmp_path / "cells.h5ad"
     data.write_h5ad(path)
     before = path.read_bytes()
-    model = cellw1.fit_conditional(str(path), "condition", "control", space="pca", config=FAST, buffer_cells=64,
-                                   progress=False)
+    model = cellw1.fit_conditional(
+        str(path), "condition", "control", space="pca", config=FAST, buffer_cells=64, progress=False
+    )
     assert model.map.info["streamed"] and path.read_bytes() == before
     ctrl = controls(data)
     obs = model.preprocessor.transform(data[data.obs["condition"] == "pertA"].X)
