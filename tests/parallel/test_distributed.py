@@ -285,7 +285,7 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData) -> None:
 
         def fit(data, condition_key, control, perturbation, **kwargs):  # type: ignore[no-untyped-def]
             if perturbation == "none":  # submitted last: the others are done by the time it dies
-                time.sleep(2.0)
+                time.sleep(6.0)  # long enough for them on a loaded machine
                 os._exit(1)
             return original(data, condition_key, control, perturbation, **kwargs)
 
