@@ -159,8 +159,8 @@ def _world(root: Path) -> dict[str, Path]:
     cells.write_h5ad(root / "cells.h5ad")
     rng = np.random.default_rng(1)
     many = ad.AnnData(
-        X=rng.poisson(10.0, size=(3000, 12)).astype(np.float32),
-        obs=pd.DataFrame({"cond": ["ctrl"] * 3000}, index=[f"m{i}" for i in range(3000)]),
+        X=rng.poisson(10.0, size=(30_000, 12)).astype(np.float32),
+        obs=pd.DataFrame({"cond": ["ctrl"] * 30_000}, index=[f"m{i}" for i in range(30_000)]),
         var=pd.DataFrame(index=cells.var_names),
     )
     many.write_h5ad(root / "many.h5ad")
@@ -310,7 +310,7 @@ def test_concurrent_writers(zygote, world, before, tmp_path) -> None:
         for i, data in enumerate(("cells", "many", "cells"))
     ]
     assert [r.finish() for r in runs] == [0, 0, 0]
-    assert ad.read_h5ad(target).n_obs in (120, 3000)
+    assert ad.read_h5ad(target).n_obs in (120, 30_000)
     assert temp_files(tmp_path) == []
     assert_intact(world, before)
 
