@@ -220,6 +220,11 @@ def _is_zarr_store(path: Path) -> bool:
     return any((path / name).exists() for name in ("zarr.json", ".zgroup", ".zattrs"))
 
 
+def section(tensors: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The entries of a saved file under ``prefix`` (``"potential."``...), with the prefix removed."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
 def tensor_checksum(tensors: dict[str, torch.Tensor]) -> str:
     """SHA-256 of the names and bytes of ``tensors`` (order-independent)."""
     digest = hashlib.sha256()

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .._data import like_input, resolve_device
-from .._io import check_format
+from .._io import check_format, section
 from ..errors import ConfigError, ModelFileError
 from .condition import Condition, ConditionEncoder
 from .config import W1Config
@@ -304,7 +304,7 @@ class ConditionalMap(FittedMap):
             potential = ConditionalPotential(int(header["dim"]), encoder.dim, config)
             step = ConditionalStepSize(int(header["dim"]), encoder.dim, config.step_hidden)
             for prefix, net in (("encoder.", encoder), ("potential.", potential), ("step_size.", step)):
-                net.load_state_dict({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+                net.load_state_dict(section(tensors, prefix))
             info, history = read_history(header)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from .._data import like_input, resolve_device
-from .._io import check_format
+from .._io import check_format, section
 from ..errors import ModelFileError
 from .config import W1Config
 from .fitted import FittedMap
@@ -133,10 +133,10 @@ class TransportMap(FittedMap):
             config = W1Config.from_dict(header["config"])
             potential = build_potential(int(header["dim"]), config)
             step_size = StepSize(int(header["dim"]), config.step_hidden)
-            weights = {k[10:]: v for k, v in tensors.items() if k.startswith("potential.")}
+            weights = section(tensors, "potential.")
             weights.setdefault("input_mask", torch.ones(int(header["dim"])))  # files from before the mask
             potential.load_state_dict(weights)
-            step_size.load_state_dict({k[10:]: v for k, v in tensors.items() if k.startswith("step_size.")})
+            step_size.load_state_dict(section(tensors, "step_size."))
             info, history = read_history(header)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc

@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .._data import check_pair, check_seed, like_input, resolve_device
-from .._io import check_format
+from .._io import check_format, section
 from ..errors import ConfigError, InputError, ModelFileError
 from .config import W2Config
 from .energy import energy_distance
@@ -148,8 +148,8 @@ class W2Map(FittedMap):
             else:
                 shift, scale = tensors["standardizer.shift"], float(tensors["standardizer.scale"].reshape(()))
             f, g = build_icnn(int(header["dim"]), config), build_icnn(int(header["dim"]), config)
-            f.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("f.")})
-            g.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("g.")})
+            f.load_state_dict(section(tensors, "f."))
+            g.load_state_dict(section(tensors, "g."))
             info, history = read_history(header)
             return cls(f, g, config, info, shift=shift, scale=scale, history=history)
         except (KeyError, RuntimeError, ValueError, TypeError, ConfigError, InputError) as exc:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._io import atomic_write_bytes, check_format, load_tensors, save_tensors
+from .._io import atomic_write_bytes, check_format, load_tensors, save_tensors, section
 from ..errors import InputError, ModelFileError
 from ..ot.condition import Condition
 from ..ot.conditional import ConditionalMap
@@ -324,11 +324,9 @@ class ConditionalModel:
         tensors, header = load_tensors(directory / MODEL_FILE, kind="ConditionalModel")
         check_format(header, FORMAT, FORMAT_VERSION, source=f"{str(directory / MODEL_FILE)!r}")
         try:
-            embedding = load_embedding(
-                {k[10:]: v for k, v in tensors.items() if k.startswith("embedding.")}, header["embedding"]
-            )
+            embedding = load_embedding(section(tensors, "embedding."), header["embedding"])
             cmap = ConditionalMap.from_state(
-                {k[4:]: v for k, v in tensors.items() if k.startswith("map.")},
+                section(tensors, "map."),
                 header["map"],
                 source=f"model in {str(directory)!r}",
             )

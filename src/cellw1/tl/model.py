@@ -30,6 +30,7 @@ from .._io import (
     file_format,
     load_tensors,
     save_tensors,
+    section,
 )
 from .._version import __version__
 from ..errors import InputError, ModelFileError
@@ -356,10 +357,8 @@ class PerturbationModel:
         tensors, header = load_tensors(directory / MODEL_FILE, kind="PerturbationModel")
         check_format(header, FORMAT, FORMAT_VERSION, source=f"{str(directory / MODEL_FILE)!r}")
         try:
-            embedding = load_embedding(
-                {k[10:]: v for k, v in tensors.items() if k.startswith("embedding.")}, header["embedding"]
-            )
-            method = load_method({k[7:]: v for k, v in tensors.items() if k.startswith("method.")}, header["method"])
+            embedding = load_embedding(section(tensors, "embedding."), header["embedding"])
+            method = load_method(section(tensors, "method."), header["method"])
             pre = header["preprocessing"]
             return cls(
                 features=header["features"],

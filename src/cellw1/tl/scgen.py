@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._io import section
 from ..errors import ConfigError, MissingDependencyError
 from ..ot.config import Config
 from .fitted_method import FittedMethod
@@ -146,7 +147,7 @@ class ScGenVAE(FittedMethod):
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> ScGenVAE:
         import_scgen()  # a clear error now rather than at the first prediction
-        variables = {k[4:]: v.numpy() for k, v in tensors.items() if k.startswith("net.")}
+        variables = {k: v.numpy() for k, v in section(tensors, "net.").items()}
         return cls(
             variables,
             tensors["delta"].numpy(),
