@@ -163,3 +163,44 @@ def test_energy_pool_equals_the_direct_energy_distance(dim: int) -> None:
     (grad_direct,) = torch.autograd.grad(direct, eta)
     assert pooled.item() == pytest.approx(direct.item(), rel=1e-9)
     torch.testing.assert_close(grad_pooled, grad_direct, rtol=1e-6, atol=1e-9)
+
+
+def no_effect_groups(seed: int = 0) -> ad.AnnData:
+    """Log-normalised controls and two perturbations: ``"none"`` drawn like the controls, ``"up"`` responding."""
+    rng = np.random.default_rng(seed)
+    n = 300
+    x = np.log1p(rng.gamma(2.0, 1.0, size=(3 * n, 20)))
+    x[2 * n :, :6] += 0.8
+    labels = np.repeat(["ctrl", "none", "up"], n)
+    obs = pd.DataFrame({"condition": labels}, index=[f"c{i}" for i in range(3 * n)])
+    return ad.AnnData(X=x.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(20)]))
+
+
+def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path) -> None:
+    """The test for a response (cellw1.ot.effect): no effect in, the controls' own values out."""
+    adata = no_effect_groups()
+    controls = adata[:300]
+    model = cellw1.fit(adata, "condition", "ctrl", "none", config=FAST, input_kind="log", progress=False)
+    assert not model.method.moves and model.method.info["effect"]["p_value"] > 0.05
+    pred = model.predict(controls)
+    assert np.array_equal(pred.X, controls.X)  # calibrated against the controls: nothing changes
+    assert np.all(pred.obs["response"] == 0)
+    assert not cellw1.load(model.save(tmp_path / "still")).method.moves
+    up = cellw1.fit(adata, "condition", "ctrl", "up", config=FAST, input_kind="log", progress=False)
+    assert up.method.moves
+    assert up.predict(controls).X[:, :6].mean() - controls.X[:, :6].mean() > 0.5
+
+
+def test_the_conditional_model_leaves_conditions_without_a_response_at_the_control(tmp_path: Path) -> None:
+    adata = no_effect_groups()
+    controls = adata[:300]
+    config = cellw1.ConditionalConfig.from_w1(FAST)
+    model = cellw1.fit_conditional(adata, "condition", "ctrl", config=config, input_kind="log", progress=False)
+    effects = dict(zip([c["label"] for c in model.conditions], model.map.info["effects"], strict=True))
+    assert effects["none"]["p_value"] > 0.05 and effects["up"]["p_value"] <= 0.05
+    for loaded in (model, cellw1.load(model.save(tmp_path / "conditional"))):
+        still = loaded.predict(controls, perturbation="none")
+        np.testing.assert_allclose(still.X, controls.X, atol=1e-5)  # PCA space: round-off of the reconstruction
+        assert np.all(still.obs["response"] == 0)
+        moved = loaded.predict(controls, perturbation="up").X
+        assert moved[:, :6].mean() - controls.X[:, :6].mean() > 0.5

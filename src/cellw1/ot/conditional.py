@@ -195,8 +195,11 @@ class ConditionalMap(FittedMap):
         info: dict[str, Any] | None = None,
         *,
         history: History | None = None,
+        still: Sequence[Condition] = (),
     ) -> None:
         self.encoder = encoder.requires_grad_(False).eval()
+        #: training conditions without a detected response (:mod:`cellw1.ot.effect`): their step size is 0
+        self.still = [Condition(tuple(int(k) for k in c.labels), None, c.dose) for c in still]
         self.potential_net = potential.requires_grad_(False).eval()
         self.step_size_net = step_size.requires_grad_(False).eval()
         self.config = config
@@ -224,6 +227,12 @@ class ConditionalMap(FittedMap):
             f"dose={self.encoder.has_dose}, parametrisation={self.config.parametrisation!r})"
         )
 
+    def moves(self, condition: Condition) -> bool:
+        """False for a training condition without a detected response: the map leaves its cells where they are."""
+        return condition.vectors is not None or all(
+            (tuple(condition.labels), condition.dose) != (c.labels, c.dose) for c in self.still
+        )
+
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def code(self, condition: Condition) -> torch.Tensor:
@@ -243,12 +252,16 @@ class ConditionalMap(FittedMap):
 
     def step_size(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
         """Distance ``eta(x, c) >= 0`` each cell travels; ``(n,)``."""
+        if not self.moves(condition):
+            return like_input(torch.zeros(len(self._points(x)), device=self.device), x)
         return like_input(
             evaluate(AtCondition(self.step_size_net, self.code(condition)), self._points(x), batch_size), x
         )
 
     def transport(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
         """``T(x, c) = x - eta(x, c) u(x, c)``; returns ``(n, d)``."""
+        if not self.moves(condition):
+            return like_input(self._points(x).clone(), x)
         code = self.code(condition)
         potential, step = AtCondition(self.potential_net, code), AtCondition(self.step_size_net, code)
         pts = self._points(x)
@@ -277,6 +290,7 @@ class ConditionalMap(FittedMap):
                 "dose": encoder.has_dose,
                 "vector_dim": encoder.vector_dim,
             },
+            "still": [{"labels": list(c.labels), "dose": c.dose} for c in self.still],
         }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
@@ -306,6 +320,7 @@ class ConditionalMap(FittedMap):
             for prefix, net in (("encoder.", encoder), ("potential.", potential), ("step_size.", step)):
                 net.load_state_dict(section(tensors, prefix))
             info, history = read_history(header)
+            still = [Condition(tuple(c["labels"]), None, c["dose"]) for c in header.get("still", [])]
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
-        return cls(encoder, potential, step, config, info, history=history)
+        return cls(encoder, potential, step, config, info, history=history, still=still)

@@ -29,6 +29,7 @@ from .._data import as_points, check_pair, check_seed, resolve_device
 from ..errors import ConfigError, InputError
 from .condition import Condition, ConditionEncoder
 from .conditional import AtCondition, ConditionalConfig, ConditionalMap, ConditionalPotential, ConditionalStepSize
+from .effect import effect_test
 from .energy import POOL_CELLS, POOL_STEPS, EnergyPool, energy_distance
 from .potential import adam_kernel, constant_features, direction, evaluate
 from .sampling import Cells, checked_cells
@@ -142,6 +143,20 @@ def fit_conditional_map(
     vectors = None if label_vectors is None else as_points(label_vectors, "label_vectors", min_points=1)
     if vectors is not None and len(vectors) != n_labels:
         raise InputError(f"label_vectors has {len(vectors)} rows; it needs one per label ({n_labels}).")
+    effects = [None if config.effect_alpha is None else effect_test(x, y, seed=seed + i) for i, y in enumerate(ys)]
+    still = [
+        c
+        for c, effect in zip(conditions, effects, strict=True)
+        if effect is not None and not effect.detected(config.effect_alpha)
+    ]
+    if still:
+        logger.warning(
+            "no response detected for %d of %d conditions (energy-distance permutation test, p > effect_alpha = %g): "
+            "the map leaves their cells where they are; set effect_alpha=None to move them anyway.",
+            len(still),
+            len(ys),
+            config.effect_alpha,
+        )
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     data = _Data(x, ys, config, generator)
@@ -177,9 +192,10 @@ def fit_conditional_map(
         **phase2,
         "potential_seconds": mid - start,
         "step_size_seconds": end - mid,
+        "effects": [None if effect is None else effect.to_dict() for effect in effects],
     }
     logger.info("fitted a conditional W1 map for %d conditions in %.2f s", len(ys), end - start)
-    return ConditionalMap(encoder, potential, step, config, info, history=history)
+    return ConditionalMap(encoder, potential, step, config, info, history=history, still=still)
 
 
 #: phase-1 steps between two buffers of cells streamed from disk

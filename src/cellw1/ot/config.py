@@ -101,6 +101,11 @@ class W1Config(Config):
     mask_constant_features
         Features that take one value in all training cells (both groups) are left out of the
         potential, so no cell moves along them.
+    effect_alpha
+        Level of the test for a response (:mod:`cellw1.ot.effect`, an energy-distance
+        permutation test of the two groups before fitting): when the perturbed cells cannot be
+        told from the controls at this level, the map leaves cells where they are (its step
+        size is 0). ``None`` moves cells whatever the test says.
     val_fraction
         Share of each side held out to select the best potential and step size.
     eval_every
@@ -144,6 +149,7 @@ class W1Config(Config):
     energy_iters: int = 500
     energy_lr: float = 3e-4
     mask_constant_features: bool = True
+    effect_alpha: float | None = 0.05
     val_fraction: float = 0.1
     eval_every: int = 100
     patience: int | None = 5
@@ -205,6 +211,8 @@ class W1Config(Config):
                 raise ConfigError(f"{name}={getattr(self, name)!r} must be >= 1.")
         if not 0.0 <= self.val_fraction < 0.5:
             raise ConfigError(f"val_fraction={self.val_fraction!r} must lie in [0, 0.5).")
+        if self.effect_alpha is not None and not 0.0 < self.effect_alpha < 1.0:
+            raise ConfigError(f"effect_alpha={self.effect_alpha!r} must lie in (0, 1), or None to skip the test.")
         if self.ot_exponent <= 1.0:
             raise ConfigError(
                 f"ot_exponent={self.ot_exponent!r} must be > 1 (a strictly convex cost); 1.1 is the default."
@@ -226,7 +234,8 @@ class W1Config(Config):
         """The paper's full schedule, for faithful reproduction (Methods 4.2).
 
         Potential: 10,000 Adam steps, lr 1e-2 -> 1e-4 (cosine), betas (0.5, 0.5), batch 256.
-        Step size: the adversarial learner, 10,000 Adam steps at lr 1e-4. No early stopping.
+        Step size: the adversarial learner, 10,000 Adam steps at lr 1e-4. No early stopping, and
+        no test for a response (every map moves cells, as in the paper).
         """
         base = dict(
             potential_iters=10_000,
@@ -235,6 +244,7 @@ class W1Config(Config):
             step_lr=1e-4,
             step_betas=(0.9, 0.999),
             patience=None,
+            effect_alpha=None,
         )
         base.update(changes)
         return cls(**base)

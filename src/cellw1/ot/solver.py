@@ -12,9 +12,10 @@ import torch
 from .._data import check_pair, check_seed, resolve_device
 from ..errors import ConfigError
 from .config import W1Config
+from .effect import effect_test
 from .potential import fit_potential
 from .sampling import checked_cells
-from .stepsize import fit_step_size
+from .stepsize import StepSize, fit_step_size
 from .training import combine, fit_threads
 from .transport import TransportMap
 
@@ -34,6 +35,9 @@ def fit_map(
     Phase 1 (:func:`~cellw1.ot.potential.fit_potential`) learns the potential ``f``; phase 2
     (:func:`~cellw1.ot.stepsize.fit_step_size`) learns the step size ``eta``. A seeded share
     ``config.val_fraction`` of each side is held out to pick the best state of each phase.
+    First, the two groups are tested for a response (:mod:`cellw1.ot.effect`): when the target
+    cells cannot be told from the source cells at level ``config.effect_alpha``, phase 2 is
+    skipped and the step size is 0 (the map leaves cells where they are).
 
     Parameters
     ----------
@@ -60,6 +64,8 @@ def fit_map(
     device = resolve_device(config.device)
     src, tgt = (checked_cells(x, name, device) for x, name in ((source, "source"), (target, "target")))
     check_pair(src.dim, tgt.dim)
+    effect = None if config.effect_alpha is None else effect_test(src, tgt, seed=seed)
+    moves = effect is None or effect.detected(config.effect_alpha)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
     train_src, val_src = src.split(config.val_fraction, generator)
@@ -72,8 +78,24 @@ def fit_map(
         start = time.perf_counter()
         phase1 = fit_potential(config=config, generator=generator, progress=progress, **data)
         mid = time.perf_counter()
-        phase2 = fit_step_size(phase1.potential, config=config, generator=generator, rng=rng, progress=progress, **data)
+        if moves:
+            phase2 = fit_step_size(
+                phase1.potential, config=config, generator=generator, rng=rng, progress=progress, **data
+            )
         end = time.perf_counter()
+    if not moves:
+        assert effect is not None
+        logger.warning(
+            "no response detected: the target cells cannot be told from the source cells (energy distance "
+            "%.3g, permutation p = %.3g > effect_alpha = %g), so the map leaves cells where they are; "
+            "set W1Config(effect_alpha=None) to move them anyway.",
+            effect.energy,
+            effect.p_value,
+            config.effect_alpha,
+        )
+        return _still_map(
+            phase1, config, {"seed": seed, "n_source": n_source, "n_target": n_target}, effect, mid - start
+        )
     info = {
         "seed": seed,
         "n_source": n_source,
@@ -86,7 +108,28 @@ def fit_map(
         "step_size_val_energy": phase2.best_energy,
         "potential_seconds": mid - start,
         "step_size_seconds": end - mid,
+        "effect": None if effect is None else effect.to_dict(),
     }
     logger.info("fitted W1 map in %.2f s (dual %.4f)", end - start, phase1.best_dual)
     history = combine(potential=phase1.history, step_size=phase2.history)
     return TransportMap(phase1.potential, phase2.step_size, config, info, history=history)
+
+
+def _still_map(phase1: Any, config: W1Config, info: dict[str, Any], effect: Any, seconds: float) -> TransportMap:
+    """The map of a perturbation without a detected response: the fitted potential, a step size of 0."""
+    step_size = StepSize(phase1.potential.dim, config.step_hidden)
+    step_size.eta_max.fill_(0.0)  # eta = min(..., eta_max) = 0 for every cell
+    info = {
+        **info,
+        "potential_steps": int(phase1.history["stopped_at"][0]),
+        "step_size_steps": 0,
+        "potential_best_step": phase1.best_step,
+        "potential_val_dual": phase1.best_dual,
+        "potential_seconds": seconds,
+        "step_size_seconds": 0.0,
+        "effect": effect.to_dict(),
+    }
+    history = combine(potential=phase1.history)
+    return TransportMap(
+        phase1.potential, step_size.to(next(phase1.potential.parameters()).device), config, info, history=history
+    )

@@ -83,9 +83,17 @@ class TransportMap(FittedMap):
         self.step_size_net.to(dev)
         return self
 
+    @property
+    def moves(self) -> bool:
+        """False for the map of a perturbation without a detected response (step size 0 everywhere,
+        :mod:`cellw1.ot.effect`)."""
+        return bool(self.step_size_net.eta_max > 0)
+
     def __repr__(self) -> str:
+        still = "" if self.moves else ", no response detected: cells stay"
         return (
-            f"TransportMap(dim={self.dim}, step_size_learner={self.config.step_size_learner!r}, device={self.device})"
+            f"TransportMap(dim={self.dim}, step_size_learner={self.config.step_size_learner!r}, "
+            f"device={self.device}{still})"
         )
 
     # -- evaluation -----------------------------------------------------------------------------

@@ -354,7 +354,8 @@ def _label_table(
 def _calibrations(
     model: ConditionalModel, control: np.ndarray, perturbed: list[np.ndarray], seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per training condition: the calibration of its predicted controls against its cells. Pooled over
+    """Per training condition: the calibration of its predicted controls against its cells (against the
+    controls for a condition without a detected response). Pooled over
     conditions (for unseen ones): the zero thresholds only, offsets 0."""
     sample = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]
     z = model.embedding.encode(sample)
@@ -364,7 +365,8 @@ def _calibrations(
         view = model.view(condition["label"], condition["dose"])
         predicted = model.embedding.decode(view.method.predict(z))
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
-        per.append(fit_calibration(predicted, observed))
+        # a condition without a response predicts the controls: calibrated against them
+        per.append(fit_calibration(predicted, observed if view.method.moves else sample))
         pooled_pred.append(predicted[:share])
         pooled_obs.append(observed[:share])
     pooled = fit_calibration(np.concatenate(pooled_pred), np.concatenate(pooled_obs))

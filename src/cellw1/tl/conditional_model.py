@@ -66,6 +66,10 @@ class _AtCondition(FittedMethod):
     def response(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
 
+    @property
+    def moves(self) -> bool:
+        return self.cmap.moves(self.condition)
+
 
 class _ConditionView(PerturbationModel):
     """A :class:`PerturbationModel` for one condition of a conditional model (predict only)."""

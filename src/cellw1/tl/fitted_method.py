@@ -27,6 +27,12 @@ class FittedMethod:
         return np.linalg.norm(self.predict(x) - x, axis=1).astype(np.float32)
 
     @property
+    def moves(self) -> bool:
+        """False when the method found no response to predict and returns its input (a W1 map
+        whose test for a response failed, :mod:`cellw1.ot.effect`)."""
+        return True
+
+    @property
     def history(self) -> History:
         """Training history of the fit (:mod:`cellw1.ot.training`); empty for untrained methods."""
         return {}

@@ -165,6 +165,10 @@ class W1(_NeuralMap):
     def response(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.map.step_size(np.asarray(x, dtype=np.float32)), dtype=np.float32)
 
+    @property
+    def moves(self) -> bool:
+        return self.map.moves
+
 
 class W2(_NeuralMap):
     """W2 optimal transport with input convex networks (CellOT / OT-ICNN)."""

@@ -20,7 +20,7 @@ cells; in memory a read is a slice.
    holds a whole group (always, by default, for data in memory) it is read once and the
    sampling is that of cells held in memory.
 4. **Calibration** of the expression output (:mod:`cellw1.pp.calibration`) on a seeded sample
-   of each group.
+   of each group (against the controls when the method found no response).
 """
 
 from __future__ import annotations
@@ -177,5 +177,6 @@ def fit_pipeline(
             for k, mask in enumerate((is_source, is_target))
         )
         predicted = embedding.decode(fitted.predict(embedding.encode(control)))
-        calibration = fit_calibration(predicted, perturbed)
+        # a method without a response predicts the controls: calibrated against them, not the perturbed cells
+        calibration = fit_calibration(predicted, perturbed if fitted.moves else control)
     return preprocessor, embedding, fitted, calibration, info
