@@ -20,11 +20,13 @@ Parts (``--parts``, comma-separated):
 - ``raw_shift``: on the ``cellflow`` splits in gene space, how far the conditional map moves
   each target's mean on its top-50 DE genes before and after the output calibration.
 - ``timing``: the ``cellflow`` part's conditional fit again, alone, with the machine's load.
+- ``effect``: the test for a response (``cellw1.ot.effect``, 999 permutations) of every target,
+  on its training cells (what the fits decide on) and on its held-out cells.
 
 Results go to ``benchmarks/results/conditional/`` (``<part>.json`` and the evaluation tables).
 The machine is shared (2 cores, other jobs): seconds compare within a part, not across runs.
 
-    python benchmarks/conditional_papalexi.py [--parts separate,sampling,cellflow,raw_shift,timing]
+    python benchmarks/conditional_papalexi.py [--parts separate,sampling,cellflow,raw_shift,timing,effect]
 """
 
 # %%
@@ -244,6 +246,35 @@ def raw_shift(adata: ad.AnnData) -> dict:
     return found
 
 
+def effect(adata: ad.AnnData, resamples: int = 999) -> dict:
+    """The test for a response (``cellw1.ot.effect``) of every target, on its training cells against the
+    training controls (what the fits decide on) and on its held-out cells against the held-out controls
+    (the ``separate`` splits; log-normalised genes, as the gene-space models see them)."""
+    from cellw1.ot.effect import effect_test
+    from cellw1.ot.sampling import MemoryCells
+
+    targets = sorted(t for t in adata.obs[KEY].astype(str).unique() if t != CONTROL)
+    train_rows, tests = splits(adata, targets)
+    model = cellw1.fit(
+        adata[train_rows].copy(), KEY, CONTROL, targets[0], space="genes", method="identity", progress=False
+    )
+    values = model.preprocessor.transform(adata.X)
+    labels = adata.obs[KEY].astype(str).to_numpy()
+    in_train = np.isin(np.arange(adata.n_obs), train_rows)
+
+    def cells(rows: np.ndarray) -> MemoryCells:
+        return MemoryCells(torch.from_numpy(np.asarray(values[rows], dtype=np.float32)))
+
+    train_ctrl = cells(np.flatnonzero((labels == CONTROL) & in_train))
+    found: dict = {}
+    for target in targets:
+        train = effect_test(train_ctrl, cells(np.flatnonzero((labels == target) & in_train)), resamples=resamples)
+        test = effect_test(cells(tests["control"]), cells(tests[target]), resamples=resamples)
+        found[target] = {"training": train.to_dict(), "held_out": test.to_dict()}
+        print(f"{target:10s} training p {train.p_value:.3f}  held-out p {test.p_value:.3f}", flush=True)
+    return found
+
+
 def time_conditional(adata: ad.AnnData, repeats: int = 2) -> dict:
     """Fit the PCA-space conditional model of the ``cellflow`` part again, noting the machine's load."""
     targets = sorted(t for t in adata.obs[KEY].astype(str).unique() if t != CONTROL)
@@ -296,6 +327,8 @@ def main() -> None:
             found = run_cellflow(adata, args.out, args.cellflow_python, json.loads(args.cellflow_params))
         elif part == "raw_shift":
             found = raw_shift(adata)
+        elif part == "effect":
+            found = effect(adata)
         elif part == "timing":  # the conditional fit of the cellflow part again, timed alone
             found = time_conditional(adata)
         else:
