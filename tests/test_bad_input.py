@@ -610,6 +610,8 @@ CLI_CASES: list[tuple[str, list[str], int, str]] = [
     ("fit-data-missing", ["fit", "{cli}/none.h5ad", *FIT[2:], "--out", "{cli}/m"], 2, "does not exist"),
     ("fit-data-garbage", ["fit", "{garbage}", *FIT[2:], "--out", "{cli}/m"], 2, "could not be read"),
     ("fit-buffer-without-disk", [*FIT, "--buffer-cells", "10", "--out", "{cli}/m"], 2, "--on-disk only"),
+    ("fit-effect-alpha-out-of-range", [*FIT, "--effect-alpha", "1.5", "--out", "{cli}/m"], 2, "effect_alpha=1.5"),
+    ("fit-effect-alpha-not-a-number", [*FIT, "--effect-alpha", "often", "--out", "{cli}/m"], 2, ""),
     (
         "evaluate-out-existing-file",
         ["evaluate", "{cells}", "--condition-key", "cond", "--control", "ctrl", "--out", "{pred}"],
@@ -640,7 +642,11 @@ def test_cli_bad_input(name, argv, code, message, cli_files, guard, capsys) -> N
     got, _, err = run_cli(argv, capsys)
     assert got == code, err
     lines = err.strip().splitlines()
-    if name in ("unknown-verb", "fit-seed-not-int"):  # argparse's usage message, then one error line
+    if name in (
+        "unknown-verb",
+        "fit-seed-not-int",
+        "fit-effect-alpha-not-a-number",
+    ):  # argparse's usage message, then one error line
         assert lines[-1].startswith("cellw1") and "error:" in lines[-1]
     else:
         assert len(lines) == 1 and lines[0].startswith("cellw1: error: ") and message in lines[0], err

@@ -83,7 +83,25 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"step-size learner (default: {defaults.step_size_learner})",
     )
+    parser.add_argument(
+        "--effect-alpha",
+        type=_level,
+        default=None,
+        help=f"level of the test for a response: a perturbation whose cells cannot be told from the "
+        f"controls at this level is predicted as the controls; 'none' moves cells anyway "
+        f"(default: {defaults.effect_alpha})",
+    )
     parser.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or auto (default: {defaults.device})")
+
+
+def _level(text: str) -> float | str:
+    """``--effect-alpha``: a number, or ``"none"`` for no test."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
 
 
 def solver_config(args: argparse.Namespace) -> W1Config:
@@ -95,4 +113,7 @@ def solver_config(args: argparse.Namespace) -> W1Config:
         "step_size_learner": args.learner,
         "device": args.device,
     }
-    return W1Config(**{k: v for k, v in changes.items() if v is not None})
+    config = W1Config(**{k: v for k, v in changes.items() if v is not None})
+    if args.effect_alpha is not None:
+        config = config.replace(effect_alpha=None if args.effect_alpha == "none" else args.effect_alpha)
+    return config

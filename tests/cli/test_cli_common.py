@@ -1,0 +1,17 @@
+"""The solver options every fitting verb shares (cellw1.cli._common)."""
+
+from __future__ import annotations
+
+import argparse
+
+from cellw1.cli._common import add_solver_arguments, solver_config
+
+
+def test_solver_options_reach_the_config():
+    parser = argparse.ArgumentParser()
+    add_solver_arguments(parser)
+    default = solver_config(parser.parse_args([]))
+    assert default.effect_alpha == 0.05 and default.regression_iters == 300
+    assert solver_config(parser.parse_args(["--effect-alpha", "none"])).effect_alpha is None
+    assert solver_config(parser.parse_args(["--effect-alpha", "0.01"])).effect_alpha == 0.01
+    assert solver_config(parser.parse_args(["--regression-iters", "50"])).regression_iters == 50
