@@ -60,7 +60,7 @@ def _sample(cells: Cells, size: int, rng: np.random.Generator) -> torch.Tensor:
     positions = np.arange(cells.n_cells)
     if cells.n_cells > size:
         positions = np.sort(rng.choice(cells.n_cells, size=size, replace=False))
-    return cells.read(positions).detach().to("cpu", torch.float64)
+    return cells.read(positions).detach().to("cpu", torch.float32)
 
 
 def effect_test(
@@ -82,7 +82,7 @@ def effect_test(
     rng = np.random.default_rng(seed)
     x, y = _sample(source, max_cells, rng), _sample(target, max_cells, rng)
     n, m = len(x), len(y)
-    distances = torch.cdist(torch.cat((x, y)), torch.cat((x, y))).float()
+    distances = torch.cdist(torch.cat((x, y)), torch.cat((x, y)))
 
     def statistic(first: np.ndarray, second: np.ndarray, axis: int = -1) -> np.ndarray:
         single = first.ndim == 1
