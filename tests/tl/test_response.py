@@ -186,6 +186,7 @@ def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path)
     assert np.array_equal(pred.X, controls.X)  # calibrated against the controls: nothing changes
     assert np.all(pred.obs["response"] == 0)
     assert not cellw1.load(model.save(tmp_path / "still")).method.moves
+    assert "no response detected" in repr(model)
     up = cellw1.fit(adata, "condition", "ctrl", "up", config=FAST, input_kind="log", progress=False)
     assert up.method.moves
     assert up.predict(controls).X[:, :6].mean() - controls.X[:, :6].mean() > 0.5

@@ -80,7 +80,10 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         return len(self._models)
 
     def __repr__(self) -> str:
-        return f"ModelCollection({len(self)} models, {len(self.failures)} failures)"
+        still = sum(not model.method.moves for model in self._models.values())
+        return (
+            f"ModelCollection({len(self)} models ({still} without a detected response), {len(self.failures)} failures)"
+        )
 
     def predict(
         self,

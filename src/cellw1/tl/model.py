@@ -133,7 +133,8 @@ class PerturbationModel:
     def __repr__(self) -> str:
         return (
             f"PerturbationModel({self.control!r} -> {self.perturbation!r}, method={self.method.name!r}, "
-            f"space={self.embedding.kind!r}, {len(self.features)} features)"
+            f"space={self.embedding.kind!r}, {len(self.features)} features"
+            f"{'' if self.method.moves else ', no response detected: predicts the controls'})"
         )
 
     # -- prediction ------------------------------------------------------------------------------
