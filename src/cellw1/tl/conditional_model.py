@@ -23,16 +23,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._io import atomic_write_bytes, check_format, load_tensors, save_tensors, section
-from ..errors import InputError, ModelFileError
+from .._io import atomic_write_bytes, save_tensors, section
+from ..errors import InputError
 from ..ot.condition import Condition
 from ..ot.conditional import ConditionalMap
 from ..pp.embedding import Embedding
 from ..pp.labels import label_text
 from ..pp.preprocessing import Preprocessor
-from ..pp.spaces import load_embedding
 from .methods import FittedMethod
-from .model import COLLECTION_FILE, MODEL_FILE, PerturbationModel, _versions
+from .model import COLLECTION_FILE, MODEL_FILE, PerturbationModel, _versions, model_parts
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -324,38 +323,17 @@ class ConditionalModel:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ConditionalModel:
         """Load a model written by :meth:`save`."""
-        directory = Path(directory)
-        tensors, header = load_tensors(directory / MODEL_FILE, kind="ConditionalModel")
-        check_format(header, FORMAT, FORMAT_VERSION, source=f"{str(directory / MODEL_FILE)!r}")
-        try:
-            embedding = load_embedding(section(tensors, "embedding."), header["embedding"])
-            cmap = ConditionalMap.from_state(
-                section(tensors, "map."),
-                header["map"],
-                source=f"model in {str(directory)!r}",
-            )
-            pre = header["preprocessing"]
+        with model_parts(directory, "ConditionalModel", FORMAT, FORMAT_VERSION) as (tensors, header, shared):
             return cls(
-                features=header["features"],
-                preprocessor=None if pre is None else Preprocessor.from_dict(pre),
-                embedding=embedding,
-                cmap=cmap,
-                condition_key=header["condition_key"],
-                control=header["control"],
+                **shared,
+                cmap=ConditionalMap.from_state(
+                    section(tensors, "map."), header["map"], source=f"model in {str(directory)!r}"
+                ),
                 labels=header["labels"],
                 conditions=header["conditions"],
                 dose_key=header["dose_key"],
                 embedding_key=header["embedding_key"],
-                layer=header.get("layer"),
-                info=header.get("info"),
-                calibration=tensors["output.calibration"].numpy() if "output.calibration" in tensors else None,
                 pooled_calibration=(
                     tensors["output.pooled_calibration"].numpy() if "output.pooled_calibration" in tensors else None
                 ),
             )
-        except ModelFileError:
-            raise
-        except Exception as exc:
-            raise ModelFileError(
-                f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it."
-            ) from exc

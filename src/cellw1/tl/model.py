@@ -12,10 +12,11 @@ and checksummed; ``model.json`` beside it is a readable copy of that description
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -350,36 +351,51 @@ class PerturbationModel:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> PerturbationModel:
         """Load a model written by :meth:`save`."""
-        directory = Path(directory)
-        if directory.is_dir() and not (directory / MODEL_FILE).exists():
-            raise ModelFileError(f"{str(directory)!r} has no {MODEL_FILE}; it is not a cellw1 model directory.")
-        if directory.is_file():
-            raise ModelFileError(file_instead_of_directory(directory))
-        tensors, header = load_tensors(directory / MODEL_FILE, kind="PerturbationModel")
-        check_format(header, FORMAT, FORMAT_VERSION, source=f"{str(directory / MODEL_FILE)!r}")
-        try:
-            embedding = load_embedding(section(tensors, "embedding."), header["embedding"])
-            method = load_method(section(tensors, "method."), header["method"])
-            pre = header["preprocessing"]
+        with model_parts(directory, "PerturbationModel", FORMAT, FORMAT_VERSION) as (tensors, header, shared):
             return cls(
-                features=header["features"],
-                preprocessor=None if pre is None else Preprocessor.from_dict(pre),
-                embedding=embedding,
-                method=method,
-                condition_key=header["condition_key"],
-                control=header["control"],
+                **shared,
+                method=load_method(section(tensors, "method."), header["method"]),
                 perturbation=header["perturbation"],
-                layer=header.get("layer"),
                 obsm_key=header.get("obsm_key"),
-                info=header.get("info"),
-                calibration=tensors["output.calibration"].numpy() if "output.calibration" in tensors else None,
             )
-        except ModelFileError:
-            raise
-        except Exception as exc:  # a well-formed file whose content does not fit together
-            raise ModelFileError(
-                f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it."
-            ) from exc
+
+
+@contextlib.contextmanager
+def model_parts(
+    directory: str | os.PathLike, kind: str, fmt: str, version: int
+) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]]:
+    """Read a model directory's file: ``(tensors, header, parts)``, where ``parts`` are the
+    constructor arguments every model kind shares (features, preprocessing, embedding, groups,
+    layer, info, calibration). Errors in the block that uses them become a ModelFileError."""
+    directory = Path(directory)
+    if directory.is_dir() and not (directory / MODEL_FILE).exists():
+        raise ModelFileError(f"{str(directory)!r} has no {MODEL_FILE}; it is not a cellw1 model directory.")
+    if directory.is_file():
+        raise ModelFileError(file_instead_of_directory(directory))
+    tensors, header = load_tensors(directory / MODEL_FILE, kind=kind)
+    check_format(header, fmt, version, source=f"{str(directory / MODEL_FILE)!r}")
+    try:
+        pre = header["preprocessing"]
+        yield (
+            tensors,
+            header,
+            {
+                "features": header["features"],
+                "preprocessor": None if pre is None else Preprocessor.from_dict(pre),
+                "embedding": load_embedding(section(tensors, "embedding."), header["embedding"]),
+                "condition_key": header["condition_key"],
+                "control": header["control"],
+                "layer": header.get("layer"),
+                "info": header.get("info"),
+                "calibration": tensors["output.calibration"].numpy() if "output.calibration" in tensors else None,
+            },
+        )
+    except ModelFileError:
+        raise
+    except Exception as exc:  # a well-formed file whose content does not fit together
+        raise ModelFileError(
+            f"model in {str(directory)!r} is inconsistent ({type(exc).__name__}: {exc}); refit it."
+        ) from exc
 
 
 def file_instead_of_directory(path: Path) -> str:
