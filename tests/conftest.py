@@ -7,13 +7,14 @@ with ``from conftest import ...``.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
 
 from cellw1 import W1Config
@@ -22,6 +23,23 @@ from cellw1 import W1Config
 TINY = W1Config(hidden=(16, 16), step_hidden=(16,), potential_iters=20, regression_iters=20, eval_every=10)
 #: a short schedule at the default network size, long enough for a fitted map to move cells
 FAST = W1Config(potential_iters=150, regression_iters=100, eval_every=50)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def single_torch_thread() -> Iterator[None]:
+    """The suite runs torch with one intra-op thread, the fits' own default (``cpu_threads=1``).
+
+    Test code, and fits with ``cpu_threads=None`` (the autoencoder's default), would otherwise
+    use every core: on a small machine shared with other work, OpenMP's waiting threads stall
+    these tiny networks (steps 10-100x slower, seconds lost per test at random). The tests of
+    the thread policy set the threads they check themselves.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def count_adata(

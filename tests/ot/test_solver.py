@@ -12,7 +12,9 @@ from cellw1 import W1Config
 from cellw1.datasets import load_toy
 from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner
 
-FAST = W1Config(potential_iters=800, regression_iters=400, eval_every=50)
+#: short, yet converged on every problem here: the assertions hold with the same margins as with
+#: 800 + 400 steps (checked on seeds 0-5 of the toys and 0-3 of the translation)
+FAST = W1Config(potential_iters=300, regression_iters=150, eval_every=50)
 
 
 def nonlinear_pair(n: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +73,8 @@ def test_step_size_is_non_negative(translation) -> None:
 def pair_maps() -> dict[str, tuple[float, float]]:
     """(dual on the same points, exact W1) for the nonlinear pair, scaled and swapped."""
     x, y = nonlinear_pair()
-    config = FAST.replace(potential_iters=1200, regression_iters=1, val_fraction=0.0)
+    # the dual needs the potential only: one step of each phase-2 learner
+    config = FAST.replace(potential_iters=400, regression_iters=1, energy_iters=1, val_fraction=0.0)
     out = {}
     for name, (a, b) in {"base": (x, y), "scaled": (3 * x, 3 * y), "swapped": (y, x)}.items():
         tmap = cellw1.fit_map(a, b, config, seed=1)
@@ -121,7 +124,7 @@ def test_gan_learner_produces_a_transport_map() -> None:
 
 def test_same_seed_same_map_different_seed_different_map() -> None:
     x, y = nonlinear_pair(100)
-    config = FAST.replace(potential_iters=100, regression_iters=50)
+    config = FAST.replace(potential_iters=100, regression_iters=50, energy_iters=50)  # every phase, briefly
     a = cellw1.fit_map(x, y, config, seed=3).transport(x)
     b = cellw1.fit_map(x, y, config, seed=3).transport(x)
     c = cellw1.fit_map(x, y, config, seed=4).transport(x)

@@ -50,10 +50,11 @@ def test_fit_uses_the_configured_cpu_threads_and_restores_them() -> None:
 
         torch.optim.Adam.step = spy  # type: ignore[method-assign]
         x = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
-        cellw1.fit_map(x, x + 1, cellw1.W1Config(hidden=(8,), potential_iters=5, regression_iters=5))
+        config = cellw1.W1Config(hidden=(8,), potential_iters=5, regression_iters=5, energy_iters=5)  # every phase
+        cellw1.fit_map(x, x + 1, config)
         assert set(seen) == {1} and torch.get_num_threads() == 2
         seen.clear()
-        cellw1.fit_map(x, x + 1, cellw1.W1Config(hidden=(8,), potential_iters=5, regression_iters=5, cpu_threads=None))
+        cellw1.fit_map(x, x + 1, config.replace(cpu_threads=None))
         assert set(seen) == {2}
     finally:
         torch.optim.Adam.step = original  # type: ignore[method-assign]

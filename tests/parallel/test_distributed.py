@@ -272,10 +272,13 @@ def test_a_failing_perturbation_is_reported_and_the_rest_finish(address: str, tm
         )
 
 
-def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData) -> None:
+def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData, tmp_path: Path) -> None:
     import dask
 
-    def exit_when_fitting_none() -> None:  # runs on the workers; restarted workers are clean
+    out = tmp_path / "models"
+
+    def exit_when_fitting_none(index: str) -> None:  # runs on the workers; restarted workers are clean
+        import json
         import os
         import time
 
@@ -284,8 +287,15 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData) -> None:
         original = api.fit
 
         def fit(data, condition_key, control, perturbation, **kwargs):  # type: ignore[no-untyped-def]
-            if perturbation == "none":  # submitted last: the others are done by the time it dies
-                time.sleep(6.0)  # long enough for them on a loaded machine
+            if perturbation == "none":  # submitted last: dies once the client has saved the other two
+                deadline = time.monotonic() + 60.0
+                while time.monotonic() < deadline:
+                    try:
+                        if {"down", "up"} <= set(json.loads(open(index).read())["models"]):
+                            break
+                    except (OSError, ValueError):  # no index yet
+                        pass
+                    time.sleep(0.02)
                 os._exit(1)
             return original(data, condition_key, control, perturbation, **kwargs)
 
@@ -299,12 +309,20 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData) -> None:
         ) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,
     ):
-        client.run(exit_when_fitting_none)
+        client.run(exit_when_fitting_none, str(out / COLLECTION_FILE))
         collection = cellw1.fit_all(
-            adata, "condition", "ctrl", ["down", "up", "none"], method="mean_shift", scheduler=client, progress=False
+            adata,
+            "condition",
+            "ctrl",
+            ["down", "up", "none"],
+            method="mean_shift",
+            scheduler=client,
+            out=out,
+            progress=False,
         )
     assert list(collection.failures) == ["none"] and "the worker fitting 'none' died" in collection.failures["none"]
     assert list(collection) == ["down", "up"]
+    assert sorted(cellw1.load(out)) == ["down", "up"]
 
 
 def test_data_lost_with_their_worker_are_sent_again(adata: ad.AnnData, caplog: pytest.LogCaptureFixture) -> None:
@@ -341,9 +359,9 @@ def test_data_lost_with_their_worker_are_sent_again(adata: ad.AnnData, caplog: p
 
 def test_unreachable_scheduler_is_a_clear_error_quickly(adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch) -> None:
     assert cellw1.parallel.cluster.CONNECT_TIMEOUT <= 10
-    monkeypatch.setattr(cellw1.parallel.cluster, "CONNECT_TIMEOUT", 2.0)
+    monkeypatch.setattr(cellw1.parallel.cluster, "CONNECT_TIMEOUT", 0.5)
     start = time.perf_counter()
-    message = r"could not reach a Dask scheduler at 'tcp://127.0.0.1:9' within 2 s.*dask scheduler"
+    message = r"could not reach a Dask scheduler at 'tcp://127.0.0.1:9' within 0.5 s.*dask scheduler"
     with pytest.raises(InputError, match=message):
         cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=UNREACHABLE, progress=False)
     assert time.perf_counter() - start < 10

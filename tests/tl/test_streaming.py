@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import FAST as FAST_CONFIG
+from conftest import TINY
 
 import cellw1
 from cellw1 import ConfigError, EmbeddingConfig, InputError
@@ -41,6 +42,12 @@ def files(adata: ad.AnnData, tmp_path_factory: pytest.TempPathFactory) -> dict[s
 
 def _fit(data: object, **kwargs: object) -> cellw1.PerturbationModel:
     return cellw1.fit(data, "condition", "control", "pertA", config=FAST, seed=1, progress=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def memory_model(adata: ad.AnnData) -> cellw1.PerturbationModel:
+    """The model fitted in memory, which the tests below compare with (and only read)."""
+    return _fit(adata)
 
 
 # -- the sampler -----------------------------------------------------------------------------------
@@ -118,13 +125,14 @@ def test_streamed_normalisation_matches_memory(adata: ad.AnnData, files: dict[st
 
 
 # -- fitting from disk ----------------------------------------------------------------------------------
-def test_dense_disk_fit_equals_memory_fit_when_a_buffer_holds_each_group(adata: ad.AnnData, tmp_path: Path) -> None:
+def test_dense_disk_fit_equals_memory_fit_when_a_buffer_holds_each_group(
+    adata: ad.AnnData, memory_model: cellw1.PerturbationModel, tmp_path: Path
+) -> None:
     """A dense X on disk (CSR and the other source kinds: tests/test_sources.py): the same model."""
     dense = adata.copy()
     dense.X = dense.X.toarray()
     dense.write_h5ad(tmp_path / "dense.h5ad")
     disk_model = _fit(tmp_path / "dense.h5ad")
-    memory_model = _fit(adata)
     assert disk_model.preprocessor == memory_model.preprocessor
     controls = adata[adata.obs["condition"] == "control"]
     np.testing.assert_allclose(disk_model.predict(controls).X, memory_model.predict(controls).X, rtol=1e-5, atol=1e-5)
@@ -175,9 +183,9 @@ def test_disk_fit_rejects_bad_settings(adata: ad.AnnData, files: dict[str, Path]
 # -- predicting to disk ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
 def test_streamed_prediction_equals_in_memory_prediction(
-    adata: ad.AnnData, files: dict[str, Path], tmp_path: Path, suffix: str
+    adata: ad.AnnData, memory_model: cellw1.PerturbationModel, files: dict[str, Path], tmp_path: Path, suffix: str
 ) -> None:
-    model = _fit(adata)
+    model = memory_model
     expected = model.predict(adata)
     path = model.predict(files["h5ad"], out=tmp_path / f"pred{suffix}", chunk_cells=97)
     written = ad.read_h5ad(path) if suffix == ".h5ad" else ad.read_zarr(path)
@@ -198,8 +206,8 @@ def test_streamed_prediction_equals_in_memory_prediction(
 
 # -- many perturbations and the command line --------------------------------------------------------
 def test_fit_all_streams_from_a_path(files: dict[str, Path], tmp_path: Path) -> None:
-    collection = cellw1.fit_all(
-        files["h5ad"], "condition", "control", config=FAST, out=tmp_path / "models", progress=False, buffer_cells=200
+    collection = cellw1.fit_all(  # what streams and is saved, not the map's quality: the smallest schedule
+        files["h5ad"], "condition", "control", config=TINY, out=tmp_path / "models", progress=False, buffer_cells=200
     )
     assert list(collection) == ["pertA"] and not collection.failures
     assert collection["pertA"].info["buffer_cells"] == 200

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import ot
 from scipy.spatial.distance import cdist
 
 from .._data import as_array
@@ -270,6 +269,8 @@ def wasserstein1(pred: Any, obs: Any, max_points: int | None = W1_MAX_POINTS, se
     cells, so each sample is first reduced to at most ``max_points`` cells by a seeded draw
     without replacement (``None`` disables this; beware the cost).
     """
+    import ot  # POT only when an exact W1 is asked for (see ot_step_targets)
+
     x, y = _subsample_pair(pred, obs, max_points, seed)
     a = np.full(x.shape[0], 1.0 / x.shape[0])
     b = np.full(y.shape[0], 1.0 / y.shape[0])

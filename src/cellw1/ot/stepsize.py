@@ -38,7 +38,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import ot
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -142,6 +141,8 @@ def ot_step_targets(
     torch.Tensor
         ``(n,)`` non-negative mean projected displacements ``max(0, mean (x - y) . u(x))``.
     """
+    import ot  # POT (and the scikit-learn it loads) only once a fit pairs cells: ~0.5 s of every start-up
+
     n, m = len(source), len(target)
     b = max(1, min(batch_size, n, m))
     xs, us, yt = (t.detach().cpu() for t in (source, u, target))  # float64 a batch at a time, not whole
