@@ -199,6 +199,7 @@ def test_the_conditional_model_leaves_conditions_without_a_response_at_the_contr
     model = cellw1.fit_conditional(adata, "condition", "ctrl", config=config, input_kind="log", progress=False)
     effects = dict(zip([c["label"] for c in model.conditions], model.map.info["effects"], strict=True))
     assert effects["none"]["p_value"] > 0.05 and effects["up"]["p_value"] <= 0.05
+    assert model.without_response == [("none", None)] and "1 without a detected response" in repr(model)
     for loaded in (model, cellw1.load(model.save(tmp_path / "conditional"))):
         still = loaded.predict(controls, perturbation="none")
         np.testing.assert_allclose(still.X, controls.X, atol=1e-5)  # PCA space: round-off of the reconstruction

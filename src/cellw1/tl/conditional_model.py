@@ -139,8 +139,19 @@ class ConditionalModel:
         dose = f", dose_key={self.dose_key!r}" if self.dose_key else ""
         return (
             f"ConditionalModel({len(self.conditions)} training conditions, {len(self.labels)} labels{dose}, "
-            f"space={self.embedding.kind!r}, {len(self.features)} features)"
+            f"space={self.embedding.kind!r}, {len(self.features)} features, "
+            f"{len(self.without_response)} without a detected response)"
         )
+
+    @property
+    def without_response(self) -> list[tuple[str, float | None]]:
+        """Training conditions ``(label, dose)`` whose cells could not be told from the controls
+        (:mod:`cellw1.ot.effect`): the model predicts their controls unchanged."""
+        return [
+            (c["label"], c["dose"])
+            for c in self.conditions
+            if not self.map.moves(self.condition(c["label"], c["dose"]))
+        ]
 
     @property
     def perturbations(self) -> list[str]:
