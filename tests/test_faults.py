@@ -272,8 +272,11 @@ FIT_POINTS = [
 
 @pytest.mark.parametrize("name, point, code", FIT_POINTS, ids=[f"{s}-{p}" for s, p, _ in FIT_POINTS])
 def test_signal_during_fit(name, point, code, zygote, world, before, tmp_path) -> None:
-    # a short phase 1 (it ends with the 'potential: best' line), up to 5,000 steps of phase 2
-    run = zygote.start([*fit_argv(world, iters=5_000, potential_iters=100), "--verbose"], tmp_path)
+    # a short phase 1 (it ends with the 'potential: best' line), then 5,000 steps of phase 2 without
+    # early stopping, so the signal always lands while phase 2 runs
+    run = zygote.start(
+        [*fit_argv(world, iters=5_000, potential_iters=100), "--patience", "none", "--verbose"], tmp_path
+    )
     if point == "start":
         time.sleep(0.15)  # the child is reading the data
     else:
@@ -301,7 +304,15 @@ def test_concurrent_writers(zygote, world, before, tmp_path) -> None:
     """Two fits of one collection: the second is refused while the first holds the lock.
     Two predictions into one file: each lands whole, the last one wins."""
     collection = tmp_path / "collection"
-    fit_all = [*fit_argv(world, iters=5_000)[:-1], str(collection), "--perturbation", "all", "--verbose"]
+    fit_all = [
+        *fit_argv(world, iters=5_000)[:-1],
+        str(collection),
+        "--perturbation",
+        "all",
+        "--patience",
+        "none",  # a long fit: it holds the lock while the second starts
+        "--verbose",
+    ]
     first = zygote.start(fit_all, tmp_path / "a")
     first.wait_for("expression input")
     second = zygote.start([*fit_argv(world)[:-1], str(collection), "--perturbation", "all"], tmp_path / "b")

@@ -15,3 +15,6 @@ def test_solver_options_reach_the_config():
     assert solver_config(parser.parse_args(["--effect-alpha", "none"])).effect_alpha is None
     assert solver_config(parser.parse_args(["--effect-alpha", "0.01"])).effect_alpha == 0.01
     assert solver_config(parser.parse_args(["--regression-iters", "50"])).regression_iters == 50
+    assert default.patience == 5
+    assert solver_config(parser.parse_args(["--patience", "none"])).patience is None
+    assert solver_config(parser.parse_args(["--patience", "2"])).patience == 2

@@ -91,7 +91,24 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
         f"controls at this level is predicted as the controls; 'none' moves cells anyway "
         f"(default: {defaults.effect_alpha})",
     )
+    parser.add_argument(
+        "--patience",
+        type=_patience,
+        default=None,
+        help=f"early stopping: validation checks without improvement before a phase stops; 'none' runs "
+        f"the full schedule (default: {defaults.patience})",
+    )
     parser.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or auto (default: {defaults.device})")
+
+
+def _patience(text: str) -> int | str:
+    """``--patience``: a whole number, or ``"none"`` for the full schedule."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'none'") from None
 
 
 def _level(text: str) -> float | str:
@@ -114,6 +131,8 @@ def solver_config(args: argparse.Namespace) -> W1Config:
         "device": args.device,
     }
     config = W1Config(**{k: v for k, v in changes.items() if v is not None})
-    if args.effect_alpha is not None:
-        config = config.replace(effect_alpha=None if args.effect_alpha == "none" else args.effect_alpha)
+    for name in ("effect_alpha", "patience"):  # "none" switches the test / early stopping off
+        value = getattr(args, name)
+        if value is not None:
+            config = config.replace(**{name: None if value == "none" else value})
     return config
