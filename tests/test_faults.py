@@ -295,7 +295,7 @@ def test_signal_while_writing_predictions(name, code, where, zygote, world, befo
     run = zygote.start(argv, tmp_path)
     run.wait_for(lambda: any(p.name.startswith(".pred.h5ad.") for p in world["out"].iterdir()))
     os.kill(run.pid, getattr(signal, name))
-    assert run.finish() == code
+    assert run.finish() == code, run.err
     assert_one_line(run.err, "cellw1:")
     assert_intact(world, before)
 

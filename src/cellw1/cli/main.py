@@ -134,19 +134,39 @@ def _main(argv: Sequence[str] | None) -> int:
         logger.setLevel(logging.INFO)
     try:
         return int(args._run(args))
-    except ModelFileError as exc:
-        return _fail(exc, EXIT_MODEL_FILE)
-    except CellW1Error as exc:
-        return _fail(exc, EXIT_OUTPUT if isinstance(exc, OSError) else EXIT_INPUT)
-    except OSError as exc:  # an output the library did not name: a full disk, a read-only folder
-        return _fail(exc, EXIT_OUTPUT)
-    except Exception as exc:  # a bug: one line, the traceback with --verbose
-        if args.verbose:
-            traceback.print_exc()
-        return _fail(exc, EXIT_INTERNAL, prefix=f"internal error ({type(exc).__name__})")
+    except Exception as exc:
+        stop = _interruption(exc)
+        if stop is not None:  # an error while a Ctrl-C or SIGTERM unwound (a file closed mid-write)
+            raise stop from None
+        return _error_code(exc, args.verbose)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(old_level)
+
+
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The Ctrl-C or SIGTERM that ``exc`` was raised while handling (``__context__`` chain), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt | Terminated):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _error_code(exc: Exception, verbose: bool) -> int:
+    """One line on stderr for ``exc`` and its exit code (:data:`EXIT_CODES`)."""
+    if isinstance(exc, ModelFileError):
+        return _fail(exc, EXIT_MODEL_FILE)
+    if isinstance(exc, CellW1Error):
+        return _fail(exc, EXIT_OUTPUT if isinstance(exc, OSError) else EXIT_INPUT)
+    if isinstance(exc, OSError):  # an output the library did not name: a full disk, a read-only folder
+        return _fail(exc, EXIT_OUTPUT)
+    if verbose:  # a bug: one line, the traceback with --verbose
+        traceback.print_exc()
+    return _fail(exc, EXIT_INTERNAL, prefix=f"internal error ({type(exc).__name__})")
 
 
 if __name__ == "__main__":
