@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 import pytest
 
@@ -41,3 +42,24 @@ def test_an_error_of_its_own_is_still_an_internal_error(monkeypatch, capsys):
     monkeypatch.setattr(cli, "build_parser", lambda: parser_running(run))
     assert cli.main([]) == 5
     assert capsys.readouterr().err == "cellw1: internal error (RuntimeError): a bug\n"
+
+
+@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
+def test_a_signal_that_lands_in_a_finalizer_is_not_lost(stop, code, monkeypatch, capsys):
+    """Python drops exceptions raised in finalizers and weakref callbacks (a signal handler can run
+    there): the command raises the signal again instead of carrying on."""
+
+    class Finalized:
+        def __del__(self) -> None:
+            raise stop  # as if the signal's handler had run here
+
+    def run(args: argparse.Namespace) -> int:
+        Finalized()  # collected at once: its exception is "ignored"
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:  # the signal sent again lands here, within milliseconds
+            pass
+        return 0
+
+    monkeypatch.setattr(cli, "build_parser", lambda: parser_running(run))
+    assert cli.main([]) == code
+    assert capsys.readouterr().err == f"cellw1: {'interrupted' if code == 130 else 'terminated'}\n"

@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
+import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
 from .._version import __version__
 from ..errors import CellW1Error, ModelFileError
@@ -54,18 +57,40 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise Terminated
 
 
+def _deliver_again(previous: Callable[[Any], Any]) -> Callable[[Any], None]:
+    """A ``sys.unraisablehook`` for while a command runs: a Ctrl-C or SIGTERM that landed in a
+    finalizer or weakref callback, where Python drops exceptions, is raised again, so that it
+    reaches the command; anything else goes to ``previous``."""
+
+    def hook(unraisable: Any) -> None:
+        stop = unraisable.exc_value
+        if isinstance(stop, KeyboardInterrupt | Terminated):  # sent again once the hook has returned
+            signum = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
+            timer = threading.Timer(0.01, os.kill, (os.getpid(), signum))
+            timer.daemon = True  # a command that ends first is not held up
+            timer.start()
+        else:
+            previous(unraisable)
+
+    return hook
+
+
 @contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while the command runs (main thread only)."""
+    """Turn SIGTERM into :class:`Terminated` while the command runs (main thread only), and never lose
+    a signal to a finalizer (:func:`_deliver_again`)."""
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _deliver_again(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
 
 
 def build_parser() -> argparse.ArgumentParser:
