@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -85,7 +86,7 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--effect-alpha",
-        type=_level,
+        type=_or_none(float),
         default=None,
         help=f"level of the test for a response: a perturbation whose cells cannot be told from the "
         f"controls at this level is predicted as the controls; 'none' moves cells anyway "
@@ -93,7 +94,7 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--patience",
-        type=_patience,
+        type=_or_none(int),
         default=None,
         help=f"early stopping: validation checks without improvement before a phase stops; 'none' runs "
         f"the full schedule (default: {defaults.patience})",
@@ -101,24 +102,19 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or auto (default: {defaults.device})")
 
 
-def _patience(text: str) -> int | str:
-    """``--patience``: a whole number, or ``"none"`` for the full schedule."""
-    if text.strip().lower() == "none":
-        return "none"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number or 'none'") from None
+def _or_none(kind: type[int] | type[float]) -> Callable[[str], int | float | str]:
+    """An argparse type: a number of ``kind``, or ``"none"`` (``--patience``, ``--effect-alpha``)."""
+    what = "a whole number" if kind is int else "a number"
 
+    def parse(text: str) -> int | float | str:
+        if text.strip().lower() == "none":
+            return "none"
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what} or 'none'") from None
 
-def _level(text: str) -> float | str:
-    """``--effect-alpha``: a number, or ``"none"`` for no test."""
-    if text.strip().lower() == "none":
-        return "none"
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'none'") from None
+    return parse
 
 
 def solver_config(args: argparse.Namespace) -> W1Config:
