@@ -78,12 +78,25 @@ def fit_map(
         start = time.perf_counter()
         phase1 = fit_potential(config=config, generator=generator, progress=progress, **data)
         mid = time.perf_counter()
-        if moves:
-            phase2 = fit_step_size(
-                phase1.potential, config=config, generator=generator, rng=rng, progress=progress, **data
-            )
+        phase2 = (
+            fit_step_size(phase1.potential, config=config, generator=generator, rng=rng, progress=progress, **data)
+            if moves
+            else None
+        )
         end = time.perf_counter()
-    if not moves:
+    info = {
+        "seed": seed,
+        "n_source": n_source,
+        "n_target": n_target,
+        "potential_steps": int(phase1.history["stopped_at"][0]),
+        "step_size_steps": 0 if phase2 is None else int(phase2.history["stopped_at"][0]),
+        "potential_best_step": phase1.best_step,
+        "potential_val_dual": phase1.best_dual,
+        "potential_seconds": mid - start,
+        "step_size_seconds": end - mid,
+        "effect": None if effect is None else effect.to_dict(),
+    }
+    if phase2 is None:  # no response: the step size is 0 for every cell (eta = min(..., eta_max))
         assert effect is not None
         logger.warning(
             "no response detected: the target cells cannot be told from the source cells (energy distance "
@@ -93,43 +106,10 @@ def fit_map(
             effect.p_value,
             config.effect_alpha,
         )
-        return _still_map(
-            phase1, config, {"seed": seed, "n_source": n_source, "n_target": n_target}, effect, mid - start
-        )
-    info = {
-        "seed": seed,
-        "n_source": n_source,
-        "n_target": n_target,
-        "potential_steps": int(phase1.history["stopped_at"][0]),
-        "step_size_steps": int(phase2.history["stopped_at"][0]),
-        "potential_best_step": phase1.best_step,
-        "potential_val_dual": phase1.best_dual,
-        "step_size_best_step": phase2.best_step,
-        "step_size_val_energy": phase2.best_energy,
-        "potential_seconds": mid - start,
-        "step_size_seconds": end - mid,
-        "effect": None if effect is None else effect.to_dict(),
-    }
+        step_size = StepSize(phase1.potential.dim, config.step_hidden).to(device)
+        step_size.eta_max.fill_(0.0)
+        return TransportMap(phase1.potential, step_size, config, info, history=combine(potential=phase1.history))
+    info.update(step_size_best_step=phase2.best_step, step_size_val_energy=phase2.best_energy)
     logger.info("fitted W1 map in %.2f s (dual %.4f)", end - start, phase1.best_dual)
     history = combine(potential=phase1.history, step_size=phase2.history)
     return TransportMap(phase1.potential, phase2.step_size, config, info, history=history)
-
-
-def _still_map(phase1: Any, config: W1Config, info: dict[str, Any], effect: Any, seconds: float) -> TransportMap:
-    """The map of a perturbation without a detected response: the fitted potential, a step size of 0."""
-    step_size = StepSize(phase1.potential.dim, config.step_hidden)
-    step_size.eta_max.fill_(0.0)  # eta = min(..., eta_max) = 0 for every cell
-    info = {
-        **info,
-        "potential_steps": int(phase1.history["stopped_at"][0]),
-        "step_size_steps": 0,
-        "potential_best_step": phase1.best_step,
-        "potential_val_dual": phase1.best_dual,
-        "potential_seconds": seconds,
-        "step_size_seconds": 0.0,
-        "effect": effect.to_dict(),
-    }
-    history = combine(potential=phase1.history)
-    return TransportMap(
-        phase1.potential, step_size.to(next(phase1.potential.parameters()).device), config, info, history=history
-    )
