@@ -13,7 +13,6 @@ training conditions and no mean offsets (output ``"calibrated_zeros"``): its mea
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._io import atomic_write_bytes, save_tensors, section
+from .._io import section
 from ..errors import InputError
 from ..ot.condition import Condition
 from ..ot.conditional import ConditionalMap
@@ -31,7 +30,7 @@ from ..pp.embedding import Embedding
 from ..pp.labels import label_text
 from ..pp.preprocessing import Preprocessor
 from .methods import FittedMethod
-from .model import COLLECTION_FILE, MODEL_FILE, PerturbationModel, _versions, model_parts
+from .model import PerturbationModel, _versions, model_parts, write_model
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -317,19 +316,13 @@ class ConditionalModel:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model to ``directory`` (created if needed); atomic, checksummed, no pickle."""
-        directory = Path(directory)
-        if (directory / COLLECTION_FILE).exists():
-            raise InputError(f"{str(directory)!r} holds a collection of models; save this model to another directory.")
         tensors = {f"embedding.{k}": v for k, v in self.embedding.state_tensors().items()}
         tensors.update({f"map.{k}": v for k, v in self.map.state_tensors().items()})
         if self.calibration is not None:
             tensors["output.calibration"] = torch.from_numpy(self.calibration)
         if self.pooled_calibration is not None:
             tensors["output.pooled_calibration"] = torch.from_numpy(self.pooled_calibration)
-        header = self.header()
-        save_tensors(directory / MODEL_FILE, tensors, header)
-        atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
-        return directory
+        return write_model(directory, tensors, self.header())
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ConditionalModel:

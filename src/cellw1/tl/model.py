@@ -340,13 +340,7 @@ class PerturbationModel:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the model to ``directory`` (created if needed); atomic, no pickle."""
-        directory = Path(directory)
-        if (directory / COLLECTION_FILE).exists():
-            raise InputError(f"{str(directory)!r} holds a collection of models; save this model to another directory.")
-        header = self.header()
-        save_tensors(directory / MODEL_FILE, self.tensors(), header)
-        atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
-        return directory
+        return write_model(directory, self.tensors(), self.header())
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> PerturbationModel:
@@ -358,6 +352,17 @@ class PerturbationModel:
                 perturbation=header["perturbation"],
                 obsm_key=header.get("obsm_key"),
             )
+
+
+def write_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
+    """Write a model directory: ``model.safetensors`` (atomic, checksummed) and its readable
+    ``model.json``; a directory holding a collection is refused."""
+    directory = Path(directory)
+    if (directory / COLLECTION_FILE).exists():
+        raise InputError(f"{str(directory)!r} holds a collection of models; save this model to another directory.")
+    save_tensors(directory / MODEL_FILE, tensors, header)
+    atomic_write_bytes(directory / "model.json", json.dumps(header, indent=2, sort_keys=True).encode())
+    return directory
 
 
 @contextlib.contextmanager
