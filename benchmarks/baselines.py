@@ -37,31 +37,17 @@ import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import anndata as ad  # noqa: E402
 import torch  # noqa: E402
+from real_data import DATA, kang, papalexi, zhao  # noqa: E402  (the shared data sets, loaded one way)
 
 import cellw1  # noqa: E402
 from cellw1.tl.scgen import ScGenConfig  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).parent / "results" / "baselines"
 METHODS = ("identity", "mean_shift", "scgen_vae", "w1")
 STRONG6 = ["STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4", "ATF2"]
 SHOWN = ("mmd", "energy", "r2", "l2", "seconds")
 CELL_EVAL_SHOWN = ("overlap_at_N", "pearson_delta", "mse", "de_nsig_counts_pred", "de_nsig_counts_real")
-
-
-def papalexi() -> ad.AnnData:
-    adata = ad.read_h5ad(DATA / "papalexi2021_eccite_thp1_crispr.h5ad")
-    return adata[adata.obs["grna_frac"] >= 0.8].copy()
-
-
-def zhao() -> ad.AnnData:
-    return ad.read_h5ad(DATA / "zhao2021_glioblastoma_panobinostat.h5ad")
-
-
-def kang() -> ad.AnnData:
-    return ad.read_h5ad(DATA / "kang2018_pbmc_ifnb.h5ad")
 
 
 RUNS = {

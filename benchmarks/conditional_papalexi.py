@@ -44,6 +44,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
+from real_data import DATA, papalexi
 
 import cellw1
 from cellw1.eval.conditional import shared_control_rng
@@ -51,16 +52,10 @@ from cellw1.eval.metrics import energy_distance, mmd
 from cellw1.eval.splits import split_group
 from cellw1.eval.splits import split_rngs as _split_rngs
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 OUT = Path(__file__).parent / "results" / "conditional"
 RUNNER = Path(__file__).parent / "_cellflow_runner.py"
 CONTROL, KEY = "non-targeting", "target"
 STRONG = ("STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4")
-
-
-def papalexi() -> ad.AnnData:
-    adata = ad.read_h5ad(DATA / "papalexi2021_eccite_thp1_crispr.h5ad")
-    return adata[adata.obs["grna_frac"] >= 0.8].copy()
 
 
 def summary(table: pd.DataFrame) -> dict[str, dict[str, float]]:
