@@ -18,13 +18,22 @@ from cellw1.pp.calibration import calibrate, fit_calibration
 FAST = W1Config(potential_iters=300, regression_iters=200, energy_iters=300, eval_every=50)
 
 
-def log_groups(n: int = 300, genes: int = 30, constant: int = 6, seed: int = 0) -> ad.AnnData:
-    """Log-normalised control and perturbed cells; the last ``constant`` genes are one value in both."""
+def log_groups(
+    n: int = 300,
+    genes: int = 30,
+    constant: int = 6,
+    seed: int = 0,
+    groups: tuple[str, ...] = ("ctrl", "pert"),
+    responding: tuple[str, ...] = ("pert",),
+) -> ad.AnnData:
+    """Log-normalised cells, ``n`` per group; genes 0-7 respond in the ``responding`` groups (the
+    others are drawn like the controls); the last ``constant`` genes are one value in all groups."""
     rng = np.random.default_rng(seed)
-    x = np.log1p(rng.gamma(2.0, 1.0, size=(2 * n, genes)))
-    x[n:, :8] += 0.8  # genes 0-7 respond
+    labels = np.repeat(groups, n)
+    x = np.log1p(rng.gamma(2.0, 1.0, size=(len(labels), genes)))
+    x[np.isin(labels, responding), :8] += 0.8
     x[:, genes - constant :] = np.linspace(0.0, 2.0, constant)  # constant in both groups (one is 0)
-    obs = pd.DataFrame({"condition": np.repeat(["ctrl", "pert"], n)}, index=[f"c{i}" for i in range(2 * n)])
+    obs = pd.DataFrame({"condition": labels}, index=[f"c{i}" for i in range(len(labels))])
     return ad.AnnData(X=x.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(genes)]))
 
 
@@ -165,20 +174,9 @@ def test_energy_pool_equals_the_direct_energy_distance(dim: int) -> None:
     torch.testing.assert_close(grad_pooled, grad_direct, rtol=1e-6, atol=1e-9)
 
 
-def no_effect_groups(seed: int = 0) -> ad.AnnData:
-    """Log-normalised controls and two perturbations: ``"none"`` drawn like the controls, ``"up"`` responding."""
-    rng = np.random.default_rng(seed)
-    n = 300
-    x = np.log1p(rng.gamma(2.0, 1.0, size=(3 * n, 20)))
-    x[2 * n :, :6] += 0.8
-    labels = np.repeat(["ctrl", "none", "up"], n)
-    obs = pd.DataFrame({"condition": labels}, index=[f"c{i}" for i in range(3 * n)])
-    return ad.AnnData(X=x.astype(np.float32), obs=obs, var=pd.DataFrame(index=[f"g{j}" for j in range(20)]))
-
-
 def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path) -> None:
     """The test for a response (cellw1.ot.effect): no effect in, the controls' own values out."""
-    adata = no_effect_groups()
+    adata = log_groups(genes=20, constant=0, groups=("ctrl", "none", "up"), responding=("up",))
     controls = adata[:300]
     model = cellw1.fit(adata, "condition", "ctrl", "none", config=FAST, input_kind="log", progress=False)
     assert not model.method.moves and model.method.info["effect"]["p_value"] > 0.05
@@ -193,7 +191,7 @@ def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path)
 
 
 def test_the_conditional_model_leaves_conditions_without_a_response_at_the_control(tmp_path: Path) -> None:
-    adata = no_effect_groups()
+    adata = log_groups(genes=20, constant=0, groups=("ctrl", "none", "up"), responding=("up",))
     controls = adata[:300]
     config = cellw1.ConditionalConfig.from_w1(FAST)
     model = cellw1.fit_conditional(adata, "condition", "ctrl", config=config, input_kind="log", progress=False)
