@@ -202,10 +202,7 @@ class ConditionalMap(FittedMap):
         self.still = [Condition(tuple(int(k) for k in c.labels), None, c.dose) for c in still]
         self.potential_net = potential.requires_grad_(False).eval()
         self.step_size_net = step_size.requires_grad_(False).eval()
-        self.config = config
-        self.info: dict[str, Any] = dict(info or {})
-        #: validation scores of both phases (:func:`cellw1.ot.training.combine`): ``potential_val_dual``...
-        self.history: History = dict(history or {})
+        super().__init__(config, info, history)
 
     @property
     def dim(self) -> int:

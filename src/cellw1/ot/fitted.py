@@ -16,10 +16,12 @@ from .training import History
 
 
 class FittedMap:
-    """Base of :class:`~cellw1.ot.transport.TransportMap` and :class:`~cellw1.ot.w2.W2Map`.
+    """Base of :class:`~cellw1.ot.transport.TransportMap`, :class:`~cellw1.ot.w2.W2Map` and
+    :class:`~cellw1.ot.conditional.ConditionalMap`.
 
     A subclass sets :attr:`FORMAT` and :attr:`FORMAT_VERSION` and defines ``dim``, ``device``,
-    ``to``, ``state_tensors`` and ``from_state``; it holds ``config``, ``info`` and ``history``.
+    ``to``, ``state_tensors`` and ``from_state``; its ``__init__`` passes ``config``, ``info`` and
+    ``history`` to this one.
 
     Attributes
     ----------
@@ -30,9 +32,12 @@ class FittedMap:
 
     FORMAT: ClassVar[str]
     FORMAT_VERSION: ClassVar[int]
-    config: Any
-    info: dict[str, Any]
-    history: History
+
+    def __init__(self, config: Any, info: dict[str, Any] | None = None, history: History | None = None) -> None:
+        self.config = config
+        #: fit diagnostics (cells, best steps, seconds...)
+        self.info: dict[str, Any] = dict(info or {})
+        self.history: History = dict(history or {})
 
     @property
     def dim(self) -> int:

@@ -61,9 +61,7 @@ class TransportMap(FittedMap):
     ) -> None:
         self.potential_net = potential.requires_grad_(False).eval()
         self.step_size_net = step_size.requires_grad_(False).eval()
-        self.config = config
-        self.info: dict[str, Any] = dict(info or {})
-        self.history: History = dict(history or {})
+        super().__init__(config, info, history)
 
     # -- properties ---------------------------------------------------------------------------
     @property

@@ -78,9 +78,7 @@ class W2Map(FittedMap):
     ) -> None:
         self.f = f.requires_grad_(False).eval()
         self.g = g.requires_grad_(False).eval()
-        self.config = config
-        self.info: dict[str, Any] = dict(info or {})
-        self.history: History = dict(history or {})
+        super().__init__(config, info, history)
         device = g.skip.weight.device
         if shift is None:
             shift = torch.zeros(g.dim)
