@@ -190,3 +190,14 @@ def test_combination_is_order_invariant():
     c = encoder.encode([Condition((0,), vectors=encoder.vectors[2].numpy())])  # the same label given as a vector
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(a, c)
+
+
+def test_a_combination_without_a_response_stays_in_any_order(fitted):
+    """A training combination without a detected response is recognised whatever order its labels are given in."""
+    cmap = fitted["concat"]
+    still = ConditionalMap(cmap.encoder, cmap.potential_net, cmap.step_size_net, cmap.config, still=[Condition((1, 0))])
+    x = translations()[0][:50].astype(np.float32)
+    for labels in ((0, 1), (1, 0)):
+        assert not still.moves(Condition(labels))
+        np.testing.assert_array_equal(still.transport(x, Condition(labels)), x)
+    assert still.moves(Condition((0,))) and still.moves(Condition((0, 2)))

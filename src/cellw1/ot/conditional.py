@@ -199,7 +199,7 @@ class ConditionalMap(FittedMap):
     ) -> None:
         self.encoder = encoder.requires_grad_(False).eval()
         #: training conditions without a detected response (:mod:`cellw1.ot.effect`): their step size is 0
-        self.still = [Condition(tuple(int(k) for k in c.labels), None, c.dose) for c in still]
+        self.still = [Condition(tuple(sorted(int(k) for k in c.labels)), None, c.dose) for c in still]
         self.potential_net = potential.requires_grad_(False).eval()
         self.step_size_net = step_size.requires_grad_(False).eval()
         super().__init__(config, info, history)
@@ -226,9 +226,8 @@ class ConditionalMap(FittedMap):
 
     def moves(self, condition: Condition) -> bool:
         """False for a training condition without a detected response: the map leaves its cells where they are."""
-        return condition.vectors is not None or all(
-            (tuple(condition.labels), condition.dose) != (c.labels, c.dose) for c in self.still
-        )
+        labels = tuple(sorted(int(k) for k in condition.labels))  # a combination in any order, as the encoder
+        return condition.vectors is not None or all((labels, condition.dose) != (c.labels, c.dose) for c in self.still)
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
