@@ -9,7 +9,7 @@ from scipy.spatial.distance import cdist
 
 from cellw1 import W1Config, fit_map
 from cellw1.errors import ConfigError
-from cellw1.ot.effect import effect_test
+from cellw1.ot.effect import effect_test, resolved_share
 from cellw1.ot.sampling import MemoryCells
 from cellw1.ot.transport import TransportMap
 
@@ -47,6 +47,37 @@ def test_large_groups_are_sampled_with_the_seed():
     first = effect_test(cells(x), cells(y), max_cells=400, seed=3)
     assert first.cells == (400, 400)
     assert first == effect_test(cells(x), cells(y), max_cells=400, seed=3)
+
+
+def test_resolved_share_estimates_the_signal_share_of_the_mean_shift():
+    """``|delta|^2 / (|delta|^2 + noise)``: 0 without a shift, 1/2 when the shift equals the
+    noise of the means, near 1 for a shift far above it (20 dimensions, 400 cells a side)."""
+    d, n = 20, 400
+    noise = 2 * d / n  # tr(I)/n + tr(I)/n
+    rng = np.random.default_rng(0)
+
+    def share(shift: float) -> float:
+        x = torch.from_numpy(rng.normal(size=(n, d)))
+        y = torch.from_numpy(rng.normal(size=(n, d)) + np.eye(d)[0] * shift)
+        return resolved_share(x, y, n, n)
+
+    null = [share(0.0) for _ in range(40)]
+    half = [share(np.sqrt(noise)) for _ in range(40)]
+    assert np.median(null) < 0.1 and min(null) >= 0.0
+    assert 0.4 <= np.mean(half) <= 0.6
+    assert share(5.0) > 0.99
+
+
+def test_resolved_share_counts_the_noise_of_the_whole_groups():
+    """Sampled cells measure the spread; the noise is that of the means of all the groups' cells."""
+    x, y = (torch.from_numpy(a) for a in groups(4, 0.3, n=300, m=300, d=10))
+    signal = float(((y.mean(0) - x.mean(0)) ** 2).sum()) - float(x.var(0).sum() + y.var(0).sum()) / 300
+    sampled = resolved_share(x, y, 3_000, 3_000)
+    assert sampled == pytest.approx(signal / (signal + float(x.var(0).sum() + y.var(0).sum()) / 3_000))
+    assert sampled > resolved_share(x, y, 300, 300) > 0
+    assert effect_test(cells(x.numpy()), cells(y.numpy()), resamples=19).resolved == pytest.approx(
+        resolved_share(x, y, 300, 300)
+    )
 
 
 def test_a_map_without_a_response_leaves_cells_where_they_are(tmp_path):

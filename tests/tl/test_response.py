@@ -190,6 +190,27 @@ def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path)
     assert up.predict(controls).X[:, :6].mean() - controls.X[:, :6].mean() > 0.5
 
 
+def test_a_weak_response_is_predicted_by_its_resolved_share(tmp_path: Path) -> None:
+    """A response near the sampling noise: each cell moves the resolved share of the way from its
+    input to the map's calibrated prediction (cellw1.ot.effect), kept by save/load."""
+    adata = log_groups(n=150, genes=20, constant=0, seed=3)
+    adata.X[150:, :8] -= 0.6  # 0.2 above the controls on 8 genes, 150 cells a group
+    controls = adata[:150]
+    model = cellw1.fit(adata, "condition", "ctrl", "pert", config=FAST, input_kind="log", progress=False)
+    share = model.method.resolved
+    assert model.method.moves and 0.1 < share < 0.9, share
+    assert f"applies {share:.0%} of the response" in repr(model)
+    pred = model.predict(controls)
+    model.method.map.info["effect"]["resolved"] = 1.0  # the whole map
+    whole = model.predict(controls)
+    np.testing.assert_allclose(pred.X, controls.X + share * (whole.X - controls.X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pred.obs["response"], share * whole.obs["response"], rtol=1e-5)
+    model.method.map.info["effect"]["resolved"] = share
+    loaded = cellw1.load(model.save(tmp_path / "weak"))
+    assert loaded.method.resolved == share
+    np.testing.assert_array_equal(loaded.predict(controls).X, pred.X)
+
+
 def test_the_conditional_model_leaves_conditions_without_a_response_at_the_control(tmp_path: Path) -> None:
     adata = log_groups(genes=20, constant=0, groups=("ctrl", "none", "up"), responding=("up",))
     controls = adata[:300]

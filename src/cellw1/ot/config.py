@@ -105,7 +105,9 @@ class W1Config(Config):
         Level of the test for a response (:mod:`cellw1.ot.effect`, an energy-distance
         permutation test of the two groups before fitting): when the perturbed cells cannot be
         told from the controls at this level, the map leaves cells where they are (its step
-        size is 0). ``None`` moves cells whatever the test says.
+        size is 0). The test also measures the share of the response above sampling noise,
+        which models apply to their predictions (``TransportMap.resolved``). ``None`` moves
+        cells by the whole map whatever the groups look like.
     val_fraction
         Share of each side held out to select the best potential and step size.
     eval_every

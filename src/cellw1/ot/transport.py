@@ -87,6 +87,12 @@ class TransportMap(FittedMap):
         :mod:`cellw1.ot.effect`)."""
         return bool(self.step_size_net.eta_max > 0)
 
+    @property
+    def resolved(self) -> float:
+        """Share of the training groups' mean shift above sampling noise (:mod:`cellw1.ot.effect`);
+        1 without the test (``effect_alpha=None``, maps saved before it was measured)."""
+        return float((self.info.get("effect") or {}).get("resolved", 1.0))
+
     def __repr__(self) -> str:
         still = "" if self.moves else ", no response detected: cells stay"
         return (

@@ -54,9 +54,9 @@ class _AtCondition(FittedMethod):
 
     name = METHOD
 
-    def __init__(self, cmap: ConditionalMap, condition: Condition) -> None:
+    def __init__(self, cmap: ConditionalMap, condition: Condition, resolved: float = 1.0) -> None:
         super().__init__(cmap.info)
-        self.cmap, self.condition = cmap, condition
+        self.cmap, self.condition, self._share = cmap, condition, float(resolved)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.cmap.transport(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
@@ -67,6 +67,10 @@ class _AtCondition(FittedMethod):
     @property
     def moves(self) -> bool:
         return self.cmap.moves(self.condition)
+
+    @property
+    def resolved(self) -> float:
+        return self._share
 
 
 class _ConditionView(PerturbationModel):
@@ -226,23 +230,41 @@ class ConditionalModel:
             )
         return value
 
+    def _trained(self, label: str, dose: float | None) -> list[tuple[int, float]]:
+        """The training conditions ``(index, weight)`` a condition is made of: itself (weight 1);
+        between two training doses of its label, those two weighted in ``log1p(dose)``; else none."""
+        known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
+        for d, i in known:
+            if d == dose:
+                return [(i, 1.0)]
+        below = [k for k in known if dose is not None and k[0] < dose]
+        above = [k for k in known if dose is not None and k[0] > dose]
+        if not (below and above):
+            return []
+        (d0, i0), (d1, i1) = below[-1], above[0]
+        w = float((np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0)))
+        return [(i0, 1.0 - w), (i1, w)]
+
     def _calibration(self, label: str, dose: float | None) -> tuple[np.ndarray | None, str]:
         """A training condition's own calibration; between two training doses of the label, their
         calibrations interpolated in ``log1p(dose)``; else the pooled zero thresholds."""
-        if self.calibration is not None:
-            known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
-            for d, i in known:
-                if d == dose:
-                    return self.calibration[i], "calibrated"
-            below = [k for k in known if dose is not None and k[0] < dose]
-            above = [k for k in known if dose is not None and k[0] > dose]
-            if below and above:
-                (d0, i0), (d1, i1) = below[-1], above[0]
-                w = (np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0))
-                return (1 - w) * self.calibration[i0] + w * self.calibration[i1], "calibrated_interpolated"
+        trained = self._trained(label, dose)
+        if self.calibration is not None and trained:
+            mixed = sum(w * self.calibration[i] for i, w in trained)
+            return mixed, "calibrated" if len(trained) == 1 else "calibrated_interpolated"
         if self.pooled_calibration is None:
             return None, "clipped"
         return self.pooled_calibration, "calibrated_zeros"
+
+    def _resolved(self, label: str, dose: float | None) -> float:
+        """Share of the response a prediction applies (:mod:`cellw1.ot.effect`): a training
+        condition's own, interpolated like the calibration between two doses; 1 for conditions
+        without cells (a combination, an embedded label, a dose outside the range)."""
+        effects = self.map.info.get("effects") or []
+        trained = self._trained(label, dose)
+        if not trained or len(effects) != len(self.conditions):
+            return 1.0
+        return float(sum(w * float((effects[i] or {}).get("resolved", 1.0)) for i, w in trained))
 
     # -- prediction ---------------------------------------------------------------------------------
     def view(
@@ -256,7 +278,7 @@ class ConditionalModel:
             features=self.features,
             preprocessor=self.preprocessor,
             embedding=self.embedding,
-            method=_AtCondition(self.map, condition),
+            method=_AtCondition(self.map, condition, self._resolved(label, condition.dose)),
             condition_key=self.condition_key,
             control=self.control,
             perturbation=label,

@@ -33,6 +33,12 @@ class FittedMethod:
         return True
 
     @property
+    def resolved(self) -> float:
+        """Share of the method's displacement a prediction applies: 1, or for a W1 map the share of
+        the training response above sampling noise (:mod:`cellw1.ot.effect`)."""
+        return 1.0
+
+    @property
     def history(self) -> History:
         """Training history of the fit (:mod:`cellw1.ot.training`); empty for untrained methods."""
         return {}

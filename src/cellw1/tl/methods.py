@@ -169,6 +169,10 @@ class W1(_NeuralMap):
     def moves(self) -> bool:
         return self.map.moves
 
+    @property
+    def resolved(self) -> float:
+        return self.map.resolved
+
 
 class W2(_NeuralMap):
     """W2 optimal transport with input convex networks (CellOT / OT-ICNN)."""

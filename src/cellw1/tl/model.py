@@ -135,8 +135,14 @@ class PerturbationModel:
         return (
             f"PerturbationModel({self.control!r} -> {self.perturbation!r}, method={self.method.name!r}, "
             f"space={self.embedding.kind!r}, {len(self.features)} features"
-            f"{'' if self.method.moves else ', no response detected: predicts the controls'})"
+            f"{self._response_note()})"
         )
+
+    def _response_note(self) -> str:
+        if not self.method.moves:
+            return ", no response detected: predicts the controls"
+        share = self.method.resolved
+        return f", applies {share:.0%} of the response (the rest is sampling noise)" if share < 1.0 else ""
 
     # -- prediction ------------------------------------------------------------------------------
     def _columns(self, names: Sequence[str]) -> np.ndarray | None:
@@ -178,12 +184,23 @@ class PerturbationModel:
             return self._values(matrix.read(np.arange(source.n_obs)), self._columns(names))
 
     def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted cells (calibrated expression, or the obsm features) and response of a block of rows."""
-        z = self.embedding.encode(self._values(raw, columns))
+        """Predicted cells (calibrated expression, or the obsm features) and response of a block of rows.
+
+        Each cell moves by the method's :attr:`~cellw1.tl.fitted_method.FittedMethod.resolved`
+        share of the way from its input to its prediction: all of it, or for a W1 map the share
+        of the training response above sampling noise (:mod:`cellw1.ot.effect`).
+        """
+        values = self._values(raw, columns)
+        z = self.embedding.encode(values)
         response = self.method.response(z)
         predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
         if self.preprocessor is not None:  # expression: non-negative, calibrated
             predicted = calibrate(predicted, self.calibration)
+        share = self.method.resolved
+        if share < 1.0:
+            start = np.maximum(values, 0) if self.preprocessor is not None else values
+            predicted = (start + np.float32(share) * (predicted - start)).astype(np.float32)
+            response = (np.float32(share) * response).astype(np.float32)
         return predicted, response
 
     def _warn_not_control(self, obs: pd.DataFrame) -> None:
