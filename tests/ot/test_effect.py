@@ -75,9 +75,25 @@ def test_resolved_share_counts_the_noise_of_the_whole_groups():
     sampled = resolved_share(x, y, 3_000, 3_000)
     assert sampled == pytest.approx(signal / (signal + float(x.var(0).sum() + y.var(0).sum()) / 3_000))
     assert sampled > resolved_share(x, y, 300, 300) > 0
-    assert effect_test(cells(x.numpy()), cells(y.numpy()), resamples=19).resolved == pytest.approx(
-        resolved_share(x, y, 300, 300)
+
+
+def test_a_response_in_spread_is_resolved_by_the_energy_distance():
+    """Cells that spread out without moving their mean: the mean shift resolves little of the
+    difference, the energy distance most of it, and the test reports the larger."""
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(500, 40)), 1.5 * rng.normal(size=(500, 40))
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    distances = torch.cdist(torch.cat((tx, ty)), torch.cat((tx, ty)))
+    n = 500
+    energy = 2 * float(distances[:n, n:].mean()) - 2 * float(distances[:n, :n].sum() + distances[n:, n:].sum()) / (
+        2 * n * (n - 1)
     )
+    within = float(distances[:n, :n].sum() + distances[n:, n:].sum()) / (n * (n - 1) * n)
+    assert resolved_share(tx, ty, n, n) < 0.5  # 0.09-0.24 on 20 seeds
+    assert resolved_share(tx, ty, n, n, distances) == pytest.approx(energy / (energy + within))
+    assert energy / (energy + within) > 0.8
+    result = effect_test(cells(x), cells(y), resamples=19)
+    assert result.resolved == pytest.approx(resolved_share(tx, ty, n, n, distances), rel=1e-3)  # float32 distances
 
 
 def test_a_map_without_a_response_leaves_cells_where_they_are(tmp_path):

@@ -89,7 +89,8 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
         type=_or_none(float),
         default=None,
         help=f"level of the test for a response: a perturbation whose cells cannot be told from the "
-        f"controls at this level is predicted as the controls; 'none' moves cells anyway "
+        f"controls at this level is predicted as the controls, and a detected one moves cells by its share "
+        f"above the sampling noise; 'none' moves cells by the whole map "
         f"(default: {defaults.effect_alpha})",
     )
     parser.add_argument(

@@ -15,10 +15,13 @@ permutations are one matrix product ``-(W * (D @ W)).sum(0)`` with one column of
 A response that is detected can still be mostly noise: the observed mean shift ``d`` of two
 groups of ``N`` and ``M`` cells has ``E|d|^2 = |delta|^2 + tr(S_1)/N + tr(S_2)/M``, with
 ``delta`` the true shift and ``S`` the groups' covariances. The test also reports the share of
-the observed shift that the cells resolve, ``|delta|^2 / E|d|^2`` estimated as
-``max(0, 1 - (tr(S_1)/N + tr(S_2)/M) / |d|^2)`` (positive-part James-Stein): near 1 for a
-strong response, near 0 for one at the level of the sampling noise. Predictions move cells
-by that share of the map's displacement (:class:`~cellw1.tl.model.PerturbationModel`).
+the difference that the cells resolve (:func:`resolved_share`): ``|delta|^2 / E|d|^2``,
+estimated as ``max(0, 1 - (tr(S_1)/N + tr(S_2)/M) / |d|^2)`` (positive-part James-Stein),
+or, for a response that changes the cells' spread more than their mean, the same ratio of the
+energy distance (its unbiased estimate against its expectation for groups of ``N`` and ``M``
+cells), whichever is larger: near 1 for a strong response, near 0 for one at the level of the
+sampling noise. Predictions move cells by that share of the map's displacement
+(:class:`~cellw1.tl.model.PerturbationModel`).
 """
 
 from __future__ import annotations
@@ -94,8 +97,8 @@ def effect_test(
     rng = np.random.default_rng(seed)
     x, y = _sample(source, max_cells, rng), _sample(target, max_cells, rng)
     n, m = len(x), len(y)
-    resolved = resolved_share(x.double(), y.double(), source.n_cells, target.n_cells)
     distances = torch.cdist(torch.cat((x, y)), torch.cat((x, y)))
+    resolved = resolved_share(x.double(), y.double(), source.n_cells, target.n_cells, distances.double())
 
     def statistic(first: np.ndarray, second: np.ndarray, axis: int = -1) -> np.ndarray:
         single = first.ndim == 1
@@ -120,13 +123,31 @@ def effect_test(
     return EffectTest(float(result.statistic), float(result.pvalue), (n, m), resolved)
 
 
-def resolved_share(x: torch.Tensor, y: torch.Tensor, n_x: int, n_y: int) -> float:
-    """Share of the mean shift of ``y`` from ``x`` above the sampling noise of the means of groups
-    of ``n_x`` and ``n_y`` cells, estimated on the samples ``x: (n, d)`` and ``y: (m, d)``."""
-    if len(x) < 2 or len(y) < 2:
+def _share(signal: float, noise: float) -> float:
+    return signal / (signal + noise) if signal > 0 else 0.0
+
+
+def resolved_share(
+    x: torch.Tensor, y: torch.Tensor, n_x: int, n_y: int, distances: torch.Tensor | None = None
+) -> float:
+    """Share of the difference of ``y`` from ``x`` above the sampling noise of groups of ``n_x``
+    and ``n_y`` cells, estimated on the samples ``x: (n, d)`` and ``y: (m, d)``.
+
+    The mean shift's ``|delta|^2 / (|delta|^2 + tr(S_x)/n_x + tr(S_y)/n_y)``; with the pairwise
+    ``distances`` of ``[x; y]``, the larger of it and the energy distance's
+    ``D / (D + E|x - x'|/n_x + E|y - y'|/n_y)`` (``D`` unbiased; the second term is the bias of
+    its V-statistic on the whole groups).
+    """
+    n, m = len(x), len(y)
+    if n < 2 or m < 2:
         return 1.0  # no spread to measure the noise with
     shift = float(((y.mean(0) - x.mean(0)) ** 2).sum())
     spread_x, spread_y = float(x.var(0).sum()), float(y.var(0).sum())
-    signal = max(0.0, shift - spread_x / len(x) - spread_y / len(y))  # |delta|^2, unbiased on the samples
-    noise = spread_x / n_x + spread_y / n_y  # of the whole groups' means, which the map learns from
-    return signal / (signal + noise) if signal > 0 else 0.0
+    # |delta|^2, unbiased on the samples; the noise of the whole groups' means, which the map learns from
+    share = _share(shift - spread_x / n - spread_y / m, spread_x / n_x + spread_y / n_y)
+    if distances is not None:
+        within_x = float(distances[:n, :n].sum()) / (n * (n - 1))
+        within_y = float(distances[n:, n:].sum()) / (m * (m - 1))
+        energy = 2 * float(distances[:n, n:].mean()) - within_x - within_y
+        share = max(share, _share(energy, within_x / n_x + within_y / n_y))
+    return share
