@@ -2,7 +2,8 @@
 
 Real clusters of two worker processes on loopback. A module-wide cluster is reached through
 its address (the path of ``dask scheduler`` / ``dask worker``); one test starts its own with
-``scheduler="local"``, one starts a cluster whose workers are made to die.
+``scheduler="local"``, two start a cluster whose workers are made to die. Workers are forked
+from a forkserver that imported cellw1 once (fixture ``forkserver``).
 """
 
 from __future__ import annotations
@@ -60,8 +61,27 @@ def adata() -> ad.AnnData:
     return make_adata()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def forkserver() -> Iterator[None]:
+    """Worker processes start from a forkserver that has imported cellw1, torch and POT once.
+
+    Dask's default ("spawn") starts each worker as a fresh interpreter that imports all that on
+    its first task (~5 s of CPU a worker, again after each restart) and finalizes torch on exit:
+    ~30 s of this module's time. Dask preloads its own modules in a forkserver for the same reason.
+    The workers are still separate processes, sent their data and tasks over TCP; the forkserver
+    is a fresh interpreter, so a cellw1 that cannot be imported there still fails the tests.
+    """
+    import dask
+    import distributed.utils
+
+    with dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"}):
+        ctx = distributed.utils.get_mp_context()
+        ctx.set_forkserver_preload(["distributed", "cellw1.parallel.cluster", "ot", "torch._dynamo"])
+        yield
+
+
 @pytest.fixture(scope="module")
-def address() -> Iterator[str]:
+def address(forkserver: None) -> Iterator[str]:
     """A two-process cluster on loopback, used through its address."""
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", **LOCAL_CLUSTER_QUIET
