@@ -12,8 +12,9 @@ Parts (``--parts``, comma-separated):
   and balanced (default), the ``bias`` parametrisation (balanced), same splits (identity is fitted
   first so that every run is scored in the same units).
 - ``cellflow``: the same splits in PCA-50 space (PCA of the training cells of every group):
-  cellw1's conditional map against CellFlow (``cellflow-tools``, its documented API, one-hot
-  condition), run in its own environment (``--cellflow-python``) by ``_cellflow_runner.py``
+  cellw1's conditional map (each cell moved by its condition's resolved share of the map's
+  displacement, as ``predict`` does) against CellFlow (``cellflow-tools``, its documented API,
+  one-hot condition), run in its own environment (``--cellflow-python``) by ``_cellflow_runner.py``
   through ``.npz`` files. Scored in the PCA space on the held-out cells: MMD, energy
   distance, the mean-shift ratio of the 5 strong targets, training seconds.
 
@@ -170,11 +171,14 @@ def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dic
     ctrl = encode(tests["control"])
     obs = {t: encode(tests[t]) for t in targets}
     found: dict = {"n_train": len(train_rows), "n_test_control": len(ctrl)}
-    pred = {t: np.asarray(model.map.transport(ctrl, model.condition(t))) for t in targets}
+    # as the model predicts: each cell moves the condition's resolved share of the way (cellw1.ot.effect)
+    share = {t: model.view(t).method.resolved for t in targets}
+    pred = {t: ctrl + share[t] * (np.asarray(model.map.transport(ctrl, model.condition(t))) - ctrl) for t in targets}
     found["cellw1_conditional"] = {
         **scores(pred, obs, ctrl),
         "train_seconds": cellw1_seconds,
         "fit_seconds_with_preprocessing": whole_seconds,
+        "resolved": share,
         **loads,
     }
     found["identity"] = scores({t: ctrl for t in targets}, obs, ctrl)

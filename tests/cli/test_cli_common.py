@@ -18,3 +18,5 @@ def test_solver_options_reach_the_config():
     assert default.patience == 5
     assert solver_config(parser.parse_args(["--patience", "none"])).patience is None
     assert solver_config(parser.parse_args(["--patience", "2"])).patience == 2
+    assert not default.shrink_response
+    assert solver_config(parser.parse_args(["--shrink-response"])).shrink_response

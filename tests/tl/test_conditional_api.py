@@ -112,6 +112,8 @@ def test_doses(data, caplog):
     w = (np.log1p(30.0) - np.log1p(10.0)) / (np.log1p(100.0) - np.log1p(10.0))
     cal, _ = model._calibration("pertA", 30.0)
     np.testing.assert_allclose(cal, (1 - w) * model.calibration[1] + w * model.calibration[2])
+    assert model.view("pertA", 10.0).method.resolved == 1.0  # the whole map unless shrink_response
+    model.map.config = model.map.config.replace(shrink_response=True)
     shares = [effect["resolved"] for effect in model.map.info["effects"]]  # of the response (cellw1.ot.effect)
     assert model.view("pertA", 10.0).method.resolved == shares[1]
     assert model.view("pertA", 30.0).method.resolved == pytest.approx((1 - w) * shares[1] + w * shares[2])

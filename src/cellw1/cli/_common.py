@@ -89,9 +89,14 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
         type=_or_none(float),
         default=None,
         help=f"level of the test for a response: a perturbation whose cells cannot be told from the "
-        f"controls at this level is predicted as the controls, and a detected one moves cells by its share "
-        f"above the sampling noise; 'none' moves cells by the whole map "
+        f"controls at this level is predicted as the controls; 'none' moves cells anyway "
         f"(default: {defaults.effect_alpha})",
+    )
+    parser.add_argument(
+        "--shrink-response",
+        action="store_true",
+        help="move cells only the share of the response above the sampling noise of the training groups "
+        "(positive-part James-Stein; helps weak responses, costs strong ones a few percent)",
     )
     parser.add_argument(
         "--patience",
@@ -126,6 +131,7 @@ def solver_config(args: argparse.Namespace) -> W1Config:
         "regression_iters": args.regression_iters,
         "step_size_learner": args.learner,
         "device": args.device,
+        "shrink_response": args.shrink_response or None,
     }
     config = W1Config(**{k: v for k, v in changes.items() if v is not None})
     for name in ("effect_alpha", "patience"):  # "none" switches the test / early stopping off

@@ -105,9 +105,12 @@ class W1Config(Config):
         Level of the test for a response (:mod:`cellw1.ot.effect`, an energy-distance
         permutation test of the two groups before fitting): when the perturbed cells cannot be
         told from the controls at this level, the map leaves cells where they are (its step
-        size is 0). The test also measures the share of the response above sampling noise,
-        which models apply to their predictions (``TransportMap.resolved``). ``None`` moves
-        cells by the whole map whatever the groups look like.
+        size is 0). The test also measures the share of the response above sampling noise
+        (``map.info["effect"]["resolved"]``). ``None`` moves cells whatever the test says.
+    shrink_response
+        Predictions move each cell only the measured share of the way (``resolved`` above,
+        positive-part James-Stein): less noise for weak responses, a few percent less response
+        for strong ones (``docs/method.md``). Off by default.
     val_fraction
         Share of each side held out to select the best potential and step size.
     eval_every
@@ -152,6 +155,7 @@ class W1Config(Config):
     energy_lr: float = 3e-4
     mask_constant_features: bool = True
     effect_alpha: float | None = 0.05
+    shrink_response: bool = False
     val_fraction: float = 0.1
     eval_every: int = 100
     patience: int | None = 5
@@ -215,6 +219,8 @@ class W1Config(Config):
             raise ConfigError(f"val_fraction={self.val_fraction!r} must lie in [0, 0.5).")
         if self.effect_alpha is not None and not 0.0 < self.effect_alpha < 1.0:
             raise ConfigError(f"effect_alpha={self.effect_alpha!r} must lie in (0, 1), or None to skip the test.")
+        if not isinstance(self.shrink_response, bool):
+            raise ConfigError(f"shrink_response={self.shrink_response!r} must be True or False.")
         if self.ot_exponent <= 1.0:
             raise ConfigError(
                 f"ot_exponent={self.ot_exponent!r} must be > 1 (a strictly convex cost); 1.1 is the default."

@@ -89,7 +89,7 @@ class TransportMap(FittedMap):
 
     @property
     def resolved(self) -> float:
-        """Share of the training groups' mean shift above sampling noise (:mod:`cellw1.ot.effect`);
+        """Share of the training groups' difference above sampling noise (:mod:`cellw1.ot.effect`);
         1 without the test (``effect_alpha=None``, maps saved before it was measured)."""
         return float((self.info.get("effect") or {}).get("resolved", 1.0))
 

@@ -46,6 +46,26 @@ def _resolved(gap: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return np.clip(1.0 - noise / np.maximum(gap**2, 1e-30), 0.0, 1.0)
 
 
+def calibration_target(control: np.ndarray, perturbed: np.ndarray, share: float, moves: bool, seed: int) -> np.ndarray:
+    """The cells a method's predicted controls are calibrated against.
+
+    The perturbed cells; the controls for a method without a response; for a W1 map that
+    applies a share ``s < 1`` of its response (:mod:`cellw1.ot.effect`), a seeded mixture of
+    ``len(perturbed)`` cells, ``s`` of them perturbed and the rest controls, whose zero shares
+    and gene means lie ``s`` of the way from the controls' to the perturbed cells'.
+    """
+    if not moves:
+        return control
+    if share >= 1.0:
+        return perturbed
+    rng = np.random.default_rng(seed)
+    n = len(perturbed)
+    k = int(round(max(share, 0.0) * n))
+    chosen = np.sort(rng.choice(n, size=k, replace=False))
+    others = np.sort(rng.choice(len(control), size=n - k, replace=len(control) < n - k))
+    return np.concatenate((perturbed[chosen], control[others]))
+
+
 def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
     """Per-gene zero thresholds and offsets that make ``predicted`` look like ``perturbed``.
 

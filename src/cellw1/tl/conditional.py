@@ -30,7 +30,7 @@ from ..ot.conditional import ConditionalConfig
 from ..ot.conditional_solver import fit_conditional_map
 from ..ot.config import W1Config
 from ..ot.sampling import BUFFER_CELLS, StreamedCells
-from ..pp.calibration import SAMPLE_CELLS, fit_calibration
+from ..pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_text, present_labels
 from ..pp.preprocessing import Preprocessor, fit_preprocessor_streaming
@@ -355,7 +355,7 @@ def _calibrations(
     model: ConditionalModel, control: np.ndarray, perturbed: list[np.ndarray], seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per training condition: the calibration of its predicted controls against its cells (against the
-    controls for a condition without a detected response). Pooled over
+    controls for a condition without a detected response, a mixture for a share). Pooled over
     conditions (for unseen ones): the zero thresholds only, offsets 0."""
     sample = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]
     z = model.embedding.encode(sample)
@@ -365,8 +365,10 @@ def _calibrations(
         view = model.view(condition["label"], condition["dose"])
         predicted = model.embedding.decode(view.method.predict(z))
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
-        # a condition without a response predicts the controls: calibrated against them
-        per.append(fit_calibration(predicted, observed if view.method.moves else sample))
+        # against its cells; the controls for a condition without a response, a mixture for one whose
+        # response is applied in part (cellw1.pp.calibration.calibration_target)
+        target = calibration_target(sample, observed, view.method.resolved, view.method.moves, seed + 1 + i)
+        per.append(fit_calibration(predicted, target))
         pooled_pred.append(predicted[:share])
         pooled_obs.append(observed[:share])
     pooled = fit_calibration(np.concatenate(pooled_pred), np.concatenate(pooled_obs))

@@ -29,7 +29,7 @@ from ..ot.conditional import ConditionalMap
 from ..pp.embedding import Embedding
 from ..pp.labels import label_text
 from ..pp.preprocessing import Preprocessor
-from .methods import FittedMethod
+from .fitted_method import FittedMethod, shrunk
 from .model import PerturbationModel, _versions, model_parts, write_model
 
 if TYPE_CHECKING:
@@ -59,10 +59,12 @@ class _AtCondition(FittedMethod):
         self.cmap, self.condition, self._share = cmap, condition, float(resolved)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.cmap.transport(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
+        x = np.asarray(x, dtype=np.float32)
+        return shrunk(x, np.asarray(self.cmap.transport(x, self.condition), dtype=np.float32), self._share)
 
     def response(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
+        eta = np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
+        return (np.float32(min(self._share, 1.0)) * eta).astype(np.float32)
 
     @property
     def moves(self) -> bool:
@@ -257,12 +259,12 @@ class ConditionalModel:
         return self.pooled_calibration, "calibrated_zeros"
 
     def _resolved(self, label: str, dose: float | None) -> float:
-        """Share of the response a prediction applies (:mod:`cellw1.ot.effect`): a training
-        condition's own, interpolated like the calibration between two doses; 1 for conditions
-        without cells (a combination, an embedded label, a dose outside the range)."""
+        """Share of the response a prediction applies (``shrink_response``, :mod:`cellw1.ot.effect`):
+        a training condition's own, interpolated like the calibration between two doses; 1 for
+        conditions without cells (a combination, an embedded label, a dose outside the range)."""
         effects = self.map.info.get("effects") or []
         trained = self._trained(label, dose)
-        if not trained or len(effects) != len(self.conditions):
+        if not self.map.config.shrink_response or not trained or len(effects) != len(self.conditions):
             return 1.0
         return float(sum(w * float((effects[i] or {}).get("resolved", 1.0)) for i, w in trained))
 

@@ -34,8 +34,9 @@ class FittedMethod:
 
     @property
     def resolved(self) -> float:
-        """Share of the method's displacement a prediction applies: 1, or for a W1 map the share of
-        the training response above sampling noise (:mod:`cellw1.ot.effect`)."""
+        """Share of the fitted displacement that :meth:`predict` applies: 1, or for a W1 map fitted
+        with ``shrink_response`` the share of the training response above sampling noise
+        (:mod:`cellw1.ot.effect`)."""
         return 1.0
 
     @property
@@ -54,3 +55,10 @@ class FittedMethod:
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
         return cls(header.get("info"))
+
+
+def shrunk(x: np.ndarray, moved: np.ndarray, share: float) -> np.ndarray:
+    """``x + share (moved - x)``: each cell ``share`` of the way to where the map moves it."""
+    if share >= 1.0:
+        return moved
+    return (x + np.float32(share) * (moved - x)).astype(np.float32)

@@ -44,7 +44,7 @@ from ..ot.solver import fit_map
 from ..ot.training import History
 from ..ot.transport import TransportMap
 from ..ot.w2 import W2Map, fit_w2
-from .fitted_method import FittedMethod
+from .fitted_method import FittedMethod, shrunk
 from .scgen import ScGenConfig, ScGenVAE, fit_scgen
 
 METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "scgen_vae", "w2", "w1")
@@ -157,13 +157,19 @@ class _NeuralMap(FittedMethod):
 
 
 class W1(_NeuralMap):
-    """cellw1's W1 map; the response is the step size ``eta(x)``, the distance moved."""
+    """cellw1's W1 map, applied by the share of the response the training cells resolve
+    (:attr:`resolved`); the response is the distance moved, that share of the step size ``eta(x)``."""
 
     name = "w1"
     map_class = TransportMap
 
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        return shrunk(x, super().predict(x), self.resolved)
+
     def response(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.map.step_size(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+        eta = np.asarray(self.map.step_size(np.asarray(x, dtype=np.float32)), dtype=np.float32)
+        return (np.float32(min(self.resolved, 1.0)) * eta).astype(np.float32)
 
     @property
     def moves(self) -> bool:
@@ -171,7 +177,7 @@ class W1(_NeuralMap):
 
     @property
     def resolved(self) -> float:
-        return self.map.resolved
+        return self.map.resolved if self.map.config.shrink_response else 1.0
 
 
 class W2(_NeuralMap):

@@ -184,23 +184,12 @@ class PerturbationModel:
             return self._values(matrix.read(np.arange(source.n_obs)), self._columns(names))
 
     def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted cells (calibrated expression, or the obsm features) and response of a block of rows.
-
-        Each cell moves by the method's :attr:`~cellw1.tl.fitted_method.FittedMethod.resolved`
-        share of the way from its input to its prediction: all of it, or for a W1 map the share
-        of the training response above sampling noise (:mod:`cellw1.ot.effect`).
-        """
-        values = self._values(raw, columns)
-        z = self.embedding.encode(values)
+        """Predicted cells (calibrated expression, or the obsm features) and response of a block of rows."""
+        z = self.embedding.encode(self._values(raw, columns))
         response = self.method.response(z)
         predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
         if self.preprocessor is not None:  # expression: non-negative, calibrated
             predicted = calibrate(predicted, self.calibration)
-        share = self.method.resolved
-        if share < 1.0:
-            start = np.maximum(values, 0) if self.preprocessor is not None else values
-            predicted = (start + np.float32(share) * (predicted - start)).astype(np.float32)
-            response = (np.float32(share) * response).astype(np.float32)
         return predicted, response
 
     def _warn_not_control(self, obs: pd.DataFrame) -> None:

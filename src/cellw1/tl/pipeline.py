@@ -37,7 +37,7 @@ from .._data import resolve_device
 from ..errors import ConfigError, InputError
 from ..io.source import Matrix, Source
 from ..ot.sampling import BUFFER_CELLS, StreamedCells
-from ..pp.calibration import SAMPLE_CELLS, fit_calibration
+from ..pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.preprocessing import Preprocessor, check_signal_streaming, fit_preprocessor_streaming
 from ..pp.spaces import fit_embedding
@@ -177,6 +177,8 @@ def fit_pipeline(
             for k, mask in enumerate((is_source, is_target))
         )
         predicted = embedding.decode(fitted.predict(embedding.encode(control)))
-        # a method without a response predicts the controls: calibrated against them, not the perturbed cells
-        calibration = fit_calibration(predicted, perturbed if fitted.moves else control)
+        # against the perturbed cells; the controls for a method without a response, a mixture for a W1
+        # map that applies part of its response
+        target = calibration_target(control, perturbed, fitted.resolved, fitted.moves, seed)
+        calibration = fit_calibration(predicted, target)
     return preprocessor, embedding, fitted, calibration, info
