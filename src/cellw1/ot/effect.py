@@ -20,8 +20,8 @@ estimated as ``max(0, 1 - (tr(S_1)/N + tr(S_2)/M) / |d|^2)`` (positive-part Jame
 or, for a response that changes the cells' spread more than their mean, the same ratio of the
 energy distance (its unbiased estimate against its expectation for groups of ``N`` and ``M``
 cells), whichever is larger: near 1 for a strong response, near 0 for one at the level of the
-sampling noise. Predictions move cells by that share of the map's displacement
-(:class:`~cellw1.tl.model.PerturbationModel`).
+sampling noise. With ``W1Config(shrink_response=True)`` predictions move cells by that share of
+the map's displacement (:class:`~cellw1.tl.methods.W1`).
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class EffectTest:
     cells
         Cells of each group compared.
     resolved
-        Share of the observed mean shift above the sampling noise of the groups' means, in
-        ``[0, 1]`` (module docstring).
+        Share of the groups' difference (mean shift or energy distance) above sampling noise,
+        in ``[0, 1]`` (:func:`resolved_share`).
     """
 
     energy: float
