@@ -176,6 +176,11 @@ class AtCondition(nn.Module):
         return self.net(x, self.code.expand(len(x), -1))
 
 
+def _members(condition: Condition) -> tuple[int, ...]:
+    """A condition's label positions in one order: a combination in any order, as the encoder pools it."""
+    return tuple(sorted(int(k) for k in condition.labels))
+
+
 class ConditionalMap(FittedMap):
     """A fitted conditional W1 map: one potential and one step size for every condition.
 
@@ -199,7 +204,7 @@ class ConditionalMap(FittedMap):
     ) -> None:
         self.encoder = encoder.requires_grad_(False).eval()
         #: training conditions without a detected response (:mod:`cellw1.ot.effect`): their step size is 0
-        self.still = [Condition(tuple(sorted(int(k) for k in c.labels)), None, c.dose) for c in still]
+        self.still = [Condition(_members(c), None, c.dose) for c in still]
         self.potential_net = potential.requires_grad_(False).eval()
         self.step_size_net = step_size.requires_grad_(False).eval()
         super().__init__(config, info, history)
@@ -226,7 +231,7 @@ class ConditionalMap(FittedMap):
 
     def moves(self, condition: Condition) -> bool:
         """False for a training condition without a detected response: the map leaves its cells where they are."""
-        labels = tuple(sorted(int(k) for k in condition.labels))  # a combination in any order, as the encoder
+        labels = _members(condition)
         return condition.vectors is not None or all((labels, condition.dose) != (c.labels, c.dose) for c in self.still)
 
     # -- evaluation -----------------------------------------------------------------------------

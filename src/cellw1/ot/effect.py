@@ -98,7 +98,7 @@ def effect_test(
     x, y = _sample(source, max_cells, rng), _sample(target, max_cells, rng)
     n, m = len(x), len(y)
     distances = torch.cdist(torch.cat((x, y)), torch.cat((x, y)))
-    resolved = resolved_share(x.double(), y.double(), source.n_cells, target.n_cells, distances.double())
+    resolved = resolved_share(x.double(), y.double(), source.n_cells, target.n_cells, distances)
 
     def statistic(first: np.ndarray, second: np.ndarray, axis: int = -1) -> np.ndarray:
         single = first.ndim == 1
@@ -145,9 +145,9 @@ def resolved_share(
     spread_x, spread_y = float(x.var(0).sum()), float(y.var(0).sum())
     # |delta|^2, unbiased on the samples; the noise of the whole groups' means, which the map learns from
     share = _share(shift - spread_x / n - spread_y / m, spread_x / n_x + spread_y / n_y)
-    if distances is not None:
-        within_x = float(distances[:n, :n].sum()) / (n * (n - 1))
-        within_y = float(distances[n:, n:].sum()) / (m * (m - 1))
-        energy = 2 * float(distances[:n, n:].mean()) - within_x - within_y
+    if distances is not None:  # sums in float64, without a float64 copy of the matrix
+        within_x = float(distances[:n, :n].sum(dtype=torch.float64)) / (n * (n - 1))
+        within_y = float(distances[n:, n:].sum(dtype=torch.float64)) / (m * (m - 1))
+        energy = 2 * float(distances[:n, n:].sum(dtype=torch.float64)) / (n * m) - within_x - within_y
         share = max(share, _share(energy, within_x / n_x + within_y / n_y))
     return share

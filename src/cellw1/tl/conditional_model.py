@@ -64,7 +64,7 @@ class _AtCondition(FittedMethod):
 
     def response(self, x: np.ndarray) -> np.ndarray:
         eta = np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
-        return (np.float32(min(self._share, 1.0)) * eta).astype(np.float32)
+        return np.float32(self._share) * eta
 
     @property
     def moves(self) -> bool:

@@ -169,7 +169,7 @@ class W1(_NeuralMap):
 
     def response(self, x: np.ndarray) -> np.ndarray:
         eta = np.asarray(self.map.step_size(np.asarray(x, dtype=np.float32)), dtype=np.float32)
-        return (np.float32(min(self.resolved, 1.0)) * eta).astype(np.float32)
+        return np.float32(self.resolved) * eta
 
     @property
     def moves(self) -> bool:
