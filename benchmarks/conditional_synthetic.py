@@ -5,7 +5,10 @@
   training; a third of the control cells is held out as the input. The prediction at dose 10
   is compared with the held-out dose-10 cells, against (a) the control cells shifted by the
   linear interpolation (in log dose) of the mean shifts of doses 3 and 30, (b) the model at
-  the nearest training dose (30 in log dose), (c) the real cells of that dose.
+  the nearest training dose (30 in log dose), (c) the real cells of that dose, (d) the model's
+  network at the code of dose 10 (what an unseen dose got before the dose-response curves),
+  (e) the controls shifted by the model's dose-response curve applied to the training doses'
+  mean shifts (the same curve, no map: :mod:`cellw1.ot.dose_response`).
 - ``embedding``: :func:`cellw1.datasets.synthetic_embedded_perturbations` (12 perturbations
   whose responses are a smooth function of a 4-number vector each, ``uns["vectors"]``). 3
   perturbations are held out whole; the model (``embedding_key="vectors"``) predicts them from
@@ -13,7 +16,7 @@
   among the trained ones): the model's map for it, and its real cells.
 
 Scores: MMD and energy distance on all genes, log-normalised by the model's preprocessing,
-seeds 0-2. Results to ``benchmarks/results/conditional/synthetic.json``.
+seeds 0-2 unless told. Results to ``benchmarks/results/conditional/synthetic.json``.
 
     python benchmarks/conditional_synthetic.py [--parts doses,embedding] [--seeds 0,1,2]
 """
@@ -27,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.stats import wilcoxon
 
 import cellw1
 from cellw1.datasets import synthetic_doses, synthetic_embedded_perturbations
@@ -68,8 +72,23 @@ def run_doses(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict
         w = (np.log(10.0) - np.log(3.0)) / (np.log(30.0) - np.log(3.0))
         interpolated = np.maximum(ctrl_values + (1 - w) * shift(3.0) + w * shift(30.0), 0.0)
         nearest = 30.0  # nearer to 10 than 3 in log dose
+        curve = model.dose_curves.get(pert)
+        trained = [d for d in sorted(set(doses[labels == pert])) if d != 10.0]
+        curves, model.dose_curves = model.dose_curves, {}
+        at_code = model.predict(ctrl_in, perturbation=pert, dose=10.0).X
+        model.dose_curves = curves
         found[pert] = {
             "model": score(model.predict(ctrl_in, perturbation=pert, dose=10.0).X, truth),
+            "curve": None if curve is None else curve.to_dict(),
+            "model_at_code": score(at_code, truth),
+            "curve_mean_shift": None
+            if curve is None
+            else score(
+                np.maximum(
+                    ctrl_values + sum(a * shift(d) for a, d in zip(curve.weights(10.0), trained, strict=True)), 0.0
+                ),
+                truth,
+            ),
             "linear_interpolation": score(interpolated, truth),
             "model_at_nearest_dose": score(model.predict(ctrl_in, perturbation=pert, dose=nearest).X, truth),
             "cells_of_nearest_dose": score(pre(adata[(labels == pert) & (doses == nearest)].X), truth),
@@ -109,12 +128,24 @@ def run_embedding(seed: int, config: cellw1.ConditionalConfig | None = None) -> 
 def table(found: dict, methods: list[str]) -> str:
     """Median MMD and energy per method over seeds and perturbations; how often the model's MMD is lower."""
     cases = [case for per_seed in found.values() for case in per_seed.values()]
-    lines = ["| method | median MMD | median energy | model's MMD lower in |", "|---|---|---|---|"]
+    methods = [m for m in methods if all(c[m] is not None for c in cases)]
+    lines = [
+        "| method | median MMD | median energy | model's MMD lower in | energy lower in | Wilcoxon p (MMD) |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in methods:
-        wins = sum(c["model"]["mmd"] < c[m]["mmd"] for c in cases)
+        if m == "model":
+            lines.append(
+                f"| model | {np.median([c[m]['mmd'] for c in cases]):.4g} | "
+                f"{np.median([c[m]['energy'] for c in cases]):.4g} | | | |"
+            )
+            continue
+        wins = {k: sum(c["model"][k] < c[m][k] for c in cases) for k in ("mmd", "energy")}
+        # one-sided paired test: is the model's MMD lower than this method's?
+        p = wilcoxon([c["model"]["mmd"] - c[m]["mmd"] for c in cases], alternative="less").pvalue
         lines.append(
-            f"| {m} | {np.median([c[m]['mmd'] for c in cases]):.4g} | "
-            f"{np.median([c[m]['energy'] for c in cases]):.4g} | {'' if m == 'model' else f'{wins}/{len(cases)}'} |"
+            f"| {m} | {np.median([c[m]['mmd'] for c in cases]):.4g} | {np.median([c[m]['energy'] for c in cases]):.4g} "
+            f"| {wins['mmd']}/{len(cases)} | {wins['energy']}/{len(cases)} | {p:.2g} |"
         )
     return "\n".join(lines)
 
@@ -139,7 +170,15 @@ def main() -> None:
         results[part] = {str(seed): run(seed, config) for seed in seeds}
         path.write_text(json.dumps(results, indent=2))
         methods = (
-            ["model", "linear_interpolation", "model_at_nearest_dose", "cells_of_nearest_dose", "identity"]
+            [
+                "model",
+                "linear_interpolation",
+                "model_at_nearest_dose",
+                "cells_of_nearest_dose",
+                "identity",
+                "model_at_code",
+                "curve_mean_shift",
+            ]
             if part == "doses"
             else ["model", "neighbour_map", "neighbour_cells", "identity"]
         )

@@ -98,7 +98,7 @@ def test_errors_for_labels_and_doses(data, model):
         cellw1.fit_conditional(data, "condition", "control", config=cellw1.W2Config(), progress=False)
 
 
-def test_doses(data, caplog):
+def test_doses(data, caplog, tmp_path):
     model = cellw1.fit_conditional(
         data, "condition", "control", perturbations=["pertA"], dose_key="dose", config=FAST, progress=False
     )
@@ -108,7 +108,25 @@ def test_doses(data, caplog):
         model.predict(ctrl, perturbation="pertA")
     pred = model.predict(ctrl, perturbation="pertA", dose=30.0)
     assert pred.uns["cellw1"]["dose"] == 30.0 and (pred.obs["dose"] == 30.0).all()
-    assert pred.uns["cellw1"]["output"] == "calibrated_interpolated"  # an unseen dose between two trained ones
+    # an unseen dose on the perturbation's dose-response curve: the input plus every training
+    # dose's predicted change, weighted by the curve (cellw1.ot.dose_response)
+    curve = model.dose_curves["pertA"]
+    assert curve.doses == (1.0, 10.0, 100.0) and pred.uns["cellw1"]["output"] == "calibrated_dose_curve"
+    x = model.view("pertA", 10.0).preprocess(ctrl)
+    changes = [np.asarray(model.predict(ctrl, perturbation="pertA", dose=d).X) - x for d in curve.doses]
+    expected = np.maximum(x + sum(a * c for a, c in zip(curve.weights(30.0), changes, strict=True)), 0.0)
+    np.testing.assert_allclose(np.asarray(pred.X), expected, rtol=1e-5, atol=1e-5)
+    w = curve.position(30.0, 10.0, 100.0)  # where 30 lies between 10 and 100 on the curve
+    np.testing.assert_allclose(
+        model._calibration("pertA", 30.0)[0], (1 - w) * model.calibration[1] + w * model.calibration[2]
+    )
+    loaded = cellw1.load(model.save(tmp_path / "doses"))  # the curve is saved with the model
+    assert loaded.dose_curves == model.dose_curves
+    np.testing.assert_array_equal(loaded.predict(ctrl, perturbation="pertA", dose=30.0).X, pred.X)
+    # without a curve: the network at the dose's code, calibrations interpolated in log1p(dose)
+    model.dose_curves = {}
+    pred = model.predict(ctrl, perturbation="pertA", dose=30.0)
+    assert pred.uns["cellw1"]["output"] == "calibrated_interpolated"
     w = (np.log1p(30.0) - np.log1p(10.0)) / (np.log1p(100.0) - np.log1p(10.0))
     cal, _ = model._calibration("pertA", 30.0)
     np.testing.assert_allclose(cal, (1 - w) * model.calibration[1] + w * model.calibration[2])

@@ -29,6 +29,7 @@ from ..ot.condition import Condition
 from ..ot.conditional import ConditionalConfig
 from ..ot.conditional_solver import fit_conditional_map
 from ..ot.config import W1Config
+from ..ot.dose_response import DoseResponse, fit_dose_response
 from ..ot.sampling import BUFFER_CELLS, StreamedCells
 from ..pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
@@ -203,6 +204,7 @@ def _fit(
         calibration=None,
         pooled_calibration=None,
     )
+    model.dose_curves = _dose_curves(model, samples[0], samples[1:])
     model.calibration, model.pooled_calibration = _calibrations(model, samples[0], samples[1:], seed)
     model.info["seconds_with_calibration"] = time.perf_counter() - start
     return model
@@ -349,6 +351,23 @@ def _label_table(
     if not np.isfinite(vectors).all():
         raise InputError(f"adata.uns[{key!r}] holds NaN or inf; give finite vectors.")
     return table, vectors.astype(np.float32)
+
+
+def _dose_curves(model: ConditionalModel, control: np.ndarray, perturbed: list[np.ndarray]) -> dict[str, DoseResponse]:
+    """Per perturbation with doses, its dose-response curve in the fitted space (:mod:`cellw1.ot.dose_response`)."""
+    if model.dose_key is None:
+        return {}
+    by_label: dict[str, list[tuple[float, np.ndarray]]] = {}
+    for cells, condition in zip(perturbed, model.conditions, strict=True):
+        by_label.setdefault(condition["label"], []).append((condition["dose"], cells))
+    base = model.embedding.encode(control)
+    curves = {}
+    for label, groups in by_label.items():
+        doses = [dose for dose, _ in groups]
+        curve = fit_dose_response(doses, base, [model.embedding.encode(c) for _, c in groups], name=repr(label))
+        if curve is not None:
+            curves[label] = curve
+    return curves
 
 
 def _calibrations(

@@ -6,9 +6,14 @@ builds the condition (labels of a combination joined by ``"+"``, a dose), then p
 as :class:`~cellw1.tl.model.PerturbationModel` does (same output AnnData, same calibrated
 log1p expression, ``uns["cellw1"]`` with the condition). A training condition is calibrated
 with its own numbers; a dose between two training doses of its label with theirs, interpolated
-in ``log1p(dose)`` (output ``"calibrated_interpolated"``); any other condition (a dose outside
-the training range, a combination, an embedded label) gets the zero thresholds pooled over all
-training conditions and no mean offsets (output ``"calibrated_zeros"``): its mean is the map's.
+(output ``"calibrated_interpolated"``); any other condition (a dose outside the training range,
+a combination, an embedded label) gets the zero thresholds pooled over all training conditions
+and no mean offsets (output ``"calibrated_zeros"``): its mean is the map's.
+
+An unseen dose of a perturbation with a dose-response curve (:mod:`cellw1.ot.dose_response`)
+moves each cell by the curve's weights of its displacements at every training dose; without
+one, by the network at the dose's code. Both place the dose between its neighbours, for the
+calibration, by the curve if there is one, else in ``log1p(dose)``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .._io import section
 from ..errors import InputError
 from ..ot.condition import Condition
 from ..ot.conditional import ConditionalMap
+from ..ot.dose_response import DoseResponse
 from ..pp.embedding import Embedding
 from ..pp.labels import label_text
 from ..pp.preprocessing import Preprocessor
@@ -38,7 +44,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT = "cellw1.ConditionalModel"
-FORMAT_VERSION = 1
+#: 2 adds the dose-response curves (version 1 files load without them)
+FORMAT_VERSION = 2
 #: joins the labels of perturbations applied together (``"IFNGR1+IFNGR2"``)
 COMBINATION = "+"
 METHOD = "w1_conditional"
@@ -75,12 +82,66 @@ class _AtCondition(FittedMethod):
         return self._share
 
 
-class _ConditionView(PerturbationModel):
-    """A :class:`PerturbationModel` for one condition of a conditional model (predict only)."""
+class _DoseBlend(FittedMethod):
+    """An unseen dose: each cell moved by weighted displacements at the training doses (cells in the fitted space).
 
-    def __init__(self, *, dose: float | None, output: str, **kwargs: Any) -> None:
+    The written expression combines the training doses' calibrated outputs with the same
+    weights (:meth:`_ConditionView._predict_values`); this class gives the fitted-space view.
+    """
+
+    name = METHOD
+
+    def __init__(self, parts: list[_AtCondition], weights: np.ndarray, resolved: float) -> None:
+        super().__init__(parts[0].info)
+        self.parts, self.weights, self._share = parts, np.asarray(weights, dtype=np.float32), float(resolved)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32)
+        return blended(x, [part.predict(x) for part in self.parts], self.weights)
+
+    @property
+    def moves(self) -> bool:
+        return any(part.moves for part in self.parts)
+
+    @property
+    def resolved(self) -> float:
+        return self._share
+
+
+def blended(x: np.ndarray, predictions: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """``x + sum_k w_k (predictions_k - x)``: displacements at several doses, weighted."""
+    out = np.array(x, dtype=np.float32)
+    for predicted, weight in zip(predictions, weights, strict=True):
+        out += np.float32(weight) * (predicted - x)
+    return out
+
+
+class _ConditionView(PerturbationModel):
+    """A :class:`PerturbationModel` for one condition of a conditional model (predict only).
+
+    With ``parts`` (an unseen dose on a dose-response curve), the output is the input plus the
+    training doses' predicted changes (each calibrated as for its own dose), weighted.
+    """
+
+    def __init__(
+        self,
+        *,
+        dose: float | None,
+        output: str,
+        parts: list[PerturbationModel] | None = None,
+        weights: np.ndarray | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.dose, self.output = dose, output
+        self.dose, self.output, self.parts, self.weights = dose, output, parts or [], weights
+
+    def _predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not self.parts:
+            return super()._predict_values(values)
+        out = blended(values, [part._predict_values(values)[0] for part in self.parts], self.weights)
+        if self.preprocessor is not None:  # expression: non-negative
+            out = np.maximum(out, 0.0)
+        return out, self.method.response(self.embedding.encode(values))
 
     def _output(self) -> str | None:
         return None if self.preprocessor is None else self.output
@@ -110,6 +171,9 @@ class ConditionalModel:
         that had a vector, trained on or not).
     conditions
         The training conditions: ``{"label", "dose", "n_cells"}`` each.
+    dose_curves
+        Per perturbation with a dose-response curve, its
+        :class:`~cellw1.ot.dose_response.DoseResponse`.
     condition_key, control, dose_key, embedding_key
         Where the conditions came from in the training AnnData.
     """
@@ -131,6 +195,7 @@ class ConditionalModel:
         pooled_calibration: np.ndarray | None,
         layer: str | None = None,
         info: dict[str, Any] | None = None,
+        dose_curves: dict[str, DoseResponse] | None = None,
     ) -> None:
         self.features, self.preprocessor, self.embedding, self.map = list(features), preprocessor, embedding, cmap
         self.condition_key, self.control = condition_key, control
@@ -139,6 +204,7 @@ class ConditionalModel:
         self.calibration = None if calibration is None else np.asarray(calibration, dtype=np.float32)
         self.pooled_calibration = None if pooled_calibration is None else np.asarray(pooled_calibration, np.float32)
         self.info: dict[str, Any] = dict(info or {})
+        self.dose_curves: dict[str, DoseResponse] = dict(dose_curves or {})
 
     def __repr__(self) -> str:
         dose = f", dose_key={self.dose_key!r}" if self.dose_key else ""
@@ -234,7 +300,8 @@ class ConditionalModel:
 
     def _trained(self, label: str, dose: float | None) -> list[tuple[int, float]]:
         """The training conditions ``(index, weight)`` a condition is made of: itself (weight 1);
-        between two training doses of its label, those two weighted in ``log1p(dose)``; else none."""
+        between two training doses of its label, those two weighted by where the dose lies between
+        them (on the label's dose-response curve, else in ``log1p(dose)``); else none."""
         known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
         for d, i in known:
             if d == dose:
@@ -244,8 +311,19 @@ class ConditionalModel:
         if not (below and above):
             return []
         (d0, i0), (d1, i1) = below[-1], above[0]
-        w = float((np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0)))
+        if label in self.dose_curves:
+            w = self.dose_curves[label].position(float(dose), d0, d1)  # type: ignore[arg-type]
+        else:
+            w = float((np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0)))
         return [(i0, 1.0 - w), (i1, w)]
+
+    def _blend(self, label: str, dose: float | None) -> _DoseBlend | None:
+        """An unseen dose within the label's dose-response curve: its training doses' maps, weighted."""
+        curve = self.dose_curves.get(label)
+        if curve is None or dose is None or dose in curve.doses or not curve.covers(dose):
+            return None
+        parts = [_AtCondition(self.map, self.condition(label, d), self._resolved(label, d)) for d in curve.doses]
+        return _DoseBlend(parts, curve.weights(dose), self._resolved(label, dose))
 
     def _calibration(self, label: str, dose: float | None) -> tuple[np.ndarray | None, str]:
         """A training condition's own calibration; between two training doses of the label, their
@@ -276,11 +354,18 @@ class ConditionalModel:
         condition = self.condition(perturbation, dose, uns)
         label = label_text(perturbation)
         calibration, output = self._calibration(label, condition.dose)
+        method = self._blend(label, condition.dose) or _AtCondition(
+            self.map, condition, self._resolved(label, condition.dose)
+        )
+        parts, weights = None, None
+        if isinstance(method, _DoseBlend):
+            parts = [self.view(label, dose) for dose in self.dose_curves[label].doses]
+            weights, output = method.weights, "calibrated_dose_curve"
         return _ConditionView(
             features=self.features,
             preprocessor=self.preprocessor,
             embedding=self.embedding,
-            method=_AtCondition(self.map, condition, self._resolved(label, condition.dose)),
+            method=method,
             condition_key=self.condition_key,
             control=self.control,
             perturbation=label,
@@ -289,6 +374,8 @@ class ConditionalModel:
             calibration=calibration,
             dose=condition.dose,
             output=output,
+            parts=parts,
+            weights=weights,
         )
 
     def predict(
@@ -335,6 +422,7 @@ class ConditionalModel:
             "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
             "embedding": self.embedding.header(),
             "map": self.map.header(),
+            "dose_response": {label: curve.to_dict() for label, curve in self.dose_curves.items()},
             "info": self.info,
         }
 
@@ -361,6 +449,9 @@ class ConditionalModel:
                 conditions=header["conditions"],
                 dose_key=header["dose_key"],
                 embedding_key=header["embedding_key"],
+                dose_curves={
+                    label: DoseResponse.from_dict(curve) for label, curve in (header.get("dose_response") or {}).items()
+                },
                 pooled_calibration=(
                     tensors["output.pooled_calibration"].numpy() if "output.pooled_calibration" in tensors else None
                 ),

@@ -185,7 +185,11 @@ class PerturbationModel:
 
     def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Predicted cells (calibrated expression, or the obsm features) and response of a block of rows."""
-        z = self.embedding.encode(self._values(raw, columns))
+        return self._predict_values(self._values(raw, columns))
+
+    def _predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_predict_block` for rows already in the model's input space (:meth:`_values`)."""
+        z = self.embedding.encode(values)
         response = self.method.response(z)
         predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
         if self.preprocessor is not None:  # expression: non-negative, calibrated
