@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cellw1.cli._common import add_solver_arguments, solver_config
+from cellw1.ot.conditional import ConditionalConfig
 
 
 def test_solver_options_reach_the_config():
@@ -20,3 +21,14 @@ def test_solver_options_reach_the_config():
     assert solver_config(parser.parse_args(["--patience", "2"])).patience == 2
     assert not default.shrink_response
     assert solver_config(parser.parse_args(["--shrink-response"])).shrink_response
+
+
+def test_conditional_defaults_survive_the_options():
+    """``fit --conditional`` starts from the conditional model's own defaults, not the single map's."""
+    parser = argparse.ArgumentParser()
+    add_solver_arguments(parser)
+    config = solver_config(parser.parse_args([]), ConditionalConfig)
+    assert config == ConditionalConfig()
+    assert config.potential_iters == 2_000 and config.batch_size == 512 and config.shrink_response
+    off = solver_config(parser.parse_args(["--no-shrink-response", "--potential-iters", "50"]), ConditionalConfig)
+    assert not off.shrink_response and off.potential_iters == 50 and off.batch_size == 512

@@ -130,12 +130,14 @@ def test_doses(data, caplog, tmp_path):
     w = (np.log1p(30.0) - np.log1p(10.0)) / (np.log1p(100.0) - np.log1p(10.0))
     cal, _ = model._calibration("pertA", 30.0)
     np.testing.assert_allclose(cal, (1 - w) * model.calibration[1] + w * model.calibration[2])
-    assert model.view("pertA", 10.0).method.resolved == 1.0  # the whole map unless shrink_response
-    model.map.config = model.map.config.replace(shrink_response=True)
-    shares = [effect["resolved"] for effect in model.map.info["effects"]]  # of the response (cellw1.ot.effect)
+    # shrink_response, on by default here: each condition's share of its response (cellw1.ot.effect)
+    assert model.map.config.shrink_response
+    shares = [effect["resolved"] for effect in model.map.info["effects"]]
     assert model.view("pertA", 10.0).method.resolved == shares[1]
     assert model.view("pertA", 30.0).method.resolved == pytest.approx((1 - w) * shares[1] + w * shares[2])
     assert model.view("pertA", 500.0).method.resolved == 1.0  # no cells: the whole map
+    model.map.config = model.map.config.replace(shrink_response=False)
+    assert model.view("pertA", 10.0).method.resolved == 1.0  # off: the whole map
     assert model.predict(ctrl, perturbation="pertA", dose=10.0).uns["cellw1"]["output"] == "calibrated"
     with caplog.at_level(logging.WARNING, logger="cellw1"):
         beyond = model.predict(ctrl, perturbation="pertA", dose=500.0)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import InputError
 from ..ot.config import STEP_SIZE_LEARNERS, W1Config
 
 if TYPE_CHECKING:
     import anndata as ad
+
+#: a solver config class (W1Config or a subclass)
+C = TypeVar("C", bound=W1Config)
 
 
 def read_h5ad(path: Path) -> ad.AnnData:
@@ -94,9 +97,11 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--shrink-response",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="move cells only the share of the response above the sampling noise of the training groups "
-        "(positive-part James-Stein; helps weak responses, costs strong ones a few percent)",
+        "(positive-part James-Stein; helps weak responses, costs strong ones a few percent; default: off, "
+        "on with --conditional)",
     )
     parser.add_argument(
         "--patience",
@@ -123,17 +128,17 @@ def _or_none(kind: type[int] | type[float]) -> Callable[[str], int | float | str
     return parse
 
 
-def solver_config(args: argparse.Namespace) -> W1Config:
-    """A W1Config with the command-line overrides applied."""
+def solver_config(args: argparse.Namespace, kind: type[C] = W1Config) -> C:  # type: ignore[assignment]
+    """A config of ``kind`` (W1Config or ConditionalConfig) with its own defaults and the command-line overrides."""
     changes = {
         "potential_iters": args.potential_iters,
         "step_iters": args.step_iters,
         "regression_iters": args.regression_iters,
         "step_size_learner": args.learner,
         "device": args.device,
-        "shrink_response": args.shrink_response or None,
+        "shrink_response": args.shrink_response,
     }
-    config = W1Config(**{k: v for k, v in changes.items() if v is not None})
+    config = kind(**{k: v for k, v in changes.items() if v is not None})
     for name in ("effect_alpha", "patience"):  # "none" switches the test / early stopping off
         value = getattr(args, name)
         if value is not None:

@@ -45,7 +45,7 @@ def run_fit(args: argparse.Namespace) -> int:
         raise InputError("--buffer-cells applies with --on-disk only.")
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")
     labels = args.perturbation or ["all"]
-    config = ConditionalConfig.from_w1(solver_config(args))
+    config = solver_config(args, ConditionalConfig)  # the conditional defaults, then the options given
     model = fit_conditional(
         str(args.data) if args.on_disk else read_h5ad(args.data),
         args.condition_key,

@@ -55,7 +55,9 @@ class ConditionalConfig(W1Config):
     The W1 fields keep their meaning (phase 1 and 2 schedules, learner ``"ot_energy"`` or
     ``"minibatch_ot"``); ``batch_size`` is the number of cells per side of a step, drawn
     across conditions. Defaults differ where one model learns many maps: more potential
-    steps, larger minibatches.
+    steps, larger minibatches, and ``shrink_response`` on (each condition moves cells by the
+    share of its response above sampling noise; on or equal on every median measured for
+    this model, ``docs/benchmarks.md``).
 
     Attributes
     ----------
@@ -81,6 +83,7 @@ class ConditionalConfig(W1Config):
     condition_sampling: Sampling = "balanced"
     pooling: Literal["mean", "sum"] = "mean"
     conditions_per_step: int = 8
+    shrink_response: bool = True
 
     def validate(self) -> None:
         super().validate()

@@ -82,7 +82,9 @@ def fit_conditional(
         Labels to train on; ``None``: every label but the control.
     dose_key
         A numeric ``obs`` column: each (label, dose) pair is a condition, and the model
-        predicts any dose (log1p-transformed inside the encoder).
+        predicts any dose (log1p-transformed inside the encoder); an unseen dose between a
+        perturbation's training doses follows its dose-response curve
+        (:mod:`cellw1.ot.dose_response`) when it has one.
     embedding_key
         A key of ``adata.uns`` holding a dict ``label -> vector`` (gene or drug embeddings):
         labels are encoded from their vectors, so a perturbation that has a vector but no

@@ -207,7 +207,7 @@ class ConditionalModel:
         self.dose_curves: dict[str, DoseResponse] = dict(dose_curves or {})
 
     def __repr__(self) -> str:
-        dose = f", dose_key={self.dose_key!r}" if self.dose_key else ""
+        dose = f", dose_key={self.dose_key!r} ({len(self.dose_curves)} dose-response curves)" if self.dose_key else ""
         return (
             f"ConditionalModel({len(self.conditions)} training conditions, {len(self.labels)} labels{dose}, "
             f"space={self.embedding.kind!r}, {len(self.features)} features, "
