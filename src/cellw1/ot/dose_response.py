@@ -82,13 +82,6 @@ class DoseResponse:
         r = self.magnitude(np.asarray(self.doses))
         return float(self.magnitude(dose)) * r / float(r @ r)
 
-    def position(self, dose: float, low: float, high: float) -> float:
-        """Where ``dose`` lies between the training doses ``low`` and ``high`` on the curve, in ``[0, 1]``."""
-        r0, r1, r = (float(self.magnitude(d)) for d in (low, high, dose))
-        if abs(r1 - r0) < 1e-12:
-            return float((np.log1p(dose) - np.log1p(low)) / (np.log1p(high) - np.log1p(low)))
-        return float(np.clip((r - r0) / (r1 - r0), 0.0, 1.0))
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "doses": list(self.doses),

@@ -10,10 +10,10 @@ with its own numbers; a dose between two training doses of its label with theirs
 a combination, an embedded label) gets the zero thresholds pooled over all training conditions
 and no mean offsets (output ``"calibrated_zeros"``): its mean is the map's.
 
-An unseen dose of a perturbation with a dose-response curve (:mod:`cellw1.ot.dose_response`)
-moves each cell by the curve's weights of its displacements at every training dose; without
-one, by the network at the dose's code. Both place the dose between its neighbours, for the
-calibration, by the curve if there is one, else in ``log1p(dose)``.
+An unseen dose within the training doses of a perturbation with a dose-response curve
+(:mod:`cellw1.ot.dose_response`) is instead the input plus its predicted changes at every
+training dose (each calibrated as for its own dose), weighted by the curve (output
+``"calibrated_dose_curve"``).
 """
 
 from __future__ import annotations
@@ -300,8 +300,7 @@ class ConditionalModel:
 
     def _trained(self, label: str, dose: float | None) -> list[tuple[int, float]]:
         """The training conditions ``(index, weight)`` a condition is made of: itself (weight 1);
-        between two training doses of its label, those two weighted by where the dose lies between
-        them (on the label's dose-response curve, else in ``log1p(dose)``); else none."""
+        between two training doses of its label, those two weighted in ``log1p(dose)``; else none."""
         known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
         for d, i in known:
             if d == dose:
@@ -311,10 +310,7 @@ class ConditionalModel:
         if not (below and above):
             return []
         (d0, i0), (d1, i1) = below[-1], above[0]
-        if label in self.dose_curves:
-            w = self.dose_curves[label].position(float(dose), d0, d1)  # type: ignore[arg-type]
-        else:
-            w = float((np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0)))
+        w = float((np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0)))
         return [(i0, 1.0 - w), (i1, w)]
 
     def _blend(self, label: str, dose: float | None) -> _DoseBlend | None:
