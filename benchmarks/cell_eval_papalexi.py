@@ -14,7 +14,11 @@ Protocol (seed 0 unless ``--seed``):
   method=..., config=..., seed=seed, progress=False)``. Methods: ``w1`` with
   ``cellw1.W1Config()`` defaults, each ``--variant NAME='{JSON of W1Config kwargs}'``
   (forwarded as given: an unknown key is W1Config's own error, raised before any fit), and
-  ``mean_shift`` (cellw1's method ``"mean_shift"``).
+  ``mean_shift`` (cellw1's method ``"mean_shift"``). With ``--conditional``, also one
+  ``cellw1.fit_conditional`` model (its defaults, or ``--conditional-config``; gene space) of the
+  training controls and the
+  8 targets' training cells, predicting each target; its output is put on that target's
+  separate models' scale (``to_common_scale``) and scored like them.
 - **Predict** the held-out control cells with ``model.predict(test_controls)``; its ``X`` is
   used as it comes out. The benchmark never clips.
 
@@ -139,6 +143,8 @@ CE_METRICS = (
     "de_nsig_counts_real",
 )
 MEAN_SHIFT = "mean_shift"
+#: with --conditional: one cellw1.fit_conditional model of the 8 targets (its defaults)
+CONDITIONAL = "w1_conditional"
 CLIP = "+clip0"
 #: cellw1's name of the mean-shift baseline
 MEAN_SHIFT_METHOD = "mean_shift"
@@ -323,6 +329,18 @@ def main() -> None:
         metavar="NAME=JSON",
         help='extra W1 variant, e.g. gan=\'{"step_size_learner": "gan"}\' (repeatable)',
     )
+    parser.add_argument(
+        "--conditional",
+        action="store_true",
+        help="also one conditional model (cellw1.fit_conditional, its defaults) of the 8 targets' training cells",
+    )
+    parser.add_argument(
+        "--conditional-config",
+        type=json.loads,
+        default={},
+        metavar="JSON",
+        help="ConditionalConfig fields for --conditional, e.g. '{\"shrink_response\": false}'",
+    )
     parser.add_argument("--tag", default="", help="results file suffix: cell_eval_papalexi_TAG.json")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=DATA)
@@ -358,17 +376,35 @@ def main() -> None:
     c_train, c_test = split(control_rows.size, args.seed, CONTROL)
     test_control = adata[control_rows[c_test]].copy()
 
-    own: dict[str, dict[str, dict[str, float]]] = {m: {} for m in specs}
-    raw_preds: dict[str, dict[str, np.ndarray]] = {m: {} for m in specs}
+    methods = [*specs, *([CONDITIONAL] if args.conditional else [])]
+    own: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
+    raw_preds: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     target_sums: dict[str, float] = {}
     test_perturbed: dict[str, ad.AnnData] = {}
     split_info: dict[str, dict[str, int]] = {}
     de_genes: dict[str, list[str]] = {}
     print(
         f"Papalexi: {adata.n_obs} cells (grna_frac >= 0.8), {len(genes)} genes; held-out controls: {c_test.size}; "
-        f"methods: {', '.join(specs)}; seed {args.seed}",
+        f"methods: {', '.join(methods)}; seed {args.seed}",
         flush=True,
     )
+    conditional, conditional_seconds = None, 0.0
+    if args.conditional:  # one model of every target's training cells (the same splits as the separate fits)
+        rows = [control_rows[c_train]]
+        for target in TARGETS:
+            pert_rows = np.flatnonzero(labels == target)
+            rows.append(pert_rows[split(pert_rows.size, args.seed, target)[0]])
+        t0 = time.perf_counter()
+        conditional = cellw1.fit_conditional(
+            adata[np.sort(np.concatenate(rows))].copy(),
+            KEY,
+            CONTROL,
+            space="genes",
+            config=cellw1.ConditionalConfig(**args.conditional_config),
+            seed=args.seed,
+            progress=False,
+        )
+        conditional_seconds = time.perf_counter() - t0
     for target in TARGETS:
         pert_rows = np.flatnonzero(labels == target)
         p_train, p_test = split(pert_rows.size, args.seed, target)
@@ -424,10 +460,22 @@ def main() -> None:
                 f"const {fmt(scores['const_change'])} ({scores['n_constant_genes']} genes)",
                 flush=True,
             )
+        if conditional is not None and scored is not None:  # on this target's scale, as the separate models
+            pred = np.asarray(conditional.predict(test_control, perturbation=target).X, dtype=np.float32)
+            pred = to_common_scale(pred, float(conditional.preprocessor.target_sum), target_sums[target])
+            scores = own_metrics(pred, scored["control"], scored["observed"], scored["de"], scored["constant"])
+            scores["fit_seconds"] = conditional_seconds / len(TARGETS)
+            own[CONDITIONAL][target] = scores
+            raw_preds[CONDITIONAL][target] = pred
+            print(
+                f"  {target:7s} {CONDITIONAL:12s} ratio {scores['shift_ratio']:.3f}  mmd {scores['mmd']:.4f}  "
+                f"energy {scores['energy']:.4f}",
+                flush=True,
+            )
     fit_done = time.perf_counter()
 
     # -- (a) table: strong-5 medians
-    names = list(specs)
+    names = methods
     strong = {m: {k: median([own[m][t][k] for t in STRONG5]) for k in OWN_METRICS} for m in names}
     lines = [
         "",
@@ -580,7 +628,18 @@ def main() -> None:
             "methods": {
                 m: {"cellw1_method": method, "config": None if cfg is None else cfg.to_dict(), "kwargs": kw}
                 for m, (method, cfg, kw) in specs.items()
-            },
+            }
+            | (
+                {
+                    CONDITIONAL: {
+                        "cellw1_method": CONDITIONAL,
+                        "config": cellw1.ConditionalConfig(**args.conditional_config).to_dict(),
+                        "kwargs": args.conditional_config,
+                    }
+                }
+                if args.conditional
+                else {}
+            ),
             "split": split_info,
             "target_sum": target_sums,
             "cell_eval_scale_T0": common,

@@ -56,8 +56,8 @@ class ConditionalConfig(W1Config):
     ``"minibatch_ot"``); ``batch_size`` is the number of cells per side of a step, drawn
     across conditions. Defaults differ where one model learns many maps: more potential
     steps, larger minibatches, and ``shrink_response`` on (each condition moves cells by the
-    share of its response above sampling noise; on or equal on every median measured for
-    this model, ``docs/benchmarks.md``).
+    share of its response above sampling noise: better MMD and energy medians for this model,
+    a few percent less response for strong knock-outs, ``docs/method.md``).
 
     Attributes
     ----------
