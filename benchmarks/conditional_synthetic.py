@@ -73,7 +73,6 @@ def run_doses(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict
         interpolated = np.maximum(ctrl_values + (1 - w) * shift(3.0) + w * shift(30.0), 0.0)
         nearest = 30.0  # nearer to 10 than 3 in log dose
         curve = model.dose_curves.get(pert)
-        trained = [d for d in sorted(set(doses[labels == pert])) if d != 10.0]
         curves, model.dose_curves = model.dose_curves, {}
         at_code = model.predict(ctrl_in, perturbation=pert, dose=10.0).X
         model.dose_curves = curves
@@ -85,7 +84,7 @@ def run_doses(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict
             if curve is None
             else score(
                 np.maximum(
-                    ctrl_values + sum(a * shift(d) for a, d in zip(curve.weights(10.0), trained, strict=True)), 0.0
+                    ctrl_values + sum(a * shift(d) for a, d in zip(curve.weights(10.0), curve.doses, strict=True)), 0.0
                 ),
                 truth,
             ),

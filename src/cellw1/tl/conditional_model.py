@@ -91,7 +91,7 @@ class _DoseBlend(FittedMethod):
 
     name = METHOD
 
-    def __init__(self, parts: list[_AtCondition], weights: np.ndarray, resolved: float) -> None:
+    def __init__(self, parts: list[FittedMethod], weights: np.ndarray, resolved: float) -> None:
         super().__init__(parts[0].info)
         self.parts, self.weights, self._share = parts, np.asarray(weights, dtype=np.float32), float(resolved)
 
@@ -119,26 +119,22 @@ def blended(x: np.ndarray, predictions: list[np.ndarray], weights: np.ndarray) -
 class _ConditionView(PerturbationModel):
     """A :class:`PerturbationModel` for one condition of a conditional model (predict only).
 
-    With ``parts`` (an unseen dose on a dose-response curve), the output is the input plus the
-    training doses' predicted changes (each calibrated as for its own dose), weighted.
+    With ``parts`` (an unseen dose on a dose-response curve, its method a :class:`_DoseBlend` of
+    the parts' methods), the output is the input plus the training doses' predicted changes
+    (each calibrated as for its own dose), weighted by the blend's weights.
     """
 
     def __init__(
-        self,
-        *,
-        dose: float | None,
-        output: str,
-        parts: list[PerturbationModel] | None = None,
-        weights: np.ndarray | None = None,
-        **kwargs: Any,
+        self, *, dose: float | None, output: str, parts: list[PerturbationModel] | None = None, **kwargs: Any
     ) -> None:
         super().__init__(**kwargs)
-        self.dose, self.output, self.parts, self.weights = dose, output, parts or [], weights
+        self.dose, self.output, self.parts = dose, output, parts or []
 
     def _predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if not self.parts:
             return super()._predict_values(values)
-        out = blended(values, [part._predict_values(values)[0] for part in self.parts], self.weights)
+        assert isinstance(self.method, _DoseBlend)
+        out = blended(values, [part._predict_values(values)[0] for part in self.parts], self.method.weights)
         if self.preprocessor is not None:  # expression: non-negative
             out = np.maximum(out, 0.0)
         return out, self.method.response(self.embedding.encode(values))
@@ -313,13 +309,12 @@ class ConditionalModel:
         w = float((np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0)))
         return [(i0, 1.0 - w), (i1, w)]
 
-    def _blend(self, label: str, dose: float | None) -> _DoseBlend | None:
-        """An unseen dose within the label's dose-response curve: its training doses' maps, weighted."""
+    def _curve(self, label: str, dose: float | None) -> DoseResponse | None:
+        """The label's dose-response curve if ``dose`` is an unseen dose within it, else ``None``."""
         curve = self.dose_curves.get(label)
         if curve is None or dose is None or dose in curve.doses or not curve.covers(dose):
             return None
-        parts = [_AtCondition(self.map, self.condition(label, d), self._resolved(label, d)) for d in curve.doses]
-        return _DoseBlend(parts, curve.weights(dose), self._resolved(label, dose))
+        return curve
 
     def _calibration(self, label: str, dose: float | None) -> tuple[np.ndarray | None, str]:
         """A training condition's own calibration; between two training doses of the label, their
@@ -350,13 +345,14 @@ class ConditionalModel:
         condition = self.condition(perturbation, dose, uns)
         label = label_text(perturbation)
         calibration, output = self._calibration(label, condition.dose)
-        method = self._blend(label, condition.dose) or _AtCondition(
-            self.map, condition, self._resolved(label, condition.dose)
-        )
-        parts, weights = None, None
-        if isinstance(method, _DoseBlend):
-            parts = [self.view(label, dose) for dose in self.dose_curves[label].doses]
-            weights, output = method.weights, "calibrated_dose_curve"
+        share = self._resolved(label, condition.dose)
+        curve = self._curve(label, condition.dose)
+        parts: list[PerturbationModel] | None = None
+        method: FittedMethod = _AtCondition(self.map, condition, share)
+        if curve is not None:  # an unseen dose: every training dose's view, weighted by the curve
+            parts = [self.view(label, d) for d in curve.doses]
+            method = _DoseBlend([part.method for part in parts], curve.weights(float(condition.dose)), share)
+            output = "calibrated_dose_curve"
         return _ConditionView(
             features=self.features,
             preprocessor=self.preprocessor,
@@ -371,7 +367,6 @@ class ConditionalModel:
             dose=condition.dose,
             output=output,
             parts=parts,
-            weights=weights,
         )
 
     def predict(
