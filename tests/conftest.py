@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import signal
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,15 @@ def digest(path: Path) -> str:
 def temp_files(*folders: Path) -> list[Path]:
     """Temporary files cellw1 may leave behind (a crash must not)."""
     return [p for folder in folders if folder.exists() for p in folder.rglob("*") if p.name.endswith((".tmp", ".old"))]
+
+
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """SIGINT raises KeyboardInterrupt during the test, as in an interactive shell: a background shell
+    (``nohup python -m pytest &``) starts the tests with SIGINT ignored, where a test that sends
+    itself SIGINT would wait for an interruption that never comes. The handler is restored after."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

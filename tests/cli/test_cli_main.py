@@ -45,6 +45,7 @@ def test_an_error_of_its_own_is_still_an_internal_error(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("stop, code", [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_a_signal_that_lands_in_a_finalizer_is_not_lost(stop, code, monkeypatch, capsys):
     """Python drops exceptions raised in finalizers and weakref callbacks (a signal handler can run
     there): the command raises the signal again instead of carrying on."""

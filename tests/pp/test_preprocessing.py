@@ -75,7 +75,7 @@ def test_small_integers_are_ambiguous_and_say_how_to_override() -> None:
 def test_negative_values_are_not_counts() -> None:
     x = np.random.default_rng(5).normal(size=(50, 10))
     kind, reason = detect_input_kind(x)
-    assert kind == "log" and "negative" in reason
+    assert kind == "continuous" and "negative" in reason
 
 
 def test_sparse_detection_looks_at_stored_values_only() -> None:
@@ -160,7 +160,7 @@ def test_log_input_passes_through_as_float32(groups) -> None:
 def test_negative_counts_are_an_error_naming_the_fix(groups) -> None:
     x = groups[0].copy()
     x[2, 3] = -1.0
-    with pytest.raises(InputError, match=r"negative values.*input_kind='log' if the data are already transformed"):
+    with pytest.raises(InputError, match=r"negative values.*input_kind='continuous' for values of any sign"):
         fit_preprocessor(x, assume="counts")
     with pytest.raises(InputError, match="negative values"):
         fit_preprocessor(groups[0]).transform(x)

@@ -100,6 +100,24 @@ def test_calibration_closes_resolved_gaps_in_the_mean() -> None:
     np.testing.assert_allclose(out[:, 1:], predicted[:, 1:], atol=3e-3)  # gaps within noise stay
 
 
+def test_calibration_moves_a_new_cell_type_by_at_most_the_training_gap() -> None:
+    """Issue 21's case: a gene is 0 in 90% of the training cells and its training gap is 0.057; a held-out
+    type that expresses it in every cell must not receive the offset ``gap * n / kept`` (+0.57)."""
+    rng = np.random.default_rng(0)
+    predicted = rng.normal(0.0, 0.05, size=(2000, 1)).astype(np.float32)
+    predicted[:200, 0] = rng.normal(0.5, 0.05, 200)  # the 10% that express it, predicted too low
+    perturbed = np.zeros((2000, 1))
+    perturbed[:200, 0] = rng.normal(1.07, 0.05, 200)
+    cal = fit_calibration(predicted, perturbed)
+    zeros_only = calibrate(predicted, np.stack((cal[0], np.zeros_like(cal[1]))))
+    gap = perturbed.mean() - zeros_only.mean()
+    assert gap == pytest.approx(0.057, abs=0.003)
+    held_out = rng.normal(2.0, 0.1, size=(500, 1)).astype(np.float32)  # every cell expresses the gene
+    change = calibrate(held_out, cal).mean() - held_out.mean()
+    assert 0 < change <= 1.1 * gap  # was 0.51 with the amplified offset
+    assert calibrate(predicted, cal).mean() - zeros_only.mean() == pytest.approx(0.1 * cal[1, 0], rel=1e-3)
+
+
 def test_calibration_stays_in_the_data_range_when_predictions_tie() -> None:
     # a gene with no counts in the controls, "on" in 40% of the perturbed cells: a mean shift moves
     # every control to one value, the zero threshold takes the whole tie, two cells are left
@@ -115,9 +133,13 @@ def test_calibration_stays_in_the_data_range_when_predictions_tie() -> None:
     # tied predictions below the threshold keep the usual rule: the 360 lowest (60%) become the zeros
     spread = np.linspace(0.0, 1.0, 600, dtype=np.float32)[:, None]
     spread[:300] = 0.2
-    out = calibrate(spread, fit_calibration(spread, perturbed))
+    cal = fit_calibration(spread, perturbed)
+    out = calibrate(spread, cal)
     assert (out == 0).sum() == 360 and (out[:300] == 0).all()
-    assert out.mean() == pytest.approx(perturbed.mean(), abs=0.02)
+    made = calibrate(spread, np.stack((cal[0], np.zeros_like(cal[1]))))
+    # the offset is the gap itself, not the gap * 600 / 240 that would meet the mean on the 240 values left
+    gap = perturbed.mean() - made.mean()
+    assert 0.9 * gap <= cal[1, 0] <= gap  # (shrunk a little by the gap's standard error)
 
 
 def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tmp_path: Path) -> None:
@@ -144,11 +166,15 @@ def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tm
 
 def test_measured_cells_are_clipped_only() -> None:
     adata = log_groups(n=100, constant=0)
-    model = cellw1.fit(adata, "condition", "ctrl", "pert", method="identity", input_kind="log", progress=False)
+    model = cellw1.fit(adata, "condition", "ctrl", "pert", method="observed", input_kind="log", progress=False)
     assert model.calibration is None
     pred = model.predict(adata[:100])
     assert pred.uns["cellw1"]["output"] == "clipped"
-    np.testing.assert_allclose(pred.X, adata.X[:100], rtol=1e-6)
+    assert np.asarray(pred.X).min() >= 0
+    identity = cellw1.fit(adata, "condition", "ctrl", "pert", method="identity", input_kind="log", progress=False)
+    pred = identity.predict(adata[:100])
+    assert pred.uns["cellw1"]["output"] == "unchanged"
+    np.testing.assert_array_equal(pred.X, np.asarray(adata.X[:100], dtype=np.float32))
 
 
 @pytest.mark.parametrize("dim", [7, 300])

@@ -56,9 +56,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--input-kind",
-        choices=("auto", "counts", "log"),
+        choices=("auto", "counts", "log", "continuous"),
         default="auto",
-        help="raw counts or log-normalised values (default: detected)",
+        help=(
+            "counts (normalised, log1p), log (log-normalised expression, non-negative) or continuous (values of any "
+            "sign: CyTOF arcsinh, imaging features, z-scores; never clipped or calibrated); default: detected, "
+            "negative values meaning continuous"
+        ),
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
 
@@ -91,9 +95,9 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
         "--effect-alpha",
         type=_or_none(float),
         default=None,
-        help=f"level of the test for a response: a perturbation whose cells cannot be told from the "
-        f"controls at this level is predicted as the controls; 'none' moves cells anyway "
-        f"(default: {defaults.effect_alpha})",
+        help=f"level of the test for a response, the same for every method that moves cells: a perturbation "
+        f"whose cells cannot be told from the controls at this level is predicted as the controls; 'none' "
+        f"switches the test off (default: {defaults.effect_alpha})",
     )
     parser.add_argument(
         "--shrink-response",

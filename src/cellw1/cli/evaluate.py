@@ -42,7 +42,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--layer", default=None, help="read expression from this layer instead of X")
     parser.add_argument("--obsm-key", default=None, help="evaluate on this obsm embedding (all features scored)")
-    parser.add_argument("--input-kind", choices=("auto", "counts", "log"), default="auto", help="default: detected")
+    parser.add_argument(
+        "--input-kind",
+        choices=("auto", "counts", "log", "continuous"),
+        default="auto",
+        help="counts, log (log-normalised), continuous (any sign, never clipped); default: detected",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="random splits per perturbation (paper: 5)")
     parser.add_argument("--de-genes", type=int, default=50, help="top DE genes scored (default: %(default)s)")
     parser.add_argument(
@@ -108,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         w2_config=W2Config(n_iters=args.w2_iters),
         input_kind=args.input_kind,
+        effect_alpha=config.effect_alpha,
         scgen_config=None if args.scgen_epochs is None else ScGenConfig(max_epochs=args.scgen_epochs),
         suite=args.suite,
         seed=args.seed,

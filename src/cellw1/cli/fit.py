@@ -85,7 +85,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --perturbation (repeatable, or 'all'), or --conditional for one model of all of them.")
     if args.buffer_cells is not None and not args.on_disk:
         raise InputError("--buffer-cells applies with --on-disk only.")
-    config = solver_config(args) if args.method == "w1" else None
+    config = solver_config(args)  # its effect_alpha is every method's gate; the rest is W1's
+    effect_alpha = config.effect_alpha
+    config = config if args.method == "w1" else None
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")  # before the fit, not after
     adata = str(args.data) if args.on_disk else read_h5ad(args.data)
     common: dict[str, Any] = dict(
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         method=args.method,
         config=config,
         input_kind=args.input_kind,
+        effect_alpha=effect_alpha,
         seed=args.seed,
         progress=args.progress,
     )

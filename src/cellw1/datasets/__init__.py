@@ -1,9 +1,12 @@
-"""Synthetic data sets: the paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`)
-and a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synthetic`)."""
+"""Synthetic data sets: the paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`),
+a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synthetic`), synthetic
+doses and embedded perturbations (:mod:`cellw1.datasets.conditions`) and a synthetic CyTOF
+stimulation with values of any sign (:mod:`cellw1.datasets.cytometry`)."""
 
 from __future__ import annotations
 
 from .conditions import synthetic_doses, synthetic_embedded_perturbations
+from .cytometry import synthetic_cytometry
 from .synthetic import synthetic_perturbation
 from .toys import (
     TOYS,
@@ -29,6 +32,7 @@ __all__ = [
     "load_toy",
     "moons",
     "swiss_roll",
+    "synthetic_cytometry",
     "synthetic_doses",
     "synthetic_embedded_perturbations",
     "synthetic_perturbation",

@@ -82,6 +82,7 @@ def with_conditional(
     ) -> Any:
         if method != CONDITIONAL:
             return fit(train, condition_key, control, perturbation, method=method, **kwargs)
+        # the conditional model made its own test per condition, at the same level (its config's effect_alpha)
         assert model is not None
         view = model.view(perturbation)
         info = model.map.info

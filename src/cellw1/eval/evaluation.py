@@ -44,12 +44,15 @@ from tqdm.auto import tqdm
 from .._data import check_seed
 from ..errors import ConfigError, InputError
 from ..ot.config import W1Config
+from ..ot.effect import check_effect_alpha
+from ..tl.methods import GATED as GATED_METHODS
+from ..tl.pipeline import EFFECT_ALPHA
 from ..pp.labels import label_series, label_text, present_labels
 from .celleval import cell_eval_scores, check_suite
 from .conditional import CONDITIONAL, fit_conditional_model, in_units_of, last, shared_control_rng, with_conditional
 from .degenes import top_de_genes
 from .metrics import METRICS, compute_metrics
-from .result import CONTROL_SHIFT, SECONDS, TABLE_COLUMNS, EmbeddingSnapshot, EvaluationResult
+from .result import CONTROL_SHIFT, GATED, SECONDS, TABLE_COLUMNS, EmbeddingSnapshot, EvaluationResult
 from .splits import check_group_sizes as _check_group_sizes
 from .splits import holdout_mask as _holdout_mask
 from .splits import split_group
@@ -101,6 +104,12 @@ def _default_perturbations(adata: ad.AnnData, condition_key: str, labels: pd.Ser
     return [p for p in ordered if p != control]
 
 
+def _conditional_defaults() -> ConditionalConfig:
+    from ..ot.conditional import ConditionalConfig
+
+    return ConditionalConfig()
+
+
 # -- evaluation ---------------------------------------------------------------------------------------
 def _scored(values: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
     return values if columns is None else values[:, columns]
@@ -124,7 +133,8 @@ def evaluate(
     conditional_config: ConditionalConfig | None = None,
     scgen_config: ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
-    input_kind: Literal["auto", "counts", "log"] = "auto",
+    input_kind: Literal["auto", "counts", "log", "continuous"] = "auto",
+    effect_alpha: float | None = EFFECT_ALPHA,
     metrics: Sequence[str] | None = None,
     plot_perturbation: str | None = None,
     suite: Literal["cellw1", "cell-eval"] = "cellw1",
@@ -163,6 +173,12 @@ def evaluate(
         and :class:`~cellw1.ot.conditional.ConditionalConfig` for ``"w1_conditional"``.
     scgen_config
         :class:`~cellw1.tl.scgen.ScGenConfig` for ``"scgen_vae"`` (the real scGen, optional).
+    effect_alpha
+        Level of the test for a response, made once per perturbation and split on the training
+        cells (:mod:`cellw1.ot.effect`): where it finds none, every method that moves cells
+        (``mean_shift``, ``w2``, ``w1``, ``scgen_vae``, ``w1_conditional``) predicts the controls,
+        so no method gains from the gate; the metric row ``gated`` says where. ``None``: no
+        test, for every method.
     metrics
         Metric names from :data:`cellw1.eval.metrics.METRICS`; ``None`` computes all of them.
     plot_perturbation
@@ -195,6 +211,7 @@ def evaluate(
         if unknown:
             raise ConfigError(f"unknown metric(s) {unknown}; available: {', '.join(METRICS)}.")
     seed = check_seed(seed)
+    effect_alpha = check_effect_alpha(effect_alpha)
     suite = check_suite(suite)
     if suite == "cell-eval" and obsm_key is not None:
         raise ConfigError(
@@ -253,6 +270,7 @@ def evaluate(
         "seed": seed,
         "metrics": list(metrics) if metrics is not None else list(METRICS),
         "input_kind": input_kind,
+        "effect_alpha": effect_alpha,
         "config": None if config is None else repr(config),
         "w2_config": None if w2_config is None else repr(w2_config),
         "scgen_config": None if scgen_config is None else repr(scgen_config),
@@ -272,7 +290,9 @@ def evaluate(
         if obsm_key is not None:
             raise ConfigError("w1_conditional is fitted on expression; drop obsm_key or the method.")
         settings["split_rule"] += "; one control split per repeat shared by every perturbation (w1_conditional)"
-        settings["conditional_config"] = None if conditional_config is None else repr(conditional_config)
+        # the conditional model tests each perturbation at the same level as every other method
+        conditional_config = (conditional_config or _conditional_defaults()).replace(effect_alpha=effect_alpha)
+        settings["conditional_config"] = repr(conditional_config)
     models: dict[int, Any] = {}
     bar = tqdm(total=len(chosen) * n_repeats, desc="evaluate", disable=not progress)
     try:
@@ -326,6 +346,7 @@ def evaluate(
                     obsm_key=obsm_key,
                     embedding_config=embedding_config,
                     input_kind=input_kind,
+                    effect_alpha=effect_alpha,
                     n_de_genes=n_de_genes,
                     metrics=metrics,
                     fit_seed=seed + repeat,
@@ -339,6 +360,15 @@ def evaluate(
     finally:
         bar.close()
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    gated = table[(table["metric"] == GATED) & (table["value"] > 0)]
+    settings["gated"] = sorted(set(zip(gated["perturbation"], gated["repeat"].astype(int), strict=True)))
+    splits = len(chosen) * n_repeats
+    logger.info(
+        "test for a response (effect_alpha=%s): %d of %d perturbation splits gated, predicted as their controls",
+        effect_alpha,
+        len(settings["gated"]),
+        splits,
+    )
     table["repeat"] = table["repeat"].astype(int)
     table["value"] = table["value"].astype(float)
     return EvaluationResult(table=table, settings=settings, embedding=snapshot)
@@ -375,6 +405,7 @@ def _evaluate_split(
     obsm_key: str | None,
     embedding_config: Any,
     input_kind: str,
+    effect_alpha: float | None,
     n_de_genes: int,
     metrics: Sequence[str] | None,
     fit_seed: int,
@@ -409,6 +440,7 @@ def _evaluate_split(
             embedding_config=embedding_config,
             embedding=shared,
             input_kind=input_kind,
+            effect_alpha=effect_alpha,
             seed=fit_seed,
             progress=False,
         )
@@ -441,6 +473,8 @@ def _evaluate_split(
         scores = compute_metrics(pred_values, obs_values, metrics)
         scores[SECONDS] = seconds
         scores[CONTROL_SHIFT] = float(np.linalg.norm(pred_values.mean(0) - control_values.mean(0)))
+        if method in GATED_METHODS or method == CONDITIONAL:
+            scores[GATED] = float(not model.method.moves)
         rows.extend((method, perturbation, repeat, name, float(value)) for name, value in scores.items())
         logger.info(
             "%s r%d %s: %s",

@@ -28,6 +28,10 @@ SECONDS = "seconds"
 #: cell (scored features). Near 0 for a method that predicts no response; for a target with no
 #: real effect a good method keeps it near the observed shift. Left out of the Wilcoxon tests.
 CONTROL_SHIFT = "control_shift"
+#: Descriptive row, not a score: 1 where the perturbation's test for a response found none on the
+#: split's training cells and the method predicted the controls unchanged (:mod:`cellw1.ot.effect`;
+#: the same decision for every method that moves cells), else 0.
+GATED = "gated"
 TABLE_COLUMNS = ("method", "perturbation", "repeat", "metric", "value")
 
 
@@ -35,8 +39,8 @@ def _higher_is_better(metric: str) -> bool | None:
     """``True``/``False`` for a score, ``None`` for a descriptive row (left out of the Wilcoxon tests)."""
     if metric in METRICS:
         return METRICS[metric].higher_is_better
-    if metric in (SECONDS, CONTROL_SHIFT):
-        return None if metric == CONTROL_SHIFT else False  # seconds: lower is better
+    if metric in (SECONDS, CONTROL_SHIFT, GATED):
+        return False if metric == SECONDS else None  # seconds: lower is better
     return cell_eval_direction(metric)  # the metrics of suite="cell-eval"
 
 
@@ -181,7 +185,7 @@ class EvaluationResult:
             wilcoxon = pd.DataFrame(columns=["metric", "reference", "method", "statistic", "pvalue"])
         written.append(_write_csv(wilcoxon, directory / "wilcoxon.csv"))
         written.append(atomic_write_bytes(directory / "settings.json", json.dumps(self.settings, indent=2).encode()))
-        own = self.table["metric"].isin([*METRICS, SECONDS, CONTROL_SHIFT])  # cell-eval's stay in the tables
+        own = self.table["metric"].isin([*METRICS, SECONDS, CONTROL_SHIFT, GATED])  # cell-eval's stay in the tables
         written.extend(report_figures(SimpleNamespace(table=self.table[own], embedding=self.embedding), directory))
         logger.info("evaluation saved to %s (%d files)", directory, len(written))
         return written

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from scipy.stats import permutation_test
 
+from ..errors import ConfigError
 from .sampling import Cells
 
 #: cells of each group compared (a seeded sample of larger groups)
@@ -69,6 +70,15 @@ class EffectTest:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "cells": list(self.cells)}
+
+
+def check_effect_alpha(alpha: float | None) -> float | None:
+    """``alpha`` itself when it is a level in ``(0, 1)`` or ``None`` (no test); else a ConfigError."""
+    if alpha is None:
+        return None
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float | np.floating) or not 0.0 < float(alpha) < 1.0:
+        raise ConfigError(f"effect_alpha={alpha!r} must lie in (0, 1), or None to skip the test for a response.")
+    return float(alpha)
 
 
 def _sample(cells: Cells, size: int, rng: np.random.Generator) -> torch.Tensor:

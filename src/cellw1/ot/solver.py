@@ -12,7 +12,7 @@ import torch
 from .._data import check_pair, check_seed, resolve_device
 from ..errors import ConfigError
 from .config import W1Config
-from .effect import effect_test
+from .effect import EffectTest, effect_test
 from .potential import fit_potential
 from .sampling import checked_cells
 from .stepsize import StepSize, fit_step_size
@@ -29,6 +29,7 @@ def fit_map(
     seed: int = 0,
     *,
     progress: bool = False,
+    effect: EffectTest | None = None,
 ) -> TransportMap:
     """Fit the W1 transport map from ``source`` cells to ``target`` cells.
 
@@ -52,6 +53,9 @@ def fit_map(
         identical results on the CPU.
     progress
         Show progress bars.
+    effect
+        The test for a response already made on these cells (:func:`cellw1.fit` makes it once per
+        perturbation for every method); ``None``: made here when ``config.effect_alpha`` is set.
 
     Returns
     -------
@@ -64,7 +68,10 @@ def fit_map(
     device = resolve_device(config.device)
     src, tgt = (checked_cells(x, name, device) for x, name in ((source, "source"), (target, "target")))
     check_pair(src.dim, tgt.dim)
-    effect = None if config.effect_alpha is None else effect_test(src, tgt, seed=seed)
+    if config.effect_alpha is None:
+        effect = None
+    elif effect is None:
+        effect = effect_test(src, tgt, seed=seed)
     moves = effect is None or effect.detected(config.effect_alpha)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)

@@ -17,13 +17,17 @@ any space) and calibrates where log-normalised expression is written out, gene b
    predicted training controls' mean towards the training perturbed cells' mean, by the part
    of the gap the cells resolve: the gap is shrunk by ``max(0, 1 - se^2 / gap^2)``, with
    ``se`` the standard error of the difference (positive-part James-Stein), so a gene whose
-   gap is sampling noise keeps about the map's mean.
+   gap is sampling noise keeps about the map's mean. The offset is at most that resolved gap:
+   closing the whole gap of a gene whose values are mostly 0 would take ``gap * n / kept`` on
+   the few values left, and cells unlike the training controls that express the gene (a
+   held-out cell type) would all receive that amplified shift. Capped, the offsets move any
+   population's mean by at most the training gap; a gene with many zeros keeps part of its gap.
 3. **Ties.** An offset must not lift the mean of a gene's values left above 0 beyond the
    largest value of that gene among the training perturbed cells (a bound a shift of the
    whole distribution never meets). It would where the predicted controls are tied at the
    threshold (a mean shift moves every control cell with 0 counts to one value): step 1 then
    zeroes the whole tie, few cells keep a value, and the mean would need log1p values in the
-   hundreds on them (306 on Kang 2018). For such a gene the threshold moves just below the
+   hundreds on them. For such a gene the threshold moves just below the
    tie, so the tied cells keep their value and the offset closes the gap on all of them; the
    gene then has fewer zeros than the perturbed cells (ties cannot be split by a value). The
    offset stays within the bound in any case.
@@ -90,26 +94,30 @@ def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
     thresholds = np.full(ordered.shape[1], -np.inf, dtype=np.float32)
     some = k > 0
     thresholds[some] = ordered[k[some] - 1, np.flatnonzero(some)]
-    offsets, room = _offsets(ordered, thresholds, perturbed)
-    tied = np.flatnonzero(offsets > room)  # step 3: the mean cannot be met within the data's range
+    needed, room, closed = _offsets(ordered, thresholds, perturbed)
+    tied = np.flatnonzero(needed > room)  # step 3: the mean cannot be met within the data's range
     for g in tied:  # keep the tied predictions instead: zero only those strictly below the tie
         below = ordered[:, g][ordered[:, g] < thresholds[g]]
         thresholds[g] = below[-1] if below.size else -np.inf
     if tied.size:
-        offsets[tied], room[tied] = _offsets(ordered[:, tied], thresholds[tied], perturbed[:, tied])
+        needed[tied], room[tied], closed[tied] = _offsets(ordered[:, tied], thresholds[tied], perturbed[:, tied])
+    offsets = np.clip(needed, -np.abs(closed), np.abs(closed))  # step 2's cap: at most the resolved gap
     return np.stack((thresholds, np.minimum(offsets, room).astype(np.float32)))
 
 
-def _offsets(ordered: np.ndarray, thresholds: np.ndarray, perturbed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Step 2's offsets after zeroing at ``thresholds``, and step 3's room for them (each ``(genes,)``)."""
+def _offsets(
+    ordered: np.ndarray, thresholds: np.ndarray, perturbed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """After zeroing at ``thresholds``, each ``(genes,)``: the offset on the values left above 0 that
+    would close the resolved gap of the mean, step 3's room for it, and the resolved gap itself."""
     n, m = len(ordered), max(len(perturbed), 1)
     made = calibrate(ordered, np.stack((thresholds, np.zeros_like(thresholds))))
     kept = (made > 0).sum(axis=0)
     gap = perturbed.mean(axis=0) - made.mean(axis=0, dtype=np.float64)
     noise = perturbed.var(axis=0) / m + made.var(axis=0, dtype=np.float64) / n
-    offsets = np.where(kept > 0, _resolved(gap, noise) * gap * n / np.maximum(kept, 1), 0.0)
+    closed = np.where(kept > 0, _resolved(gap, noise) * gap, 0.0)
     kept_mean = np.where(kept > 0, made.sum(axis=0, dtype=np.float64) / np.maximum(kept, 1), 0.0)
-    return offsets, np.maximum(perturbed.max(axis=0, initial=0.0) - kept_mean, 0.0)
+    return closed * n / np.maximum(kept, 1), np.maximum(perturbed.max(axis=0, initial=0.0) - kept_mean, 0.0), closed
 
 
 def calibrate(predicted: np.ndarray, calibration: np.ndarray | None) -> np.ndarray:

@@ -11,8 +11,22 @@ groups together, and ``target_sum`` is a fitted constant (the median total count
 cells). Normalising each group to its own median would move the groups apart or together by
 an amount that has nothing to do with the perturbation.
 
-Data that are already transformed (log-normalised, scaled) pass through as float32.
-:func:`detect_input_kind` tells the two apart from a sample of the values.
+Three kinds of input, told apart by :func:`detect_input_kind` from a sample of the values
+(or given with ``input_kind=``):
+
+============ ===================================================================================
+kind         what cellw1 does with it
+============ ===================================================================================
+counts       raw counts: normalised to ``target_sum`` per cell and log1p-transformed; predictions
+             are non-negative log1p expression, calibrated (:mod:`cellw1.pp.calibration`)
+log          log-normalised expression (non-negative, already transformed): used as given;
+             predictions are non-negative and calibrated
+continuous   values of any sign (CyTOF ``arcsinh``, imaging features, z-scores, ``sc.pp.scale``,
+             protein CLR, embeddings): used as given; predictions are the map's values, never
+             clipped, thresholded or calibrated
+============ ===================================================================================
+
+Negative values mean continuous data unless ``input_kind`` says otherwise.
 """
 
 from __future__ import annotations
@@ -32,9 +46,11 @@ from ..errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
 
-InputKind = Literal["counts", "log"]
-INPUT_KINDS: tuple[str, ...] = ("counts", "log")
-ASSUMPTIONS: tuple[str, ...] = ("auto", "counts", "log")
+InputKind = Literal["counts", "log", "continuous"]
+INPUT_KINDS: tuple[str, ...] = ("counts", "log", "continuous")
+ASSUMPTIONS: tuple[str, ...] = ("auto", *INPUT_KINDS)
+#: kinds whose values are expression, never negative: predictions are calibrated and non-negative
+EXPRESSION_KINDS: tuple[str, ...] = ("counts", "log")
 
 #: values looked at by :func:`detect_input_kind`
 SAMPLE_SIZE = 100_000
@@ -130,13 +146,14 @@ def _dense_blocks(X: Matrix) -> Iterator[tuple[slice, np.ndarray]]:
 
 # -- detection ---------------------------------------------------------------------------------
 def detect_input_kind(X: Matrix) -> tuple[InputKind, str]:
-    """Guess whether ``X`` holds raw counts or already transformed values.
+    """Guess whether ``X`` holds raw counts, log-normalised expression or continuous values.
 
     Looks at up to 100,000 values (the stored ``.data`` of a sparse matrix, so implicit zeros
-    do not dilute the sample): non-negative integers reaching more than 20 are counts;
-    negatives or non-integers mean the data are already transformed ("log"); small integers
-    (at most 20: binary or very shallow data) are ambiguous and treated as "log", with the
-    reason saying how to override.
+    do not dilute the sample): any negative value means continuous data (any sign: arcsinh,
+    scaled, imaging features, embeddings); non-negative integers reaching more than 20 are
+    counts; non-negative non-integers are already log-normalised ("log"); small integers (at
+    most 20: binary or very shallow data) are ambiguous and treated as "log", with the reason
+    saying how to override.
 
     Parameters
     ----------
@@ -146,7 +163,7 @@ def detect_input_kind(X: Matrix) -> tuple[InputKind, str]:
     Returns
     -------
     kind, reason
-        ``"counts"`` or ``"log"``, and a sentence saying why (callers log it).
+        ``"counts"``, ``"log"`` or ``"continuous"``, and a sentence saying why (callers log it).
     """
     X = as_array(X, "X", dtype=None, sparse=True, finite=False)
     values = _sample(X)
@@ -155,7 +172,10 @@ def detect_input_kind(X: Matrix) -> tuple[InputKind, str]:
         return "log", "no finite non-zero values to inspect: treated as already transformed"
     low, high = float(values.min()), float(values.max())
     if low < 0:
-        return "log", f"values include negatives (down to {low:.4g}): treated as already transformed, not raw counts"
+        return "continuous", (
+            f"values include negatives (down to {low:.4g}): treated as continuous features of any sign, used as "
+            "given, never clipped or calibrated; pass input_kind='log' if they are log-normalised expression"
+        )
     fractional = values[values != np.round(values)]
     if fractional.size:
         reason = (
@@ -184,11 +204,11 @@ class Preprocessor:
     Attributes
     ----------
     input_kind
-        ``"counts"`` (normalise each cell to ``target_sum``, then ``log1p``) or ``"log"``
-        (values are used as they are, as float32).
+        ``"counts"`` (normalise each cell to ``target_sum``, then ``log1p``), ``"log"`` or
+        ``"continuous"`` (values are used as they are, as float32).
     target_sum
         For counts, the total every cell is scaled to: the median total count of the cells the
-        transform was fitted on (cells with no counts left out). ``None`` for ``"log"``.
+        transform was fitted on (cells with no counts left out). ``None`` otherwise.
     reason
         Why ``input_kind`` was chosen (detected or given).
     n_features
@@ -208,18 +228,24 @@ class Preprocessor:
                 raise ConfigError(f"target_sum={self.target_sum!r} must be a positive number for counts.")
             object.__setattr__(self, "target_sum", float(self.target_sum))
         elif self.target_sum is not None:
-            raise ConfigError(f"target_sum={self.target_sum!r} must be None for input_kind='log'.")
+            raise ConfigError(f"target_sum={self.target_sum!r} must be None for input_kind={self.input_kind!r}.")
         if self.n_features is not None:
             if int(self.n_features) < 1:
                 raise ConfigError(f"n_features={self.n_features!r} must be >= 1.")
             object.__setattr__(self, "n_features", int(self.n_features))
 
+    @property
+    def expression(self) -> bool:
+        """Whether the values are expression (counts or log-normalised): never negative, so
+        predictions are calibrated and non-negative; ``False`` for continuous values."""
+        return self.input_kind in EXPRESSION_KINDS
+
     def transform(self, X: Matrix) -> np.ndarray:
         """The transformed cells as a new dense float32 array ``(n_cells, n_genes)``.
 
         Counts: ``log1p(target_sum * x / total(x))`` per cell, with the fitted ``target_sum``
-        (cells with no counts stay 0). Log: ``X`` as float32. ``X`` (dense or sparse) is never
-        modified; it is densified a block of rows at a time.
+        (cells with no counts stay 0). Log and continuous: ``X`` as float32. ``X`` (dense or
+        sparse) is never modified; it is densified a block of rows at a time.
         """
         X = as_array(X, "X", dtype=None, sparse=True)
         if self.n_features is not None and X.shape[1] != self.n_features:
@@ -228,7 +254,7 @@ class Preprocessor:
                 "pass the same genes in the same order as the training data."
             )
         out = np.empty(X.shape, dtype=np.float32)
-        if self.input_kind == "log":
+        if self.input_kind != "counts":
             for rows, block in _dense_blocks(X):
                 out[rows] = block
             return out
@@ -236,7 +262,7 @@ class Preprocessor:
         if low < 0:
             raise InputError(
                 f"X has negative values (minimum {low:.4g}) but the preprocessor expects raw counts; "
-                "pass counts, or refit with input_kind='log' if the data are already transformed."
+                "pass counts, or refit with input_kind='log' (log-normalised) or 'continuous' (values of any sign)."
             )
         totals = _cell_totals(X)
         scale = np.divide(self.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
@@ -271,7 +297,7 @@ def _cell_totals(X: Matrix) -> np.ndarray:
     return np.asarray(X.sum(axis=1, dtype=np.float64)).reshape(-1)
 
 
-def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log"] = "auto") -> Preprocessor:
+def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log", "continuous"] = "auto") -> Preprocessor:
     """Fit the expression transform on the training cells of **both** groups together.
 
     Parameters
@@ -280,7 +306,7 @@ def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log"] = "auto
         ``(n_cells, n_genes)`` numpy array or scipy sparse matrix holding the control and the
         perturbed training cells (not modified).
     assume
-        ``"auto"`` (detect with :func:`detect_input_kind`), ``"counts"`` or ``"log"``.
+        ``"auto"`` (detect with :func:`detect_input_kind`), ``"counts"``, ``"log"`` or ``"continuous"``.
 
     Returns
     -------
@@ -300,7 +326,9 @@ def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log"] = "auto
 
 
 def fit_preprocessor_streaming(
-    blocks: Callable[[], Iterator[Matrix]], sample: Matrix, assume: Literal["auto", "counts", "log"] = "auto"
+    blocks: Callable[[], Iterator[Matrix]],
+    sample: Matrix,
+    assume: Literal["auto", "counts", "log", "continuous"] = "auto",
 ) -> Preprocessor:
     """:func:`fit_preprocessor` for cells that arrive a block of rows at a time (from disk).
 
@@ -318,7 +346,7 @@ def fit_preprocessor_streaming(
     sample
         Some of those cells, for :func:`detect_input_kind`.
     assume
-        ``"auto"``, ``"counts"`` or ``"log"``.
+        ``"auto"``, ``"counts"``, ``"log"`` or ``"continuous"``.
     """
     if assume not in ASSUMPTIONS:
         raise ConfigError(f"unknown input kind {assume!r}; use one of {ASSUMPTIONS}.")
@@ -328,10 +356,21 @@ def fit_preprocessor_streaming(
     else:
         kind, reason = assume, f"input_kind={assume!r} was given"
     n_features = sample.shape[1]
-    if kind == "log":
+    if kind != "counts":
         check_signal_streaming(blocks, sample)
-        logger.info("expression input: %s", reason)
-        return Preprocessor("log", None, reason, n_features)
+        low = _minimum(sample)
+        if kind == "log" and low < 0:  # the user's word counts, but the output will lose the negatives
+            logger.warning(
+                "input_kind='log' was given but the values include negatives (down to %.4g), which looks like "
+                "continuous data: predictions are expression and never negative, so those values are clipped to 0; "
+                "pass input_kind='continuous' to keep values of any sign.",
+                low,
+            )
+        elif assume == "auto" and kind == "continuous":  # says which kind was detected, and how to choose
+            logger.warning("input: %s (pass input_kind= to choose; this message then goes)", reason)
+        else:
+            logger.info("input: %s", reason)
+        return Preprocessor(kind, None, reason, n_features)
     parts = []
     for block in blocks():
         block = as_array(block, "X", dtype=None, sparse=True)
@@ -340,7 +379,7 @@ def fit_preprocessor_streaming(
             raise InputError(
                 f"X has negative values (minimum {low:.4g}) but raw counts were "
                 f"{'given' if assume == 'counts' else 'detected'}; "
-                "pass input_kind='log' if the data are already transformed."
+                "pass input_kind='continuous' for values of any sign, or 'log' for log-normalised expression."
             )
         parts.append(_cell_totals(block))
     totals = np.concatenate(parts) if parts else np.zeros(0)

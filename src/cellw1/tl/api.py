@@ -14,12 +14,13 @@ from .._data import check_seed
 from ..errors import InputError
 from ..io.source import Source, feature_matrix, open_source
 from ..ot.config import W1Config, W2Config
+from ..ot.effect import check_effect_alpha
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_series, label_text, present_labels
 from ..pp.spaces import check_space
 from .methods import check_config, check_method
 from .model import PerturbationModel, check_unique_genes
-from .pipeline import fit_pipeline
+from .pipeline import EFFECT_ALPHA, fit_pipeline
 from .scgen import ScGenConfig
 
 if TYPE_CHECKING:
@@ -73,7 +74,8 @@ def fit(
     config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
-    input_kind: Literal["auto", "counts", "log"] = "auto",
+    input_kind: Literal["auto", "counts", "log", "continuous"] = "auto",
+    effect_alpha: float | None = EFFECT_ALPHA,
     seed: int = 0,
     progress: bool = True,
     buffer_cells: int | None = None,
@@ -111,8 +113,15 @@ def fit(
         A fitted embedding to reuse instead of fitting one (e.g. ``other_model.embedding``, so
         several methods share one latent space); it must read the same features.
     input_kind
-        ``"counts"`` (normalise + log1p), ``"log"`` (already log-normalised) or ``"auto"``
-        (detected from the values; the decision and its reason are logged and kept in ``model.info``).
+        ``"counts"`` (normalise + log1p), ``"log"`` (already log-normalised, non-negative),
+        ``"continuous"`` (values of any sign: CyTOF arcsinh, imaging features, z-scores; never
+        clipped or calibrated) or ``"auto"`` (detected from the values: negatives mean
+        continuous; the decision and its reason are logged and kept in ``model.info``).
+    effect_alpha
+        Level of the test for a response (:mod:`cellw1.ot.effect`), a property of the
+        perturbation: when its cells cannot be told from the controls at this level, every
+        method that moves cells predicts the controls unchanged (``model.info["effect"]``).
+        ``None``: no test.
     seed
         Seed of every random choice.
     progress
@@ -138,6 +147,7 @@ def fit(
             embedding_config=embedding_config,
             embedding=embedding,
             input_kind=input_kind,
+            effect_alpha=effect_alpha,
             seed=seed,
             progress=progress,
             buffer_cells=buffer_cells,
@@ -157,7 +167,8 @@ def fit_source(
     config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
-    input_kind: Literal["auto", "counts", "log"] = "auto",
+    input_kind: Literal["auto", "counts", "log", "continuous"] = "auto",
+    effect_alpha: float | None = EFFECT_ALPHA,
     seed: int = 0,
     progress: bool = True,
     buffer_cells: int | None = None,
@@ -166,6 +177,7 @@ def fit_source(
     check_method(method)
     check_space(space)
     check_config(method, config)
+    check_effect_alpha(effect_alpha)
     seed = check_seed(seed)
     control, perturbation = label_text(control), label_text(perturbation)
     labels = condition_labels(source, condition_key)
@@ -200,6 +212,8 @@ def fit_source(
         seed=seed,
         progress=progress,
         buffer_cells=buffer_cells,
+        effect_alpha=effect_alpha,
+        perturbation=perturbation,
     )
     info.update(diagnostics, fit_seconds=time.perf_counter() - start)
     return PerturbationModel(

@@ -60,7 +60,7 @@ def fit_conditional(
     *,
     layer: str | None = None,
     embedding_config: EmbeddingConfig | None = None,
-    input_kind: Literal["auto", "counts", "log"] = "auto",
+    input_kind: Literal["auto", "counts", "log", "continuous"] = "auto",
     progress: bool = True,
     buffer_cells: int | None = None,
 ) -> ConditionalModel:
@@ -207,7 +207,8 @@ def _fit(
         pooled_calibration=None,
     )
     model.dose_curves = _dose_curves(model, samples[0], samples[1:])
-    model.calibration, model.pooled_calibration = _calibrations(model, samples[0], samples[1:], seed)
+    if preprocessor.expression:  # continuous values (any sign) are never calibrated
+        model.calibration, model.pooled_calibration = _calibrations(model, samples[0], samples[1:], seed)
     model.info["seconds_with_calibration"] = time.perf_counter() - start
     return model
 

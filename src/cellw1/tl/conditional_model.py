@@ -135,12 +135,14 @@ class _ConditionView(PerturbationModel):
             return super()._predict_values(values)
         assert isinstance(self.method, _DoseBlend)
         out = blended(values, [part._predict_values(values)[0] for part in self.parts], self.method.weights)
-        if self.preprocessor is not None:  # expression: non-negative
+        if self._expression:  # expression: non-negative
             out = np.maximum(out, 0.0)
         return out, self.method.response(self.embedding.encode(values))
 
     def _output(self) -> str | None:
-        return None if self.preprocessor is None else self.output
+        if self.preprocessor is None or not self.method.moves or not self.preprocessor.expression:
+            return super()._output()  # None (obsm), "unchanged" or "raw" (continuous values)
+        return self.output
 
     def _uns(self) -> dict[str, Any]:
         return {**super()._uns(), "dose": self.dose, "conditional": True}

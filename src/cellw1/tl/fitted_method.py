@@ -28,9 +28,9 @@ class FittedMethod:
 
     @property
     def moves(self) -> bool:
-        """False when the method found no response to predict and returns its input (a W1 map
-        whose test for a response failed, :mod:`cellw1.ot.effect`)."""
-        return True
+        """False when the method predicts its input: no response was detected for the
+        perturbation (:mod:`cellw1.ot.effect`, ``info["gated"]``), or the method is identity."""
+        return not self.info.get("gated", False)
 
     @property
     def resolved(self) -> float:

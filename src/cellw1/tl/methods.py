@@ -39,6 +39,7 @@ import torch
 
 from ..errors import ConfigError, ModelFileError
 from ..ot.config import W1Config, W2Config
+from ..ot.effect import EffectTest
 from ..ot.sampling import Cells, checked_cells
 from ..ot.solver import fit_map
 from ..ot.training import History
@@ -48,6 +49,8 @@ from .fitted_method import FittedMethod, shrunk
 from .scgen import ScGenConfig, ScGenVAE, fit_scgen
 
 METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "scgen_vae", "w2", "w1")
+#: methods that move cells: they follow the perturbation's test for a response (:mod:`cellw1.ot.effect`)
+GATED: tuple[str, ...] = ("mean_shift", "scgen_vae", "w2", "w1")
 #: deprecated names -> their method; each still works for one release, with a FutureWarning
 ALIASES: dict[str, str] = {"scgen": "mean_shift"}
 
@@ -59,6 +62,10 @@ class Identity(FittedMethod):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.array(x, dtype=np.float32, copy=True)
+
+    @property
+    def moves(self) -> bool:
+        return False
 
 
 class Observed(FittedMethod):
@@ -173,7 +180,7 @@ class W1(_NeuralMap):
 
     @property
     def moves(self) -> bool:
-        return self.map.moves
+        return self.map.moves and super().moves
 
     @property
     def resolved(self) -> float:
@@ -250,6 +257,8 @@ def fit_method(
     config: W1Config | W2Config | None = None,
     seed: int = 0,
     progress: bool = False,
+    effect: EffectTest | None = None,
+    effect_alpha: float | None = None,
 ) -> FittedMethod:
     """Fit method ``name`` on source ``(n, k)`` and target ``(m, k)`` cells.
 
@@ -268,6 +277,10 @@ def fit_method(
         Seed of every random choice.
     progress
         Show progress bars.
+    effect, effect_alpha
+        The perturbation's test for a response (:mod:`cellw1.ot.effect`) and its level: a method
+        that moves cells predicts its input when ``effect`` is not detected at ``effect_alpha``
+        (``info["gated"]``). ``None``: no gate (a W1 map then follows its config's ``effect_alpha``).
     """
     name = check_method(name, stacklevel=4)
     check_config(name, config)
@@ -288,9 +301,13 @@ def fit_method(
         ]
         fitted = fit_scgen(cells[0], cells[1], config, seed, progress=progress)
     elif name == "w1":
-        fitted = W1(fit_map(source, target, config, seed, progress=progress))
+        if effect is not None:  # the perturbation's test, at its level, instead of the map's own
+            config = (config if isinstance(config, W1Config) else W1Config()).replace(effect_alpha=effect_alpha)
+        fitted = W1(fit_map(source, target, config, seed, progress=progress, effect=effect))
     else:
         fitted = W2(fit_w2(source, target, config, seed, progress=progress))
+    if effect is not None and name in GATED and not effect.detected(effect_alpha):
+        fitted.info["gated"] = True
     fitted.info["fit_seconds"] = time.perf_counter() - start
     return fitted
 

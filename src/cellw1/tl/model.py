@@ -91,7 +91,8 @@ class PerturbationModel:
         Fit diagnostics (cells per group, seconds, preprocessing decision...).
     calibration
         Per-gene zero thresholds and offsets of predicted log expression
-        (:mod:`cellw1.pp.calibration`); ``None``: negative values are clipped to 0 only.
+        (:mod:`cellw1.pp.calibration`); ``None``: negative expression is clipped to 0 only (continuous
+        values are never clipped).
     """
 
     def __init__(
@@ -189,12 +190,19 @@ class PerturbationModel:
 
     def _predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_predict_block` for rows already in the model's input space (:meth:`_values`)."""
+        if not self.method.moves:  # no response (identity, or none detected): the input itself, in every space
+            return np.array(values, dtype=np.float32, copy=True), np.zeros(len(values), dtype=np.float32)
         z = self.embedding.encode(values)
         response = self.method.response(z)
         predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
-        if self.preprocessor is not None:  # expression: non-negative, calibrated
+        if self._expression:  # expression: non-negative, calibrated; continuous values stay as the map gives them
             predicted = calibrate(predicted, self.calibration)
         return predicted, response
+
+    @property
+    def _expression(self) -> bool:
+        """Whether predictions are expression (counts or log-normalised input): non-negative, calibrated."""
+        return self.preprocessor is not None and self.preprocessor.expression
 
     def _warn_not_control(self, obs: pd.DataFrame) -> None:
         if self.condition_key in obs:
@@ -214,9 +222,15 @@ class PerturbationModel:
         return scale_record(self, self._output())
 
     def _output(self) -> str | None:
-        """How the written expression is made: ``"calibrated"``, ``"clipped"`` at 0, or ``None`` (obsm)."""
+        """How the written values are made (:mod:`cellw1.tl.output`): ``"unchanged"`` (the input, no
+        response), ``"calibrated"`` or ``"clipped"`` at 0 (expression), ``"raw"`` (continuous values as the
+        map gives them) or ``None`` (obsm)."""
         if self.preprocessor is None:
             return None
+        if not self.method.moves:
+            return "unchanged"
+        if not self.preprocessor.expression:
+            return "raw"
         return "clipped" if self.calibration is None else "calibrated"
 
     def predict(
@@ -318,7 +332,7 @@ class PerturbationModel:
     def _measured_block(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
         """The input cells of a block on the model's scale (what ``with_controls`` writes)."""
         values = self._values(raw, columns)
-        return np.asarray(np.maximum(values, 0) if self.preprocessor is not None else values, dtype=np.float32)
+        return np.asarray(np.maximum(values, 0) if self._expression else values, dtype=np.float32)
 
     # -- files -------------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:

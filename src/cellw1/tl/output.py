@@ -10,13 +10,19 @@ method, space    the prediction method and the space it was fitted in
 control,         the labels of the training groups
 perturbation
 input_kind       ``"counts"`` (cellw1 normalised and log-transformed them), ``"log"`` (already
-                 transformed: used as given) or ``None`` (an obsm embedding)
+                 log-normalised: used as given), ``"continuous"`` (values of any sign: used as
+                 given, never clipped or calibrated) or ``None`` (an obsm embedding)
 target_sum       counts only: the total every cell was scaled to before ``log1p`` (the median
                  total count of the training cells); ``None`` otherwise
 log_base         ``"e"`` for counts (natural ``log1p``); ``None`` where the values came
                  transformed (cellw1 does not know their base)
 scale            one sentence saying the same
-values, output   ``"log1p-normalised"`` (or the obsm key); ``"calibrated"``/``"clipped"``
+values           what the numbers are: ``"log1p-normalised"`` (counts), ``"log-normalised"``,
+                 ``"continuous"`` or the obsm key
+output           what was done to them: ``"calibrated"`` (expression: zeros and gene means,
+                 :mod:`cellw1.pp.calibration`), ``"clipped"`` (expression clipped at 0 only),
+                 ``"raw"`` (continuous: the map's values as they are), ``"unchanged"`` (no
+                 response: the input itself); the conditional model adds its own variants
 layer, obsm_key  where the model read its input
 cellw1_version   the version that made the prediction
 model_sha256     sha256 of the model's weights, the ``sha256`` entry of ``model.safetensors``'s
@@ -54,6 +60,8 @@ def scale_record(model: Any, output: str | None) -> dict[str, Any]:
         )
     elif kind == "log":
         scale = "the input's own values (already log-normalised), as given; cellw1 applied no transform"
+    elif kind == "continuous":
+        scale = "the input's own continuous values (any sign), as given; cellw1 applied no transform and no clipping"
     else:
         scale = f"the features of obsm[{model.obsm_key!r}], as given"
     return {
@@ -61,7 +69,7 @@ def scale_record(model: Any, output: str | None) -> dict[str, Any]:
         "space": model.embedding.kind,
         "control": model.control,
         "perturbation": model.perturbation,
-        "values": "log1p-normalised" if pre is not None else model.obsm_key,
+        "values": _VALUES.get(kind, model.obsm_key),
         "output": output,
         "input_kind": kind,
         "target_sum": None if pre is None else pre.target_sum,
@@ -72,6 +80,10 @@ def scale_record(model: Any, output: str | None) -> dict[str, Any]:
         "cellw1_version": _version(),
         "model_sha256": tensor_checksum(model.tensors()),
     }
+
+
+#: ``uns["cellw1"]["values"]`` of each input kind
+_VALUES = {"counts": "log1p-normalised", "log": "log-normalised", "continuous": "continuous"}
 
 
 def _version() -> str:

@@ -19,8 +19,12 @@ cells; in memory a read is a slice.
    read in shuffled blocks of rows, normalised and embedded as they are read. When a buffer
    holds a whole group (always, by default, for data in memory) it is read once and the
    sampling is that of cells held in memory.
+   Before it, the groups are tested for a response (:mod:`cellw1.ot.effect`, the same test at
+   the same level for every method that moves cells): a perturbation without one is predicted
+   as its controls by every method, so comparisons between methods are fair.
 4. **Calibration** of the expression output (:mod:`cellw1.pp.calibration`) on a seeded sample
-   of each group (against the controls when the method found no response).
+   of each group, for expression (counts or log-normalised) only: continuous values (any sign)
+   are never calibrated, and a method without a response needs none.
 """
 
 from __future__ import annotations
@@ -36,12 +40,14 @@ import scipy.sparse as sp
 from .._data import resolve_device
 from ..errors import ConfigError, InputError
 from ..io.source import Matrix, Source
+from ..ot.config import W1Config
+from ..ot.effect import effect_test
 from ..ot.sampling import BUFFER_CELLS, StreamedCells
 from ..pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.preprocessing import Preprocessor, check_signal_streaming, fit_preprocessor_streaming
 from ..pp.spaces import fit_embedding
-from .methods import CONFIGS, FittedMethod, fit_method
+from .methods import CONFIGS, GATED, FittedMethod, fit_method
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +59,9 @@ PASS_ROWS = 8_192
 DETECTION_ROWS = 4_096
 #: methods whose predicted expression is calibrated (:mod:`cellw1.pp.calibration`);
 #: identity and observed return measured cells (clipped at 0 only)
-CALIBRATED = ("w1", "w2", "mean_shift", "scgen_vae")
+CALIBRATED = GATED
+#: default level of the test for a response (:mod:`cellw1.ot.effect`), the same for every method
+EFFECT_ALPHA = 0.05
 
 
 def row_blocks(matrix: Matrix, rows: np.ndarray, size: int = PASS_ROWS) -> Iterator[Any]:
@@ -77,6 +85,21 @@ def _as_values(raw: Any) -> np.ndarray:
     return values
 
 
+def _w1_config(config: Any, effect_alpha: float | None) -> W1Config:
+    """The W1 config at the fit's level of the test for a response (a different one given is replaced, with a warning)."""
+    config = config if isinstance(config, W1Config) else W1Config()
+    if config.effect_alpha != effect_alpha:
+        if config.effect_alpha != W1Config().effect_alpha:
+            logger.warning(
+                "W1Config(effect_alpha=%s) is replaced by the fit's effect_alpha=%s: the test for a response is "
+                "the perturbation's, the same for every method; pass effect_alpha= to cellw1.fit instead.",
+                config.effect_alpha,
+                effect_alpha,
+            )
+        config = config.replace(effect_alpha=effect_alpha)
+    return config
+
+
 def fit_pipeline(
     source: Source,
     matrix: Matrix,
@@ -93,12 +116,16 @@ def fit_pipeline(
     seed: int,
     progress: bool,
     buffer_cells: int | None,
+    effect_alpha: float | None = EFFECT_ALPHA,
+    perturbation: str = "the perturbation",
 ) -> tuple[Preprocessor | None, Embedding, FittedMethod, np.ndarray | None, dict[str, Any]]:
     """Fit preprocessing, embedding, method and calibration on the rows of ``matrix`` the masks mark.
 
     ``matrix`` holds expression (normalised, calibrated), or with ``obsm_key`` that obsm
-    embedding (used as it is). Returns the fitted parts, the calibration (or ``None``) and
-    diagnostics for ``model.info``.
+    embedding (used as it is). Before the method, the groups are tested for a response in the
+    fitted space at ``effect_alpha`` (:mod:`cellw1.ot.effect`; ``None``: no test): without one,
+    every method that moves cells predicts its input. Returns the fitted parts, the calibration
+    (or ``None``) and diagnostics for ``model.info``.
     """
     rows = np.flatnonzero(is_source | is_target)
     if buffer_cells is None:  # in memory every cell is held already; from disk one buffer per group
@@ -160,7 +187,26 @@ def fit_pipeline(
         for k, mask in enumerate((is_source, is_target))
     ]
     start = time.perf_counter()
-    fitted = fit_method(method, *groups, config=config, seed=seed, progress=progress)
+    effect = None
+    if method == "w1":  # one level for every method: the map's own test is the perturbation's
+        config = _w1_config(config, effect_alpha)
+    if effect_alpha is not None and method in GATED:  # the same test, cells and seed as the W1 map made alone
+        effect = effect_test(*groups, seed=seed)
+        info["effect"] = effect.to_dict()
+        if not effect.detected(effect_alpha):
+            logger.warning(
+                "no response detected for %r: its cells cannot be told from the controls (energy distance %.3g, "
+                "permutation p = %.3g > effect_alpha = %g), so %s predicts the controls unchanged; "
+                "pass effect_alpha=None to move them anyway.",
+                perturbation,
+                effect.energy,
+                effect.p_value,
+                effect_alpha,
+                method,
+            )
+    fitted = fit_method(
+        method, *groups, config=config, seed=seed, progress=progress, effect=effect, effect_alpha=effect_alpha
+    )
     info["method_seconds"] = time.perf_counter() - start
     logger.info(
         "fitted %s on %d + %d cells of %s",
@@ -171,7 +217,7 @@ def fit_pipeline(
     )
 
     calibration = None
-    if preprocessor is not None and method in CALIBRATED:  # log expression of samples of both groups
+    if preprocessor is not None and preprocessor.expression and method in CALIBRATED and fitted.moves:
         control, perturbed = (
             transform(matrix.read(spread_sample(np.flatnonzero(mask), SAMPLE_CELLS, seed + k)))
             for k, mask in enumerate((is_source, is_target))
