@@ -45,9 +45,9 @@ from .._data import check_seed
 from ..errors import ConfigError, InputError
 from ..ot.config import W1Config
 from ..ot.effect import check_effect_alpha
+from ..pp.labels import label_series, label_text, present_labels
 from ..tl.methods import GATED as GATED_METHODS
 from ..tl.pipeline import EFFECT_ALPHA
-from ..pp.labels import label_series, label_text, present_labels
 from .celleval import cell_eval_scores, check_suite
 from .conditional import CONDITIONAL, fit_conditional_model, in_units_of, last, shared_control_rng, with_conditional
 from .degenes import top_de_genes
