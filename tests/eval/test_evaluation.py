@@ -81,12 +81,14 @@ def test_table_has_one_row_per_method_perturbation_repeat_metric(result):
     res, _ = result
     table = res.table
     assert list(table.columns) == ["method", "perturbation", "repeat", "metric", "value"]
-    assert len(table) == len(METHODS) * 2 * 2 * len(METRIC_NAMES)
+    moving = ("mean_shift", "w1")  # the methods that move cells have a row saying whether they were gated
+    assert len(table) == len(METHODS) * 2 * 2 * len(METRIC_NAMES) + len(moving) * 2 * 2
     assert not table.duplicated(["method", "perturbation", "repeat", "metric"]).any()
     assert set(table["method"]) == set(METHODS)
     assert set(table["perturbation"]) == {"pertA", "NULL"}
     assert set(table["repeat"]) == {0, 1}
-    assert set(table["metric"]) == set(METRIC_NAMES)
+    assert set(table["metric"]) == {*METRIC_NAMES, "gated"}
+    assert set(table.loc[table["metric"] == "gated", "method"]) == set(moving)
     assert np.isfinite(table["value"]).all()
     seconds = table[table["metric"] == "seconds"].set_index("method")["value"]
     assert (seconds > 0).all()
@@ -112,7 +114,7 @@ def test_summary_matches_quantiles(result):
     res, _ = result
     summary = res.summary()
     assert list(summary.columns) == ["method", "metric", "median", "q25", "q75", "n"]
-    assert len(summary) == len(METHODS) * len(METRIC_NAMES)
+    assert len(summary) == len(METHODS) * len(METRIC_NAMES) + 2  # and "gated" of the mean shift and W1
     row = summary[(summary["method"] == "mean_shift") & (summary["metric"] == "l2")].iloc[0]
     values = res.table.query("method == 'mean_shift' and metric == 'l2'")["value"].to_numpy()
     assert row["n"] == 4
@@ -294,3 +296,24 @@ def test_control_shift_is_zero_for_identity_and_left_out_of_wilcoxon(result):
     assert np.allclose(shift.loc["identity"], 0.0, atol=1e-6)
     assert (shift.loc["observed"] > 0).all()
     assert "control_shift" not in set(res.wilcoxon()["metric"])
+
+
+def test_one_test_for_a_response_gates_every_method_that_moves_cells(result, data):
+    """The perturbation's test decides for every method alike (issue 21): NULL is predicted as its controls by
+    the mean shift and W1; identity and observed are not gated; effect_alpha=None switches it off for all."""
+    res, _ = result
+    table = res.table
+    gated = table[table["metric"] == "gated"].pivot_table("value", ["perturbation", "repeat"], "method")
+    assert set(gated.columns) == {"mean_shift", "w1"}
+    assert (gated["mean_shift"] == gated["w1"]).all()
+    assert (gated.loc["NULL"] == 1).all().all() and (gated.loc["pertA"] == 0).all().all()
+    assert res.settings["gated"] == [("NULL", 0), ("NULL", 1)] and res.settings["effect_alpha"] == 0.05
+    mmd = table[table["metric"] == "mmd"].pivot_table("value", ["perturbation", "repeat"], "method")
+    np.testing.assert_array_equal(mmd.loc["NULL", "mean_shift"], mmd.loc["NULL", "identity"])
+    np.testing.assert_array_equal(mmd.loc["NULL", "w1"], mmd.loc["NULL", "identity"])
+    off = evaluate(
+        data, "condition", "control", ["NULL"], methods=("identity", "mean_shift"), effect_alpha=None, progress=False
+    ).table
+    assert (off.loc[off["metric"] == "gated", "value"] == 0).all()
+    shifted = off[(off["metric"] == "mmd") & (off["method"] == "mean_shift")]["value"].to_numpy()
+    assert not np.array_equal(shifted, off[(off["metric"] == "mmd") & (off["method"] == "identity")]["value"])

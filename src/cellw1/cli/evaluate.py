@@ -125,5 +125,13 @@ def run(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 120, "display.float_format", "{:.4g}".format):
         print("median over perturbations and repeats:")
         print(table.to_string())
+    gated, splits = result.settings.get("gated", []), len(result.settings["perturbations"]) * args.repeats
+    alpha = result.settings.get("effect_alpha")
+    if alpha is not None:
+        names = sorted({perturbation for perturbation, _ in gated})
+        print(
+            f"test for a response (effect_alpha={alpha:g}): {len(gated)} of {splits} perturbation splits had none and "
+            f"were predicted as their controls by every method{': ' + ', '.join(names) if names else ''}"
+        )
     print(f"wrote {len(written)} files to {args.out}")
     return 0

@@ -361,7 +361,7 @@ def evaluate(
         bar.close()
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     gated = table[(table["metric"] == GATED) & (table["value"] > 0)]
-    settings["gated"] = sorted(set(zip(gated["perturbation"], gated["repeat"].astype(int), strict=True)))
+    settings["gated"] = sorted({(str(p), int(r)) for p, r in zip(gated["perturbation"], gated["repeat"], strict=True)})
     splits = len(chosen) * n_repeats
     logger.info(
         "test for a response (effect_alpha=%s): %d of %d perturbation splits gated, predicted as their controls",

@@ -15,6 +15,7 @@ from .._data import check_seed
 from .._io import tensor_checksum
 from ..errors import CellW1Error, ConfigError, InputError
 from ..io.source import Source, check_data_kind, open_source
+from ..ot.effect import check_effect_alpha
 from ..pp.embedding import EmbeddingConfig
 from ..pp.labels import label_text, present_labels
 from ..pp.spaces import check_space
@@ -22,6 +23,7 @@ from ..tl import api
 from ..tl.collection import CollectionDirectory, ModelCollection
 from ..tl.methods import check_config, check_method
 from ..tl.model import PerturbationModel
+from ..tl.pipeline import EFFECT_ALPHA
 from .cluster import check_scheduler, fit_on_client, open_client
 
 if TYPE_CHECKING:
@@ -52,6 +54,9 @@ def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -
         embedding_settings = {"kind": space, "config": (embedding_config or EmbeddingConfig()).to_dict()}
     else:
         embedding_settings = None
+    gate = {}  # the level of the test for a response, where it is not the default (indexes written before it match)
+    if fit_kwargs.get("effect_alpha", EFFECT_ALPHA) != EFFECT_ALPHA:
+        gate["effect_alpha"] = check_effect_alpha(fit_kwargs["effect_alpha"])
     return {
         "condition_key": condition_key,
         "control": control,
@@ -63,6 +68,7 @@ def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -
         "seed": seed,
         "config": None if expected is None else (config or expected()).to_dict(),
         "embedding": embedding_settings,
+        **gate,
     }
 
 
