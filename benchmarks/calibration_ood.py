@@ -7,10 +7,13 @@ kept above 0, so a cell type that expresses a gene the training cells mostly do 
 the amplified offset on every cell. This script fits each model once per split and seed and
 scores its held-out prediction under three calibrations:
 
-- ``amplified``: zeros, then the offset ``gap * n / kept`` (the calibration before issue 21);
-- ``unamplified``: zeros, then the offset ``gap`` (a population of any composition moves by at
-  most the gap, on average);
-- ``zeros``: zeros only, no offset.
+- ``amplified``: zeros, then the offset ``gap * n / kept`` on every value (the calibration
+  before issue 21, and of models saved before it);
+- ``capped``: zeros, then an offset of at most the resolved gap on every value (a population
+  of any composition moves by at most the gap);
+- ``zeros``: zeros only, no offset;
+- ``in_range`` (the default since issue 21): the amplified offset on values within the range
+  of the training predictions it was fitted on, at most the gap on values beyond it.
 
 Splits (the cells of one covariate value held out of training; the held-out controls are the
 input, the held-out perturbed cells the truth): Kang 2018 with CD4T held out (PCA-50 and the
@@ -46,7 +49,7 @@ from cellw1.eval.metrics import compute_metrics
 from cellw1.pp.calibration import calibrate, calibration_target, fit_calibration
 
 OUT = Path(__file__).parent / "results" / "calibration_ood.json"
-VARIANTS = ("amplified", "unamplified", "zeros")
+VARIANTS = ("amplified", "capped", "zeros", "in_range")
 
 
 def synthetic() -> ad.AnnData:
@@ -76,16 +79,18 @@ SPLITS = {
 
 def variant_calibration(predicted: np.ndarray, target: np.ndarray, variant: str) -> np.ndarray:
     """The calibration of ``variant`` fitted on predicted training controls and their target cells."""
-    calibration = fit_calibration(predicted, target)
+    calibration = fit_calibration(predicted, target)  # thresholds, offsets, resolved gaps, training range
+    if variant == "amplified":  # the first two rows: the offset everywhere (as models saved before apply it)
+        return calibration[:2].copy()
+    if variant == "capped":  # the offset at most the resolved gap, everywhere
+        gaps = np.abs(calibration[2])
+        return np.stack((calibration[0], np.clip(calibration[1], -gaps, gaps)))
     if variant == "zeros":
-        calibration[1] = 0.0
-    elif variant == "unamplified":  # the offset times the share kept above 0: the gap itself
-        kept = (calibrate(predicted, np.stack((calibration[0], np.zeros_like(calibration[1])))) > 0).mean(0)
-        calibration[1] *= kept
-    return calibration
+        return np.stack((calibration[0], np.zeros_like(calibration[1])))
+    return calibration  # in_range: the default
 
 
-def run_split(name: str, seeds: int) -> list[dict]:
+def run_split(name: str, seeds: int, chosen: list[str]) -> list[dict]:
     load, key, control, perturbation, holdout, space = SPLITS[name]
     adata = load()
     labels = adata.obs[key].astype(str).to_numpy()
@@ -112,11 +117,11 @@ def run_split(name: str, seeds: int) -> list[dict]:
             x = model.preprocess(test_control)
             raw = np.asarray(model.embedding.decode(model.method.predict(model.embedding.encode(x))), np.float32)
             observed = model.preprocess(test_perturbed)[:, columns].astype(np.float64)
+            variants = [v for v in VARIANTS if v in chosen]
             zeros_train = calibrate(raw_train, variant_calibration(raw_train, target, "zeros"))
             zeros_test = calibrate(raw, variant_calibration(raw_train, target, "zeros"))
-            for variant in VARIANTS:
-                calibration = variant_calibration(raw_train, target, variant)
-                predicted = calibrate(raw, calibration)
+            for variant in variants:
+                predicted = calibrate(raw, variant_calibration(raw_train, target, variant))
                 scores = compute_metrics(predicted[:, columns].astype(np.float64), observed, ["r2", "l2", "mmd"])
                 # what the offsets move: on the training controls (the gap they close) and on the held-out type
                 gap = target.mean(0) - zeros_train.mean(0)
@@ -136,6 +141,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", default="kang_pca,zhao,synthetic")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -145,7 +151,7 @@ def main() -> None:
         for s in SPLITS
         if s == part or (s.startswith(part + "_") and not s.endswith("_iid"))
     ]
-    rows = [row for name in names for row in run_split(name, args.seeds)]
+    rows = [row for name in names for row in run_split(name, args.seeds, args.variants.split(","))]
     table = pd.DataFrame(rows)
     columns = ["r2", "l2", "mmd", "offset_ratio_median", "offset_ratio_max"]
     summary = table.groupby(["split", "method", "variant"])[columns].median()

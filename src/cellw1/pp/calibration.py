@@ -17,11 +17,9 @@ any space) and calibrates where log-normalised expression is written out, gene b
    predicted training controls' mean towards the training perturbed cells' mean, by the part
    of the gap the cells resolve: the gap is shrunk by ``max(0, 1 - se^2 / gap^2)``, with
    ``se`` the standard error of the difference (positive-part James-Stein), so a gene whose
-   gap is sampling noise keeps about the map's mean. The offset is at most that resolved gap:
-   closing the whole gap of a gene whose values are mostly 0 would take ``gap * n / kept`` on
-   the few values left, and cells unlike the training controls that express the gene (a
-   held-out cell type) would all receive that amplified shift. Capped, the offsets move any
-   population's mean by at most the training gap; a gene with many zeros keeps part of its gap.
+   gap is sampling noise keeps about the map's mean. Closing the gap of a gene whose values
+   are mostly 0 takes ``gap * n / kept`` on the ``kept`` values left: the bias the map leaves
+   on cells predicted in that range of values.
 3. **Ties.** An offset must not lift the mean of a gene's values left above 0 beyond the
    largest value of that gene among the training perturbed cells (a bound a shift of the
    whole distribution never meets). It would where the predicted controls are tied at the
@@ -31,6 +29,13 @@ any space) and calibrates where log-normalised expression is written out, gene b
    tie, so the tied cells keep their value and the offset closes the gap on all of them; the
    gene then has fewer zeros than the perturbed cells (ties cannot be split by a value). The
    offset stays within the bound in any case.
+
+4. **Beyond the training range.** That bias was measured on the range of values the training
+   controls were predicted at, and nothing says it holds beyond. A value above the largest
+   training prediction of its gene (cells unlike the training controls: a held-out cell type
+   that expresses a gene the training cells mostly do not) gets at most the resolved gap
+   itself, so such cells move a gene's mean by at most the training gap, not by the amplified
+   offset that closed it on the few training values above 0.
 
 Thresholds and offsets are values fitted on training cells, not shares applied to new ones:
 cells unlike the training controls (a held-out cell type) get the zeros their own predicted
@@ -83,8 +88,9 @@ def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        ``(2, genes)`` float32: the thresholds (``-inf`` for genes never 0 among the perturbed
-        cells), then the offsets added to the values left above 0.
+        ``(4, genes)`` float32: the thresholds (``-inf`` for genes never 0 among the perturbed
+        cells), the offsets added to the values left above 0, the resolved gaps (the most an
+        offset adds beyond the training range) and the largest training predictions (that range).
     """
     perturbed = np.asarray(perturbed, dtype=np.float64)
     ordered = np.sort(np.asarray(predicted, dtype=np.float32), axis=0)
@@ -101,8 +107,8 @@ def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
         thresholds[g] = below[-1] if below.size else -np.inf
     if tied.size:
         needed[tied], room[tied], closed[tied] = _offsets(ordered[:, tied], thresholds[tied], perturbed[:, tied])
-    offsets = np.clip(needed, -np.abs(closed), np.abs(closed))  # step 2's cap: at most the resolved gap
-    return np.stack((thresholds, np.minimum(offsets, room).astype(np.float32)))
+    offsets = np.minimum(needed, room)
+    return np.stack((thresholds, offsets, closed, ordered[-1])).astype(np.float32)
 
 
 def _offsets(
@@ -123,12 +129,16 @@ def _offsets(
 def calibrate(predicted: np.ndarray, calibration: np.ndarray | None) -> np.ndarray:
     """Non-negative expression: zeros at or below each gene's threshold, offsets on the rest.
 
-    ``calibration`` is :func:`fit_calibration`'s output; ``None`` only clips at 0.
+    ``calibration`` is :func:`fit_calibration`'s output (models saved before step 4 hold its first
+    two rows only, and keep their offsets everywhere); ``None`` only clips at 0.
     """
     out = np.maximum(predicted, 0.0)
     if calibration is not None:
-        thresholds, offsets = calibration
+        thresholds, offsets = calibration[0], calibration[1]
         zero = (predicted <= thresholds) | (out <= 0)
+        if len(calibration) > 2:  # step 4: beyond the training range, at most the resolved gap
+            gaps, highest = np.abs(calibration[2]), calibration[3]
+            offsets = np.where(predicted > highest, np.clip(offsets, -gaps, gaps), offsets)
         out = np.maximum(out + offsets, 0.0)
         out[zero] = 0.0
     return out
