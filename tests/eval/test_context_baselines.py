@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from conftest import TINY
 
+from cellw1.errors import InputError
 from cellw1.eval.evaluation import evaluate
 
 #: the smallest W1 schedule (nearest borrows its map; its quality is not tested here)
@@ -77,3 +78,24 @@ def test_a_missing_member_is_skipped_with_a_note(shifted, caplog):
             shifted[keep].copy(), "cond", "ctrl", methods=("additive",), obsm_key="X_feat", n_splits=1, progress=False
         )
     assert "additive" not in set(res.table["method"]) and "member(s) ['A']" in caplog.text
+
+
+def test_another_tools_prediction_is_scored_on_the_same_splits(shifted):
+    def oracle(train, test_control, perturbation):  # the true shift, as another tool might predict it
+        assert set(train.obs["cond"]) == {"ctrl", perturbation} and set(test_control.obs["cond"]) == {"ctrl"}
+        return test_control.obsm["X_feat"] + np.array(SHIFTS[perturbation], dtype=np.float32)
+
+    args = {"obsm_key": "X_feat", "metrics": ["l2"], "n_splits": 1, "progress": False}
+    res = evaluate(shifted, "cond", "ctrl", ["A", "B"], methods=("identity",), external={"oracle": oracle}, **args)
+    l2 = res.table[res.table["metric"] == "l2"].set_index(["method", "perturbation"])["value"]
+    assert l2["oracle", "A"] < 0.15 * l2["identity", "A"] and res.settings["external"] == ["oracle"]
+    with pytest.raises(InputError, match=r"returned shape \(30, 3\)"):
+        evaluate(
+            shifted,
+            "cond",
+            "ctrl",
+            ["A"],
+            methods=("identity",),
+            external={"bad": lambda t, c, p: np.ones((30, 3))},
+            **args,
+        )

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -136,6 +136,7 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     plot_perturbation: str | None = None,
     suite: Literal["cellw1", "cell-eval"] = "cellw1",
+    external: Mapping[str, Callable[[ad.AnnData, ad.AnnData, str], Any]] | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> EvaluationResult:
@@ -187,6 +188,13 @@ def evaluate(
         ``"cellw1"``: cellw1's metrics. ``"cell-eval"``: also cell-eval's full profile on each
         split's held-out cells, merged into the table under cell-eval's metric names
         (:mod:`cellw1.eval.celleval`; needs ``pip install "cellw1[eval]"``; gene expression only).
+    external
+        Other tools' predictions, scored on the same splits as the methods: name ->
+        ``predict(train, test_control, perturbation)``, given copies of the split's training cells and
+        held-out control cells (AnnData), returning the predicted cells (an AnnData, or an
+        array with one row per test control cell and one column per gene) of the same kind as
+        ``adata`` (counts for counts, log-normalised for log-normalised). Their ``seconds``
+        is the call's wall time.
     seed
         Seed of the splits (with the split index and the perturbation's name); each fit uses
         ``seed + split``.
@@ -204,6 +212,10 @@ def evaluate(
     if not isinstance(adata, ad.AnnData):
         raise InputError(f"adata must be an anndata.AnnData, got {type(adata).__name__}.")
     chosen_methods = _check_methods(methods)
+    external = dict(external or {})
+    clash = [name for name in external if name in chosen_methods or not callable(external[name])]
+    if clash:
+        raise ConfigError(f"external {clash}: each must be a callable under a name that is not among the methods.")
     n_splits = _check_splits(n_splits, n_repeats, adata)
     n_de_genes = _check_positive_int(n_de_genes, "n_de_genes")
     if metrics is not None:
@@ -275,6 +287,7 @@ def evaluate(
         "scgen_config": None if scgen_config is None else repr(scgen_config),
         "split_rule": "n_test = min(max(round(0.2 n), 500), 1000, n // 3) per group",
         "suite": suite,
+        "external": list(external),
     }
     logger.info("evaluating %d methods on %d perturbations x %d splits", len(chosen_methods), len(chosen), n_splits)
     if held_out is not None and n_splits > 1:
@@ -330,6 +343,7 @@ def evaluate(
                     fit_seed=seed + repeat,
                     keep_cells=keep,
                     suite=suite,
+                    external=external,
                 )
                 rows.extend(new_rows)
                 if keep:

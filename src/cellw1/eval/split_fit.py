@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
 from ..pp.labels import label_series
 from .baselines import CONTEXT_BASELINES, nearest_perturbation, predict_baseline
 from .celleval import cell_eval_scores
@@ -96,6 +97,7 @@ def evaluate_split(
     fit_seed: int,
     keep_cells: bool,
     suite: str = "cellw1",
+    external: Mapping[str, Callable[[Any, Any, str], Any]] | None = None,
 ) -> tuple[list[Row], EmbeddingSnapshot | None, SplitState]:
     """Fit and score every method on one split; optionally keep the cells for a figure."""
     adata, split, perturbation, repeat = context.adata, context.rows, context.perturbation, context.repeat
@@ -144,6 +146,13 @@ def evaluate_split(
         rows.extend(_scored_rows(method, context, scorer, predicted, metrics, seconds))
         predictions[method] = predicted.astype(np.float32)
     assert scorer is not None
+    for name, tool in (external or {}).items():  # another tool's prediction of the same split
+        start = time.perf_counter()
+        predicted = external_prediction(
+            name, tool(train.copy(), test_control.copy(), perturbation), scorer.model, test_control
+        )
+        rows.extend(_scored_rows(name, context, scorer, predicted, metrics, time.perf_counter() - start))
+        predictions[name] = predicted.astype(np.float32)
     for method in (m for m in methods if m in CONTEXT_BASELINES and m != "nearest"):
         predicted = predict_baseline(method, context, scorer.model, scorer.control)
         if predicted is not None:
@@ -212,3 +221,32 @@ def _scored_rows(
     scores[SECONDS] = seconds
     logger.info("%s r%d %s: %s", context.perturbation, context.repeat, method, _brief(scores))
     return [(method, context.perturbation, context.repeat, name, float(value)) for name, value in scores.items()]
+
+
+def external_prediction(name: str, output: Any, model: Any, test_control: ad.AnnData) -> np.ndarray:
+    """Another tool's predicted cells in ``model``'s units: an AnnData or an array like the input data.
+
+    An array has the test controls' rows and the input's genes (or, with ``obsm_key``, its
+    features); either is read by ``model.preprocess``, as the input data would be (counts are
+    normalised, log-normalised values kept).
+    """
+    import anndata as ad
+
+    if not isinstance(output, ad.AnnData):
+        values = np.asarray(output.toarray() if hasattr(output, "toarray") else output, dtype=np.float32)
+        width = len(model.features)
+        if values.ndim != 2 or values.shape != (test_control.n_obs, width):
+            raise InputError(
+                f"external method {name!r} returned shape {values.shape}; expected ({test_control.n_obs}, {width}): "
+                "one row per test control cell, one column per gene of the input (or feature of obsm_key)."
+            )
+        if model.obsm_key is None:
+            output = ad.AnnData(X=values, obs=test_control.obs[[]].copy(), var=test_control.var[[]].copy())
+        else:
+            output = ad.AnnData(X=np.zeros((values.shape[0], 1), dtype=np.float32), obs=test_control.obs[[]].copy())
+            output.obsm[model.obsm_key] = values
+    if output.n_obs != test_control.n_obs:
+        raise InputError(
+            f"external method {name!r} predicted {output.n_obs} cells for {test_control.n_obs} test controls."
+        )
+    return np.asarray(model.preprocess(output), dtype=np.float64)
