@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -128,6 +128,21 @@ def best_baseline(table: pd.DataFrame, reference: str, metric: str, higher_is_be
     return best
 
 
+def _pairs(
+    table: pd.DataFrame, direction: Callable[[str], bool | None], reference: str
+) -> Iterator[tuple[str, bool, str, pd.DataFrame]]:
+    """``(metric, higher_is_better, baseline, improvements)`` for every scored metric and evaluated baseline."""
+    methods = list(dict.fromkeys(table["method"]))
+    if reference not in methods:
+        return
+    for metric in dict.fromkeys(table["metric"]):
+        higher = direction(metric)
+        if higher is None or metric == "seconds":
+            continue
+        for baseline in (b for b in BASELINES if b in methods and b != reference):
+            yield metric, higher, baseline, improvements(table, reference, baseline, metric, higher)
+
+
 def comparisons(
     table: pd.DataFrame,
     direction: Callable[[str], bool | None],
@@ -140,16 +155,9 @@ def comparisons(
     ``direction(metric)`` says whether higher is better (``None``: a descriptive row, skipped).
     """
     rows = []
-    methods = list(dict.fromkeys(table["method"]))
-    for metric in dict.fromkeys(table["metric"]):
-        higher = direction(metric)
-        if higher is None or metric == "seconds" or reference not in methods:
-            continue
+    for metric, higher, baseline, diffs in _pairs(table, direction, reference):
         best = best_baseline(table, reference, metric, higher)
-        for baseline in (b for b in BASELINES if b in methods and b != reference):
-            diffs = improvements(table, reference, baseline, metric, higher)
-            if diffs.empty:
-                continue
+        if not diffs.empty:
             per = diffs.groupby("perturbation", sort=False)["improvement"].mean()
             low, high = bootstrap_ci(per.to_numpy(), confidence, seed=seed)
             median = float(np.median(per))
@@ -208,28 +216,22 @@ def per_perturbation(
 ) -> pd.DataFrame:
     """Per perturbation, metric and baseline: the median improvement over splits, its CI over splits, Wilcoxon p."""
     rows = []
-    methods = list(dict.fromkeys(table["method"]))
-    for metric in dict.fromkeys(table["metric"]):
-        higher = direction(metric)
-        if higher is None or metric == "seconds" or reference not in methods:
-            continue
-        for baseline in (b for b in BASELINES if b in methods and b != reference):
-            diffs = improvements(table, reference, baseline, metric, higher)
-            for perturbation, group in diffs.groupby("perturbation", sort=False):
-                values = group["improvement"].to_numpy(dtype=float)
-                low, high = bootstrap_ci(values, confidence, seed=seed)
-                rows.append(
-                    {
-                        "perturbation": perturbation,
-                        "metric": metric,
-                        "reference": reference,
-                        "baseline": baseline,
-                        "n_splits": len(values),
-                        "median_improvement": float(np.median(values)),
-                        "ci_low": low,
-                        "ci_high": high,
-                        "wilcoxon_p": wilcoxon_p(values),
-                    }
-                )
+    for metric, _, baseline, diffs in _pairs(table, direction, reference):
+        for perturbation, group in diffs.groupby("perturbation", sort=False):
+            values = group["improvement"].to_numpy(dtype=float)
+            low, high = bootstrap_ci(values, confidence, seed=seed)
+            rows.append(
+                {
+                    "perturbation": perturbation,
+                    "metric": metric,
+                    "reference": reference,
+                    "baseline": baseline,
+                    "n_splits": len(values),
+                    "median_improvement": float(np.median(values)),
+                    "ci_low": low,
+                    "ci_high": high,
+                    "wilcoxon_p": wilcoxon_p(values),
+                }
+            )
     columns = ["perturbation", "metric", "reference", "baseline", "n_splits", "median_improvement"]
     return pd.DataFrame(rows, columns=[*columns, "ci_low", "ci_high", "wilcoxon_p"])
