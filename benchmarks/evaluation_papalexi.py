@@ -50,7 +50,7 @@ def claim_check(result: EvaluationResult) -> pd.DataFrame:
     out = out.join(medians.rename(columns={"w1": "w1_median", "mean_shift": "mean_shift_median"}))
     wins = table.pivot_table(index=["perturbation", "repeat"], columns="method", values="value")
     out["w1_better_splits"] = (wins["w1"] < wins["mean_shift"]).groupby("perturbation").sum()
-    out["ci_excludes_0"] = out["ci_low"] > 0
+    out["ci_excludes_0"] = (out["ci_low"] > 0) & (out["n_splits"] > 1)  # one split has no interval
     return out.reindex([p for p in IFNG if p in out.index])
 
 

@@ -39,7 +39,7 @@ def test_comparisons_pick_the_best_baseline_and_say_who_wins():
     row = best.iloc[0]
     assert row["wins"] == 11 and row["losses"] == 0 and row["n_pairs"] == 33
     assert row["ci_low"] > 0.25 and row["ci_high"] < 0.35 and row["wilcoxon_p"] < 0.01
-    assert row["verdict"].startswith("w1 beats mean_shift on mmd: better in 11 of 11 perturbations")
+    assert row["verdict"].startswith("w1 beats mean_shift on mmd: better in 11 of 11 perturbations, worse in 0")
     losing = comparisons(_table(-0.3 + 0.01 * rng.normal(size=(11, 3)), np.ones((11, 3))), lambda m: False)
     assert "LOSES to mean_shift" in losing[losing["best"]].iloc[0]["verdict"]
 
@@ -70,3 +70,10 @@ def test_bootstrap_interval_covers_a_known_difference_at_its_nominal_rate():
     # the central 99.9% of Binomial(200, 0.95): 179 to 198 intervals (this seed: 194)
     low_band, high_band = binom.ppf([0.0005, 0.9995], n_sims, 0.95)
     assert low_band <= covered <= high_band, covered
+
+
+def test_equal_values_up_to_round_off_tie():
+    table = _table(np.zeros((4, 2)), np.ones((4, 2)))
+    table.loc[table["method"] == "w1", "value"] += 1e-12  # the same prediction scored twice
+    row = comparisons(table, lambda m: False).query("baseline == 'mean_shift'").iloc[0]
+    assert row["wins"] == row["losses"] == 0 and row["median_improvement"] == 0.0 and "ties with" in row["verdict"]

@@ -10,6 +10,7 @@ so ``d > 0`` always means the reference did better. Then, per metric and baselin
 
 - each perturbation's improvement is its mean over splits; the reference **wins** on ``p`` when
   it is above 0, **loses** when below (:func:`comparisons`: ``k`` wins of ``n`` perturbations);
+  values equal up to a relative :data:`RTOL` (two methods that both predict the controls) tie;
 - the **median** of the per-perturbation improvements, with a percentile bootstrap confidence
   interval over perturbations (:func:`scipy.stats.bootstrap`, seeded; each resample draws
   perturbations, each carrying the mean of its splits), and the Wilcoxon signed-rank p of the
@@ -41,6 +42,8 @@ logger = logging.getLogger(__name__)
 N_RESAMPLES = 2000
 #: an interval bound closer to 0 than this is 0 (round-off of differences of equal values)
 TOLERANCE = 1e-12
+#: two values this close (relative) are a tie: the same prediction scored twice, up to round-off
+RTOL = 1e-6
 COMPARISON_COLUMNS = (
     "metric",
     "reference",
@@ -105,7 +108,10 @@ def improvements(
     if reference not in wide or baseline not in wide:
         return pd.DataFrame(columns=["perturbation", "repeat", "improvement"])
     sign = 1.0 if higher_is_better else -1.0
-    out = (sign * (wide[reference] - wide[baseline])).dropna().rename("improvement").reset_index()
+    ref, base = wide[reference], wide[baseline]
+    # equal up to round-off (two methods that both predict the controls): a tie, not a win or a loss
+    same = np.isclose(ref.to_numpy(dtype=float), base.to_numpy(dtype=float), rtol=RTOL, atol=0.0)
+    out = (sign * (ref - base)).mask(same, 0.0).dropna().rename("improvement").reset_index()
     return out
 
 
@@ -177,7 +183,9 @@ def comparisons(
                     "ci_low": low,
                     "ci_high": high,
                     "wilcoxon_p": wilcoxon_p(per.to_numpy()),
-                    "verdict": verdict(reference, baseline, metric, wins, len(per), median, low, high, confidence),
+                    "verdict": verdict(
+                        reference, baseline, metric, wins, len(per), median, low, high, confidence, losses
+                    ),
                 }
             )
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
@@ -193,8 +201,9 @@ def verdict(
     low: float,
     high: float,
     confidence: float = 0.95,
+    losses: int | None = None,
 ) -> str:
-    """One sentence: who wins, on how many perturbations, by how much, how sure."""
+    """One sentence: who wins, on how many perturbations (and loses on how many), by how much, how sure."""
     if low > TOLERANCE:
         call = "beats"
     elif high < -TOLERANCE:
@@ -202,8 +211,9 @@ def verdict(
     else:
         call = "ties with (CI spans 0)"
     return (
-        f"{reference} {call} {baseline} on {metric}: better in {wins} of {n} perturbations; "
-        f"median improvement {median:.3g} [{confidence:.0%} CI {low:.3g}, {high:.3g}]"
+        f"{reference} {call} {baseline} on {metric}: better in {wins} of {n} perturbations"
+        + ("" if losses is None else f", worse in {losses}")
+        + f"; median improvement {median:.3g} [{confidence:.0%} CI {low:.3g}, {high:.3g}]"
     )
 
 
