@@ -86,7 +86,7 @@ def main() -> None:
             key,
             control,
             methods=args.methods.split(","),
-            n_repeats=args.repeats,
+            n_splits=args.repeats,
             scgen_config=scgen_config,
             suite=args.suite,
             progress=False,

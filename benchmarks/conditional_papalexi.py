@@ -86,7 +86,13 @@ def run_separate(adata: ad.AnnData, out: Path) -> dict:
         table = pd.read_csv(out / "separate" / "results.csv")
     else:
         result = cellw1.evaluate(
-            adata, KEY, CONTROL, methods=["identity", "w1", "w1_conditional"], space="genes", progress=False
+            adata,
+            KEY,
+            CONTROL,
+            methods=["identity", "w1", "w1_conditional"],
+            space="genes",
+            n_splits=1,
+            progress=False,
         )
         result.save(out / "separate")
         table = result.table
@@ -110,6 +116,7 @@ def run_sampling(adata: ad.AnnData, out: Path) -> dict:
             methods=["identity", "w1_conditional"],
             space="genes",
             conditional_config=config,
+            n_splits=1,
             progress=False,
         )
         result.save(out / f"sampling_{name}")

@@ -96,7 +96,7 @@ def main() -> None:
             control,
             extra.pop("perturbations", None),
             methods=args.methods.split(","),
-            n_repeats=args.repeats,
+            n_splits=args.repeats,
             config=cellw1.W1Config(**json.loads(args.w1_config)),
             w2_config=cellw1.W2Config(n_iters=args.w2_iters),
             progress=False,

@@ -122,6 +122,7 @@ def real_run(base: cellw1.W1Config, learners: list[str]) -> dict[str, dict[str, 
                 methods=["w1"],
                 config=config,
                 metrics=["mmd", "r2", "l2"],
+                n_splits=1,
                 progress=False,
                 **extra,
             )

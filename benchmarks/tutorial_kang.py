@@ -117,7 +117,7 @@ report = cellw1.evaluate(
     methods=["identity", MEAN_SHIFT, "w1"],
     space="pca",
     holdout=("cell_type", HELD_OUT),
-    n_repeats=3,
+    n_splits=3,
     progress=False,
 )
 summary = report.summary().pivot(index="method", columns="metric", values="median")

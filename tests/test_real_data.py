@@ -31,6 +31,7 @@ def zhao_result() -> cellw1.EvaluationResult:
         ["panobinostat"],
         methods=["identity", "observed", "mean_shift", "w1"],
         metrics=["mmd", "r2", "l2"],
+        n_splits=1,
         progress=False,
     )
 

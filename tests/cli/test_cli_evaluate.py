@@ -14,7 +14,7 @@ from cellw1.cli.main import main
 from cellw1.datasets import synthetic_perturbation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SHORT = ["--potential-iters", "20", "--regression-iters", "20", "--de-genes", "8", "--quiet"]
+SHORT = ["--potential-iters", "20", "--regression-iters", "20", "--de-genes", "8", "--splits", "1", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +53,15 @@ def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path,
         "metrics.png",
         "embedding.png",
         "mean_change.png",
+        "comparisons.csv",
+        "per_perturbation.csv",
+        "forest.png",
+        "report.md",
+        "report.html",
     }
     assert {p.name for p in out.iterdir()} == names
     assert (out / "metrics.png").read_bytes()[:8] == PNG_MAGIC
-    assert f"wrote {len(names)} files to {out}" in stdout and "median over perturbations and repeats:" in stdout
+    assert f"wrote {len(names)} files to {out}" in stdout and "median over perturbations and splits:" in stdout
     table = pd.read_csv(out / "results.csv")
     assert set(table["method"]) == {"identity", "observed", "mean_shift", "w2", "w1"}
     assert set(table["perturbation"]) == {"up", "same"} and set(table["repeat"]) == {0}
@@ -71,6 +76,16 @@ def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path,
     assert "n_iters=4" in settings["w2_config"] and "potential_iters=20" in settings["config"]
     wilcoxon = pd.read_csv(out / "wilcoxon.csv")
     assert set(wilcoxon["reference"]) == {"w1"} and "identity" in set(wilcoxon["method"])
+    assert "w1 against the best baseline of each metric" in stdout  # the verdicts, also in report.md
+    report = (out / "report.md").read_text()
+    assert "## Where w1 loses" in report and "forest.png" in report
+    assert "<h2>Where w1 loses</h2>" in (out / "report.html").read_text()
+
+
+def test_evaluate_help_lists_the_new_options(capsys) -> None:
+    assert main(["evaluate", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--splits" in text and "global_mean" in text and "deprecated alias of --splits" in text
 
 
 def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, monkeypatch) -> None:

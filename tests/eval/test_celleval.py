@@ -50,6 +50,7 @@ def result(adata: ad.AnnData) -> cellw1.EvaluationResult:
         methods=["identity", "observed", "mean_shift"],
         suite="cell-eval",
         n_de_genes=10,
+        n_splits=1,
         progress=False,
     )
 

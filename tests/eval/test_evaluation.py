@@ -14,11 +14,12 @@ from cellw1.errors import ConfigError, InputError
 from cellw1.eval.evaluation import evaluate
 from cellw1.eval.metrics import METRICS
 from cellw1.eval.result import EvaluationResult
+from cellw1.eval.scoring import SPLIT_METRICS
 from cellw1.eval.splits import n_test_cells, split_group
 from cellw1.tl import api
 
 METHODS = ("identity", "observed", "mean_shift", "w1")
-METRIC_NAMES = [*METRICS, "seconds", "control_shift"]
+METRIC_NAMES = [*METRICS, *SPLIT_METRICS, "responder_share", "seconds", "control_shift"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def data() -> ad.AnnData:
 def result(data: ad.AnnData) -> tuple[EvaluationResult, ad.AnnData]:
     before = data.copy()
     # the smallest W1 schedule: the tests read the table's shape, not the W1 map's quality
-    res = evaluate(data, "condition", "control", methods=METHODS, n_repeats=2, config=TINY, progress=False)
+    res = evaluate(data, "condition", "control", methods=METHODS, n_splits=2, config=TINY, progress=False)
     return res, before
 
 
@@ -151,7 +152,14 @@ def test_embedding_snapshot_holds_repeat_zero_of_the_first_perturbation(result):
 def test_splits_are_disjoint_and_sized_by_the_rule(data, monkeypatch):
     spy = FitSpy(monkeypatch)
     evaluate(
-        data, "condition", "control", ["pertA"], methods=("identity", "mean_shift"), metrics=["l2"], progress=False
+        data,
+        "condition",
+        "control",
+        ["pertA"],
+        methods=("identity", "mean_shift"),
+        metrics=["l2"],
+        n_splits=1,
+        progress=False,
     )
     assert [c["method"] for c in spy.calls] == ["identity", "mean_shift"]
     for call in spy.calls:
@@ -166,10 +174,8 @@ def test_splits_are_disjoint_and_sized_by_the_rule(data, monkeypatch):
 
 def test_the_split_depends_on_the_seed_and_repeat(data, monkeypatch):
     spy = FitSpy(monkeypatch)
-    evaluate(
-        data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], n_repeats=2, progress=False
-    )
-    evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], seed=0, progress=False)
+    evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], n_splits=2, progress=False)
+    evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], n_splits=1, progress=False)
     first, second, again = (set(c["test_control"].index) for c in spy.calls)
     assert first != second and first == again
 
@@ -185,6 +191,7 @@ def test_holdout_trains_without_the_held_out_value_and_tests_on_it(data, monkeyp
         methods=("identity", "observed"),
         metrics=["mmd"],
         holdout=("cell_type", "type1"),
+        n_splits=1,
         progress=False,
     )
     n_type1_control = int(((data.obs["condition"] == "control") & (data.obs["cell_type"] == "type1")).sum())
@@ -209,6 +216,7 @@ def test_holdout_of_a_batch_keeps_observed_ahead(data):
         methods=("identity", "observed"),
         metrics=["mmd"],
         holdout=("batch", "batch1"),
+        n_splits=1,
         progress=False,
     )
     mmd = res.table[res.table["metric"] == "mmd"].set_index("method")["value"]
@@ -233,7 +241,14 @@ def test_obsm_features_are_all_scored(monkeypatch):
     )
     adata.obsm["X_feat"] = x
     res = evaluate(
-        adata, "cond", "c", methods=("identity", "mean_shift"), obsm_key="X_feat", metrics=["l2"], progress=False
+        adata,
+        "cond",
+        "c",
+        methods=("identity", "mean_shift"),
+        obsm_key="X_feat",
+        metrics=["l2"],
+        n_splits=1,
+        progress=False,
     )
     l2 = res.table[res.table["metric"] == "l2"].set_index("method")["value"]
     assert l2["identity"] == pytest.approx(4.0, abs=0.5)  # |(2, 2, 2, 2)| = 4 on all four features
@@ -246,7 +261,8 @@ def test_obsm_features_are_all_scored(monkeypatch):
     [
         ({"methods": ("identity", "gan")}, ConfigError, "gan"),
         ({"methods": ()}, ConfigError, "empty"),
-        ({"n_repeats": 0}, ConfigError, "n_repeats"),
+        ({"n_splits": 0}, ConfigError, "n_splits"),
+        ({"n_splits": 2, "n_repeats": 2}, ConfigError, "not both"),
         ({"metrics": ["accuracy"]}, ConfigError, "accuracy"),
         ({"perturbations": ["pertZ"]}, InputError, "pertZ"),
         ({"plot_perturbation": "pertZ"}, InputError, "pertZ"),
@@ -312,8 +328,26 @@ def test_one_test_for_a_response_gates_every_method_that_moves_cells(result, dat
     np.testing.assert_array_equal(mmd.loc["NULL", "mean_shift"], mmd.loc["NULL", "identity"])
     np.testing.assert_array_equal(mmd.loc["NULL", "w1"], mmd.loc["NULL", "identity"])
     off = evaluate(
-        data, "condition", "control", ["NULL"], methods=("identity", "mean_shift"), effect_alpha=None, progress=False
+        data,
+        "condition",
+        "control",
+        ["NULL"],
+        methods=("identity", "mean_shift"),
+        n_splits=1,
+        effect_alpha=None,
+        progress=False,
     ).table
     assert (off.loc[off["metric"] == "gated", "value"] == 0).all()
     shifted = off[(off["metric"] == "mmd") & (off["method"] == "mean_shift")]["value"].to_numpy()
     assert not np.array_equal(shifted, off[(off["metric"] == "mmd") & (off["method"] == "identity")]["value"])
+
+
+def test_n_splits_defaults_to_5_and_n_repeats_is_its_deprecated_alias(data):
+    args = {"methods": ("identity",), "metrics": ["l2"], "progress": False}
+    res = evaluate(data, "condition", "control", ["pertA"], **args)
+    assert res.settings["n_splits"] == 5 and sorted(set(res.table["repeat"])) == [0, 1, 2, 3, 4]
+    with pytest.warns(FutureWarning, match="n_splits"):
+        old = evaluate(data, "condition", "control", ["pertA"], n_repeats=2, **args)
+    assert old.settings["n_splits"] == 2
+    scores = res.table[(res.table["repeat"] < 2) & (res.table["metric"] != "seconds")].reset_index(drop=True)
+    assert old.table[old.table["metric"] != "seconds"].reset_index(drop=True).equals(scores)  # the same splits

@@ -70,6 +70,7 @@ def test_evaluate_labels_the_alias_mean_shift() -> None:
             input_kind="log",
             metrics=["l2"],
             n_de_genes=5,
+            n_splits=1,
             progress=False,
         )
     assert set(result.table["method"]) == {"identity", "mean_shift"}

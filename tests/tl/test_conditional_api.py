@@ -347,6 +347,7 @@ def test_evaluate_w1_conditional_on_the_same_splits(data):
         space="pca",
         conditional_config=FAST,
         metrics=["mmd"],
+        n_splits=1,
         progress=False,
     )
     table = result.table

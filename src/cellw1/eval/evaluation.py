@@ -1,7 +1,7 @@
-"""The paper's evaluation protocol: split, fit every method, score held-out cells.
+"""The evaluation protocol: split, fit every method and baseline, score held-out cells, compare.
 
-For each perturbation and repeat ``r`` (Chen et al., Sec. 3.2: "each method is independently
-run 5 times with randomly split training and testing sets"):
+For each split index ``r`` (``n_splits``, seeded; Chen et al., Sec. 3.2: "each method is
+independently run 5 times with randomly split training and testing sets") and perturbation:
 
 1. **Split.** The control cells and the perturbed cells are each split at random (seeded by
    ``seed``, ``r`` and the perturbation's name) into training and test cells, with
@@ -14,27 +14,34 @@ run 5 times with randomly split training and testing sets"):
 2. **Fit.** Every method is fitted on the training cells with :func:`cellw1.fit`, the same
    call a user makes, and its fit time is recorded as the metric ``seconds``. All methods of a
    split share one embedding (PCA or autoencoder, fitted once), as in the paper; ``seconds``
-   counts the method's own fit, not preprocessing or the embedding.
+   counts the method's own fit, not preprocessing or the embedding. The baselines that read
+   the other perturbations' training cells of split ``r`` (``global_mean``, ``additive``,
+   ``nearest``) are plug-ins given the split's context (:mod:`cellw1.eval.baselines`,
+   :mod:`cellw1.eval.context`); ``nearest`` is scored once every perturbation of ``r`` is fitted.
 3. **Predict.** The test *control* cells go through ``model.predict``.
-4. **Score.** The predictions are compared with the test *perturbed* cells by
-   :func:`cellw1.eval.metrics.compute_metrics`. In gene space (no ``obsm_key``) both are
-   log-normalised by the model's own preprocessing (``model.preprocess``) and restricted to
-   the top ``n_de_genes`` differentially expressed genes, chosen by
-   :func:`cellw1.eval.degenes.top_de_genes` on the **training** cells only. With ``obsm_key``
-   (low-dimensional features such as the 4i data) every feature is used.
+4. **Score.** The predictions are compared with the test *perturbed* cells
+   (:mod:`cellw1.eval.scoring`). In gene space (no ``obsm_key``) both are log-normalised by
+   the model's own preprocessing (``model.preprocess``) and the metrics of
+   :mod:`cellw1.eval.metrics`, the response distribution and PearsonDelta use the top
+   ``n_de_genes`` differentially expressed genes, chosen by
+   :func:`cellw1.eval.degenes.top_de_genes` on the **training** cells only; PearsonDelta on
+   every gene and the centroid accuracy use every gene. With ``obsm_key`` (low-dimensional
+   features such as the 4i data) every feature is used.
+5. **Compare.** :meth:`EvaluationResult.comparisons` pairs ``w1`` with each baseline over the
+   same perturbations and splits (:mod:`cellw1.eval.confidence`); docs/evaluation.md explains
+   every metric and how to read the report.
 
 Out-of-distribution mode, ``holdout=(covariate_key, value)``: the model is trained on every
 cell (control and perturbed) whose ``obs[covariate_key]`` differs from ``value`` and tested
 on the cells that have it: the held-out control cells are the input, the held-out perturbed
-cells the truth. The split is then fixed, so repeats differ only in the fit seed.
+cells the truth. The split is then fixed, so splits differ only in the fit seed.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -45,18 +52,19 @@ from .._data import check_seed
 from ..errors import ConfigError, InputError
 from ..ot.config import W1Config
 from ..ot.effect import check_effect_alpha
-from ..pp.labels import label_series, label_text, present_labels
-from ..tl.methods import GATED as GATED_METHODS
+from ..pp.labels import label_text, present_labels
+from ..tl.conditional_model import COMBINATION
 from ..tl.pipeline import EFFECT_ALPHA
-from .celleval import cell_eval_scores, check_suite
-from .conditional import CONDITIONAL, fit_conditional_model, in_units_of, last, shared_control_rng, with_conditional
-from .degenes import top_de_genes
-from .metrics import METRICS, compute_metrics
-from .result import CONTROL_SHIFT, GATED, SECONDS, TABLE_COLUMNS, EmbeddingSnapshot, EvaluationResult
+from .baselines import CONTEXT_BASELINES
+from .celleval import check_suite
+from .conditional import CONDITIONAL, fit_conditional_model, last, with_conditional
+from .context import SplitContext, split_rows
+from .metrics import METRICS
+from .result import GATED, TABLE_COLUMNS, EmbeddingSnapshot, EvaluationResult
+from .scoring import SPLIT_METRICS
+from .split_fit import NEAREST_MAP, SplitState, evaluate_split, nearest_rows
 from .splits import check_group_sizes as _check_group_sizes
 from .splits import holdout_mask as _holdout_mask
-from .splits import split_group
-from .splits import split_rngs as _split_rngs
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -68,8 +76,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Default methods, in the order of the paper's Figure 3.
-DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "w2", "w1")
+#: Default methods: the baselines, the observed ceiling and W1. W2 and scgen_vae are slow and optional.
+DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "global_mean", "additive", "nearest", "w1")
+#: splits per perturbation when ``n_splits`` is None: 5 up to this many cells, else 1
+SMALL_DATA_CELLS = 100_000
 
 
 # -- checks -------------------------------------------------------------------------------------------
@@ -86,7 +96,7 @@ def _check_methods(methods: Sequence[str] | str) -> list[str]:
     if not chosen:
         raise ConfigError("methods is empty; pass at least one, e.g. methods=('identity', 'w1').")
     # deprecated aliases: their new name; w1_conditional is one model of all perturbations (cellw1.eval.conditional)
-    chosen = [m if m == CONDITIONAL else check_method(m, stacklevel=4) for m in chosen]
+    chosen = [m if m in (CONDITIONAL, *CONTEXT_BASELINES) else check_method(m, stacklevel=4) for m in chosen]
     duplicated = sorted({m for m in chosen if chosen.count(m) > 1})
     if duplicated:
         raise ConfigError(f"methods lists {duplicated} more than once; give each method once.")
@@ -111,10 +121,6 @@ def _conditional_defaults() -> ConditionalConfig:
 
 
 # -- evaluation ---------------------------------------------------------------------------------------
-def _scored(values: np.ndarray, columns: np.ndarray | None) -> np.ndarray:
-    return values if columns is None else values[:, columns]
-
-
 def evaluate(
     adata: ad.AnnData,
     condition_key: str,
@@ -125,7 +131,8 @@ def evaluate(
     space: Literal["genes", "pca", "autoencoder"] = "genes",
     layer: str | None = None,
     obsm_key: str | None = None,
-    n_repeats: int = 1,
+    n_splits: int | None = None,
+    n_repeats: int | None = None,
     n_de_genes: int = 50,
     holdout: tuple[str, str] | None = None,
     config: W1Config | None = None,
@@ -138,6 +145,7 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     plot_perturbation: str | None = None,
     suite: Literal["cellw1", "cell-eval"] = "cellw1",
+    external: Mapping[str, Callable[[ad.AnnData, ad.AnnData, str], Any]] | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> EvaluationResult:
@@ -155,15 +163,22 @@ def evaluate(
         Perturbations to evaluate; ``None``: every other label (category order for a
         categorical column, else sorted).
     methods
-        Methods of :mod:`cellw1.tl.methods`, fitted with :func:`cellw1.fit`, and
-        ``"w1_conditional"``: one :func:`cellw1.fit_conditional` model of all perturbations per
-        repeat; every perturbation then shares one control split (:mod:`cellw1.eval.conditional`).
+        Methods of :mod:`cellw1.tl.methods`, fitted with :func:`cellw1.fit`; the baselines that
+        read the other perturbations of a split, ``"global_mean"``, ``"additive"`` and
+        ``"nearest"`` (:mod:`cellw1.eval.baselines`); and ``"w1_conditional"``: one
+        :func:`cellw1.fit_conditional` model of all perturbations per split index; every
+        perturbation then shares one control split (:mod:`cellw1.eval.conditional`). The
+        default is every baseline, the observed ceiling and ``"w1"``; ``"w2"`` and
+        ``"scgen_vae"`` are slow and optional.
     space, layer, obsm_key, embedding_config, input_kind
         Passed to :func:`cellw1.fit`. With ``obsm_key`` the features are ``adata.obsm[obsm_key]``
         and all of them are scored; otherwise predictions are scored in log-normalised gene
         space on the top ``n_de_genes`` DE genes of the training cells.
+    n_splits
+        Seeded random splits per perturbation (the paper uses 5). ``None``: 5 for data of up to
+        100,000 cells, else 1.
     n_repeats
-        Random splits per perturbation (the paper uses 5).
+        Deprecated alias of ``n_splits`` (a FutureWarning).
     n_de_genes
         DE genes scored per perturbation (the paper uses 50).
     holdout
@@ -180,17 +195,26 @@ def evaluate(
         so no method gains from the gate; the metric row ``gated`` says where. ``None``: no
         test, for every method.
     metrics
-        Metric names from :data:`cellw1.eval.metrics.METRICS`; ``None`` computes all of them.
+        Metric names from :data:`cellw1.eval.metrics.METRICS` and
+        :data:`cellw1.eval.scoring.SPLIT_METRICS` (docs/evaluation.md); ``None`` computes all.
     plot_perturbation
         Perturbation whose cells (repeat 0) are kept for the embedding figure; default the first.
     suite
         ``"cellw1"``: cellw1's metrics. ``"cell-eval"``: also cell-eval's full profile on each
         split's held-out cells, merged into the table under cell-eval's metric names
         (:mod:`cellw1.eval.celleval`; needs ``pip install "cellw1[eval]"``; gene expression only).
+    external
+        Other tools' predictions, scored on the same splits as the methods: name ->
+        ``predict(train, test_control, perturbation)``, given copies of the split's training cells and
+        held-out control cells (AnnData), returning the predicted cells (an AnnData, or an
+        array with one row per test control cell and one column per gene) of the same kind as
+        ``adata`` (counts for counts, log-normalised for log-normalised). Their ``seconds``
+        is the call's wall time.
     seed
-        Seed of the splits (with the repeat and the perturbation's name); each fit uses ``seed + repeat``.
+        Seed of the splits (with the split index and the perturbation's name); each fit uses
+        ``seed + split``.
     progress
-        Show a progress bar over perturbations x repeats.
+        Show a progress bar over perturbations x splits.
 
     Returns
     -------
@@ -203,13 +227,17 @@ def evaluate(
     if not isinstance(adata, ad.AnnData):
         raise InputError(f"adata must be an anndata.AnnData, got {type(adata).__name__}.")
     chosen_methods = _check_methods(methods)
-    n_repeats = _check_positive_int(n_repeats, "n_repeats")
+    external = dict(external or {})
+    clash = [name for name in external if name in chosen_methods or not callable(external[name])]
+    if clash:
+        raise ConfigError(f"external {clash}: each must be a callable under a name that is not among the methods.")
+    n_splits = _check_splits(n_splits, n_repeats, adata)
     n_de_genes = _check_positive_int(n_de_genes, "n_de_genes")
     if metrics is not None:
         metrics = [metrics] if isinstance(metrics, str) else list(metrics)
-        unknown = [m for m in metrics if m not in METRICS]
+        unknown = [m for m in metrics if m not in METRICS and m not in SPLIT_METRICS]
         if unknown:
-            raise ConfigError(f"unknown metric(s) {unknown}; available: {', '.join(METRICS)}.")
+            raise ConfigError(f"unknown metric(s) {unknown}; available: {', '.join([*METRICS, *SPLIT_METRICS])}.")
     seed = check_seed(seed)
     effect_alpha = check_effect_alpha(effect_alpha)
     suite = check_suite(suite)
@@ -264,11 +292,11 @@ def evaluate(
         "space": space,
         "layer": layer,
         "obsm_key": obsm_key,
-        "n_repeats": n_repeats,
+        "n_splits": n_splits,
         "n_de_genes": n_de_genes,
         "holdout": None if holdout is None else [str(holdout[0]), str(holdout[1])],
         "seed": seed,
-        "metrics": list(metrics) if metrics is not None else list(METRICS),
+        "metrics": list(metrics) if metrics is not None else [*METRICS, *SPLIT_METRICS],
         "input_kind": input_kind,
         "effect_alpha": effect_alpha,
         "config": None if config is None else repr(config),
@@ -276,15 +304,15 @@ def evaluate(
         "scgen_config": None if scgen_config is None else repr(scgen_config),
         "split_rule": "n_test = min(max(round(0.2 n), 500), 1000, n // 3) per group",
         "suite": suite,
+        "external": list(external),
     }
-    logger.info("evaluating %d methods on %d perturbations x %d repeats", len(chosen_methods), len(chosen), n_repeats)
-    if held_out is not None and n_repeats > 1:
-        logger.info("holdout mode: the split is fixed, so the %d repeats differ only in the fit seed.", n_repeats)
+    logger.info("evaluating %d methods on %d perturbations x %d splits", len(chosen_methods), len(chosen), n_splits)
+    if held_out is not None and n_splits > 1:
+        logger.info("holdout mode: the split is fixed, so the %d splits differ only in the fit seed.", n_splits)
 
     rows: list[tuple[str, str, int, str, float]] = []
     snapshot: EmbeddingSnapshot | None = None
     configs: dict[str, Any] = {"w1": config, "w2": w2_config, "scgen_vae": scgen_config}
-    control_rows = np.flatnonzero(label_array == control)
     conditional = CONDITIONAL in chosen_methods
     if conditional:
         if obsm_key is not None:
@@ -293,52 +321,35 @@ def evaluate(
         # the conditional model tests each perturbation at the same level as every other method
         conditional_config = (conditional_config or _conditional_defaults()).replace(effect_alpha=effect_alpha)
         settings["conditional_config"] = repr(conditional_config)
-    models: dict[int, Any] = {}
-    bar = tqdm(total=len(chosen) * n_repeats, desc="evaluate", disable=not progress)
+    _note_skipped_baselines(chosen_methods, chosen)
+    bar = tqdm(total=len(chosen) * n_splits, desc="evaluate", disable=not progress)
     try:
-        for perturbation in chosen:
-            pert_rows = np.flatnonzero(label_array == perturbation)
-            for repeat in range(n_repeats):
-                bar.set_postfix_str(f"{perturbation} r{repeat}")
-                if conditional and repeat not in models:
-                    models[repeat] = fit_conditional_model(
-                        adata,
-                        _conditional_rows(label_array, control_rows, chosen, held_out, seed, repeat),
-                        condition_key,
-                        control,
-                        chosen,
-                        config=conditional_config,
-                        space=space,
-                        layer=layer,
-                        embedding_config=embedding_config,
-                        input_kind=input_kind,
-                        seed=seed + repeat,
-                    )
-                if held_out is None:
-                    rng_c, rng_p = _split_rngs(seed, repeat, perturbation)
-                    train_c, test_c = split_group(
-                        control_rows.size, shared_control_rng(seed, repeat) if conditional else rng_c
-                    )
-                    train_p, test_p = split_group(pert_rows.size, rng_p)
-                    train_rows = np.concatenate([control_rows[train_c], pert_rows[train_p]])
-                    test_control_rows, test_pert_rows = control_rows[test_c], pert_rows[test_p]
-                else:
-                    train_rows = np.concatenate(
-                        [control_rows[~held_out[control_rows]], pert_rows[~held_out[pert_rows]]]
-                    )
-                    test_control_rows = control_rows[held_out[control_rows]]
-                    test_pert_rows = pert_rows[held_out[pert_rows]]
-                keep = snapshot is None and repeat == 0 and perturbation == plot_perturbation
-                new_rows, snap = _evaluate_split(
-                    with_conditional(api.fit, models.get(repeat), len(chosen)),
+        for repeat in range(n_splits):
+            splits = split_rows(label_array, control, chosen, held_out, seed, repeat, shared_control=conditional)
+            model = None
+            if conditional:
+                model = fit_conditional_model(
                     adata,
-                    np.sort(train_rows),
-                    test_control_rows,
-                    test_pert_rows,
+                    np.concatenate([splits[chosen[0]].train_control, *(s.train_perturbed for s in splits.values())]),
+                    condition_key,
+                    control,
+                    chosen,
+                    config=conditional_config,
+                    space=space,
+                    layer=layer,
+                    embedding_config=embedding_config,
+                    input_kind=input_kind,
+                    seed=seed + repeat,
+                )
+            states: dict[str, SplitState] = {}
+            for perturbation in chosen:
+                bar.set_postfix_str(f"{perturbation} r{repeat}")
+                keep = snapshot is None and repeat == 0 and perturbation == plot_perturbation
+                new_rows, snap, states[perturbation] = evaluate_split(
+                    with_conditional(api.fit, model, len(chosen)),
+                    SplitContext(adata, label_array, perturbation, repeat, splits),
                     condition_key=condition_key,
                     control=control,
-                    perturbation=perturbation,
-                    repeat=repeat,
                     methods=last(chosen_methods),
                     configs=configs,
                     space=space,
@@ -352,148 +363,53 @@ def evaluate(
                     fit_seed=seed + repeat,
                     keep_cells=keep,
                     suite=suite,
+                    external=external,
                 )
                 rows.extend(new_rows)
                 if keep:
                     snapshot = snap
                 bar.update(1)
+            if "nearest" in chosen_methods:
+                rows.extend(nearest_rows(states, metrics, snapshot))
     finally:
         bar.close()
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
     gated = table[(table["metric"] == GATED) & (table["value"] > 0)]
     settings["gated"] = sorted({(str(p), int(r)) for p, r in zip(gated["perturbation"], gated["repeat"], strict=True)})
-    splits = len(chosen) * n_repeats
     logger.info(
         "test for a response (effect_alpha=%s): %d of %d perturbation splits gated, predicted as their controls",
         effect_alpha,
         len(settings["gated"]),
-        splits,
+        len(chosen) * n_splits,
     )
     table["repeat"] = table["repeat"].astype(int)
     table["value"] = table["value"].astype(float)
     return EvaluationResult(table=table, settings=settings, embedding=snapshot)
 
 
-def _conditional_rows(
-    labels: np.ndarray, control_rows: np.ndarray, chosen: list[str], held_out: np.ndarray | None, seed: int, repeat: int
-) -> np.ndarray:
-    """Training rows of the conditional model of a repeat: the splits' training cells of every group."""
-    if held_out is not None:
-        return np.flatnonzero(~held_out & np.isin(labels, [*chosen, labels[control_rows[0]]]))
-    parts = [control_rows[split_group(control_rows.size, shared_control_rng(seed, repeat))[0]]]
-    for perturbation in chosen:
-        rows = np.flatnonzero(labels == perturbation)
-        parts.append(rows[split_group(rows.size, _split_rngs(seed, repeat, perturbation)[1])[0]])
-    return np.concatenate(parts)
+def _check_splits(n_splits: int | None, n_repeats: int | None, adata: ad.AnnData) -> int:
+    """``n_splits``, or the deprecated ``n_repeats``, or the default: 5 for small data (logged)."""
+    if n_repeats is not None:
+        if n_splits is not None:
+            raise ConfigError("give n_splits or its deprecated alias n_repeats, not both.")
+        warnings.warn(
+            "n_repeats is deprecated and will be removed in the next release; use n_splits (the same meaning).",
+            FutureWarning,
+            stacklevel=3,
+        )
+        return _check_positive_int(n_repeats, "n_repeats")
+    if n_splits is not None:
+        return _check_positive_int(n_splits, "n_splits")
+    chosen = 5 if adata.n_obs <= SMALL_DATA_CELLS else 1
+    logger.info(
+        "n_splits=None: %d split(s) per perturbation (%d cells; 5 up to %d).", chosen, adata.n_obs, SMALL_DATA_CELLS
+    )
+    return chosen
 
 
-def _evaluate_split(
-    fit: Any,
-    adata: ad.AnnData,
-    train_rows: np.ndarray,
-    test_control_rows: np.ndarray,
-    test_pert_rows: np.ndarray,
-    *,
-    condition_key: str,
-    control: str,
-    perturbation: str,
-    repeat: int,
-    methods: list[str],
-    configs: dict[str, Any],
-    space: str,
-    layer: str | None,
-    obsm_key: str | None,
-    embedding_config: Any,
-    input_kind: str,
-    effect_alpha: float | None,
-    n_de_genes: int,
-    metrics: Sequence[str] | None,
-    fit_seed: int,
-    keep_cells: bool,
-    suite: str = "cellw1",
-) -> tuple[list[tuple[str, str, int, str, float]], EmbeddingSnapshot | None]:
-    """Fit and score every method on one split; optionally keep the cells for a figure."""
-    # Copies, so nothing downstream can touch the user's AnnData (views write through on some versions).
-    train = adata[train_rows].copy()
-    test_control = adata[test_control_rows].copy()
-    test_perturbed = adata[test_pert_rows].copy()
-    rows: list[tuple[str, str, int, str, float]] = []
-    columns: np.ndarray | None = None
-    obs_values: np.ndarray | None = None
-    control_values: np.ndarray | None = None
-    snapshot: EmbeddingSnapshot | None = None
-    shared = None  # every method of a split works in one latent space, fitted once (paper protocol)
-    scoring: Any = None  # the model whose preprocessing gives the units of the scores
-    predictions: dict[str, np.ndarray] = {}
-    for method in methods:
-        start = time.perf_counter()
-        model = fit(
-            train,
-            condition_key,
-            control,
-            perturbation,
-            layer=layer,
-            obsm_key=obsm_key,
-            space=space,
-            method=method,
-            config=configs.get(method),
-            embedding_config=embedding_config,
-            embedding=shared,
-            input_kind=input_kind,
-            effect_alpha=effect_alpha,
-            seed=fit_seed,
-            progress=False,
-        )
-        # the method's own fit time: preprocessing and the shared embedding are not counted
-        seconds = float(model.method.info.get("fit_seconds", time.perf_counter() - start))
-        if method != CONDITIONAL:  # its embedding is its own, fitted on every perturbation's cells
-            shared = model.embedding
-        if obs_values is None:
-            scoring = model
-            # Every method fits the same preprocessing on the same training cells, so one
-            # DE-gene selection (training cells only) and one preprocessing of the test cells
-            # serve all methods of this split.
-            if obsm_key is None:
-                is_control = (
-                    label_series(train.obs[condition_key], key=condition_key, warn=False) == control
-                ).to_numpy()
-                train_values = model.preprocess(train)
-                genes = top_de_genes(train_values[is_control], train_values[~is_control], model.features, n_de_genes)
-                columns = pd.Index(model.features).get_indexer(genes)
-                logger.debug("%s r%d: scoring on %d DE genes (first: %s)", perturbation, repeat, len(genes), genes[:5])
-            full = {"observed": model.preprocess(test_perturbed), "control": model.preprocess(test_control)}
-            obs_values = _scored(np.asarray(full["observed"], dtype=np.float64), columns)
-            control_values = _scored(np.asarray(full["control"], dtype=np.float64), columns)
-        predicted = model.predict(test_control)
-        if suite == "cell-eval":  # every gene, as predicted; scored by cell-eval after the last method
-            predictions[method] = in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring).astype(
-                np.float32
-            )
-        pred_values = _scored(in_units_of(np.asarray(predicted.X, dtype=np.float64), model, scoring), columns)
-        scores = compute_metrics(pred_values, obs_values, metrics)
-        scores[SECONDS] = seconds
-        scores[CONTROL_SHIFT] = float(np.linalg.norm(pred_values.mean(0) - control_values.mean(0)))
-        if method in GATED_METHODS or method == CONDITIONAL:
-            scores[GATED] = float(not model.method.moves)
-        rows.extend((method, perturbation, repeat, name, float(value)) for name, value in scores.items())
-        logger.info(
-            "%s r%d %s: %s",
-            perturbation,
-            repeat,
-            method,
-            ", ".join(f"{k}={v:.4g}" for k, v in scores.items() if not math.isnan(v)),
-        )
-        if keep_cells:
-            if snapshot is None:
-                snapshot = EmbeddingSnapshot(perturbation, control_values, obs_values)
-            snapshot.predicted[method] = pred_values
-    if predictions:
-        start = time.perf_counter()
-        by_method = cell_eval_scores(
-            predictions, full["control"], full["observed"], model.features, perturbation, control
-        )
-        rows.extend(
-            (m, perturbation, repeat, name, value) for m, scores in by_method.items() for name, value in scores.items()
-        )
-        logger.info("%s r%d: cell-eval took %.1f s", perturbation, repeat, time.perf_counter() - start)
-    return rows, snapshot
+def _note_skipped_baselines(methods: list[str], perturbations: list[str]) -> None:
+    """Say once why a context baseline will have no rows."""
+    if "additive" in methods and not any(COMBINATION in p for p in perturbations):
+        logger.info("additive: no evaluated label is a combination 'A+B'; it has nothing to score.")
+    if "nearest" in methods and (len(perturbations) < 2 or NEAREST_MAP not in methods):
+        logger.info("nearest needs two or more perturbations and %r among the methods; it is skipped.", NEAREST_MAP)

@@ -18,16 +18,15 @@ from scipy.stats import ranksums
 from .._io import atomic_write_bytes
 from ..errors import ConfigError
 from .celleval import higher_is_better as cell_eval_direction
+from .confidence import comparisons as _comparisons
+from .confidence import per_perturbation as _per_perturbation
 from .metrics import METRICS
+from .scoring import CONTROL_SHIFT, RESPONDER_SHARE, SPLIT_METRICS
 
 logger = logging.getLogger(__name__)
 
 #: Name of the metric row holding each method's fit time (lower is better).
 SECONDS = "seconds"
-#: Descriptive row, not a score: distance between the mean prediction and the mean test control
-#: cell (scored features). Near 0 for a method that predicts no response; for a target with no
-#: real effect a good method keeps it near the observed shift. Left out of the Wilcoxon tests.
-CONTROL_SHIFT = "control_shift"
 #: Descriptive row, not a score: 1 where the perturbation's test for a response found none on the
 #: split's training cells and the method predicted the controls unchanged (:mod:`cellw1.ot.effect`;
 #: the same decision for every method that moves cells), else 0.
@@ -39,8 +38,10 @@ def _higher_is_better(metric: str) -> bool | None:
     """``True``/``False`` for a score, ``None`` for a descriptive row (left out of the Wilcoxon tests)."""
     if metric in METRICS:
         return METRICS[metric].higher_is_better
-    if metric in (SECONDS, CONTROL_SHIFT, GATED):
-        return False if metric == SECONDS else None  # seconds: lower is better
+    if metric in SPLIT_METRICS:
+        return SPLIT_METRICS[metric].higher_is_better
+    if metric in (SECONDS, CONTROL_SHIFT, RESPONDER_SHARE, GATED):
+        return False if metric == SECONDS else None  # seconds: lower is better; the others describe
     return cell_eval_direction(metric)  # the metrics of suite="cell-eval"
 
 
@@ -158,20 +159,41 @@ class EvaluationResult:
                 rows.append([metric, reference, other, stat, pval, m_ref, m_alt, higher, better])
         return pd.DataFrame(rows, columns=columns)
 
-    def save(self, directory: str | os.PathLike) -> list[Path]:
-        """Write ``results.csv``, ``summary.csv``, ``wilcoxon.csv``, ``settings.json`` and figures.
+    def comparisons(self, reference: str = "w1", confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+        """``reference`` against every baseline, per metric: wins, median improvement, bootstrap CI, Wilcoxon p.
 
-        The figures are ``metrics.png`` (:func:`cellw1.pl.metric_bars`) and, when cells were
-        kept, ``embedding.png`` and ``mean_change.png`` (:func:`cellw1.pl.embedding`,
-        :func:`cellw1.pl.mean_change`). Every file is written atomically. ``wilcoxon.csv`` compares ``w1`` with the others; when
-        ``w1`` was not evaluated it holds only its header.
+        Paired over the same perturbations and splits (:mod:`cellw1.eval.confidence`); the row of
+        each metric's best baseline has ``best`` True and its ``verdict`` is the report's.
+        """
+        return _comparisons(self.table, _higher_is_better, reference, confidence, seed)
+
+    def per_perturbation(self, reference: str = "w1", confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+        """``reference`` against every baseline per perturbation and metric, with an interval over splits."""
+        return _per_perturbation(self.table, _higher_is_better, reference, confidence, seed)
+
+    def verdicts(self, reference: str = "w1", confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+        """The rows of :meth:`comparisons` against each metric's best baseline."""
+        table = self.comparisons(reference, confidence, seed)
+        return table[table["best"].astype(bool)].reset_index(drop=True)
+
+    def save(self, directory: str | os.PathLike) -> list[Path]:
+        """Write the tables, ``settings.json``, the figures and the summary page ``report.md`` / ``report.html``.
+
+        Tables: ``results.csv`` (every row), ``summary.csv``, ``wilcoxon.csv`` (rank sums, ``w1``
+        against the others), ``comparisons.csv`` (:meth:`comparisons`) and
+        ``per_perturbation.csv`` (:meth:`per_perturbation`); without ``w1`` the last three hold
+        only their header. Figures: ``metrics.png`` (:func:`cellw1.pl.metric_bars`),
+        ``forest.png`` (:func:`cellw1.pl.forest`, when there are comparisons) and, when cells
+        were kept, ``embedding.png`` and ``mean_change.png``. Every file is written atomically.
 
         Returns
         -------
         list of pathlib.Path
             The files written.
         """
+        from ..pl import forest
         from ..pl.report import report_figures
+        from .report import report_blocks, to_html, to_markdown
 
         directory = Path(directory)
         written = [
@@ -184,9 +206,23 @@ class EvaluationResult:
             logger.info("w1 was not evaluated; wilcoxon.csv is written without rows.")
             wilcoxon = pd.DataFrame(columns=["metric", "reference", "method", "statistic", "pvalue"])
         written.append(_write_csv(wilcoxon, directory / "wilcoxon.csv"))
+        compared, per = self.comparisons(), self.per_perturbation()
+        written.append(_write_csv(compared, directory / "comparisons.csv"))
+        written.append(_write_csv(per, directory / "per_perturbation.csv"))
         written.append(atomic_write_bytes(directory / "settings.json", json.dumps(self.settings, indent=2).encode()))
-        own = self.table["metric"].isin([*METRICS, SECONDS, CONTROL_SHIFT, GATED])  # cell-eval's stay in the tables
+        own = self.table["metric"].isin(
+            [*METRICS, *SPLIT_METRICS, SECONDS, CONTROL_SHIFT, GATED]
+        )  # cell-eval's stay in the tables
         written.extend(report_figures(SimpleNamespace(table=self.table[own], embedding=self.embedding), directory))
+        if len(compared):
+            written.append(directory / "forest.png")
+            forest(compared, save=written[-1])
+        names = [p.name for p in written] + ["report.md", "report.html"]
+        blocks = report_blocks(
+            self.settings, self.summary(), compared, per, "forest.png" if len(compared) else None, names
+        )
+        written.append(atomic_write_bytes(directory / "report.md", to_markdown(blocks).encode()))
+        written.append(atomic_write_bytes(directory / "report.html", to_html(blocks).encode()))
         logger.info("evaluation saved to %s (%d files)", directory, len(written))
         return written
 

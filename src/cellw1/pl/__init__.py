@@ -12,15 +12,16 @@ evaluation result or a fitted model), draws with matplotlib and follows one conv
   returned figure displays as a cell's value (with the inline backend, which importing
   scanpy or pyplot turns on); elsewhere save it or call ``fig.savefig``.
 
-Functions: :func:`metric_bars`, :func:`embedding`, :func:`mean_change`, :func:`history`,
-:func:`transport`, and :func:`save_figure`.
+Functions: :func:`metric_bars`, :func:`forest`, :func:`embedding`, :func:`mean_change`,
+:func:`history`, :func:`transport`, and :func:`save_figure`.
 """
 
 from ._bars import metric_bars
 from ._embedding import embedding
 from ._figure import save_figure
+from ._forest import forest
 from ._genes import mean_change
 from ._history import history
 from ._transport import transport
 
-__all__ = ["embedding", "history", "mean_change", "metric_bars", "save_figure", "transport"]
+__all__ = ["embedding", "forest", "history", "mean_change", "metric_bars", "save_figure", "transport"]
