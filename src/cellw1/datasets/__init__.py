@@ -1,9 +1,11 @@
-"""Synthetic data sets: the paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`)
-and a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synthetic`)."""
+"""Synthetic data sets: the paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`),
+a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synthetic`) and a
+synthetic pooled screen (:mod:`cellw1.datasets.screen`)."""
 
 from __future__ import annotations
 
 from .conditions import synthetic_doses, synthetic_embedded_perturbations
+from .screen import synthetic_screen
 from .synthetic import synthetic_perturbation
 from .toys import (
     TOYS,
@@ -32,4 +34,5 @@ __all__ = [
     "synthetic_doses",
     "synthetic_embedded_perturbations",
     "synthetic_perturbation",
+    "synthetic_screen",
 ]
