@@ -79,12 +79,20 @@ class ScreenResult:
         in ``table``.
     model
         The fitted :class:`~cellw1.tl.conditional_model.ConditionalModel`.
+    reference
+        The :class:`~cellw1.ot.screen_test.ControlReference` every perturbation was tested against.
     """
 
     def __init__(
-        self, table: pd.DataFrame, cells: pd.DataFrame, responses: np.ndarray, model: ConditionalModel
+        self,
+        table: pd.DataFrame,
+        cells: pd.DataFrame,
+        responses: np.ndarray,
+        model: ConditionalModel,
+        reference: ControlReference,
     ) -> None:
         self.table, self.cells, self.responses, self.model = table, cells, responses, model
+        self.reference = reference
 
     def __repr__(self) -> str:
         called = int(self.table["called"].sum())
@@ -180,7 +188,7 @@ def screen(
     _cluster(table, responses)
     model.info["screen_seconds"] = time.perf_counter() - start
     logger.info("screen: %d perturbations in %.1f s", len(chosen), model.info["screen_seconds"])
-    return ScreenResult(table, cells, responses, model)
+    return ScreenResult(table, cells, responses, model, held["reference"])
 
 
 def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None) -> list[str]:
@@ -286,14 +294,16 @@ def _cluster(table: pd.DataFrame, responses: np.ndarray) -> None:
     table["map_2"] = coords[:, 1] if coords.shape[1] > 1 else 0.0
 
 
-def nearest(result: ScreenResult, perturbation: str, k: int = 3) -> list[str]:
-    """The ``k`` perturbations whose mean responses are closest (cosine) to ``perturbation``'s."""
+def nearest(result: ScreenResult, perturbation: str, k: int = 3, *, called_only: bool = True) -> list[str]:
+    """The ``k`` perturbations whose mean responses are closest (cosine) to ``perturbation``'s
+    (among the called ones, with ``called_only``)."""
     names = list(result.table.index)
     if perturbation not in names:
         raise InputError(f"{perturbation!r} is not a perturbation of this screen.")
     unit = result.responses / np.maximum(np.linalg.norm(result.responses, axis=1, keepdims=True), 1e-12)
     similarity = unit @ unit[names.index(perturbation)]
-    order = [i for i in np.argsort(-similarity) if names[i] != perturbation]
+    allowed = result.table["called"].to_numpy() if called_only else np.ones(len(names), dtype=bool)
+    order = [i for i in np.argsort(-similarity) if names[i] != perturbation and allowed[i]]
     return [names[i] for i in order[:k]]
 
 
