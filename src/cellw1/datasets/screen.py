@@ -30,6 +30,7 @@ import pandas as pd
 
 from .._io import atomic_output
 from ..errors import ConfigError, InputError
+from .synthetic import _check_count as _counts
 
 if TYPE_CHECKING:
     import anndata
@@ -41,12 +42,6 @@ BLOCK_CELLS = 8_192
 _THETA = 5.0
 _FACTORS = 6
 _PROGRAM_FRACTION = 0.05
-
-
-def _counts(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
 
 
 def _range(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
@@ -203,19 +198,20 @@ def _write(
 
     shape = (len(obs), n_genes)
     chunks = (min(BLOCK_CELLS, shape[0]), n_genes)
-    attrs = {"encoding-type": "array", "encoding-version": "0.2.0"}
-    root = {"encoding-type": "anndata", "encoding-version": "0.1.0"}
+
+    def fill(store: Any, x: Any) -> None:
+        x.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
+        for s in starts:
+            x[s : s + BLOCK_CELLS] = block(s)
+        for key, value in (("obs", obs), ("var", var), ("uns", uns)):
+            write_elem(store, key, value)
+        store.attrs.update({"encoding-type": "anndata", "encoding-version": "0.1.0"})
+
     if path.suffix.lower() == ".h5ad":
         import h5py
 
         with atomic_output(path) as tmp, h5py.File(tmp, "w") as store:
-            x = store.create_dataset("X", shape=shape, dtype=np.float32, chunks=chunks)
-            x.attrs.update(attrs)
-            for s in starts:
-                x[s : s + BLOCK_CELLS] = block(s)
-            for key, value in (("obs", obs), ("var", var), ("uns", uns)):
-                write_elem(store, key, value)
-            store.attrs.update(root)
+            fill(store, store.create_dataset("X", shape=shape, dtype=np.float32, chunks=chunks))
         return path
     import shutil
 
@@ -227,13 +223,7 @@ def _write(
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         store = zarr.open_group(str(tmp), mode="w", zarr_format=ad.settings.zarr_write_format)
-        x = store.create_array("X", shape=shape, dtype=np.float32, chunks=chunks, fill_value=0.0)
-        x.attrs.update(attrs)
-        for s in starts:
-            x[s : s + BLOCK_CELLS] = block(s)
-        for key, value in (("obs", obs), ("var", var), ("uns", uns)):
-            write_elem(store, key, value)
-        store.attrs.update(root)
+        fill(store, store.create_array("X", shape=shape, dtype=np.float32, chunks=chunks, fill_value=0.0))
         os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
