@@ -184,7 +184,9 @@ def run_papalexi(args: argparse.Namespace) -> None:
 
 
 def _config(args: argparse.Namespace) -> cellw1.ConditionalConfig:
-    return cellw1.ConditionalConfig() if args.full else cellw1.ConditionalConfig(potential_iters=args.potential_iters)
+    if args.full:
+        return cellw1.ConditionalConfig()
+    return cellw1.ConditionalConfig(potential_iters=args.potential_iters, regression_iters=100, energy_iters=100)
 
 
 def main() -> None:
@@ -196,7 +198,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--draws", type=int, default=20_000)
-    parser.add_argument("--potential-iters", type=int, default=600, help="phase-1 steps (default: shortened)")
+    parser.add_argument(
+        "--potential-iters", type=int, default=600, help="phase-1 steps (shortened; step size 100 + 100 steps)"
+    )
     parser.add_argument("--full", action="store_true", help="ConditionalConfig's own defaults")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -46,7 +46,8 @@ class ResponseTest:
     p_value
         Its p-value (``F(d, m - d)`` after scaling).
     energy
-        Energy distance (V-statistic) between the perturbation's cells and the reference's
+        Energy distance (unbiased: within-group means over distinct pairs) between the
+        perturbation's cells and the reference's
         first ``ENERGY_CELLS`` cells: a size of the response that also sees a change of spread.
     cells
         Cells of the perturbation.
@@ -82,13 +83,20 @@ class ControlReference:
         self.whiten = vectors[:, keep] / np.sqrt(values[keep])
         self.rank = int(keep.sum())
         self.energy_cells = torch.as_tensor(x[:ENERGY_CELLS], dtype=torch.float32)
-        self._within = float(torch.cdist(self.energy_cells, self.energy_cells).mean(dtype=torch.float64))
+        self._within = _within(self.energy_cells)
 
     def energy(self, y: torch.Tensor | np.ndarray) -> float:
-        """Energy distance (V-statistic) of cells ``y: (n, d)`` from the reference's energy cells."""
+        """Energy distance of cells ``y: (n, d)`` from the reference's energy cells (unbiased within terms:
+        about 0 without effect, whatever the number of cells)."""
         y = torch.as_tensor(np.asarray(y, dtype=np.float32))
         cross = float(torch.cdist(y, self.energy_cells).mean(dtype=torch.float64))
-        return 2 * cross - float(torch.cdist(y, y).mean(dtype=torch.float64)) - self._within
+        return 2 * cross - _within(y) - self._within
+
+
+def _within(x: torch.Tensor) -> float:
+    """Mean distance between distinct cells of ``x``."""
+    n = len(x)
+    return float(torch.cdist(x, x).sum(dtype=torch.float64)) / max(n * (n - 1), 1)
 
 
 def response_test(reference: ControlReference, y: torch.Tensor | np.ndarray) -> ResponseTest:

@@ -24,15 +24,23 @@ def _table(result: Any, columns: tuple[str, ...]) -> Any:
 
 
 def screen_effects(
-    result: Any, *, fdr: float = 0.05, label: int = 10, ax: Any = None, save: str | os.PathLike | None = None
+    result: Any,
+    *,
+    effect: str = "energy",
+    fdr: float = 0.05,
+    label: int = 10,
+    ax: Any = None,
+    save: str | os.PathLike | None = None,
 ) -> Any:
-    """Perturbations ranked by their W1 distance to the controls (95% interval), coloured by their q-value.
+    """Perturbations ranked by their effect, coloured by their q-value (grey: not called).
 
     Parameters
     ----------
     result
-        :func:`cellw1.screen`'s result or its ``.table`` (columns ``w1``, ``w1_low``,
-        ``w1_high``, ``q_value``).
+        :func:`cellw1.screen`'s result or its ``.table`` (columns ``effect`` and ``q_value``).
+    effect
+        The column ranked: ``"energy"`` (default, the energy distance to the control reference)
+        or ``"w1"`` (the potential's dual, drawn with its 95% interval ``w1_low``-``w1_high``).
     fdr
         Calls (``q <= fdr``) are drawn in colour, the others in grey.
     label
@@ -40,24 +48,24 @@ def screen_effects(
     ax, save
         A matplotlib ``Axes`` to draw into (default: a new figure), and a file to write.
     """
-    table = _table(result, ("w1", "w1_low", "w1_high", "q_value"))
-    ordered = table.sort_values("w1", ascending=False)
+    table = _table(result, (effect, "q_value"))
+    ordered = table.sort_values(effect, ascending=False)
     fig, (axis,) = panel_axes(ax, 1, figsize=(6.0, 3.5))
     rank = np.arange(len(ordered))
+    values = ordered[effect].to_numpy(dtype=float)
     called = ordered["q_value"].to_numpy() <= fdr
-    err = np.stack([ordered["w1"] - ordered["w1_low"], ordered["w1_high"] - ordered["w1"]])
-    axis.errorbar(rank, ordered["w1"], yerr=err, fmt="none", ecolor="#cccccc", lw=0.6, zorder=1)
-    q = np.clip(ordered["q_value"].to_numpy(), 1e-300, 1)
-    points = axis.scatter(
-        rank[called], ordered["w1"].to_numpy()[called], c=-np.log10(q[called]), s=10, cmap="viridis", zorder=2
-    )
-    axis.scatter(rank[~called], ordered["w1"].to_numpy()[~called], c="#9e9e9e", s=6, zorder=2, label=f"q > {fdr:g}")
+    if {f"{effect}_low", f"{effect}_high"} <= set(ordered.columns):
+        err = np.stack([values - ordered[f"{effect}_low"], ordered[f"{effect}_high"] - values])
+        axis.errorbar(rank, values, yerr=err, fmt="none", ecolor="#cccccc", lw=0.6, zorder=1)
+    q = np.clip(ordered["q_value"].to_numpy(dtype=float), 1e-300, 1)
+    points = axis.scatter(rank[called], values[called], c=-np.log10(q[called]), s=10, cmap="viridis", zorder=2)
+    axis.scatter(rank[~called], values[~called], c="#9e9e9e", s=6, zorder=2, label=f"q > {fdr:g}")
     if called.any():
         fig.colorbar(points, ax=axis, label="-log10 q")
     for i, name in enumerate(ordered.index[:label]):
-        axis.annotate(str(name), (i, ordered["w1"].iloc[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axis.annotate(str(name), (i, values[i]), fontsize=7, xytext=(3, 3), textcoords="offset points")
     axis.set_xlabel("perturbation (ranked)")
-    axis.set_ylabel("W1 to controls (dual)")
+    axis.set_ylabel({"energy": "energy distance to controls", "w1": "W1 to controls (dual)"}.get(effect, effect))
     axis.legend(loc="upper right", fontsize=8)
     return finish(fig, made=ax is None, save=save, title="screen: effects")
 
