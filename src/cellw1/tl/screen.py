@@ -246,7 +246,7 @@ def _describe(
         passed = float((score > level).mean())
         centre = z.mean(0, keepdims=True)
         change = model.embedding.decode(centre + (y.mean(0) - reference.mean)[None]) - model.embedding.decode(centre)
-        top = np.argsort(-np.abs(change[0]))[:TOP_GENES] if test.p_value < 1 else []
+        top = np.argsort(-np.abs(change[0]))[:TOP_GENES]
         responses.append(response)
         scores.append(
             pd.DataFrame(
