@@ -47,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "fit_all": "parallel.perturbations",
     "fit_conditional": "tl.conditional",
     "ConditionalModel": "tl.conditional_model",
+    "screen": "tl.screen",
+    "ScreenResult": "tl.screen",
     "ConditionalConfig": "ot.conditional",
     "EvaluationResult": "eval.result",
     "evaluate": "eval.evaluation",
@@ -86,6 +88,7 @@ if TYPE_CHECKING:
     from .tl.conditional import fit_conditional
     from .tl.conditional_model import ConditionalModel
     from .tl.model import PerturbationModel
+    from .tl.screen import ScreenResult, screen
 
 
 def __getattr__(name: str) -> Any:
@@ -111,6 +114,8 @@ __all__ = [
     "ConditionalConfig",
     "ConditionalModel",
     "fit_conditional",
+    "screen",
+    "ScreenResult",
     "EmbeddingConfig",
     "EvaluationResult",
     "ModelCollection",

@@ -25,7 +25,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import CellW1Error, ModelFileError
 
-VERBS: list[str] = ["demo", "fit", "predict", "evaluate"]
+VERBS: list[str] = ["demo", "fit", "predict", "evaluate", "screen"]
 
 EXIT_OK = 0
 EXIT_FAILURES = 1

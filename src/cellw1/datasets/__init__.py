@@ -1,12 +1,14 @@
 """Synthetic data sets: the paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`),
 a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synthetic`), synthetic
-doses and embedded perturbations (:mod:`cellw1.datasets.conditions`) and a synthetic CyTOF
-stimulation with values of any sign (:mod:`cellw1.datasets.cytometry`)."""
+doses and embedded perturbations (:mod:`cellw1.datasets.conditions`), a synthetic CyTOF
+stimulation with values of any sign (:mod:`cellw1.datasets.cytometry`) and a synthetic pooled
+screen (:mod:`cellw1.datasets.screen`)."""
 
 from __future__ import annotations
 
 from .conditions import synthetic_doses, synthetic_embedded_perturbations
 from .cytometry import synthetic_cytometry
+from .screen import synthetic_screen
 from .synthetic import synthetic_perturbation
 from .toys import (
     TOYS,
@@ -36,4 +38,5 @@ __all__ = [
     "synthetic_doses",
     "synthetic_embedded_perturbations",
     "synthetic_perturbation",
+    "synthetic_screen",
 ]

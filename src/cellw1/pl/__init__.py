@@ -13,7 +13,7 @@ evaluation result or a fitted model), draws with matplotlib and follows one conv
   scanpy or pyplot turns on); elsewhere save it or call ``fig.savefig``.
 
 Functions: :func:`metric_bars`, :func:`forest`, :func:`embedding`, :func:`mean_change`,
-:func:`history`, :func:`transport`, and :func:`save_figure`.
+:func:`history`, :func:`transport`, :func:`screen_effects`, :func:`screen_map`, and :func:`save_figure`.
 """
 
 from ._bars import metric_bars
@@ -22,6 +22,17 @@ from ._figure import save_figure
 from ._forest import forest
 from ._genes import mean_change
 from ._history import history
+from ._screen import screen_effects, screen_map
 from ._transport import transport
 
-__all__ = ["embedding", "forest", "history", "mean_change", "metric_bars", "save_figure", "transport"]
+__all__ = [
+    "embedding",
+    "forest",
+    "history",
+    "mean_change",
+    "metric_bars",
+    "save_figure",
+    "screen_effects",
+    "screen_map",
+    "transport",
+]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -133,8 +133,13 @@ def _fit(
     input_kind: Any,
     progress: bool,
     buffer_cells: int | None,
+    gate: Callable[[list[StreamedCells]], Sequence[bool]] | None = None,
 ) -> ConditionalModel:
-    """:func:`fit_conditional` on an opened :class:`~cellw1.io.source.Source` (memory or disk)."""
+    """:func:`fit_conditional` on an opened :class:`~cellw1.io.source.Source` (memory or disk).
+
+    ``gate``: given the cells of the control group and of every condition (in the fitted space),
+    whether each condition moves; it replaces the per-condition effect test of the config (a
+    screen's calls, :func:`cellw1.tl.screen.screen`)."""
     check_space(space)
     seed = check_seed(seed)
     if config is None:
@@ -166,7 +171,9 @@ def _fit(
     check_unique_genes(source.var_names)
     start = time.perf_counter()
     control_rows = np.flatnonzero((labels == control).to_numpy())
-    preprocessor, embedding, cells, samples, features = _pipeline(
+    if gate is not None:
+        config = config.replace(effect_alpha=None)
+    preprocessor, embedding, cells, sample, features = _pipeline(
         source,
         control_rows,
         list(groups.values()),
@@ -180,9 +187,14 @@ def _fit(
         buffer_cells=buffer_cells,
     )
     conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose) for label, dose in groups]
+    moves = None if gate is None else list(gate(cells))
     cmap = fit_conditional_map(
         cells[0], cells[1:], conditions, config, seed, n_labels=len(table), label_vectors=vectors, progress=progress
     )
+    if moves is not None:  # the gate's calls: a condition without a response leaves its cells where they are
+        cmap.still = [
+            Condition(tuple(sorted(c.labels)), None, c.dose) for c, m in zip(conditions, moves, strict=True) if not m
+        ]
     info: dict[str, Any] = {
         "n_control": len(control_rows),
         "seed": seed,
@@ -206,9 +218,9 @@ def _fit(
         calibration=None,
         pooled_calibration=None,
     )
-    model.dose_curves = _dose_curves(model, samples[0], samples[1:])
+    model.dose_curves = _dose_curves(model, sample)
     if preprocessor.expression:  # continuous values (any sign) are never calibrated
-        model.calibration, model.pooled_calibration = _calibrations(model, samples[0], samples[1:], seed)
+        model.calibration, model.pooled_calibration = _calibrations(model, sample, seed)
     model.info["seconds_with_calibration"] = time.perf_counter() - start
     return model
 
@@ -226,10 +238,11 @@ def _pipeline(
     seed: int,
     progress: bool,
     buffer_cells: int | None,
-) -> tuple[Preprocessor, Embedding, list[StreamedCells], list[np.ndarray], list[str]]:
+) -> tuple[Preprocessor, Embedding, list[StreamedCells], Callable[[int], np.ndarray], list[str]]:
     """The steps of :func:`~cellw1.tl.pipeline.fit_pipeline` for many groups, reading rows only:
     normalisation in one pass, PCA on a sample of rows, every group (control first) as a
-    :class:`~cellw1.ot.sampling.StreamedCells` sampler, expression samples for the calibration."""
+    :class:`~cellw1.ot.sampling.StreamedCells` sampler, and the reader of each group's expression
+    sample for the calibration (group ``k``, control ``0``: read when needed, never all held at once)."""
     if space == "autoencoder" and not source.in_memory:
         raise InputError(
             "fit_conditional streams from disk in 'pca' or 'genes' space; load the data for 'autoencoder'."
@@ -263,11 +276,12 @@ def _pipeline(
         )
         for k, group in enumerate([control_rows, *groups])
     ]
-    samples = [
-        preprocessor.transform(matrix.read(spread_sample(group, SAMPLE_CELLS, seed + k)))
-        for k, group in enumerate([control_rows, *groups])
-    ]
-    return preprocessor, embedding, cells, samples, features
+    every = [control_rows, *groups]
+
+    def sample(k: int) -> np.ndarray:
+        return preprocessor.transform(matrix.read(spread_sample(every[k], SAMPLE_CELLS, seed + k)))
+
+    return preprocessor, embedding, cells, sample, features
 
 
 def _name(key: tuple[str, float | None]) -> str:
@@ -356,14 +370,14 @@ def _label_table(
     return table, vectors.astype(np.float32)
 
 
-def _dose_curves(model: ConditionalModel, control: np.ndarray, perturbed: list[np.ndarray]) -> dict[str, DoseResponse]:
+def _dose_curves(model: ConditionalModel, sample: Callable[[int], np.ndarray]) -> dict[str, DoseResponse]:
     """Per perturbation with doses, its dose-response curve in the fitted space (:mod:`cellw1.ot.dose_response`)."""
     if model.dose_key is None:
         return {}
     by_label: dict[str, list[tuple[float, np.ndarray]]] = {}
-    for cells, condition in zip(perturbed, model.conditions, strict=True):
-        by_label.setdefault(condition["label"], []).append((condition["dose"], cells))
-    base = model.embedding.encode(control)
+    for k, condition in enumerate(model.conditions):
+        by_label.setdefault(condition["label"], []).append((condition["dose"], sample(k + 1)))
+    base = model.embedding.encode(sample(0))
     curves = {}
     for label, groups in by_label.items():
         doses = [dose for dose, _ in groups]
@@ -374,25 +388,32 @@ def _dose_curves(model: ConditionalModel, control: np.ndarray, perturbed: list[n
 
 
 def _calibrations(
-    model: ConditionalModel, control: np.ndarray, perturbed: list[np.ndarray], seed: int
+    model: ConditionalModel, sample: Callable[[int], np.ndarray], seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per training condition: the calibration of its predicted controls against its cells (against the
     controls for a condition without a detected response, a mixture for a share). Pooled over
-    conditions (for unseen ones): the zero thresholds only, offsets 0."""
-    sample = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]
-    z = model.embedding.encode(sample)
+    conditions (for unseen ones): the zero thresholds only, offsets 0.
+
+    One condition's cells are read at a time; the pooled calibration keeps copies of a share of
+    each (``SAMPLE_CELLS`` cells in all), so memory does not grow with the number of conditions."""
+    control = sample(0)
+    control = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]
+    z = model.embedding.encode(control)
     per, pooled_pred, pooled_obs = [], [], []
-    share = max(SAMPLE_CELLS // max(len(perturbed), 1), 50)
-    for i, (cells, condition) in enumerate(zip(perturbed, model.conditions, strict=False)):
+    n_conditions = len(model.conditions)
+    share = max(SAMPLE_CELLS // max(n_conditions, 1), 50)
+    for i, condition in enumerate(model.conditions):
+        cells = sample(i + 1)
         view = model.view(condition["label"], condition["dose"])
         predicted = model.embedding.decode(view.method.predict(z))
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
         # against its cells; the controls for a condition without a response, a mixture for one whose
         # response is applied in part (cellw1.pp.calibration.calibration_target)
-        target = calibration_target(sample, observed, view.method.resolved, view.method.moves, seed + 1 + i)
+        target = calibration_target(control, observed, view.method.resolved, view.method.moves, seed + 1 + i)
         per.append(fit_calibration(predicted, target))
-        pooled_pred.append(predicted[:share])
-        pooled_obs.append(observed[:share])
+        # copies: a slice would keep the whole (SAMPLE_CELLS x genes) prediction of every condition alive
+        pooled_pred.append(predicted[:share].copy())
+        pooled_obs.append(observed[:share].copy())
     pooled = fit_calibration(np.concatenate(pooled_pred), np.concatenate(pooled_obs))
     pooled[1] = 0.0
     return np.stack(per), pooled

@@ -1,0 +1,214 @@
+"""The screen workflow (issue 23) against the truth of SYNTHETIC screens, the tail of its test, and Papalexi.
+
+    python benchmarks/screen.py synthetic --perturbations 1000 --controls 10000 --genes 300 --seeds 0 1 2
+    python benchmarks/screen.py tail --seed 0
+    python benchmarks/screen.py papalexi
+
+``synthetic``: per seed, a :func:`cellw1.datasets.synthetic_screen` (SYNTHETIC) and
+:func:`cellw1.screen` on it; prints the FDR of the calls at q <= 0.05, the KS test of the null
+perturbations' p-values, the power by effect (in noise units: the responders' mean shift in the
+reference's whitened coordinates) and by cells, the median AUROC of the responder scores
+against the true responders (perturbations with effect >= 2x noise; also for the conditional
+model's potential, measured for comparison), and the ARI of the clusters against the true groups
+among the called perturbations with an effect. ``tail``: the rate of p-values below 1e-2, 1e-3,
+1e-4 for random groups of control cells outside the reference (the null, in the fitted space).
+``papalexi``: the 25 targets of Papalexi et al. 2021 (../shared/data): calls, responder
+shares, nearest neighbours. Results are written to benchmarks/results/screen/, figures to
+docs/figures/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from sklearn.metrics import adjusted_rand_score, roc_auc_score
+
+import cellw1
+from cellw1.datasets import synthetic_screen
+from cellw1.ot.screen_test import REFERENCE_CELLS, response_test
+from cellw1.tl.pipeline import spread_sample
+from cellw1.tl.screen import nearest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "screen"
+FIGURES = ROOT / "docs" / "figures"
+PAPALEXI = ROOT.parent / "shared" / "data" / "papalexi2021_eccite_thp1_crispr.h5ad"
+CONTROL = "non-targeting"
+
+
+def _fitted(result: cellw1.ScreenResult, x: np.ndarray) -> np.ndarray:
+    model = result.model
+    return model.embedding.encode(model.preprocessor.transform(x))
+
+
+def evaluate_synthetic(adata, result: cellw1.ScreenResult) -> tuple[dict, pd.DataFrame]:
+    """The screen's calls, responders and clusters against the truth of the synthetic screen."""
+    truth = adata.uns["screen_truth"]
+    order = {p: i for i, p in enumerate(truth["perturbation"])}
+    table = result.table.copy()
+    index = [order[p] for p in table.index]
+    table["effect"], table["group"] = truth["effect"][index], truth["group"][index]
+    labels = adata.obs["perturbation"].to_numpy()
+    responded = adata.obs["responded"].to_numpy()
+    ref = result.reference
+    noise, auroc, auroc_potential = [], [], []
+    for name in table.index:
+        rows = np.flatnonzero(labels == name)
+        z = _fitted(result, adata.X[rows])
+        white = (z - ref.mean) @ ref.whiten
+        moved = responded[rows]
+        noise.append(float(np.linalg.norm(white[moved].mean(0))) if moved.any() else 0.0)
+        if table.loc[name, "called"] and 0 < moved.sum() < len(rows) and noise[-1] >= 2:
+            scores = result.cells.loc[adata.obs_names[rows], "response_score"].to_numpy()
+            auroc.append(roc_auc_score(moved, scores))
+            f = np.asarray(result.model.map.potential(z, result.model.condition(name)))
+            auroc_potential.append(roc_auc_score(moved, -f))
+    table["effect_noise"] = noise
+    null, called = table["effect"].to_numpy() == 0, table["called"].to_numpy()
+    found = called & ~null
+    summary = {
+        "perturbations": len(table),
+        "with_effect": int((~null).sum()),
+        "called": int(called.sum()),
+        "false_calls": int((called & null).sum()),
+        "fdr": float((called & null).sum() / max(called.sum(), 1)),
+        "power": float(found.sum() / max((~null).sum(), 1)),
+        "null_ks_p": float(stats.kstest(table["p_value"][null], "uniform").pvalue),
+        "null_share_p_below_0.05": float((table["p_value"][null] <= 0.05).mean()),
+        "min_p": float(table["p_value"].min()),
+        "auroc_median_effect_ge_2x_noise": float(np.median(auroc)) if auroc else None,
+        "auroc_share_ge_0.9": float(np.mean(np.array(auroc) >= 0.9)) if auroc else None,
+        "auroc_n": len(auroc),
+        "auroc_potential_median": float(np.median(auroc_potential)) if auroc_potential else None,
+        "ari_called_with_effect": float(adjusted_rand_score(table["group"][found], table["cluster"][found])),
+        "clusters": int(table["cluster"].max() + 1),
+        "seconds": result.model.info["screen_seconds"],
+    }
+    return summary, table
+
+
+def power_tables(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Power of the calls by effect (noise units) and by cells, among perturbations with an effect."""
+    effect = table[table["effect"] > 0]
+    by_effect = effect.groupby(pd.cut(effect["effect_noise"], [0, 0.5, 1, 2, 4, np.inf]), observed=True)["called"]
+    by_cells = effect.groupby(pd.cut(effect["cells"], [0, 40, 80, 160, np.inf]), observed=True)["called"]
+    return by_effect.agg(["mean", "size"]), by_cells.agg(["mean", "size"])
+
+
+def run_synthetic(args: argparse.Namespace) -> None:
+    rows, tables = [], []
+    for seed in args.seeds:
+        adata = synthetic_screen(args.perturbations, args.controls, args.genes, seed=seed)
+        result = cellw1.screen(adata, "perturbation", CONTROL, seed=seed, progress=False, config=_config(args))
+        summary, table = evaluate_synthetic(adata, result)
+        summary["seed"] = seed
+        print(json.dumps(summary), flush=True)
+        rows.append(summary)
+        tables.append(table.assign(seed=seed))
+        if seed == args.seeds[0]:
+            cellw1.pl.screen_effects(result, save=FIGURES / "screen_effects.png")
+            cellw1.pl.screen_map(result, save=FIGURES / "screen_map.png")
+    both = pd.concat(tables)
+    by_effect, by_cells = power_tables(both)
+    print("power by effect (noise units), all seeds:\n" + by_effect.to_string())
+    print("power by cells, all seeds:\n" + by_cells.to_string())
+    pd.DataFrame(rows).to_csv(RESULTS / f"synthetic_{args.perturbations}.csv", index=False)
+    both.to_csv(RESULTS / f"synthetic_{args.perturbations}_perturbations.csv")
+    _power_figure(by_effect, by_cells)
+
+
+def _power_figure(by_effect: pd.DataFrame, by_cells: pd.DataFrame) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 3))
+    FigureCanvasAgg(fig)
+    for axis, frame, xlabel in zip(
+        fig.subplots(1, 2), (by_effect, by_cells), ("effect (noise units)", "cells"), strict=True
+    ):
+        axis.bar([str(i) for i in frame.index], frame["mean"], color="#1f77b4")
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel("power at q <= 0.05")
+        axis.set_ylim(0, 1)
+        axis.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    cellw1.pl.save_figure(fig, FIGURES / "screen_power.png")
+
+
+def run_tail(args: argparse.Namespace) -> None:
+    """Null p-values of random control groups outside the reference, in the fitted space."""
+    adata = synthetic_screen(50, args.controls, args.genes, seed=args.seed)
+    result = cellw1.screen(adata, "perturbation", CONTROL, seed=args.seed, progress=False, config=_config(args))
+    controls = np.flatnonzero(adata.obs["perturbation"].to_numpy() == CONTROL)
+    used = spread_sample(np.arange(len(controls)), REFERENCE_CELLS, args.seed)
+    rest = _fitted(result, adata.X[np.setdiff1d(controls, controls[used])])
+    rng = np.random.default_rng(args.seed)
+    out = []
+    for n in (20, 60, 200):
+        p = np.array(
+            [
+                response_test(result.reference, rest[rng.choice(len(rest), n, replace=False)]).p_value
+                for _ in range(args.draws)
+            ]
+        )
+        row = {"cells": n, "draws": len(p), "ks_p": float(stats.kstest(p, "uniform").pvalue)}
+        row.update({f"rate_below_{level:g}": float((p <= level).mean()) for level in (1e-2, 1e-3, 1e-4)})
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    pd.DataFrame(out).to_csv(RESULTS / "tail.csv", index=False)
+
+
+def run_papalexi(args: argparse.Namespace) -> None:
+    import anndata as ad
+
+    adata = ad.read_h5ad(PAPALEXI)
+    adata = adata[adata.obs["grna_frac"] >= 0.8].copy()
+    result = cellw1.screen(adata, "target", CONTROL, seed=args.seed, progress=False, config=_config(args))
+    table = result.table.sort_values("p_value")
+    print(
+        table[
+            ["cells", "w1", "energy", "p_value", "q_value", "called", "responder_share", "cluster", "top_genes"]
+        ].to_string()
+    )
+    for name in ("IFNGR1", "IFNGR2", "JAK2", "STAT1"):
+        print(name, "nearest:", nearest(result, name, k=3))
+    table.to_csv(RESULTS / "papalexi.csv")
+    cellw1.pl.screen_map(result, save=FIGURES / "screen_papalexi_map.png")
+
+
+def _config(args: argparse.Namespace) -> cellw1.ConditionalConfig:
+    if args.full:
+        return cellw1.ConditionalConfig()
+    return cellw1.ConditionalConfig(potential_iters=args.potential_iters, regression_iters=100, energy_iters=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=("synthetic", "tail", "papalexi"))
+    parser.add_argument("--perturbations", type=int, default=1_000)
+    parser.add_argument("--controls", type=int, default=10_000)
+    parser.add_argument("--genes", type=int, default=300)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--draws", type=int, default=20_000)
+    parser.add_argument(
+        "--potential-iters", type=int, default=600, help="phase-1 steps (shortened; step size 100 + 100 steps)"
+    )
+    parser.add_argument("--full", action="store_true", help="ConditionalConfig's own defaults")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    {"synthetic": run_synthetic, "tail": run_tail, "papalexi": run_papalexi}[args.what](args)
+    print(f"done in {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
