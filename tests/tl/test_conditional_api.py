@@ -53,7 +53,7 @@ def test_predict_output_conventions(data, model):
     np.testing.assert_array_equal(ctrl.X.toarray(), before.X.toarray())  # input untouched
     # the real perturbation moves the cells further than the one without an effect
     assert pred.obs["response"].mean() > model.predict(ctrl, perturbation="NULL").obs["response"].mean()
-    assert model.predict(ctrl, perturbation="pertA+pertB").uns["cellw1"]["output"] == "calibrated_zeros"
+    assert model.predict(ctrl, perturbation="pertA+pertB").uns["cellw1"]["output"] == "calibrated_additive"
 
 
 def test_save_load_identical_predictions(data, model, tmp_path):

@@ -3,6 +3,7 @@ and a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synth
 
 from __future__ import annotations
 
+from .combinations import synthetic_combinations
 from .conditions import synthetic_doses, synthetic_embedded_perturbations
 from .synthetic import synthetic_perturbation
 from .toys import (
@@ -29,6 +30,7 @@ __all__ = [
     "load_toy",
     "moons",
     "swiss_roll",
+    "synthetic_combinations",
     "synthetic_doses",
     "synthetic_embedded_perturbations",
     "synthetic_perturbation",

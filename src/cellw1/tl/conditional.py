@@ -208,6 +208,7 @@ def _fit(
     )
     model.dose_curves = _dose_curves(model, samples[0], samples[1:])
     model.calibration, model.pooled_calibration = _calibrations(model, samples[0], samples[1:], seed)
+    model.interactions = model.test_interactions(samples[0], samples[1:])
     model.info["seconds_with_calibration"] = time.perf_counter() - start
     return model
 
@@ -383,7 +384,7 @@ def _calibrations(
     per, pooled_pred, pooled_obs = [], [], []
     share = max(SAMPLE_CELLS // max(len(perturbed), 1), 50)
     for i, (cells, condition) in enumerate(zip(perturbed, model.conditions, strict=False)):
-        view = model.view(condition["label"], condition["dose"])
+        view = model.view(condition["label"], condition["dose"], compose=False)
         predicted = model.embedding.decode(view.method.predict(z))
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
         # against its cells; the controls for a condition without a response, a mixture for one whose
