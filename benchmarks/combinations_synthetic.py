@@ -9,8 +9,10 @@ every single is trained on; a third of the controls is held out as the input.
 Predictions of each held-out pair, from the held-out controls, in log-normalised expression
 (the model's preprocessing):
 
-- ``model``: ``fit_conditional``'s default (members' displacements added per cell, a trained
-  pair's interaction where its test found one);
+- ``model``: ``fit_conditional``'s default (members' displacements added per cell; a trained
+  pair blended with its own prediction, the weight of ``docs/method.md``);
+- ``members_sum``: the members' predicted changes added per cell, without the blend with a
+  trained pair's own prediction;
 - ``network_code``: the network at the combination's code (``view(..., compose=False)``: the
   mean-pooled code of an unseen pair, what ``predict`` gave before; a trained pair's own map);
 - ``composed_maps``: ``T_B(T_A(x))``, each member's full prediction applied in turn (members
@@ -45,7 +47,7 @@ from cellw1.datasets import synthetic_combinations
 from cellw1.eval.metrics import energy_distance, mmd
 
 OUT = Path(__file__).parent / "results" / "combinations"
-METHODS = ("model", "network_code", "composed_maps", "additive", "larger_single", "no_change")
+METHODS = ("model", "network_code", "members_sum", "composed_maps", "additive", "larger_single", "no_change")
 
 
 def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, float]:
@@ -97,6 +99,7 @@ def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
         predictions = {
             "model": pred,
             "network_code": model.view(pair, compose=False).predict(ctrl_in).X,
+            "members_sum": model.composed(pair, None, interaction=False).predict(ctrl_in).X,
             "composed_maps": model.view(b)._predict_values(first)[0],
             "additive": np.maximum(x + shift[a] + shift[b], 0.0),
             "larger_single": np.maximum(x + shift[larger], 0.0),
@@ -111,7 +114,7 @@ def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
             **{m: score(p, obs, x) for m, p in predictions.items()},
         }
         if entry["interaction"] is not None:
-            entry["interaction"] = entry["interaction"].to_dict()
+            entry["interaction"] = {**entry["interaction"].to_dict(), "weight": entry["interaction"].weight()}
         if entry["kind"] == "null_member":
             member = a if a not in truth["null_members"] else b
             alone = model.predict(ctrl_in, perturbation=member).X

@@ -47,6 +47,7 @@ _EXPORTS: dict[str, str] = {
     "fit_all": "parallel.perturbations",
     "fit_conditional": "tl.conditional",
     "ConditionalModel": "tl.conditional_model",
+    "gene_vectors": "tl.gene_vectors",
     "ConditionalConfig": "ot.conditional",
     "EvaluationResult": "eval.result",
     "evaluate": "eval.evaluation",
@@ -85,6 +86,7 @@ if TYPE_CHECKING:
     from .tl.collection import ModelCollection, load
     from .tl.conditional import fit_conditional
     from .tl.conditional_model import ConditionalModel
+    from .tl.gene_vectors import gene_vectors
     from .tl.model import PerturbationModel
 
 
@@ -111,6 +113,7 @@ __all__ = [
     "ConditionalConfig",
     "ConditionalModel",
     "fit_conditional",
+    "gene_vectors",
     "EmbeddingConfig",
     "EvaluationResult",
     "ModelCollection",

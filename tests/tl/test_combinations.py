@@ -30,8 +30,8 @@ def kinds(data):
 
 @pytest.fixture(scope="module")
 def model(data, kinds):
-    """Trained on every single and every pair but the additive one (the unseen pair)."""
-    train = data[data.obs["condition"] != kinds["additive"]].copy()
+    """Trained on every single and every pair but the additive and the null-member ones (unseen pairs)."""
+    train = data[~data.obs["condition"].isin([kinds["additive"], kinds["null_member"]])].copy()
     return cellw1.fit_conditional(train, "condition", "control", space="genes", config=FAST, progress=False)
 
 
@@ -119,3 +119,20 @@ def test_save_load_keeps_combinations_and_old_files_load(data, model, kinds, tmp
     np.testing.assert_array_equal(
         old.predict(ctrl, perturbation=kinds["additive"]).X, model.predict(ctrl, perturbation=kinds["additive"]).X
     )
+
+
+def test_gene_vectors_follow_co_expression():
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    module = rng.poisson(5.0, size=(200, 1)).astype(np.float32)
+    counts = np.hstack([module, module, rng.poisson(5.0, size=(200, 4)), np.full((200, 1), 3.0)]).astype(np.float32)
+    adata = ad.AnnData(counts, obs={"target": ["ctrl"] * 200})
+    adata.var_names = ["A", "A2", "B", "C", "D", "E", "FLAT"]
+    vectors = cellw1.gene_vectors(adata, "target", "ctrl", n_components=3, input_kind="log")
+    assert sorted(vectors) == sorted(adata.var_names) and all(v.shape == (3,) for v in vectors.values())
+    np.testing.assert_allclose(vectors["A"], vectors["A2"], atol=1e-5)  # the same co-expression, the same vector
+    assert np.abs(vectors["A"]).max() > 0.9  # A and A2 make the first component together
+    np.testing.assert_array_equal(vectors["FLAT"], 0.0)  # constant in the controls: no direction
+    with pytest.raises(InputError, match="n_components"):
+        cellw1.gene_vectors(adata, "target", "ctrl", n_components=10, input_kind="log")

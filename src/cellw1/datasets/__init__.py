@@ -3,7 +3,7 @@ and a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synth
 
 from __future__ import annotations
 
-from .combinations import synthetic_combinations
+from .combinations import synthetic_combinations, synthetic_gene_targets
 from .conditions import synthetic_doses, synthetic_embedded_perturbations
 from .synthetic import synthetic_perturbation
 from .toys import (
@@ -32,6 +32,7 @@ __all__ = [
     "swiss_roll",
     "synthetic_combinations",
     "synthetic_doses",
+    "synthetic_gene_targets",
     "synthetic_embedded_perturbations",
     "synthetic_perturbation",
 ]

@@ -133,3 +133,46 @@ def synthetic_combinations(
         "interaction_programs": {p: [f"g{i:04d}" for i in v] for p, v in interactions.items()},
     }
     return _anndata(_counts(rng, log_mean), obs, uns)
+
+
+def synthetic_gene_targets(
+    n_control: int = 1000, n_per_target: int = 300, n_targets: int = 12, n_genes: int = 60, seed: int = 0
+) -> anndata.AnnData:
+    """Simulate SYNTHETIC knock-outs of measured genes whose responses follow the genes' co-expression.
+
+    The cells' log means have three latent factors (:mod:`cellw1.datasets.conditions`); a
+    knock-out of gene ``j`` (targets ``"g0000"``, ...: genes of the data) lowers ``j`` by 2
+    and moves the cell's latent factors by ``-1.5 (0.5 + s) l_j / |l_j|`` (``l_j`` the gene's
+    loadings). So the genes that co-vary with a target in the controls say where its knock-out
+    moves the cells, by construction: a best case for :func:`cellw1.gene_vectors`.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``obs["condition"]`` (``"control"`` or the target gene) and ``obs["state"]``;
+        ``uns["synthetic"]`` the description.
+    """
+    n_control, n_cells = _check_count(n_control, "n_control", 1), _check_count(n_per_target, "n_per_target", 1)
+    g = _check_count(n_genes, "n_genes", 4)
+    k = _check_count(n_targets, "n_targets", 1)
+    if k > g:
+        raise ConfigError(f"n_targets={k} must be at most n_genes={g} (targets are genes of the data).")
+    rng = np.random.default_rng(_check_count(seed, "seed", 0))
+    names = [f"g{i:04d}" for i in range(k)]
+    found: list[np.ndarray] = []
+    log_mean, state = _simulate(rng, [n_control] + [n_cells] * k, g, loadings_out=found)
+    (loadings,) = found
+    labels, start = [CONTROL] * n_control, n_control
+    for j, name in enumerate(names):
+        rows = np.arange(start, start + n_cells)
+        direction = loadings[:, j] / max(float(np.linalg.norm(loadings[:, j])), 1e-12)
+        log_mean[rows] -= 1.5 * (0.5 + state[rows])[:, None] * (direction @ loadings)[None, :]
+        log_mean[rows, j] -= 2.0
+        labels += [name] * n_cells
+        start += n_cells
+    obs = {"condition": pd.Categorical(labels, categories=[CONTROL, *names]), "state": state.astype(np.float32)}
+    uns = {
+        "description": "SYNTHETIC knock-outs that follow their genes' co-expression "
+        "(cellw1.datasets.synthetic_gene_targets); not measured cells, a best case for gene vectors.",
+    }
+    return _anndata(_counts(rng, log_mean), obs, uns)

@@ -11,9 +11,14 @@ Under additivity ``r`` is sampling noise alone, ``r ~ N(0, S)`` with
 ``S = S_p / n_p + sum_k S_k / n_k + (K - 1)^2 S_0 / n_0`` (``S_g`` each group's covariance,
 ``K`` members). ``|r|^2`` is then a weighted sum of chi-squares, approximated by
 ``g chi2_h`` with the same mean and variance (Satterthwaite: ``g = tr(S^2) / tr(S)``,
-``h = tr(S)^2 / tr(S^2)``), which gives the p-value. The share of ``|r|^2`` above the noise,
-``max(0, |r|^2 - tr S) / |r|^2``, is how much of the interaction a prediction applies (as
-:func:`~cellw1.ot.effect.resolved_share` does for a response).
+``h = tr(S)^2 / tr(S^2)``), which gives the p-value.
+
+A trained pair's mean shift then has two estimates: its own cells' (noise
+``v_p = tr(S_p) / n_p``) and the sum of its members' (noise ``v_s = tr(S) - v_p``, and a bias:
+the interaction, ``b^2 = max(0, |r|^2 - tr S)``). :meth:`InteractionTest.weight` is the
+weight of the pair's own estimate that minimises the expected squared error of their blend,
+``(v_s + b^2) / (v_s + b^2 + v_p)``: near 1 for a strong interaction or a well-sampled pair,
+lower where the pair has few cells and no detected interaction.
 """
 
 from __future__ import annotations
@@ -42,12 +47,22 @@ class InteractionTest:
         P-value of ``|r|^2`` under additivity.
     share
         Share of ``|r|^2`` above the noise, in ``[0, 1]``.
+    pair_noise
+        ``v_p = tr(S_p) / n_p``: the noise of the pair's own mean shift (squared).
     """
 
     distance: float
     noise: float
     p_value: float
     share: float
+    pair_noise: float = 0.0
+
+    def weight(self) -> float:
+        """Weight of the pair's own estimate in its blend with the members' sum, in ``[0, 1]``."""
+        total = self.noise**2
+        bias = max(0.0, self.distance**2 - total)
+        members = max(total - self.pair_noise, 0.0) + bias
+        return members / (members + self.pair_noise) if members + self.pair_noise > 0 else 1.0
 
     def detected(self, alpha: float | None) -> bool:
         """Whether the pair departs from additivity at level ``alpha`` (``None``: always)."""
@@ -58,7 +73,7 @@ class InteractionTest:
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> InteractionTest:
-        return cls(**{k: float(value[k]) for k in ("distance", "noise", "p_value", "share")})
+        return cls(**{k: float(value[k]) for k in ("distance", "noise", "p_value", "share", "pair_noise")})
 
 
 def _mean_and_noise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +97,7 @@ def interaction_test(control: np.ndarray, members: Sequence[np.ndarray], pair: n
         raise InputError("an interaction needs a combination of at least two members.")
     m0, s0 = _mean_and_noise(control)
     mp, noise = _mean_and_noise(pair)
+    pair_noise = float(np.trace(noise))
     r = mp - m0
     for cells in members:
         mk, sk = _mean_and_noise(cells)
@@ -91,7 +107,8 @@ def interaction_test(control: np.ndarray, members: Sequence[np.ndarray], pair: n
     trace, trace2 = float(np.trace(noise)), float((noise * noise).sum())
     stat = float(r @ r)
     if trace <= 0 or trace2 <= 0:  # no spread at all: any departure is an interaction
-        return InteractionTest(float(np.sqrt(stat)), 0.0, 0.0 if stat > 0 else 1.0, 1.0 if stat > 0 else 0.0)
+        return InteractionTest(float(np.sqrt(stat)), 0.0, 0.0 if stat > 0 else 1.0, 1.0 if stat > 0 else 0.0, 0.0)
     scale, dof = trace2 / trace, trace**2 / trace2
     share = max(0.0, stat - trace) / stat if stat > 0 else 0.0
-    return InteractionTest(float(np.sqrt(stat)), float(np.sqrt(trace)), float(chi2.sf(stat / scale, dof)), share)
+    p_value = float(chi2.sf(stat / scale, dof))
+    return InteractionTest(float(np.sqrt(stat)), float(np.sqrt(trace)), p_value, share, pair_noise)

@@ -6,8 +6,8 @@ adding up their predicted changes (:func:`blended`):
 
 * an unseen dose on a dose-response curve: the training doses' changes, weighted by the curve;
 * a combination ``"A+B"``: its members' changes, each with weight 1 (the members' per-cell
-  displacements add up), then, for a trained pair whose cells showed an interaction, moved
-  that share of the way to the pair's own prediction.
+  displacements add up), then, for a trained pair, blended with the pair's own prediction
+  (:meth:`cellw1.ot.interaction.InteractionTest.weight`).
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ offsets (output ``"calibrated_zeros"``): its mean is the map's.
 
 A combination (``"A+B"``, in any order) is its members' predicted changes added up, cell by
 cell (output ``"calibrated_additive"``; a member without a detected response adds nothing);
-a trained combination whose cells departed from that sum (:mod:`cellw1.ot.interaction`) moves
-the test's share of the way to its own prediction (``"calibrated_interaction"``, or its own
-``"calibrated"`` output for the whole way).
+a trained combination is blended with its own prediction, with more weight the more its
+cells depart from that sum and the more cells it has (:mod:`cellw1.ot.interaction`; output
+``"calibrated_interaction"``).
 
 An unseen dose within the training doses of a perturbation with a dose-response curve
 (:mod:`cellw1.ot.dose_response`) is instead the input plus its predicted changes at every
@@ -166,7 +166,8 @@ class ConditionalModel:
                     f"and has no vector in the data's uns[{self.embedding_key!r}]; add one there"
                     if self.embedding_key
                     else "and the model was fitted without label vectors (embedding_key), so it cannot encode a new "
-                    "label; fit with embedding_key (a dict label -> vector in adata.uns) or leave it out"
+                    "label; fit with embedding_key (a dict label -> vector in adata.uns; cellw1.gene_vectors gives one per "
+                    "measured gene) or leave it out"
                 )
                 shown = ", ".join(self.labels[:30]) + (
                     f" and {len(self.labels) - 30} more" if len(self.labels) > 30 else ""
@@ -326,13 +327,16 @@ class ConditionalModel:
                 return trained
         return COMBINATION.join(key)
 
-    def composed(self, label: str, dose: float | None, uns: dict[str, Any] | None = None) -> PerturbationModel | None:
+    def composed(
+        self, label: str, dose: float | None, uns: dict[str, Any] | None = None, *, interaction: bool = True
+    ) -> PerturbationModel | None:
         """A combination's view from its members' (see ``docs/method.md``); ``None`` where a member
         was trained only inside combinations (the network at the combination's code predicts it).
 
         The members' predicted changes add up, cell by cell; a member without a detected
-        response adds nothing. A trained combination whose cells departed from that sum
-        (:attr:`interactions`) moves the test's share of the way to its own prediction.
+        response adds nothing. A trained combination is blended with its own prediction, the
+        weight of its own growing with its interaction and its cells
+        (:meth:`~cellw1.ot.interaction.InteractionTest.weight`); ``interaction=False``: the sum alone.
         """
         members = sorted(set(member_labels(label)))
         singles = set(self.perturbations)
@@ -354,12 +358,12 @@ class ConditionalModel:
                 base="reconstruction",
             )
         key = self.canonical(label)
-        test = self.interaction(key, dose)
+        test = self.interaction(key, dose) if interaction else None
+        if not interaction:
+            return additive
         if test is None:  # not a trained combination (or a model saved before the test): the sum
             return additive if key not in singles else None
-        weight = 0.0 if not test.detected(self.map.config.effect_alpha) else 1.0
-        if weight and self.map.config.shrink_response:
-            weight = test.share
+        weight = test.weight()
         if weight <= 0.0:
             return additive
         own = self.view(key, dose, compose=False)
