@@ -151,9 +151,24 @@ def table(results: dict) -> str:
                     f"| {m} | {med['mmd']:.4g} | {med['energy']:.4g} | {med['pearson_delta']:.3f} | {med['share']:.3f} "
                     f"| {wins or ' | '} |"
                 )
-    nulls = [c["largest_difference_from_member_alone"] for c in cases if c["kind"] == "null_member"]
-    if nulls:
-        lines.append(f"\nnull-member pairs: largest |pair - member alone| = {max(nulls):.3g} over {len(nulls)}")
+    for status in ("unseen", "trained"):
+        nulls = [
+            c["largest_difference_from_member_alone"]
+            for c in cases
+            if c["kind"] == "null_member" and c["status"] == status
+        ]
+        if nulls:
+            lines.append(
+                f"\n{status} null-member pairs: largest |pair - member alone| = {max(nulls):.3g} over {len(nulls)}"
+            )
+    weights = {}
+    for c in cases:
+        if c["interaction"] is not None:
+            weights.setdefault(c["kind"], []).append(c["interaction"]["weight"])
+    lines.append(
+        "trained pairs, median weight of their own map: "
+        + ", ".join(f"{k} {np.median(v):.2f}" for k, v in weights.items())
+    )
     lines.append(f"order-invariant (bit-exact): {sum(c['order_invariant'] for c in cases)}/{len(cases)}")
     return "\n".join(lines)
 
@@ -168,7 +183,7 @@ def main() -> None:
     torch.set_num_threads(1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for seed in (int(s) for s in args.seeds.split(",")):
+    for seed in (int(s) for s in args.seeds.split(",") if s):  # --seeds "": the table of the saved runs
         results[str(seed)] = run(seed, config)
         args.out.write_text(json.dumps(results, indent=2))
         print(f"seed {seed} done ({results[str(seed)]['fit_seconds']:.0f} s fit)", flush=True)

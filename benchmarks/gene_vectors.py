@@ -28,23 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from combinations_synthetic import score
 from real_data import papalexi
-from scipy.stats import pearsonr
 
 import cellw1
 from cellw1.datasets import synthetic_gene_targets
-from cellw1.eval.metrics import energy_distance, mmd
 
 OUT = Path(__file__).parent / "results" / "gene_vectors.json"
-
-
-def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, float]:
-    predicted, observed = pred.mean(0) - start.mean(0), obs.mean(0) - start.mean(0)
-    return {
-        "mmd": float(mmd(pred, obs)),
-        "energy": float(energy_distance(pred, obs)),
-        "pearson_delta": float(pearsonr(predicted, observed).statistic) if predicted.std() > 0 else 0.0,
-    }
 
 
 def folds(adata, key: str, control: str, targets: list[str], size: int, seed: int) -> dict:

@@ -154,7 +154,7 @@ def test_embedding_vectors(data, tmp_path):
     other.uns["vectors"] = {"pertX": [0.2, 0.3]}
     with pytest.raises(InputError, match=r"vector of 'pertX' has shape \(2,\); the model reads vectors of 3"):
         model.predict(other, perturbation="pertX")
-    with pytest.raises(InputError, match="pertY.*nor a vector in the data's uns"):
+    with pytest.raises(InputError, match="pertY.*never seen.*no vector in the data's uns"):
         model.predict(other, perturbation="pertY")
     missing = data.copy()
     missing.uns["vectors"] = {"pertA": [1.0, 0.0, 0.5]}
