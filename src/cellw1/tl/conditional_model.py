@@ -339,8 +339,8 @@ class ConditionalModel:
         (:meth:`~cellw1.ot.interaction.InteractionTest.weight`); ``interaction=False``: the sum alone.
         """
         members = sorted(set(member_labels(label)))
-        singles = set(self.perturbations)
-        if any(m in self.labels and m not in singles for m in members):
+        trained = set(self.perturbations)
+        if any(m in self.labels and m not in trained for m in members):
             return None
         parts = [self.view(m, dose, uns) for m in members]
         moving = [part for part in parts if part.method.moves]
@@ -357,12 +357,12 @@ class ConditionalModel:
                 moving,
                 base="reconstruction",
             )
-        key = self.canonical(label)
-        test = self.interaction(key, dose) if interaction else None
         if not interaction:
             return additive
-        if test is None:  # not a trained combination (or a model saved before the test): the sum
-            return additive if key not in singles else None
+        key = self.canonical(label)
+        test = self.interaction(key, dose)
+        if test is None:  # not a trained combination (or one saved before the test: its own map)
+            return additive if key not in trained else None
         weight = test.weight()
         if weight <= 0.0:
             return additive
