@@ -49,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "ConditionalModel": "tl.conditional_model",
     "screen": "tl.screen",
     "ScreenResult": "tl.screen",
+    "gene_vectors": "tl.gene_vectors",
     "ConditionalConfig": "ot.conditional",
     "EvaluationResult": "eval.result",
     "evaluate": "eval.evaluation",
@@ -87,6 +88,7 @@ if TYPE_CHECKING:
     from .tl.collection import ModelCollection, load
     from .tl.conditional import fit_conditional
     from .tl.conditional_model import ConditionalModel
+    from .tl.gene_vectors import gene_vectors
     from .tl.model import PerturbationModel
     from .tl.screen import ScreenResult, screen
 
@@ -116,6 +118,7 @@ __all__ = [
     "fit_conditional",
     "screen",
     "ScreenResult",
+    "gene_vectors",
     "EmbeddingConfig",
     "EvaluationResult",
     "ModelCollection",

@@ -40,3 +40,34 @@ def test_embedded_responses_are_smooth_in_the_vectors():
     vec = np.array([np.linalg.norm(vectors[a] - vectors[b]) for a, b in pairs])
     resp = np.array([np.linalg.norm(shifts[a] - shifts[b]) for a, b in pairs])
     assert np.corrcoef(vec, resp)[0, 1] > 0.5  # near vectors, near responses
+
+
+def test_combination_kinds_follow_their_truth():
+    from cellw1.datasets import synthetic_combinations
+
+    adata = synthetic_combinations(n_control=600, n_per_condition=400, n_pairs_per_kind=2, n_genes=40, seed=0)
+    truth = adata.uns["synthetic"]
+    labels = adata.obs["condition"].astype(str).to_numpy()
+    assert sorted(set(truth["kinds"].values())) == ["additive", "epistatic", "null_member", "synergistic"]
+    control = log_means(adata, labels == "control")
+
+    def shift(label):
+        return log_means(adata, labels == label) - control
+
+    gaps = {}  # how far each pair is from the sum of its members (L2 over genes)
+    for pair, kind in truth["kinds"].items():
+        a, b = pair.split("+")
+        gaps[pair] = np.linalg.norm(shift(pair) - shift(a) - shift(b))
+        if kind == "epistatic":  # the pair is its masking member alone
+            assert np.linalg.norm(shift(pair) - shift(truth["masking"][pair])) < 0.5 * gaps[pair]
+        if kind == "synergistic":  # the interaction raises its own program
+            genes = adata.var_names.get_indexer(truth["interaction_programs"][pair])
+            assert (shift(pair) - shift(a) - shift(b))[genes].mean() > 0.5
+    adds = [g for p, g in gaps.items() if truth["kinds"][p] in ("additive", "null_member")]
+    departs = [g for p, g in gaps.items() if truth["kinds"][p] in ("synergistic", "epistatic")]
+    assert max(adds) < min(departs)
+    # a null single moves no more than sampling noise (two halves of the controls); a responding one does
+    rows = np.flatnonzero(labels == "control")
+    noise = np.linalg.norm(log_means(adata, rows[::2]) - log_means(adata, rows[1::2]))
+    assert all(np.linalg.norm(shift(n)) < 2 * noise for n in truth["null_members"])
+    assert all(np.linalg.norm(shift(p)) > 2 * noise for p in truth["programs"])

@@ -53,7 +53,7 @@ def test_predict_output_conventions(data, model):
     np.testing.assert_array_equal(ctrl.X.toarray(), before.X.toarray())  # input untouched
     # the real perturbation moves the cells further than the one without an effect
     assert pred.obs["response"].mean() > model.predict(ctrl, perturbation="NULL").obs["response"].mean()
-    assert model.predict(ctrl, perturbation="pertA+pertB").uns["cellw1"]["output"] == "calibrated_zeros"
+    assert model.predict(ctrl, perturbation="pertA+pertB").uns["cellw1"]["output"] == "calibrated_additive"
 
 
 def test_save_load_identical_predictions(data, model, tmp_path):
@@ -155,7 +155,7 @@ def test_embedding_vectors(data, tmp_path):
     other.uns["vectors"] = {"pertX": [0.2, 0.3]}
     with pytest.raises(InputError, match=r"vector of 'pertX' has shape \(2,\); the model reads vectors of 3"):
         model.predict(other, perturbation="pertX")
-    with pytest.raises(InputError, match="pertY.*nor a vector in the data's uns"):
+    with pytest.raises(InputError, match="pertY.*never seen.*no vector in the data's uns"):
         model.predict(other, perturbation="pertY")
     missing = data.copy()
     missing.uns["vectors"] = {"pertA": [1.0, 0.0, 0.5]}

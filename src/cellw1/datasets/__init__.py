@@ -6,6 +6,7 @@ screen (:mod:`cellw1.datasets.screen`)."""
 
 from __future__ import annotations
 
+from .combinations import synthetic_combinations, synthetic_gene_targets
 from .conditions import synthetic_doses, synthetic_embedded_perturbations
 from .cytometry import synthetic_cytometry
 from .screen import synthetic_screen
@@ -34,8 +35,10 @@ __all__ = [
     "load_toy",
     "moons",
     "swiss_roll",
+    "synthetic_combinations",
     "synthetic_cytometry",
     "synthetic_doses",
+    "synthetic_gene_targets",
     "synthetic_embedded_perturbations",
     "synthetic_perturbation",
     "synthetic_screen",

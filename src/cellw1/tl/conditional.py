@@ -221,6 +221,7 @@ def _fit(
     model.dose_curves = _dose_curves(model, sample)
     if preprocessor.expression:  # continuous values (any sign) are never calibrated
         model.calibration, model.pooled_calibration = _calibrations(model, sample, seed)
+    model.interactions = model.test_interactions(sample)
     model.info["seconds_with_calibration"] = time.perf_counter() - start
     return model
 
@@ -404,7 +405,7 @@ def _calibrations(
     share = max(SAMPLE_CELLS // max(n_conditions, 1), 50)
     for i, condition in enumerate(model.conditions):
         cells = sample(i + 1)
-        view = model.view(condition["label"], condition["dose"])
+        view = model.view(condition["label"], condition["dose"], compose=False)
         predicted = model.embedding.decode(view.method.predict(z))
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
         # against its cells; the controls for a condition without a response, a mixture for one whose

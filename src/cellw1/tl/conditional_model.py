@@ -7,8 +7,14 @@ as :class:`~cellw1.tl.model.PerturbationModel` does (same output AnnData, same c
 log1p expression, ``uns["cellw1"]`` with the condition). A training condition is calibrated
 with its own numbers; a dose between two training doses of its label with theirs, interpolated
 (output ``"calibrated_interpolated"``); any other condition (a dose outside the training range,
-a combination, an embedded label) gets the zero thresholds pooled over all training conditions
-and no mean offsets (output ``"calibrated_zeros"``): its mean is the map's.
+an embedded label) gets the zero thresholds pooled over all training conditions and no mean
+offsets (output ``"calibrated_zeros"``): its mean is the map's.
+
+A combination (``"A+B"``, in any order) is its members' predicted changes added up, cell by
+cell (output ``"calibrated_additive"``; a member without a detected response adds nothing);
+a trained combination is blended with its own prediction, with more weight the more its
+cells depart from that sum and the more cells it has (:mod:`cellw1.ot.interaction`; output
+``"calibrated_interaction"``).
 
 An unseen dose within the training doses of a perturbation with a dose-response curve
 (:mod:`cellw1.ot.dose_response`) is instead the input plus its predicted changes at every
@@ -18,13 +24,14 @@ training dose (each calibrated as for its own dose), weighted by the curve (outp
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from .._io import section
@@ -32,10 +39,12 @@ from ..errors import InputError
 from ..ot.condition import Condition
 from ..ot.conditional import ConditionalMap
 from ..ot.dose_response import DoseResponse
+from ..ot.interaction import InteractionTest, interaction_test
 from ..pp.embedding import Embedding
 from ..pp.labels import label_text
 from ..pp.preprocessing import Preprocessor
-from .fitted_method import FittedMethod, shrunk
+from .condition_view import AtCondition, Blend, ConditionView
+from .fitted_method import FittedMethod
 from .model import PerturbationModel, _versions, model_parts, write_model
 
 if TYPE_CHECKING:
@@ -44,114 +53,16 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 FORMAT = "cellw1.ConditionalModel"
-#: 2 adds the dose-response curves (version 1 files load without them)
-FORMAT_VERSION = 2
+#: 2 adds the dose-response curves (version 1 files load without them); 3 the interaction tests of
+#: trained combinations (files before load without them: a trained combination is then its own prediction)
+FORMAT_VERSION = 3
 #: joins the labels of perturbations applied together (``"IFNGR1+IFNGR2"``)
 COMBINATION = "+"
-METHOD = "w1_conditional"
 
 
 def member_labels(label: str) -> list[str]:
     """The perturbations of a condition label: ``"A+B"`` -> ``["A", "B"]`` (order kept, blanks dropped)."""
     return [part.strip() for part in str(label).split(COMBINATION) if part.strip()]
-
-
-class _AtCondition(FittedMethod):
-    """The conditional map with one condition fixed, as a prediction method (cells in the fitted space)."""
-
-    name = METHOD
-
-    def __init__(self, cmap: ConditionalMap, condition: Condition, resolved: float = 1.0) -> None:
-        super().__init__(cmap.info)
-        self.cmap, self.condition, self._share = cmap, condition, float(resolved)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        return shrunk(x, np.asarray(self.cmap.transport(x, self.condition), dtype=np.float32), self._share)
-
-    def response(self, x: np.ndarray) -> np.ndarray:
-        eta = np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
-        return np.float32(self._share) * eta
-
-    @property
-    def moves(self) -> bool:
-        return self.cmap.moves(self.condition)
-
-    @property
-    def resolved(self) -> float:
-        return self._share
-
-
-class _DoseBlend(FittedMethod):
-    """An unseen dose: each cell moved by weighted displacements at the training doses (cells in the fitted space).
-
-    The written expression combines the training doses' calibrated outputs with the same
-    weights (:meth:`_ConditionView._predict_values`); this class gives the fitted-space view.
-    """
-
-    name = METHOD
-
-    def __init__(self, parts: list[FittedMethod], weights: np.ndarray, resolved: float) -> None:
-        super().__init__(parts[0].info)
-        self.parts, self.weights, self._share = parts, np.asarray(weights, dtype=np.float32), float(resolved)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float32)
-        return blended(x, [part.predict(x) for part in self.parts], self.weights)
-
-    @property
-    def moves(self) -> bool:
-        return any(part.moves for part in self.parts)
-
-    @property
-    def resolved(self) -> float:
-        return self._share
-
-
-def blended(x: np.ndarray, predictions: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """``x + sum_k w_k (predictions_k - x)``: displacements at several doses, weighted."""
-    out = np.array(x, dtype=np.float32)
-    for predicted, weight in zip(predictions, weights, strict=True):
-        out += np.float32(weight) * (predicted - x)
-    return out
-
-
-class _ConditionView(PerturbationModel):
-    """A :class:`PerturbationModel` for one condition of a conditional model (predict only).
-
-    With ``parts`` (an unseen dose on a dose-response curve, its method a :class:`_DoseBlend` of
-    the parts' methods), the output is the input plus the training doses' predicted changes
-    (each calibrated as for its own dose), weighted by the blend's weights.
-    """
-
-    def __init__(
-        self, *, dose: float | None, output: str, parts: list[PerturbationModel] | None = None, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.dose, self.output, self.parts = dose, output, parts or []
-
-    def _predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if not self.parts:
-            return super()._predict_values(values)
-        assert isinstance(self.method, _DoseBlend)
-        out = blended(values, [part._predict_values(values)[0] for part in self.parts], self.method.weights)
-        if self._expression:  # expression: non-negative
-            out = np.maximum(out, 0.0)
-        return out, self.method.response(self.embedding.encode(values))
-
-    def _output(self) -> str | None:
-        if self.preprocessor is None or not self.method.moves or not self.preprocessor.expression:
-            return super()._output()  # None (obsm), "unchanged" or "raw" (continuous values)
-        return self.output
-
-    def _uns(self) -> dict[str, Any]:
-        return {**super()._uns(), "dose": self.dose, "conditional": True}
-
-    def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
-        result = super()._output_obs(obs)
-        if self.dose is not None:
-            result["dose"] = float(self.dose)
-        return result
 
 
 class ConditionalModel:
@@ -172,6 +83,9 @@ class ConditionalModel:
     dose_curves
         Per perturbation with a dose-response curve, its
         :class:`~cellw1.ot.dose_response.DoseResponse`.
+    interactions
+        Per training combination whose members were trained alone: ``{"label", "dose"}`` and
+        its :class:`~cellw1.ot.interaction.InteractionTest` against the sum of its members.
     condition_key, control, dose_key, embedding_key
         Where the conditions came from in the training AnnData.
     """
@@ -194,6 +108,7 @@ class ConditionalModel:
         layer: str | None = None,
         info: dict[str, Any] | None = None,
         dose_curves: dict[str, DoseResponse] | None = None,
+        interactions: list[dict[str, Any]] | None = None,
     ) -> None:
         self.features, self.preprocessor, self.embedding, self.map = list(features), preprocessor, embedding, cmap
         self.condition_key, self.control = condition_key, control
@@ -203,6 +118,7 @@ class ConditionalModel:
         self.pooled_calibration = None if pooled_calibration is None else np.asarray(pooled_calibration, np.float32)
         self.info: dict[str, Any] = dict(info or {})
         self.dose_curves: dict[str, DoseResponse] = dict(dose_curves or {})
+        self.interactions: list[dict[str, Any]] = [dict(entry) for entry in interactions or []]
 
     def __repr__(self) -> str:
         dose = f", dose_key={self.dose_key!r} ({len(self.dose_curves)} dose-response curves)" if self.dose_key else ""
@@ -248,14 +164,20 @@ class ConditionalModel:
                 vectors.append(self._vector(member, uns[self.embedding_key][member]))
             else:
                 how = (
-                    f"nor a vector in the data's uns[{self.embedding_key!r}]"
+                    f"and has no vector in the data's uns[{self.embedding_key!r}]; add one there"
                     if self.embedding_key
-                    else "and the model was fitted without embedding vectors (embedding_key), so it cannot encode a new label"
+                    else "and the model was fitted without label vectors (embedding_key), so it cannot encode a new "
+                    "label; fit with embedding_key (a dict label -> vector in adata.uns; cellw1.gene_vectors gives one per "
+                    "measured gene) or leave it out"
                 )
                 shown = ", ".join(self.labels[:30]) + (
                     f" and {len(self.labels) - 30} more" if len(self.labels) > 30 else ""
                 )
-                raise InputError(f"perturbation {member!r} is not one the model knows ({shown}) {how}.")
+                within = f" (in {label!r})" if len(members) > 1 else ""
+                raise InputError(
+                    f"perturbation {member!r}{within} is not one the model knows: it was never seen, alone or in a "
+                    f"combination ({shown}), {how}."
+                )
         return Condition(tuple(positions), np.stack(vectors) if vectors else None, self._dose(label, dose))
 
     def _vector(self, label: str, value: Any) -> np.ndarray:
@@ -341,21 +263,42 @@ class ConditionalModel:
 
     # -- prediction ---------------------------------------------------------------------------------
     def view(
-        self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None
+        self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None, *, compose: bool = True
     ) -> PerturbationModel:
-        """A :class:`~cellw1.tl.model.PerturbationModel` predicting one condition (``predict`` only)."""
+        """A :class:`~cellw1.tl.model.PerturbationModel` predicting one condition (``predict`` only).
+
+        A combination (``"A+B"``, any order) is composed from its members' views
+        (:meth:`composed`); ``compose=False`` gives the network at the combination's code.
+        """
         condition = self.condition(perturbation, dose, uns)
         label = label_text(perturbation)
-        calibration, output = self._calibration(label, condition.dose)
-        share = self._resolved(label, condition.dose)
-        curve = self._curve(label, condition.dose)
+        if compose and len(member_labels(label)) > 1:
+            composed = self.composed(label, condition.dose, uns)
+            if composed is not None:
+                return composed
+        key = self.canonical(label)
+        calibration, output = self._calibration(key, condition.dose)
+        share = self._resolved(key, condition.dose)
+        curve = self._curve(key, condition.dose)
         parts: list[PerturbationModel] | None = None
-        method: FittedMethod = _AtCondition(self.map, condition, share)
+        method: FittedMethod = AtCondition(self.map, condition, share)
         if curve is not None:  # an unseen dose: every training dose's view, weighted by the curve
-            parts = [self.view(label, d) for d in curve.doses]
-            method = _DoseBlend([part.method for part in parts], curve.weights(float(condition.dose)), share)
+            parts = [self.view(key, d, compose=False) for d in curve.doses]
+            method = Blend([part.method for part in parts], curve.weights(float(condition.dose)), share)
             output = "calibrated_dose_curve"
-        return _ConditionView(
+        return self._view(label, method, calibration, condition.dose, output, parts)
+
+    def _view(
+        self,
+        label: str,
+        method: FittedMethod,
+        calibration: np.ndarray | None,
+        dose: float | None,
+        output: str,
+        parts: list[PerturbationModel] | None = None,
+        base: str = "input",
+    ) -> ConditionView:
+        return ConditionView(
             features=self.features,
             preprocessor=self.preprocessor,
             embedding=self.embedding,
@@ -366,10 +309,95 @@ class ConditionalModel:
             layer=self.layer,
             info=self.info,
             calibration=calibration,
-            dose=condition.dose,
+            dose=dose,
             output=output,
             parts=parts,
+            base=base,  # type: ignore[arg-type]
         )
+
+    # -- combinations -------------------------------------------------------------------------------
+    def canonical(self, label: str) -> str:
+        """A combination's label in one order: the trained pair's label if its members were trained
+        together (``"B+A"`` -> ``"A+B"``), else its members sorted; a single label unchanged."""
+        members = member_labels(label)
+        if len(members) < 2:
+            return label_text(label)
+        key = sorted(set(members))
+        for trained in self.perturbations:
+            if sorted(set(member_labels(trained))) == key:
+                return trained
+        return COMBINATION.join(key)
+
+    def composed(
+        self, label: str, dose: float | None, uns: dict[str, Any] | None = None, *, interaction: bool = True
+    ) -> PerturbationModel | None:
+        """A combination's view from its members' (see ``docs/method.md``); ``None`` where a member
+        was trained only inside combinations (the network at the combination's code predicts it).
+
+        The members' predicted changes add up, cell by cell; a member without a detected
+        response adds nothing. A trained combination is blended with its own prediction, the
+        weight of its own growing with its interaction and its cells
+        (:meth:`~cellw1.ot.interaction.InteractionTest.weight`); ``interaction=False``: the sum alone.
+        """
+        members = sorted(set(member_labels(label)))
+        trained = set(self.perturbations)
+        if any(m in self.labels and m not in trained for m in members):
+            return None
+        parts = [self.view(m, dose, uns) for m in members]
+        moving = [part for part in parts if part.method.moves]
+        if len(moving) < 2:  # nothing to add: the one responding member, or no change
+            additive = copy.copy(moving[0] if moving else parts[0])
+            additive.perturbation = label
+        else:
+            additive = self._view(
+                label,
+                Blend([part.method for part in moving], np.ones(len(moving))),
+                self.pooled_calibration,
+                dose,
+                "calibrated_additive",
+                moving,
+                base="reconstruction",
+            )
+        if not interaction:
+            return additive
+        key = self.canonical(label)
+        test = self.interaction(key, dose)
+        if test is None:  # not a trained combination (or one saved before the test: its own map)
+            return additive if key not in trained else None
+        weight = test.weight()
+        if weight <= 0.0:
+            return additive
+        own = self.view(key, dose, compose=False)
+        own.perturbation = label
+        if weight >= 1.0:
+            return own
+        blend = Blend([additive.method, own.method], np.array([1.0 - weight, weight]))
+        return self._view(label, blend, own.calibration, dose, "calibrated_interaction", [additive, own])
+
+    def interaction(self, label: str, dose: float | None = None) -> InteractionTest | None:
+        """The test of a trained combination against the sum of its members (:mod:`cellw1.ot.interaction`)."""
+        for entry in self.interactions:
+            if entry["label"] == label and entry["dose"] == dose:
+                return InteractionTest.from_dict(entry)
+        return None
+
+    def test_interactions(self, sample: Callable[[int], np.ndarray]) -> list[dict[str, Any]]:
+        """Per training combination whose members were all trained alone (at its dose): its
+        :func:`~cellw1.ot.interaction.interaction_test` in the fitted space, on expression samples
+        read one group at a time: ``sample(0)`` the controls', ``sample(k + 1)`` training condition ``k``'s."""
+        index = {(c["label"], c["dose"]): k for k, c in enumerate(self.conditions)}
+        base: np.ndarray | None = None
+        found = []
+        for (label, dose), k in index.items():
+            members = member_labels(label)
+            if len(members) < 2 or any((m, dose) not in index for m in members):
+                continue
+            if base is None:
+                base = self.embedding.encode(sample(0))
+            singles = [self.embedding.encode(sample(index[(m, dose)] + 1)) for m in members]
+            test = interaction_test(base, singles, self.embedding.encode(sample(k + 1)))
+            found.append({"label": label, "dose": dose, **test.to_dict()})
+        return found
 
     def predict(
         self, adata: ad.AnnData | str | os.PathLike, perturbation: str, dose: float | None = None, **kwargs: Any
@@ -416,6 +444,7 @@ class ConditionalModel:
             "embedding": self.embedding.header(),
             "map": self.map.header(),
             "dose_response": {label: curve.to_dict() for label, curve in self.dose_curves.items()},
+            "interactions": self.interactions,
             "info": self.info,
         }
 
@@ -445,6 +474,7 @@ class ConditionalModel:
                 dose_curves={
                     label: DoseResponse.from_dict(curve) for label, curve in (header.get("dose_response") or {}).items()
                 },
+                interactions=header.get("interactions") or [],
                 pooled_calibration=(
                     tensors["output.pooled_calibration"].numpy() if "output.pooled_calibration" in tensors else None
                 ),
