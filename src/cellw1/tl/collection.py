@@ -80,7 +80,7 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         return len(self._models)
 
     def __repr__(self) -> str:
-        still = sum(not model.method.moves for model in self._models.values())
+        still = sum(not m.method.moves and m.method.name != "identity" for m in self._models.values())
         return (
             f"ModelCollection({len(self)} models ({still} without a detected response), {len(self.failures)} failures)"
         )

@@ -140,6 +140,8 @@ class PerturbationModel:
         )
 
     def _response_note(self) -> str:
+        if self.method.name == "identity":
+            return ""
         if not self.method.moves:
             return ", no response detected: predicts the controls"
         share = self.method.resolved
