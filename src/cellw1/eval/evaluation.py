@@ -50,9 +50,11 @@ from tqdm.auto import tqdm
 
 from .._data import check_seed
 from ..errors import ConfigError, InputError
+from ..ot.conditional import ConditionalConfig
 from ..ot.config import W1Config
 from ..ot.effect import check_effect_alpha
 from ..pp.labels import label_text, present_labels
+from ..pp.preprocessing import Assumption
 from ..tl.conditional_model import COMBINATION
 from ..tl.pipeline import EFFECT_ALPHA
 from .baselines import CONTEXT_BASELINES
@@ -69,7 +71,6 @@ from .splits import holdout_mask as _holdout_mask
 if TYPE_CHECKING:
     import anndata as ad
 
-    from ..ot.conditional import ConditionalConfig
     from ..ot.config import W2Config
     from ..pp.embedding import EmbeddingConfig
     from ..tl.scgen import ScGenConfig
@@ -114,12 +115,6 @@ def _default_perturbations(adata: ad.AnnData, condition_key: str, labels: pd.Ser
     return [p for p in ordered if p != control]
 
 
-def _conditional_defaults() -> ConditionalConfig:
-    from ..ot.conditional import ConditionalConfig
-
-    return ConditionalConfig()
-
-
 # -- evaluation ---------------------------------------------------------------------------------------
 def evaluate(
     adata: ad.AnnData,
@@ -140,7 +135,7 @@ def evaluate(
     conditional_config: ConditionalConfig | None = None,
     scgen_config: ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
-    input_kind: Literal["auto", "counts", "log", "continuous"] = "auto",
+    input_kind: Assumption = "auto",
     effect_alpha: float | None = EFFECT_ALPHA,
     metrics: Sequence[str] | None = None,
     plot_perturbation: str | None = None,
@@ -319,7 +314,7 @@ def evaluate(
             raise ConfigError("w1_conditional is fitted on expression; drop obsm_key or the method.")
         settings["split_rule"] += "; one control split per repeat shared by every perturbation (w1_conditional)"
         # the conditional model tests each perturbation at the same level as every other method
-        conditional_config = (conditional_config or _conditional_defaults()).replace(effect_alpha=effect_alpha)
+        conditional_config = (conditional_config or ConditionalConfig()).replace(effect_alpha=effect_alpha)
         settings["conditional_config"] = repr(conditional_config)
     _note_skipped_baselines(chosen_methods, chosen)
     bar = tqdm(total=len(chosen) * n_splits, desc="evaluate", disable=not progress)

@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 InputKind = Literal["counts", "log", "continuous"]
 INPUT_KINDS: tuple[str, ...] = ("counts", "log", "continuous")
+#: what a caller may say of its input: a kind, or ``"auto"`` (detected)
+Assumption = Literal["auto", "counts", "log", "continuous"]
 ASSUMPTIONS: tuple[str, ...] = ("auto", *INPUT_KINDS)
 #: kinds whose values are expression, never negative: predictions are calibrated and non-negative
 EXPRESSION_KINDS: tuple[str, ...] = ("counts", "log")
@@ -297,7 +299,7 @@ def _cell_totals(X: Matrix) -> np.ndarray:
     return np.asarray(X.sum(axis=1, dtype=np.float64)).reshape(-1)
 
 
-def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log", "continuous"] = "auto") -> Preprocessor:
+def fit_preprocessor(X: Matrix, assume: Assumption = "auto") -> Preprocessor:
     """Fit the expression transform on the training cells of **both** groups together.
 
     Parameters
@@ -328,7 +330,7 @@ def fit_preprocessor(X: Matrix, assume: Literal["auto", "counts", "log", "contin
 def fit_preprocessor_streaming(
     blocks: Callable[[], Iterator[Matrix]],
     sample: Matrix,
-    assume: Literal["auto", "counts", "log", "continuous"] = "auto",
+    assume: Assumption = "auto",
 ) -> Preprocessor:
     """:func:`fit_preprocessor` for cells that arrive a block of rows at a time (from disk).
 

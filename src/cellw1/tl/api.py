@@ -17,6 +17,7 @@ from ..ot.config import W1Config, W2Config
 from ..ot.effect import check_effect_alpha
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_series, label_text, present_labels
+from ..pp.preprocessing import Assumption
 from ..pp.spaces import check_space
 from .methods import check_config, check_method
 from .model import PerturbationModel, check_unique_genes
@@ -74,7 +75,7 @@ def fit(
     config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
-    input_kind: Literal["auto", "counts", "log", "continuous"] = "auto",
+    input_kind: Assumption = "auto",
     effect_alpha: float | None = EFFECT_ALPHA,
     seed: int = 0,
     progress: bool = True,
@@ -167,7 +168,7 @@ def fit_source(
     config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
-    input_kind: Literal["auto", "counts", "log", "continuous"] = "auto",
+    input_kind: Assumption = "auto",
     effect_alpha: float | None = EFFECT_ALPHA,
     seed: int = 0,
     progress: bool = True,

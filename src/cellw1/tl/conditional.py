@@ -34,7 +34,7 @@ from ..ot.sampling import BUFFER_CELLS, StreamedCells
 from ..pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_text, present_labels
-from ..pp.preprocessing import Preprocessor, fit_preprocessor_streaming
+from ..pp.preprocessing import Assumption, Preprocessor, fit_preprocessor_streaming
 from ..pp.spaces import check_space, fit_embedding
 from .api import MIN_CELLS, check_label, condition_labels
 from .conditional_model import ConditionalModel, member_labels
@@ -60,7 +60,7 @@ def fit_conditional(
     *,
     layer: str | None = None,
     embedding_config: EmbeddingConfig | None = None,
-    input_kind: Literal["auto", "counts", "log", "continuous"] = "auto",
+    input_kind: Assumption = "auto",
     progress: bool = True,
     buffer_cells: int | None = None,
 ) -> ConditionalModel:
