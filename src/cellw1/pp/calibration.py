@@ -48,6 +48,17 @@ import numpy as np
 
 #: cells of each group the calibration is fitted on
 SAMPLE_CELLS = 5_000
+#: relative rounding of a float32 prediction made again (another chunk size sums a matrix product
+#: in another order): a cutoff sits this far above the training prediction it is taken from, so
+#: that prediction, made again, falls on the same side
+ROUNDING = 1e-5
+
+
+def _above(value: np.ndarray, following: np.ndarray) -> np.ndarray:
+    """A cutoff just above ``value``: by its rounding margin, at most halfway to the ``following`` prediction."""
+    value = np.asarray(value, dtype=np.float32)
+    margin = ROUNDING * np.maximum(1.0, np.abs(value))
+    return np.minimum(value + margin, value / 2 + np.asarray(following, dtype=np.float32) / 2).astype(np.float32)
 
 
 def _resolved(gap: np.ndarray, noise: np.ndarray) -> np.ndarray:
@@ -99,16 +110,19 @@ def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
     k = np.rint((perturbed <= 0).mean(axis=0) * n).astype(np.int64)
     thresholds = np.full(ordered.shape[1], -np.inf, dtype=np.float32)
     some = k > 0
-    thresholds[some] = ordered[k[some] - 1, np.flatnonzero(some)]
+    columns = np.flatnonzero(some)
+    following = np.where(k[some] < n, ordered[np.minimum(k[some], n - 1), columns], np.inf)
+    thresholds[some] = _above(ordered[k[some] - 1, columns], following)
     needed, room, closed = _offsets(ordered, thresholds, perturbed)
     tied = np.flatnonzero(needed > room)  # step 3: the mean cannot be met within the data's range
     for g in tied:  # keep the tied predictions instead: zero only those strictly below the tie
-        below = ordered[:, g][ordered[:, g] < thresholds[g]]
-        thresholds[g] = below[-1] if below.size else -np.inf
+        tie = ordered[:, g][ordered[:, g] <= thresholds[g]][-1]
+        below = ordered[:, g][ordered[:, g] < tie]
+        thresholds[g] = _above(below[-1], tie) if below.size else -np.inf
     if tied.size:
         needed[tied], room[tied], closed[tied] = _offsets(ordered[:, tied], thresholds[tied], perturbed[:, tied])
     offsets = np.minimum(needed, room)
-    return np.stack((thresholds, offsets, closed, ordered[-1])).astype(np.float32)
+    return np.stack((thresholds, offsets, closed, _above(ordered[-1], np.inf))).astype(np.float32)
 
 
 def _offsets(
