@@ -276,7 +276,7 @@ def run_record(run_settings: Mapping[str, Any] | argparse.Namespace) -> dict[str
         "settings": values,
         "git": git_state(),
         "command": " ".join(sys.argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": versions,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }

@@ -27,26 +27,25 @@ share of the observed change reproduced (``<pred change, obs change> / |obs chan
 For null-member pairs also the largest difference between the model's pair and its
 responding member alone. Results to ``benchmarks/results/combinations/synthetic.json``.
 
-    python benchmarks/combinations_synthetic.py [--seeds 0,1,2,3,4] [--config '{"pooling": "sum"}']
+    python -m benchmarks combinations_synthetic [--seeds 0,1,2,3,4] [--config '{"pooling": "sum"}']
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 from scipy.stats import pearsonr
 
 import cellw1
-from cellw1.datasets import synthetic_combinations
 from cellw1.eval.metrics import energy_distance, mmd
 
-OUT = Path(__file__).parent / "results" / "combinations"
+from ._common import RESULTS, load, one_thread, parse, parser, read_json, write_json
+
+OUT = RESULTS / "combinations"
 METHODS = ("model", "network_code", "members_sum", "composed_maps", "additive", "larger_single", "no_change")
 
 
@@ -62,7 +61,7 @@ def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, flo
 
 
 def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
-    adata = synthetic_combinations(n_control=1500, n_per_condition=300, n_pairs_per_kind=4, seed=seed)
+    adata = load("synthetic_combinations", n_control=1500, n_per_condition=300, n_pairs_per_kind=4, seed=seed)
     truth = adata.uns["synthetic"]
     labels = adata.obs["condition"].astype(str).to_numpy()
     rng = np.random.default_rng(seed)
@@ -173,22 +172,16 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--out", type=Path, default=OUT / "synthetic.json")
-    parser.add_argument("--config", default="{}", help="ConditionalConfig fields as JSON")
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    quick = {"seeds": [0], "config": json.dumps({"potential_iters": 50, "regression_iters": 20, "energy_iters": 20})}
+    p = parser(__doc__, name="combinations_synthetic", seeds="0,1,2,3,4", out=OUT / "synthetic.json", quick=quick)
+    p.add_argument("--config", default="{}", help="ConditionalConfig fields as JSON")
+    args = parse(p, argv)
     config = cellw1.ConditionalConfig(**json.loads(args.config))
-    torch.set_num_threads(1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for seed in (int(s) for s in args.seeds.split(",") if s):  # --seeds "": the table of the saved runs
+    one_thread()
+    results = read_json(args.out)
+    for seed in args.seeds:  # --seeds "": the table of the saved runs
         results[str(seed)] = run(seed, config)
-        args.out.write_text(json.dumps(results, indent=2))
+        write_json(args.out, results, args)
         print(f"seed {seed} done ({results[str(seed)]['fit_seconds']:.0f} s fit)", flush=True)
     print(table(results), flush=True)
-
-
-if __name__ == "__main__":
-    main()
