@@ -97,7 +97,9 @@ DATASETS: dict[str, Dataset] = {
             "Kang 2018 PBMCs, IFN-beta vs control, 7 cell types, 6,998 genes (log-normalised)",
             file="kang2018_pbmc_ifnb.h5ad",
         ),
-        Dataset("synthetic_perturbation", "condition", "control", "SYNTHETIC counts", generator="synthetic_perturbation"),
+        Dataset(
+            "synthetic_perturbation", "condition", "control", "SYNTHETIC counts", generator="synthetic_perturbation"
+        ),
         Dataset("synthetic_cytometry", "condition", "control", "SYNTHETIC CyTOF", generator="synthetic_cytometry"),
         Dataset(
             "synthetic_combinations", "condition", "control", "SYNTHETIC pairs", generator="synthetic_combinations"
@@ -132,14 +134,14 @@ def data_path(name: str) -> Path:
     return path
 
 
-def load(name: str, **kwargs: Any) -> ad.AnnData:
+def load(name: str, *args: Any, **kwargs: Any) -> ad.AnnData:
     """A data set of :data:`DATASETS`: the real file (Papalexi filtered to ``grna_frac >= 0.8``),
-    or the synthetic generator called with ``kwargs``."""
+    or the synthetic generator called with ``args`` and ``kwargs``."""
     dataset = DATASETS[name]
     if dataset.generator is not None:
         import cellw1.datasets
 
-        return getattr(cellw1.datasets, dataset.generator)(**kwargs)
+        return getattr(cellw1.datasets, dataset.generator)(*args, **kwargs)
     import anndata as ad
 
     adata = ad.read_h5ad(data_path(name))

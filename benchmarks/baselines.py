@@ -110,7 +110,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         result.table.to_csv(folder / "results.csv", index=False)
         result.summary().to_csv(folder / "summary.csv", index=False)
         write_json(
-            folder / "settings.json", {**result.settings, "scgen_epochs": args.scgen_epochs, "total_seconds": elapsed}, args
+            folder / "settings.json",
+            {**result.settings, "scgen_epochs": args.scgen_epochs, "total_seconds": elapsed},
+            args,
         )
         section = medians_table(run, result, args, elapsed)
         lines += section

@@ -122,6 +122,16 @@ def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
     return found
 
 
+WIN_KEYS = ("mmd", "energy", "pearson_delta")
+
+
+def model_wins(group: list[dict], method: str, key: str) -> int:
+    """Pairs where the model beats ``method`` on ``key`` (PearsonΔ: higher is better, the others lower)."""
+    if key == "pearson_delta":
+        return sum(c["model"][key] > c[method][key] for c in group)
+    return sum(c["model"][key] < c[method][key] for c in group)
+
+
 def table(results: dict) -> str:
     """Per kind and status: median of each score per method over pairs and seeds; model's wins over additive."""
     cases = [c for per_seed in results.values() for c in per_seed["pairs"].values()]
@@ -138,14 +148,7 @@ def table(results: dict) -> str:
             ]
             for m in METHODS:
                 med = {k: np.median([c[m][k] for c in group]) for k in ("mmd", "energy", "pearson_delta", "share")}
-                wins = (
-                    ""
-                    if m == "model"
-                    else " | ".join(
-                        f"{sum((c['model'][k] < c[m][k]) if k != 'pearson_delta' else (c['model'][k] > c[m][k]) for c in group)}/{len(group)}"
-                        for k in ("mmd", "energy", "pearson_delta")
-                    )
-                )
+                wins = "" if m == "model" else " | ".join(f"{model_wins(group, m, k)}/{len(group)}" for k in WIN_KEYS)
                 lines.append(
                     f"| {m} | {med['mmd']:.4g} | {med['energy']:.4g} | {med['pearson_delta']:.3f} | {med['share']:.3f} "
                     f"| {wins or ' | '} |"

@@ -15,8 +15,8 @@ Parts (``--parts``, comma-separated):
   cellw1's conditional map (each cell moved by its condition's resolved share of the map's
   displacement, as ``predict`` does) against CellFlow (``cellflow-tools``, its documented API,
   one-hot condition), run in its own environment (``--cellflow-python``, else
-  ``$CELLW1_CELLFLOW_PYTHON``) by ``_cellflow_runner.py`` through ``.npz`` files. Scored in the PCA space on the held-out cells: MMD, energy
-  distance, the mean-shift ratio of the 5 strong targets, training seconds.
+  ``$CELLW1_CELLFLOW_PYTHON``) by ``_cellflow_runner.py`` through ``.npz`` files. Scored in the
+  PCA space on the held-out cells: MMD, energy distance, the mean-shift ratio of the 5 strong targets, training seconds.
 
 - ``raw_shift``: on the ``cellflow`` splits in gene space, how far the conditional map moves
   each target's mean on its top-50 DE genes before and after the output calibration.

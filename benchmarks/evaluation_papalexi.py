@@ -82,9 +82,7 @@ def report(result: EvaluationResult, claim: pd.DataFrame, lost: pd.DataFrame) ->
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = parser(
-        __doc__, name="evaluation_papalexi", seed=0, out=OUT, quick={"splits": 1, "targets": "STAT1,ATF2"}
-    )
+    p = parser(__doc__, name="evaluation_papalexi", seed=0, out=OUT, quick={"splits": 1, "targets": "STAT1,ATF2"})
     p.add_argument("--splits", type=int, default=5)
     p.add_argument("--targets", default=None, help="comma-separated targets (default: all 25)")
     p.add_argument("--from-table", type=Path, default=None, help="a saved results.csv: report only, no fits")

@@ -72,9 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--methods", default=",".join(ALL_METHODS))
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--w2-iters", type=int, default=2000)
-    p.add_argument(
-        "--w1-config", default="{}", help='W1Config fields as JSON, e.g. \'{"step_size_learner": "gan"}\''
-    )
+    p.add_argument("--w1-config", default="{}", help='W1Config fields as JSON, e.g. \'{"step_size_learner": "gan"}\'')
     args = parse(p, argv)
     args.out.mkdir(parents=True, exist_ok=True)
     medians = args.out / "medians.md"

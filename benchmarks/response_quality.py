@@ -284,9 +284,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         quick={"parts": "toys", "seeds": [0], "toys": "moons", "toy_learners": "minibatch_ot (old default)"},
     )
     p.add_argument("--parts", default="d50,toys,speed")
-    p.add_argument(
-        "--learners", default=None, help="comma-separated names (default: all but the paper's for toys)"
-    )
+    p.add_argument("--learners", default=None, help="comma-separated names (default: all but the paper's for toys)")
     p.add_argument("--toy-learners", default="default (ot_energy),minibatch_ot (old default),gan")
     p.add_argument("--toys", default=",".join(TOYS))
     p.add_argument("--plain-steps", type=int, default=300)

@@ -11,7 +11,8 @@ and W2/ICNN (``--w2-iters`` outer iterations of 10 inner steps), and reports the
 method needed to reach its best validation state.
 
 Writes ``benchmarks/results/speed.json`` and two plots, ``speed_vs_dim.png`` and
-``speed_vs_cells.png`` (whole-fit seconds, log scale), the analogue of the paper's Figure 4a. Run on a quiet machine, one process::
+``speed_vs_cells.png`` (whole-fit seconds, log scale), the analogue of the paper's Figure 4a.
+Run on a quiet machine, one process::
 
     python -m benchmarks speed [--dims 2,50,1000,7000] [--cells 1000,4000,16000,64000] [--w2-iters 2000]
 """
@@ -167,9 +168,7 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = parser(
-        __doc__, name="speed", out=RESULTS, quick={"dims": "2", "cells": "", "per_side": 500, "w2_iters": 20}
-    )
+    p = parser(__doc__, name="speed", out=RESULTS, quick={"dims": "2", "cells": "", "per_side": 500, "w2_iters": 20})
     p.add_argument("--dims", default="2,50,1000,7000")
     p.add_argument("--cells", default="1000,4000,16000,64000")
     p.add_argument("--per-side", type=int, default=4000, help="cells per side of the cases over d (%(default)s)")
@@ -209,7 +208,8 @@ def run_cases(args, config: cellw1.W1Config) -> list[dict]:
     w2 = next((r for r in rows if r["method"] == "w2_icnn"), None)
     if w1 and w2:
         print(
-            f"d=50, n={n}: W2 needs {w2['seconds_to_best']:.1f} s to reach its best state, W1 {w1['fit_seconds']:.1f} s "
+            f"d=50, n={n}: W2 needs {w2['seconds_to_best']:.1f} s to reach its best state, "
+            f"W1 {w1['fit_seconds']:.1f} s "
             f"for the whole fit: {w2['seconds_to_best'] / w1['fit_seconds']:.1f}x; held-out mmd W1 {w1['mmd']:.5f}, "
             f"W2 {w2['mmd']:.5f}",
             flush=True,

@@ -90,7 +90,11 @@ def fit_row(name: str, seed: int, data: tuple[np.ndarray, ...]) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(
-        __doc__, name="time_to_quality", seeds="0,1,2", out=OUT, quick={"seeds": [0], "settings": "potential_300", "cells": 500}
+        __doc__,
+        name="time_to_quality",
+        seeds="0,1,2",
+        out=OUT,
+        quick={"seeds": [0], "settings": "potential_300", "cells": 500},
     )
     p.add_argument("--settings", default="default,paper,potential_2000,potential_300,potential_1000")
     p.add_argument("--dim", type=int, default=50)
