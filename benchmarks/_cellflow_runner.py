@@ -1,7 +1,7 @@
 """Train CellFlow and predict; a helper of ``conditional_papalexi.py``.
 
-Runs in CellFlow's own environment (``/work/venvs/cellflow``: JAX, ``cellflow-tools``; it
-never imports ``cellw1``) and exchanges ``.npz`` files with the benchmark::
+Runs in CellFlow's own environment (the python of ``$CELLW1_CELLFLOW_PYTHON``: JAX,
+``cellflow-tools``; it never imports ``cellw1``) and exchanges ``.npz`` files with the benchmark::
 
     python _cellflow_runner.py IN.npz OUT.npz
 

@@ -266,6 +266,13 @@ def git_state() -> dict[str, Any]:
     }
 
 
+def command() -> str:
+    """The command line of this run, as the runner is called."""
+    if Path(sys.argv[0]).name == "__main__.py" and Path(sys.argv[0]).parent.name == "benchmarks":
+        return " ".join(["python -m benchmarks", *sys.argv[1:]])
+    return " ".join(sys.argv)
+
+
 def run_record(run_settings: Mapping[str, Any] | argparse.Namespace) -> dict[str, Any]:
     """What a result file says of the run that made it: benchmark, settings, commit, versions."""
     values = settings(run_settings) if isinstance(run_settings, argparse.Namespace) else dict(run_settings)
@@ -277,7 +284,7 @@ def run_record(run_settings: Mapping[str, Any] | argparse.Namespace) -> dict[str
         "benchmark": values.get("benchmark"),
         "settings": values,
         "git": git_state(),
-        "command": " ".join(sys.argv),
+        "command": command(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "versions": versions,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},

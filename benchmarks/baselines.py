@@ -19,9 +19,9 @@ table of medians to ``benchmarks/results/baselines/medians.md``.
 
 Needs pertpy (``pip install "cellw1[scgen]"``), best in a venv of its own::
 
-    python3.11 -m venv /work/venvs/scgen && /work/venvs/scgen/bin/pip install torch==2.13.0
-    /work/venvs/scgen/bin/pip install -e ".[dev,scgen]"
-    /work/venvs/scgen/bin/python -m benchmarks baselines [--runs zhao_iid,...] [--methods ...]
+    python3.11 -m venv scgen-venv && scgen-venv/bin/pip install torch==2.13.0
+    scgen-venv/bin/pip install -e ".[dev,scgen]"
+    scgen-venv/bin/python -m benchmarks baselines [--runs zhao_iid,...] [--methods ...]
 """
 
 # %%
