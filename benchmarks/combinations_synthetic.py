@@ -38,10 +38,10 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import pearsonr
 
 import cellw1
 from cellw1.eval.metrics import energy_distance, mmd
+from cellw1.eval.systema import pearson_delta
 
 from ._common import RESULTS, load, one_thread, parse, parser, read_json, write_json
 
@@ -55,7 +55,8 @@ def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, flo
     return {
         "mmd": float(mmd(pred, obs)),
         "energy": float(energy_distance(pred, obs)),
-        "pearson_delta": float(pearsonr(predicted, observed).statistic) if predicted.std() > 0 else 0.0,
+        # the library's PearsonΔ (cellw1.eval.systema); a prediction that does not move scores 0, not NaN
+        "pearson_delta": float(pearson_delta(pred, obs, start.mean(0))) if predicted.std() > 0 else 0.0,
         "share": float(predicted @ observed / (observed @ observed)),
     }
 
