@@ -384,5 +384,6 @@ def peer_python(variable: str, what: str, setup: str, given: str | None = None) 
             f"  {setup}\n  export {variable}=/path/to/that/venv/bin/python"
         )
     if not Path(python).exists():
-        raise SystemExit(f"{variable}={python}: no such file; set it to the python of the {what} environment.")
+        source = "the option given" if given else variable
+        raise SystemExit(f"{python} ({source}): no such file; it must be the python of the {what} environment.")
     return python
