@@ -2,7 +2,8 @@
 
 Data: ``../shared/data/papalexi2021_eccite_thp1_crispr.h5ad`` (raw counts, 299 genes), cells
 with ``obs["grna_frac"] >= 0.8`` (``benchmarks._common.papalexi``), ``obs["target"]``, control
-``non-targeting``. Targets: STAT1, JAK2, IFNGR1, IFNGR2, SMAD4 (the "strong 5"), ATF2, CUL3, ETV7.
+``non-targeting``. Targets (``--targets``): STAT1, JAK2, IFNGR1, IFNGR2, SMAD4 (the "strong 5"), ATF2,
+CUL3, ETV7.
 
 Protocol (seed 0 unless ``--seed``):
 
@@ -285,12 +286,18 @@ class Run:
     c_train: np.ndarray
     test_control: ad.AnnData
     methods: list[str]
+    targets: tuple[str, ...]
     own: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
     raw_preds: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
     target_sums: dict[str, float] = dataclasses.field(default_factory=dict)
     test_perturbed: dict[str, ad.AnnData] = dataclasses.field(default_factory=dict)
     split_info: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     de_genes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def strong(self) -> list[str]:
+        """The strong 5 among the targets run."""
+        return [t for t in STRONG5 if t in self.targets]
 
     def train_rows(self, target: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The training rows of the control and ``target``, and the target's test rows."""
@@ -300,7 +307,8 @@ class Run:
 
 
 def options(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = parser(__doc__, name="cell_eval_papalexi", seed=0, out=RESULTS)
+    p = parser(__doc__, name="cell_eval_papalexi", seed=0, out=RESULTS, quick={"targets": "STAT1,ATF2"})
+    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated (%(default)s)")
     p.add_argument(
         "--variant",
         action="append",
@@ -337,6 +345,9 @@ def options(argv: Sequence[str] | None) -> argparse.Namespace:
         help="keep the h5ad files given to cell-eval (and its JSON) in this folder",
     )
     args = parse(p, argv)
+    args.targets = tuple(args.targets.split(","))
+    if not set(args.targets) & set(STRONG5):
+        p.error(f"--targets needs one of the strong 5 ({', '.join(STRONG5)}): items 2 and 3 are judged on them.")
     if args.data is None:
         args.data = data_path("papalexi")
     elif not args.data.exists():
@@ -348,7 +359,8 @@ def prepare(args: argparse.Namespace, methods: list[str]) -> Run:
     """Read the data (``grna_frac >= 0.8``, the control and the 8 targets) and split the controls."""
     adata = ad.read_h5ad(args.data)
     adata = adata[
-        (adata.obs["grna_frac"] >= 0.8).to_numpy() & adata.obs[KEY].astype(str).isin([CONTROL, *TARGETS]).to_numpy()
+        (adata.obs["grna_frac"] >= 0.8).to_numpy()
+        & adata.obs[KEY].astype(str).isin([CONTROL, *args.targets]).to_numpy()
     ].copy()
     labels = adata.obs[KEY].astype(str).to_numpy()
     control_rows = np.flatnonzero(labels == CONTROL)
@@ -361,6 +373,7 @@ def prepare(args: argparse.Namespace, methods: list[str]) -> Run:
         c_train=c_train,
         test_control=adata[control_rows[c_test]].copy(),
         methods=methods,
+        targets=args.targets,
         own={m: {} for m in methods},
         raw_preds={m: {} for m in methods},
     )
@@ -374,7 +387,7 @@ def prepare(args: argparse.Namespace, methods: list[str]) -> Run:
 
 def fit_conditional(args: argparse.Namespace, run: Run) -> tuple[Any, float]:
     """One model of every target's training cells (the same splits as the separate fits)."""
-    rows = [run.control_rows[run.c_train], *(run.train_rows(t, args.seed)[0] for t in TARGETS)]
+    rows = [run.control_rows[run.c_train], *(run.train_rows(t, args.seed)[0] for t in run.targets)]
     t0 = time.perf_counter()
     model = cellw1.fit_conditional(
         run.adata[np.sort(np.concatenate(rows))].copy(),
@@ -455,7 +468,7 @@ def fit_target(args: argparse.Namespace, run: Run, target: str, specs: dict, con
         pred = np.asarray(conditional.predict(run.test_control, perturbation=target).X, dtype=np.float32)
         pred = to_common_scale(pred, float(conditional.preprocessor.target_sum), run.target_sums[target])
         scores = own_metrics(pred, scored["control"], scored["observed"], scored["de"], scored["constant"])
-        scores["fit_seconds"] = seconds / len(TARGETS)
+        scores["fit_seconds"] = seconds / len(run.targets)
         run.own[CONDITIONAL][target], run.raw_preds[CONDITIONAL][target] = scores, pred
         print(
             f"  {target:7s} {CONDITIONAL:12s} ratio {scores['shift_ratio']:.3f}  mmd {scores['mmd']:.4f}  "
@@ -468,10 +481,10 @@ def fit_target(args: argparse.Namespace, run: Run, target: str, specs: dict, con
 def own_table(run: Run) -> tuple[dict[str, dict[str, float]], list[str]]:
     """(a): the strong-5 medians of cellw1's own metrics, and their markdown lines."""
     names = run.methods
-    strong = {m: {k: median([run.own[m][t][k] for t in STRONG5]) for k in OWN_METRICS} for m in names}
+    strong = {m: {k: median([run.own[m][t][k] for t in run.strong]) for k in OWN_METRICS} for m in names}
     lines = [
         "",
-        f"### (a) cellw1 metrics, median over the strong 5 ({', '.join(STRONG5)}); top-50 DE genes "
+        f"### (a) cellw1 metrics, median over the strong 5 ({', '.join(run.strong)}); top-50 DE genes "
         "(training cells), log1p",
         "",
         "| method | shift ratio | MMD | energy | cosine (all genes) | frac < 0 | min value | const-gene abs change "
@@ -480,7 +493,7 @@ def own_table(run: Run) -> tuple[dict[str, dict[str, float]], list[str]]:
     ]
     for m in names:
         lines.append(f"| {m} | " + " | ".join(fmt(strong[m][k]) for k in OWN_METRICS) + " |")
-    n_const = sorted({run.own[names[0]][t]["n_constant_genes"] for t in TARGETS})
+    n_const = sorted({run.own[names[0]][t]["n_constant_genes"] for t in run.targets})
     lines.append(f"\nGenes constant in the training cells, per target: {n_const}")
     return strong, lines
 
@@ -501,12 +514,14 @@ def cell_eval_inputs(run: Run, columns: list[str], common: float) -> tuple[ad.An
     """The real cells and each column's predictions, on one scale ``common`` (see the docstring)."""
     scale = Preprocessor("counts", common, "benchmark: one scale for cell-eval", len(run.genes))
     control_log = scale.transform(run.test_control.X)
-    groups = [*TARGETS, CONTROL]
-    real = frame([scale.transform(run.test_perturbed[t].X) for t in TARGETS] + [control_log], groups, "real", run.genes)
+    groups = [*run.targets, CONTROL]
+    real = frame(
+        [scale.transform(run.test_perturbed[t].X) for t in run.targets] + [control_log], groups, "real", run.genes
+    )
     preds = {}
     for col in columns:
         m = col.removesuffix(CLIP)
-        blocks = [to_common_scale(run.raw_preds[m][t], run.target_sums[t], common) for t in TARGETS]
+        blocks = [to_common_scale(run.raw_preds[m][t], run.target_sums[t], common) for t in run.targets]
         if col.endswith(CLIP):
             blocks = [np.maximum(b, 0) for b in blocks]
         preds[col] = frame(blocks + [control_log], groups, f"pred_{col}_", run.genes)
@@ -528,7 +543,7 @@ def score_cell_eval(args: argparse.Namespace, run: Run, python: str) -> CellEval
     for col in columns:
         entry = output["results"][col]
         if entry["refused"] is None:
-            means[col] = {k: mean([entry["per_target"].get(t, {}).get(k) for t in TARGETS]) for k in CE_METRICS}
+            means[col] = {k: mean([entry["per_target"].get(t, {}).get(k) for t in run.targets]) for k in CE_METRICS}
     reference = MEAN_SHIFT if MEAN_SHIFT in means else f"{MEAN_SHIFT}{CLIP}"
     return CellEval(output, means, reference, columns, common, time.perf_counter() - t0)
 
@@ -543,7 +558,7 @@ def cell_eval_table(args: argparse.Namespace, ce: CellEval) -> list[str]:
     ]
     lines = [
         "",
-        f"### (b) cell-eval {ce.output['versions']['cell-eval']} full profile, mean over the {len(TARGETS)} "
+        f"### (b) cell-eval {ce.output['versions']['cell-eval']} full profile, mean over the {len(args.targets)} "
         "targets (held-out cells, log1p)",
         "",
         "| metric | " + " | ".join(shown) + " | real |",
@@ -654,8 +669,8 @@ def result_document(
             "data": str(args.data),
             "filter": "grna_frac >= 0.8",
             "seed": args.seed,
-            "targets": list(TARGETS),
-            "strong5": list(STRONG5),
+            "targets": list(run.targets),
+            "strong5": list(run.strong),
             "split_rule": "cellw1.eval.splits.split_group (n_test_cells)",
             "n_de_genes": N_DE,
             "methods": methods,
@@ -693,7 +708,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     start = time.perf_counter()
     run = prepare(args, [*specs, *([CONDITIONAL] if args.conditional else [])])
     conditional, conditional_seconds = fit_conditional(args, run) if args.conditional else (None, 0.0)
-    for target in TARGETS:
+    for target in run.targets:
         fit_target(args, run, target, specs, conditional, conditional_seconds)
     fit_done = time.perf_counter()
     strong, lines = own_table(run)
@@ -705,7 +720,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     total = time.perf_counter() - start
     ce_seconds = 0.0 if ce is None else ce.seconds
     lines.append(
-        f"\n{len(TARGETS)} targets x {len(run.methods)} methods: fits+predict+own metrics {fit_done - start:.0f} s, "
+        f"\n{len(run.targets)} targets x {len(run.methods)} methods: fits+predict+own metrics {fit_done - start:.0f} s, "
         f"cell-eval {ce_seconds:.0f} s, total {total:.0f} s; target_sum per target "
         f"{min(run.target_sums.values()):.1f}-{max(run.target_sums.values()):.1f}, cell-eval scale T0 = "
         f"{float(np.median(list(run.target_sums.values()))):.1f}"
