@@ -720,7 +720,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     total = time.perf_counter() - start
     ce_seconds = 0.0 if ce is None else ce.seconds
     lines.append(
-        f"\n{len(run.targets)} targets x {len(run.methods)} methods: fits+predict+own metrics {fit_done - start:.0f} s, "
+        f"\n{len(run.targets)} targets x {len(run.methods)} methods: "
+        f"fits+predict+own metrics {fit_done - start:.0f} s, "
         f"cell-eval {ce_seconds:.0f} s, total {total:.0f} s; target_sum per target "
         f"{min(run.target_sums.values()):.1f}-{max(run.target_sums.values()):.1f}, cell-eval scale T0 = "
         f"{float(np.median(list(run.target_sums.values()))):.1f}"
