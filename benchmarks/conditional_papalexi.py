@@ -312,7 +312,7 @@ def time_conditional(adata: ad.AnnData, repeats: int = 2) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = parser(__doc__, name="conditional_papalexi", out=OUT, quick={"parts": "timing"})
+    p = parser(__doc__, name="conditional_papalexi", out=OUT)  # every part fits 25 targets: no quick run
     p.add_argument("--parts", default="separate,sampling,cellflow")
     p.add_argument(
         "--cellflow-python", default=None, help="python of the CellFlow venv (default: $CELLW1_CELLFLOW_PYTHON)"
