@@ -72,7 +72,10 @@ def medians_table(run: str, result: cellw1.EvaluationResult, args: argparse.Name
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = parser(
-        __doc__, name="baselines", out=OUT, quick={"runs": "zhao_iid", "methods": "identity,mean_shift,scgen_vae"}
+        __doc__,
+        name="baselines",
+        out=OUT,
+        quick={"runs": "zhao_iid", "methods": "identity,mean_shift,scgen_vae", "scgen_epochs": 2},
     )
     p.add_argument("--runs", default="papalexi_strong6,zhao_iid,kang_pca_iid")
     p.add_argument("--methods", default=",".join(METHODS))
@@ -85,8 +88,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="cell-eval: also cell-eval's metrics per split (needs cellw1[eval] in the same venv)",
     )
     args = parse(p, argv)
-    if args.quick:
-        args.scgen_epochs = min(args.scgen_epochs, 2)
     one_thread()
     scgen_config = ScGenConfig(max_epochs=args.scgen_epochs)
     lines = []
