@@ -15,19 +15,18 @@ goes on) are listed under ``metric_errors``. Writes one JSON to OUT.json.
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import logging
+import math
 import os
+import sys
+import tempfile
+import time
+import warnings
 
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-
-import importlib.metadata  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
+    os.environ.setdefault(_var, "1")  # before cell_eval (and numpy) are imported, in main
 
 
 class _Errors(logging.Handler):

@@ -1,7 +1,7 @@
 """Train CellFlow and predict; a helper of ``conditional_papalexi.py``.
 
-Runs in CellFlow's own environment (``/work/venvs/cellflow``: JAX, ``cellflow-tools``; it
-never imports ``cellw1``) and exchanges ``.npz`` files with the benchmark::
+Runs in CellFlow's own environment (the python of ``$CELLW1_CELLFLOW_PYTHON``: JAX,
+``cellflow-tools``; it never imports ``cellw1``) and exchanges ``.npz`` files with the benchmark::
 
     python _cellflow_runner.py IN.npz OUT.npz
 
@@ -18,24 +18,26 @@ condition representation is a one-hot vector per label in ``uns["onehot"]``.
 
 from __future__ import annotations
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-
 import importlib.metadata
 import json
+import os
 import sys
 import time
 
-import numpy as np
+
+def one_thread() -> None:
+    """One thread for BLAS and XLA, on the CPU (set before numpy and JAX are imported)."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
 def main(inp: str, out: str) -> None:
+    one_thread()
     import anndata as ad
     import jax
+    import numpy as np
     import optax
     import pandas as pd
     from cellflow.model import CellFlow

@@ -19,31 +19,24 @@ table of medians to ``benchmarks/results/baselines/medians.md``.
 
 Needs pertpy (``pip install "cellw1[scgen]"``), best in a venv of its own::
 
-    python3.11 -m venv /work/venvs/scgen && /work/venvs/scgen/bin/pip install torch==2.13.0
-    /work/venvs/scgen/bin/pip install -e ".[dev,scgen]"
-    /work/venvs/scgen/bin/python benchmarks/baselines.py [--runs zhao_iid,...] [--methods ...]
+    python3.11 -m venv scgen-venv && scgen-venv/bin/pip install torch==2.13.0
+    scgen-venv/bin/pip install -e ".[dev,scgen]"
+    scgen-venv/bin/python -m benchmarks baselines [--runs zhao_iid,...] [--methods ...]
 """
 
 # %%
 from __future__ import annotations
 
-import os
+import argparse
+import time
+from collections.abc import Sequence
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import cellw1
+from cellw1.tl.scgen import ScGenConfig
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from ._common import RESULTS, kang, one_thread, papalexi, parse, parser, write_json, write_text, zhao
 
-import torch  # noqa: E402
-from real_data import DATA, kang, papalexi, zhao  # noqa: E402  (the shared data sets, loaded one way)
-
-import cellw1  # noqa: E402
-from cellw1.tl.scgen import ScGenConfig  # noqa: E402
-
-OUT = Path(__file__).parent / "results" / "baselines"
+OUT = RESULTS / "baselines"
 METHODS = ("identity", "mean_shift", "scgen_vae", "w1")
 STRONG6 = ["STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4", "ATF2"]
 SHOWN = ("mmd", "energy", "r2", "l2", "seconds")
@@ -58,24 +51,44 @@ RUNS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="papalexi_strong6,zhao_iid,kang_pca_iid")
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--scgen-epochs", type=int, default=50)
-    parser.add_argument(
+def medians_table(run: str, result: cellw1.EvaluationResult, args: argparse.Namespace, seconds: float) -> list[str]:
+    """The medians of one run, as the lines of a markdown section."""
+    summary = result.summary()
+    medians = summary.pivot(index="method", columns="metric", values="median").reindex(result.methods)
+    shown = [*SHOWN, *(CELL_EVAL_SHOWN if args.suite == "cell-eval" else ())]
+    lines = [
+        "",
+        f"### {run} (median over {len(result.settings['perturbations'])} perturbation(s) x "
+        f"{args.repeats} repeat(s); scGen {args.scgen_epochs} epochs max; suite {args.suite}; "
+        f"total {seconds:.0f} s)",
+        "",
+        "| method | " + " | ".join(shown) + " |",
+        "|---" * (len(shown) + 1) + "|",
+    ]
+    for method, row in medians.iterrows():
+        lines.append(f"| {method} | " + " | ".join(f"{row[m]:.4g}" for m in shown) + " |")
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(
+        __doc__,
+        name="baselines",
+        out=OUT,
+        quick={"runs": "zhao_iid", "methods": "identity,mean_shift,scgen_vae", "scgen_epochs": 2},
+    )
+    p.add_argument("--runs", default="papalexi_strong6,zhao_iid,kang_pca_iid")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--scgen-epochs", type=int, default=50)
+    p.add_argument(
         "--suite",
         choices=("cellw1", "cell-eval"),
         default="cellw1",
         help="cell-eval: also cell-eval's metrics per split (needs cellw1[eval] in the same venv)",
     )
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = parse(p, argv)
+    one_thread()
     scgen_config = ScGenConfig(max_epochs=args.scgen_epochs)
     lines = []
     for run in args.runs.split(","):
@@ -96,30 +109,14 @@ def main() -> None:
         folder = args.out / run
         folder.mkdir(parents=True, exist_ok=True)
         result.table.to_csv(folder / "results.csv", index=False)
-        summary = result.summary()
-        summary.to_csv(folder / "summary.csv", index=False)
-        (folder / "settings.json").write_text(
-            json.dumps(
-                {**result.settings, "scgen_epochs": args.scgen_epochs, "total_seconds": elapsed}, indent=2, default=str
-            )
+        result.summary().to_csv(folder / "summary.csv", index=False)
+        write_json(
+            folder / "settings.json",
+            {**result.settings, "scgen_epochs": args.scgen_epochs, "total_seconds": elapsed},
+            args,
         )
-        medians = summary.pivot(index="method", columns="metric", values="median").reindex(result.methods)
-        shown = [*SHOWN, *(CELL_EVAL_SHOWN if args.suite == "cell-eval" else ())]
-        lines += [
-            "",
-            f"### {run} (median over {len(result.settings['perturbations'])} perturbation(s) x "
-            f"{args.repeats} repeat(s); scGen {args.scgen_epochs} epochs max; suite {args.suite}; "
-            f"total {elapsed:.0f} s)",
-            "",
-            "| method | " + " | ".join(shown) + " |",
-            "|---" * (len(shown) + 1) + "|",
-        ]
-        for method, row in medians.iterrows():
-            lines.append(f"| {method} | " + " | ".join(f"{row[m]:.4g}" for m in shown) + " |")
-        print("\n".join(lines[-(len(medians) + 4) :]), flush=True)
-    with open(args.out / "medians.md", "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+        section = medians_table(run, result, args, elapsed)
+        lines += section
+        print("\n".join(section[1:]), flush=True)
+    medians = args.out / "medians.md"
+    write_text(medians, (medians.read_text() if medians.exists() else "") + "\n".join(lines) + "\n")

@@ -26,36 +26,32 @@ training prediction's), median and largest over genes with a gap (issue 21 bound
 In-distribution splits (``*_iid``: a seeded fifth of each group's cells held out) show what the
 offsets are for.
 
-    python benchmarks/calibration_ood.py [--seeds 3] [--splits kang_pca,zhao,synthetic,kang_genes,zhao_iid,...]
+    python -m benchmarks calibration_ood [--seeds 0,1,2] [--splits kang_pca,zhao,synthetic,kang_genes,zhao_iid,...]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import anndata as ad
 import numpy as np
 import pandas as pd
-import torch
-from real_data import kang, papalexi, zhao
 
 import cellw1
 from cellw1.eval.degenes import top_de_genes
 from cellw1.eval.metrics import compute_metrics
 from cellw1.pp.calibration import calibrate, calibration_target, fit_calibration
 
-OUT = Path(__file__).parent / "results" / "calibration_ood.json"
+from ._common import RESULTS, kang, load, one_thread, papalexi, parse, parser, write_json, zhao
+
+OUT = RESULTS / "calibration_ood.json"
 VARIANTS = ("amplified", "capped", "zeros", "in_range")
 
 
 def synthetic() -> ad.AnnData:
-    return cellw1.datasets.synthetic_perturbation(
-        n_control=1500, n_perturbed=1500, n_genes=200, n_perturbations=1, seed=0
-    )
+    return load("synthetic_perturbation", n_control=1500, n_perturbed=1500, n_genes=200, n_perturbations=1, seed=0)
 
 
 #: split name -> (loader, condition key, control, perturbation, holdout, space)
@@ -90,7 +86,7 @@ def variant_calibration(predicted: np.ndarray, target: np.ndarray, variant: str)
     return calibration  # in_range: the default
 
 
-def run_split(name: str, seeds: int, chosen: list[str]) -> list[dict]:
+def run_split(name: str, seeds: list[int], chosen: list[str]) -> list[dict]:
     load, key, control, perturbation, holdout, space = SPLITS[name]
     adata = load()
     labels = adata.obs[key].astype(str).to_numpy()
@@ -103,7 +99,7 @@ def run_split(name: str, seeds: int, chosen: list[str]) -> list[dict]:
     test_perturbed = adata[held & (labels == perturbation)].copy()
     rows = []
     for method in ("mean_shift", "w1"):
-        for seed in range(seeds if method == "w1" else 1):
+        for seed in seeds if method == "w1" else seeds[:1]:
             start = time.perf_counter()
             model = cellw1.fit(train, key, control, perturbation, method=method, space=space, seed=seed, progress=False)
             seconds = time.perf_counter() - start
@@ -137,14 +133,12 @@ def run_split(name: str, seeds: int, chosen: list[str]) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--splits", default="kang_pca,zhao,synthetic")
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, name="calibration_ood", seeds="0,1,2", out=OUT, quick={"seeds": [0], "splits": "synthetic"})
+    p.add_argument("--splits", default="kang_pca,zhao,synthetic")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    args = parse(p, argv)
+    one_thread()
     names = [
         s
         for part in args.splits.split(",")
@@ -156,8 +150,4 @@ def main() -> None:
     columns = ["r2", "l2", "mmd", "offset_ratio_median", "offset_ratio_max"]
     summary = table.groupby(["split", "method", "variant"])[columns].median()
     print(summary.round(4).to_string())
-    args.out.write_text(json.dumps({"settings": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    write_json(args.out, {"rows": rows}, args, indent=1)

@@ -1,14 +1,17 @@
 """Papalexi 2021 held-out benchmark for issue 10, "Done when" items 2 and 3: cellw1's own metrics and cell-eval.
 
 Data: ``../shared/data/papalexi2021_eccite_thp1_crispr.h5ad`` (raw counts, 299 genes), cells
-with ``obs["grna_frac"] >= 0.8`` (as ``real_data.py``), ``obs["target"]``, control
-``non-targeting``. Targets: STAT1, JAK2, IFNGR1, IFNGR2, SMAD4 (the "strong 5"), ATF2, CUL3, ETV7.
+with ``obs["grna_frac"] >= 0.8`` (``benchmarks._common.papalexi``), ``obs["target"]``, control
+``non-targeting``. Targets (``--targets``): STAT1, JAK2, IFNGR1, IFNGR2, SMAD4 (the "strong 5"), ATF2,
+CUL3, ETV7.
 
 Protocol (seed 0 unless ``--seed``):
 
-- **Split.** 20% of the control cells are held out once (seeded; the same held-out controls
-  for every target, so cell-eval sees one control group), and 20% of each target's cells
-  (seeded by the seed and the target's name). Nothing is cached between runs.
+- **Split.** The library's split rule (``cellw1.eval.splits``, as :func:`cellw1.evaluate`):
+  ``n_test_cells(n)`` of a group of ``n`` held out (a fifth, clamped to [500, 1,000] cells and
+  at most a third of the group). The control cells are split once (``shared_control_rng``: the
+  same held-out controls for every target, so cell-eval sees one control group), each target's
+  cells by the seed and the target's name (``split_rngs``). Nothing is cached between runs.
 - **Fit** on the remaining cells of the control and the target, from raw counts, exactly as a
   user would: ``cellw1.fit(train, "target", "non-targeting", target, space="genes",
   method=..., config=..., seed=seed, progress=False)``. Methods: ``w1`` with
@@ -67,60 +70,56 @@ Output: two markdown tables (strong-5 medians of (a); cell-eval means over the 8
 Setup of the cell-eval environment (once; cell-eval is a benchmark dependency, never a core
 one, and it stays out of cellw1's venv)::
 
-    python3.11 -m venv /work/venvs/celleval
-    /work/venvs/celleval/bin/pip install "cell-eval==0.8.2"
+    python3.11 -m venv celleval-venv
+    celleval-venv/bin/pip install "cell-eval==0.8.2"
+    export CELLW1_CELL_EVAL_PYTHON=$PWD/celleval-venv/bin/python
 
 (``pip install -e ".[bench]"`` into a venv of its own works too.) The script looks for that
 interpreter in this order: ``--cell-eval-python``, ``$CELLW1_CELL_EVAL_PYTHON``, the running
-interpreter if it can import ``cell_eval``, ``/work/venvs/celleval/bin/python``.
+interpreter if it can import ``cell_eval``; else it stops and says so (or ``--skip-cell-eval``).
 
 Run (about 2-3 min for w1 + one variant + mean_shift, 1 torch thread)::
 
-    .venv/bin/python benchmarks/cell_eval_papalexi.py
-    .venv/bin/python benchmarks/cell_eval_papalexi.py --variant gan='{"step_size_learner": "gan"}' --tag gan
+    python -m benchmarks cell_eval_papalexi
+    python -m benchmarks cell_eval_papalexi --variant gan='{"step_size_learner": "gan"}' --tag gan
 """
 
 # %%
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
 import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
 
-import argparse  # noqa: E402
-import hashlib  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import zlib  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import cellw1
+from cellw1.eval.conditional import shared_control_rng
+from cellw1.eval.degenes import top_de_genes
+from cellw1.eval.metrics import energy_distance, mmd
+from cellw1.eval.splits import split_group, split_rngs
+from cellw1.pp.preprocessing import Preprocessor
 
-import anndata as ad  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+from ._common import HERE, RESULTS, data_path, fmt, git_state, parse, parser, peer_python, write_json
 
-import cellw1  # noqa: E402
-from cellw1.eval.degenes import top_de_genes  # noqa: E402
-from cellw1.eval.metrics import energy_distance, mmd  # noqa: E402
-from cellw1.pp.preprocessing import Preprocessor  # noqa: E402
-
-HERE = Path(__file__).resolve().parent
-DATA = HERE.parents[1] / "shared" / "data" / "papalexi2021_eccite_thp1_crispr.h5ad"
-RESULTS = HERE / "results"
 RUNNER = HERE / "_cell_eval_runner.py"
-DEFAULT_CELL_EVAL_PYTHON = Path("/work/venvs/celleval/bin/python")
 
 KEY, CONTROL = "target", "non-targeting"
 STRONG5 = ("STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4")
 TARGETS = (*STRONG5, "ATF2", "CUL3", "ETV7")
-TEST_FRACTION = 0.2
 N_DE = 50
 OWN_METRICS = (
     "shift_ratio",
@@ -164,6 +163,28 @@ def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
+def cell_eval_python(given: str | None) -> str:
+    """The cell-eval interpreter: ``given``, ``$CELLW1_CELL_EVAL_PYTHON``, or this one if it has cell_eval."""
+    if not given and importlib.util.find_spec("cell_eval") is not None and "CELLW1_CELL_EVAL_PYTHON" not in os.environ:
+        return sys.executable
+    return peer_python(
+        "CELLW1_CELL_EVAL_PYTHON",
+        "cell-eval",
+        "python3.11 -m venv celleval-venv && celleval-venv/bin/pip install 'cell-eval==0.8.2'  (or --skip-cell-eval)",
+        given,
+    )
+
+
+def control_split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The control cells' ``(train, test)`` positions, shared by every target (as ``cellw1.evaluate``)."""
+    return split_group(n, shared_control_rng(seed, 0))
+
+
+def target_split(n: int, seed: int, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """A target's ``(train, test)`` positions, seeded by the seed and the target's name."""
+    return split_group(n, split_rngs(seed, 0, target)[1])
+
+
 def method_specs(variants: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, Any, dict[str, Any] | None]]:
     """name -> (cellw1 method, config, kwargs); every W1Config is built here, before any fit."""
     specs: dict[str, tuple[str, Any, dict[str, Any] | None]] = {"w1": ("w1", cellw1.W1Config(), {})}
@@ -177,44 +198,6 @@ def method_specs(variants: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[
         specs[name] = ("w1", config, kwargs)
     specs[MEAN_SHIFT] = (MEAN_SHIFT_METHOD, None, None)
     return specs
-
-
-def cell_eval_python(given: str | None) -> str:
-    if given:
-        return given
-    if os.environ.get("CELLW1_CELL_EVAL_PYTHON"):
-        return os.environ["CELLW1_CELL_EVAL_PYTHON"]
-    if importlib.util.find_spec("cell_eval") is not None:
-        return sys.executable
-    if DEFAULT_CELL_EVAL_PYTHON.exists():
-        return str(DEFAULT_CELL_EVAL_PYTHON)
-    raise SystemExit(
-        "cell-eval not found. Set it up once in its own venv:\n"
-        "  python3.11 -m venv /work/venvs/celleval && /work/venvs/celleval/bin/pip install 'cell-eval==0.8.2'\n"
-        "or pass --cell-eval-python PATH (or --skip-cell-eval)."
-    )
-
-
-def split(n: int, seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``(train, test)`` positions of a group of ``n``; ``round(0.2 n)`` held out, seeded by ``name``."""
-    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-    order = rng.permutation(n)
-    n_test = round(TEST_FRACTION * n)
-    return np.sort(order[n_test:]), np.sort(order[:n_test])
-
-
-def git_state() -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=True).stdout
-        except (OSError, subprocess.CalledProcessError):
-            return ""
-
-    return {
-        "commit": git("rev-parse", "HEAD").strip(),
-        "src_changed": git("status", "--porcelain", "--", "src").splitlines(),
-        "src_diff_sha256": hashlib.sha256(git("diff", "HEAD", "--", "src").encode()).hexdigest(),
-    }
 
 
 # -- (a) cellw1's own metrics -----------------------------------------------------------------------
@@ -277,19 +260,6 @@ def run_cell_eval(python: str, real: ad.AnnData, preds: dict[str, ad.AnnData], k
 
 
 # -- reporting --------------------------------------------------------------------------------------
-def fmt(x: Any) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "n/a"
-    if isinstance(x, str):
-        return x
-    x = float(x)
-    if x == 0:
-        return "0"
-    if abs(x) >= 100:
-        return f"{x:.0f}"
-    return f"{x:.3g}" if abs(x) >= 0.01 else f"{x:.2e}"
-
-
 def median(values: list[float]) -> float:
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     return float(np.median(arr)) if arr.size else math.nan
@@ -300,28 +270,46 @@ def mean(values: list[Any]) -> float:
     return float(arr.mean()) if arr.size else math.nan
 
 
-def nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [nan_to_none(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return None if not math.isfinite(float(obj)) else float(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
-
-
 def check(ok: bool) -> str:
     return "yes" if ok else "no"
 
 
-# -- main -------------------------------------------------------------------------------------------
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
+# -- the run ----------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Run:
+    """The data of one run and what the fits found, filled in target by target."""
+
+    adata: ad.AnnData
+    labels: np.ndarray
+    genes: list[str]
+    control_rows: np.ndarray
+    c_train: np.ndarray
+    test_control: ad.AnnData
+    methods: list[str]
+    targets: tuple[str, ...]
+    own: dict[str, dict[str, dict[str, float]]] = dataclasses.field(default_factory=dict)
+    raw_preds: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)
+    target_sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    test_perturbed: dict[str, ad.AnnData] = dataclasses.field(default_factory=dict)
+    split_info: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    de_genes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def strong(self) -> list[str]:
+        """The strong 5 among the targets run."""
+        return [t for t in STRONG5 if t in self.targets]
+
+    def train_rows(self, target: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The training rows of the control and ``target``, and the target's test rows."""
+        pert_rows = np.flatnonzero(self.labels == target)
+        p_train, p_test = target_split(pert_rows.size, seed, target)
+        return pert_rows[p_train], pert_rows[p_test]
+
+
+def options(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = parser(__doc__, name="cell_eval_papalexi", seed=0, out=RESULTS, quick={"targets": "STAT1,ATF2"})
+    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated (%(default)s)")
+    p.add_argument(
         "--variant",
         action="append",
         type=parse_variant,
@@ -329,157 +317,174 @@ def main() -> None:
         metavar="NAME=JSON",
         help='extra W1 variant, e.g. gan=\'{"step_size_learner": "gan"}\' (repeatable)',
     )
-    parser.add_argument(
+    p.add_argument(
         "--conditional",
         action="store_true",
         help="also one conditional model (cellw1.fit_conditional, its defaults) of the 8 targets' training cells",
     )
-    parser.add_argument(
+    p.add_argument(
         "--conditional-config",
         type=json.loads,
         default={},
         metavar="JSON",
         help="ConditionalConfig fields for --conditional, e.g. '{\"shrink_response\": false}'",
     )
-    parser.add_argument("--tag", default="", help="results file suffix: cell_eval_papalexi_TAG.json")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cell-eval-python", default=None, help="python of the cell-eval venv (see docstring)")
-    parser.add_argument("--skip-cell-eval", action="store_true", help="only (a), cellw1's own metrics")
-    parser.add_argument(
+    p.add_argument("--tag", default="", help="results file suffix: cell_eval_papalexi_TAG.json")
+    p.add_argument("--data", type=Path, default=None, help="the Papalexi h5ad (default: the shared data set)")
+    p.add_argument("--cell-eval-python", default=None, help="python of the cell-eval venv (see docstring)")
+    p.add_argument("--skip-cell-eval", action="store_true", help="only (a), cellw1's own metrics")
+    p.add_argument(
         "--clip-diagnostic",
         action="store_true",
         help="also score each W1 method clipped at 0 in cell-eval (labelled +clip0; counts for nothing)",
     )
-    parser.add_argument(
+    p.add_argument(
         "--keep-files",
         type=Path,
         default=None,
         help="keep the h5ad files given to cell-eval (and its JSON) in this folder",
     )
-    args = parser.parse_args()
-
-    torch.set_num_threads(1)
-    specs = method_specs(args.variant)
-    python = None if args.skip_cell_eval else cell_eval_python(args.cell_eval_python)
-    if not args.data.exists():
+    args = parse(p, argv)
+    args.targets = tuple(args.targets.split(","))
+    if not set(args.targets) & set(STRONG5):
+        p.error(f"--targets needs one of the strong 5 ({', '.join(STRONG5)}): items 2 and 3 are judged on them.")
+    if args.data is None:
+        args.data = data_path("papalexi")
+    elif not args.data.exists():
         raise SystemExit(f"{args.data} not found: the shared Papalexi data set is needed (never copied into the repo).")
-    start = time.perf_counter()
+    return args
 
+
+def prepare(args: argparse.Namespace, methods: list[str]) -> Run:
+    """Read the data (``grna_frac >= 0.8``, the control and the 8 targets) and split the controls."""
     adata = ad.read_h5ad(args.data)
     adata = adata[
-        (adata.obs["grna_frac"] >= 0.8).to_numpy() & adata.obs[KEY].astype(str).isin([CONTROL, *TARGETS]).to_numpy()
+        (adata.obs["grna_frac"] >= 0.8).to_numpy()
+        & adata.obs[KEY].astype(str).isin([CONTROL, *args.targets]).to_numpy()
     ].copy()
     labels = adata.obs[KEY].astype(str).to_numpy()
-    genes = [str(g) for g in adata.var_names]
     control_rows = np.flatnonzero(labels == CONTROL)
-    c_train, c_test = split(control_rows.size, args.seed, CONTROL)
-    test_control = adata[control_rows[c_test]].copy()
-
-    methods = [*specs, *([CONDITIONAL] if args.conditional else [])]
-    own: dict[str, dict[str, dict[str, float]]] = {m: {} for m in methods}
-    raw_preds: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
-    target_sums: dict[str, float] = {}
-    test_perturbed: dict[str, ad.AnnData] = {}
-    split_info: dict[str, dict[str, int]] = {}
-    de_genes: dict[str, list[str]] = {}
+    c_train, c_test = control_split(control_rows.size, args.seed)
+    run = Run(
+        adata=adata,
+        labels=labels,
+        genes=[str(g) for g in adata.var_names],
+        control_rows=control_rows,
+        c_train=c_train,
+        test_control=adata[control_rows[c_test]].copy(),
+        methods=methods,
+        targets=args.targets,
+        own={m: {} for m in methods},
+        raw_preds={m: {} for m in methods},
+    )
     print(
-        f"Papalexi: {adata.n_obs} cells (grna_frac >= 0.8), {len(genes)} genes; held-out controls: {c_test.size}; "
-        f"methods: {', '.join(methods)}; seed {args.seed}",
+        f"Papalexi: {adata.n_obs} cells (grna_frac >= 0.8), {len(run.genes)} genes; held-out controls: "
+        f"{c_test.size}; methods: {', '.join(methods)}; seed {args.seed}",
         flush=True,
     )
-    conditional, conditional_seconds = None, 0.0
-    if args.conditional:  # one model of every target's training cells (the same splits as the separate fits)
-        rows = [control_rows[c_train]]
-        for target in TARGETS:
-            pert_rows = np.flatnonzero(labels == target)
-            rows.append(pert_rows[split(pert_rows.size, args.seed, target)[0]])
-        t0 = time.perf_counter()
-        conditional = cellw1.fit_conditional(
-            adata[np.sort(np.concatenate(rows))].copy(),
-            KEY,
-            CONTROL,
-            space="genes",
-            config=cellw1.ConditionalConfig(**args.conditional_config),
-            seed=args.seed,
-            progress=False,
-        )
-        conditional_seconds = time.perf_counter() - t0
-    for target in TARGETS:
-        pert_rows = np.flatnonzero(labels == target)
-        p_train, p_test = split(pert_rows.size, args.seed, target)
-        train = adata[np.sort(np.concatenate([control_rows[c_train], pert_rows[p_train]]))].copy()
-        test_perturbed[target] = adata[pert_rows[p_test]].copy()
-        split_info[target] = {
-            "train_control": int(c_train.size),
-            "train_perturbed": int(p_train.size),
-            "test_control": int(c_test.size),
-            "test_perturbed": int(p_test.size),
-        }
-        scored = None
-        for name, (method, config, _) in specs.items():
-            t0 = time.perf_counter()
-            model = cellw1.fit(
-                train, KEY, CONTROL, target, space="genes", method=method, config=config, seed=args.seed, progress=False
-            )
-            fit_seconds = time.perf_counter() - t0
-            predicted = model.predict(test_control)
-            if list(model.features) != genes or list(predicted.var_names) != genes:
-                raise SystemExit(
-                    "the model's features are not the data's genes in order; the benchmark assumes they are."
-                )
-            pred = np.asarray(predicted.X, dtype=np.float32)
-            pre = model.preprocessor
-            if pre is None or pre.input_kind != "counts":
-                raise SystemExit(
-                    f"{target} {name}: expected cellw1 to read the raw counts (input_kind 'counts'), "
-                    f"got {None if pre is None else pre.input_kind}; uns: {predicted.uns.get('cellw1')}"
-                )
-            if scored is None:  # same training cells -> same preprocessing for every method of this target
-                target_sums[target] = float(pre.target_sum)
-                is_control = (train.obs[KEY].astype(str) == CONTROL).to_numpy()
-                train_values = model.preprocess(train)
-                top = top_de_genes(train_values[is_control], train_values[~is_control], genes, N_DE)
-                de_genes[target] = top
-                scored = {
-                    "de": pd.Index(genes).get_indexer(top),
-                    "constant": np.ptp(train_values, axis=0) == 0,
-                    "control": model.preprocess(test_control),
-                    "observed": model.preprocess(test_perturbed[target]),
-                }
-            elif float(pre.target_sum) != target_sums[target]:
-                raise SystemExit(f"{target}: methods normalised with different target_sum; the benchmark assumes one.")
-            scores = own_metrics(pred, scored["control"], scored["observed"], scored["de"], scored["constant"])
-            scores["fit_seconds"] = fit_seconds
-            own[name][target] = scores
-            raw_preds[name][target] = pred
-            print(
-                f"  {target:7s} {name:12s} fit {fit_seconds:5.1f}s  ratio {scores['shift_ratio']:.3f}  "
-                f"mmd {scores['mmd']:.4f}  energy {scores['energy']:.4f}  cos {scores['cosine']:.3f}  "
-                f"neg {scores['frac_negative']:.1%}  min {scores['min_value']:.2f}  "
-                f"const {fmt(scores['const_change'])} ({scores['n_constant_genes']} genes)",
-                flush=True,
-            )
-        if conditional is not None and scored is not None:  # on this target's scale, as the separate models
-            pred = np.asarray(conditional.predict(test_control, perturbation=target).X, dtype=np.float32)
-            pred = to_common_scale(pred, float(conditional.preprocessor.target_sum), target_sums[target])
-            scores = own_metrics(pred, scored["control"], scored["observed"], scored["de"], scored["constant"])
-            scores["fit_seconds"] = conditional_seconds / len(TARGETS)
-            own[CONDITIONAL][target] = scores
-            raw_preds[CONDITIONAL][target] = pred
-            print(
-                f"  {target:7s} {CONDITIONAL:12s} ratio {scores['shift_ratio']:.3f}  mmd {scores['mmd']:.4f}  "
-                f"energy {scores['energy']:.4f}",
-                flush=True,
-            )
-    fit_done = time.perf_counter()
+    return run
 
-    # -- (a) table: strong-5 medians
-    names = methods
-    strong = {m: {k: median([own[m][t][k] for t in STRONG5]) for k in OWN_METRICS} for m in names}
+
+def fit_conditional(args: argparse.Namespace, run: Run) -> tuple[Any, float]:
+    """One model of every target's training cells (the same splits as the separate fits)."""
+    rows = [run.control_rows[run.c_train], *(run.train_rows(t, args.seed)[0] for t in run.targets)]
+    t0 = time.perf_counter()
+    model = cellw1.fit_conditional(
+        run.adata[np.sort(np.concatenate(rows))].copy(),
+        KEY,
+        CONTROL,
+        space="genes",
+        config=cellw1.ConditionalConfig(**args.conditional_config),
+        seed=args.seed,
+        progress=False,
+    )
+    return model, time.perf_counter() - t0
+
+
+def scoring_inputs(run: Run, target: str, train: ad.AnnData, model: Any) -> dict[str, Any]:
+    """What every method of ``target`` is scored with: DE genes, constant genes, test cells, in log1p."""
+    pre = model.preprocessor
+    run.target_sums[target] = float(pre.target_sum)
+    is_control = (train.obs[KEY].astype(str) == CONTROL).to_numpy()
+    train_values = model.preprocess(train)
+    top = top_de_genes(train_values[is_control], train_values[~is_control], run.genes, N_DE)
+    run.de_genes[target] = top
+    return {
+        "de": pd.Index(run.genes).get_indexer(top),
+        "constant": np.ptp(train_values, axis=0) == 0,
+        "control": model.preprocess(run.test_control),
+        "observed": model.preprocess(run.test_perturbed[target]),
+    }
+
+
+def checked_prediction(run: Run, target: str, name: str, model: Any) -> np.ndarray:
+    """The model's prediction of the held-out controls, after checking the benchmark's assumptions."""
+    predicted = model.predict(run.test_control)
+    if list(model.features) != run.genes or list(predicted.var_names) != run.genes:
+        raise SystemExit("the model's features are not the data's genes in order; the benchmark assumes they are.")
+    pre = model.preprocessor
+    if pre is None or pre.input_kind != "counts":
+        raise SystemExit(
+            f"{target} {name}: expected cellw1 to read the raw counts (input_kind 'counts'), "
+            f"got {None if pre is None else pre.input_kind}; uns: {predicted.uns.get('cellw1')}"
+        )
+    return np.asarray(predicted.X, dtype=np.float32)
+
+
+def fit_target(args: argparse.Namespace, run: Run, target: str, specs: dict, conditional: Any, seconds: float) -> None:
+    """Fit every method on ``target``'s training cells, predict the held-out controls, score them."""
+    p_train, p_test = run.train_rows(target, args.seed)
+    train = run.adata[np.sort(np.concatenate([run.control_rows[run.c_train], p_train]))].copy()
+    run.test_perturbed[target] = run.adata[p_test].copy()
+    run.split_info[target] = {
+        "train_control": int(run.c_train.size),
+        "train_perturbed": int(p_train.size),
+        "test_control": int(run.test_control.n_obs),
+        "test_perturbed": int(p_test.size),
+    }
+    scored = None
+    for name, (method, config, _) in specs.items():
+        t0 = time.perf_counter()
+        model = cellw1.fit(
+            train, KEY, CONTROL, target, space="genes", method=method, config=config, seed=args.seed, progress=False
+        )
+        fit_seconds = time.perf_counter() - t0
+        pred = checked_prediction(run, target, name, model)
+        if scored is None:  # same training cells -> same preprocessing for every method of this target
+            scored = scoring_inputs(run, target, train, model)
+        elif float(model.preprocessor.target_sum) != run.target_sums[target]:
+            raise SystemExit(f"{target}: methods normalised with different target_sum; the benchmark assumes one.")
+        scores = own_metrics(pred, scored["control"], scored["observed"], scored["de"], scored["constant"])
+        scores["fit_seconds"] = fit_seconds
+        run.own[name][target], run.raw_preds[name][target] = scores, pred
+        print(
+            f"  {target:7s} {name:12s} fit {fit_seconds:5.1f}s  ratio {scores['shift_ratio']:.3f}  "
+            f"mmd {scores['mmd']:.4f}  energy {scores['energy']:.4f}  cos {scores['cosine']:.3f}  "
+            f"neg {scores['frac_negative']:.1%}  min {scores['min_value']:.2f}  "
+            f"const {fmt(scores['const_change'])} ({scores['n_constant_genes']} genes)",
+            flush=True,
+        )
+    if conditional is not None and scored is not None:  # on this target's scale, as the separate models
+        pred = np.asarray(conditional.predict(run.test_control, perturbation=target).X, dtype=np.float32)
+        pred = to_common_scale(pred, float(conditional.preprocessor.target_sum), run.target_sums[target])
+        scores = own_metrics(pred, scored["control"], scored["observed"], scored["de"], scored["constant"])
+        scores["fit_seconds"] = seconds / len(run.targets)
+        run.own[CONDITIONAL][target], run.raw_preds[CONDITIONAL][target] = scores, pred
+        print(
+            f"  {target:7s} {CONDITIONAL:12s} ratio {scores['shift_ratio']:.3f}  mmd {scores['mmd']:.4f}  "
+            f"energy {scores['energy']:.4f}",
+            flush=True,
+        )
+
+
+# -- the report -------------------------------------------------------------------------------------
+def own_table(run: Run) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """(a): the strong-5 medians of cellw1's own metrics, and their markdown lines."""
+    names = run.methods
+    strong = {m: {k: median([run.own[m][t][k] for t in run.strong]) for k in OWN_METRICS} for m in names}
     lines = [
         "",
-        f"### (a) cellw1 metrics, median over the strong 5 ({', '.join(STRONG5)}); top-50 DE genes "
+        f"### (a) cellw1 metrics, median over the strong 5 ({', '.join(run.strong)}); top-50 DE genes "
         "(training cells), log1p",
         "",
         "| method | shift ratio | MMD | energy | cosine (all genes) | frac < 0 | min value | const-gene abs change "
@@ -487,190 +492,242 @@ def main() -> None:
         "|---" * 10 + "|",
     ]
     for m in names:
-        s = strong[m]
-        lines.append(
-            f"| {m} | "
-            + " | ".join(fmt(s[k]) for k in OWN_METRICS[:6])
-            + " | "
-            + " | ".join(fmt(s[k]) for k in OWN_METRICS[6:])
-            + " |"
-        )
-    n_const = sorted({own[names[0]][t]["n_constant_genes"] for t in TARGETS})
+        lines.append(f"| {m} | " + " | ".join(fmt(strong[m][k]) for k in OWN_METRICS) + " |")
+    n_const = sorted({run.own[names[0]][t]["n_constant_genes"] for t in run.targets})
     lines.append(f"\nGenes constant in the training cells, per target: {n_const}")
+    return strong, lines
 
-    # -- (b) cell-eval
-    ce: dict[str, Any] | None = None
-    ce_means: dict[str, dict[str, float]] = {}
-    common = float(np.median(list(target_sums.values())))
-    ce_seconds = 0.0
+
+@dataclasses.dataclass
+class CellEval:
+    """What cell-eval said: its raw output, the means over targets, the item-3 reference, the columns."""
+
+    output: dict[str, Any]
+    means: dict[str, dict[str, float]]
+    reference: str
+    columns: list[str]
+    common: float
+    seconds: float
+
+
+def cell_eval_inputs(run: Run, columns: list[str], common: float) -> tuple[ad.AnnData, dict[str, ad.AnnData]]:
+    """The real cells and each column's predictions, on one scale ``common`` (see the docstring)."""
+    scale = Preprocessor("counts", common, "benchmark: one scale for cell-eval", len(run.genes))
+    control_log = scale.transform(run.test_control.X)
+    groups = [*run.targets, CONTROL]
+    real = frame(
+        [scale.transform(run.test_perturbed[t].X) for t in run.targets] + [control_log], groups, "real", run.genes
+    )
+    preds = {}
+    for col in columns:
+        m = col.removesuffix(CLIP)
+        blocks = [to_common_scale(run.raw_preds[m][t], run.target_sums[t], common) for t in run.targets]
+        if col.endswith(CLIP):
+            blocks = [np.maximum(b, 0) for b in blocks]
+        preds[col] = frame(blocks + [control_log], groups, f"pred_{col}_", run.genes)
+    return real, preds
+
+
+def score_cell_eval(args: argparse.Namespace, run: Run, python: str) -> CellEval:
+    """(b): cell-eval on every method as predicted (and the clipped mean shift, the item-3 fallback)."""
+    names = run.methods
+    common = float(np.median(list(run.target_sums.values())))
     # columns given to cell-eval: every method as predicted; the mean-shift reference also clipped at 0
     # (used for item 3 only if cell-eval refuses the raw one); with --clip-diagnostic each W1 method clipped too
     clipped = [MEAN_SHIFT] + ([m for m in names if m != MEAN_SHIFT] if args.clip_diagnostic else [])
     columns = names + [f"{m}{CLIP}" for m in clipped]
-    reference = MEAN_SHIFT
-    if python is not None:
-        t0 = time.perf_counter()
-        scale = Preprocessor("counts", common, "benchmark: one scale for cell-eval", len(genes))
-        control_log = scale.transform(test_control.X)
-        real = frame(
-            [scale.transform(test_perturbed[t].X) for t in TARGETS] + [control_log], [*TARGETS, CONTROL], "real", genes
-        )
-        preds = {}
-        for col in columns:
-            m = col.removesuffix(CLIP)
-            blocks = [to_common_scale(raw_preds[m][t], target_sums[t], common) for t in TARGETS]
-            if col.endswith(CLIP):
-                blocks = [np.maximum(b, 0) for b in blocks]
-            preds[col] = frame(blocks + [control_log], [*TARGETS, CONTROL], f"pred_{col}_", genes)
-        ce = run_cell_eval(python, real, preds, args.keep_files)
-        ce_seconds = time.perf_counter() - t0
-        for col in columns:
-            entry = ce["results"][col]
-            if entry["refused"] is None:
-                ce_means[col] = {k: mean([entry["per_target"].get(t, {}).get(k) for t in TARGETS]) for k in CE_METRICS}
-        if MEAN_SHIFT not in ce_means:
-            reference = f"{MEAN_SHIFT}{CLIP}"
-        # the clipped mean shift is shown only where it is the reference (or with --clip-diagnostic)
-        shown = [
-            c
-            for c in columns
-            if not (c == f"{MEAN_SHIFT}{CLIP}" and reference == MEAN_SHIFT and not args.clip_diagnostic)
-        ]
-        lines += [
-            "",
-            f"### (b) cell-eval {ce['versions']['cell-eval']} full profile, mean over the {len(TARGETS)} "
-            "targets (held-out cells, log1p)",
-            "",
-            "| metric | " + " | ".join(shown) + " | real |",
-            "|---" * (len(shown) + 2) + "|",
-        ]
-        real_counts = [ce_means[c]["de_nsig_counts_real"] for c in ce_means]
-        for k in CE_METRICS[:-1]:
-            cells = [fmt(ce_means[c][k]) if c in ce_means else "refused" for c in shown]
-            real_cell = fmt(real_counts[0]) if k == "de_nsig_counts_pred" and real_counts else ""
-            lines.append(f"| {k} | " + " | ".join(cells) + f" | {real_cell} |")
-        if any(c.endswith(CLIP) for c in shown):
-            lines.append(
-                f"\n`{CLIP}`: values clipped at 0 by the benchmark, NOT cellw1's output; the mean-shift one "
-                "is the item-3 reference only when cell-eval refuses the raw mean shift, the others "
-                "(--clip-diagnostic) are diagnostics and count for nothing."
-            )
-        for col in shown:
-            entry = ce["results"][col]
-            if entry["refused"] is not None:
-                lines.append(f"\ncell-eval refused {col}'s predictions as they came out of predict: {entry['refused']}")
-            if entry["metric_errors"]:
-                lines.append(f"\ncell-eval metric errors for {col}: {entry['metric_errors']}")
+    t0 = time.perf_counter()
+    real, preds = cell_eval_inputs(run, columns, common)
+    output = run_cell_eval(python, real, preds, args.keep_files)
+    means = {}
+    for col in columns:
+        entry = output["results"][col]
+        if entry["refused"] is None:
+            means[col] = {k: mean([entry["per_target"].get(t, {}).get(k) for t in run.targets]) for k in CE_METRICS}
+    reference = MEAN_SHIFT if MEAN_SHIFT in means else f"{MEAN_SHIFT}{CLIP}"
+    return CellEval(output, means, reference, columns, common, time.perf_counter() - t0)
 
-    # -- targets met?
-    lines.append("")
-    ref = strong[MEAN_SHIFT]
+
+def cell_eval_table(args: argparse.Namespace, ce: CellEval) -> list[str]:
+    """(b)'s markdown: the means over the targets, and what cell-eval refused or failed on."""
+    # the clipped mean shift is shown only where it is the reference (or with --clip-diagnostic)
+    shown = [
+        c
+        for c in ce.columns
+        if not (c == f"{MEAN_SHIFT}{CLIP}" and ce.reference == MEAN_SHIFT and not args.clip_diagnostic)
+    ]
+    lines = [
+        "",
+        f"### (b) cell-eval {ce.output['versions']['cell-eval']} full profile, mean over the {len(args.targets)} "
+        "targets (held-out cells, log1p)",
+        "",
+        "| metric | " + " | ".join(shown) + " | real |",
+        "|---" * (len(shown) + 2) + "|",
+    ]
+    real_counts = [ce.means[c]["de_nsig_counts_real"] for c in ce.means]
+    for k in CE_METRICS[:-1]:
+        cells = [fmt(ce.means[c][k]) if c in ce.means else "refused" for c in shown]
+        real_cell = fmt(real_counts[0]) if k == "de_nsig_counts_pred" and real_counts else ""
+        lines.append(f"| {k} | " + " | ".join(cells) + f" | {real_cell} |")
+    if any(c.endswith(CLIP) for c in shown):
+        lines.append(
+            f"\n`{CLIP}`: values clipped at 0 by the benchmark, NOT cellw1's output; the mean-shift one "
+            "is the item-3 reference only when cell-eval refuses the raw mean shift, the others "
+            "(--clip-diagnostic) are diagnostics and count for nothing."
+        )
+    for col in shown:
+        entry = ce.output["results"][col]
+        if entry["refused"] is not None:
+            lines.append(f"\ncell-eval refused {col}'s predictions as they came out of predict: {entry['refused']}")
+        if entry["metric_errors"]:
+            lines.append(f"\ncell-eval metric errors for {col}: {entry['metric_errors']}")
+    return lines
+
+
+def item2(m: str, s: dict[str, float], ref: dict[str, float]) -> tuple[dict[str, Any], str]:
+    """Item 2: the median shift ratio in [0.85, 1.15] and the median MMD at most the mean shift's."""
+    met = {"ratio_in_range": 0.85 <= s["shift_ratio"] <= 1.15, "mmd_le_mean_shift": s["mmd"] <= ref["mmd"]}
+    met["met"] = all(met.values())
+    line = (
+        f"targets met? item 2 [{m}]: median shift ratio {fmt(s['shift_ratio'])} in [0.85, 1.15]: "
+        f"{check(met['ratio_in_range'])}; median MMD {fmt(s['mmd'])} <= mean_shift {fmt(ref['mmd'])}: "
+        f"{check(met['mmd_le_mean_shift'])} -> {'MET' if met['met'] else 'NOT MET'}"
+    )
+    return met, line
+
+
+def item3(m: str, ce: CellEval) -> tuple[dict[str, Any], str]:
+    """Item 3: cell-eval accepts the raw output and it is at least the mean shift's on its metrics."""
+    reference = ce.reference
+    if m not in ce.means:
+        met = {"accepted_raw_output": False, "reference": reference, "met": False}
+        return met, f"targets met? item 3 [{m}]: cell-eval refused the raw output -> NOT MET"
+    if reference not in ce.means:
+        met = {"accepted_raw_output": True, "reference": None, "met": None}
+        return met, f"targets met? item 3 [{m}]: cell-eval refused the mean shift even clipped; no comparison"
+    a, b = ce.means[m], ce.means[reference]
+    met = {
+        "accepted_raw_output": True,
+        "reference": reference,
+        "overlap_at_N": a["overlap_at_N"] >= b["overlap_at_N"],
+        "pearson_delta": a["pearson_delta"] >= b["pearson_delta"],
+        "discrimination_score_l1": a["discrimination_score_l1"] >= b["discrimination_score_l1"],
+        "mse": a["mse"] <= b["mse"],
+        "de_nsig_counts_pred_le_2x_real": a["de_nsig_counts_pred"] <= 2 * a["de_nsig_counts_real"],
+    }
+    met["met"] = all(v for k, v in met.items() if k != "reference")
+    parts = [
+        f"overlap_at_N {fmt(a['overlap_at_N'])} >= {fmt(b['overlap_at_N'])}: {check(met['overlap_at_N'])}",
+        f"pearson_delta {fmt(a['pearson_delta'])} >= {fmt(b['pearson_delta'])}: {check(met['pearson_delta'])}",
+        f"discrimination_score_l1 {fmt(a['discrimination_score_l1'])} >= {fmt(b['discrimination_score_l1'])}: "
+        f"{check(met['discrimination_score_l1'])}",
+        f"mse {fmt(a['mse'])} <= {fmt(b['mse'])}: {check(met['mse'])}",
+        f"de_nsig_counts_pred {fmt(a['de_nsig_counts_pred'])} <= 2 x {fmt(a['de_nsig_counts_real'])}: "
+        f"{check(met['de_nsig_counts_pred_le_2x_real'])}",
+    ]
+    line = (
+        f"targets met? item 3 [{m}] vs {reference}: accepted raw output: yes; "
+        + "; ".join(parts)
+        + f" -> {'MET' if met['met'] else 'NOT MET'}"
+    )
+    return met, line
+
+
+def targets_met(run: Run, strong: dict, ce: CellEval | None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Items 2 and 3 for every method but the mean shift, and their lines."""
+    lines = [""]
     met: dict[str, dict[str, Any]] = {}
-    for m in names:
+    for m in run.methods:
         if m == MEAN_SHIFT:
             continue
-        s = strong[m]
-        item2 = {"ratio_in_range": 0.85 <= s["shift_ratio"] <= 1.15, "mmd_le_mean_shift": s["mmd"] <= ref["mmd"]}
-        item2["met"] = all(item2.values())
-        lines.append(
-            f"targets met? item 2 [{m}]: median shift ratio {fmt(s['shift_ratio'])} in [0.85, 1.15]: "
-            f"{check(item2['ratio_in_range'])}; median MMD {fmt(s['mmd'])} <= mean_shift {fmt(ref['mmd'])}: "
-            f"{check(item2['mmd_le_mean_shift'])} -> {'MET' if item2['met'] else 'NOT MET'}"
-        )
-        met[m] = {"item2": item2}
-        if ce is None:
-            continue
-        if m not in ce_means:
-            item3 = {"accepted_raw_output": False, "reference": reference, "met": False}
-            lines.append(f"targets met? item 3 [{m}]: cell-eval refused the raw output -> NOT MET")
-        elif reference not in ce_means:
-            item3 = {"accepted_raw_output": True, "reference": None, "met": None}
-            lines.append(f"targets met? item 3 [{m}]: cell-eval refused the mean shift even clipped; no comparison")
-        else:
-            a, b = ce_means[m], ce_means[reference]
-            item3 = {
-                "accepted_raw_output": True,
-                "reference": reference,
-                "overlap_at_N": a["overlap_at_N"] >= b["overlap_at_N"],
-                "pearson_delta": a["pearson_delta"] >= b["pearson_delta"],
-                "discrimination_score_l1": a["discrimination_score_l1"] >= b["discrimination_score_l1"],
-                "mse": a["mse"] <= b["mse"],
-                "de_nsig_counts_pred_le_2x_real": a["de_nsig_counts_pred"] <= 2 * a["de_nsig_counts_real"],
-            }
-            item3["met"] = all(v for k, v in item3.items() if k != "reference")
-            lines.append(
-                f"targets met? item 3 [{m}] vs {reference}: accepted raw output: yes; "
-                f"overlap_at_N {fmt(a['overlap_at_N'])} >= {fmt(b['overlap_at_N'])}: {check(item3['overlap_at_N'])}; "
-                f"pearson_delta {fmt(a['pearson_delta'])} >= {fmt(b['pearson_delta'])}: {check(item3['pearson_delta'])}; "
-                f"discrimination_score_l1 {fmt(a['discrimination_score_l1'])} >= {fmt(b['discrimination_score_l1'])}: "
-                f"{check(item3['discrimination_score_l1'])}; mse {fmt(a['mse'])} <= {fmt(b['mse'])}: {check(item3['mse'])}; "
-                f"de_nsig_counts_pred {fmt(a['de_nsig_counts_pred'])} <= 2 x {fmt(a['de_nsig_counts_real'])}: "
-                f"{check(item3['de_nsig_counts_pred_le_2x_real'])} -> {'MET' if item3['met'] else 'NOT MET'}"
-            )
-        met[m]["item3"] = item3
-    total = time.perf_counter() - start
-    lines.append(
-        f"\n{len(TARGETS)} targets x {len(names)} methods: fits+predict+own metrics {fit_done - start:.0f} s, "
-        f"cell-eval {ce_seconds:.0f} s, total {total:.0f} s; target_sum per target "
-        f"{min(target_sums.values()):.1f}-{max(target_sums.values()):.1f}, cell-eval scale T0 = {common:.1f}"
-    )
-    print("\n".join(lines), flush=True)
+        found, line = item2(m, strong[m], strong[MEAN_SHIFT])
+        met[m] = {"item2": found}
+        lines.append(line)
+        if ce is not None:
+            met[m]["item3"], line = item3(m, ce)
+            lines.append(line)
+    return met, lines
 
-    result = {
+
+def result_document(
+    args: argparse.Namespace, run: Run, specs: dict, strong: dict, ce: CellEval | None, met: dict, seconds: dict
+) -> dict[str, Any]:
+    """Every number of the run, for the JSON."""
+    methods = {
+        m: {"cellw1_method": method, "config": None if cfg is None else cfg.to_dict(), "kwargs": kw}
+        for m, (method, cfg, kw) in specs.items()
+    }
+    if args.conditional:
+        methods[CONDITIONAL] = {
+            "cellw1_method": CONDITIONAL,
+            "config": cellw1.ConditionalConfig(**args.conditional_config).to_dict(),
+            "kwargs": args.conditional_config,
+        }
+    columns = [] if ce is None else ce.columns
+    return {
         "settings": {
             "data": str(args.data),
             "filter": "grna_frac >= 0.8",
             "seed": args.seed,
-            "targets": list(TARGETS),
-            "strong5": list(STRONG5),
-            "test_fraction": TEST_FRACTION,
+            "targets": list(run.targets),
+            "strong5": list(run.strong),
+            "split_rule": "cellw1.eval.splits.split_group (n_test_cells)",
             "n_de_genes": N_DE,
-            "methods": {
-                m: {"cellw1_method": method, "config": None if cfg is None else cfg.to_dict(), "kwargs": kw}
-                for m, (method, cfg, kw) in specs.items()
-            }
-            | (
-                {
-                    CONDITIONAL: {
-                        "cellw1_method": CONDITIONAL,
-                        "config": cellw1.ConditionalConfig(**args.conditional_config).to_dict(),
-                        "kwargs": args.conditional_config,
-                    }
-                }
-                if args.conditional
-                else {}
-            ),
-            "split": split_info,
-            "target_sum": target_sums,
-            "cell_eval_scale_T0": common,
-            "cellw1_version": cellw1.__version__ if hasattr(cellw1, "__version__") else None,
+            "methods": methods,
+            "split": run.split_info,
+            "target_sum": run.target_sums,
+            "cell_eval_scale_T0": float(np.median(list(run.target_sums.values()))),
+            "cellw1_version": getattr(cellw1, "__version__", None),
             "torch": torch.__version__,
             "git": git_state(),
         },
-        "own_metrics": {"per_target": own, "strong5_median": strong},
-        "de_genes": de_genes,
+        "own_metrics": {"per_target": run.own, "strong5_median": strong},
+        "de_genes": run.de_genes,
         "cell_eval": None
         if ce is None
         else {
-            "versions": ce["versions"],
+            "versions": ce.output["versions"],
             "columns": columns,
-            "item3_reference": reference,
-            "per_target": {c: ce["results"][c]["per_target"] for c in columns},
-            "mean_over_targets": ce_means,
-            "refused": {c: ce["results"][c]["refused"] for c in columns},
-            "metric_errors": {c: ce["results"][c]["metric_errors"] for c in columns},
-            "seconds": {c: ce["results"][c]["seconds"] for c in columns},
+            "item3_reference": ce.reference,
+            "per_target": {c: ce.output["results"][c]["per_target"] for c in columns},
+            "mean_over_targets": ce.means,
+            "refused": {c: ce.output["results"][c]["refused"] for c in columns},
+            "metric_errors": {c: ce.output["results"][c]["metric_errors"] for c in columns},
+            "seconds": {c: ce.output["results"][c]["seconds"] for c in columns},
         },
         "targets_met": met,
-        "seconds": {"fits_and_own_metrics": fit_done - start, "cell_eval": ce_seconds, "total": total},
+        "seconds": seconds,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / (f"cell_eval_papalexi_{args.tag}.json" if args.tag else "cell_eval_papalexi.json")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(nan_to_none(result), indent=1, default=str))
-    tmp.replace(path)
-    print(f"wrote {path.relative_to(HERE.parent)}", flush=True)
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = options(argv)
+    torch.set_num_threads(1)
+    specs = method_specs(args.variant)
+    python = None if args.skip_cell_eval else cell_eval_python(args.cell_eval_python)
+    start = time.perf_counter()
+    run = prepare(args, [*specs, *([CONDITIONAL] if args.conditional else [])])
+    conditional, conditional_seconds = fit_conditional(args, run) if args.conditional else (None, 0.0)
+    for target in run.targets:
+        fit_target(args, run, target, specs, conditional, conditional_seconds)
+    fit_done = time.perf_counter()
+    strong, lines = own_table(run)
+    ce = None if python is None else score_cell_eval(args, run, python)
+    if ce is not None:
+        lines += cell_eval_table(args, ce)
+    met, met_lines = targets_met(run, strong, ce)
+    lines += met_lines
+    total = time.perf_counter() - start
+    ce_seconds = 0.0 if ce is None else ce.seconds
+    lines.append(
+        f"\n{len(run.targets)} targets x {len(run.methods)} methods: "
+        f"fits+predict+own metrics {fit_done - start:.0f} s, "
+        f"cell-eval {ce_seconds:.0f} s, total {total:.0f} s; target_sum per target "
+        f"{min(run.target_sums.values()):.1f}-{max(run.target_sums.values()):.1f}, cell-eval scale T0 = "
+        f"{float(np.median(list(run.target_sums.values()))):.1f}"
+    )
+    print("\n".join(lines), flush=True)
+    seconds = {"fits_and_own_metrics": fit_done - start, "cell_eval": ce_seconds, "total": total}
+    result = result_document(args, run, specs, strong, ce, met, seconds)
+    name = f"cell_eval_papalexi_{args.tag}.json" if args.tag else "cell_eval_papalexi.json"
+    write_json(args.out / name, result, args, indent=1)

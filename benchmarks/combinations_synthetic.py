@@ -27,26 +27,25 @@ share of the observed change reproduced (``<pred change, obs change> / |obs chan
 For null-member pairs also the largest difference between the model's pair and its
 responding member alone. Results to ``benchmarks/results/combinations/synthetic.json``.
 
-    python benchmarks/combinations_synthetic.py [--seeds 0,1,2,3,4] [--config '{"pooling": "sum"}']
+    python -m benchmarks combinations_synthetic [--seeds 0,1,2,3,4] [--config '{"pooling": "sum"}']
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-import torch
-from scipy.stats import pearsonr
 
 import cellw1
-from cellw1.datasets import synthetic_combinations
 from cellw1.eval.metrics import energy_distance, mmd
+from cellw1.eval.systema import pearson_delta
 
-OUT = Path(__file__).parent / "results" / "combinations"
+from ._common import RESULTS, load, one_thread, parse, parser, read_json, write_json
+
+OUT = RESULTS / "combinations"
 METHODS = ("model", "network_code", "members_sum", "composed_maps", "additive", "larger_single", "no_change")
 
 
@@ -56,13 +55,14 @@ def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, flo
     return {
         "mmd": float(mmd(pred, obs)),
         "energy": float(energy_distance(pred, obs)),
-        "pearson_delta": float(pearsonr(predicted, observed).statistic) if predicted.std() > 0 else 0.0,
+        # the library's PearsonΔ (cellw1.eval.systema); a prediction that does not move scores 0, not NaN
+        "pearson_delta": float(pearson_delta(pred, obs, start.mean(0))) if predicted.std() > 0 else 0.0,
         "share": float(predicted @ observed / (observed @ observed)),
     }
 
 
 def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
-    adata = synthetic_combinations(n_control=1500, n_per_condition=300, n_pairs_per_kind=4, seed=seed)
+    adata = load("synthetic_combinations", n_control=1500, n_per_condition=300, n_pairs_per_kind=4, seed=seed)
     truth = adata.uns["synthetic"]
     labels = adata.obs["condition"].astype(str).to_numpy()
     rng = np.random.default_rng(seed)
@@ -123,6 +123,16 @@ def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
     return found
 
 
+WIN_KEYS = ("mmd", "energy", "pearson_delta")
+
+
+def model_wins(group: list[dict], method: str, key: str) -> int:
+    """Pairs where the model beats ``method`` on ``key`` (PearsonΔ: higher is better, the others lower)."""
+    if key == "pearson_delta":
+        return sum(c["model"][key] > c[method][key] for c in group)
+    return sum(c["model"][key] < c[method][key] for c in group)
+
+
 def table(results: dict) -> str:
     """Per kind and status: median of each score per method over pairs and seeds; model's wins over additive."""
     cases = [c for per_seed in results.values() for c in per_seed["pairs"].values()]
@@ -139,14 +149,7 @@ def table(results: dict) -> str:
             ]
             for m in METHODS:
                 med = {k: np.median([c[m][k] for c in group]) for k in ("mmd", "energy", "pearson_delta", "share")}
-                wins = (
-                    ""
-                    if m == "model"
-                    else " | ".join(
-                        f"{sum((c['model'][k] < c[m][k]) if k != 'pearson_delta' else (c['model'][k] > c[m][k]) for c in group)}/{len(group)}"
-                        for k in ("mmd", "energy", "pearson_delta")
-                    )
-                )
+                wins = "" if m == "model" else " | ".join(f"{model_wins(group, m, k)}/{len(group)}" for k in WIN_KEYS)
                 lines.append(
                     f"| {m} | {med['mmd']:.4g} | {med['energy']:.4g} | {med['pearson_delta']:.3f} | {med['share']:.3f} "
                     f"| {wins or ' | '} |"
@@ -173,22 +176,16 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--out", type=Path, default=OUT / "synthetic.json")
-    parser.add_argument("--config", default="{}", help="ConditionalConfig fields as JSON")
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    quick = {"seeds": [0], "config": json.dumps({"potential_iters": 50, "regression_iters": 20, "energy_iters": 20})}
+    p = parser(__doc__, name="combinations_synthetic", seeds="0,1,2,3,4", out=OUT / "synthetic.json", quick=quick)
+    p.add_argument("--config", default="{}", help="ConditionalConfig fields as JSON")
+    args = parse(p, argv)
     config = cellw1.ConditionalConfig(**json.loads(args.config))
-    torch.set_num_threads(1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for seed in (int(s) for s in args.seeds.split(",") if s):  # --seeds "": the table of the saved runs
+    one_thread()
+    results = read_json(args.out)
+    for seed in args.seeds:  # --seeds "": the table of the saved runs
         results[str(seed)] = run(seed, config)
-        args.out.write_text(json.dumps(results, indent=2))
+        write_json(args.out, results, args)
         print(f"seed {seed} done ({results[str(seed)]['fit_seconds']:.0f} s fit)", flush=True)
     print(table(results), flush=True)
-
-
-if __name__ == "__main__":
-    main()

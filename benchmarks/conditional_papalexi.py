@@ -14,9 +14,9 @@ Parts (``--parts``, comma-separated):
 - ``cellflow``: the same splits in PCA-50 space (PCA of the training cells of every group):
   cellw1's conditional map (each cell moved by its condition's resolved share of the map's
   displacement, as ``predict`` does) against CellFlow (``cellflow-tools``, its documented API,
-  one-hot condition), run in its own environment (``--cellflow-python``) by ``_cellflow_runner.py``
-  through ``.npz`` files. Scored in the PCA space on the held-out cells: MMD, energy
-  distance, the mean-shift ratio of the 5 strong targets, training seconds.
+  one-hot condition), run in its own environment (``--cellflow-python``, else
+  ``$CELLW1_CELLFLOW_PYTHON``) by ``_cellflow_runner.py`` through ``.npz`` files. Scored in the
+  PCA space on the held-out cells: MMD, energy distance, the mean-shift ratio of the 5 strong targets, training seconds.
 
 - ``raw_shift``: on the ``cellflow`` splits in gene space, how far the conditional map moves
   each target's mean on its top-50 DE genes before and after the output calibration.
@@ -27,25 +27,24 @@ Parts (``--parts``, comma-separated):
 Results go to ``benchmarks/results/conditional/`` (``<part>.json`` and the evaluation tables).
 The machine is shared (2 cores, other jobs): seconds compare within a part, not across runs.
 
-    python benchmarks/conditional_papalexi.py [--parts separate,sampling,cellflow,raw_shift,timing,effect]
+    python -m benchmarks conditional_papalexi [--parts separate,sampling,cellflow,raw_shift,timing,effect]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import torch
-from real_data import DATA, papalexi
 
 import cellw1
 from cellw1.eval.conditional import shared_control_rng
@@ -53,8 +52,20 @@ from cellw1.eval.metrics import energy_distance, mmd
 from cellw1.eval.splits import split_group
 from cellw1.eval.splits import split_rngs as _split_rngs
 
-OUT = Path(__file__).parent / "results" / "conditional"
-RUNNER = Path(__file__).parent / "_cellflow_runner.py"
+from ._common import HERE, RESULTS, one_thread, papalexi, parse, parser, peer_python, write_json
+
+OUT = RESULTS / "conditional"
+RUNNER = HERE / "_cellflow_runner.py"
+#: CellFlow's settings of the ``cellflow`` part
+CELLFLOW_PARAMS = {
+    "width": 256,
+    "condition_dim": 64,
+    "lr": 1e-4,
+    "accumulate": 1,
+    "iterations": 5000,
+    "batch_size": 1024,
+    "seed": 0,
+}
 CONTROL, KEY = "non-targeting", "target"
 STRONG = ("STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4")
 
@@ -300,49 +311,38 @@ def time_conditional(adata: ad.AnnData, repeats: int = 2) -> dict:
     return {"runs": runs}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="separate,sampling,cellflow")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--cellflow-python", default="/work/venvs/cellflow/bin/python")
-    parser.add_argument(
-        "--cellflow-params",
-        default=json.dumps(
-            {
-                "width": 256,
-                "condition_dim": 64,
-                "lr": 1e-4,
-                "accumulate": 1,
-                "iterations": 5000,
-                "batch_size": 1024,
-                "seed": 0,
-            }
-        ),
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, name="conditional_papalexi", out=OUT)  # every part fits 25 targets: no quick run
+    p.add_argument("--parts", default="separate,sampling,cellflow")
+    p.add_argument(
+        "--cellflow-python", default=None, help="python of the CellFlow venv (default: $CELLW1_CELLFLOW_PYTHON)"
     )
-    args = parser.parse_args()
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")
-    torch.set_num_threads(1)
+    p.add_argument("--cellflow-params", default=json.dumps(CELLFLOW_PARAMS))
+    args = parse(p, argv)
+    parts = args.parts.split(",")
+    python = None
+    if "cellflow" in parts:  # before any fit: a missing environment is said at once
+        python = peer_python(
+            "CELLW1_CELLFLOW_PYTHON",
+            "CellFlow",
+            "python3.11 -m venv cellflow-venv && cellflow-venv/bin/pip install cellflow-tools",
+            args.cellflow_python,
+        )
+    one_thread()
     args.out.mkdir(parents=True, exist_ok=True)
     adata = papalexi()
-    for part in args.parts.split(","):
-        if part == "separate":
-            found = run_separate(adata, args.out)
-        elif part == "sampling":
-            found = run_sampling(adata, args.out)
-        elif part == "cellflow":
-            found = run_cellflow(adata, args.out, args.cellflow_python, json.loads(args.cellflow_params))
-        elif part == "raw_shift":
-            found = raw_shift(adata)
-        elif part == "effect":
-            found = effect(adata)
-        elif part == "timing":  # the conditional fit of the cellflow part again, timed alone
-            found = time_conditional(adata)
-        else:
-            raise SystemExit(f"unknown part {part!r}")
-        (args.out / f"{part}.json").write_text(json.dumps(found, indent=2))
+    parts_run = {
+        "separate": lambda: run_separate(adata, args.out),
+        "sampling": lambda: run_sampling(adata, args.out),
+        "cellflow": lambda: run_cellflow(adata, args.out, python, json.loads(args.cellflow_params)),
+        "raw_shift": lambda: raw_shift(adata),
+        "effect": lambda: effect(adata),
+        "timing": lambda: time_conditional(adata),  # the conditional fit of the cellflow part again, timed alone
+    }
+    unknown = [part for part in parts if part not in parts_run]
+    if unknown:
+        raise SystemExit(f"unknown part(s) {unknown}; choose from {list(parts_run)}")
+    for part in parts:
+        found = parts_run[part]()
+        write_json(args.out / f"{part}.json", found, args)
         print(part, json.dumps({k: v for k, v in found.items() if k != "per_target"}, indent=1)[:3000], flush=True)
-
-
-if __name__ == "__main__":
-    main()

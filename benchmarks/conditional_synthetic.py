@@ -18,25 +18,37 @@
 Scores: MMD and energy distance on all genes, log-normalised by the model's preprocessing,
 seeds 0-2 unless told. Results to ``benchmarks/results/conditional/synthetic.json``.
 
-    python benchmarks/conditional_synthetic.py [--parts doses,embedding] [--seeds 0,1,2]
+    python -m benchmarks conditional_synthetic [--parts doses,embedding] [--seeds 0,1,2]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-import torch
 from scipy.stats import wilcoxon
 
 import cellw1
-from cellw1.datasets import synthetic_doses, synthetic_embedded_perturbations
 from cellw1.eval.metrics import energy_distance, mmd
 
-OUT = Path(__file__).parent / "results" / "conditional"
+from ._common import RESULTS, load, one_thread, parse, parser, read_json, write_json
+
+OUT = RESULTS / "conditional"
+#: the methods of each part's table, the model first
+TABLE_METHODS = {
+    "doses": [
+        "model",
+        "linear_interpolation",
+        "model_at_nearest_dose",
+        "cells_of_nearest_dose",
+        "identity",
+        "model_at_code",
+        "curve_mean_shift",
+    ],
+    "embedding": ["model", "neighbour_map", "neighbour_cells", "identity"],
+}
 
 
 def score(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
@@ -50,7 +62,7 @@ def split_controls(adata, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run_doses(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict:
-    adata = synthetic_doses(n_control=1500, n_per_dose=400, seed=seed)
+    adata = load("synthetic_doses", n_control=1500, n_per_dose=400, seed=seed)
     labels, doses = adata.obs["condition"].astype(str).to_numpy(), adata.obs["dose"].to_numpy()
     train_ctrl, test_ctrl = split_controls(adata, seed)
     held = (labels != "control") & (doses == 10.0)
@@ -97,7 +109,7 @@ def run_doses(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict
 
 
 def run_embedding(seed: int, config: cellw1.ConditionalConfig | None = None) -> dict:
-    adata = synthetic_embedded_perturbations(n_control=1500, n_perturbed=300, seed=seed)
+    adata = load("synthetic_embedded_perturbations", n_control=1500, n_perturbed=300, seed=seed)
     labels = adata.obs["condition"].astype(str).to_numpy()
     names = sorted(adata.uns["vectors"])
     held_out = sorted(np.random.default_rng(seed).choice(names, size=3, replace=False).tolist())
@@ -149,40 +161,20 @@ def table(found: dict, methods: list[str]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="doses,embedding")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument(
+def main(argv: Sequence[str] | None = None) -> None:
+    quick = {"seeds": [0], "config": json.dumps({"potential_iters": 50, "regression_iters": 20, "energy_iters": 20})}
+    p = parser(__doc__, name="conditional_synthetic", seeds="0,1,2", out=OUT, quick=quick)
+    p.add_argument("--parts", default="doses,embedding")
+    p.add_argument(
         "--config", default="{}", help="ConditionalConfig fields as JSON, e.g. '{\"regression_iters\": 1000}'"
     )
-    args = parser.parse_args()
+    args = parse(p, argv)
     config = cellw1.ConditionalConfig(**json.loads(args.config))
-    torch.set_num_threads(1)
-    args.out.mkdir(parents=True, exist_ok=True)
+    one_thread()
     path = args.out / "synthetic.json"
-    results = json.loads(path.read_text()) if path.exists() else {}
-    seeds = [int(s) for s in args.seeds.split(",")]
+    results = read_json(path)
     for part in args.parts.split(","):
         run = {"doses": run_doses, "embedding": run_embedding}[part]
-        results[part] = {str(seed): run(seed, config) for seed in seeds}
-        path.write_text(json.dumps(results, indent=2))
-        methods = (
-            [
-                "model",
-                "linear_interpolation",
-                "model_at_nearest_dose",
-                "cells_of_nearest_dose",
-                "identity",
-                "model_at_code",
-                "curve_mean_shift",
-            ]
-            if part == "doses"
-            else ["model", "neighbour_map", "neighbour_cells", "identity"]
-        )
-        print(part, "\n" + table(results[part], methods), flush=True)
-
-
-if __name__ == "__main__":
-    main()
+        results[part] = {str(seed): run(seed, config) for seed in args.seeds}
+        write_json(path, results, args)
+        print(part, "\n" + table(results[part], TABLE_METHODS[part]), flush=True)

@@ -8,31 +8,30 @@ prediction against the held-out stimulated cells' (all markers, and the function
 stimulation moves), the share of exact zeros, and MMD / energy distance on all markers
 (``cellw1.eval.metrics``). Writes ``benchmarks/results/continuous.json``.
 
-    python benchmarks/continuous.py [--seeds 0,1,2]
+    python -m benchmarks continuous [--seeds 0,1,2]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 import cellw1
 from cellw1.eval.metrics import compute_metrics
 from cellw1.eval.splits import split_group, split_rngs
 
-OUT = Path(__file__).parent / "results" / "continuous.json"
+from ._common import RESULTS, each_seed, load, one_thread, parse, parser, write_json
+
+OUT = RESULTS / "continuous.json"
 METHODS = ("identity", "mean_shift", "w1")
 
 
 def run(seed: int) -> list[dict]:
-    adata = cellw1.datasets.synthetic_cytometry(seed=seed)
+    adata = load("synthetic_cytometry", seed=seed)
     labels = adata.obs["condition"].astype(str).to_numpy()
     functional = adata.var["functional"].to_numpy()
     rows = {}
@@ -63,17 +62,11 @@ def run(seed: int) -> list[dict]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--out", type=Path, default=OUT)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    rows = [row for seed in args.seeds.split(",") for row in run(int(seed))]
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, name="continuous", seeds="0,1,2", out=OUT, quick={"seeds": [0]})
+    args = parse(p, argv)
+    one_thread()
+    rows = [row for found in each_seed(args.seeds, run).values() for row in found]
     table = pd.DataFrame(rows).groupby("method").median(numeric_only=True).drop(columns="seed")
     print(table.round(4).to_string())
-    args.out.write_text(json.dumps({"settings": {"seeds": args.seeds}, "rows": rows}, indent=1))
-
-
-if __name__ == "__main__":
-    main()
+    write_json(args.out, {"rows": rows}, args, indent=1)

@@ -14,50 +14,45 @@ and writes them to ``benchmarks/results/distributed_speedup.json``.
 
 Long (25 full fits, twice): run on a quiet machine with at least ``--n-workers`` free cores::
 
-    python benchmarks/distributed_speedup.py
-    python benchmarks/distributed_speedup.py --perturbations STAT1,JAK2 --potential-iters 50 --out /tmp/x.json
+    python -m benchmarks distributed_speedup
+    python -m benchmarks distributed_speedup --perturbations STAT1,JAK2 --potential-iters 50 --out /tmp/x.json
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
-import anndata as ad
 import numpy as np
 import torch
 
 import cellw1
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "papalexi2021_eccite_thp1_crispr.h5ad"
-OUT = Path(__file__).parent / "results" / "distributed_speedup.json"
-KEY, CONTROL = "target", "non-targeting"
+from ._common import DATASETS, RESULTS, papalexi, parse, parser, write_json
+
+OUT = RESULTS / "distributed_speedup.json"
+KEY, CONTROL = DATASETS["papalexi"].key, DATASETS["papalexi"].control
 
 
-def load_papalexi() -> ad.AnnData:
-    adata = ad.read_h5ad(DATA)
-    return adata[adata.obs["grna_frac"] >= 0.8].copy()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--perturbations", default=None, help="comma-separated targets (default: all 25)")
-    parser.add_argument("--n-workers", type=int, default=2)
-    parser.add_argument("--potential-iters", type=int, default=None, help="phase-1 steps (default: W1Config's)")
-    parser.add_argument("--step-iters", type=int, default=None, help="phase-2 steps (default: W1Config's)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=OUT, help="JSON file (default: %(default)s)")
-    args = parser.parse_args()
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(
+        __doc__,
+        name="distributed_speedup",
+        seed=0,
+        out=OUT,
+        quick={"perturbations": "STAT1,JAK2", "potential_iters": 50, "step_iters": 50},
+    )
+    p.add_argument("--perturbations", default=None, help="comma-separated targets (default: all 25)")
+    p.add_argument("--n-workers", type=int, default=2)
+    p.add_argument("--potential-iters", type=int, default=None, help="phase-1 steps (default: W1Config's)")
+    p.add_argument("--step-iters", type=int, default=None, help="phase-2 steps (default: W1Config's)")
+    args = parse(p, argv)
     changes = {"potential_iters": args.potential_iters, "step_iters": args.step_iters}
     config = cellw1.W1Config(**{k: v for k, v in changes.items() if v is not None})
-    adata = load_papalexi()
+    adata = papalexi()
     labels = args.perturbations.split(",") if args.perturbations else None
     common = dict(method="w1", config=config, seed=args.seed, progress=False)
 
@@ -84,7 +79,7 @@ def main() -> None:
     print(f"speed-up {speedup:.2f}x; identical predictions: {identical} (largest difference {largest:g})")
 
     result = {
-        "dataset": DATA.name,
+        "dataset": DATASETS["papalexi"].file,
         "filter": "grna_frac >= 0.8",
         "n_cells": int(adata.n_obs),
         "n_genes": int(adata.n_vars),
@@ -106,10 +101,4 @@ def main() -> None:
         "torch": torch.__version__,
         "cellw1": cellw1.__version__,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
-
-
-if __name__ == "__main__":  # needed: the cluster's worker processes are spawned
-    main()
+    write_json(args.out, result, args)

@@ -13,30 +13,27 @@ response-distribution claim: on STAT1, JAK2, IFNGR1 and IFNGR2, w1 against the m
 ``--from-table results.csv`` recomputes the report from a saved table without fitting.
 Torch runs on one thread; the load average of the machine is recorded (it is shared).
 
-    python benchmarks/evaluation_papalexi.py [--splits 5] [--targets STAT1,JAK2,...] [--from-table PATH]
+    python -m benchmarks evaluation_papalexi [--splits 5] [--targets STAT1,JAK2,...] [--from-table PATH]
 """
 
 # %%
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
 
-for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+import pandas as pd
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import cellw1
+from cellw1.eval.result import EvaluationResult
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from real_data import papalexi  # noqa: E402  (the shared data, loaded one way: grna_frac >= 0.8)
+from ._common import RESULTS, one_thread, papalexi, parse, parser, write_json
 
-import cellw1  # noqa: E402
-from cellw1.eval.result import EvaluationResult  # noqa: E402
-
-OUT = Path(__file__).parent / "results" / "evaluation_papalexi"
+OUT = RESULTS / "evaluation_papalexi"
 IFNG = ["STAT1", "JAK2", "IFNGR1", "IFNGR2"]
 
 
@@ -54,32 +51,46 @@ def claim_check(result: EvaluationResult) -> pd.DataFrame:
     return out.reindex([p for p in IFNG if p in out.index])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--splits", type=int, default=5)
-    parser.add_argument("--targets", default=None, help="comma-separated targets (default: all 25)")
-    parser.add_argument("--from-table", type=Path, default=None, help="a saved results.csv: report only, no fits")
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    load_before = os.getloadavg()
-    start = time.perf_counter()
-    if args.from_table is None:
-        adata = papalexi()
-        targets = None if args.targets is None else args.targets.split(",")
-        result = cellw1.evaluate(
-            adata, "target", "non-targeting", targets, n_splits=args.splits, seed=args.seed, progress=True
-        )
-        settings = result.settings
-        args.out.mkdir(parents=True, exist_ok=True)  # the table first: a report can be redone from it
-        result.table.to_csv(args.out / "results.csv", index=False)
-        (args.out / "settings.json").write_text(json.dumps(settings, indent=2))
-    else:
+def evaluate(args: argparse.Namespace) -> tuple[EvaluationResult, dict]:
+    """Fit and score (or read a saved table with ``--from-table``); the table is saved first."""
+    if args.from_table is not None:
         table = pd.read_csv(args.from_table)
         settings_path = args.from_table.parent / "settings.json"
         settings = json.loads(settings_path.read_text()) if settings_path.exists() else {}
-        result = EvaluationResult(table=table, settings=settings)
+        return EvaluationResult(table=table, settings=settings), settings
+    targets = None if args.targets is None else args.targets.split(",")
+    result = cellw1.evaluate(
+        papalexi(), "target", "non-targeting", targets, n_splits=args.splits, seed=args.seed, progress=True
+    )
+    args.out.mkdir(parents=True, exist_ok=True)  # the table first: a report can be redone from it
+    result.table.to_csv(args.out / "results.csv", index=False)
+    (args.out / "settings.json").write_text(json.dumps(result.settings, indent=2))
+    return result, result.settings
+
+
+def report(result: EvaluationResult, claim: pd.DataFrame, lost: pd.DataFrame) -> None:
+    """Print the verdicts, the losses and the claim check."""
+    print("\nw1 against the best baseline of each metric:")
+    for text in result.verdicts()["verdict"]:
+        print("  " + text)
+    print(f"\nw1 loses (interval below 0) to a baseline on {len(lost)} metric x baseline rows:")
+    for text in lost["verdict"]:
+        print("  " + text)
+    with pd.option_context("display.width", 160, "display.float_format", "{:.3g}".format):
+        print("\nresponse_w1, w1 against mean_shift (improvement > 0: w1 closer), interval over splits:")
+        print(claim.to_string())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, name="evaluation_papalexi", seed=0, out=OUT, quick={"splits": 1, "targets": "STAT1,ATF2"})
+    p.add_argument("--splits", type=int, default=5)
+    p.add_argument("--targets", default=None, help="comma-separated targets (default: all 25)")
+    p.add_argument("--from-table", type=Path, default=None, help="a saved results.csv: report only, no fits")
+    args = parse(p, argv)
+    one_thread()
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    result, settings = evaluate(args)
     evaluate_seconds = time.perf_counter() - start
     start = time.perf_counter()
     written = result.save(args.out)
@@ -92,17 +103,9 @@ def main() -> None:
     print(f"evaluation: {evaluate_seconds:.0f} s, report: {report_seconds:.0f} s, {len(written)} files in {args.out}")
     print(f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f} (1 min; 2 cores, shared)")
     print("fit seconds summed per method:", {m: round(float(v), 1) for m, v in fits.items()})
-    print("\nw1 against the best baseline of each metric:")
-    for text in verdicts["verdict"]:
-        print("  " + text)
     lost = result.comparisons()
     lost = lost[lost["ci_high"] < 0]
-    print(f"\nw1 loses (interval below 0) to a baseline on {len(lost)} metric x baseline rows:")
-    for text in lost["verdict"]:
-        print("  " + text)
-    with pd.option_context("display.width", 160, "display.float_format", "{:.3g}".format):
-        print("\nresponse_w1, w1 against mean_shift (improvement > 0: w1 closer), interval over splits:")
-        print(claim.to_string())
+    report(result, claim, lost)
     summary = {
         "data": "Papalexi 2021, grna_frac >= 0.8, gene space (299 genes), top-50 DE genes per split",
         "n_perturbations": len(settings.get("perturbations", [])),
@@ -118,10 +121,4 @@ def main() -> None:
         "losses": lost.to_dict(orient="records"),
         "ifng_response_w1_vs_mean_shift": claim.reset_index().to_dict(orient="records"),
     }
-    path = args.out.parent / f"{args.out.name}.json"
-    path.write_text(json.dumps(summary, indent=2, default=float))
-    print(f"wrote {path}")
-
-
-if __name__ == "__main__":
-    main()
+    write_json(args.out.parent / f"{args.out.name}.json", summary, args)

@@ -16,25 +16,22 @@ case for the vectors), 12 targets, folds of 4, seeds 0-2.
 Scores on held-out cells, all genes, log-normalised: MMD, energy, PearsonΔ (the predicted and
 observed mean changes from the input). Results to ``benchmarks/results/gene_vectors.json``.
 
-    python benchmarks/gene_vectors.py [--parts papalexi,synthetic]
+    python -m benchmarks gene_vectors [--parts papalexi,synthetic] [--seeds 0,1,2]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
-import torch
-from combinations_synthetic import score
-from real_data import papalexi
 
 import cellw1
-from cellw1.datasets import synthetic_gene_targets
 
-OUT = Path(__file__).parent / "results" / "gene_vectors.json"
+from ._common import RESULTS, each_seed, load, one_thread, papalexi, parse, parser, read_json, write_json
+from .combinations_synthetic import score
+
+OUT = RESULTS / "gene_vectors.json"
 
 
 def folds(adata, key: str, control: str, targets: list[str], size: int, seed: int) -> dict:
@@ -81,28 +78,25 @@ def table(cases: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="papalexi,synthetic")
-    parser.add_argument("--seeds", default="0,1,2")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    results = json.loads(OUT.read_text()) if OUT.exists() else {}
+def synthetic_folds(seed: int) -> dict:
+    adata = load("synthetic_gene_targets", seed=seed)
+    targets = [t for t in adata.obs["condition"].cat.categories if t != "control"]
+    return folds(adata, "condition", "control", targets, 4, seed)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, name="gene_vectors", seeds="0,1,2", out=OUT, quick={"parts": "synthetic", "seeds": [0]})
+    p.add_argument("--parts", default="papalexi,synthetic")
+    args = parse(p, argv)
+    one_thread()
+    results = read_json(args.out)
     for part in args.parts.split(","):
         if part == "papalexi":
             adata = papalexi()
             targets = sorted(t for t in set(adata.obs["target"].astype(str)) if t in set(adata.var_names))
             results[part] = {"0": folds(adata, "target", "non-targeting", targets, 3, 0)}
         else:
-            results[part] = {}
-            for seed in (int(s) for s in args.seeds.split(",")):
-                adata = synthetic_gene_targets(seed=seed)
-                targets = [t for t in adata.obs["condition"].cat.categories if t != "control"]
-                results[part][str(seed)] = folds(adata, "condition", "control", targets, 4, seed)
-        OUT.write_text(json.dumps(results, indent=2))
+            results[part] = {str(s): found for s, found in each_seed(args.seeds, synthetic_folds, part).items()}
+        write_json(args.out, results, args)
         cases = [c for per_seed in results[part].values() for c in per_seed.values()]
         print(part, f"({len(cases)} held-out targets)\n" + table(cases), flush=True)
-
-
-if __name__ == "__main__":
-    main()

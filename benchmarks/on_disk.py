@@ -33,10 +33,11 @@ runs each one in a subprocess, so each peak RSS is that stage's alone, read from
 ``all`` runs the four (``generate`` only when the files are missing, hold another shape, or
 ``--regenerate``),
 writes ``benchmarks/results/on_disk.json`` (``--out``) and prints a table. The data set goes
-to ``--workdir`` (default ``/tmp/cellw1-disk``), never inside the repository::
+to ``--workdir`` (default ``cellw1-disk`` in the temporary folder), never inside the repository::
 
-    python benchmarks/on_disk.py all [--space pca|genes] [--format h5ad|zarr] [--buffer-cells 32768]
-    python benchmarks/on_disk.py generate --cells 20000 --genes 500 --workdir /tmp/cellw1-small
+    python -m benchmarks on_disk all [--space pca|genes] [--format h5ad|zarr] [--buffer-cells 32768]
+    python -m benchmarks on_disk generate --cells 20000 --genes 500 --workdir /tmp/cellw1-small
+    python -m benchmarks on_disk all --quick      # 4,000 cells x 200 genes, short fits: a smoke run
 
 Run with ``OMP_NUM_THREADS=1`` on a shared machine. ``--potential-iters`` / ``--step-iters``
 shorten the W1 fits for a quick check (the default is the library's ``W1Config()``).
@@ -54,9 +55,10 @@ import resource
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +66,22 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-RESULTS = Path(__file__).parent / "results"
-REPO = Path(__file__).resolve().parents[1]
-WORKDIR = Path("/tmp/cellw1-disk")
+from ._common import QUICK_RESULTS, RESULTS, ROOT, parse, parser, write_json
+
+WORKDIR = Path(tempfile.gettempdir()) / "cellw1-disk"
+#: the options of a smoke run (``--quick``): a small data set in a folder of its own
+QUICK = {
+    "cells": 4_000,
+    "genes": 200,
+    "chunk_cells": 1_000,
+    "test_cells": 500,
+    "subsample": 1_000,
+    "potential_iters": 30,
+    "step_iters": 30,
+    "workdir": str(QUICK_RESULTS / "on_disk_data"),
+}
+#: options of the runner, not of a stage
+NOT_PASSED = ("stage", "benchmark", "quick", "quick_settings")
 STAGES = ("generate", "fit", "predict", "compare")
 CONDITION, CONTROL, PERTURBED = "condition", "control", "perturbed"
 #: prefix of the one stdout line where a stage reports its result (JSON)
@@ -517,15 +532,11 @@ def score(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
     }
 
 
-def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
+def read_subsample(args: argparse.Namespace) -> tuple[Any, dict[str, np.ndarray], float]:
+    """A uniform random subsample of ``--subsample`` cells per group, read into memory."""
     import anndata as ad
 
-    import cellw1
-    from cellw1.eval.degenes import top_de_genes
-    from cellw1.pp.spaces import fit_embedding
-
-    path, workdir = data_path(args), Path(args.workdir)
-    group, x = open_matrix(path)
+    group, x = open_matrix(data_path(args))
     labels = read_obs_column(group, CONDITION).to_numpy()
     cell_type = read_obs_column(group, "cell_type").to_numpy()
     rng = np.random.default_rng([args.seed, 3])
@@ -544,41 +555,31 @@ def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
         {CONDITION: pd.Categorical(labels[rows]), "cell_type": pd.Categorical(cell_type[rows])},
         index=pd.Index([f"cell{i}" for i in rows]),
     )
-    adata = ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=genes))
-    say(f"compare: in-memory fit on {adata.n_obs:,d} cells (read in {read_seconds:.1f} s)")
-    config = w1_config(args)
-    start = time.perf_counter()
-    memory_model = cellw1.fit(
-        adata, CONDITION, CONTROL, PERTURBED, space=args.space, config=config, progress=False, seed=0
-    )
-    fit_seconds = time.perf_counter() - start
-    fit_peak = peak_rss_gib()
-    memory_model.save(workdir / f"model_{args.space}_in_memory")
+    return ad.AnnData(X=matrix, obs=obs, var=pd.DataFrame(index=genes)), picked, read_seconds
 
+
+def training_sample(adata: Any, label: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """At most ``n`` cells of group ``label`` of the in-memory subsample, in row order."""
+    return np.sort(rng.choice(np.flatnonzero(adata.obs[CONDITION] == label), n, replace=False))
+
+
+def score_models(args: argparse.Namespace, adata: Any, picked: dict, memory_model: Any) -> dict[str, Any]:
+    """Both models and the baselines on the test file's cells, on the DE genes and in a PCA-50."""
+    import anndata as ad
+
+    import cellw1
+    from cellw1.eval.degenes import top_de_genes
+    from cellw1.pp.spaces import fit_embedding
+
+    workdir = Path(args.workdir)
     # Scoring: the test file's cells (never fitted on), in each model's own log-normalised genes.
     test = ad.read_h5ad(workdir / "test.h5ad")
     is_control = (test.obs[CONDITION] == CONTROL).to_numpy()
     test_control, test_perturbed = test[is_control], test[~is_control]
     ref = memory_model  # training-cell statistics: DE genes, a common PCA, baselines
     train_rng = np.random.default_rng([args.seed, 4])
-    train_ctrl = ref.preprocess(
-        adata[
-            np.sort(
-                train_rng.choice(
-                    np.flatnonzero(adata.obs[CONDITION] == CONTROL), min(5_000, picked[CONTROL].size), replace=False
-                )
-            )
-        ]
-    )
-    train_pert = ref.preprocess(
-        adata[
-            np.sort(
-                train_rng.choice(
-                    np.flatnonzero(adata.obs[CONDITION] == PERTURBED), min(5_000, picked[PERTURBED].size), replace=False
-                )
-            )
-        ]
-    )
+    train_ctrl = ref.preprocess(adata[training_sample(adata, CONTROL, min(5_000, picked[CONTROL].size), train_rng)])
+    train_pert = ref.preprocess(adata[training_sample(adata, PERTURBED, min(5_000, picked[PERTURBED].size), train_rng)])
     de = top_de_genes(train_ctrl, train_pert, ref.features, n_genes=args.de_genes)
     de_pos = pd.Index(ref.features).get_indexer(de)
     pca = fit_embedding("pca", np.vstack([train_ctrl, train_pert]), seed=0)
@@ -606,19 +607,12 @@ def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
         predictions[name] = np.asarray(model.predict(test_control).X)
         scores[name] = spaces(predictions[name], model.preprocess(test_perturbed))
     result: dict[str, Any] = {
-        "subsample_per_group": args.subsample,
-        "subsample_cells": int(adata.n_obs),
-        "read_seconds": read_seconds,
-        "in_memory_fit_seconds": fit_seconds,
-        "in_memory_fit_peak_rss_gib": fit_peak,
-        "in_memory_info": memory_model.info,
         "disk_model": str(disk_dir) if "disk" in models else None,
         "test_cells": {"control": int(is_control.sum()), "perturbed": int((~is_control).sum())},
         "scored_on": "test.h5ad: same simulator, other random numbers; neither model was fitted on these cells",
         "de_genes": de,
         "de_genes_true_effect": int(np.isin(de, test.uns["synthetic"]["effect_genes"]).sum()),
         "scores": scores,
-        "peak_rss_gib": peak_rss_gib(),
     }
     if "disk" in predictions:
         diff = predictions["disk"][:, de_pos] - predictions["in_memory"][:, de_pos]
@@ -626,12 +620,42 @@ def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
+    import cellw1
+
+    adata, picked, read_seconds = read_subsample(args)
+    say(f"compare: in-memory fit on {adata.n_obs:,d} cells (read in {read_seconds:.1f} s)")
+    config = w1_config(args)
+    start = time.perf_counter()
+    memory_model = cellw1.fit(
+        adata, CONDITION, CONTROL, PERTURBED, space=args.space, config=config, progress=False, seed=0
+    )
+    fit_seconds = time.perf_counter() - start
+    fit_peak = peak_rss_gib()
+    memory_model.save(Path(args.workdir) / f"model_{args.space}_in_memory")
+    scored = score_models(args, adata, picked, memory_model)
+    result: dict[str, Any] = {
+        "subsample_per_group": args.subsample,
+        "subsample_cells": int(adata.n_obs),
+        "read_seconds": read_seconds,
+        "in_memory_fit_seconds": fit_seconds,
+        "in_memory_fit_peak_rss_gib": fit_peak,
+        "in_memory_info": memory_model.info,
+    }
+    disk_rms = scored.pop("disk_vs_in_memory_rms_on_de", None)
+    result.update(scored)
+    result["peak_rss_gib"] = peak_rss_gib()
+    if disk_rms is not None:
+        result["disk_vs_in_memory_rms_on_de"] = disk_rms
+    return result
+
+
 # -- driver ----------------------------------------------------------------------------------------
 def child_argv(stage: str, args: argparse.Namespace) -> list[str]:
     """The command running ``stage`` alone with the same options."""
-    argv = [sys.executable, str(Path(__file__).resolve()), stage]
+    argv = [sys.executable, "-m", "benchmarks", "on_disk", stage]
     for key, value in vars(args).items():
-        if key == "stage" or value is None or value is False:
+        if key in NOT_PASSED or value is None or value is False:
             continue
         argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
     return argv
@@ -640,7 +664,7 @@ def child_argv(stage: str, args: argparse.Namespace) -> list[str]:
 def run_stage(stage: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run one stage in a subprocess (its own peak RSS) and return its result line."""
     start = time.perf_counter()
-    proc = subprocess.run(child_argv(stage, args), stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(child_argv(stage, args), stdout=subprocess.PIPE, text=True, cwd=ROOT)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_TAG)]
     result = json.loads(lines[-1][len(RESULT_TAG) :]) if lines else {"error": "no result line"}
     result["wall_seconds"] = time.perf_counter() - start
@@ -698,7 +722,8 @@ def print_table(results: dict[str, Any]) -> None:
         print(f"| {method} | {cells} |")
     if "disk_vs_in_memory_rms_on_de" in cmp_:
         print(
-            f"\nRMS difference of the two models' predictions on the DE genes: {cmp_['disk_vs_in_memory_rms_on_de']:.4f}"
+            "\nRMS difference of the two models' predictions on the DE genes: "
+            f"{cmp_['disk_vs_in_memory_rms_on_de']:.4f}"
         )
 
 
@@ -706,7 +731,7 @@ def stage_all(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     workdir = Path(args.workdir)
-    results: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k != "stage"}}
+    results: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k not in NOT_PASSED}}
     shape = None
     if data_path(args).exists() and (workdir / "test.h5ad").exists():
         group, x = open_matrix(data_path(args))
@@ -716,7 +741,8 @@ def stage_all(args: argparse.Namespace) -> dict[str, Any]:
     if args.regenerate or shape != (args.cells, args.genes):
         if shape is not None:
             say(
-                f"{data_path(args)} holds {shape[0]:,d} x {shape[1]:,d}, not {args.cells:,d} x {args.genes:,d}: generating it again"
+                f"{data_path(args)} holds {shape[0]:,d} x {shape[1]:,d}, not {args.cells:,d} x {args.genes:,d}: "
+                "generating it again"
             )
         results["generate"] = run_stage("generate", args)
     else:
@@ -730,44 +756,39 @@ def stage_all(args: argparse.Namespace) -> dict[str, Any]:
         "memory_gib": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB,
         "torch": torch.__version__,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2, default=str))
     print_table(results)
-    print(f"\nwrote {out}")
+    write_json(Path(args.out), results, args)
     return results
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=(*STAGES, "all"))
-    parser.add_argument("--cells", type=int, default=1_000_000)
-    parser.add_argument("--genes", type=int, default=2_000)
-    parser.add_argument("--density", type=float, default=0.07, help="target share of non-zero counts")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the simulation and of the subsample")
-    parser.add_argument("--format", choices=("h5ad", "zarr"), default="h5ad")
-    parser.add_argument("--workdir", default=str(WORKDIR))
-    parser.add_argument("--chunk-cells", type=int, default=50_000, help="cells written / read at once")
-    parser.add_argument("--test-cells", type=int, default=5_000)
-    parser.add_argument("--space", choices=("pca", "genes"), default="pca")
-    parser.add_argument("--buffer-cells", type=int, default=None, help="cells per group in memory (fit from disk)")
-    parser.add_argument("--potential-iters", type=int, default=None)
-    parser.add_argument("--step-iters", type=int, default=None)
-    parser.add_argument("--predict-cells", type=int, default=None, help="first K control cells (default all)")
-    parser.add_argument("--keep", action="store_true", help="keep pred.h5ad")
-    parser.add_argument("--subsample", type=int, default=100_000, help="cells per group of the in-memory fit")
-    parser.add_argument("--de-genes", type=int, default=50)
-    parser.add_argument("--regenerate", action="store_true")
-    parser.add_argument("--out", default=str(RESULTS / "on_disk.json"))
-    args = parser.parse_args(argv)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = parser(__doc__, name="on_disk", seed=0, out=RESULTS / "on_disk.json", quick=QUICK)
+    p.add_argument("stage", choices=(*STAGES, "all"))
+    p.add_argument("--cells", type=int, default=1_000_000)
+    p.add_argument("--genes", type=int, default=2_000)
+    p.add_argument("--density", type=float, default=0.07, help="target share of non-zero counts")
+    p.add_argument("--format", choices=("h5ad", "zarr"), default="h5ad")
+    p.add_argument("--workdir", default=str(WORKDIR))
+    p.add_argument("--chunk-cells", type=int, default=50_000, help="cells written / read at once")
+    p.add_argument("--test-cells", type=int, default=5_000)
+    p.add_argument("--space", choices=("pca", "genes"), default="pca")
+    p.add_argument("--buffer-cells", type=int, default=None, help="cells per group in memory (fit from disk)")
+    p.add_argument("--potential-iters", type=int, default=None)
+    p.add_argument("--step-iters", type=int, default=None)
+    p.add_argument("--predict-cells", type=int, default=None, help="first K control cells (default all)")
+    p.add_argument("--keep", action="store_true", help="keep pred.h5ad")
+    p.add_argument("--subsample", type=int, default=100_000, help="cells per group of the in-memory fit")
+    p.add_argument("--de-genes", type=int, default=50)
+    p.add_argument("--regenerate", action="store_true")
+    args = parse(p, argv)
     workdir = Path(args.workdir).resolve()
-    if workdir == REPO or REPO in workdir.parents:
-        parser.error(f"--workdir {workdir} is inside the repository; the data set must be written elsewhere.")
+    if workdir == ROOT or ROOT in workdir.parents:
+        p.error(f"--workdir {workdir} is inside the repository; the data set must be written elsewhere.")
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     if args.stage == "all":
         stage_all(args)
         return
@@ -783,7 +804,3 @@ def main() -> None:
     result.setdefault("peak_rss_gib", peak_rss_gib())
     print(RESULT_TAG + json.dumps(result, default=str), flush=True)
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    main()

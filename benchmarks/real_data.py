@@ -14,37 +14,22 @@ said in every output. Each run writes ``results.csv``, ``summary.csv``, ``wilcox
 figures to ``benchmarks/results/real/<run>/`` and one line per method to
 ``benchmarks/results/real/medians.md``.
 
-    python benchmarks/real_data.py [--runs zhao_iid,kang_pca_iid,...] [--repeats 1] [--w2-iters 2000]
+    python -m benchmarks real_data [--runs zhao_iid,kang_pca_iid,...] [--repeats 1] [--w2-iters 2000]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from pathlib import Path
-
-import anndata as ad
+from collections.abc import Sequence
 
 import cellw1
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-OUT = Path(__file__).parent / "results" / "real"
+from ._common import RESULTS, kang, papalexi, parse, parser, write_json, write_text, zhao
+
+OUT = RESULTS / "real"
 ALL_METHODS = ("identity", "observed", "mean_shift", "w2", "w1")
-
-
-def papalexi() -> ad.AnnData:
-    adata = ad.read_h5ad(DATA / "papalexi2021_eccite_thp1_crispr.h5ad")
-    return adata[adata.obs["grna_frac"] >= 0.8].copy()
-
-
-def zhao() -> ad.AnnData:
-    return ad.read_h5ad(DATA / "zhao2021_glioblastoma_panobinostat.h5ad")
-
-
-def kang() -> ad.AnnData:
-    return ad.read_h5ad(DATA / "kang2018_pbmc_ifnb.h5ad")
 
 
 #: run name -> (loader, condition key, control, evaluate keyword arguments)
@@ -68,23 +53,32 @@ RUNS = {
 }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default=",".join(RUNS))
-    parser.add_argument("--methods", default=",".join(ALL_METHODS))
-    parser.add_argument("--repeats", type=int, default=1)
-    parser.add_argument("--w2-iters", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=OUT, help="results folder (default: %(default)s)")
-    parser.add_argument(
-        "--w1-config", default="{}", help='W1Config fields as JSON, e.g. \'{"step_size_learner": "gan"}\''
-    )
-    args = parser.parse_args()
-    if not DATA.exists():
-        raise SystemExit(f"{DATA} not found: the shared datasets are needed for this benchmark.")
+def medians_table(run: str, result: cellw1.EvaluationResult, args, seconds: float) -> str:
+    """The medians over perturbations of one run, as a markdown section."""
+    summary = result.summary().pivot(index="method", columns="metric", values="median").reindex(result.methods)
+    lines = [
+        f"\n### {run} (W1: {args.w1_config}; W2: {args.w2_iters} outer iterations; {args.repeats} repeat(s); "
+        f"{len(result.settings['perturbations'])} perturbation(s); {seconds:.0f} s)\n",
+        "| method | " + " | ".join(summary.columns) + " |",
+        "|---" * (len(summary.columns) + 1) + "|",
+    ]
+    lines += [f"| {m} | " + " | ".join(f"{v:.4g}" for v in summary.loc[m]) + " |" for m in summary.index]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, name="real_data", out=OUT, quick={"runs": "zhao_iid", "methods": "identity,mean_shift"})
+    p.add_argument("--runs", default=",".join(RUNS))
+    p.add_argument("--methods", default=",".join(ALL_METHODS))
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--w2-iters", type=int, default=2000)
+    p.add_argument("--w1-config", default="{}", help='W1Config fields as JSON, e.g. \'{"step_size_learner": "gan"}\'')
+    args = parse(p, argv)
     args.out.mkdir(parents=True, exist_ok=True)
     medians = args.out / "medians.md"
     for run in args.runs.split(","):
         loader, key, control, extra = RUNS[run]
+        extra = dict(extra)
         adata = loader()
         if run.startswith("zhao_holdout") and extra["holdout"][1] not in set(adata.obs["patient_id"].astype(str)):
             print(f"{run}: patient not in data, skipped", flush=True)
@@ -103,19 +97,8 @@ def main() -> None:
             **extra,
         )
         result.save(args.out / run)
-        summary = result.summary().pivot(index="method", columns="metric", values="median").reindex(result.methods)
-        lines = [
-            f"\n### {run} (W1: {args.w1_config}; W2: {args.w2_iters} outer iterations; {args.repeats} repeat(s); "
-            f"{len(result.settings['perturbations'])} perturbation(s); {time.perf_counter() - start:.0f} s)\n",
-            "| method | " + " | ".join(summary.columns) + " |",
-            "|---" * (len(summary.columns) + 1) + "|",
-        ]
-        lines += [f"| {m} | " + " | ".join(f"{v:.4g}" for v in summary.loc[m]) + " |" for m in summary.index]
-        text = "\n".join(lines)
+        write_json(args.out / run / "run.json", {"run_name": run}, args)
+        text = medians_table(run, result, args, time.perf_counter() - start)
         print(text, flush=True)
-        with medians.open("a") as fh:
-            fh.write(text + "\n")
-
-
-if __name__ == "__main__":
-    main()
+        previous = medians.read_text() if medians.exists() else ""
+        write_text(medians, previous + text + "\n")

@@ -26,16 +26,14 @@ feature mask) in the same run, at d = 50 (PCA), 1,000 and 7,000 genes of
 Writes ``benchmarks/results/response_quality.json`` and prints markdown tables. Run on a quiet
 machine, one timing job at a time::
 
-    python benchmarks/response_quality.py [--parts d50,toys] [--seeds 0,1,2] [--learners ...]
+    python -m benchmarks response_quality [--parts d50,toys] [--seeds 0,1,2] [--learners ...]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -48,7 +46,9 @@ from cellw1.eval.metrics import energy_distance
 from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner
 from cellw1.ot.lipschitz import LipschitzPotential
 
-RESULTS = Path(__file__).parent / "results"
+from ._common import RESULTS, one_thread, parse, parser, write_json
+from .speed import make_data, w1_case
+
 TOYS = ("bookshelf", "circles", "swiss_roll", "moons", "8gaussians", "checkerboard")
 
 
@@ -218,14 +218,13 @@ def run_toys(seeds: list[int], names: list[str], toys: list[str]) -> dict[str, A
 
 
 def run_speed(dims: list[int]) -> list[dict[str, Any]]:
-    import speed  # benchmarks/speed.py: the same data as the speed benchmark
-
+    """The default against the old default on the speed benchmark's data (``benchmarks/speed.py``)."""
     configs = learners()
     rows = []
     for d in dims:
-        data = speed.make_data(d, 4000)
+        data = make_data(d, 4000)
         for name in ("minibatch_ot (old default)", "default (ot_energy)"):
-            rows.append(speed.w1_case(d, 4000, configs[name], name.split(" ")[0], data=data))
+            rows.append(w1_case(d, 4000, configs[name], name.split(" ")[0], data=data))
     return rows
 
 
@@ -276,33 +275,29 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="d50,toys,speed")
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument(
-        "--learners", default=None, help="comma-separated names (default: all but the paper's for toys)"
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(
+        __doc__,
+        name="response_quality",
+        seeds="0,1,2",
+        out=RESULTS / "response_quality.json",
+        quick={"parts": "toys", "seeds": [0], "toys": "moons", "toy_learners": "minibatch_ot (old default)"},
     )
-    parser.add_argument("--toy-learners", default="default (ot_energy),minibatch_ot (old default),gan")
-    parser.add_argument("--toys", default=",".join(TOYS))
-    parser.add_argument("--plain-steps", type=int, default=300)
-    parser.add_argument("--dims", default="50,1000,7000", help="dimensions of the speed part")
-    parser.add_argument("--out", type=Path, default=RESULTS / "response_quality.json")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    seeds = [int(s) for s in args.seeds.split(",")]
+    p.add_argument("--parts", default="d50,toys,speed")
+    p.add_argument("--learners", default=None, help="comma-separated names (default: all but the paper's for toys)")
+    p.add_argument("--toy-learners", default="default (ot_energy),minibatch_ot (old default),gan")
+    p.add_argument("--toys", default=",".join(TOYS))
+    p.add_argument("--plain-steps", type=int, default=300)
+    p.add_argument("--dims", default="50,1000,7000", help="dimensions of the speed part")
+    args = parse(p, argv)
+    one_thread()
     names = args.learners.split(",") if args.learners else list(learners())
-    results: dict[str, Any] = {"machine": "see docs/speed.md", "seeds": seeds}
+    results: dict[str, Any] = {"machine": "see docs/speed.md", "seeds": args.seeds}
     if "d50" in args.parts:
-        results["d50"] = run_d50(seeds, names, args.plain_steps)
+        results["d50"] = run_d50(args.seeds, names, args.plain_steps)
     if "speed" in args.parts:
         results["speed"] = run_speed([int(d) for d in args.dims.split(",")])
     if "toys" in args.parts:
-        results["toys"] = run_toys(seeds, args.toy_learners.split(","), args.toys.split(","))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+        results["toys"] = run_toys(args.seeds, args.toy_learners.split(","), args.toys.split(","))
+    write_json(args.out, results, args)
     print(tables(results))
-
-
-if __name__ == "__main__":
-    main()

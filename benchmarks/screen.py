@@ -1,8 +1,8 @@
 """The screen workflow (issue 23) against the truth of SYNTHETIC screens, the tail of its test, and Papalexi.
 
-    python benchmarks/screen.py synthetic --perturbations 1000 --controls 10000 --genes 300 --seeds 0 1 2
-    python benchmarks/screen.py tail --seed 0
-    python benchmarks/screen.py papalexi
+    python -m benchmarks screen synthetic --perturbations 1000 --controls 10000 --genes 300 --seeds 0,1,2
+    python -m benchmarks screen tail --seed 0
+    python -m benchmarks screen papalexi
 
 ``synthetic``: per seed, a :func:`cellw1.datasets.synthetic_screen` (SYNTHETIC) and
 :func:`cellw1.screen` on it; prints the FDR of the calls at q <= 0.05, the KS test of the null
@@ -13,8 +13,8 @@ model's potential, measured for comparison), and the ARI of the clusters against
 among the called perturbations with an effect. ``tail``: the rate of p-values below 1e-2, 1e-3,
 1e-4 for random groups of control cells outside the reference (the null, in the fitted space).
 ``papalexi``: the 25 targets of Papalexi et al. 2021 (../shared/data): calls, responder
-shares, nearest neighbours. Results are written to benchmarks/results/screen/, figures to
-docs/figures/.
+shares, nearest neighbours. Results are written to benchmarks/results/screen/ (``--out``),
+figures to docs/figures/ (``--figures``).
 """
 
 from __future__ import annotations
@@ -22,24 +22,22 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy import stats
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 
 import cellw1
-from cellw1.datasets import synthetic_screen
 from cellw1.ot.screen_test import REFERENCE_CELLS, response_test
 from cellw1.tl.pipeline import spread_sample
 from cellw1.tl.screen import nearest
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "screen"
+from ._common import QUICK_RESULTS, RESULTS, ROOT, load, one_thread, papalexi, parse, parser, write_json
+
 FIGURES = ROOT / "docs" / "figures"
-PAPALEXI = ROOT.parent / "shared" / "data" / "papalexi2021_eccite_thp1_crispr.h5ad"
 CONTROL = "non-targeting"
 
 
@@ -105,7 +103,7 @@ def power_tables(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 def run_synthetic(args: argparse.Namespace) -> None:
     rows, tables = [], []
     for seed in args.seeds:
-        adata = synthetic_screen(args.perturbations, args.controls, args.genes, seed=seed)
+        adata = load("synthetic_screen", args.perturbations, args.controls, args.genes, seed=seed)
         result = cellw1.screen(adata, "perturbation", CONTROL, seed=seed, progress=False, config=_config(args))
         summary, table = evaluate_synthetic(adata, result)
         summary["seed"] = seed
@@ -113,18 +111,18 @@ def run_synthetic(args: argparse.Namespace) -> None:
         rows.append(summary)
         tables.append(table.assign(seed=seed))
         if seed == args.seeds[0]:
-            cellw1.pl.screen_effects(result, save=FIGURES / "screen_effects.png")
-            cellw1.pl.screen_map(result, save=FIGURES / "screen_map.png")
+            cellw1.pl.screen_effects(result, save=args.figures / "screen_effects.png")
+            cellw1.pl.screen_map(result, save=args.figures / "screen_map.png")
     both = pd.concat(tables)
     by_effect, by_cells = power_tables(both)
     print("power by effect (noise units), all seeds:\n" + by_effect.to_string())
     print("power by cells, all seeds:\n" + by_cells.to_string())
-    pd.DataFrame(rows).to_csv(RESULTS / f"synthetic_{args.perturbations}.csv", index=False)
-    both.to_csv(RESULTS / f"synthetic_{args.perturbations}_perturbations.csv")
-    _power_figure(by_effect, by_cells)
+    pd.DataFrame(rows).to_csv(args.out / f"synthetic_{args.perturbations}.csv", index=False)
+    both.to_csv(args.out / f"synthetic_{args.perturbations}_perturbations.csv")
+    _power_figure(by_effect, by_cells, args.figures)
 
 
-def _power_figure(by_effect: pd.DataFrame, by_cells: pd.DataFrame) -> None:
+def _power_figure(by_effect: pd.DataFrame, by_cells: pd.DataFrame, figures: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -139,12 +137,12 @@ def _power_figure(by_effect: pd.DataFrame, by_cells: pd.DataFrame) -> None:
         axis.set_ylim(0, 1)
         axis.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
-    cellw1.pl.save_figure(fig, FIGURES / "screen_power.png")
+    cellw1.pl.save_figure(fig, figures / "screen_power.png")
 
 
 def run_tail(args: argparse.Namespace) -> None:
     """Null p-values of random control groups outside the reference, in the fitted space."""
-    adata = synthetic_screen(50, args.controls, args.genes, seed=args.seed)
+    adata = load("synthetic_screen", 50, args.controls, args.genes, seed=args.seed)
     result = cellw1.screen(adata, "perturbation", CONTROL, seed=args.seed, progress=False, config=_config(args))
     controls = np.flatnonzero(adata.obs["perturbation"].to_numpy() == CONTROL)
     used = spread_sample(np.arange(len(controls)), REFERENCE_CELLS, args.seed)
@@ -162,14 +160,11 @@ def run_tail(args: argparse.Namespace) -> None:
         row.update({f"rate_below_{level:g}": float((p <= level).mean()) for level in (1e-2, 1e-3, 1e-4)})
         print(json.dumps(row), flush=True)
         out.append(row)
-    pd.DataFrame(out).to_csv(RESULTS / "tail.csv", index=False)
+    pd.DataFrame(out).to_csv(args.out / "tail.csv", index=False)
 
 
 def run_papalexi(args: argparse.Namespace) -> None:
-    import anndata as ad
-
-    adata = ad.read_h5ad(PAPALEXI)
-    adata = adata[adata.obs["grna_frac"] >= 0.8].copy()
+    adata = papalexi()
     result = cellw1.screen(adata, "target", CONTROL, seed=args.seed, progress=False, config=_config(args))
     table = result.table.sort_values("p_value")
     print(
@@ -179,8 +174,8 @@ def run_papalexi(args: argparse.Namespace) -> None:
     )
     for name in ("IFNGR1", "IFNGR2", "JAK2", "STAT1"):
         print(name, "nearest:", nearest(result, name, k=3))
-    table.to_csv(RESULTS / "papalexi.csv")
-    cellw1.pl.screen_map(result, save=FIGURES / "screen_papalexi_map.png")
+    table.to_csv(args.out / "papalexi.csv")
+    cellw1.pl.screen_map(result, save=args.figures / "screen_papalexi_map.png")
 
 
 def _config(args: argparse.Namespace) -> cellw1.ConditionalConfig:
@@ -189,26 +184,31 @@ def _config(args: argparse.Namespace) -> cellw1.ConditionalConfig:
     return cellw1.ConditionalConfig(potential_iters=args.potential_iters, regression_iters=100, energy_iters=100)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=("synthetic", "tail", "papalexi"))
-    parser.add_argument("--perturbations", type=int, default=1_000)
-    parser.add_argument("--controls", type=int, default=10_000)
-    parser.add_argument("--genes", type=int, default=300)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--draws", type=int, default=20_000)
-    parser.add_argument(
+def main(argv: Sequence[str] | None = None) -> None:
+    quick = {
+        "seeds": [0],
+        "perturbations": 30,
+        "controls": 1_000,
+        "genes": 50,
+        "draws": 200,
+        "potential_iters": 50,
+        "figures": QUICK_RESULTS / "screen" / "figures",
+    }
+    p = parser(__doc__, name="screen", seeds="0", seed=0, out=RESULTS / "screen", quick=quick)
+    p.add_argument("what", choices=("synthetic", "tail", "papalexi"))
+    p.add_argument("--perturbations", type=int, default=1_000)
+    p.add_argument("--controls", type=int, default=10_000)
+    p.add_argument("--genes", type=int, default=300)
+    p.add_argument("--draws", type=int, default=20_000)
+    p.add_argument(
         "--potential-iters", type=int, default=600, help="phase-1 steps (shortened; step size 100 + 100 steps)"
     )
-    parser.add_argument("--full", action="store_true", help="ConditionalConfig's own defaults")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    p.add_argument("--full", action="store_true", help="ConditionalConfig's own defaults")
+    p.add_argument("--figures", type=Path, default=FIGURES, help="folder of the figures (%(default)s)")
+    args = parse(p, argv)
+    one_thread()
+    args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     {"synthetic": run_synthetic, "tail": run_tail, "papalexi": run_papalexi}[args.what](args)
+    write_json(args.out / f"run_{args.what}.json", {"seconds": time.perf_counter() - start}, args)
     print(f"done in {time.perf_counter() - start:.0f} s")
-
-
-if __name__ == "__main__":
-    main()

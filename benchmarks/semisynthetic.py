@@ -90,7 +90,7 @@ Usage
 -----
 ::
 
-    .venv/bin/python benchmarks/semisynthetic.py [--seeds 0,1,2] [--datasets zhao,kang]
+    python -m benchmarks semisynthetic [--seeds 0,1,2] [--datasets zhao,kang]
 
 Writes ``benchmarks/results/semisynthetic.json`` and ``semisynthetic.md`` (the printed
 markdown tables). About 1.5 minutes on one CPU core with both data sets and 3 seeds.
@@ -99,17 +99,9 @@ markdown tables). About 1.5 minutes on one CPU core with both data sets and 3 se
 # %%
 from __future__ import annotations
 
-import os
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")  # one BLAS thread: the machine is shared
-
-import argparse
-import json
-import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -117,8 +109,8 @@ import torch
 import cellw1
 from cellw1.eval.metrics import energy_distance
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RESULTS = Path(__file__).parent / "results"
+from ._common import RESULTS, load, one_thread, parse, parser, write_json, write_text
+
 RESPONSE_SEED = 12345  # the response R is fixed; the seeds change the split and the fits
 N_TERMS = 3
 GATE_WIDTH = 0.3  # tau_k / std(w_k . x)
@@ -128,9 +120,9 @@ K_NEIGHBOURS = 10
 OT_MAX_ITER = 10_000_000
 
 DATASETS = {
-    # name: (file, condition key, control label, state key, layer or None, n_components)
-    "zhao": ("zhao2021_glioblastoma_panobinostat.h5ad", "condition", "ctrl", "patient_id", "logcounts", 50),
-    "kang": ("kang2018_pbmc_ifnb.h5ad", "condition", "control", "cell_type", None, 30),
+    # name of benchmarks._common.DATASETS: (condition key, control label, state key, layer or None, n_components)
+    "zhao": ("condition", "ctrl", "patient_id", "logcounts", 50),
+    "kang": ("condition", "control", "cell_type", None, 30),
 }
 METHODS = ("old_default", "new_default", "gan", "mean_shift", "discrete_ot", "discrete_ot_p1.1")
 W1_CONFIGS = {
@@ -145,11 +137,10 @@ LOWER_IS_BETTER = {"rmse", "rel_rmse", "energy", "seconds"}
 # %% data
 def load_controls(name: str) -> tuple[np.ndarray, np.ndarray]:
     """PCA coordinates ``(n, k)`` of a data set's control cells, and their cell-state labels."""
-    import anndata as ad
     import scipy.sparse as sp
 
-    file, condition, control, state, layer, k = DATASETS[name]
-    adata = ad.read_h5ad(DATA / file)
+    condition, control, state, layer, k = DATASETS[name]
+    adata = load(name)
     mask = (adata.obs[condition] == control).to_numpy()
     x = adata.layers[layer] if layer else adata.X
     x = x[mask]
@@ -413,25 +404,20 @@ def markdown(results: dict, seeds: list[int], total_seconds: float) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (splits and fits)")
-    parser.add_argument("--datasets", default="zhao,kang", help=f"comma-separated, from {list(DATASETS)}")
-    parser.add_argument("--tag", default="", help="suffix of the output file names")
-    args = parser.parse_args()
-    if not DATA.exists():
-        sys.exit(f"shared data folder {DATA} not found: this benchmark needs the real control cells there.")
-    torch.set_num_threads(1)
-    seeds = [int(s) for s in args.seeds.split(",")]
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, name="semisynthetic", seeds="0,1,2", out=RESULTS, quick={"seeds": [0], "datasets": "kang"})
+    p.add_argument("--datasets", default="zhao,kang", help=f"comma-separated, from {list(DATASETS)}")
+    p.add_argument("--tag", default="", help="suffix of the output file names")
+    args = parse(p, argv)
+    one_thread()
     names = args.datasets.split(",")
     start = time.perf_counter()
-    results = {name: run_dataset(name, seeds) for name in names}
+    results = {name: run_dataset(name, args.seeds) for name in names}
     total = time.perf_counter() - start
-    md = markdown(results, seeds, total)
+    md = markdown(results, args.seeds, total)
     print("\n" + md)
-    RESULTS.mkdir(exist_ok=True)
     payload = {
-        "seeds": seeds,
+        "seeds": args.seeds,
         "total_seconds": total,
         "settings": {
             "response_seed": RESPONSE_SEED,
@@ -444,10 +430,5 @@ def main() -> None:
         },
         "datasets": results,
     }
-    (RESULTS / f"semisynthetic{args.tag}.json").write_text(json.dumps(payload, indent=2))
-    (RESULTS / f"semisynthetic{args.tag}.md").write_text(md)
-    print(f"wrote {RESULTS / f'semisynthetic{args.tag}.json'} and .md")
-
-
-if __name__ == "__main__":
-    main()
+    write_json(args.out / f"semisynthetic{args.tag}.json", payload, args)
+    write_text(args.out / f"semisynthetic{args.tag}.md", md)

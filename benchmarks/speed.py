@@ -11,19 +11,19 @@ and W2/ICNN (``--w2-iters`` outer iterations of 10 inner steps), and reports the
 method needed to reach its best validation state.
 
 Writes ``benchmarks/results/speed.json`` and two plots, ``speed_vs_dim.png`` and
-``speed_vs_cells.png`` (whole-fit seconds, log scale), the analogue of the paper's Figure 4a. Run on a quiet machine, one process::
+``speed_vs_cells.png`` (whole-fit seconds, log scale), the analogue of the paper's Figure 4a.
+Run on a quiet machine, one process::
 
-    python benchmarks/speed.py [--dims 2,50,1000,7000] [--cells 1000,4000,16000,64000] [--w2-iters 2000]
+    python -m benchmarks speed [--dims 2,50,1000,7000] [--cells 1000,4000,16000,64000] [--w2-iters 2000]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,7 @@ from cellw1.ot.stepsize import StepSize, regression_step
 from cellw1.pp.preprocessing import fit_preprocessor
 from cellw1.pp.spaces import fit_embedding
 
-RESULTS = Path(__file__).parent / "results"
+from ._common import RESULTS, parse, parser, write_json
 
 
 def make_data(d: int, n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -167,42 +167,17 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
     return paths
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dims", default="2,50,1000,7000")
-    parser.add_argument("--cells", default="1000,4000,16000,64000")
-    parser.add_argument("--w2-iters", type=int, default=2000)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(__doc__, name="speed", out=RESULTS, quick={"dims": "2", "cells": "", "per_side": 500, "w2_iters": 20})
+    p.add_argument("--dims", default="2,50,1000,7000")
+    p.add_argument("--cells", default="1000,4000,16000,64000")
+    p.add_argument("--per-side", type=int, default=4000, help="cells per side of the cases over d (%(default)s)")
+    p.add_argument("--w2-iters", type=int, default=2000)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parse(p, argv)
     torch.set_num_threads(args.threads)
     config = cellw1.W1Config()
-    rows: list[dict] = []
-    for d in map(int, args.dims.split(",")):
-        data = make_data(d, 4000)
-        rows.append(w1_case(d, 4000, config, "w1", data))
-        if d == 50:
-            rows.append(
-                w1_case(
-                    d,
-                    4000,
-                    cellw1.W1Config(potential_iters=10_000, step_iters=10_000, patience=None),
-                    "w1_paper_schedule",
-                    data,
-                )
-            )
-            rows.append(w2_case(d, 4000, args.w2_iters, data))
-    for n in map(int, args.cells.split(",")):
-        if n != 4000:
-            rows.append(w1_case(50, n, config, "w1"))
-    w1 = next((r for r in rows if r["method"] == "w1" and r["d"] == 50 and r["n_per_side"] == 4000), None)
-    w2 = next((r for r in rows if r["method"] == "w2_icnn"), None)
-    if w1 and w2:
-        print(
-            f"d=50, n=4000: W2 needs {w2['seconds_to_best']:.1f} s to reach its best state, W1 {w1['fit_seconds']:.1f} s "
-            f"for the whole fit: {w2['seconds_to_best'] / w1['fit_seconds']:.1f}x; held-out mmd W1 {w1['mmd']:.5f}, "
-            f"W2 {w2['mmd']:.5f}",
-            flush=True,
-        )
+    rows = run_cases(args, config)
     machine = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -210,13 +185,33 @@ def main() -> None:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "speed.json").write_text(
-        json.dumps({"machine": machine, "config": config.to_dict(), "results": rows}, indent=2)
-    )
-    pngs = plot(rows, RESULTS)
-    print(f"wrote {RESULTS / 'speed.json'} and {', '.join(p.name for p in pngs)}")
+    write_json(args.out / "speed.json", {"machine": machine, "config": config.to_dict(), "results": rows}, args)
+    pngs = plot(rows, args.out)
+    print(f"and {', '.join(p.name for p in pngs)}")
 
 
-if __name__ == "__main__":
-    main()
+def run_cases(args, config: cellw1.W1Config) -> list[dict]:
+    """The W1 cases over d and n, the paper's schedule and W2 at d = 50; prints the W2 / W1 ratio."""
+    n = args.per_side
+    rows: list[dict] = []
+    for d in (int(x) for x in args.dims.split(",") if x):
+        data = make_data(d, n)
+        rows.append(w1_case(d, n, config, "w1", data))
+        if d == 50:
+            paper = cellw1.W1Config(potential_iters=10_000, step_iters=10_000, patience=None)
+            rows.append(w1_case(d, n, paper, "w1_paper_schedule", data))
+            rows.append(w2_case(d, n, args.w2_iters, data))
+    for cells in (int(x) for x in args.cells.split(",") if x):
+        if cells != n:
+            rows.append(w1_case(50, cells, config, "w1"))
+    w1 = next((r for r in rows if r["method"] == "w1" and r["d"] == 50 and r["n_per_side"] == n), None)
+    w2 = next((r for r in rows if r["method"] == "w2_icnn"), None)
+    if w1 and w2:
+        print(
+            f"d=50, n={n}: W2 needs {w2['seconds_to_best']:.1f} s to reach its best state, "
+            f"W1 {w1['fit_seconds']:.1f} s "
+            f"for the whole fit: {w2['seconds_to_best'] / w1['fit_seconds']:.1f}x; held-out mmd W1 {w1['mmd']:.5f}, "
+            f"W2 {w2['mmd']:.5f}",
+            flush=True,
+        )
+    return rows

@@ -9,18 +9,16 @@ reported, not the best.
 Part 2, the shared real datasets (``../shared/data``), with :func:`cellw1.evaluate` (iid
 split, top-50 DE genes): MMD and r2 of w1 with each learner, and fit seconds.
 
-Writes ``benchmarks/results/step_size_learners.json`` and ``.md``. Run on a quiet machine::
+Writes ``benchmarks/results/step_size_learners.json``. Run on a quiet machine::
 
-    python benchmarks/step_size_learners.py [--seeds 0,1,2] [--skip-real]
+    python -m benchmarks step_size_learners [--seeds 0,1,2] [--skip-real]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -33,8 +31,8 @@ from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner
 from cellw1.ot.potential import fit_potential
 from cellw1.ot.stepsize import fit_step_size
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-RESULTS = Path(__file__).parent / "results"
+from ._common import RESULTS, data_dir, load, parse, parser, write_json
+
 TOYS = ("bookshelf", "circles", "swiss_roll", "moons", "8gaussians", "checkerboard")
 
 
@@ -90,26 +88,22 @@ def toy_run(name: str, seed: int, base: cellw1.W1Config, learners: list[str]) ->
 
 
 REAL = {
-    "zhao_panobinostat": ("zhao2021_glioblastoma_panobinostat.h5ad", "condition", "ctrl", ["panobinostat"], {}),
+    "zhao_panobinostat": ("zhao", "condition", "ctrl", ["panobinostat"], {}),
     "papalexi_strong5": (
-        "papalexi2021_eccite_thp1_crispr.h5ad",
+        "papalexi",
         "target",
         "non-targeting",
         ["STAT1", "JAK2", "IFNGR1", "IFNGR2", "SMAD4"],
         {},
     ),
-    "kang_ifnb_pca": ("kang2018_pbmc_ifnb.h5ad", "condition", "control", ["stimulated"], {"space": "pca"}),
+    "kang_ifnb_pca": ("kang", "condition", "control", ["stimulated"], {"space": "pca"}),
 }
 
 
 def real_run(base: cellw1.W1Config, learners: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    import anndata as ad
-
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for key, (file, condition, control, perts, extra) in REAL.items():
-        adata = ad.read_h5ad(DATA / file)
-        if "grna_frac" in adata.obs:
-            adata = adata[adata.obs["grna_frac"] >= 0.8].copy()
+    for key, (dataset, condition, control, perts, extra) in REAL.items():
+        adata = load(dataset)  # Papalexi: grna_frac >= 0.8
         out[key] = {}
         for learner, config in learner_configs(base).items():
             if learner not in learners:
@@ -136,16 +130,8 @@ def real_run(base: cellw1.W1Config, learners: list[str]) -> dict[str, dict[str, 
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--skip-real", action="store_true")
-    parser.add_argument("--learners", default="minibatch_ot,gan", help="which learners to run")
-    parser.add_argument("--tag", default="", help="suffix of the output file name")
-    args = parser.parse_args()
-    base = cellw1.W1Config()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    learners = args.learners.split(",")
+def run_toys(seeds: list[int], base: cellw1.W1Config, learners: list[str]) -> dict:
+    """Every toy and seed with each learner; prints the worst seed of each."""
     toys: dict[str, dict[str, list[dict[str, float]]]] = {}
     for name in TOYS:
         toys[name] = {learner: [] for learner in learners}
@@ -164,12 +150,24 @@ def main() -> None:
                 f"seconds {np.mean([r['seconds'] for r in rows]):.1f}",
                 flush=True,
             )
-    real = {} if args.skip_real or not DATA.exists() else real_run(base, learners)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"step_size_learners{args.tag}.json"
-    out.write_text(json.dumps({"config": base.to_dict(), "seeds": seeds, "toys": toys, "real": real}, indent=2))
-    print(f"wrote {out}")
+    return toys
 
 
-if __name__ == "__main__":
-    main()
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(
+        __doc__,
+        name="step_size_learners",
+        seeds="0,1,2",
+        out=RESULTS / "step_size_learners.json",
+        quick={"seeds": [0], "skip_real": True, "learners": "minibatch_ot"},
+    )
+    p.add_argument("--skip-real", action="store_true")
+    p.add_argument("--learners", default="minibatch_ot,gan", help="which learners to run")
+    p.add_argument("--tag", default="", help="suffix of the output file name (step_size_learners_TAG.json)")
+    args = parse(p, argv)
+    base = cellw1.W1Config()
+    learners = args.learners.split(",")
+    toys = run_toys(args.seeds, base, learners)
+    real = {} if args.skip_real or not data_dir().exists() else real_run(base, learners)
+    out = args.out.with_name(f"{args.out.stem}{args.tag}{args.out.suffix}")
+    write_json(out, {"config": base.to_dict(), "seeds": args.seeds, "toys": toys, "real": real}, args)

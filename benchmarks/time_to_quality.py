@@ -9,17 +9,15 @@ table gives medians over seeds; ``benchmarks/results/time_to_quality.json`` keep
 
 Run alone on a quiet machine (timings)::
 
-    python benchmarks/time_to_quality.py [--seeds 0,1,2] [--settings default,paper,...]
+    python -m benchmarks time_to_quality [--seeds 0,1,2] [--settings default,paper,...]
 """
 
 # %%
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import time
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -27,8 +25,10 @@ import torch
 import cellw1
 from cellw1.eval.metrics import mmd
 
-HERE = Path(__file__).parent
-RESULTS = HERE / "results" / "time_to_quality.json"
+from ._common import RESULTS, markdown_table, one_thread, parse, parser, write_json
+from .speed import make_data
+
+OUT = RESULTS / "time_to_quality.json"
 
 #: named changes to the default W1Config
 SETTINGS: dict[str, dict] = {
@@ -59,66 +59,64 @@ def config_for(name: str) -> cellw1.W1Config:
     return cellw1.W1Config(**changes)
 
 
-def main() -> None:
-    import sys
+def fit_row(name: str, seed: int, data: tuple[np.ndarray, ...]) -> dict:
+    """One fit of setting ``name``: its seconds, steps and held-out MMD."""
+    src, tgt, test_src, test_tgt = data
+    start = time.perf_counter()
+    tmap = cellw1.fit_map(src, tgt, config_for(name), seed=seed)
+    seconds = time.perf_counter() - start
+    info = tmap.info
+    row = {
+        "setting": name,
+        "seed": seed,
+        "seconds": seconds,
+        "potential_seconds": info["potential_seconds"],
+        "step_size_seconds": info["step_size_seconds"],
+        "potential_steps": info["potential_steps"],
+        "potential_best_step": info["potential_best_step"],
+        "step_size_steps": info["step_size_steps"],
+        "step_size_best_step": info["step_size_best_step"],
+        "val_dual": info["potential_val_dual"],
+        "mmd": mmd(tmap.transport(test_src), test_tgt, max_points=2000),
+    }
+    print(
+        f"{name:20s} seed {seed}: {seconds:5.1f} s (potential {row['potential_seconds']:.1f} s, "
+        f"{row['potential_steps']} steps, best {row['potential_best_step']}; step size "
+        f"{row['step_size_seconds']:.1f} s, {row['step_size_steps']} steps), mmd {row['mmd']:.5f}",
+        flush=True,
+    )
+    return row
 
-    sys.path.insert(0, str(HERE))
-    from speed import make_data
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--settings", default="default,paper,potential_2000,potential_300,potential_1000")
-    parser.add_argument("--dim", type=int, default=50)
-    parser.add_argument("--cells", type=int, default=4000)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
+def main(argv: Sequence[str] | None = None) -> None:
+    p = parser(
+        __doc__,
+        name="time_to_quality",
+        seeds="0,1,2",
+        out=OUT,
+        quick={"seeds": [0], "settings": "potential_300", "cells": 500},
+    )
+    p.add_argument("--settings", default="default,paper,potential_2000,potential_300,potential_1000")
+    p.add_argument("--dim", type=int, default=50)
+    p.add_argument("--cells", type=int, default=4000)
+    args = parse(p, argv)
     names = args.settings.split(",")
-    torch.set_num_threads(1)
-    src, tgt, test_src, test_tgt = make_data(args.dim, args.cells)
-    rows = []
-    for name in names:
-        config = config_for(name)
-        for seed in seeds:
-            start = time.perf_counter()
-            tmap = cellw1.fit_map(src, tgt, config, seed=seed)
-            seconds = time.perf_counter() - start
-            info = tmap.info
-            row = {
-                "setting": name,
-                "seed": seed,
-                "seconds": seconds,
-                "potential_seconds": info["potential_seconds"],
-                "step_size_seconds": info["step_size_seconds"],
-                "potential_steps": info["potential_steps"],
-                "potential_best_step": info["potential_best_step"],
-                "step_size_steps": info["step_size_steps"],
-                "step_size_best_step": info["step_size_best_step"],
-                "val_dual": info["potential_val_dual"],
-                "mmd": mmd(tmap.transport(test_src), test_tgt, max_points=2000),
-            }
-            rows.append(row)
-            print(
-                f"{name:20s} seed {seed}: {seconds:5.1f} s (potential {row['potential_seconds']:.1f} s, "
-                f"{row['potential_steps']} steps, best {row['potential_best_step']}; step size "
-                f"{row['step_size_seconds']:.1f} s, {row['step_size_steps']} steps), mmd {row['mmd']:.5f}",
-                flush=True,
-            )
-    print("\n| setting | median seconds | median potential steps | median MMD | MMD per seed |")
-    print("|---|---|---|---|---|")
+    one_thread()
+    data = make_data(args.dim, args.cells)
+    rows = [fit_row(name, seed, data) for name in names for seed in args.seeds]
+    table = []
     for name in names:
         mine = [r for r in rows if r["setting"] == name]
-        print(
-            f"| {name} | {np.median([r['seconds'] for r in mine]):.1f} | "
-            f"{np.median([r['potential_steps'] for r in mine]):.0f} | {np.median([r['mmd'] for r in mine]):.5f} | "
-            + ", ".join(f"{r['mmd']:.5f}" for r in mine)
-            + " |"
+        table.append(
+            [
+                name,
+                f"{np.median([r['seconds'] for r in mine]):.1f}",
+                f"{np.median([r['potential_steps'] for r in mine]):.0f}",
+                f"{np.median([r['mmd'] for r in mine]):.5f}",
+                ", ".join(f"{r['mmd']:.5f}" for r in mine),
+            ]
         )
+    header = ["setting", "median seconds", "median potential steps", "median MMD", "MMD per seed"]
+    print("\n" + markdown_table(header, table))
     machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine, "dim": args.dim, "cells": args.cells, "rows": rows}, indent=1))
-    print(f"\nwrote {args.out}")
-
-
-if __name__ == "__main__":
-    main()
+    write_json(args.out, {"machine": machine, "dim": args.dim, "cells": args.cells, "rows": rows}, args, indent=1)
