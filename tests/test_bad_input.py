@@ -325,7 +325,7 @@ def broken(files: dict[str, Path]) -> dict[str, Path]:
     return out
 
 
-@pytest.mark.parametrize("name, case, error, message", API_CASES, ids=[c[0] for c in API_CASES])
+@pytest.mark.parametrize(("name", "case", "error", "message"), API_CASES, ids=[c[0] for c in API_CASES])
 def test_api_bad_input(name, case, error, message, broken, guard, capfd) -> None:
     others = {k: digest(v) for k, v in broken.items() if k != "root"}
     with pytest.raises(error, match=_literal(message)):
@@ -635,7 +635,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
     return code, captured.out, captured.err
 
 
-@pytest.mark.parametrize("name, argv, code, message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
+@pytest.mark.parametrize(("name", "argv", "code", "message"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli_bad_input(name, argv, code, message, cli_files, guard, capsys) -> None:
     argv = [a.format(**cli_files) for a in argv]
     others = {k: digest(v) for k, v in cli_files.items() if k not in ("root", "cli")}

@@ -1,5 +1,6 @@
 """The documentation shows the code that produced its numbers: every line of a Python block of
-docs/tutorial.md is a line of benchmarks/tutorial_kang.py, in the same order."""
+docs/tutorial.md is a line of benchmarks/tutorial_kang.py, in the same order.
+"""
 
 from __future__ import annotations
 

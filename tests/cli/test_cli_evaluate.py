@@ -100,7 +100,7 @@ def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, mo
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    ("extra", "message"),
     [
         (["--control", "ctrl"], "with DATA, give --condition-key and --control"),
         (["--condition-key", "condition", "--control", "ctrl", "--holdout", "celltype"], "must look like KEY=VALUE"),

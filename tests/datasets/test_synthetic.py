@@ -79,7 +79,7 @@ def test_null_shift_is_much_smaller_than_real_effects(adata):
 
 
 def test_response_is_cell_type_specific(adata):
-    """pertA's main program goes up in type0 and down in type1 (nonlinear in the state)."""
+    """The main program of pertA goes up in type0 and down in type1 (nonlinear in the state)."""
     values = log_normalise(adata.X)
     cond = adata.obs["condition"].astype(str).to_numpy()
     ctype = adata.obs["cell_type"].astype(str).to_numpy()

@@ -23,7 +23,7 @@ def test_truth_matches_the_cells() -> None:
     effect = [p for p, e in zip(truth["perturbation"], truth["effect"], strict=True) if e > 0]
     pen = truth["penetrance"][truth["effect"] > 0]
     assert np.corrcoef(by_label[effect], pen)[0, 1] > 0.5  # responders follow each perturbation's penetrance
-    assert adata.X.min() >= 0 and np.all(adata.X == np.round(adata.X))
+    assert adata.X.min() >= 0 and np.all(np.round(adata.X) == adata.X)
 
 
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])

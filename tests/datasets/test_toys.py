@@ -47,8 +47,8 @@ def test_bad_n_is_an_input_error(n: object) -> None:
 
 def test_bookshelf_strips() -> None:
     toy = load_toy("bookshelf", n=2000, seed=1)
-    assert 0.0 <= toy.source[:, 0].min() and toy.source[:, 0].max() <= 1.0
-    assert 2.0 <= toy.target[:, 0].min() and toy.target[:, 0].max() <= 3.0
+    assert toy.source[:, 0].min() >= 0.0 and toy.source[:, 0].max() <= 1.0
+    assert toy.target[:, 0].min() >= 2.0 and toy.target[:, 0].max() <= 3.0
     assert abs(np.std(toy.source[:, 1]) - 0.001) < 2e-4 and np.abs(toy.target[:, 1]).max() < 0.01
 
 

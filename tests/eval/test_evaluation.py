@@ -316,7 +316,8 @@ def test_control_shift_is_zero_for_identity_and_left_out_of_wilcoxon(result):
 
 def test_one_test_for_a_response_gates_every_method_that_moves_cells(result, data):
     """The perturbation's test decides for every method alike (issue 21): NULL is predicted as its controls by
-    the mean shift and W1; identity and observed are not gated; effect_alpha=None switches it off for all."""
+    the mean shift and W1; identity and observed are not gated; effect_alpha=None switches it off for all.
+    """
     res, _ = result
     table = res.table
     gated = table[table["metric"] == "gated"].pivot_table("value", ["perturbation", "repeat"], "method")

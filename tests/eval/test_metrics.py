@@ -94,7 +94,7 @@ def test_mmd_equals_the_naive_loop_over_gammas(clouds):
     assert mmd(x, y, gammas=[0.3, 2.0]) == pytest.approx(naive_mmd(x, y, np.array([0.3, 2.0])), rel=1e-10)
 
 
-@pytest.mark.parametrize("scale, shift", [(6.0, 0.0), (1.0, 40.0)])
+@pytest.mark.parametrize(("scale", "shift"), [(6.0, 0.0), (1.0, 40.0)])
 def test_mmd_matches_the_naive_loop_where_kernels_underflow(scale, shift):
     """Wide clouds (partly underflowing kernels) and far-apart clouds (all of K_xy underflows)."""
     rng = np.random.default_rng(2)

@@ -25,7 +25,8 @@ def groups(shift_of, doses=DOSES, n=4000, seed=0):
 
 def test_hill_curve_recovered():
     """Shifts h(d) v with h a Hill curve (ec50 1, slope 1.5): the fit finds it, and the weights
-    of the training doses' displacements give the shift of an unseen dose between them."""
+    of the training doses' displacements give the shift of an unseen dose between them.
+    """
     control, cells = groups(lambda d: hill(d) * V)
     curve = fit_dose_response(DOSES, control, cells)
     assert curve is not None and curve.hill is not None and curve.residual < 3.0
@@ -59,7 +60,8 @@ def test_too_few_doses_or_no_shift():
 
 def test_not_a_hill_curve_interpolates_linearly():
     """A response that rises then falls keeps its direction but is no Hill curve: the magnitudes are
-    interpolated in log1p(dose)."""
+    interpolated in log1p(dose).
+    """
     size = {0.1: 0.2, 0.3: 1.0, 1.0: 0.3, 10.0: 0.9}
     control, cells = groups(lambda d: size[d] * V)
     curve = fit_dose_response(DOSES, control, cells)

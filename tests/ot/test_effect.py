@@ -51,7 +51,8 @@ def test_large_groups_are_sampled_with_the_seed():
 
 def test_resolved_share_estimates_the_signal_share_of_the_mean_shift():
     """``|delta|^2 / (|delta|^2 + noise)``: 0 without a shift, 1/2 when the shift equals the
-    noise of the means, near 1 for a shift far above it (20 dimensions, 400 cells a side)."""
+    noise of the means, near 1 for a shift far above it (20 dimensions, 400 cells a side).
+    """
     d, n = 20, 400
     noise = 2 * d / n  # tr(I)/n + tr(I)/n
     rng = np.random.default_rng(0)
@@ -79,7 +80,8 @@ def test_resolved_share_counts_the_noise_of_the_whole_groups():
 
 def test_a_response_in_spread_is_resolved_by_the_energy_distance():
     """Cells that spread out without moving their mean: the mean shift resolves little of the
-    difference, the energy distance most of it, and the test reports the larger."""
+    difference, the energy distance most of it, and the test reports the larger.
+    """
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(500, 40)), 1.5 * rng.normal(size=(500, 40))
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)

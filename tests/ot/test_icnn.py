@@ -47,7 +47,8 @@ def energy(x: np.ndarray, y: np.ndarray) -> float:
 
 def cell_like(seed: int, dim: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Three clusters at expression-like offsets (mean ~2); the target moves them by a
-    cluster-specific shift and widens 5 features: a nonlinear response, 1,000 vs 900 cells."""
+    cluster-specific shift and widens 5 features: a nonlinear response, 1,000 vs 900 cells.
+    """
     rng = np.random.default_rng(seed)
     centres = 2.0 + rng.normal(size=(3, dim))
     effect = np.zeros((3, dim))
@@ -65,7 +66,7 @@ def cell_like(seed: int, dim: int = 20) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- the network -----------------------------------------------------------------------------
-@pytest.mark.parametrize("seed,quadratic", [(0, False), (1, False), (2, True)])
+@pytest.mark.parametrize(("seed", "quadratic"), [(0, False), (1, False), (2, True)])
 def test_icnn_is_convex_at_init(seed: int, quadratic: bool) -> None:
     torch.manual_seed(seed)
     net = ICNN(5, (16, 16, 16), quadratic=quadratic)
@@ -97,7 +98,8 @@ def test_midpoint_check_detects_negative_z_weights() -> None:
 def test_plain_icnn_hessian_has_low_rank_quadratic_term_fixes_it() -> None:
     """The curvature of an ICNN comes from its squared first layer, so the Hessian (the
     Jacobian of the map grad g) has rank <= hidden[0]; with the |x|^2 / 2 term it is full rank
-    and the initial map is close to the identity."""
+    and the initial map is close to the identity.
+    """
     dim, hidden = 30, (8, 8)
     x = torch.randn(200, dim, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
@@ -123,7 +125,7 @@ def test_standardization_known_values() -> None:
 
 
 def test_networks_stay_convex_while_training() -> None:
-    """f is clamped after every step; g after its projection. Large lr so weights do move."""
+    """The potential f is clamped after every step; g after its projection. Large lr so weights do move."""
     torch.manual_seed(0)
     dim = 4
     f, g = ICNN(dim, (32, 32)), ICNN(dim, (32, 32))
@@ -159,7 +161,8 @@ def test_translation_is_recovered(translation: tuple[W2Map, np.ndarray]) -> None
 
 def test_potential_is_the_potential_of_the_map(translation: tuple[W2Map, np.ndarray]) -> None:
     """Central differences of ``potential`` (in the units of the data, after standardisation
-    is undone) reproduce ``transport``."""
+    is undone) reproduce ``transport``.
+    """
     tmap, _ = translation
     assert tmap.scale != 1.0 and float(tmap.shift.abs().max()) > 1.0  # the standardisation is non-trivial
     x = np.random.default_rng(2).normal(size=(50, 2))
@@ -171,7 +174,8 @@ def test_potential_is_the_potential_of_the_map(translation: tuple[W2Map, np.ndar
 def test_short_fit_is_not_worse_than_identity() -> None:
     """Regression: 50 outer steps with the paper's hyper-parameters in 20-D (cells at mean ~2).
     The plain OT-ICNN (no |x|^2 term, no standardisation) ends far worse than the identity:
-    its initial map collapses all cells and training first explodes."""
+    its initial map collapses all cells and training first explodes.
+    """
     source, target = cell_like(0)
     test_source, test_target = cell_like(1)
     identity = energy(test_source, test_target)
@@ -184,7 +188,8 @@ def test_short_fit_is_not_worse_than_identity() -> None:
 
 def test_initial_state_is_kept_when_training_only_hurts() -> None:
     """With an absurd learning rate every trained state is worse; the returned map is then the
-    near-identity starting map (step 0), not the last or a random state."""
+    near-identity starting map (step 0), not the last or a random state.
+    """
     source, target = cell_like(0)
     tmap = fit_w2(source, target, W2Config(n_iters=20, n_inner=2, lr=1.0, eval_every=5, batch_size=64), seed=0)
     assert tmap.info["best_step"] == 0 and tmap.info["val_energy"] == tmap.info["initial_val_energy"]
@@ -196,7 +201,8 @@ def test_initial_state_is_kept_when_training_only_hurts() -> None:
 def test_map_is_equivariant_to_rescaling_the_data() -> None:
     """Scaling both groups by c and translating them by b scales and translates the Brenier
     map (T'(c x + b) = c T(x) + b); with the isotropic standardisation the fit sees the same
-    numbers, so the fitted maps agree too."""
+    numbers, so the fitted maps agree too.
+    """
     rng = np.random.default_rng(4)
     source, target = rng.normal(size=(300, 3)), rng.normal(size=(280, 3)) * 1.5 + 1.0
     config = W2Config(n_iters=30, n_inner=3, lr=1e-3, eval_every=10, batch_size=64)
@@ -245,7 +251,8 @@ def test_save_load_roundtrip(translation: tuple[W2Map, np.ndarray], tmp_path) ->
 
 def test_version_1_files_load_as_the_plain_network(tmp_path) -> None:
     """Files written before the quadratic term and the standardisation hold the plain ICNN in
-    raw coordinates; they load as exactly that."""
+    raw coordinates; they load as exactly that.
+    """
     rng = np.random.default_rng(3)
     source, target = rng.normal(size=(60, 3)), rng.normal(size=(50, 3)) + 1.0
     plain = fit_w2(source, target, W2Config(n_iters=5, n_inner=2, eval_every=5, standardize=False, quadratic=False))

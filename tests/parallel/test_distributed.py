@@ -39,7 +39,8 @@ UNREACHABLE = "tcp://127.0.0.1:9"
 
 def make_adata(n: int = 60, genes: int = 20, seed: int = 0, rare: int = 0) -> ad.AnnData:
     """Counts of a control and three perturbations ('up' and 'down' scale genes 0-3 by 4 and 1/4);
-    ``rare`` adds a perturbation with that many cells (too few to fit)."""
+    ``rare`` adds a perturbation with that many cells (too few to fit).
+    """
     groups, sizes = ["ctrl", "up", "down", "none"], [n] * 4
     if rare:
         groups, sizes = [*groups, "rare"], [*sizes, rare]

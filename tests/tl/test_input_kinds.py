@@ -87,7 +87,8 @@ def test_continuous_predictions_are_never_clipped_nor_calibrated(cytometry: ad.A
 
 def test_w1_reproduces_the_share_of_negative_values(cytometry: ad.AnnData) -> None:
     """On SYNTHETIC CyTOF data the predicted share of negative values is the observed one, within 0.05,
-    overall and on the functional markers that the stimulation moves; no exact zeros appear."""
+    overall and on the functional markers that the stimulation moves; no exact zeros appear.
+    """
     rng = np.random.default_rng(0)
     control = np.flatnonzero(cytometry.obs["condition"] == "control")
     stimulated = np.flatnonzero(cytometry.obs["condition"] == "stimulated")

@@ -27,7 +27,8 @@ def log_groups(
     responding: tuple[str, ...] = ("pert",),
 ) -> ad.AnnData:
     """Log-normalised cells, ``n`` per group; genes 0-7 respond in the ``responding`` groups (the
-    others are drawn like the controls); the last ``constant`` genes are one value in all groups."""
+    others are drawn like the controls); the last ``constant`` genes are one value in all groups.
+    """
     rng = np.random.default_rng(seed)
     labels = np.repeat(groups, n)
     x = np.log1p(rng.gamma(2.0, 1.0, size=(len(labels), genes)))
@@ -116,7 +117,8 @@ def test_calibration_closes_resolved_gaps_in_the_mean() -> None:
 
 def test_calibration_moves_a_new_cell_type_by_at_most_the_training_gap() -> None:
     """Issue 21's case: a gene is 0 in 90% of the training cells and its training gap is 0.057; a held-out
-    type that expresses it in every cell must not receive the offset ``gap * n / kept`` (+0.57)."""
+    type that expresses it in every cell must not receive the offset ``gap * n / kept`` (+0.57).
+    """
     rng = np.random.default_rng(0)
     predicted = rng.normal(0.0, 0.05, size=(2000, 1)).astype(np.float32)
     predicted[:200, 0] = rng.normal(0.5, 0.05, 200)  # the 10% that express it, predicted too low
@@ -232,7 +234,8 @@ def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path)
 def test_a_weak_response_is_predicted_by_its_resolved_share(tmp_path: Path) -> None:
     """A response near the sampling noise: each cell moves the resolved share of the way to where
     the map moves it (cellw1.ot.effect), and the output is calibrated to a response of that size;
-    kept by save/load."""
+    kept by save/load.
+    """
     adata = log_groups(n=150, genes=20, constant=0, seed=3)
     adata.X[150:, :8] -= 0.6  # 0.2 above the controls on 8 genes, 150 cells a group
     controls = adata[:150]

@@ -93,7 +93,7 @@ CASES = [(method, "genes") for method in ("identity", "observed", "mean_shift", 
 CASES += [("mean_shift", "pca"), ("mean_shift", "autoencoder")]
 
 
-@pytest.mark.parametrize("method, space", CASES, ids=[f"{m}-{s}" for m, s in CASES])
+@pytest.mark.parametrize(("method", "space"), CASES, ids=[f"{m}-{s}" for m, s in CASES])
 def test_the_four_source_kinds_give_identical_models(
     adata: ad.AnnData, files: dict[str, Path], method: str, space: str
 ) -> None:

@@ -87,7 +87,8 @@ class ControlReference:
 
     def energy(self, y: torch.Tensor | np.ndarray) -> float:
         """Energy distance of cells ``y: (n, d)`` from the reference's energy cells (unbiased within terms:
-        about 0 without effect, whatever the number of cells)."""
+        about 0 without effect, whatever the number of cells).
+        """
         y = torch.as_tensor(np.asarray(y, dtype=np.float32))
         cross = float(torch.cdist(y, self.energy_cells).mean(dtype=torch.float64))
         return 2 * cross - _within(y) - self._within

@@ -156,7 +156,8 @@ class W2Map(FittedMap):
 
 def build_optimizer(net: ICNN, config: W2Config) -> torch.optim.Adam:
     """Adam over ``net``'s parameters with ``config.lr`` and ``config.betas``; the weight ``a`` of
-    the quadratic term, if any, in its own group at ``config.lr * config.quadratic_lr_scale``."""
+    the quadratic term, if any, in its own group at ``config.lr * config.quadratic_lr_scale``.
+    """
     others = [p for name, p in net.named_parameters() if name != "quadratic_weight"]
     groups: list[dict[str, Any]] = [{"params": others}]
     if net.quadratic_weight is not None:
