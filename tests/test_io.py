@@ -31,5 +31,6 @@ def test_ctrl_c_while_the_temporary_file_is_made_leaves_no_file(tmp_path: Path, 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(tmp_path / "model.json", b"{}")
-    assert made and not Path(made[0]).exists()
+    assert made
+    assert not Path(made[0]).exists()
     assert list(tmp_path.iterdir()) == []

@@ -88,7 +88,8 @@ def test_read_rows_equal_in_memory_rows(stored) -> None:
     expected = _dense(adata.X)
     with open_disk_data(data) as disk:
         mat = disk.matrix()
-        assert mat.shape == (N_CELLS, N_GENES) and mat.is_sparse == sp.issparse(adata.X)
+        assert mat.shape == (N_CELLS, N_GENES)
+        assert mat.is_sparse == sp.issparse(adata.X)
         assert mat.dtype == np.float32
         for name, rows in ROW_SETS.items():
             got = mat.read(rows)
@@ -112,7 +113,9 @@ def test_scattered_csr_rows_read_in_many_small_windows(tmp_path: Path, monkeypat
     rows = np.unique(np.r_[0:N_CELLS:7, 2, 3, 4, 300])
     with open_disk_data(_write(adata, tmp_path / f"d{suffix}")) as disk:
         got = disk.matrix().read(rows)
-        assert got.shape == (rows.size, N_GENES) and got[4].nnz == 0 and rows[4] == 7
+        assert got.shape == (rows.size, N_GENES)
+        assert got[4].nnz == 0
+        assert rows[4] == 7
         np.testing.assert_array_equal(got.toarray(), adata.X[rows].toarray())
 
 
@@ -146,7 +149,8 @@ def test_integer_counts_are_read_as_float32(tmp_path: Path) -> None:
     with open_disk_data(_write(adata, tmp_path / "int.h5ad")) as disk:
         mat = disk.matrix()
         got = mat.read(ROW_SETS["runs"])
-        assert mat.dtype == np.float32 and got.dtype == np.float32
+        assert mat.dtype == np.float32
+        assert got.dtype == np.float32
         np.testing.assert_array_equal(got.toarray(), adata.X[ROW_SETS["runs"]].toarray())
 
 
@@ -171,8 +175,10 @@ def test_read_rejects_unsorted_duplicate_out_of_range_rows(tmp_path: Path, bad: 
 
 def test_is_on_disk(tmp_path: Path) -> None:
     path = _write(_adata(sparse=False), tmp_path / "d.h5ad")
-    assert is_on_disk(path) and is_on_disk(str(path))
-    assert not is_on_disk(np.zeros((3, 2))) and not is_on_disk(_adata(sparse=False))
+    assert is_on_disk(path)
+    assert is_on_disk(str(path))
+    assert not is_on_disk(np.zeros((3, 2)))
+    assert not is_on_disk(_adata(sparse=False))
     backed = anndata.read_h5ad(path, backed="r")
     try:
         assert is_on_disk(backed)
@@ -242,7 +248,8 @@ def test_h5ad_being_written_by_another_process(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"
         try:
             h5py.File(path, "r").close()
         except OSError:
@@ -340,7 +347,8 @@ def test_prediction_writer_round_trip_out_of_order(tmp_path: Path, suffix: str) 
         for start, stop in [(200, N_CELLS), (0, 64), (128, 200), (64, 128)]:
             writer.write(start, pred[start:stop])
     back = _read_back(path)
-    assert isinstance(back.X, np.ndarray) and back.X.dtype == np.float32
+    assert isinstance(back.X, np.ndarray)
+    assert back.X.dtype == np.float32
     np.testing.assert_array_equal(back.X, pred.astype(np.float32))
     pd.testing.assert_frame_equal(back.obs, adata.obs)
     pd.testing.assert_frame_equal(back.var, adata.var)
@@ -379,7 +387,8 @@ def test_prediction_writer_failure_keeps_existing_output(tmp_path: Path, suffix:
     with pytest.raises(RuntimeError):
         with PredictionWriter(fresh, obs=old.obs, var=old.var):
             raise RuntimeError("boom")
-    assert not fresh.exists() and _leftovers(tmp_path) == []
+    assert not fresh.exists()
+    assert _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
@@ -389,7 +398,8 @@ def test_prediction_writer_replaces_existing_output(tmp_path: Path, suffix: str)
     with PredictionWriter(path, obs=old.obs, var=old.var) as writer:
         writer.write(0, np.full((N_CELLS, N_GENES), 7.0))
     back = _read_back(path)
-    assert (back.X == 7.0).all() and "logged" not in back.layers
+    assert (back.X == 7.0).all()
+    assert "logged" not in back.layers
     assert _leftovers(tmp_path) == []
 
 
@@ -401,12 +411,14 @@ def test_prediction_writer_missing_or_repeated_rows(tmp_path: Path, suffix: str)
         with PredictionWriter(path, obs=adata.obs, var=adata.var) as writer:
             writer.write(0, np.zeros((100, N_GENES)))
             writer.write(150, np.zeros((N_CELLS - 150, N_GENES)))
-    assert not path.exists() and _leftovers(tmp_path) == []
+    assert not path.exists()
+    assert _leftovers(tmp_path) == []
     with pytest.raises(InputError, match=r"rows 50\.\.99 overlap"):
         with PredictionWriter(path, obs=adata.obs, var=adata.var) as writer:
             writer.write(0, np.zeros((100, N_GENES)))
             writer.write(50, np.zeros((50, N_GENES)))
-    assert not path.exists() and _leftovers(tmp_path) == []
+    assert not path.exists()
+    assert _leftovers(tmp_path) == []
 
 
 def test_prediction_writer_bad_arguments(tmp_path: Path) -> None:
@@ -419,7 +431,8 @@ def test_prediction_writer_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="outside the 301 cells"):
         with PredictionWriter(tmp_path / "p.h5ad", obs=adata.obs, var=adata.var) as writer:
             writer.write(300, np.zeros((2, N_GENES)))
-    assert not (tmp_path / "p.h5ad").exists() and _leftovers(tmp_path) == []
+    assert not (tmp_path / "p.h5ad").exists()
+    assert _leftovers(tmp_path) == []
 
 
 def test_prediction_writer_zarr_v3(tmp_path: Path) -> None:

@@ -202,4 +202,5 @@ def test_a_combination_without_a_response_stays_in_any_order(fitted):
     for labels in ((0, 1), (1, 0)):
         assert not still.moves(Condition(labels))
         np.testing.assert_array_equal(still.transport(x, Condition(labels)), x)
-    assert still.moves(Condition((0,))) and still.moves(Condition((0, 2)))
+    assert still.moves(Condition((0,)))
+    assert still.moves(Condition((0, 2)))
