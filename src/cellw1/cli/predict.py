@@ -21,6 +21,7 @@ from .conditional import add_predict_arguments, predict_options
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``predict`` sub-command and its arguments to ``subparsers``; returns its parser."""
     parser = subparsers.add_parser(
         "predict",
         help="predict perturbed cells from control cells with a saved model",
@@ -63,6 +64,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Predict the perturbed cells of ``--data`` with a saved model and write them to ``--out``.
+
+    Returns the exit code, 0.
+    """
     if args.out.suffix.lower() not in (".h5ad", ".zarr"):
         raise InputError(f"--out {str(args.out)!r} must end in .h5ad or .zarr (which picks the format).")
     kind = "store" if args.out.suffix.lower() == ".zarr" else "file"

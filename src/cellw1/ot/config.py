@@ -307,8 +307,9 @@ def _check_type(name: str, annotation: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class W2Config(Config):
-    """Hyper-parameters of the OT-ICNN solver (Makkuva et al. 2020, as used by CellOT and by the
-    W1 paper's baseline, Methods "Hyperparameters and training details").
+    """Hyper-parameters of the OT-ICNN solver (Makkuva et al. 2020).
+
+    As used by CellOT and by the W1 paper's baseline (Methods "Hyperparameters and training details").
 
     Attributes
     ----------

@@ -109,7 +109,9 @@ class ICNN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Skip layer: PyTorch's default; z-path: ``U(0, 2 / fan_in)`` so each unit starts as a
+        """Draw the initial weights.
+
+        Skip layer: PyTorch's default; z-path: ``U(0, 2 / fan_in)`` so each unit starts as a
         positive average of the previous layer (mean weight ``1 / fan_in``). With the quadratic
         term: ``a = 1`` and the affine output term ``A_L x + b_L`` starts at zero.
         """

@@ -57,6 +57,7 @@ class GroupSort(nn.Module):
         return grouped.sort(dim=-1).values.flatten(-2)
 
     def extra_repr(self) -> str:
+        """The group size, shown in the module's repr."""
         return f"group_size={self.group_size}"
 
 
@@ -189,6 +190,7 @@ class OrthonormalLinear(nn.Module):
         return torch.addmm(self.bias, x, w.T)
 
     def extra_repr(self) -> str:
+        """The layer's widths and orthonormalisation, shown in the module's repr."""
         return f"d_in={self.d_in}, d_out={self.d_out}, orthonormalization={self.orthonormalization!r}"
 
 

@@ -1,5 +1,7 @@
-"""The W2 baseline's solver and fitted map: :func:`fit_w2` trains two ICNNs (:mod:`cellw1.ot.icnn`)
-and returns a :class:`W2Map`, the Brenier map ``T(x) = m + s * grad g((x - m) / s)``.
+"""The W2 baseline's solver and fitted map.
+
+:func:`fit_w2` trains two ICNNs (:mod:`cellw1.ot.icnn`) and returns a :class:`W2Map`, the
+Brenier map ``T(x) = m + s * grad g((x - m) / s)``.
 """
 
 from __future__ import annotations
@@ -155,8 +157,10 @@ class W2Map(FittedMap):
 
 
 def build_optimizer(net: ICNN, config: W2Config) -> torch.optim.Adam:
-    """Adam over ``net``'s parameters with ``config.lr`` and ``config.betas``; the weight ``a`` of
-    the quadratic term, if any, in its own group at ``config.lr * config.quadratic_lr_scale``.
+    """Adam over ``net``'s parameters with ``config.lr`` and ``config.betas``.
+
+    The weight ``a`` of the quadratic term, if any, is in its own group at
+    ``config.lr * config.quadratic_lr_scale``.
     """
     others = [p for name, p in net.named_parameters() if name != "quadratic_weight"]
     groups: list[dict[str, Any]] = [{"params": others}]
