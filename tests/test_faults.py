@@ -224,7 +224,8 @@ def assert_intact(world: dict[str, Path], before: dict[str, str]) -> None:
 def assert_one_line(err: str, start: str) -> None:
     assert "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith(start), err
+    assert lines, err
+    assert lines[-1].startswith(start), err
     assert sum(line.startswith("cellw1:") for line in lines) == 1, err
 
 

@@ -166,9 +166,9 @@ def test_bad_input():
         fit_conditional_map(x, ys, [Condition((0,))])
     with pytest.raises(InputError, match="label_vectors"):
         fit_conditional_map(x, ys, [Condition((i,)) for i in range(3)], label_vectors=np.ones((2, 4)))
-    with pytest.raises(ConfigError, match="ConditionalConfig"):
-        from cellw1.ot.config import W1Config
+    from cellw1.ot.config import W1Config
 
+    with pytest.raises(ConfigError, match="ConditionalConfig"):
         fit_conditional_map(x, ys, [Condition((i,)) for i in range(3)], W1Config())
     with pytest.raises(ConfigError, match="step_size_learner"):
         ConditionalConfig(step_size_learner="gan")

@@ -100,9 +100,16 @@ def test_initial_state_is_a_candidate_outside_the_history() -> None:
 def test_cpu_threads_is_restored_after_an_error() -> None:
     before = torch.get_num_threads()
     target = 2 if before == 1 else 1
-    with pytest.raises(RuntimeError), cpu_threads(target):
-        assert torch.get_num_threads() == target
-        raise RuntimeError("boom")
+    seen = []
+
+    def fail_inside() -> None:
+        with cpu_threads(target):
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    assert seen == [target]
     assert torch.get_num_threads() == before
     with cpu_threads(None):
         assert torch.get_num_threads() == before
@@ -228,5 +235,5 @@ def test_history_helpers() -> None:
     assert read_history({"info": {"history": {"step": [1]}}}) == ({}, {"step": [1]})
     assert math.isnan(read_history({"history": {"x": [float("nan")]}})[1]["x"][0])
     for bad in ([1, 2], {"x": 1}, {"x": ["a"]}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not a dict of lists of numbers"):
             read_history({"history": bad})

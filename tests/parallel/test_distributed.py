@@ -328,10 +328,12 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData, tmp_path:
                 deadline = time.monotonic() + 60.0
                 while time.monotonic() < deadline:
                     try:
-                        if {"down", "up"} <= set(json.loads(open(index).read())["models"]):
-                            break
+                        with open(index) as handle:
+                            saved = set(json.load(handle)["models"])
                     except (OSError, ValueError):  # no index yet
-                        pass
+                        saved = set()
+                    if {"down", "up"} <= saved:
+                        break
                     time.sleep(0.02)
                 os._exit(1)
             return original(data, condition_key, control, perturbation, **kwargs)

@@ -90,8 +90,8 @@ def test_errors_for_labels_and_doses(data, model):
     bad.obs["dose"] = "high"
     with pytest.raises(InputError, match="must hold numbers"):
         cellw1.fit_conditional(bad, "condition", "control", dose_key="dose", config=FAST, progress=False)
+    small = data[(data.obs["condition"] != "pertB") | (np.arange(data.n_obs) % 20 == 0)].copy()
     with pytest.raises(InputError, match="fewer than 20 cells"):
-        small = data[(data.obs["condition"] != "pertB") | (np.arange(data.n_obs) % 20 == 0)].copy()
         cellw1.fit_conditional(small, "condition", "control", config=FAST, progress=False)
     with pytest.raises(InputError, match="'pertQ' is not a value"):
         cellw1.fit_conditional(data, "condition", "control", perturbations=["pertQ"], config=FAST, progress=False)
