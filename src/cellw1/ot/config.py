@@ -245,7 +245,7 @@ class W1Config(Config):
         Step size: the adversarial learner, 10,000 Adam steps at lr 1e-4. No early stopping, and
         no test for a response (every map moves cells, as in the paper).
         """
-        base = dict(
+        base: dict[str, Any] = dict(
             potential_iters=10_000,
             step_size_learner="gan",
             step_iters=10_000,

@@ -167,7 +167,7 @@ class OrthonormalLinear(nn.Module):
         return q if self.d_out >= self.d_in else q.T
 
     def _bjorck(self) -> torch.Tensor:
-        w = self.free
+        w: torch.Tensor = self.free
         scale = torch.sqrt(w.abs().sum(0).max() * w.abs().sum(1).max()).clamp_min(1e-12)
         w = w / scale
         coeffs = _taylor_coefficients(self.bjorck_order)
@@ -212,6 +212,8 @@ class LipschitzPotential(nn.Module):
     bjorck_order, bjorck_iters
         Taylor order and number of Björck iterations (ignored for Cayley).
     """
+
+    input_mask: torch.Tensor  # a buffer (see __init__)
 
     def __init__(
         self,

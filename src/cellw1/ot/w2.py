@@ -276,9 +276,9 @@ def _fit_w2(source: Any, target: Any, config: W2Config, seed: int, progress: boo
         "initial_val_energy": initial,
         "g_min_weight": g.min_weight(),
         "quadratic_weight": None
-        if g.quadratic_weight is None
+        if f.quadratic_weight is None or g.quadratic_weight is None  # both or neither (one config)
         else {
-            "f": float(f.quadratic_weight.detach()),  # type: ignore[arg-type]
+            "f": float(f.quadratic_weight.detach()),
             "g": float(g.quadratic_weight.detach()),
         },
         "scale": scale,
