@@ -159,7 +159,8 @@ def synthetic_perturbation(
     # Effects of each perturbation: a main program (sign and shape per type) + a shared one.
     n_prog = max(2, int(round(_PROGRAM_FRACTION * g)))
     programs: dict[str, list[int]] = {}
-    effects: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None] = []  # per perturbation: (main genes, shared genes, signs (n_types,), shapes (n_types,))
+    # per perturbation: (main genes, shared genes, signs (n_types,), shapes (n_types,)); None for NULL
+    effects: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None] = []
     for j, name in enumerate(pert_names):
         if name == NULL:
             programs[name] = []
