@@ -47,7 +47,8 @@ def single_torch_thread() -> Iterator[None]:
 def pytest_collection(session: pytest.Session) -> None:
     """No garbage collection while the test modules (and torch, anndata, Dask...) are imported:
     that makes ~400,000 long-lived objects and no garbage to speak of, yet Python ran a dozen
-    full collections on the way, each walking all of them (~1.5 s in all)."""
+    full collections on the way, each walking all of them (~1.5 s in all).
+    """
     gc.disable()
 
 
@@ -72,7 +73,7 @@ def frozen_imports() -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def single_blas_thread() -> Iterator[None]:
-    """numpy's and scipy's BLAS (OpenBLAS) run one thread in the suite's process, as torch does.
+    """The BLAS of numpy and scipy (OpenBLAS) runs one thread in the suite's process, as torch does.
 
     Once torch has trained a network, an OpenBLAS call with two threads on a small shared machine
     waits for its second thread: the exact SVD of a PCA fit on 720 x 40 cells took 0.2-0.5 s
@@ -143,7 +144,8 @@ def temp_files(*folders: Path) -> list[Path]:
 def ctrl_c_raises() -> Iterator[None]:
     """SIGINT raises KeyboardInterrupt during the test, as in an interactive shell: a background shell
     (``nohup python -m pytest &``) starts the tests with SIGINT ignored, where a test that sends
-    itself SIGINT would wait for an interruption that never comes. The handler is restored after."""
+    itself SIGINT would wait for an interruption that never comes. The handler is restored after.
+    """
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield

@@ -15,13 +15,17 @@ def test_accepts_arrays_lists_tensors_and_sparse_matrices() -> None:
     x = np.arange(12, dtype=np.float32).reshape(4, 3)
     for given in (x, x.tolist(), torch.from_numpy(x), sp.csr_matrix(x), sp.coo_matrix(x)):
         out = as_array(given, "x")
-        assert isinstance(out, np.ndarray) and out.dtype == np.float64 and np.array_equal(out, x)
+        assert isinstance(out, np.ndarray)
+        assert out.dtype == np.float64
+        assert np.array_equal(out, x)
 
 
 def test_sparse_stays_sparse_and_dtype_none_keeps_integers() -> None:
     counts = sp.random(20, 5, density=0.3, format="coo", random_state=0, dtype=np.float64).astype(np.int64)
     out = as_array(counts, "X", dtype=None, sparse=True)
-    assert out.format == "csr" and out.dtype == np.int64  # COO becomes CSR, integers stay integers
+    # COO becomes CSR, integers stay integers
+    assert out.format == "csr"
+    assert out.dtype == np.int64
     csc = counts.tocsc()
     assert as_array(csc, "X", dtype=None, sparse=True) is csc  # no copy when nothing changes
 
@@ -33,7 +37,8 @@ def test_copy_never_shares_memory_and_otherwise_avoids_copies() -> None:
     t = torch.ones(5, 2)
     assert not np.may_share_memory(as_array(t, "t", dtype=np.float32, copy=True), t.numpy())
     p = as_points(np.asfortranarray(np.ones((12, 3))), "p")
-    assert p.dtype == torch.float32 and p.is_contiguous()
+    assert p.dtype == torch.float32
+    assert p.is_contiguous()
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 """The documentation shows the code that produced its numbers: every line of a Python block of
-docs/tutorial.md is a line of benchmarks/tutorial_kang.py, in the same order."""
+docs/tutorial.md is a line of benchmarks/tutorial_kang.py, in the same order.
+"""
 
 from __future__ import annotations
 
@@ -35,4 +36,5 @@ def test_tutorial_figures_exist_and_are_small() -> None:
     assert len(figures) == 4
     for name in figures:
         path = ROOT / "docs" / name
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size < 200_000
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size < 200_000

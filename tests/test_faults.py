@@ -224,7 +224,8 @@ def assert_intact(world: dict[str, Path], before: dict[str, str]) -> None:
 def assert_one_line(err: str, start: str) -> None:
     assert "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert lines and lines[-1].startswith(start), err
+    assert lines, err
+    assert lines[-1].startswith(start), err
     assert sum(line.startswith("cellw1:") for line in lines) == 1, err
 
 
@@ -270,7 +271,7 @@ FIT_POINTS = [
 ]
 
 
-@pytest.mark.parametrize("name, point, code", FIT_POINTS, ids=[f"{s}-{p}" for s, p, _ in FIT_POINTS])
+@pytest.mark.parametrize(("name", "point", "code"), FIT_POINTS, ids=[f"{s}-{p}" for s, p, _ in FIT_POINTS])
 def test_signal_during_fit(name, point, code, zygote, world, before, tmp_path) -> None:
     # a short phase 1 (it ends with the 'potential: best' line), then 5,000 steps of phase 2 without
     # early stopping, so the signal always lands while phase 2 runs
@@ -287,7 +288,7 @@ def test_signal_during_fit(name, point, code, zygote, world, before, tmp_path) -
     assert_intact(world, before)
 
 
-@pytest.mark.parametrize("name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.parametrize(("name", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
 @pytest.mark.parametrize("where", ["in memory", "on disk"])
 def test_signal_while_writing_predictions(name, code, where, zygote, world, before, tmp_path) -> None:
     """The signal arrives once the temporary output exists (cells are being written)."""
@@ -302,7 +303,8 @@ def test_signal_while_writing_predictions(name, code, where, zygote, world, befo
 
 def test_concurrent_writers(zygote, world, before, tmp_path) -> None:
     """Two fits of one collection: the second is refused while the first holds the lock.
-    Two predictions into one file: each lands whole, the last one wins."""
+    Two predictions into one file: each lands whole, the last one wins.
+    """
     collection = tmp_path / "collection"
     fit_all = [
         *fit_argv(world, iters=5_000)[:-1],

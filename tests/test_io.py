@@ -17,7 +17,8 @@ from cellw1._io import atomic_write_bytes
 @pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_while_the_temporary_file_is_made_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
     """A SIGINT that lands just after ``mkstemp`` made the file is held back until its name is
-    known, so the interrupted write removes it; the target is never created."""
+    known, so the interrupted write removes it; the target is never created.
+    """
     made = []
     real = tempfile.mkstemp
 
@@ -30,5 +31,6 @@ def test_ctrl_c_while_the_temporary_file_is_made_leaves_no_file(tmp_path: Path, 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         atomic_write_bytes(tmp_path / "model.json", b"{}")
-    assert made and not Path(made[0]).exists()
+    assert made
+    assert not Path(made[0]).exists()
     assert list(tmp_path.iterdir()) == []

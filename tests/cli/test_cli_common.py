@@ -12,7 +12,8 @@ def test_solver_options_reach_the_config():
     parser = argparse.ArgumentParser()
     add_solver_arguments(parser)
     default = solver_config(parser.parse_args([]))
-    assert default.effect_alpha == 0.05 and default.regression_iters == 300
+    assert default.effect_alpha == 0.05
+    assert default.regression_iters == 300
     assert solver_config(parser.parse_args(["--effect-alpha", "none"])).effect_alpha is None
     assert solver_config(parser.parse_args(["--effect-alpha", "0.01"])).effect_alpha == 0.01
     assert solver_config(parser.parse_args(["--regression-iters", "50"])).regression_iters == 50
@@ -29,6 +30,10 @@ def test_conditional_defaults_survive_the_options():
     add_solver_arguments(parser)
     config = solver_config(parser.parse_args([]), ConditionalConfig)
     assert config == ConditionalConfig()
-    assert config.potential_iters == 2_000 and config.batch_size == 512 and config.shrink_response
+    assert config.potential_iters == 2_000
+    assert config.batch_size == 512
+    assert config.shrink_response
     off = solver_config(parser.parse_args(["--no-shrink-response", "--potential-iters", "50"]), ConditionalConfig)
-    assert not off.shrink_response and off.potential_iters == 50 and off.batch_size == 512
+    assert not off.shrink_response
+    assert off.potential_iters == 50
+    assert off.batch_size == 512

@@ -43,12 +43,15 @@ def test_demo_bookshelf_writes_plot_and_summary(tmp_path, capsys) -> None:
     row = summary["toys"]["bookshelf"]
     assert set(row) == {"w1_dual", "exact_w1", "energy_distance", "spearman", "seconds"}
     assert all(isinstance(v, float) and math.isfinite(v) for v in row.values())
-    assert summary["config"]["potential_iters"] == 200 and summary["n"] == 300
+    assert summary["config"]["potential_iters"] == 200
+    assert summary["n"] == 300
     assert row["exact_w1"] == pytest.approx(2.0, abs=0.1)  # the strips are 2 apart
     assert row["w1_dual"] <= row["exact_w1"] + 0.05  # the dual is a lower bound (up to sampling)
     out = capsys.readouterr().out
     line = next(text for text in out.splitlines() if text.startswith("bookshelf"))
-    assert "W1 dual" in line and "exact W1" in line and "spearman" in line
+    assert "W1 dual" in line
+    assert "exact W1" in line
+    assert "spearman" in line
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["--version"]])
@@ -61,7 +64,9 @@ def test_help_and_version_exit_zero(argv, capsys) -> None:
 def test_unknown_toy_is_a_one_line_error(tmp_path, capsys) -> None:
     assert main(["demo", "--toys", "bookshelf,spiral", "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cellw1: error: unknown toy 'spiral'") and "circles" in err[0]
+    assert len(err) == 1
+    assert err[0].startswith("cellw1: error: unknown toy 'spiral'")
+    assert "circles" in err[0]
     assert not (tmp_path / "bookshelf.png").exists()  # names are checked before any fit
 
 
@@ -95,4 +100,5 @@ def test_console_script_help() -> None:
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     result = subprocess.run([*command, "demo", "--help"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert "usage: cellw1 demo" in result.stdout and "--potential-iters" in result.stdout
+    assert "usage: cellw1 demo" in result.stdout
+    assert "--potential-iters" in result.stdout

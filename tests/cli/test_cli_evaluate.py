@@ -61,10 +61,12 @@ def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path,
     }
     assert {p.name for p in out.iterdir()} == names
     assert (out / "metrics.png").read_bytes()[:8] == PNG_MAGIC
-    assert f"wrote {len(names)} files to {out}" in stdout and "median over perturbations and splits:" in stdout
+    assert f"wrote {len(names)} files to {out}" in stdout
+    assert "median over perturbations and splits:" in stdout
     table = pd.read_csv(out / "results.csv")
     assert set(table["method"]) == {"identity", "observed", "mean_shift", "w2", "w1"}
-    assert set(table["perturbation"]) == {"up", "same"} and set(table["repeat"]) == {0}
+    assert set(table["perturbation"]) == {"up", "same"}
+    assert set(table["repeat"]) == {0}
     value = table.set_index(["method", "perturbation", "metric"])["value"]
     for perturbation in ("up", "same"):  # identity predicts the test controls themselves
         assert value["identity", perturbation, "control_shift"] == pytest.approx(0.0, abs=1e-6)
@@ -72,20 +74,26 @@ def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path,
     assert value["observed", "up", "l2"] < 0.5 * value["identity", "up", "l2"]
     assert value["mean_shift", "up", "l2"] < 0.5 * value["identity", "up", "l2"]
     settings = json.loads((out / "settings.json").read_text())
-    assert settings["methods"] == ["identity", "observed", "mean_shift", "w2", "w1"] and settings["n_de_genes"] == 8
-    assert "n_iters=4" in settings["w2_config"] and "potential_iters=20" in settings["config"]
+    assert settings["methods"] == ["identity", "observed", "mean_shift", "w2", "w1"]
+    assert settings["n_de_genes"] == 8
+    assert "n_iters=4" in settings["w2_config"]
+    assert "potential_iters=20" in settings["config"]
     wilcoxon = pd.read_csv(out / "wilcoxon.csv")
-    assert set(wilcoxon["reference"]) == {"w1"} and "identity" in set(wilcoxon["method"])
+    assert set(wilcoxon["reference"]) == {"w1"}
+    assert "identity" in set(wilcoxon["method"])
     assert "w1 against the best baseline of each metric" in stdout  # the verdicts, also in report.md
     report = (out / "report.md").read_text()
-    assert "## Where w1 loses" in report and "forest.png" in report
+    assert "## Where w1 loses" in report
+    assert "forest.png" in report
     assert "<h2>Where w1 loses</h2>" in (out / "report.html").read_text()
 
 
 def test_evaluate_help_lists_the_new_options(capsys) -> None:
     assert main(["evaluate", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "--splits" in text and "global_mean" in text and "deprecated alias of --splits" in text
+    assert "--splits" in text
+    assert "global_mean" in text
+    assert "deprecated alias of --splits" in text
 
 
 def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -96,11 +104,12 @@ def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, mo
     assert main(["evaluate", "--methods", "identity,mean_shift", *SHORT, "--out", str(tmp_path / "r")]) == 0
     assert "no data given: using cellw1's built-in SYNTHETIC dataset (300 cells x 30 genes)" in capsys.readouterr().out
     table = pd.read_csv(tmp_path / "r" / "results.csv")
-    assert set(table["method"]) == {"identity", "mean_shift"} and set(table["perturbation"]) == {"pertA"}
+    assert set(table["method"]) == {"identity", "mean_shift"}
+    assert set(table["perturbation"]) == {"pertA"}
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    ("extra", "message"),
     [
         (["--control", "ctrl"], "with DATA, give --condition-key and --control"),
         (["--condition-key", "condition", "--control", "ctrl", "--holdout", "celltype"], "must look like KEY=VALUE"),
@@ -111,5 +120,7 @@ def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, mo
 def test_evaluate_usage_errors_exit_two(cells: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:
     assert main(["evaluate", str(cells), *extra, "--quiet", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("cellw1: error: ") and message in err[0]
+    assert len(err) == 1
+    assert err[0].startswith("cellw1: error: ")
+    assert message in err[0]
     assert not (tmp_path / "r").exists()

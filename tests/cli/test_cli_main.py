@@ -19,7 +19,7 @@ def parser_running(run) -> argparse.ArgumentParser:
 
 
 @pytest.mark.parametrize(
-    "stop, code, line", [(KeyboardInterrupt, 130, "interrupted"), (cli.Terminated, 143, "terminated")]
+    ("stop", "code", "line"), [(KeyboardInterrupt, 130, "interrupted"), (cli.Terminated, 143, "terminated")]
 )
 def test_an_error_while_an_interruption_unwinds_is_the_interruption(stop, code, line, monkeypatch, capsys):
     """A file closed mid-write can raise while Ctrl-C or SIGTERM unwinds: the user asked to stop."""
@@ -44,11 +44,12 @@ def test_an_error_of_its_own_is_still_an_internal_error(monkeypatch, capsys):
     assert capsys.readouterr().err == "cellw1: internal error (RuntimeError): a bug\n"
 
 
-@pytest.mark.parametrize("stop, code", [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
+@pytest.mark.parametrize(("stop", "code"), [(KeyboardInterrupt, 130), (cli.Terminated, 143)])
 @pytest.mark.usefixtures("ctrl_c_raises")
 def test_a_signal_that_lands_in_a_finalizer_is_not_lost(stop, code, monkeypatch, capsys):
     """Python drops exceptions raised in finalizers and weakref callbacks (a signal handler can run
-    there): the command raises the signal again instead of carrying on."""
+    there): the command raises the signal again instead of carrying on.
+    """
 
     class Finalized:
         def __del__(self) -> None:

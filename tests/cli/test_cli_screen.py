@@ -22,7 +22,8 @@ def test_unknown_control_is_one_line_and_exit_2(tmp_path, capsys) -> None:
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and err.startswith("cellw1: error: control 'nope' is not a label")
+    assert code == 2
+    assert err.startswith("cellw1: error: control 'nope' is not a label")
     assert not (tmp_path / "o" / "screen.csv").exists()
 
 
@@ -31,4 +32,5 @@ def test_output_inside_nothing_to_overwrite(tmp_path, capsys) -> None:
     code = main(
         ["screen", str(path), "--condition-key", "perturbation", "--control", "non-targeting", "--out", str(path)]
     )
-    assert code == 2 and "cellw1: error:" in capsys.readouterr().err
+    assert code == 2
+    assert "cellw1: error:" in capsys.readouterr().err

@@ -15,7 +15,8 @@ def log_means(adata, mask):
 def test_dose_response_follows_the_hill_curve():
     adata = synthetic_doses(n_control=400, n_per_dose=300, doses=(1.0, 10.0, 100.0), n_genes=40, seed=0)
     labels, doses = adata.obs["condition"].astype(str).to_numpy(), adata.obs["dose"].to_numpy()
-    assert sorted(set(doses[labels == "pertA"])) == [1.0, 10.0, 100.0] and set(doses[labels == "control"]) == {0.0}
+    assert sorted(set(doses[labels == "pertA"])) == [1.0, 10.0, 100.0]
+    assert set(doses[labels == "control"]) == {0.0}
     genes = adata.var_names.get_indexer(adata.uns["synthetic"]["programs"]["pertA"])
     control = log_means(adata, labels == "control")[genes]
     response = [
@@ -32,7 +33,8 @@ def test_embedded_responses_are_smooth_in_the_vectors():
     adata = synthetic_embedded_perturbations(n_control=400, n_perturbed=300, n_perturbations=8, seed=0)
     labels = adata.obs["condition"].astype(str).to_numpy()
     vectors = adata.uns["vectors"]
-    assert sorted(vectors) == [f"p{i:02d}" for i in range(8)] and all(v.shape == (4,) for v in vectors.values())
+    assert sorted(vectors) == [f"p{i:02d}" for i in range(8)]
+    assert all(v.shape == (4,) for v in vectors.values())
     control = log_means(adata, labels == "control")
     shifts = {n: log_means(adata, labels == n) - control for n in vectors}
     names = sorted(vectors)

@@ -54,7 +54,9 @@ def test_counts_are_sparse_non_negative_integers(adata):
     assert np.all(data >= 0)
     np.testing.assert_array_equal(data, np.round(data))
     totals = np.asarray(adata.X.sum(axis=1)).ravel()
-    assert totals.min() > 200 and 1500 < np.median(totals) < 6000  # plausible UMI libraries
+    # plausible UMI libraries
+    assert totals.min() > 200
+    assert 1500 < np.median(totals) < 6000
     assert adata.X.max() > 20  # detected as counts by the preprocessing rule
     zeros = 1.0 - adata.X.nnz / np.prod(adata.shape)
     assert 0.02 < zeros < 0.9
@@ -79,7 +81,7 @@ def test_null_shift_is_much_smaller_than_real_effects(adata):
 
 
 def test_response_is_cell_type_specific(adata):
-    """pertA's main program goes up in type0 and down in type1 (nonlinear in the state)."""
+    """The main program of pertA goes up in type0 and down in type1 (nonlinear in the state)."""
     values = log_normalise(adata.X)
     cond = adata.obs["condition"].astype(str).to_numpy()
     ctype = adata.obs["cell_type"].astype(str).to_numpy()

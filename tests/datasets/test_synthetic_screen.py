@@ -16,14 +16,17 @@ def test_truth_matches_the_cells() -> None:
     counts = adata.obs["perturbation"].value_counts()
     assert counts["non-targeting"] == 500
     np.testing.assert_array_equal([counts[p] for p in truth["perturbation"]], truth["n_cells"])
-    assert (truth["effect"] > 0).sum() == 15 and np.all(truth["group"][truth["effect"] == 0] == -1)
+    assert (truth["effect"] > 0).sum() == 15
+    assert np.all(truth["group"][truth["effect"] == 0] == -1)
     by_label = adata.obs.groupby("perturbation", observed=True)["responded"].mean()
     null = [p for p, e in zip(truth["perturbation"], truth["effect"], strict=True) if e == 0]
-    assert by_label[null].max() == 0.0 and by_label["non-targeting"] == 0.0
+    assert by_label[null].max() == 0.0
+    assert by_label["non-targeting"] == 0.0
     effect = [p for p, e in zip(truth["perturbation"], truth["effect"], strict=True) if e > 0]
     pen = truth["penetrance"][truth["effect"] > 0]
     assert np.corrcoef(by_label[effect], pen)[0, 1] > 0.5  # responders follow each perturbation's penetrance
-    assert adata.X.min() >= 0 and np.all(adata.X == np.round(adata.X))
+    assert adata.X.min() >= 0
+    assert np.all(np.round(adata.X) == adata.X)
 
 
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])

@@ -21,14 +21,19 @@ from cellw1.eval.monotonicity import (
 @pytest.mark.parametrize("name", sorted(TOYS))
 def test_shapes_dtypes_and_seeds(name: str) -> None:
     toy = load_toy(name, n=17, seed=3)
-    assert isinstance(toy, Toy) and toy.name == name
+    assert isinstance(toy, Toy)
+    assert toy.name == name
     for arr in (toy.source, toy.target):
-        assert arr.shape == (17, 2) and arr.dtype == np.float32 and np.isfinite(arr).all()
+        assert arr.shape == (17, 2)
+        assert arr.dtype == np.float32
+        assert np.isfinite(arr).all()
     for labels, points in ((toy.source_labels, toy.source), (toy.target_labels, toy.target)):
         if labels is not None:
-            assert labels.shape == (len(points),) and np.issubdtype(labels.dtype, np.integer)
+            assert labels.shape == (len(points),)
+            assert np.issubdtype(labels.dtype, np.integer)
     again = load_toy(name, n=17, seed=3)
-    assert np.array_equal(toy.source, again.source) and np.array_equal(toy.target, again.target)
+    assert np.array_equal(toy.source, again.source)
+    assert np.array_equal(toy.target, again.target)
     other = load_toy(name, n=17, seed=4)
     assert not np.array_equal(toy.source, other.source)
 
@@ -36,7 +41,8 @@ def test_shapes_dtypes_and_seeds(name: str) -> None:
 def test_unknown_toy_lists_the_names() -> None:
     with pytest.raises(InputError, match="circles") as info:
         load_toy("spiral")
-    assert "spiral" in str(info.value) and "bookshelf" in str(info.value)
+    assert "spiral" in str(info.value)
+    assert "bookshelf" in str(info.value)
 
 
 @pytest.mark.parametrize("n", [0, -5, 2.5, True])
@@ -47,14 +53,18 @@ def test_bad_n_is_an_input_error(n: object) -> None:
 
 def test_bookshelf_strips() -> None:
     toy = load_toy("bookshelf", n=2000, seed=1)
-    assert 0.0 <= toy.source[:, 0].min() and toy.source[:, 0].max() <= 1.0
-    assert 2.0 <= toy.target[:, 0].min() and toy.target[:, 0].max() <= 3.0
-    assert abs(np.std(toy.source[:, 1]) - 0.001) < 2e-4 and np.abs(toy.target[:, 1]).max() < 0.01
+    assert toy.source[:, 0].min() >= 0.0
+    assert toy.source[:, 0].max() <= 1.0
+    assert toy.target[:, 0].min() >= 2.0
+    assert toy.target[:, 0].max() <= 3.0
+    assert abs(np.std(toy.source[:, 1]) - 0.001) < 2e-4
+    assert np.abs(toy.target[:, 1]).max() < 0.01
 
 
 def test_circle_radii_and_labels() -> None:
     toy = circles(n=2001, seed=2)
-    assert (toy.source_labels == 0).sum() == 1001 and (toy.source_labels == 1).sum() == 1000
+    assert (toy.source_labels == 0).sum() == 1001
+    assert (toy.source_labels == 1).sum() == 1000
     for points, labels, radii in (
         (toy.source, toy.source_labels, (0.5, 1.0)),
         (toy.target, toy.target_labels, (1.5, 3.0)),
@@ -78,7 +88,8 @@ def test_moons_are_the_two_half_circles() -> None:
 def test_swiss_roll_scale() -> None:
     toy = load_toy("swiss_roll", n=1000, seed=0)
     radius = np.linalg.norm(toy.target, axis=1)  # t / 7 with t in [1.5 pi, 4.5 pi], noise 0.5 / 7
-    assert 1.5 * np.pi / 7 - 0.4 < radius.min() and radius.max() < 4.5 * np.pi / 7 + 0.4
+    assert 1.5 * np.pi / 7 - 0.4 < radius.min()
+    assert radius.max() < 4.5 * np.pi / 7 + 0.4
     assert abs(toy.source.std() - 1.0) < 0.1
 
 

@@ -25,7 +25,8 @@ def _table(diff: np.ndarray, baseline_values: np.ndarray) -> pd.DataFrame:
 def test_improvement_is_signed_so_positive_means_the_reference_did_better():
     table = _table(np.full((3, 2), 0.25), np.ones((3, 2)))
     d = improvements(table, "w1", "mean_shift", "mmd", higher_is_better=False)
-    assert len(d) == 6 and np.allclose(d["improvement"], 0.25)
+    assert len(d) == 6
+    assert np.allclose(d["improvement"], 0.25)
     flipped = improvements(table, "w1", "mean_shift", "mmd", higher_is_better=True)
     assert np.allclose(flipped["improvement"], -0.25)
 
@@ -37,8 +38,12 @@ def test_comparisons_pick_the_best_baseline_and_say_who_wins():
     best = out[out["best"]]
     assert list(best["baseline"]) == ["mean_shift"]  # identity is worse by 1 everywhere
     row = best.iloc[0]
-    assert row["wins"] == 11 and row["losses"] == 0 and row["n_pairs"] == 33
-    assert row["ci_low"] > 0.25 and row["ci_high"] < 0.35 and row["wilcoxon_p"] < 0.01
+    assert row["wins"] == 11
+    assert row["losses"] == 0
+    assert row["n_pairs"] == 33
+    assert row["ci_low"] > 0.25
+    assert row["ci_high"] < 0.35
+    assert row["wilcoxon_p"] < 0.01
     assert row["verdict"].startswith("w1 beats mean_shift on mmd: better in 11 of 11 perturbations, worse in 0")
     losing = comparisons(_table(-0.3 + 0.01 * rng.normal(size=(11, 3)), np.ones((11, 3))), lambda m: False)
     assert "LOSES to mean_shift" in losing[losing["best"]].iloc[0]["verdict"]
@@ -48,14 +53,19 @@ def test_per_perturbation_intervals_run_over_splits():
     diff = np.array([[0.1, 0.2, 0.3, 0.2, 0.1], [-0.1, -0.2, -0.3, -0.2, -0.1]])
     out = per_perturbation(_table(diff, np.ones((2, 5))), lambda m: False)
     row = out[(out["baseline"] == "mean_shift")].set_index("perturbation")
-    assert row.loc["p0", "median_improvement"] == pytest.approx(0.2) and row.loc["p0", "ci_low"] > 0
-    assert row.loc["p1", "ci_high"] < 0 and row.loc["p1", "n_splits"] == 5
+    assert row.loc["p0", "median_improvement"] == pytest.approx(0.2)
+    assert row.loc["p0", "ci_low"] > 0
+    assert row.loc["p1", "ci_high"] < 0
+    assert row.loc["p1", "n_splits"] == 5
     assert row.loc["p0", "wilcoxon_p"] == pytest.approx(0.0625)  # the smallest two-sided p with 5 splits
 
 
 def test_degenerate_samples_give_plain_answers():
-    assert bootstrap_ci([0.5]) == (0.5, 0.5) and bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
-    assert np.isnan(bootstrap_ci([])[0]) and wilcoxon_p([0.0, 0.0]) == 1.0 and np.isnan(wilcoxon_p([]))
+    assert bootstrap_ci([0.5]) == (0.5, 0.5)
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    assert np.isnan(bootstrap_ci([])[0])
+    assert wilcoxon_p([0.0, 0.0]) == 1.0
+    assert np.isnan(wilcoxon_p([]))
 
 
 def test_bootstrap_interval_covers_a_known_difference_at_its_nominal_rate():
@@ -76,4 +86,6 @@ def test_equal_values_up_to_round_off_tie():
     table = _table(np.zeros((4, 2)), np.ones((4, 2)))
     table.loc[table["method"] == "w1", "value"] += 1e-12  # the same prediction scored twice
     row = comparisons(table, lambda m: False).query("baseline == 'mean_shift'").iloc[0]
-    assert row["wins"] == row["losses"] == 0 and row["median_improvement"] == 0.0 and "ties with" in row["verdict"]
+    assert row["wins"] == row["losses"] == 0
+    assert row["median_improvement"] == 0.0
+    assert "ties with" in row["verdict"]

@@ -70,7 +70,8 @@ def test_test_size_rule(n, expected):
 @pytest.mark.parametrize("n", [48, 1000, 2386, 6000])
 def test_split_group_is_a_seeded_partition(n):
     train, test = split_group(n, np.random.default_rng(1))
-    assert test.size == n_test_cells(n) and train.size == n - test.size
+    assert test.size == n_test_cells(n)
+    assert train.size == n - test.size
     np.testing.assert_array_equal(np.sort(np.concatenate([train, test])), np.arange(n))
     again_train, again_test = split_group(n, np.random.default_rng(1))
     np.testing.assert_array_equal(test, again_test)
@@ -142,10 +143,13 @@ def test_save_writes_tables_and_figures(result, tmp_path):
 def test_embedding_snapshot_holds_repeat_zero_of_the_first_perturbation(result):
     res, _ = result
     snap = res.embedding
-    assert snap is not None and snap.perturbation == "pertA"
+    assert snap is not None
+    assert snap.perturbation == "pertA"
     assert set(snap.predicted) == set(METHODS)
     n_test = n_test_cells(300)
-    assert snap.control.shape == (n_test, 50) and snap.observed.shape == (n_test, 50)  # 50 DE genes
+    # 50 DE genes
+    assert snap.control.shape == (n_test, 50)
+    assert snap.observed.shape == (n_test, 50)
     np.testing.assert_allclose(snap.predicted["identity"], snap.control, atol=1e-5)
 
 
@@ -166,7 +170,8 @@ def test_splits_are_disjoint_and_sized_by_the_rule(data, monkeypatch):
         counts = call["train"]["condition"].astype(str).value_counts()
         assert counts.to_dict() == {"control": 200, "pertA": 200}  # 300 - n_test_cells(300)
         test = call["test_control"]
-        assert len(test) == 100 and set(test["condition"].astype(str)) == {"control"}
+        assert len(test) == 100
+        assert set(test["condition"].astype(str)) == {"control"}
         assert not set(test.index) & set(call["train"].index)
     # both methods see the same split
     assert list(spy.calls[0]["train"].index) == list(spy.calls[1]["train"].index)
@@ -177,7 +182,8 @@ def test_the_split_depends_on_the_seed_and_repeat(data, monkeypatch):
     evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], n_splits=2, progress=False)
     evaluate(data, "condition", "control", ["pertA"], methods=("identity",), metrics=["l2"], n_splits=1, progress=False)
     first, second, again = (set(c["test_control"].index) for c in spy.calls)
-    assert first != second and first == again
+    assert first != second
+    assert first == again
 
 
 # -- out of distribution ---------------------------------------------------------------------------
@@ -253,7 +259,8 @@ def test_obsm_features_are_all_scored(monkeypatch):
     l2 = res.table[res.table["metric"] == "l2"].set_index("method")["value"]
     assert l2["identity"] == pytest.approx(4.0, abs=0.5)  # |(2, 2, 2, 2)| = 4 on all four features
     assert l2["mean_shift"] < 0.8
-    assert res.embedding is not None and res.embedding.control.shape[1] == 4
+    assert res.embedding is not None
+    assert res.embedding.control.shape[1] == 4
 
 
 @pytest.mark.parametrize(
@@ -316,14 +323,17 @@ def test_control_shift_is_zero_for_identity_and_left_out_of_wilcoxon(result):
 
 def test_one_test_for_a_response_gates_every_method_that_moves_cells(result, data):
     """The perturbation's test decides for every method alike (issue 21): NULL is predicted as its controls by
-    the mean shift and W1; identity and observed are not gated; effect_alpha=None switches it off for all."""
+    the mean shift and W1; identity and observed are not gated; effect_alpha=None switches it off for all.
+    """
     res, _ = result
     table = res.table
     gated = table[table["metric"] == "gated"].pivot_table("value", ["perturbation", "repeat"], "method")
     assert set(gated.columns) == {"mean_shift", "w1"}
     assert (gated["mean_shift"] == gated["w1"]).all()
-    assert (gated.loc["NULL"] == 1).all().all() and (gated.loc["pertA"] == 0).all().all()
-    assert res.settings["gated"] == [("NULL", 0), ("NULL", 1)] and res.settings["effect_alpha"] == 0.05
+    assert (gated.loc["NULL"] == 1).all().all()
+    assert (gated.loc["pertA"] == 0).all().all()
+    assert res.settings["gated"] == [("NULL", 0), ("NULL", 1)]
+    assert res.settings["effect_alpha"] == 0.05
     mmd = table[table["metric"] == "mmd"].pivot_table("value", ["perturbation", "repeat"], "method")
     np.testing.assert_array_equal(mmd.loc["NULL", "mean_shift"], mmd.loc["NULL", "identity"])
     np.testing.assert_array_equal(mmd.loc["NULL", "w1"], mmd.loc["NULL", "identity"])
@@ -345,7 +355,8 @@ def test_one_test_for_a_response_gates_every_method_that_moves_cells(result, dat
 def test_n_splits_defaults_to_5_and_n_repeats_is_its_deprecated_alias(data):
     args = {"methods": ("identity",), "metrics": ["l2"], "progress": False}
     res = evaluate(data, "condition", "control", ["pertA"], **args)
-    assert res.settings["n_splits"] == 5 and sorted(set(res.table["repeat"])) == [0, 1, 2, 3, 4]
+    assert res.settings["n_splits"] == 5
+    assert sorted(set(res.table["repeat"])) == [0, 1, 2, 3, 4]
     with pytest.warns(FutureWarning, match="n_splits"):
         old = evaluate(data, "condition", "control", ["pertA"], n_repeats=2, **args)
     assert old.settings["n_splits"] == 2

@@ -94,7 +94,7 @@ def test_mmd_equals_the_naive_loop_over_gammas(clouds):
     assert mmd(x, y, gammas=[0.3, 2.0]) == pytest.approx(naive_mmd(x, y, np.array([0.3, 2.0])), rel=1e-10)
 
 
-@pytest.mark.parametrize("scale, shift", [(6.0, 0.0), (1.0, 40.0)])
+@pytest.mark.parametrize(("scale", "shift"), [(6.0, 0.0), (1.0, 40.0)])
 def test_mmd_matches_the_naive_loop_where_kernels_underflow(scale, shift):
     """Wide clouds (partly underflowing kernels) and far-apart clouds (all of K_xy underflows)."""
     rng = np.random.default_rng(2)
@@ -197,7 +197,9 @@ def test_compute_metrics_matches_the_functions(clouds):
     x, y = clouds
     out = compute_metrics(x, y)
     assert list(out) == list(METRICS)
-    assert out["l2"] == l2(x, y) and out["mmd"] == mmd(x, y) and out["w1"] == wasserstein1(x, y)
+    assert out["l2"] == l2(x, y)
+    assert out["mmd"] == mmd(x, y)
+    assert out["w1"] == wasserstein1(x, y)
     assert compute_metrics(x, y, ["w1", "r2"]) == {"w1": wasserstein1(x, y), "r2": r2(x, y)}
     assert compute_metrics(x, y, "l2") == {"l2": l2(x, y)}
 
@@ -265,7 +267,8 @@ def test_top_de_genes_finds_the_up_regulated_genes(sparse):
     top = top_de_genes(control, perturbed, names, n_genes=2)
     assert top == ["g3", "g7"]
     if sparse:
-        assert (control != c0).nnz == 0 and (perturbed != p0).nnz == 0
+        assert (control != c0).nnz == 0
+        assert (perturbed != p0).nnz == 0
     else:
         np.testing.assert_array_equal(control, c0)
         np.testing.assert_array_equal(perturbed, p0)
@@ -275,7 +278,8 @@ def test_top_de_genes_returns_all_genes_ranked_when_fewer_than_asked():
     control, perturbed, names = synthetic_expression()
     top = top_de_genes(control, perturbed, names, n_genes=50)
     assert sorted(top) == sorted(names)
-    assert top[:2] == ["g3", "g7"] and top[-1] == "g5"
+    assert top[:2] == ["g3", "g7"]
+    assert top[-1] == "g5"
     assert top_de_genes(control, perturbed, names, n_genes=2, method="t-test") == ["g3", "g7"]
 
 

@@ -88,7 +88,8 @@ def test_read_rows_equal_in_memory_rows(stored) -> None:
     expected = _dense(adata.X)
     with open_disk_data(data) as disk:
         mat = disk.matrix()
-        assert mat.shape == (N_CELLS, N_GENES) and mat.is_sparse == sp.issparse(adata.X)
+        assert mat.shape == (N_CELLS, N_GENES)
+        assert mat.is_sparse == sp.issparse(adata.X)
         assert mat.dtype == np.float32
         for name, rows in ROW_SETS.items():
             got = mat.read(rows)
@@ -112,7 +113,9 @@ def test_scattered_csr_rows_read_in_many_small_windows(tmp_path: Path, monkeypat
     rows = np.unique(np.r_[0:N_CELLS:7, 2, 3, 4, 300])
     with open_disk_data(_write(adata, tmp_path / f"d{suffix}")) as disk:
         got = disk.matrix().read(rows)
-        assert got.shape == (rows.size, N_GENES) and got[4].nnz == 0 and rows[4] == 7
+        assert got.shape == (rows.size, N_GENES)
+        assert got[4].nnz == 0
+        assert rows[4] == 7
         np.testing.assert_array_equal(got.toarray(), adata.X[rows].toarray())
 
 
@@ -146,7 +149,8 @@ def test_integer_counts_are_read_as_float32(tmp_path: Path) -> None:
     with open_disk_data(_write(adata, tmp_path / "int.h5ad")) as disk:
         mat = disk.matrix()
         got = mat.read(ROW_SETS["runs"])
-        assert mat.dtype == np.float32 and got.dtype == np.float32
+        assert mat.dtype == np.float32
+        assert got.dtype == np.float32
         np.testing.assert_array_equal(got.toarray(), adata.X[ROW_SETS["runs"]].toarray())
 
 
@@ -164,15 +168,19 @@ def test_zarr_v3_store_is_read(tmp_path: Path) -> None:
     "bad", [np.array([5, 3]), np.array([3, 3]), np.array([0, N_CELLS]), np.array([-1, 2]), np.array([0.0, 1.0])]
 )
 def test_read_rejects_unsorted_duplicate_out_of_range_rows(tmp_path: Path, bad: np.ndarray) -> None:
-    with open_disk_data(_write(_adata(sparse=True), tmp_path / "d.h5ad")) as disk:
-        with pytest.raises(InputError, match="internal misuse"):
-            disk.matrix().read(bad)
+    with (
+        open_disk_data(_write(_adata(sparse=True), tmp_path / "d.h5ad")) as disk,
+        pytest.raises(InputError, match="internal misuse"),
+    ):
+        disk.matrix().read(bad)
 
 
 def test_is_on_disk(tmp_path: Path) -> None:
     path = _write(_adata(sparse=False), tmp_path / "d.h5ad")
-    assert is_on_disk(path) and is_on_disk(str(path))
-    assert not is_on_disk(np.zeros((3, 2))) and not is_on_disk(_adata(sparse=False))
+    assert is_on_disk(path)
+    assert is_on_disk(str(path))
+    assert not is_on_disk(np.zeros((3, 2)))
+    assert not is_on_disk(_adata(sparse=False))
     backed = anndata.read_h5ad(path, backed="r")
     try:
         assert is_on_disk(backed)
@@ -242,7 +250,8 @@ def test_h5ad_being_written_by_another_process(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"
         try:
             h5py.File(path, "r").close()
         except OSError:
@@ -278,9 +287,8 @@ def test_non_numeric_x_is_refused(tmp_path: Path) -> None:
         write_elem(f, "var", adata.var)
         ds = f.create_dataset("X", data=np.full((N_CELLS, N_GENES), b"x"))
         ds.attrs.update({"encoding-type": "array", "encoding-version": "0.2.0"})
-    with open_disk_data(path) as disk:
-        with pytest.raises(InputError, match="dtype \\|S1; it must hold numbers"):
-            disk.matrix()
+    with open_disk_data(path) as disk, pytest.raises(InputError, match="dtype \\|S1; it must hold numbers"):
+        disk.matrix()
 
 
 def test_h5ad_without_x_names_the_layers(tmp_path: Path) -> None:
@@ -309,14 +317,15 @@ def test_zarr_with_the_wrong_layout(tmp_path: Path) -> None:
     write_elem(group, "obs", adata.obs)
     write_elem(group, "var", adata.var)
     group.create_array("X", data=adata.X)
-    with open_disk_data(tmp_path / "noattrs.zarr") as disk:
-        with pytest.raises(InputError, match="without anndata's encoding attributes.*adata.write_zarr"):
-            disk.matrix()
+    with (
+        open_disk_data(tmp_path / "noattrs.zarr") as disk,
+        pytest.raises(InputError, match="without anndata's encoding attributes.*adata.write_zarr"),
+    ):
+        disk.matrix()
     # A complete store but without X.
     adata.X = None
-    with open_disk_data(_write(adata, tmp_path / "nox.zarr")) as disk:
-        with pytest.raises(InputError, match="has no X"):
-            disk.matrix()
+    with open_disk_data(_write(adata, tmp_path / "nox.zarr")) as disk, pytest.raises(InputError, match="has no X"):
+        disk.matrix()
 
 
 # -- PredictionWriter -------------------------------------------------------------------------
@@ -324,6 +333,15 @@ def test_zarr_with_the_wrong_layout(tmp_path: Path) -> None:
 
 def _read_back(path: Path) -> anndata.AnnData:
     return anndata.read_zarr(path) if path.suffix == ".zarr" else anndata.read_h5ad(path)
+
+
+def _write_rows(path: Path, adata: anndata.AnnData, blocks: list[tuple[int, np.ndarray]], fail: bool = False) -> None:
+    """Write ``(start, rows)`` blocks of a prediction for ``adata``'s cells; ``fail``: raise "boom" after them."""
+    with PredictionWriter(path, obs=adata.obs, var=adata.var) as writer:
+        for start, rows in blocks:
+            writer.write(start, rows)
+        if fail:
+            raise RuntimeError("boom")
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -340,7 +358,8 @@ def test_prediction_writer_round_trip_out_of_order(tmp_path: Path, suffix: str) 
         for start, stop in [(200, N_CELLS), (0, 64), (128, 200), (64, 128)]:
             writer.write(start, pred[start:stop])
     back = _read_back(path)
-    assert isinstance(back.X, np.ndarray) and back.X.dtype == np.float32
+    assert isinstance(back.X, np.ndarray)
+    assert back.X.dtype == np.float32
     np.testing.assert_array_equal(back.X, pred.astype(np.float32))
     pd.testing.assert_frame_equal(back.obs, adata.obs)
     pd.testing.assert_frame_equal(back.var, adata.var)
@@ -369,17 +388,15 @@ def test_prediction_writer_failure_keeps_existing_output(tmp_path: Path, suffix:
     old = _adata(sparse=False, seed=3)
     path = _write(old, tmp_path / f"pred{suffix}")
     with pytest.raises(RuntimeError, match="boom"):
-        with PredictionWriter(path, obs=old.obs, var=old.var) as writer:
-            writer.write(0, np.zeros((N_CELLS, N_GENES)))
-            raise RuntimeError("boom")
+        _write_rows(path, old, [(0, np.zeros((N_CELLS, N_GENES)))], fail=True)
     np.testing.assert_array_equal(_read_back(path).X, old.X)
     assert _leftovers(tmp_path) == []
     # A failure with nothing there before leaves nothing behind.
     fresh = tmp_path / f"fresh{suffix}"
-    with pytest.raises(RuntimeError):
-        with PredictionWriter(fresh, obs=old.obs, var=old.var):
-            raise RuntimeError("boom")
-    assert not fresh.exists() and _leftovers(tmp_path) == []
+    with pytest.raises(RuntimeError, match="boom"):
+        _write_rows(fresh, old, [], fail=True)
+    assert not fresh.exists()
+    assert _leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("suffix", [".h5ad", ".zarr"])
@@ -389,7 +406,8 @@ def test_prediction_writer_replaces_existing_output(tmp_path: Path, suffix: str)
     with PredictionWriter(path, obs=old.obs, var=old.var) as writer:
         writer.write(0, np.full((N_CELLS, N_GENES), 7.0))
     back = _read_back(path)
-    assert (back.X == 7.0).all() and "logged" not in back.layers
+    assert (back.X == 7.0).all()
+    assert "logged" not in back.layers
     assert _leftovers(tmp_path) == []
 
 
@@ -398,15 +416,13 @@ def test_prediction_writer_missing_or_repeated_rows(tmp_path: Path, suffix: str)
     adata = _adata(sparse=False)
     path = tmp_path / f"pred{suffix}"
     with pytest.raises(InputError, match=r"rows 100\.\.149 of 301 were never written"):
-        with PredictionWriter(path, obs=adata.obs, var=adata.var) as writer:
-            writer.write(0, np.zeros((100, N_GENES)))
-            writer.write(150, np.zeros((N_CELLS - 150, N_GENES)))
-    assert not path.exists() and _leftovers(tmp_path) == []
+        _write_rows(path, adata, [(0, np.zeros((100, N_GENES))), (150, np.zeros((N_CELLS - 150, N_GENES)))])
+    assert not path.exists()
+    assert _leftovers(tmp_path) == []
     with pytest.raises(InputError, match=r"rows 50\.\.99 overlap"):
-        with PredictionWriter(path, obs=adata.obs, var=adata.var) as writer:
-            writer.write(0, np.zeros((100, N_GENES)))
-            writer.write(50, np.zeros((50, N_GENES)))
-    assert not path.exists() and _leftovers(tmp_path) == []
+        _write_rows(path, adata, [(0, np.zeros((100, N_GENES))), (50, np.zeros((50, N_GENES)))])
+    assert not path.exists()
+    assert _leftovers(tmp_path) == []
 
 
 def test_prediction_writer_bad_arguments(tmp_path: Path) -> None:
@@ -414,21 +430,22 @@ def test_prediction_writer_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"suffix must be \.h5ad or \.zarr"):
         PredictionWriter(tmp_path / "pred.csv", obs=adata.obs, var=adata.var)
     with pytest.raises(InputError, match=r"shape \(k, 13\)"):
-        with PredictionWriter(tmp_path / "p.h5ad", obs=adata.obs, var=adata.var) as writer:
-            writer.write(0, np.zeros((5, 4)))
+        _write_rows(tmp_path / "p.h5ad", adata, [(0, np.zeros((5, 4)))])
     with pytest.raises(InputError, match="outside the 301 cells"):
-        with PredictionWriter(tmp_path / "p.h5ad", obs=adata.obs, var=adata.var) as writer:
-            writer.write(300, np.zeros((2, N_GENES)))
-    assert not (tmp_path / "p.h5ad").exists() and _leftovers(tmp_path) == []
+        _write_rows(tmp_path / "p.h5ad", adata, [(300, np.zeros((2, N_GENES)))])
+    assert not (tmp_path / "p.h5ad").exists()
+    assert _leftovers(tmp_path) == []
 
 
 def test_prediction_writer_zarr_v3(tmp_path: Path) -> None:
     adata = _adata(sparse=False)
     pred = np.arange(N_CELLS * N_GENES, dtype=np.float32).reshape(N_CELLS, N_GENES)
-    with anndata.settings.override(zarr_write_format=3):
-        with PredictionWriter(tmp_path / "v3.zarr", obs=adata.obs, var=adata.var, uns={"a": 1}) as writer:
-            writer.write(100, pred[100:])
-            writer.write(0, pred[:100])
+    with (
+        anndata.settings.override(zarr_write_format=3),
+        PredictionWriter(tmp_path / "v3.zarr", obs=adata.obs, var=adata.var, uns={"a": 1}) as writer,
+    ):
+        writer.write(100, pred[100:])
+        writer.write(0, pred[:100])
     assert zarr.open_group(str(tmp_path / "v3.zarr"), mode="r").metadata.zarr_format == 3
     back = anndata.read_zarr(tmp_path / "v3.zarr")
     np.testing.assert_array_equal(back.X, pred)

@@ -25,12 +25,16 @@ def groups(shift_of, doses=DOSES, n=4000, seed=0):
 
 def test_hill_curve_recovered():
     """Shifts h(d) v with h a Hill curve (ec50 1, slope 1.5): the fit finds it, and the weights
-    of the training doses' displacements give the shift of an unseen dose between them."""
+    of the training doses' displacements give the shift of an unseen dose between them.
+    """
     control, cells = groups(lambda d: hill(d) * V)
     curve = fit_dose_response(DOSES, control, cells)
-    assert curve is not None and curve.hill is not None and curve.residual < 3.0
+    assert curve is not None
+    assert curve.hill is not None
+    assert curve.residual < 3.0
     top, ec50, slope = curve.hill
-    assert ec50 == pytest.approx(1.0, rel=0.15) and slope == pytest.approx(1.5, rel=0.2)
+    assert ec50 == pytest.approx(1.0, rel=0.15)
+    assert slope == pytest.approx(1.5, rel=0.2)
     assert top == pytest.approx(1.0 / hill(10.0), rel=0.05)  # magnitudes are relative to the largest dose
     np.testing.assert_allclose(curve.magnitudes, [hill(d) / hill(10.0) for d in DOSES], atol=0.02)
     blended = sum(a * hill(d) * V for a, d in zip(curve.weights(3.0), DOSES, strict=True))
@@ -38,7 +42,8 @@ def test_hill_curve_recovered():
     # linear interpolation in log dose between 1 and 10 is 0.11 off at dose 3
     w = (np.log(3.0) - np.log(1.0)) / (np.log(10.0) - np.log(1.0))
     assert abs((1 - w) * hill(1.0) + w * hill(10.0) - hill(3.0)) > 0.1
-    assert curve.covers(3.0) and not curve.covers(20.0)
+    assert curve.covers(3.0)
+    assert not curve.covers(20.0)
 
 
 def test_direction_that_turns_is_refused(caplog):
@@ -59,11 +64,13 @@ def test_too_few_doses_or_no_shift():
 
 def test_not_a_hill_curve_interpolates_linearly():
     """A response that rises then falls keeps its direction but is no Hill curve: the magnitudes are
-    interpolated in log1p(dose)."""
+    interpolated in log1p(dose).
+    """
     size = {0.1: 0.2, 0.3: 1.0, 1.0: 0.3, 10.0: 0.9}
     control, cells = groups(lambda d: size[d] * V)
     curve = fit_dose_response(DOSES, control, cells)
-    assert curve is not None and curve.hill is None
+    assert curve is not None
+    assert curve.hill is None
     np.testing.assert_allclose(curve.magnitudes, [size[d] for d in DOSES], atol=0.02)
     expected = np.interp(np.log1p(3.0), np.log1p(DOSES), curve.magnitudes)
     assert float(curve.magnitude(3.0)) == pytest.approx(expected, abs=1e-12)
@@ -72,5 +79,6 @@ def test_not_a_hill_curve_interpolates_linearly():
 def test_round_trip_and_order():
     control, cells = groups(lambda d: hill(d) * V)
     curve = fit_dose_response(DOSES[::-1], control, cells[::-1])  # any order in, ascending out
-    assert curve is not None and curve.doses == tuple(DOSES)
+    assert curve is not None
+    assert curve.doses == tuple(DOSES)
     assert DoseResponse.from_dict(curve.to_dict()) == curve

@@ -47,7 +47,8 @@ def energy(x: np.ndarray, y: np.ndarray) -> float:
 
 def cell_like(seed: int, dim: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """Three clusters at expression-like offsets (mean ~2); the target moves them by a
-    cluster-specific shift and widens 5 features: a nonlinear response, 1,000 vs 900 cells."""
+    cluster-specific shift and widens 5 features: a nonlinear response, 1,000 vs 900 cells.
+    """
     rng = np.random.default_rng(seed)
     centres = 2.0 + rng.normal(size=(3, dim))
     effect = np.zeros((3, dim))
@@ -65,11 +66,12 @@ def cell_like(seed: int, dim: int = 20) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -- the network -----------------------------------------------------------------------------
-@pytest.mark.parametrize("seed,quadratic", [(0, False), (1, False), (2, True)])
+@pytest.mark.parametrize(("seed", "quadratic"), [(0, False), (1, False), (2, True)])
 def test_icnn_is_convex_at_init(seed: int, quadratic: bool) -> None:
     torch.manual_seed(seed)
     net = ICNN(5, (16, 16, 16), quadratic=quadratic)
-    assert net.min_weight() >= 0 and float(net.negative_weight_penalty().detach()) == 0.0
+    assert net.min_weight() >= 0
+    assert float(net.negative_weight_penalty().detach()) == 0.0
     out = net(torch.randn(7, 5))
     assert out.shape == (7,)
     assert float(midpoint_gaps(net, 5).max()) <= 1e-10
@@ -85,19 +87,23 @@ def test_midpoint_check_detects_negative_z_weights() -> None:
     assert float(net.negative_weight_penalty().detach()) > 0
     assert float(midpoint_gaps(net, 5).max()) > 1e-3
     net.clamp_()
-    assert net.min_weight() == 0.0 and float(midpoint_gaps(net, 5).max()) <= 1e-10
+    assert net.min_weight() == 0.0
+    assert float(midpoint_gaps(net, 5).max()) <= 1e-10
     quad = ICNN(5, (16, 16, 16), quadratic=True)
     with torch.no_grad():
         quad.quadratic_weight.fill_(-3.0)  # a concave |x|^2 term dominates: clearly non-convex
-    assert quad.min_weight() == -3.0 and float(quad.negative_weight_penalty().detach()) == pytest.approx(9.0)
+    assert quad.min_weight() == -3.0
+    assert float(quad.negative_weight_penalty().detach()) == pytest.approx(9.0)
     assert float(midpoint_gaps(quad, 5).max()) > 1e-3
-    assert quad.clamp_().min_weight() == 0.0 and float(midpoint_gaps(quad, 5).max()) <= 1e-10
+    assert quad.clamp_().min_weight() == 0.0
+    assert float(midpoint_gaps(quad, 5).max()) <= 1e-10
 
 
 def test_plain_icnn_hessian_has_low_rank_quadratic_term_fixes_it() -> None:
     """The curvature of an ICNN comes from its squared first layer, so the Hessian (the
     Jacobian of the map grad g) has rank <= hidden[0]; with the |x|^2 / 2 term it is full rank
-    and the initial map is close to the identity."""
+    and the initial map is close to the identity.
+    """
     dim, hidden = 30, (8, 8)
     x = torch.randn(200, dim, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
@@ -117,13 +123,14 @@ def test_standardization_known_values() -> None:
     source = torch.tensor([[0.0, 10.0], [2.0, 12.0]] * 3)  # variances 1, 1
     target = torch.tensor([[10.0, 0.0], [14.0, 4.0]] * 2)  # variances 4, 4
     shift, scale = standardization(source, target)
-    assert torch.allclose(shift, torch.tensor([6.5, 6.5])) and scale == pytest.approx(2.5**0.5)
+    assert torch.allclose(shift, torch.tensor([6.5, 6.5]))
+    assert scale == pytest.approx(2.5**0.5)
     _, constant = standardization(torch.ones(10, 3), torch.ones(12, 3))
     assert constant == 1.0
 
 
 def test_networks_stay_convex_while_training() -> None:
-    """f is clamped after every step; g after its projection. Large lr so weights do move."""
+    """The potential f is clamped after every step; g after its projection. Large lr so weights do move."""
     torch.manual_seed(0)
     dim = 4
     f, g = ICNN(dim, (32, 32)), ICNN(dim, (32, 32))
@@ -147,21 +154,27 @@ def test_translation_is_recovered(translation: tuple[W2Map, np.ndarray]) -> None
     tmap, _ = translation
     x = np.random.default_rng(1).normal(size=(500, 2)).astype(np.float32)
     moved = tmap.transport(x)
-    assert isinstance(moved, np.ndarray) and moved.shape == (500, 2)
+    assert isinstance(moved, np.ndarray)
+    assert moved.shape == (500, 2)
     error = np.linalg.norm(moved - (x + SHIFT), axis=1)
     assert error.mean() < 0.3, error.mean()
     assert np.linalg.norm((moved - x).mean(0) - SHIFT) < 0.25
-    assert tmap.info["iterations"] == TRANSLATION.n_iters and tmap.info["seconds"] > 0
-    assert 0 < tmap.info["best_step"] <= TRANSLATION.n_iters and tmap.info["val_energy"] < 0.1
+    assert tmap.info["iterations"] == TRANSLATION.n_iters
+    assert tmap.info["seconds"] > 0
+    assert 0 < tmap.info["best_step"] <= TRANSLATION.n_iters
+    assert tmap.info["val_energy"] < 0.1
     assert tmap.info["initial_val_energy"] > 1.0  # started near the identity, far from the target
     assert tmap.f.min_weight() >= 0.0
 
 
 def test_potential_is_the_potential_of_the_map(translation: tuple[W2Map, np.ndarray]) -> None:
     """Central differences of ``potential`` (in the units of the data, after standardisation
-    is undone) reproduce ``transport``."""
+    is undone) reproduce ``transport``.
+    """
     tmap, _ = translation
-    assert tmap.scale != 1.0 and float(tmap.shift.abs().max()) > 1.0  # the standardisation is non-trivial
+    # the standardisation is non-trivial
+    assert tmap.scale != 1.0
+    assert float(tmap.shift.abs().max()) > 1.0
     x = np.random.default_rng(2).normal(size=(50, 2))
     h = 1e-2
     numeric = np.stack([(tmap.potential(x + h * e) - tmap.potential(x - h * e)) / (2 * h) for e in np.eye(2)], axis=1)
@@ -171,7 +184,8 @@ def test_potential_is_the_potential_of_the_map(translation: tuple[W2Map, np.ndar
 def test_short_fit_is_not_worse_than_identity() -> None:
     """Regression: 50 outer steps with the paper's hyper-parameters in 20-D (cells at mean ~2).
     The plain OT-ICNN (no |x|^2 term, no standardisation) ends far worse than the identity:
-    its initial map collapses all cells and training first explodes."""
+    its initial map collapses all cells and training first explodes.
+    """
     source, target = cell_like(0)
     test_source, test_target = cell_like(1)
     identity = energy(test_source, test_target)
@@ -184,10 +198,12 @@ def test_short_fit_is_not_worse_than_identity() -> None:
 
 def test_initial_state_is_kept_when_training_only_hurts() -> None:
     """With an absurd learning rate every trained state is worse; the returned map is then the
-    near-identity starting map (step 0), not the last or a random state."""
+    near-identity starting map (step 0), not the last or a random state.
+    """
     source, target = cell_like(0)
     tmap = fit_w2(source, target, W2Config(n_iters=20, n_inner=2, lr=1.0, eval_every=5, batch_size=64), seed=0)
-    assert tmap.info["best_step"] == 0 and tmap.info["val_energy"] == tmap.info["initial_val_energy"]
+    assert tmap.info["best_step"] == 0
+    assert tmap.info["val_energy"] == tmap.info["initial_val_energy"]
     assert max(tmap.history["val_energy"]) > 2 * tmap.info["initial_val_energy"]
     moved = tmap.transport(source)
     assert np.linalg.norm(moved - source, axis=1).mean() < 0.1 * np.linalg.norm(source - source.mean(0), axis=1).mean()
@@ -196,7 +212,8 @@ def test_initial_state_is_kept_when_training_only_hurts() -> None:
 def test_map_is_equivariant_to_rescaling_the_data() -> None:
     """Scaling both groups by c and translating them by b scales and translates the Brenier
     map (T'(c x + b) = c T(x) + b); with the isotropic standardisation the fit sees the same
-    numbers, so the fitted maps agree too."""
+    numbers, so the fitted maps agree too.
+    """
     rng = np.random.default_rng(4)
     source, target = rng.normal(size=(300, 3)), rng.normal(size=(280, 3)) * 1.5 + 1.0
     config = W2Config(n_iters=30, n_inner=3, lr=1e-3, eval_every=10, batch_size=64)
@@ -205,7 +222,8 @@ def test_map_is_equivariant_to_rescaling_the_data() -> None:
     assert movement > 0.5  # the map did move
     # a power-of-two scale is exact in floating point: the fits see identical numbers
     scaled = fit_w2(4.0 * source, 4.0 * target, config, seed=0)
-    assert scaled.scale == 4.0 * a.scale and torch.equal(scaled.shift, 4.0 * a.shift)
+    assert scaled.scale == 4.0 * a.scale
+    assert torch.equal(scaled.shift, 4.0 * a.shift)
     assert np.allclose(scaled.transport(4.0 * source), 4.0 * a.transport(source), rtol=1e-6, atol=1e-5)
     # any scale and shift: rounding of the inputs perturbs training slightly (~1% of the movement)
     c, b = 40.0, np.array([100.0, -5.0, 7.0])
@@ -230,12 +248,16 @@ def test_save_load_roundtrip(translation: tuple[W2Map, np.ndarray], tmp_path) ->
     tmap, source = translation
     path = tmap.save(tmp_path / "w2.safetensors")
     loaded = W2Map.load(path)
-    assert loaded.config == tmap.config and loaded.info == tmap.info and loaded.dim == 2
-    assert loaded.scale == tmap.scale and torch.equal(loaded.shift, tmap.shift)
+    assert loaded.config == tmap.config
+    assert loaded.info == tmap.info
+    assert loaded.dim == 2
+    assert loaded.scale == tmap.scale
+    assert torch.equal(loaded.shift, tmap.shift)
     assert np.array_equal(loaded.transport(source), tmap.transport(source))
     t_in = torch.from_numpy(source[:10])
     t_out = loaded.transport(t_in)
-    assert isinstance(t_out, torch.Tensor) and torch.equal(t_out, torch.from_numpy(tmap.transport(source[:10])))
+    assert isinstance(t_out, torch.Tensor)
+    assert torch.equal(t_out, torch.from_numpy(tmap.transport(source[:10])))
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     (tmp_path / "bad.safetensors").write_bytes(bytes(data))
@@ -245,7 +267,8 @@ def test_save_load_roundtrip(translation: tuple[W2Map, np.ndarray], tmp_path) ->
 
 def test_version_1_files_load_as_the_plain_network(tmp_path) -> None:
     """Files written before the quadratic term and the standardisation hold the plain ICNN in
-    raw coordinates; they load as exactly that."""
+    raw coordinates; they load as exactly that.
+    """
     rng = np.random.default_rng(3)
     source, target = rng.normal(size=(60, 3)), rng.normal(size=(50, 3)) + 1.0
     plain = fit_w2(source, target, W2Config(n_iters=5, n_inner=2, eval_every=5, standardize=False, quadratic=False))
@@ -255,7 +278,9 @@ def test_version_1_files_load_as_the_plain_network(tmp_path) -> None:
     header["config"] = {k: v for k, v in header["config"].items() if k not in ("standardize", "quadratic")}
     save_tensors(tmp_path / "v1.safetensors", tensors, header)
     loaded = W2Map.load(tmp_path / "v1.safetensors")
-    assert not loaded.config.quadratic and not loaded.config.standardize and loaded.scale == 1.0
+    assert not loaded.config.quadratic
+    assert not loaded.config.standardize
+    assert loaded.scale == 1.0
     assert np.array_equal(loaded.transport(source), plain.transport(source))
     header["format_version"] = 3
     save_tensors(tmp_path / "v3.safetensors", tensors, header)
@@ -272,7 +297,8 @@ def test_same_seed_same_map_and_input_untouched() -> None:
     c = fit_w2(source, target, config, seed=6)
     assert np.array_equal(a.transport(source), b.transport(source))
     assert not np.array_equal(a.transport(source), c.transport(source))
-    assert np.array_equal(source, copies[0]) and np.array_equal(target, copies[1])
+    assert np.array_equal(source, copies[0])
+    assert np.array_equal(target, copies[1])
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -317,4 +343,7 @@ def test_short_default_and_paper_schedule() -> None:
     assert default == paper.replace(n_iters=600, eval_every=250)  # only the schedule differs
     assert W2Config.paper(n_iters=10).n_iters == 10
     assert W2Config.from_dict(default.to_dict()) == default
-    assert default.standardize and default.quadratic and paper.standardize and paper.quadratic
+    assert default.standardize
+    assert default.quadratic
+    assert paper.standardize
+    assert paper.quadratic

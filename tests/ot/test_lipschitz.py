@@ -77,7 +77,7 @@ def test_bjorck_order_and_iterations_are_configurable() -> None:
 
 
 def _lipschitz_ratio(f: torch.nn.Module, dim: int, n: int = 4000) -> float:
-    """max |f(x) - f(y)| / |x - y| over random near and far pairs, in float64 (no cancellation)."""
+    """The largest |f(x) - f(y)| / |x - y| over random near and far pairs, in float64 (no cancellation)."""
     torch.manual_seed(3)
     x = torch.randn(n, dim, dtype=torch.float64) * 3
     y = x + torch.randn(n, dim, dtype=torch.float64) * (torch.rand(n, 1, dtype=torch.float64) ** 3 + 1e-4)

@@ -31,7 +31,8 @@ def test_a_shift_reaches_far_below_1e5(gaussian) -> None:
     shifted = rng.normal(size=(50, 8)) @ mixing + 2.0 * mixing[0]
     test = response_test(reference, shifted)
     assert test.p_value < 1e-10
-    assert test.energy > 0.1 and test.cells == 50
+    assert test.energy > 0.1
+    assert test.cells == 50
 
 
 def test_bh_q_values_known_answer() -> None:

@@ -12,11 +12,19 @@ from cellw1.ot.training import Plateau
 
 def test_plateau_counts_evaluations_without_significant_improvement() -> None:
     plateau = Plateau(patience=2, min_delta=0.01, mode="max")
-    assert plateau.update(1.0) and not plateau.stop
-    assert plateau.update(1.005) and not plateau.stop  # best so far, but not significant
-    assert not plateau.update(0.9) and plateau.stop  # two evaluations without +1%
+    assert plateau.update(1.0)
+    assert not plateau.stop
+    # best so far, but not significant
+    assert plateau.update(1.005)
+    assert not plateau.stop
+    # two evaluations without +1%
+    assert not plateau.update(0.9)
+    assert plateau.stop
     fresh = Plateau(patience=2, min_delta=0.01, mode="min")
-    assert fresh.update(1.0) and fresh.update(0.5) and fresh.update(0.4) and not fresh.stop
+    assert fresh.update(1.0)
+    assert fresh.update(0.5)
+    assert fresh.update(0.4)
+    assert not fresh.stop
     never = Plateau(patience=None, min_delta=0.0, mode="min")
     for _ in range(100):
         never.update(1.0)
@@ -52,7 +60,8 @@ def test_fit_uses_the_configured_cpu_threads_and_restores_them() -> None:
         x = np.random.default_rng(0).normal(size=(60, 2)).astype(np.float32)
         config = cellw1.W1Config(hidden=(8,), potential_iters=5, regression_iters=5, energy_iters=5)  # every phase
         cellw1.fit_map(x, x + 1, config)
-        assert set(seen) == {1} and torch.get_num_threads() == 2
+        assert set(seen) == {1}
+        assert torch.get_num_threads() == 2
         seen.clear()
         cellw1.fit_map(x, x + 1, config.replace(cpu_threads=None))
         assert set(seen) == {2}

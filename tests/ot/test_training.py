@@ -32,7 +32,8 @@ def test_best_state_is_restored_and_history_recorded() -> None:
     for step, (weight, loss) in enumerate([(1.0, 0.5), (2.0, 0.2), (3.0, 0.4), (4.0, 0.3)], start=1):
         _set(net, weight)  # the state the score belongs to
         training.evaluate(step * 10, loss, train_loss=loss + 1)
-    assert training.best_step == 20 and training.best_score == 0.2
+    assert training.best_step == 20
+    assert training.best_score == 0.2
     history = training.finish(40)
     assert float(net.weight.detach()[0, 0]) == 2.0  # the state of the best evaluation is back
     assert history == {
@@ -50,9 +51,12 @@ def test_without_a_better_evaluation_the_initial_state_is_kept() -> None:
     training = Training(net, score="val_dual", mode="max")
     _set(net, 8.0)
     training.evaluate(5, float("nan"))
-    assert training.stop and training.diverged  # a non-finite score is divergence
+    # a non-finite score is divergence
+    assert training.stop
+    assert training.diverged
     training.finish(5)
-    assert float(net.weight.detach()[0, 0]) == 7.0 and training.best_step == 0
+    assert float(net.weight.detach()[0, 0]) == 7.0
+    assert training.best_step == 0
 
 
 def test_early_stopping_stops_after_patience_evaluations_without_relative_improvement() -> None:
@@ -76,7 +80,8 @@ def test_resume_restores_the_best_state_and_restarts_patience() -> None:
     training.evaluate(2, 0.3)
     assert training.stop
     training.resume()
-    assert not training.stop and float(net.weight.detach()[0, 0]) == 1.0
+    assert not training.stop
+    assert float(net.weight.detach()[0, 0]) == 1.0
 
 
 def test_initial_state_is_a_candidate_outside_the_history() -> None:
@@ -87,15 +92,24 @@ def test_initial_state_is_a_candidate_outside_the_history() -> None:
     _set(net, 2.0)
     assert not training.evaluate(10, 0.5)
     history = training.finish(10)
-    assert history["step"] == [10] and history["best_step"] == [0] and float(net.weight.detach()[0, 0]) == 1.0
+    assert history["step"] == [10]
+    assert history["best_step"] == [0]
+    assert float(net.weight.detach()[0, 0]) == 1.0
 
 
 def test_cpu_threads_is_restored_after_an_error() -> None:
     before = torch.get_num_threads()
     target = 2 if before == 1 else 1
-    with pytest.raises(RuntimeError), cpu_threads(target):
-        assert torch.get_num_threads() == target
-        raise RuntimeError("boom")
+    seen = []
+
+    def fail_inside() -> None:
+        with cpu_threads(target):
+            seen.append(torch.get_num_threads())
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    assert seen == [target]
     assert torch.get_num_threads() == before
     with cpu_threads(None):
         assert torch.get_num_threads() == before
@@ -179,7 +193,8 @@ def test_transport_map_history_round_trips_and_old_files_have_none(tmp_path: Pat
 def test_w2_history_round_trips_and_old_files_keep_theirs(tmp_path: Path) -> None:
     x = np.random.default_rng(0).normal(size=(60, 3)).astype(np.float32)
     w2 = fit_w2(x, x + 1, W2Config(hidden=(8,), n_iters=6, n_inner=1, eval_every=3), seed=0)
-    assert w2.history["step"] == [3, 6] and set(w2.history) == {
+    assert w2.history["step"] == [3, 6]
+    assert set(w2.history) == {
         "step",
         "val_energy",
         "g_loss",
@@ -192,7 +207,8 @@ def test_w2_history_round_trips_and_old_files_keep_theirs(tmp_path: Path) -> Non
     old = w2.header()
     old["info"] = {**old.pop("info"), "history": old.pop("history")}  # where files before kept it
     loaded = W2Map.from_state(w2.state_tensors(), old)
-    assert loaded.history == w2.history and "history" not in loaded.info
+    assert loaded.history == w2.history
+    assert "history" not in loaded.info
 
 
 def test_perturbation_model_history_is_saved(tmp_path: Path) -> None:
@@ -203,7 +219,8 @@ def test_perturbation_model_history_is_saved(tmp_path: Path) -> None:
     )
     history = model.history
     assert history["potential_step"] == model.method.map.history["potential_step"]
-    assert history["autoencoder_step"] == [10, 20] and len(history["autoencoder_val_loss"]) == 2
+    assert history["autoencoder_step"] == [10, 20]
+    assert len(history["autoencoder_val_loss"]) == 2
     model.save(tmp_path / "m")
     assert cellw1.load(tmp_path / "m").history == history
     written = json.loads((tmp_path / "m" / "model.json").read_text())
@@ -218,5 +235,5 @@ def test_history_helpers() -> None:
     assert read_history({"info": {"history": {"step": [1]}}}) == ({}, {"step": [1]})
     assert math.isnan(read_history({"history": {"x": [float("nan")]}})[1]["x"][0])
     for bad in ([1, 2], {"x": 1}, {"x": ["a"]}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not a dict of lists of numbers"):
             read_history({"history": bad})

@@ -28,8 +28,11 @@ def test_save_load_roundtrip_identical(fitted, tmp_path: Path) -> None:
     path = tmap.save(tmp_path / "map.safetensors")
     loaded = cellw1.TransportMap.load(path)
     assert np.array_equal(loaded.transport(x), tmap.transport(x))
-    assert loaded.config == tmap.config and loaded.info == tmap.info
-    assert b"pickle" not in path.read_bytes()[:8] and path.read_bytes()[8:9] == b"{"  # safetensors JSON header
+    assert loaded.config == tmap.config
+    assert loaded.info == tmap.info
+    # safetensors JSON header
+    assert b"pickle" not in path.read_bytes()[:8]
+    assert path.read_bytes()[8:9] == b"{"
 
 
 def test_truncated_and_corrupted_files_are_clear_errors(fitted, tmp_path: Path) -> None:
@@ -108,15 +111,23 @@ def test_inputs_never_modified() -> None:
     x0, y0 = x.copy(), y.copy()
     tmap = cellw1.fit_map(x, y, TINY.replace(hidden=(8,)))
     tmap.transport(x)
-    assert np.array_equal(x, x0) and np.array_equal(y, y0)
+    assert np.array_equal(x, x0)
+    assert np.array_equal(y, y0)
 
 
 def test_paper_preset_is_faithful() -> None:
     cfg = W1Config.paper()
-    assert cfg.step_size_learner == "gan" and cfg.step_iters == 10_000 and cfg.step_lr == 1e-4
-    assert cfg.potential_iters == 10_000 and cfg.potential_lr == 1e-2 and cfg.potential_lr_min == 1e-4
-    assert cfg.potential_betas == (0.5, 0.5) and cfg.batch_size == 256 and cfg.group_size == 4
-    assert cfg.hidden == (64, 64, 64, 64) and cfg.orthonormalization == "cayley"
+    assert cfg.step_size_learner == "gan"
+    assert cfg.step_iters == 10_000
+    assert cfg.step_lr == 1e-4
+    assert cfg.potential_iters == 10_000
+    assert cfg.potential_lr == 1e-2
+    assert cfg.potential_lr_min == 1e-4
+    assert cfg.potential_betas == (0.5, 0.5)
+    assert cfg.batch_size == 256
+    assert cfg.group_size == 4
+    assert cfg.hidden == (64, 64, 64, 64)
+    assert cfg.orthonormalization == "cayley"
     assert W1Config.from_dict(cfg.to_dict()) == cfg
 
 

@@ -39,7 +39,8 @@ UNREACHABLE = "tcp://127.0.0.1:9"
 
 def make_adata(n: int = 60, genes: int = 20, seed: int = 0, rare: int = 0) -> ad.AnnData:
     """Counts of a control and three perturbations ('up' and 'down' scale genes 0-3 by 4 and 1/4);
-    ``rare`` adds a perturbation with that many cells (too few to fit)."""
+    ``rare`` adds a perturbation with that many cells (too few to fit).
+    """
     groups, sizes = ["ctrl", "up", "down", "none"], [n] * 4
     if rare:
         groups, sizes = [*groups, "rare"], [*sizes, rare]
@@ -107,14 +108,19 @@ def test_cluster_models_equal_in_process_models(adata: ad.AnnData, address: str)
     before = adata.copy()
     here = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", progress=False)
     there = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", scheduler=address, progress=False)
-    assert list(there) == list(here) == ["down", "none", "up"] and not there.failures
+    assert list(there) == list(here) == ["down", "none", "up"]
+    assert not there.failures
     for label, expected in predictions(here, adata).items():
         np.testing.assert_array_equal(predictions(there, adata)[label], expected)
     # the shift is the right answer: 'up' raises genes 0-3, 'down' lowers them
     shift = {label: there[label].method.shift for label in there}
-    assert (shift["up"][:4] > 0.5).all() and (shift["down"][:4] < -0.5).all() and np.abs(shift["none"]).max() < 0.5
-    assert there["up"].info["n_control"] == 60 and there["up"].info["n_perturbed"] == 60
-    assert np.array_equal(adata.X.toarray(), before.X.toarray()) and adata.obs.equals(before.obs)
+    assert (shift["up"][:4] > 0.5).all()
+    assert (shift["down"][:4] < -0.5).all()
+    assert np.abs(shift["none"]).max() < 0.5
+    assert there["up"].info["n_control"] == 60
+    assert there["up"].info["n_perturbed"] == 60
+    assert np.array_equal(adata.X.toarray(), before.X.toarray())
+    assert adata.obs.equals(before.obs)
 
 
 def test_local_cluster_w1_equals_in_process(adata: ad.AnnData) -> None:
@@ -123,7 +129,8 @@ def test_local_cluster_w1_equals_in_process(adata: ad.AnnData) -> None:
     there = cellw1.fit_all(
         adata, "condition", "ctrl", labels, config=TINY, seed=3, scheduler="local", n_workers=2, progress=False
     )
-    assert list(there) == labels and not there.failures
+    assert list(there) == labels
+    assert not there.failures
     expected, got = predictions(here, adata), predictions(there, adata)
     for label in labels:
         np.testing.assert_array_equal(got[label], expected[label])
@@ -149,7 +156,8 @@ def test_workers_stream_from_a_shared_path(adata: ad.AnnData, address: str, tmp_
         buffer_cells=1_000,
         progress=False,
     )
-    assert list(there) == labels and not there.failures
+    assert list(there) == labels
+    assert not there.failures
     expected, got = predictions(here, adata), predictions(there, adata)
     for label in labels:  # each group fits one buffer, so the streamed fit is the in-memory one
         np.testing.assert_allclose(got[label], expected[label], rtol=1e-5, atol=1e-5)
@@ -168,7 +176,8 @@ def test_layer_and_obsm_inputs_are_shipped_as_fitted_in_process(adata: ad.AnnDat
         )
         for label in ("up", "none"):
             np.testing.assert_array_equal(there[label].predict(control).X, here[label].predict(control).X)
-    assert there["up"].features == ["X_emb_0", "X_emb_1", "X_emb_2"] and there["up"].info["n_perturbed"] == 60
+    assert there["up"].features == ["X_emb_0", "X_emb_1", "X_emb_2"]
+    assert there["up"].info["n_perturbed"] == 60
 
 
 def test_resume_fits_only_what_is_missing(
@@ -187,13 +196,16 @@ def test_resume_fits_only_what_is_missing(
         second = cellw1.fit_all(
             adata, "condition", "ctrl", method="mean_shift", scheduler=address, out=out, progress=False
         )
-    assert second.resumed == ("up",) and list(second) == ["down", "none", "up"]
+    assert second.resumed == ("up",)
+    assert list(second) == ["down", "none", "up"]
     assert (out / "up" / MODEL_FILE).stat().st_mtime_ns == stamp  # not fitted, not rewritten
-    assert (out / "down" / MODEL_FILE).is_file() and (out / "none" / MODEL_FILE).is_file()
+    assert (out / "down" / MODEL_FILE).is_file()
+    assert (out / "none" / MODEL_FILE).is_file()
     assert any("not fitted again: up" in r.getMessage() for r in caplog.records)
     assert any("down" in r.getMessage() and "fitting it again" in r.getMessage() for r in caplog.records)
     loaded = cellw1.load(out)
-    assert isinstance(loaded, cellw1.ModelCollection) and sorted(loaded) == ["down", "none", "up"]
+    assert isinstance(loaded, cellw1.ModelCollection)
+    assert sorted(loaded) == ["down", "none", "up"]
     reference = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", progress=False)
     for label, expected in predictions(reference, adata).items():
         np.testing.assert_array_equal(predictions(loaded, adata)[label], expected)
@@ -226,7 +238,8 @@ def test_interrupted_run_keeps_a_loadable_directory(
     partial = cellw1.load(out)  # the index lists only the complete model
     assert list(partial) == ["down"]
     again = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", out=out, progress=False)
-    assert again.resumed == ("down",) and list(again) == ["down", "none", "up"]
+    assert again.resumed == ("down",)
+    assert list(again) == ["down", "none", "up"]
     assert sorted(cellw1.load(out)) == ["down", "none", "up"]
 
 
@@ -246,7 +259,8 @@ def test_resume_refuses_other_settings(adata: ad.AnnData, tmp_path: Path) -> Non
     again = cellw1.fit_all(
         adata, "condition", "ctrl", ["up"], method="mean_shift", embedding=pca, out=out, progress=False
     )
-    assert again.resumed == ("up",) and again["up"].embedding.kind == "pca"
+    assert again.resumed == ("up",)
+    assert again["up"].embedding.kind == "pca"
     other = cellw1.fit(
         adata,
         "condition",
@@ -275,10 +289,13 @@ def test_a_failing_perturbation_is_reported_and_the_rest_finish(address: str, tm
     collection = cellw1.fit_all(
         small, "condition", "ctrl", method="mean_shift", scheduler=address, out=tmp_path / "m", progress=False
     )
-    assert list(collection.failures) == ["rare"] and "has 5 cells; at least 20" in collection.failures["rare"]
+    assert list(collection.failures) == ["rare"]
+    assert "has 5 cells; at least 20" in collection.failures["rare"]
     assert list(collection) == ["down", "none", "up"]
     index = json.loads((tmp_path / "m" / COLLECTION_FILE).read_text())
-    assert "rare" in index["failures"] and "rare" not in index["models"] and not (tmp_path / "m" / "rare").exists()
+    assert "rare" in index["failures"]
+    assert "rare" not in index["models"]
+    assert not (tmp_path / "m" / "rare").exists()
     with pytest.raises(InputError, match="group 'rare' has 5 cells"):
         cellw1.fit_all(
             small,
@@ -311,10 +328,12 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData, tmp_path:
                 deadline = time.monotonic() + 60.0
                 while time.monotonic() < deadline:
                     try:
-                        if {"down", "up"} <= set(json.loads(open(index).read())["models"]):
-                            break
+                        with open(index) as handle:
+                            saved = set(json.load(handle)["models"])
                     except (OSError, ValueError):  # no index yet
-                        pass
+                        saved = set()
+                    if {"down", "up"} <= saved:
+                        break
                     time.sleep(0.02)
                 os._exit(1)
             return original(data, condition_key, control, perturbation, **kwargs)
@@ -340,7 +359,8 @@ def test_a_dying_worker_fails_its_perturbation_only(adata: ad.AnnData, tmp_path:
             out=out,
             progress=False,
         )
-    assert list(collection.failures) == ["none"] and "the worker fitting 'none' died" in collection.failures["none"]
+    assert list(collection.failures) == ["none"]
+    assert "the worker fitting 'none' died" in collection.failures["none"]
     assert list(collection) == ["down", "up"]
     assert sorted(cellw1.load(out)) == ["down", "up"]
 
@@ -370,8 +390,10 @@ def test_data_lost_with_their_worker_are_sent_again(adata: ad.AnnData, caplog: p
             collection = cellw1.fit_all(
                 adata, "condition", "ctrl", method="mean_shift", scheduler=client, progress=False
             )
-    assert len(sent) == 2 and any("sending them again" in r.getMessage() for r in caplog.records)
-    assert list(collection) == ["down", "none", "up"] and not collection.failures
+    assert len(sent) == 2
+    assert any("sending them again" in r.getMessage() for r in caplog.records)
+    assert list(collection) == ["down", "none", "up"]
+    assert not collection.failures
     reference = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", progress=False)
     for label, expected in predictions(reference, adata).items():
         np.testing.assert_array_equal(predictions(collection, adata)[label], expected)

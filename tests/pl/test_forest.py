@@ -24,7 +24,8 @@ def test_forest_draws_one_panel_per_metric_with_colours_by_interval(tmp_path):
     fig = pl.forest(comparisons(), save=tmp_path / "forest.png")
     assert (tmp_path / "forest.png").read_bytes()[:4] == b"\x89PNG"
     mmd = fig.axes[0]
-    assert mmd.get_title() == "mmd" and [t.get_text() for t in mmd.get_yticklabels()] == ["identity", "mean_shift"]
+    assert mmd.get_title() == "mmd"
+    assert [t.get_text() for t in mmd.get_yticklabels()] == ["identity", "mean_shift"]
     colours = [line.get_color() for line in mmd.get_lines() if line.get_marker() == "o"]
     assert colours == ["#2ca02c", "#d62728"]  # a win above 0, a loss below 0
     assert [t.get_fontweight() for t in mmd.get_yticklabels()] == ["normal", "bold"]  # the best baseline
@@ -33,7 +34,8 @@ def test_forest_draws_one_panel_per_metric_with_colours_by_interval(tmp_path):
 def test_forest_draws_into_given_axes_and_names_bad_input():
     fig = Figure()
     axes = [fig.add_subplot(1, 2, i + 1) for i in range(2)]
-    assert pl.forest(comparisons(), ax=axes) is fig and axes[1].get_title() == "r2"
+    assert pl.forest(comparisons(), ax=axes) is fig
+    assert axes[1].get_title() == "r2"
     with pytest.raises(InputError, match="lack the columns"):
         pl.forest(pd.DataFrame({"metric": ["mmd"]}))
     with pytest.raises(InputError, match="no rows"):

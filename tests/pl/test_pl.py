@@ -94,13 +94,15 @@ def test_ax_draws_into_the_given_axes_and_returns_their_figure() -> None:
     own = Figure()
     ax = own.add_subplot()
     fig = pl.metric_bars(results_table(), metrics=["mmd"], ax=ax)
-    assert fig is own and own.axes == [ax]
+    assert fig is own
+    assert own.axes == [ax]
     assert len(ax.patches) == 3
     c, o, p = cells()
     two = Figure()
     axes = two.subplots(1, 2)  # a numpy array of Axes, one per method
     assert pl.embedding(c, {"a": p, "b": c}, o, ax=axes) is two
-    assert [a.get_title() for a in axes] == ["a", "b"] and all(len(scatters(a)) == 3 for a in axes)
+    assert [a.get_title() for a in axes] == ["a", "b"]
+    assert all(len(scatters(a)) == 3 for a in axes)
 
 
 def test_ax_works_with_pyplot_axes() -> None:
@@ -130,7 +132,8 @@ def test_embedding_projects_on_the_pcs_of_control_and_observed() -> None:
     control[:, 0] = rng.normal(size=20)
     observed = control[:15] + [5.0, 0.0, 0.0]  # everything varies along gene 0 only
     fig = pl.embedding(control, {"good": observed[:, :] + 0, "none": control[:15]}, observed)
-    assert isinstance(fig, Figure) and len(fig.axes) == 2
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 2
     observed_pts, control_pts, predicted_pts = scatters(fig.axes[0])
     centre = np.vstack([control, observed]).mean(0)[0]
     assert np.allclose(np.abs(control_pts.get_offsets()[:, 0]), np.abs(control[:, 0] - centre))
@@ -189,7 +192,8 @@ def test_transport_draws_points_and_one_ray_per_chosen_point() -> None:
     source_before = src.copy()
     fig = pl.transport(src, src + [3.0, 0.0], tgt, n_rays=7, source_labels=np.arange(31) % 2, title="x")
     (ax,) = fig.axes
-    assert len(scatters(ax)) == 3 and ax.get_title() == "x"
+    assert len(scatters(ax)) == 3
+    assert ax.get_title() == "x"
     (rays,) = [c for c in ax.collections if isinstance(c, LineCollection)]
     segments = rays.get_segments()
     assert len(segments) == 7
@@ -263,7 +267,8 @@ def test_history_with_one_prefix_per_phase_marks_the_kept_and_last_steps() -> No
     loss = next(line for line in fig.axes[2].lines if line.get_label() == "loss")
     assert list(loss.get_xdata()) == [5.0, 10.0]
     fig = pl.history(combined, keys=["potential_val_dual"])
-    assert [line.get_label() for line in fig.axes[0].lines][0] == "val_dual" and len(fig.axes) == 1
+    assert [line.get_label() for line in fig.axes[0].lines][0] == "val_dual"
+    assert len(fig.axes) == 1
 
 
 def test_history_on_fitted_maps_and_models() -> None:

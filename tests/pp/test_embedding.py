@@ -50,20 +50,26 @@ def fitted(cells) -> dict[str, object]:
 # -- genes -------------------------------------------------------------------------------------
 def test_gene_space_is_the_identity(cells) -> None:
     emb = fit_embedding("genes", cells)
-    assert isinstance(emb, GeneSpace) and emb.kind == "genes" and emb.dim == emb.n_features == 23
+    assert isinstance(emb, GeneSpace)
+    assert emb.kind == "genes"
+    assert emb.dim == emb.n_features == 23
     z = emb.encode(cells)
     np.testing.assert_array_equal(z, cells)
     np.testing.assert_array_equal(emb.decode(z), cells)
-    assert z.dtype == np.float32 and not np.shares_memory(z, cells)
+    assert z.dtype == np.float32
+    assert not np.shares_memory(z, cells)
     np.testing.assert_array_equal(emb.encode(cells.astype(np.float64)), cells)
 
 
 # -- PCA ---------------------------------------------------------------------------------------
 def test_pca_reconstructs_cells_on_a_subspace_and_has_orthonormal_components(cells) -> None:
     emb = fit_embedding("pca", cells, config=EmbeddingConfig(n_components=5))
-    assert isinstance(emb, PCAEmbedding) and emb.dim == 5 and emb.n_features == 23
+    assert isinstance(emb, PCAEmbedding)
+    assert emb.dim == 5
+    assert emb.n_features == 23
     z = emb.encode(cells)
-    assert z.shape == (317, 5) and z.dtype == np.float32
+    assert z.shape == (317, 5)
+    assert z.dtype == np.float32
     assert np.abs(emb.decode(z) - cells).max() < 1e-4
     np.testing.assert_allclose(emb.components @ emb.components.T, np.eye(5), atol=1e-5)
     assert emb.info["explained_variance_ratio"] == pytest.approx(1.0, abs=1e-6)
@@ -117,7 +123,10 @@ def test_autoencoder_reconstructs_held_out_low_rank_cells() -> None:
     train = low_rank(700, 40, 3, seed=5, noise=0.01)
     test = low_rank(200, 40, 3, seed=5, noise=0.01, cell_seed=1)  # other cells, same subspace
     emb = fit_embedding("autoencoder", train, config=EmbeddingConfig(ae_max_iters=1200, ae_eval_every=100))
-    assert isinstance(emb, Autoencoder) and emb.dim == 8 and emb.net.hidden == (32, 32)  # the 4i setting
+    # the 4i setting
+    assert isinstance(emb, Autoencoder)
+    assert emb.dim == 8
+    assert emb.net.hidden == (32, 32)
     error = float(np.mean((emb.decode(emb.encode(test)) - test) ** 2))
     variance = float(test.var(0).mean())
     assert error < 0.01 * variance, (error, variance)
@@ -129,13 +138,15 @@ def test_early_stopping_triggers_and_keeps_the_best_state() -> None:
     config = EmbeddingConfig(ae_max_iters=5000, ae_eval_every=10, ae_patience=30, ae_latent=2)
     emb = fit_embedding("autoencoder", noise, config=config)
     info = emb.info
-    assert info["stopped_early"] and info["steps"] < 5000
+    assert info["stopped_early"]
+    assert info["steps"] < 5000
     assert info["steps"] - info["best_step"] >= 30
     history = emb.history
     assert info["val_loss"] == min(history["val_loss"])
     assert history["step"][int(np.argmin(history["val_loss"]))] == info["best_step"]
     assert len(history["step"]) == info["steps"] // 10
-    assert history["best_step"] == [info["best_step"]] and history["stopped_at"] == [info["steps"]]
+    assert history["best_step"] == [info["best_step"]]
+    assert history["stopped_at"] == [info["steps"]]
 
 
 def test_autoencoder_is_seeded_and_leaves_the_global_rng_alone(cells) -> None:
@@ -153,8 +164,10 @@ def test_autoencoder_is_seeded_and_leaves_the_global_rng_alone(cells) -> None:
 def test_autoencoder_default_sizes_for_expression_data() -> None:
     x = np.random.default_rng(8).normal(size=(40, 120)).astype(np.float32)
     emb = fit_embedding("autoencoder", x, config=EmbeddingConfig(ae_max_iters=2, ae_eval_every=1))
-    assert emb.net.hidden == (512, 512) and emb.dim == 50
-    assert emb.encode(x).shape == (40, 50) and emb.decode(emb.encode(x)).shape == (40, 120)
+    assert emb.net.hidden == (512, 512)
+    assert emb.dim == 50
+    assert emb.encode(x).shape == (40, 50)
+    assert emb.decode(emb.encode(x)).shape == (40, 120)
 
 
 def test_progress_bar_can_be_turned_off(cells, capsys) -> None:
@@ -172,7 +185,9 @@ def test_state_round_trip_is_exact(fitted, cells, space, tmp_path) -> None:
     path = save_tensors(tmp_path / "emb.safetensors", emb.state_tensors(), emb.header())
     tensors, header = load_tensors(path, kind="embedding")
     again = load_embedding(tensors, header)
-    assert type(again) is type(emb) and again.dim == emb.dim and again.n_features == emb.n_features
+    assert type(again) is type(emb)
+    assert again.dim == emb.dim
+    assert again.n_features == emb.n_features
     z = emb.encode(cells)
     np.testing.assert_array_equal(again.encode(cells), z)
     np.testing.assert_array_equal(again.decode(z), emb.decode(z))

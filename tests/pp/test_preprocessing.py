@@ -54,7 +54,8 @@ def test_detects_poisson_counts(groups, fmt) -> None:
 def test_detects_log_normalised(groups, fmt) -> None:
     logged = hand_log1p(groups[0], 1e4)
     kind, reason = detect_input_kind(fmt(logged))
-    assert kind == "log" and "non-integers" in reason
+    assert kind == "log"
+    assert "non-integers" in reason
 
 
 def test_small_values_with_some_non_integers_are_log() -> None:
@@ -68,14 +69,17 @@ def test_small_values_with_some_non_integers_are_log() -> None:
 def test_small_integers_are_ambiguous_and_say_how_to_override() -> None:
     x = np.random.default_rng(4).integers(0, 4, size=(100, 20))
     kind, reason = detect_input_kind(x)
-    assert kind == "log" and "input_kind='counts'" in reason and "up to 3" in reason
+    assert kind == "log"
+    assert "input_kind='counts'" in reason
+    assert "up to 3" in reason
     assert fit_preprocessor(x, assume="counts").input_kind == "counts"
 
 
 def test_negative_values_are_not_counts() -> None:
     x = np.random.default_rng(5).normal(size=(50, 10))
     kind, reason = detect_input_kind(x)
-    assert kind == "continuous" and "negative" in reason
+    assert kind == "continuous"
+    assert "negative" in reason
 
 
 def test_sparse_detection_looks_at_stored_values_only() -> None:
@@ -114,7 +118,8 @@ def test_transform_equals_hand_computation_with_one_target_sum(groups, fmt) -> N
     pre = fit_preprocessor(fmt(np.vstack(groups)))
     for cells in (control, perturbed):
         out = pre.transform(fmt(cells))
-        assert out.dtype == np.float32 and isinstance(out, np.ndarray)
+        assert out.dtype == np.float32
+        assert isinstance(out, np.ndarray)
         np.testing.assert_allclose(out, hand_log1p(cells, pre.target_sum), rtol=1e-6, atol=1e-6)
         # every cell now totals target_sum before the log
         np.testing.assert_allclose(np.expm1(out.astype(np.float64)).sum(1), pre.target_sum, rtol=1e-5)
@@ -129,7 +134,8 @@ def test_cells_without_counts_stay_zero(groups) -> None:
     pre = fit_preprocessor(x)
     assert pre.target_sum == pytest.approx(float(np.median(np.delete(x, 5, 0).sum(1))))
     out = pre.transform(x)
-    assert np.all(out[5] == 0) and np.isfinite(out).all()
+    assert np.all(out[5] == 0)
+    assert np.isfinite(out).all()
 
 
 @pytest.mark.parametrize("fmt", [np.asarray, *SPARSE])
@@ -141,7 +147,8 @@ def test_inputs_are_not_modified(groups, fmt) -> None:
         pre.transform(data)
         fit_preprocessor(data, assume="log").transform(data)
         if sp.issparse(data):
-            assert (data != before).nnz == 0 and data.format == before.format
+            assert (data != before).nnz == 0
+            assert data.format == before.format
             np.testing.assert_array_equal(data.indptr, before.indptr)
         else:
             np.testing.assert_array_equal(data, before)
@@ -150,7 +157,8 @@ def test_inputs_are_not_modified(groups, fmt) -> None:
 def test_log_input_passes_through_as_float32(groups) -> None:
     logged = hand_log1p(groups[0], 1e4)
     pre = fit_preprocessor(sp.csr_matrix(logged))
-    assert pre.input_kind == "log" and pre.target_sum is None
+    assert pre.input_kind == "log"
+    assert pre.target_sum is None
     out = pre.transform(sp.csr_matrix(logged))
     assert out.dtype == np.float32
     np.testing.assert_array_equal(out, logged.astype(np.float32))
@@ -212,7 +220,8 @@ def test_real_data_detection() -> None:
         zhao = ad.read_h5ad(DATA / "zhao2021_glioblastoma_panobinostat.h5ad")
         kang = ad.read_h5ad(DATA / "kang2018_pbmc_ifnb.h5ad")
     kind, reason = detect_input_kind(zhao.X)
-    assert kind == "counts" and "raw counts" in reason
+    assert kind == "counts"
+    assert "raw counts" in reason
     assert detect_input_kind(zhao.layers["logcounts"])[0] == "log"
     assert detect_input_kind(kang.X)[0] == "log"
     pre = fit_preprocessor(zhao.X)

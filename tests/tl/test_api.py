@@ -56,22 +56,26 @@ def test_fit_and_predict_moves_control_towards_perturbation(adata: ad.AnnData, w
     error = np.linalg.norm(pred.X.mean(0) - observed.mean(0))
     assert error < 0.3 * np.linalg.norm(start.mean(0) - observed.mean(0))
     # the input AnnData is never modified
-    assert np.array_equal(adata.X.toarray(), before.X.toarray()) and adata.obs.equals(before.obs)
+    assert np.array_equal(adata.X.toarray(), before.X.toarray())
+    assert adata.obs.equals(before.obs)
 
 
 def test_counts_are_detected_and_normalised_jointly(w1_model) -> None:
     assert w1_model.info["input_kind"] == "counts"
     assert "count" in w1_model.info["input_kind_reason"]
-    assert w1_model.preprocessor is not None and w1_model.preprocessor.target_sum > 0
+    assert w1_model.preprocessor is not None
+    assert w1_model.preprocessor.target_sum > 0
 
 
 def test_save_load_gives_identical_predictions(adata: ad.AnnData, w1_model, tmp_path: Path) -> None:
     w1_model.save(tmp_path / "model")
-    assert (tmp_path / "model" / "model.safetensors").exists() and (tmp_path / "model" / "model.json").exists()
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    assert (tmp_path / "model" / "model.json").exists()
     loaded = cellw1.load(tmp_path / "model")
     control = adata[adata.obs["condition"] == "ctrl"]
     np.testing.assert_array_equal(loaded.predict(control).X, w1_model.predict(control).X)
-    assert loaded.features == w1_model.features and loaded.perturbation == "up"
+    assert loaded.features == w1_model.features
+    assert loaded.perturbation == "up"
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "w2"])
@@ -96,7 +100,8 @@ def test_every_method_and_space_has_one_signature(adata: ad.AnnData, method: str
     )
     control = adata[adata.obs["condition"] == "ctrl"][:40]
     pred = model.predict(control)
-    assert pred.shape == (40, adata.n_vars) and np.isfinite(pred.X).all()
+    assert pred.shape == (40, adata.n_vars)
+    assert np.isfinite(pred.X).all()
     model.save(tmp_path / "m")
     np.testing.assert_allclose(cellw1.load(tmp_path / "m").predict(control).X, pred.X, rtol=1e-5, atol=1e-5)
     if method == "identity" and space == "genes":
@@ -105,13 +110,16 @@ def test_every_method_and_space_has_one_signature(adata: ad.AnnData, method: str
 
 def test_fit_all_and_collection_roundtrip(adata: ad.AnnData, tmp_path: Path) -> None:
     collection = cellw1.fit_all(adata, "condition", "ctrl", method="mean_shift", progress=False)
-    assert sorted(collection) == ["none", "up"] and not collection.failures
+    assert sorted(collection) == ["none", "up"]
+    assert not collection.failures
     collection.save(tmp_path / "all")
     loaded = cellw1.load(tmp_path / "all")
-    assert isinstance(loaded, cellw1.ModelCollection) and sorted(loaded) == ["none", "up"]
+    assert isinstance(loaded, cellw1.ModelCollection)
+    assert sorted(loaded) == ["none", "up"]
     control = adata[adata.obs["condition"] == "ctrl"][:10]
     both = loaded.predict(control)
-    assert both.n_obs == 20 and set(both.obs["perturbation"]) == {"none", "up"}
+    assert both.n_obs == 20
+    assert set(both.obs["perturbation"]) == {"none", "up"}
 
 
 def test_fit_all_reports_a_failing_perturbation_and_fits_the_rest(adata: ad.AnnData) -> None:
@@ -120,7 +128,8 @@ def test_fit_all_reports_a_failing_perturbation_and_fits_the_rest(adata: ad.AnnD
     extra.obs["condition"] = "rare"
     small = ad.concat([adata, extra], index_unique="-")
     collection = cellw1.fit_all(small, "condition", "ctrl", method="identity", progress=False)
-    assert "rare" in collection.failures and "at least" in collection.failures["rare"]
+    assert "rare" in collection.failures
+    assert "at least" in collection.failures["rare"]
     assert sorted(collection) == ["none", "up"]
 
 
@@ -132,7 +141,8 @@ def test_log_normalised_layer_and_obsm(adata: ad.AnnData) -> None:
     assert model.info["input_kind"] == "log"
     emb = cellw1.fit(a, "condition", "ctrl", "up", obsm_key="X_emb", method="mean_shift", progress=False)
     pred = emb.predict(a[a.obs["condition"] == "ctrl"])
-    assert pred.n_vars == 4 and list(pred.var_names) == [f"X_emb_{i}" for i in range(4)]
+    assert pred.n_vars == 4
+    assert list(pred.var_names) == [f"X_emb_{i}" for i in range(4)]
 
 
 def test_bad_input_errors_name_the_fix(adata: ad.AnnData) -> None:
@@ -189,7 +199,8 @@ def test_methods_can_share_one_fitted_embedding(adata: ad.AnnData) -> None:
     second = cellw1.fit(
         adata, "condition", "ctrl", "up", method="mean_shift", embedding=first.embedding, progress=False
     )
-    assert second.embedding is first.embedding and second.embedding.kind == "pca"
+    assert second.embedding is first.embedding
+    assert second.embedding.kind == "pca"
     with pytest.raises(InputError, match="reads 30 features"):
         cellw1.fit(
             adata[:, :20], "condition", "ctrl", "up", method="mean_shift", embedding=first.embedding, progress=False

@@ -32,7 +32,8 @@ def _data(n: int = 120, genes: int = 12, seed: int = 0) -> ad.AnnData:
 
 
 def test_mean_shift_is_the_name_and_scgen_is_no_method_of_its_own() -> None:
-    assert "mean_shift" in METHODS and "scgen" not in METHODS
+    assert "mean_shift" in METHODS
+    assert "scgen" not in METHODS
     assert MeanShift.name == "mean_shift"
     assert check_method("mean_shift") == "mean_shift"
     with pytest.raises(ConfigError, match="unknown method 'meanshift'"):
@@ -83,7 +84,8 @@ def test_models_saved_as_scgen_load_quietly_as_mean_shift() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         method = load_method({"shift": torch.from_numpy(shift)}, {"name": "scgen", "info": {"n_balanced": 3}})
-    assert isinstance(method, MeanShift) and method.name == "mean_shift"
+    assert isinstance(method, MeanShift)
+    assert method.name == "mean_shift"
     np.testing.assert_array_equal(method.predict(np.zeros((2, 4), dtype=np.float32)), np.tile(shift, (2, 1)))
 
 
@@ -142,7 +144,8 @@ def test_real_scgen_predicts_the_response_and_round_trips(tmp_path) -> None:
     pred = model.predict(controls)
     change = np.asarray(pred.X).mean(0) - np.asarray(controls.X).mean(0)
     # genes 0-3 move up by 1.5 in the data; scGen must move them much more than the others
-    assert change[:4].mean() > 0.75 and abs(change[4:]).mean() < 0.5 * change[:4].mean()
+    assert change[:4].mean() > 0.75
+    assert abs(change[4:]).mean() < 0.5 * change[:4].mean()
     assert np.abs(np.asarray(pred.X).mean(0) - perturbed.mean(0))[:4].max() < 1.0
     model.save(tmp_path / "m")
     again = cellw1.load(tmp_path / "m")

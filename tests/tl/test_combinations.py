@@ -82,8 +82,11 @@ def test_the_interaction_test_knows_additive_from_masked_pairs():
     control = cells(0.0)
     additive = interaction_test(control, [cells(a), cells(b)], cells(a + b))
     masked = interaction_test(control, [cells(a), cells(b)], cells(a))  # A masks B
-    assert additive.p_value > 0.05 and not additive.detected(0.05)
-    assert masked.p_value < 1e-6 and masked.detected(0.05) and masked.share > 0.8
+    assert additive.p_value > 0.05
+    assert not additive.detected(0.05)
+    assert masked.p_value < 1e-6
+    assert masked.detected(0.05)
+    assert masked.share > 0.8
     # |r| is B's shift, sqrt(5) here
     assert abs(masked.distance - np.sqrt(5.0)) < 0.5
 
@@ -98,7 +101,8 @@ def test_an_unseen_member_is_named(data, model, kinds):
 def test_save_load_keeps_combinations_and_old_files_load(data, model, kinds, tmp_path):
     ctrl = controls(data)
     trained = kinds["epistatic"]
-    assert model.interaction(trained) is not None and model.interaction(trained).detected(0.05)
+    assert model.interaction(trained) is not None
+    assert model.interaction(trained).detected(0.05)
     model.save(tmp_path / "m")
     loaded = cellw1.load(tmp_path / "m")
     assert loaded.interactions == model.interactions
@@ -112,7 +116,8 @@ def test_save_load_keeps_combinations_and_old_files_load(data, model, kinds, tmp
     del header["interactions"]
     save_tensors(tmp_path / "m" / "model.safetensors", tensors, header)
     old = cellw1.load(tmp_path / "m")
-    assert old.interactions == [] and json.loads((tmp_path / "m" / "model.json").read_text())
+    assert old.interactions == []
+    assert json.loads((tmp_path / "m" / "model.json").read_text())
     np.testing.assert_array_equal(
         old.predict(ctrl, perturbation=trained).X, model.view(trained, compose=False).predict(ctrl).X
     )
@@ -130,7 +135,8 @@ def test_gene_vectors_follow_co_expression():
     adata = ad.AnnData(counts, obs={"target": ["ctrl"] * 200})
     adata.var_names = ["A", "A2", "B", "C", "D", "E", "FLAT"]
     vectors = cellw1.gene_vectors(adata, "target", "ctrl", n_components=3, input_kind="log")
-    assert sorted(vectors) == sorted(adata.var_names) and all(v.shape == (3,) for v in vectors.values())
+    assert sorted(vectors) == sorted(adata.var_names)
+    assert all(v.shape == (3,) for v in vectors.values())
     np.testing.assert_allclose(vectors["A"], vectors["A2"], atol=1e-5)  # the same co-expression, the same vector
     assert np.abs(vectors["A"]).max() > 0.9  # A and A2 make the first component together
     np.testing.assert_array_equal(vectors["FLAT"], 0.0)  # constant in the controls: no direction

@@ -60,7 +60,8 @@ def test_save_load_identical_predictions(data, model, tmp_path):
     model.save(tmp_path / "m")
     loaded = cellw1.load(tmp_path / "m")
     assert isinstance(loaded, cellw1.ConditionalModel)
-    assert loaded.conditions == model.conditions and loaded.labels == model.labels
+    assert loaded.conditions == model.conditions
+    assert loaded.labels == model.labels
     ctrl = controls(data)
     for label in ("pertA", "NULL", "pertA+pertB"):
         np.testing.assert_array_equal(
@@ -89,8 +90,8 @@ def test_errors_for_labels_and_doses(data, model):
     bad.obs["dose"] = "high"
     with pytest.raises(InputError, match="must hold numbers"):
         cellw1.fit_conditional(bad, "condition", "control", dose_key="dose", config=FAST, progress=False)
+    small = data[(data.obs["condition"] != "pertB") | (np.arange(data.n_obs) % 20 == 0)].copy()
     with pytest.raises(InputError, match="fewer than 20 cells"):
-        small = data[(data.obs["condition"] != "pertB") | (np.arange(data.n_obs) % 20 == 0)].copy()
         cellw1.fit_conditional(small, "condition", "control", config=FAST, progress=False)
     with pytest.raises(InputError, match="'pertQ' is not a value"):
         cellw1.fit_conditional(data, "condition", "control", perturbations=["pertQ"], config=FAST, progress=False)
@@ -107,11 +108,13 @@ def test_doses(data, caplog, tmp_path):
     with pytest.raises(InputError, match=r"give dose= \(training doses of 'pertA': \[1.0, 10.0, 100.0\]\)"):
         model.predict(ctrl, perturbation="pertA")
     pred = model.predict(ctrl, perturbation="pertA", dose=30.0)
-    assert pred.uns["cellw1"]["dose"] == 30.0 and (pred.obs["dose"] == 30.0).all()
+    assert pred.uns["cellw1"]["dose"] == 30.0
+    assert (pred.obs["dose"] == 30.0).all()
     # an unseen dose on the perturbation's dose-response curve: the input plus every training
     # dose's predicted change, weighted by the curve (cellw1.ot.dose_response)
     curve = model.dose_curves["pertA"]
-    assert curve.doses == (1.0, 10.0, 100.0) and pred.uns["cellw1"]["output"] == "calibrated_dose_curve"
+    assert curve.doses == (1.0, 10.0, 100.0)
+    assert pred.uns["cellw1"]["output"] == "calibrated_dose_curve"
     x = model.view("pertA", 10.0).preprocess(ctrl)
     changes = [np.asarray(model.predict(ctrl, perturbation="pertA", dose=d).X) - x for d in curve.doses]
     expected = np.maximum(x + sum(a * c for a, c in zip(curve.weights(30.0), changes, strict=True)), 0.0)
@@ -214,7 +217,8 @@ def test_cli_fit_conditional_and_predict_perturbation(data, tmp_path, capsys):
     )
     assert "ConditionalModel(3 training conditions" in capsys.readouterr().out
     model = cellw1.load(model_dir)
-    assert isinstance(model, cellw1.ConditionalModel) and model.perturbations == ["NULL", "pertA", "pertB"]
+    assert isinstance(model, cellw1.ConditionalModel)
+    assert model.perturbations == ["NULL", "pertA", "pertB"]
     out = tmp_path / "pred.h5ad"
     assert (
         main(
@@ -357,7 +361,9 @@ def test_evaluate_w1_conditional_on_the_same_splits(data):
     assert mmd["w1_conditional", "pertA"] < mmd["identity", "pertA"]  # the real effect is predicted
     assert "shared by every perturbation" in result.settings["split_rule"]
     seconds = table[(table["metric"] == "seconds") & (table["method"] == "w1_conditional")]["value"]
-    assert seconds.nunique() == 1 and seconds.iloc[0] > 0  # the one fit, shared out
+    # the one fit, shared out
+    assert seconds.nunique() == 1
+    assert seconds.iloc[0] > 0
     with pytest.raises(ConfigError, match="obsm_key"):
         cellw1.evaluate(
             data, "condition", "control", ["pertA"], methods=["w1_conditional"], obsm_key="X_pca", progress=False
@@ -371,7 +377,8 @@ def test_fit_conditional_streams_from_disk(data, tmp_path):
     model = cellw1.fit_conditional(
         str(path), "condition", "control", space="pca", config=FAST, buffer_cells=64, progress=False
     )
-    assert model.map.info["streamed"] and path.read_bytes() == before
+    assert model.map.info["streamed"]
+    assert path.read_bytes() == before
     ctrl = controls(data)
     obs = model.preprocessor.transform(data[data.obs["condition"] == "pertA"].X)
     start = model.preprocessor.transform(ctrl.X)

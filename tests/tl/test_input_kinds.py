@@ -41,7 +41,8 @@ def test_identity_returns_its_input_bit_for_bit_for_every_kind(space: str) -> No
         pred = model.predict(controls)
         expected = model.preprocess(controls) if kind == "counts" else np.asarray(controls.X, dtype=np.float32)
         np.testing.assert_array_equal(np.asarray(pred.X), expected)
-        assert pred.uns["cellw1"]["output"] == "unchanged" and pred.uns["cellw1"]["input_kind"] == kind
+        assert pred.uns["cellw1"]["output"] == "unchanged"
+        assert pred.uns["cellw1"]["input_kind"] == kind
 
 
 def test_negative_values_are_detected_as_continuous_and_the_warning_names_it(caplog) -> None:
@@ -51,7 +52,8 @@ def test_negative_values_are_detected_as_continuous_and_the_warning_names_it(cap
     adata = _kinds()["continuous"]
     with caplog.at_level(logging.WARNING, logger="cellw1"):
         cellw1.fit(adata, "condition", "control", "pertA", method="mean_shift", progress=False)
-    assert "treated as continuous" in caplog.text and "input_kind=" in caplog.text
+    assert "treated as continuous" in caplog.text
+    assert "input_kind=" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="cellw1"):  # given: no warning
         cellw1.fit(adata, "condition", "control", "pertA", method="mean_shift", input_kind="continuous", progress=False)
@@ -64,13 +66,15 @@ def test_log_given_for_signed_values_warns_that_they_are_clipped(caplog) -> None
         model = cellw1.fit(
             adata, "condition", "control", "pertA", method="mean_shift", input_kind="log", progress=False
         )
-    assert "clipped to 0" in caplog.text and "input_kind='continuous'" in caplog.text
+    assert "clipped to 0" in caplog.text
+    assert "input_kind='continuous'" in caplog.text
     assert np.asarray(model.predict(adata[:50]).X).min() >= 0  # what the user asked for
 
 
 def test_continuous_predictions_are_never_clipped_nor_calibrated(cytometry: ad.AnnData) -> None:
     model = cellw1.fit(cytometry, "condition", "control", "stimulated", method="mean_shift", progress=False)
-    assert model.calibration is None and model.preprocessor.input_kind == "continuous"
+    assert model.calibration is None
+    assert model.preprocessor.input_kind == "continuous"
     controls = cytometry[cytometry.obs["condition"] == "control"]
     pred = model.predict(controls)
     expected = np.asarray(controls.X, dtype=np.float32) + model.method.shift
@@ -87,7 +91,8 @@ def test_continuous_predictions_are_never_clipped_nor_calibrated(cytometry: ad.A
 
 def test_w1_reproduces_the_share_of_negative_values(cytometry: ad.AnnData) -> None:
     """On SYNTHETIC CyTOF data the predicted share of negative values is the observed one, within 0.05,
-    overall and on the functional markers that the stimulation moves; no exact zeros appear."""
+    overall and on the functional markers that the stimulation moves; no exact zeros appear.
+    """
     rng = np.random.default_rng(0)
     control = np.flatnonzero(cytometry.obs["condition"] == "control")
     stimulated = np.flatnonzero(cytometry.obs["condition"] == "stimulated")
@@ -114,7 +119,8 @@ def test_the_cli_fits_predicts_and_evaluates_continuous_data(cytometry: ad.AnnDa
                  "--input-kind", "continuous", "--out", str(tmp_path / "m")]) == 0  # fmt: skip
     assert main(["predict", str(tmp_path / "m"), str(controls), "--quiet", "--out", str(tmp_path / "p.h5ad")]) == 0
     pred = ad.read_h5ad(tmp_path / "p.h5ad")
-    assert np.asarray(pred.X).min() < 0 and pred.uns["cellw1"]["input_kind"] == "continuous"
+    assert np.asarray(pred.X).min() < 0
+    assert pred.uns["cellw1"]["input_kind"] == "continuous"
     assert main(["evaluate", str(data), *common, "--methods", "identity,mean_shift", "--potential-iters", "20",
                  "--out", str(tmp_path / "r")]) == 0  # fmt: skip
     assert (tmp_path / "r").is_dir()
@@ -128,4 +134,5 @@ def test_w1_tiny_fit_keeps_signed_embeddings() -> None:
     adata.obs["condition"] = ["ctrl"] * 150 + ["pert"] * 150
     model = cellw1.fit(adata, "condition", "ctrl", "pert", config=TINY, progress=False)
     pred = np.asarray(model.predict(adata[:150]).X)
-    assert model.preprocessor.input_kind == "continuous" and (pred < 0).mean() > 0.5
+    assert model.preprocessor.input_kind == "continuous"
+    assert (pred < 0).mean() > 0.5

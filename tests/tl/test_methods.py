@@ -39,12 +39,14 @@ def test_observed_returns_real_target_cells() -> None:
     fitted = fit_method("observed", source[:25], target, seed=3)
     predicted = fitted.predict(source[:25])
     rows = {tuple(row) for row in target}
-    assert predicted.shape == (25, 3) and all(tuple(row) in rows for row in predicted)
+    assert predicted.shape == (25, 3)
+    assert all(tuple(row) in rows for row in predicted)
     assert len({tuple(row) for row in predicted}) == 25  # fewer asked than kept: no cell twice
     np.testing.assert_array_equal(fitted.predict(source[:25] + 100.0), predicted)  # it ignores its input
     np.testing.assert_array_equal(_roundtrip(fitted).predict(source[:25]), predicted)
     many = fitted.predict(np.zeros((100, 3), dtype=np.float32))  # more than kept: drawn with replacement
-    assert many.shape == (100, 3) and all(tuple(row) in rows for row in many)
+    assert many.shape == (100, 3)
+    assert all(tuple(row) in rows for row in many)
 
 
 def test_mean_shift_moves_the_mean_by_the_training_mean_difference() -> None:
@@ -103,7 +105,8 @@ def test_neural_methods_wrap_their_maps() -> None:
     np.testing.assert_allclose(w2.predict(source), w2.map.transport(source), rtol=0, atol=0)
     np.testing.assert_allclose(w2.response(source), np.linalg.norm(w2.predict(source) - source, axis=1), rtol=1e-6)
     np.testing.assert_allclose(_roundtrip(w2).predict(source), w2.predict(source), rtol=1e-6, atol=1e-6)
-    assert w1.info["fit_seconds"] > 0 and w2.info["n_source"] == 80
+    assert w1.info["fit_seconds"] > 0
+    assert w2.info["n_source"] == 80
 
 
 def test_method_names_and_configs_are_checked() -> None:
@@ -111,7 +114,8 @@ def test_method_names_and_configs_are_checked() -> None:
     assert all(check_method(name) == name for name in METHODS)
     with pytest.raises(ConfigError, match="unknown method 'cellot'; choose one of identity"):
         check_method("cellot")
-    assert check_config("w1", None) is W1Config and check_config("mean_shift", W1Config()) is None
+    assert check_config("w1", None) is W1Config
+    assert check_config("mean_shift", W1Config()) is None
     with pytest.raises(ConfigError, match="method 'w2' needs a W2Config, got W1Config"):
         fit_method("w2", *_groups(), config=W1Config())
     with pytest.raises(ModelFileError, match="unknown method 'magic'"):

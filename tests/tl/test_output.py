@@ -35,9 +35,11 @@ def test_uns_records_the_scale_and_reproduces_it(
     pred = identity.predict(controls(adata))
     record = pred.uns["cellw1"]
     counts = np.asarray(adata.X, dtype=np.float64)
-    assert record["input_kind"] == "counts" and record["log_base"] == "e"
+    assert record["input_kind"] == "counts"
+    assert record["log_base"] == "e"
     assert record["target_sum"] == pytest.approx(np.median(counts.sum(1)))  # median total of the training cells
-    assert record["method"] == "identity" and record["space"] == "genes"
+    assert record["method"] == "identity"
+    assert record["space"] == "genes"
     assert (record["control"], record["perturbation"]) == ("ctrl", "up")
     assert record["cellw1_version"] == cellw1.__version__
     assert "log(1 + target_sum * counts / total counts)" in record["scale"]
@@ -56,8 +58,11 @@ def test_uns_of_log_input_says_no_transform(adata: ad.AnnData) -> None:
     logged = ad.AnnData(np.log1p(np.asarray(adata.X)) * 0.9, obs=adata.obs, var=adata.var)
     model = cellw1.fit(logged, "condition", "ctrl", "up", method="mean_shift", progress=False)
     record = model.predict(controls(logged)).uns["cellw1"]
-    assert record["input_kind"] == "log" and record["target_sum"] is None and record["log_base"] is None
-    assert record["method"] == "mean_shift" and "as given" in record["scale"]
+    assert record["input_kind"] == "log"
+    assert record["target_sum"] is None
+    assert record["log_base"] is None
+    assert record["method"] == "mean_shift"
+    assert "as given" in record["scale"]
 
 
 @pytest.mark.parametrize("method", ["identity", "observed", "mean_shift", "w1"])
@@ -75,7 +80,8 @@ def test_predictions_in_log1p_space_are_never_negative(adata: ad.AnnData, method
         progress=False,
     )
     pred = np.asarray(model.predict(controls(adata)).X)
-    assert pred.min() >= 0 and np.isfinite(pred).all()
+    assert pred.min() >= 0
+    assert np.isfinite(pred).all()
     output = model.predict(controls(adata)).uns["cellw1"]["output"]
     assert output == ("unchanged" if method == "identity" else "calibrated" if method != "observed" else "clipped")
 
@@ -86,8 +92,10 @@ def test_key_added_puts_the_prediction_in_a_layer_of_the_input(adata: ad.AnnData
     before = adata.copy()
     out = model.predict(adata, key_added="cellw1_up")
     np.testing.assert_array_equal(np.asarray(adata.X), np.asarray(before.X))  # the input is untouched
-    assert "cellw1_up" not in adata.layers and out is not adata
-    assert out.shape == adata.shape and list(out.var_names) == list(adata.var_names)
+    assert "cellw1_up" not in adata.layers
+    assert out is not adata
+    assert out.shape == adata.shape
+    assert list(out.var_names) == list(adata.var_names)
     np.testing.assert_array_equal(np.asarray(out.X), np.asarray(adata.X))  # X stays the input's
     layer = out.layers["cellw1_up"]
     plain = model.predict(adata)
@@ -150,7 +158,9 @@ def test_cli_key_added_and_controls_only(adata: ad.AnnData, identity: cellw1.Per
         == 0
     )
     added = ad.read_h5ad(tmp_path / "k.h5ad")
-    assert added.shape == adata.shape and "pred" in added.layers and added.uns["pred"]["input_kind"] == "counts"
+    assert added.shape == adata.shape
+    assert "pred" in added.layers
+    assert added.uns["pred"]["input_kind"] == "counts"
     assert (
         main(
             [
@@ -174,4 +184,5 @@ def test_cli_key_added_and_controls_only(adata: ad.AnnData, identity: cellw1.Per
         == 0
     )
     paired = ad.read_h5ad(tmp_path / "c.h5ad")
-    assert sorted(set(paired.obs["condition"])) == ["ctrl", "up"] and paired.n_obs == 2 * controls(adata).n_obs
+    assert sorted(set(paired.obs["condition"])) == ["ctrl", "up"]
+    assert paired.n_obs == 2 * controls(adata).n_obs

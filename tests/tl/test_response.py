@@ -27,7 +27,8 @@ def log_groups(
     responding: tuple[str, ...] = ("pert",),
 ) -> ad.AnnData:
     """Log-normalised cells, ``n`` per group; genes 0-7 respond in the ``responding`` groups (the
-    others are drawn like the controls); the last ``constant`` genes are one value in all groups."""
+    others are drawn like the controls); the last ``constant`` genes are one value in all groups.
+    """
     rng = np.random.default_rng(seed)
     labels = np.repeat(groups, n)
     x = np.log1p(rng.gamma(2.0, 1.0, size=(len(labels), genes)))
@@ -83,9 +84,12 @@ def test_calibration_known_answer() -> None:
     perturbed = np.array([[0.0, 1.0], [0.0, 2.0], [0.6, 3.0], [1.4, 4.5]], dtype=np.float32)
     cal = fit_calibration(predicted, perturbed)
     # gene 0: half the perturbed cells are 0, so the two lowest predictions become 0
-    assert cal[0, 0] == pytest.approx(0.1 + 1e-5) and cal[0, 1] == -np.inf  # just above 0.1, by ROUNDING
+    # just above 0.1, by ROUNDING
+    assert cal[0, 0] == pytest.approx(0.1 + 1e-5)
+    assert cal[0, 1] == -np.inf
     out = calibrate(predicted, cal)
-    assert (out[:2, 0] == 0).all() and (out >= 0).all()
+    assert (out[:2, 0] == 0).all()
+    assert (out >= 0).all()
     # gene 1's gap in the mean (0.125) is well inside its standard error (~0.8): no offset
     assert cal[1, 1] == 0.0
     np.testing.assert_array_equal(calibrate(predicted, None), np.maximum(predicted, 0))
@@ -116,7 +120,8 @@ def test_calibration_closes_resolved_gaps_in_the_mean() -> None:
 
 def test_calibration_moves_a_new_cell_type_by_at_most_the_training_gap() -> None:
     """Issue 21's case: a gene is 0 in 90% of the training cells and its training gap is 0.057; a held-out
-    type that expresses it in every cell must not receive the offset ``gap * n / kept`` (+0.57)."""
+    type that expresses it in every cell must not receive the offset ``gap * n / kept`` (+0.57).
+    """
     rng = np.random.default_rng(0)
     predicted = rng.normal(0.0, 0.05, size=(2000, 1)).astype(np.float32)
     predicted[:200, 0] = rng.normal(0.5, 0.05, 200)  # the 10% that express it, predicted too low
@@ -145,13 +150,16 @@ def test_calibration_stays_in_the_data_range_when_predictions_tie() -> None:
     cal = fit_calibration(predicted, perturbed)
     out = calibrate(predicted, cal)
     # zeroing the tie would leave the two to carry the whole mean: 1.25 + 0.5 * 600 / 2 = 151; the tie stays instead
-    assert cal[0, 0] == -np.inf and (out > 0).all() and out.max() <= perturbed.max()
+    assert cal[0, 0] == -np.inf
+    assert (out > 0).all()
+    assert out.max() <= perturbed.max()
     assert out.mean() == pytest.approx(perturbed.mean(), abs=0.02)  # and the mean is met
     # tied predictions below the threshold keep the usual rule: the 360 lowest (60%) become the zeros
     spread = np.linspace(0.0, 1.0, 600, dtype=np.float32)[:, None]
     spread[:300] = 0.2
     out = calibrate(spread, fit_calibration(spread, perturbed))
-    assert (out == 0).sum() == 360 and (out[:300] == 0).all()
+    assert (out == 0).sum() == 360
+    assert (out[:300] == 0).all()
     assert out.mean() == pytest.approx(perturbed.mean(), abs=0.02)
 
 
@@ -166,7 +174,8 @@ def test_predictions_are_non_negative_with_the_share_of_zeros_of_the_response(tm
     raw = model.embedding.decode(model.method.predict(model.preprocess(adata[:200])))
     assert (raw < 0).mean() > 0.01  # the map alone leaves negative expression
     pred = model.predict(adata[:200])
-    assert pred.X.min() >= 0 and pred.uns["cellw1"]["output"] == "calibrated"
+    assert pred.X.min() >= 0
+    assert pred.uns["cellw1"]["output"] == "calibrated"
     real = model.preprocess(adata[200:])
     zeros, real_zeros = (pred.X == 0).mean(0), (real == 0).mean(0)
     control_zeros = (model.preprocess(adata[:200]) == 0).mean(0)
@@ -218,7 +227,8 @@ def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path)
     adata = log_groups(genes=20, constant=0, groups=("ctrl", "none", "up"), responding=("up",))
     controls = adata[:300]
     model = cellw1.fit(adata, "condition", "ctrl", "none", config=FAST, input_kind="log", progress=False)
-    assert not model.method.moves and model.method.info["effect"]["p_value"] > 0.05
+    assert not model.method.moves
+    assert model.method.info["effect"]["p_value"] > 0.05
     pred = model.predict(controls)
     assert np.array_equal(pred.X, controls.X)  # calibrated against the controls: nothing changes
     assert np.all(pred.obs["response"] == 0)
@@ -232,17 +242,21 @@ def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path)
 def test_a_weak_response_is_predicted_by_its_resolved_share(tmp_path: Path) -> None:
     """A response near the sampling noise: each cell moves the resolved share of the way to where
     the map moves it (cellw1.ot.effect), and the output is calibrated to a response of that size;
-    kept by save/load."""
+    kept by save/load.
+    """
     adata = log_groups(n=150, genes=20, constant=0, seed=3)
     adata.X[150:, :8] -= 0.6  # 0.2 above the controls on 8 genes, 150 cells a group
     controls = adata[:150]
     whole_map = cellw1.fit(adata, "condition", "ctrl", "pert", config=FAST, input_kind="log", progress=False)
-    assert whole_map.method.resolved == 1.0 and "of the response" not in repr(whole_map)  # off by default
+    # off by default
+    assert whole_map.method.resolved == 1.0
+    assert "of the response" not in repr(whole_map)
     config = FAST.replace(shrink_response=True)
     model = cellw1.fit(adata, "condition", "ctrl", "pert", config=config, input_kind="log", progress=False)
     share = model.method.resolved
     assert share == model.method.map.info["effect"]["resolved"] == whole_map.method.map.resolved
-    assert model.method.moves and 0.1 < share < 0.9, share
+    assert model.method.moves
+    assert 0.1 < share < 0.9, share
     assert f"applies {share:.0%} of the response" in repr(model)
     z = model.embedding.encode(model.preprocess(controls))
     whole = model.method.map.transport(z)
@@ -263,8 +277,10 @@ def test_the_conditional_model_leaves_conditions_without_a_response_at_the_contr
     config = cellw1.ConditionalConfig.from_w1(FAST)
     model = cellw1.fit_conditional(adata, "condition", "ctrl", config=config, input_kind="log", progress=False)
     effects = dict(zip([c["label"] for c in model.conditions], model.map.info["effects"], strict=True))
-    assert effects["none"]["p_value"] > 0.05 and effects["up"]["p_value"] <= 0.05
-    assert model.without_response == [("none", None)] and "1 without a detected response" in repr(model)
+    assert effects["none"]["p_value"] > 0.05
+    assert effects["up"]["p_value"] <= 0.05
+    assert model.without_response == [("none", None)]
+    assert "1 without a detected response" in repr(model)
     for loaded in (model, cellw1.load(model.save(tmp_path / "conditional"))):
         still = loaded.predict(controls, perturbation="none")
         np.testing.assert_allclose(still.X, controls.X, atol=1e-5)  # PCA space: round-off of the reconstruction

@@ -93,7 +93,7 @@ CASES = [(method, "genes") for method in ("identity", "observed", "mean_shift", 
 CASES += [("mean_shift", "pca"), ("mean_shift", "autoencoder")]
 
 
-@pytest.mark.parametrize("method, space", CASES, ids=[f"{m}-{s}" for m, s in CASES])
+@pytest.mark.parametrize(("method", "space"), CASES, ids=[f"{m}-{s}" for m, s in CASES])
 def test_the_four_source_kinds_give_identical_models(
     adata: ad.AnnData, files: dict[str, Path], method: str, space: str
 ) -> None:
@@ -102,12 +102,15 @@ def test_the_four_source_kinds_give_identical_models(
         data = _data(kind, adata, files)
         models[kind] = _fit(data, method, space=space)
         if kind == "backed":
-            assert data.isbacked and data.X[:2].shape == (2, adata.n_vars)  # the user's object still works
+            # the user's object still works
+            assert data.isbacked
+            assert data.X[:2].shape == (2, adata.n_vars)
             data.file.close()
     reference = models["memory"]
     controls = adata[adata.obs["condition"] == "ctrl"]
     expected = reference.predict(controls).X
-    assert expected.shape == (90, adata.n_vars) and np.isfinite(expected).all()
+    assert expected.shape == (90, adata.n_vars)
+    assert np.isfinite(expected).all()
     for kind in KINDS[1:]:
         _assert_same_model(models[kind], reference)
         np.testing.assert_array_equal(models[kind].predict(controls).X, expected)
@@ -127,7 +130,8 @@ def test_layers_and_obsm_embeddings_read_the_same_from_every_kind(adata: ad.AnnD
             np.testing.assert_array_equal(model.predict(data, cells=controls).X, expected)  # predict reads it too
             if kind == "backed":
                 data.file.close()
-    assert reference.preprocessor is None and list(reference.features) == ["emb_0", "emb_1", "emb_2"]
+    assert reference.preprocessor is None
+    assert list(reference.features) == ["emb_0", "emb_1", "emb_2"]
     shift = reference.method.shift
     assert shift[0] == pytest.approx(1.5, abs=0.4)  # the embedding's shift of the perturbed cells
 
@@ -169,7 +173,8 @@ def test_w2_draws_minibatches_from_streamed_buffers() -> None:
     assert np.linalg.norm(moved.mean(0) - target.mean(0)) < 0.25 * np.linalg.norm(gap)
     reads = matrices[0].reads
     assert len(reads) > 3 * 300 / 16  # several epochs of blocks, a buffer of 64 cells at a time
-    assert max(len(r) for r in reads[1:]) <= 16 and len(np.unique(np.concatenate(reads))) == 300
+    assert max(len(r) for r in reads[1:]) <= 16
+    assert len(np.unique(np.concatenate(reads))) == 300
     # holding every cell, the streamed sampler is the in-memory one: the same networks
     whole = [
         StreamedCells(Rows(x), np.arange(300), lambda raw: raw, 2, buffer_cells=300, seed=k)
@@ -185,7 +190,8 @@ def test_every_method_fits_from_disk_with_small_buffers(files: dict[str, Path]) 
     for method in ("identity", "observed", "mean_shift", "w2", "w1"):
         model = _fit(files["zarr"], method, buffer_cells=32)
         predicted = model.predict(files["zarr"], cells=np.arange(10))
-        assert predicted.shape == (10, 16) and np.isfinite(predicted.X).all()
+        assert predicted.shape == (10, 16)
+        assert np.isfinite(predicted.X).all()
 
 
 # -- the source contract -------------------------------------------------------------------------------
@@ -199,7 +205,9 @@ def test_open_source_gives_obs_var_names_and_row_reads(adata: ad.AnnData, files:
             pd.testing.assert_frame_equal(source.obs, adata.obs)
             assert list(source.var_names) == list(adata.var_names)
             matrix = source.matrix()
-            assert matrix.is_sparse and matrix.shape == adata.shape and matrix.dtype == np.float32
+            assert matrix.is_sparse
+            assert matrix.shape == adata.shape
+            assert matrix.dtype == np.float32
             np.testing.assert_array_equal(matrix.read(rows).toarray(), expected)
             np.testing.assert_array_equal(source.embedding("emb").read(rows), adata.obsm["emb"][rows])
     with pytest.raises(TypeError, match="expects an AnnData"):
@@ -210,7 +218,8 @@ def test_memory_matrix_reads_copies_with_the_dtypes_of_a_file() -> None:
     counts = np.arange(12, dtype=np.int64).reshape(4, 3)
     matrix = MemoryMatrix(counts, name="X")
     block = matrix.read(np.array([1, 2]))
-    assert block.dtype == np.float32 and block.tolist() == [[3, 4, 5], [6, 7, 8]]
+    assert block.dtype == np.float32
+    assert block.tolist() == [[3, 4, 5], [6, 7, 8]]
     block[:] = -1  # a copy: the user's data are untouched
     assert counts[1, 0] == 3
     np.testing.assert_array_equal(matrix.read(np.array([0, 3])), counts[[0, 3]])

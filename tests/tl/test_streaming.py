@@ -70,7 +70,8 @@ def test_disk_sampler_visits_every_training_cell_once_per_epoch() -> None:
     cells = StreamedCells(matrix, rows, lambda raw: np.asarray(raw, np.float32), 1, buffer_cells=300, block_cells=50)
     train, val = cells.split(0.1, torch.Generator().manual_seed(0))
     held_out = set(val[:, 0].long().tolist())
-    assert len(held_out) == 250 and held_out <= set(rows.tolist())
+    assert len(held_out) == 250
+    assert held_out <= set(rows.tolist())
     seen: list[int] = []
     buffer = train.buffer()
     while len(seen) < 2_250:
@@ -209,7 +210,8 @@ def test_fit_all_streams_from_a_path(files: dict[str, Path], tmp_path: Path) -> 
     collection = cellw1.fit_all(  # what streams and is saved, not the map's quality: the smallest schedule
         files["h5ad"], "condition", "control", config=TINY, out=tmp_path / "models", progress=False, buffer_cells=200
     )
-    assert list(collection) == ["pertA"] and not collection.failures
+    assert list(collection) == ["pertA"]
+    assert not collection.failures
     assert collection["pertA"].info["buffer_cells"] == 200
     assert list(cellw1.load(tmp_path / "models")) == ["pertA"]
 
@@ -306,7 +308,8 @@ def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path]
         == 0
     )
     predicted = ad.read_zarr(out)
-    assert predicted.shape == (adata.n_obs, adata.n_vars) and np.isfinite(predicted.X).all()
+    assert predicted.shape == (adata.n_obs, adata.n_vars)
+    assert np.isfinite(predicted.X).all()
     controls = tmp_path / "controls.h5ad"
     assert (
         main(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, overload
 
 from ..errors import InputError
 from ..ot.config import STEP_SIZE_LEARNERS, W1Config
@@ -132,7 +132,11 @@ def _or_none(kind: type[int] | type[float]) -> Callable[[str], int | float | str
     return parse
 
 
-def solver_config(args: argparse.Namespace, kind: type[C] = W1Config) -> C:  # type: ignore[assignment]
+@overload
+def solver_config(args: argparse.Namespace) -> W1Config: ...
+@overload
+def solver_config(args: argparse.Namespace, kind: type[C]) -> C: ...
+def solver_config(args: argparse.Namespace, kind: type[W1Config] = W1Config) -> W1Config:
     """A config of ``kind`` (W1Config or ConditionalConfig) with its own defaults and the command-line overrides."""
     changes = {
         "potential_iters": args.potential_iters,

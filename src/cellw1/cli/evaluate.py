@@ -18,6 +18,7 @@ from ._common import add_solver_arguments, read_h5ad, solver_config
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``evaluate`` sub-command and its arguments to ``subparsers``; returns its parser."""
     parser = subparsers.add_parser(
         "evaluate",
         help="benchmark methods on held-out cells (paper protocol)",
@@ -93,6 +94,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate the methods on ``--data`` (or a synthetic data set) and write the tables and report to ``--out``.
+
+    Returns the exit code, 0.
+    """
     config = solver_config(args)
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")
     if args.data is None:

@@ -58,9 +58,12 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def _deliver_again(previous: Callable[[Any], Any]) -> Callable[[Any], None]:
-    """A ``sys.unraisablehook`` for while a command runs: a Ctrl-C or SIGTERM that landed in a
-    finalizer or weakref callback, where Python drops exceptions, is raised again, so that it
-    reaches the command; anything else goes to ``previous``."""
+    """A ``sys.unraisablehook`` for while a command runs.
+
+    A Ctrl-C or SIGTERM that landed in a finalizer or weakref callback, where Python drops
+    exceptions, is raised again, so that it reaches the command; anything else goes to
+    ``previous``.
+    """
 
     def hook(unraisable: Any) -> None:
         stop = unraisable.exc_value
@@ -77,8 +80,10 @@ def _deliver_again(previous: Callable[[Any], Any]) -> Callable[[Any], None]:
 
 @contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while the command runs (main thread only), and never lose
-    a signal to a finalizer (:func:`_deliver_again`)."""
+    """Turn SIGTERM into :class:`Terminated` while the command runs (main thread only).
+
+    A signal that lands in a finalizer is not lost either (:func:`_deliver_again`).
+    """
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: leave signals alone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -19,8 +19,12 @@ from ..tl.prediction import PREDICT_CHUNK
 from ._common import add_disk_argument, read_h5ad
 from .conditional import add_predict_arguments, predict_options
 
+if TYPE_CHECKING:
+    import anndata as ad
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``predict`` sub-command and its arguments to ``subparsers``; returns its parser."""
     parser = subparsers.add_parser(
         "predict",
         help="predict perturbed cells from control cells with a saved model",
@@ -63,9 +67,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Predict the perturbed cells of ``--data`` with a saved model and write them to ``--out``.
+
+    Returns the exit code, 0.
+    """
     if args.out.suffix.lower() not in (".h5ad", ".zarr"):
         raise InputError(f"--out {str(args.out)!r} must end in .h5ad or .zarr (which picks the format).")
-    kind = "store" if args.out.suffix.lower() == ".zarr" else "file"
+    kind: Literal["store", "file"] = "store" if args.out.suffix.lower() == ".zarr" else "file"
     check_output(args.out, kind=kind, inputs=[args.data], what="--out")
     model = load(args.model)
     condition = predict_options(model, args)
@@ -76,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         )
     data = str(args.data) if args.on_disk else read_h5ad(args.data)
     cells = control_cells(model, data) if args.controls_only else None
-    if args.key_added is not None:
+    if args.key_added is not None and not isinstance(model, ModelCollection):  # a collection was refused above
         result = model.predict(
             data,
             cells=cells,
@@ -86,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
             **condition,
         )
         with atomic_output(args.out, suffix=".h5ad") as tmp:
-            result.write_h5ad(tmp)
+            cast("ad.AnnData", result).write_h5ad(tmp)  # without out=, predict returns the AnnData
         out = args.out
     elif isinstance(model, PerturbationModel | ConditionalModel):
         out = model.predict(

@@ -1,8 +1,11 @@
-"""Synthetic data sets: the paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`),
+"""Synthetic data sets.
+
+The paper's 2-D toy transport problems (:mod:`cellw1.datasets.toys`),
 a synthetic single-cell perturbation experiment (:mod:`cellw1.datasets.synthetic`), synthetic
 doses and embedded perturbations (:mod:`cellw1.datasets.conditions`), a synthetic CyTOF
 stimulation with values of any sign (:mod:`cellw1.datasets.cytometry`) and a synthetic pooled
-screen (:mod:`cellw1.datasets.screen`)."""
+screen (:mod:`cellw1.datasets.screen`).
+"""
 
 from __future__ import annotations
 

@@ -46,8 +46,10 @@ def _counts(rng: np.random.Generator, log_mean: np.ndarray) -> sp.csr_matrix:
 def _simulate(
     rng: np.random.Generator, sizes: Sequence[int], g: int, *, loadings_out: list[np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Log means and states of groups of cells with the given sizes (no effect yet); the
-    ``(3, g)`` loadings of the latent factors are appended to ``loadings_out`` when given."""
+    """Log means and states of groups of cells with the given sizes (no effect yet).
+
+    The ``(3, g)`` loadings of the latent factors are appended to ``loadings_out`` when given.
+    """
     base, loadings = rng.normal(0.0, 1.0, size=g), rng.normal(0.0, 0.8, size=(3, g))
     if loadings_out is not None:
         loadings_out.append(loadings)

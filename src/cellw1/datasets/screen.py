@@ -54,6 +54,17 @@ def _range(value: Any, name: str, low: float, high: float) -> tuple[float, float
     return a, b
 
 
+def _draw_programs(rng: np.random.Generator, n_groups: int, n_genes: int) -> np.ndarray:
+    """The log fold changes of each group's program, ``(n_groups, n_genes)``: a few genes, unit RMS."""
+    per_program = max(4, int(round(_PROGRAM_FRACTION * n_genes)))
+    programs = np.zeros((n_groups, n_genes))
+    for k in range(n_groups):
+        genes = rng.choice(n_genes, per_program, replace=False)
+        lfc = rng.choice([-1.0, 1.0], per_program) * rng.uniform(0.5, 1.5, per_program)
+        programs[k, genes] = lfc / np.sqrt(np.mean(lfc**2))
+    return programs
+
+
 def synthetic_screen(
     n_perturbations: int = 200,
     n_controls: int = 3_000,
@@ -121,12 +132,7 @@ def synthetic_screen(
     rng = np.random.default_rng(seed)
     base = rng.normal(0.0, 1.0, n_genes)
     loadings = rng.normal(0.0, 0.4, (_FACTORS, n_genes))
-    per_program = max(4, int(round(_PROGRAM_FRACTION * n_genes)))
-    programs = np.zeros((n_groups, n_genes))
-    for k in range(n_groups):
-        genes = rng.choice(n_genes, per_program, replace=False)
-        lfc = rng.choice([-1.0, 1.0], per_program) * rng.uniform(0.5, 1.5, per_program)
-        programs[k, genes] = lfc / np.sqrt(np.mean(lfc**2))
+    programs = _draw_programs(rng, n_groups, n_genes)
 
     names = [f"P{i:05d}" for i in range(n_perturbations)]
     n_effect = int(round(effect_fraction * n_perturbations))

@@ -79,6 +79,59 @@ def _check_count(value: object, name: str, minimum: int) -> int:
     return int(value)
 
 
+#: the effect of a perturbation: (main genes, shared genes, signs (n_types,), shapes (n_types,))
+_Effect = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def _draw_effects(
+    rng: np.random.Generator, pert_names: list[str], g: int, n_types: int
+) -> tuple[dict[str, list[int]], list[_Effect | None]]:
+    """The genes of each perturbation's programs and its effect (``None`` for ``"NULL"``).
+
+    A main program (sign and shape per type) and a shared one, drawn from ``rng`` in the order of
+    ``pert_names``.
+    """
+    n_prog = max(2, int(round(_PROGRAM_FRACTION * g)))
+    programs: dict[str, list[int]] = {}
+    effects: list[_Effect | None] = []
+    for j, name in enumerate(pert_names):
+        if name == NULL:
+            programs[name] = []
+            effects.append(None)
+            continue
+        genes = rng.choice(g, size=2 * n_prog, replace=False)
+        main, shared = genes[:n_prog], genes[n_prog:]
+        signs = np.where(np.arange(n_types) % 2 == 0, 1.0, -1.0)
+        shapes = (np.arange(n_types) + j) % 4
+        programs[name] = sorted(int(i) for i in np.concatenate([main, shared]))
+        effects.append((main, shared, signs, shapes))
+    return programs, effects
+
+
+def _add_effects(
+    log_mean: np.ndarray,
+    effects: list[_Effect | None],
+    cond_idx: np.ndarray,
+    cell_type: np.ndarray,
+    state: np.ndarray,
+) -> None:
+    """Add each perturbation's log fold changes to ``log_mean: (n, g)`` of its cells, in place.
+
+    The perturbation ``j`` of ``effects`` is condition ``j + 1`` (0 is the control).
+    """
+    for j, effect in enumerate(effects):
+        if effect is None:
+            continue
+        main, shared, signs, shapes = effect
+        rows = np.flatnonzero(cond_idx == j + 1)
+        lfc = np.empty(rows.size)
+        for k in range(len(signs)):
+            in_k = cell_type[rows] == k
+            lfc[in_k] = signs[k] * _AMPLITUDE * _shape(int(shapes[k]), state[rows[in_k]])
+        log_mean[np.ix_(rows, main)] += lfc[:, None]
+        log_mean[np.ix_(rows, shared)] += _SHARED_AMPLITUDE * state[rows, None]
+
+
 def synthetic_perturbation(
     n_control: int = 1500,
     n_perturbed: int = 1500,
@@ -156,21 +209,7 @@ def synthetic_perturbation(
     cond_idx = np.repeat(np.arange(len(conditions)), sizes)
     n = cond_idx.size
 
-    # Effects of each perturbation: a main program (sign and shape per type) + a shared one.
-    n_prog = max(2, int(round(_PROGRAM_FRACTION * g)))
-    programs: dict[str, list[int]] = {}
-    effects = []  # per perturbation: (main genes, shared genes, signs (n_types,), shapes (n_types,))
-    for j, name in enumerate(pert_names):
-        if name == NULL:
-            programs[name] = []
-            effects.append(None)
-            continue
-        genes = rng.choice(g, size=2 * n_prog, replace=False)
-        main, shared = genes[:n_prog], genes[n_prog:]
-        signs = np.where(np.arange(n_types) % 2 == 0, 1.0, -1.0)
-        shapes = (np.arange(n_types) + j) % 4
-        programs[name] = sorted(int(i) for i in np.concatenate([main, shared]))
-        effects.append((main, shared, signs, shapes))
+    programs, effects = _draw_effects(rng, pert_names, g, n_types)
 
     # Cells: type, state, batch, latent position, library size.
     # Types are dealt out evenly within each condition (then shuffled), so every condition has
@@ -185,17 +224,7 @@ def synthetic_perturbation(
     library = np.exp(rng.normal(_LIBRARY_LOG_MEAN, _LIBRARY_LOG_SD, size=n))
 
     log_mean = base + latent @ loadings + state[:, None] * state_loading + batch_shift[batch]
-    for j, effect in enumerate(effects):
-        if effect is None:
-            continue
-        main, shared, signs, shapes = effect
-        rows = np.flatnonzero(cond_idx == j + 1)
-        lfc = np.empty(rows.size)
-        for k in range(n_types):
-            in_k = cell_type[rows] == k
-            lfc[in_k] = signs[k] * _AMPLITUDE * _shape(int(shapes[k]), state[rows[in_k]])
-        log_mean[np.ix_(rows, main)] += lfc[:, None]
-        log_mean[np.ix_(rows, shared)] += _SHARED_AMPLITUDE * state[rows, None]
+    _add_effects(log_mean, effects, cond_idx, cell_type, state)
 
     log_mean -= log_mean.max(axis=1, keepdims=True)
     proportions = np.exp(log_mean)

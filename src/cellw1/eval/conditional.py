@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     import anndata as ad
 
     from ..ot.conditional import ConditionalConfig
+    from ..pp.preprocessing import Assumption
+    from ..tl.api import Space
     from ..tl.conditional_model import ConditionalModel
 
 #: the method name of the conditional model
@@ -47,10 +49,10 @@ def fit_conditional_model(
     perturbations: Sequence[str],
     *,
     config: ConditionalConfig | None,
-    space: str,
+    space: Space,
     layer: str | None,
     embedding_config: Any,
-    input_kind: str,
+    input_kind: Assumption,
     seed: int,
 ) -> ConditionalModel:
     """The conditional model of one repeat, on the training cells ``train_rows`` of all perturbations."""
@@ -62,7 +64,7 @@ def fit_conditional_model(
         condition_key,
         control,
         list(perturbations),
-        space=space,  # type: ignore[arg-type]
+        space=space,
         config=config,
         seed=seed,
         layer=layer,

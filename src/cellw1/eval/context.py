@@ -92,7 +92,7 @@ class SplitContext:
 
     @property
     def rows(self) -> SplitRows:
-        """This split's rows."""
+        """The rows of this split."""
         return self.splits[self.perturbation]
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import anndata
 import h5py
@@ -34,7 +34,7 @@ MAX_RUNS = 8  # at most this many runs are read as slices; more go to fancy inde
 SPARSE_GAP = 8192  # scattered CSR rows whose stored values are closer than this are read in one slice
 SPARSE_WINDOW = 1 << 22  # but one slice holds at most this many values (bounds memory)
 
-Store = h5py.File | zarr.Group
+Store: TypeAlias = h5py.File | zarr.Group  # an open AnnData file or zarr store
 
 
 class DiskMatrix:
@@ -300,7 +300,7 @@ class DiskData:
                     f"layer {layer!r} is not in {self.path}; available layers: {available or 'none'}. "
                     "Pass one of them, or layer=None for X."
                 )
-            elem, name = store["layers"][layer], f"layer {layer!r} of {self.path}"
+            elem, name = store[f"layers/{layer}"], f"layer {layer!r} of {self.path}"
         _check_matrix_encoding(elem, name, self.path)
         mat = DiskMatrix(elem, name=name)
         if mat.shape != (self.n_obs, self.n_vars):
@@ -322,7 +322,7 @@ class DiskData:
         available = _keys(store["obsm"]) if "obsm" in store else []
         if obsm_key not in available:
             raise InputError(f"obsm key {obsm_key!r} not found in {self.path}; available: {available or 'none'}.")
-        elem, name = store["obsm"][obsm_key], f"obsm[{obsm_key!r}] of {self.path}"
+        elem, name = store[key], f"obsm[{obsm_key!r}] of {self.path}"
         if elem.attrs.get("encoding-type") == "dataframe":
             raise InputError(f"{name} is a data frame; fit on a numeric embedding (an array of cells x dimensions).")
         _check_matrix_encoding(elem, name, self.path)

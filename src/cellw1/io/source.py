@@ -35,7 +35,9 @@ class Matrix(Protocol):
     is_sparse: bool
     dtype: np.dtype
 
-    def read(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix: ...
+    def read(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
+        """Rows ``rows`` (increasing, unique) as a new float array, or a CSR matrix when ``is_sparse``."""
+        ...
 
 
 class Source(Protocol):
@@ -65,7 +67,9 @@ class Source(Protocol):
     in_memory: bool
 
     @property
-    def origin(self) -> Any: ...
+    def origin(self) -> Any:
+        """What another process opens to read the same cells: the path, or the AnnData in memory."""
+        ...
 
     def matrix(self, layer: str | None = None) -> Matrix:
         """``X`` (``layer=None``) or a layer, read by rows."""
@@ -75,7 +79,9 @@ class Source(Protocol):
         """The obsm embedding ``obsm_key``, read by rows."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the open file, if any; the source is not read after."""
+        ...
 
     def __enter__(self) -> Source: ...
 
@@ -146,9 +152,11 @@ class MemorySource:
 
     @property
     def origin(self) -> anndata.AnnData:
+        """The AnnData itself: another process reads the same object."""
         return self.adata
 
     def matrix(self, layer: str | None = None) -> MemoryMatrix:
+        """``X`` (``layer=None``) or ``layers[layer]``; an unknown layer or a missing ``X`` is an InputError."""
         if layer is not None:
             if layer not in self.adata.layers:
                 raise InputError(
@@ -160,6 +168,7 @@ class MemorySource:
         return MemoryMatrix(self.adata.X, name="X")
 
     def embedding(self, obsm_key: str) -> MemoryMatrix:
+        """The embedding ``obsm[obsm_key]``; an unknown key is an InputError."""
         if obsm_key not in self.adata.obsm:
             raise InputError(f"obsm key {obsm_key!r} not found; available: {sorted(self.adata.obsm.keys()) or 'none'}.")
         values = self.adata.obsm[obsm_key]

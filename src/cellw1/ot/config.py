@@ -245,7 +245,7 @@ class W1Config(Config):
         Step size: the adversarial learner, 10,000 Adam steps at lr 1e-4. No early stopping, and
         no test for a response (every map moves cells, as in the paper).
         """
-        base = dict(
+        base: dict[str, Any] = dict(
             potential_iters=10_000,
             step_size_learner="gan",
             step_iters=10_000,
@@ -307,8 +307,9 @@ def _check_type(name: str, annotation: str, value: Any) -> None:
 
 @dataclass(frozen=True)
 class W2Config(Config):
-    """Hyper-parameters of the OT-ICNN solver (Makkuva et al. 2020, as used by CellOT and by the
-    W1 paper's baseline, Methods "Hyperparameters and training details").
+    """Hyper-parameters of the OT-ICNN solver (Makkuva et al. 2020).
+
+    As used by CellOT and by the W1 paper's baseline (Methods "Hyperparameters and training details").
 
     Attributes
     ----------

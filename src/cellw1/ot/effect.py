@@ -69,6 +69,7 @@ class EffectTest:
         return alpha is None or self.p_value <= alpha
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict (``cells`` as a list), as kept in a map's ``info``."""
         return {**asdict(self), "cells": list(self.cells)}
 
 
@@ -140,8 +141,10 @@ def _share(signal: float, noise: float) -> float:
 def resolved_share(
     x: torch.Tensor, y: torch.Tensor, n_x: int, n_y: int, distances: torch.Tensor | None = None
 ) -> float:
-    """Share of the difference of ``y`` from ``x`` above the sampling noise of groups of ``n_x``
-    and ``n_y`` cells, estimated on the samples ``x: (n, d)`` and ``y: (m, d)``.
+    """Share of the difference of ``y`` from ``x`` above the sampling noise of groups of cells.
+
+    The groups have ``n_x`` and ``n_y`` cells; the share is estimated on the samples
+    ``x: (n, d)`` and ``y: (m, d)``.
 
     The mean shift's ``|delta|^2 / (|delta|^2 + tr(S_x)/n_x + tr(S_y)/n_y)``; with the pairwise
     ``distances`` of ``[x; y]``, the larger of it and the energy distance's

@@ -16,7 +16,9 @@ from .training import History
 
 
 class FittedMap:
-    """Base of :class:`~cellw1.ot.transport.TransportMap`, :class:`~cellw1.ot.w2.W2Map` and
+    """Base of the fitted maps: what every map file holds and how it is saved and loaded.
+
+    The maps are :class:`~cellw1.ot.transport.TransportMap`, :class:`~cellw1.ot.w2.W2Map` and
     :class:`~cellw1.ot.conditional.ConditionalMap`.
 
     A subclass sets :attr:`FORMAT` and :attr:`FORMAT_VERSION` and defines ``dim``, ``device``,
@@ -41,20 +43,28 @@ class FittedMap:
 
     @property
     def dim(self) -> int:
+        """Number of features of the cells the map was fitted on."""
         raise NotImplementedError
 
     @property
     def device(self) -> torch.device:
+        """The device the map's networks are on."""
         raise NotImplementedError
 
     def to(self, device: str | torch.device) -> Self:
+        """Move the map's networks and tensors to ``device``; returns the map itself."""
         raise NotImplementedError
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The tensors saved in the map file, by name (weights, standardisation)."""
         raise NotImplementedError
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model") -> Self:
+        """The map the saved ``tensors`` and JSON ``header`` describe.
+
+        ``source`` names the file in error messages.
+        """
         raise NotImplementedError
 
     def _points(self, x: Any, name: str = "x") -> torch.Tensor:

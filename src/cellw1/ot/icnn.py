@@ -109,9 +109,12 @@ class ICNN(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Skip layer: PyTorch's default; z-path: ``U(0, 2 / fan_in)`` so each unit starts as a
+        """Draw the initial weights.
+
+        Skip layer: PyTorch's default; z-path: ``U(0, 2 / fan_in)`` so each unit starts as a
         positive average of the previous layer (mean weight ``1 / fan_in``). With the quadratic
-        term: ``a = 1`` and the affine output term ``A_L x + b_L`` starts at zero."""
+        term: ``a = 1`` and the affine output term ``A_L x + b_L`` starts at zero.
+        """
         self.skip.reset_parameters()
         for w in self.z_weights:
             w.uniform_(0.0, 2.0 / w.shape[1])

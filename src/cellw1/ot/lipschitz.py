@@ -57,6 +57,7 @@ class GroupSort(nn.Module):
         return grouped.sort(dim=-1).values.flatten(-2)
 
     def extra_repr(self) -> str:
+        """The group size, shown in the module's repr."""
         return f"group_size={self.group_size}"
 
 
@@ -166,7 +167,7 @@ class OrthonormalLinear(nn.Module):
         return q if self.d_out >= self.d_in else q.T
 
     def _bjorck(self) -> torch.Tensor:
-        w = self.free
+        w: torch.Tensor = self.free
         scale = torch.sqrt(w.abs().sum(0).max() * w.abs().sum(1).max()).clamp_min(1e-12)
         w = w / scale
         coeffs = _taylor_coefficients(self.bjorck_order)
@@ -189,6 +190,7 @@ class OrthonormalLinear(nn.Module):
         return torch.addmm(self.bias, x, w.T)
 
     def extra_repr(self) -> str:
+        """The layer's widths and orthonormalisation, shown in the module's repr."""
         return f"d_in={self.d_in}, d_out={self.d_out}, orthonormalization={self.orthonormalization!r}"
 
 
@@ -210,6 +212,8 @@ class LipschitzPotential(nn.Module):
     bjorck_order, bjorck_iters
         Taylor order and number of Björck iterations (ignored for Cayley).
     """
+
+    input_mask: torch.Tensor  # a buffer (see __init__)
 
     def __init__(
         self,

@@ -119,19 +119,24 @@ class MemoryCells(Cells):
 
     @property
     def holds_all(self) -> bool:
+        """True: the one buffer holds every cell."""
         return True
 
     def read(self, positions: np.ndarray) -> torch.Tensor:
+        """The cells at ``positions``, in that order, ``(k, dim)``."""
         return self.x[torch.as_tensor(np.asarray(positions, dtype=np.int64), device=self.x.device)]
 
     def split(self, fraction: float, generator: torch.Generator) -> tuple[MemoryCells, torch.Tensor]:
+        """``(training cells, validation tensor)``: a seeded share ``fraction`` held out."""
         train, val = split_validation(self.n_cells, fraction, generator)
         return MemoryCells(self.x[train.to(self.x.device)]), self.x[val.to(self.x.device)]
 
     def buffer(self) -> torch.Tensor:
+        """All the cells, ``(n, dim)``."""
         return self.x
 
     def next_buffer(self) -> torch.Tensor:
+        """All the cells again: the buffer never changes."""
         return self.x
 
 
@@ -209,12 +214,17 @@ class StreamedCells(Cells):
     # -- Cells -----------------------------------------------------------------------------------
     @property
     def holds_all(self) -> bool:
+        """Whether one buffer holds every training cell (then it is read once and kept)."""
         return len(self._positions()) <= self.buffer_cells
 
     def _positions(self) -> np.ndarray:
         return np.arange(self.n_cells) if self._order is None else self._order
 
     def split(self, fraction: float, generator: torch.Generator) -> tuple[StreamedCells, torch.Tensor]:
+        """``(training cells, validation tensor)``: a seeded share ``fraction`` held out.
+
+        The training cells stream from the same matrix; the validation cells are read once.
+        """
         train, val = split_validation(self.n_cells, fraction, generator)
         training = StreamedCells(
             self.matrix,
@@ -230,11 +240,17 @@ class StreamedCells(Cells):
         return training, self.read(val.numpy())
 
     def buffer(self) -> torch.Tensor:
+        """The current buffer, ``(b, dim)``; the first is read on the first call."""
         if self._current is None:
             return self.next_buffer()
         return self._current
 
     def next_buffer(self) -> torch.Tensor:
+        """Read the next buffer and return it.
+
+        The next blocks of training rows in the seeded block order, until ``buffer_cells`` cells;
+        when one buffer holds every training cell, it is read once and kept.
+        """
         if self.holds_all:
             if self._current is None:
                 self._current = self.read(self._positions())

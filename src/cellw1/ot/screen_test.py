@@ -59,6 +59,7 @@ class ResponseTest:
     cells: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -86,8 +87,10 @@ class ControlReference:
         self._within = _within(self.energy_cells)
 
     def energy(self, y: torch.Tensor | np.ndarray) -> float:
-        """Energy distance of cells ``y: (n, d)`` from the reference's energy cells (unbiased within terms:
-        about 0 without effect, whatever the number of cells)."""
+        """Energy distance of cells ``y: (n, d)`` from the reference's energy cells.
+
+        Unbiased within terms: about 0 without effect, whatever the number of cells.
+        """
         y = torch.as_tensor(np.asarray(y, dtype=np.float32))
         cross = float(torch.cdist(y, self.energy_cells).mean(dtype=torch.float64))
         return 2 * cross - _within(y) - self._within

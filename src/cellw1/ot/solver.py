@@ -79,14 +79,25 @@ def fit_map(
     train_tgt, val_tgt = tgt.split(config.val_fraction, generator)
     n_source, n_target = src.n_cells, tgt.n_cells
     del src, tgt  # the split holds the cells now; the unsplit copies would only add to peak memory
-    data = dict(source=train_src, target=train_tgt, val_source=val_src, val_target=val_tgt)
     with torch.random.fork_rng(devices=[]), fit_threads(config.cpu_threads, device):
         torch.manual_seed(seed)
         start = time.perf_counter()
-        phase1 = fit_potential(config=config, generator=generator, progress=progress, **data)
+        phase1 = fit_potential(
+            train_src, train_tgt, config, generator=generator, val_source=val_src, val_target=val_tgt, progress=progress
+        )
         mid = time.perf_counter()
         phase2 = (
-            fit_step_size(phase1.potential, config=config, generator=generator, rng=rng, progress=progress, **data)
+            fit_step_size(
+                phase1.potential,
+                train_src,
+                train_tgt,
+                config,
+                generator=generator,
+                rng=rng,
+                val_source=val_src,
+                val_target=val_tgt,
+                progress=progress,
+            )
             if moves
             else None
         )

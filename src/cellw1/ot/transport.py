@@ -83,14 +83,18 @@ class TransportMap(FittedMap):
 
     @property
     def moves(self) -> bool:
-        """False for the map of a perturbation without a detected response (step size 0 everywhere,
-        :mod:`cellw1.ot.effect`)."""
+        """False for the map of a perturbation without a detected response.
+
+        Such a map has step size 0 everywhere (:mod:`cellw1.ot.effect`).
+        """
         return bool(self.step_size_net.eta_max > 0)
 
     @property
     def resolved(self) -> float:
-        """Share of the training groups' difference above sampling noise (:mod:`cellw1.ot.effect`);
-        1 without the test (``effect_alpha=None``, maps saved before it was measured)."""
+        """Share of the training groups' difference above sampling noise (:mod:`cellw1.ot.effect`).
+
+        1 without the test (``effect_alpha=None``, maps saved before it was measured).
+        """
         return float((self.info.get("effect") or {}).get("resolved", 1.0))
 
     def __repr__(self) -> str:

@@ -1,5 +1,7 @@
-"""The W2 baseline's solver and fitted map: :func:`fit_w2` trains two ICNNs (:mod:`cellw1.ot.icnn`)
-and returns a :class:`W2Map`, the Brenier map ``T(x) = m + s * grad g((x - m) / s)``.
+"""The W2 baseline's solver and fitted map.
+
+:func:`fit_w2` trains two ICNNs (:mod:`cellw1.ot.icnn`) and returns a :class:`W2Map`, the
+Brenier map ``T(x) = m + s * grad g((x - m) / s)``.
 """
 
 from __future__ import annotations
@@ -155,8 +157,11 @@ class W2Map(FittedMap):
 
 
 def build_optimizer(net: ICNN, config: W2Config) -> torch.optim.Adam:
-    """Adam over ``net``'s parameters with ``config.lr`` and ``config.betas``; the weight ``a`` of
-    the quadratic term, if any, in its own group at ``config.lr * config.quadratic_lr_scale``."""
+    """Adam over ``net``'s parameters with ``config.lr`` and ``config.betas``.
+
+    The weight ``a`` of the quadratic term, if any, is in its own group at
+    ``config.lr * config.quadratic_lr_scale``.
+    """
     others = [p for name, p in net.named_parameters() if name != "quadratic_weight"]
     groups: list[dict[str, Any]] = [{"params": others}]
     if net.quadratic_weight is not None:
@@ -271,9 +276,9 @@ def _fit_w2(source: Any, target: Any, config: W2Config, seed: int, progress: boo
         "initial_val_energy": initial,
         "g_min_weight": g.min_weight(),
         "quadratic_weight": None
-        if g.quadratic_weight is None
+        if f.quadratic_weight is None or g.quadratic_weight is None  # both or neither (one config)
         else {
-            "f": float(f.quadratic_weight.detach()),  # type: ignore[arg-type]
+            "f": float(f.quadratic_weight.detach()),
             "g": float(g.quadratic_weight.detach()),
         },
         "scale": scale,

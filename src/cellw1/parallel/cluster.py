@@ -30,6 +30,7 @@ from ..tl.model import PerturbationModel
 
 if TYPE_CHECKING:
     import anndata as ad
+    from dask.typing import Key
     from distributed import Client
 
 logger = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ def fit_on_client(
     generation = 0  # how many times the data were sent again
     run = uuid.uuid4().hex[:8]
     futures: list[Any] = []
-    label_of: dict[str, tuple[str, int]] = {}
+    label_of: dict[Key, tuple[str, int]] = {}
 
     def submit(label: str) -> Any:
         future = client.submit(

@@ -82,12 +82,13 @@ def mean_change(
                 f"predicted[{name!r}] has {means.size} genes but control has {base.size}; use the same genes."
             )
         changes[name] = means - base
-    names = None
+    labelled: list[tuple[int, str]] = []  # (gene, name) of the genes whose name is shown
     if gene_names is not None:
         names = np.asarray(gene_names, dtype=str).ravel()
         if names.size != base.size:
             raise InputError(f"gene_names has {names.size} entries but the cells have {base.size} genes.")
-    labelled = np.argsort(-np.abs(observed_change), kind="stable")[: max(int(n_labels), 0)] if names is not None else []
+        top = np.argsort(-np.abs(observed_change), kind="stable")[: max(int(n_labels), 0)]
+        labelled = [(int(i), str(names[i])) for i in top]
 
     fig, axes = panel_axes(ax, len(changes), figsize=(3.6, 3.4), share=True)
     for panel, (name, change) in zip(axes, changes.items(), strict=False):
@@ -98,9 +99,9 @@ def mean_change(
         panel.axhline(0.0, lw=0.5, c="#b0b0b0", zorder=0)
         panel.axvline(0.0, lw=0.5, c="#b0b0b0", zorder=0)
         panel.scatter(observed_change, change, s=5, c=POINT_COLOR, alpha=0.6, zorder=2)
-        for i in labelled:
+        for i, label in labelled:
             panel.annotate(
-                str(names[i]), (observed_change[i], change[i]), fontsize=6, xytext=(2, 2), textcoords="offset points"
+                label, (observed_change[i], change[i]), fontsize=6, xytext=(2, 2), textcoords="offset points"
             )
         r = pearson(observed_change, change)
         panel.text(

@@ -78,7 +78,7 @@ def transport(
     ray_colors = colors[rays] if isinstance(colors, np.ndarray) else colors
     axes.add_collection(
         LineCollection(
-            np.stack([src[rays], moved[rays]], axis=1), colors=ray_colors, linewidths=0.4, alpha=0.5, zorder=2
+            list(np.stack([src[rays], moved[rays]], axis=1)), colors=ray_colors, linewidths=0.4, alpha=0.5, zorder=2
         )
     )
     axes.scatter(src[:, 0], src[:, 1], s=4, c=colors, label="source", zorder=3)
