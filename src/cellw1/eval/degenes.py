@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import ConfigError, InputError
 from ..ot.training import cpu_threads
 

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .._data import check_seed
+from ..checks import check_seed
 from ..errors import ConfigError, InputError
 from ..ot.conditional import ConditionalConfig
 from ..ot.config import W1Config

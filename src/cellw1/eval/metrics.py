@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ W1_MAX_POINTS = 2000
 
 # -- input handling -----------------------------------------------------------------------------
 def as_cell_pair(pred: Any, obs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Both samples as float64 arrays (:func:`cellw1._data.as_array`), checked to share the feature space."""
+    """Both samples as float64 arrays (:func:`cellw1.checks.as_array`), checked to share the feature space."""
     p, o = as_array(pred, "pred"), as_array(obs, "obs")
     if p.shape[1] != o.shape[1]:
         raise InputError(

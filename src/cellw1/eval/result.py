@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ranksums
 
-from .._io import atomic_write_bytes
 from ..errors import ConfigError
+from ..files.atomic import atomic_write_bytes
 from .celleval import higher_is_better as cell_eval_direction
 from .confidence import comparisons as _comparisons
 from .confidence import per_perturbation as _per_perturbation

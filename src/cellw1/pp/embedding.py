@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._data import as_array
-from .._io import check_format
+from ..checks import as_array
 from ..errors import ConfigError, InputError, ModelFileError
+from ..files.model_files import check_format
 from ..ot.config import Config, check_fields, check_threads
 from ..ot.training import History
 
@@ -139,7 +139,7 @@ class EmbeddingConfig(Config):
 
 # -- input checks ------------------------------------------------------------------------------
 def check_cells(x: Any, name: str, n_columns: int | None = None, mismatch: str = "") -> np.ndarray:
-    """``x`` as a finite C-contiguous 2-D float32 array (:func:`cellw1._data.as_array`; ``x``
+    """``x`` as a finite C-contiguous 2-D float32 array (:func:`cellw1.checks.as_array`; ``x``
     itself when it already is one, never written to). ``mismatch`` is the error when ``x`` has
     not ``n_columns`` columns; it is formatted with ``got``."""
     arr = np.ascontiguousarray(as_array(x, name, dtype=np.float32, min_rows=0))

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
