@@ -48,9 +48,8 @@ import torch
 from real_data import DATA, papalexi
 
 import cellw1
-from cellw1.eval.conditional import shared_control_rng
 from cellw1.eval.metrics import energy_distance, mmd
-from cellw1.eval.splits import split_group
+from cellw1.eval.splits import shared_control_rng, split_group
 from cellw1.eval.splits import split_rngs as _split_rngs
 
 OUT = Path(__file__).parent / "results" / "conditional"

@@ -37,6 +37,11 @@ def split_group(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def shared_control_rng(seed: int, repeat: int) -> np.random.Generator:
+    """Return the generator of the control split shared by every perturbation of a repeat (``w1_conditional``)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(repeat), zlib.crc32(b"shared control split")]))
+
+
 def split_rngs(seed: int, repeat: int, perturbation: str) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent streams for the control and perturbed splits of one (perturbation, repeat).
 
@@ -63,6 +68,7 @@ def holdout_mask(adata: ad.AnnData, holdout: tuple[str, str]) -> np.ndarray:
 
 
 def check_group_sizes(counts: Mapping[str, int], min_train: int) -> None:
+    """Refuse groups too small to split into test cells and ``min_train`` training cells."""
     small = {name: n for name, n in counts.items() if n_test_cells(n) < 1 or n - n_test_cells(n) < min_train}
     if small:
         raise InputError(

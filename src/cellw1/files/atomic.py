@@ -63,8 +63,8 @@ def _signals_held() -> Iterator[None]:
     finally:
         for s, handler in zip(names, previous, strict=True):
             signal.signal(s, handler)
-        for s in caught:
-            signal.raise_signal(s)  # to the caller's handlers, now that the block is done
+        for signum in caught:
+            signal.raise_signal(signum)  # to the caller's handlers, now that the block is done
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
