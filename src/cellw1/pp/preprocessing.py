@@ -111,15 +111,13 @@ def _no_signal(name: str) -> InputError:
     )
 
 
-def check_signal(X: Matrix, name: str = "X") -> None:
-    """Raise an InputError when every column of ``X`` is constant (e.g. all zero): nothing to learn."""
-    low, high = _column_range(as_array(X, name, dtype=None, sparse=True, finite=False))
-    if not (high > low).any():
-        raise _no_signal(name)
-
-
 def check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matrix, name: str = "X") -> None:
-    """:func:`check_signal` over every block, read only when ``sample`` alone shows no signal."""
+    """Raise an InputError when every gene is constant (e.g. all zero) over the cells: nothing to learn.
+
+    ``sample`` (some of the cells) is checked first; ``blocks()``, consecutive row blocks of
+    every cell, is read only when the sample alone shows no signal. In memory, pass the whole
+    matrix as the sample.
+    """
     low, high = _column_range(as_array(sample, name, dtype=None, sparse=True, finite=False))
     if (high > low).any():
         return
