@@ -221,6 +221,7 @@ class Preprocessor:
     n_features: int | None = None
 
     def __post_init__(self) -> None:
+        """Check the fields and store numbers as Python numbers."""
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"unknown input_kind {self.input_kind!r}; use one of {INPUT_KINDS}.")
         if self.input_kind == "counts":
@@ -236,12 +237,14 @@ class Preprocessor:
 
     @property
     def expression(self) -> bool:
-        """Whether the values are expression (counts or log-normalised): never negative, so
-        predictions are calibrated and non-negative; ``False`` for continuous values."""
+        """Whether the values are expression (counts or log-normalised), never negative.
+
+        Predictions of expression are calibrated and non-negative; ``False`` for continuous values.
+        """
         return self.input_kind in EXPRESSION_KINDS
 
     def transform(self, X: Matrix) -> np.ndarray:
-        """The transformed cells as a new dense float32 array ``(n_cells, n_genes)``.
+        """Transform cells into a new dense float32 array ``(n_cells, n_genes)``.
 
         Counts: ``log1p(target_sum * x / total(x))`` per cell, with the fitted ``target_sum``
         (cells with no counts stay 0). Log and continuous: ``X`` as float32. ``X`` (dense or
@@ -265,6 +268,7 @@ class Preprocessor:
                 "pass counts, or refit with input_kind='log' (log-normalised) or 'continuous' (values of any sign)."
             )
         totals = _cell_totals(X)
+        assert self.target_sum is not None  # counts always have one (__post_init__)
         scale = np.divide(self.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
         for rows, block in _dense_blocks(X):
             block *= scale[rows, None]
