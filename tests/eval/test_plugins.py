@@ -33,7 +33,7 @@ def cells() -> ad.AnnData:
 
 
 def plan(adata: ad.AnnData, methods: tuple[str, ...], **kwargs):
-    """The plan of ``evaluate`` with its defaults, on the obsm features unless told otherwise."""
+    """Make the plan of ``evaluate`` with its defaults, on the obsm features unless told otherwise."""
     options = {
         "configs": {},
         "n_splits": 1,
