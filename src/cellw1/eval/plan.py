@@ -228,7 +228,7 @@ def _check_methods(methods: Sequence[str] | str) -> list[str]:
     if not chosen:
         raise ConfigError("methods is empty; pass at least one, e.g. methods=('identity', 'w1').")
     # deprecated aliases: their new name (the warning points at the caller of cellw1.evaluate)
-    chosen = [m if m in (CONDITIONAL, *CONTEXT_BASELINES) else check_method(m, stacklevel=5) for m in chosen]
+    chosen = [m if m in (CONDITIONAL, *CONTEXT_BASELINES) else check_method(m, stacklevel=6) for m in chosen]
     duplicated = sorted({m for m in chosen if chosen.count(m) > 1})
     if duplicated:
         raise ConfigError(f"methods lists {duplicated} more than once; give each method once.")
