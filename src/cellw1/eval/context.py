@@ -91,7 +91,7 @@ class SplitContext:
 
     @property
     def rows(self) -> SplitRows:
-        """Rows of this split."""
+        """The rows of this split."""
         return self.splits[self.perturbation]
 
     @property

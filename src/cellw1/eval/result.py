@@ -153,7 +153,7 @@ class EvaluationResult:
                     test = ranksums(ref, alt)
                     stat, pval = float(test.statistic), float(test.pvalue)
                     m_ref, m_alt = float(np.median(ref)), float(np.median(alt))
-                    better = "tie" if m_ref == m_alt else reference if (m_ref > m_alt) == higher else other
+                    better = "tie" if m_ref == m_alt else (reference if (m_ref > m_alt) == higher else other)
                 rows.append([metric, reference, other, stat, pval, m_ref, m_alt, higher, better])
         return pd.DataFrame(rows, columns=columns)
 

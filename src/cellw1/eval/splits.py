@@ -68,7 +68,7 @@ def holdout_mask(adata: ad.AnnData, holdout: tuple[str, str]) -> np.ndarray:
 
 
 def check_group_sizes(counts: Mapping[str, int], min_train: int) -> None:
-    """Refuse groups too small to split into test cells and ``min_train`` training cells."""
+    """Raise an InputError naming the groups too small to give a test cell and ``min_train`` training cells."""
     small = {name: n for name, n in counts.items() if n_test_cells(n) < 1 or n - n_test_cells(n) < min_train}
     if small:
         raise InputError(
