@@ -24,6 +24,7 @@ import numpy as np
 from .context import SplitRows
 from .plan import CONDITIONAL
 from .plugin import Prediction, SplitMethod, SplitRun
+from .splits import shared_control_rng as shared_control_rng  # its old home, still imported from here
 
 if TYPE_CHECKING:
     import anndata as ad
