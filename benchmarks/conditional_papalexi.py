@@ -47,9 +47,8 @@ import pandas as pd
 import torch
 
 import cellw1
-from cellw1.eval.conditional import shared_control_rng
 from cellw1.eval.metrics import energy_distance, mmd
-from cellw1.eval.splits import split_group
+from cellw1.eval.splits import shared_control_rng, split_group
 from cellw1.eval.splits import split_rngs as _split_rngs
 
 from ._common import HERE, RESULTS, one_thread, papalexi, parse, parser, peer_python, write_json

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 import cellw1
-from cellw1._data import as_points, split_validation
+from cellw1.checks import as_points, split_validation
 from cellw1.datasets import load_toy
 from cellw1.eval.metrics import energy_distance
 from cellw1.eval.monotonicity import bookshelf_spearman, circles_inner_to_inner

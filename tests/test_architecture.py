@@ -23,7 +23,7 @@ LONG_FUNCTIONS: dict[str, str] = {
 #: layer of each part of the package, lowest first; a module imports only from its own
 #: part or from parts of a lower layer (docs/architecture.md)
 LAYERS: dict[str, int] = {
-    "base": 0,  # errors, _version, _data (array checks), _io (atomic files, tensor files)
+    "base": 0,  # errors, _version, checks (argument checks), files (atomic writes, model files, locks)
     "ot": 1,
     "io": 1,
     "datasets": 1,
@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     "__init__": 5,
 }
 #: modules of the base layer, beside the top package's __init__
-BASE = ("errors", "_version", "_data", "_io")
+BASE = ("errors", "_version", "checks", "files")
 #: third-party packages the OT engine never imports (it sees arrays and tensors only)
 NOT_IN_ENGINE = ("anndata", "h5py", "zarr", "matplotlib", "pandas", "dask", "distributed")
 

@@ -1,4 +1,4 @@
-"""The one array check of every layer, ``cellw1._data.as_array``: what it accepts, refuses and copies."""
+"""The one array check of every layer, ``cellw1.checks.as_array``: what it accepts, refuses and copies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import scipy.sparse as sp
 import torch
 
 from cellw1 import InputError
-from cellw1._data import as_array, as_points
+from cellw1.checks import as_array, as_points
 
 
 def test_accepts_arrays_lists_tensors_and_sparse_matrices() -> None:

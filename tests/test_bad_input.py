@@ -27,8 +27,8 @@ from safetensors.torch import save as st_save
 
 import cellw1
 from cellw1 import ConfigError, InputError, ModelFileError, W1Config
-from cellw1._io import tensor_checksum
 from cellw1.cli.main import main
+from cellw1.files.model_files import content_checksum, load_tensors, tensor_checksum
 
 TINY = TINY_CONFIG.replace(batch_size=32)
 TINY_ARGS = ["--potential-iters", "20", "--regression-iters", "20", "--quiet"]
@@ -301,10 +301,8 @@ def broken(files: dict[str, Path]) -> dict[str, Path]:
         header = json.loads(meta["cellw1"])
         header["format_version"] = 99
         meta["cellw1"] = json.dumps(header, sort_keys=True)
-        checksum = getattr(cellw1._io, "content_checksum", None)  # absent before issue #11
-        if checksum is not None:
-            tensors = cellw1._io.load_tensors(files["model"] / "model.safetensors", kind="x")[0]
-            meta["sha256_content"] = checksum(meta["cellw1"], tensors)
+        tensors = load_tensors(files["model"] / "model.safetensors", kind="x")[0]
+        meta["sha256_content"] = content_checksum(meta["cellw1"], tensors)
 
     out = dict(files)
     out["flipped"] = _write_variant(files["model"], root / "flipped", flip_gene)
@@ -390,7 +388,7 @@ def test_header_bit_flip_used_to_load_silently(broken: dict[str, Path]) -> None:
 
 def test_model_files_of_cellw1_0_1_still_load(files: dict[str, Path], tmp_path: Path, caplog) -> None:
     """A file written before header checksums loads (weights verified) with one warning."""
-    tensors, header = cellw1._io.load_tensors(files["model"] / "model.safetensors", kind="PerturbationModel")
+    tensors, header = load_tensors(files["model"] / "model.safetensors", kind="PerturbationModel")
     old = tmp_path / "old"
     old.mkdir()
     meta = {"cellw1": json.dumps(header, sort_keys=True), "sha256": tensor_checksum(tensors)}

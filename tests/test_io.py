@@ -1,4 +1,4 @@
-"""cellw1._io: atomic writes leave nothing behind when interrupted."""
+"""cellw1.files.atomic: atomic writes leave nothing behind when interrupted."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cellw1._io import atomic_write_bytes
+from cellw1.files.atomic import atomic_write_bytes
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

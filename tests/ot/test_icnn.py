@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cellw1._io import save_tensors
 from cellw1.errors import ConfigError, InputError, ModelFileError
+from cellw1.files.model_files import save_tensors
 from cellw1.ot.config import W2Config
 from cellw1.ot.energy import energy_distance
 from cellw1.ot.icnn import ICNN, f_step, g_step, standardization

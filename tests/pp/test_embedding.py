@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from cellw1._io import load_tensors, save_tensors
 from cellw1.errors import ConfigError, InputError, ModelFileError
+from cellw1.files.model_files import load_tensors, save_tensors
 from cellw1.pp.autoencoder import Autoencoder
 from cellw1.pp.embedding import EmbeddingConfig, GeneSpace
 from cellw1.pp.pca import PCAEmbedding, principal_components

@@ -10,8 +10,8 @@ import pytest
 from conftest import TINY, count_adata
 
 import cellw1
-from cellw1._io import read_metadata
 from cellw1.errors import ConfigError, InputError
+from cellw1.files.model_files import read_metadata
 from cellw1.tl.model import MODEL_FILE
 
 

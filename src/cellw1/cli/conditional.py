@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .._io import check_output
 from ..errors import InputError
+from ..files.outputs import check_output
 from ..ot.conditional import ConditionalConfig
 from ..tl.conditional import fit_conditional
 from ..tl.conditional_model import ConditionalModel

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_bytes
 from ..datasets import TOYS, check_toy_names, load_toy
 from ..eval.monotonicity import toy_scores
+from ..files.atomic import atomic_write_bytes
 from ..ot.solver import fit_map
 from ..pl import transport
 from ._common import add_solver_arguments, solver_config

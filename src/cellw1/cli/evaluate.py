@@ -8,10 +8,10 @@ from typing import Any
 
 import pandas as pd
 
-from .._io import check_output
 from ..datasets import synthetic_perturbation
 from ..errors import InputError
 from ..eval.evaluation import DEFAULT_METHODS, evaluate
+from ..files.outputs import check_output
 from ..ot.config import W2Config
 from ..tl.scgen import ScGenConfig
 from ._common import add_solver_arguments, read_h5ad, solver_config

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._io import check_output
 from ..errors import InputError
+from ..files.outputs import check_output
 from ..parallel.perturbations import fit_all
 from ..tl.api import fit
 from ..tl.methods import ALIASES, METHODS

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
-from .._io import atomic_output, check_output
 from ..errors import InputError
+from ..files.atomic import atomic_output
+from ..files.outputs import check_output
 from ..io.source import open_source
 from ..pp.labels import label_series
 from ..tl.collection import ModelCollection, load

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .._io import check_output
+from ..files.outputs import check_output
 from ..ot.conditional import ConditionalConfig
 from ..pl import screen_effects, screen_map
 from ..tl.screen import screen

@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._io import atomic_output
 from ..errors import ConfigError, InputError
+from ..files.atomic import atomic_output
 from .synthetic import _check_count as _counts
 
 if TYPE_CHECKING:

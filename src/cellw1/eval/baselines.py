@@ -1,5 +1,8 @@
 """Baselines that need the other perturbations of a split: plug-ins of :func:`cellw1.evaluate`.
 
+Each is a :class:`~cellw1.eval.plugin.SplitMethod`, registered in :mod:`cellw1.eval.registry`
+like every other method.
+
 The per-perturbation methods (identity, observed, mean shift, W2, W1, scGen) are fitted with
 :func:`cellw1.fit` on one perturbation's training cells. The baselines here also read the
 other perturbations' training cells of the same split index, through the split's
@@ -39,11 +42,12 @@ import numpy as np
 
 from ..tl.conditional_model import COMBINATION, member_labels
 from .context import SplitContext
+from .plan import NEAREST_MAP
+from .plugin import Prediction, SplitMethod, SplitRun
+from .scoring import in_units_of
 
 logger = logging.getLogger(__name__)
 
-#: baselines that read the split context, in report order
-CONTEXT_BASELINES: tuple[str, ...] = ("global_mean", "additive", "nearest")
 #: methods that are baselines (the reference is compared with the best of them); ``observed`` is a ceiling
 BASELINES: tuple[str, ...] = ("identity", "mean_shift", "global_mean", "additive", "nearest")
 
@@ -53,18 +57,30 @@ def _moved(model: Any, cells: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return np.maximum(out, 0.0) if model.preprocessor is not None else out
 
 
-def predict_baseline(name: str, context: SplitContext, model: Any, controls: np.ndarray) -> np.ndarray | None:
-    """``name``'s prediction for the held-out ``controls`` ``(n, genes)``, in ``model``'s units; None to skip.
+class GlobalMeanBaseline(SplitMethod):
+    """``global_mean``: the controls moved to the mean of every evaluated perturbation's training cells."""
 
-    ``nearest`` is not predicted here: it needs the neighbour's fitted model (:func:`nearest_perturbation`).
-    """
-    p = context.perturbation
-    if name == "global_mean":
+    stage = "context"
+
+    def predict(self, split: SplitRun) -> Prediction | None:
+        """Move the held-out controls by the pooled training shift; ``None`` with one perturbation."""
+        context, scorer = split.context, split.units()
         if len(context.perturbations) < 2:
-            logger.info("global_mean needs two or more evaluated perturbations; skipped for %r.", p)
+            logger.info("global_mean needs two or more evaluated perturbations; skipped for %r.", context.perturbation)
             return None
-        return _moved(model, controls, context.perturbed_centroid(model) - context.control_mean(model))
-    if name == "additive":
+        shift = context.perturbed_centroid(scorer.model) - context.control_mean(scorer.model)
+        return split.follow_gate(_moved(scorer.model, scorer.control, shift))
+
+
+class AdditiveBaseline(SplitMethod):
+    """``additive``: for a combination ``"A+B"``, the controls moved by the sum of its members' shifts."""
+
+    stage = "context"
+
+    def predict(self, split: SplitRun) -> Prediction | None:
+        """Add the members' training shifts; ``None`` for a label that is not a combination or lacks a member."""
+        context, scorer = split.context, split.units()
+        p = context.perturbation
         members = member_labels(p)
         if COMBINATION not in p or len(members) < 2:
             return None  # not a combination: nothing to add (noted once by the evaluation)
@@ -72,13 +88,38 @@ def predict_baseline(name: str, context: SplitContext, model: Any, controls: np.
         if absent:
             logger.info("additive: %r skipped, its member(s) %s have no cells of their own.", p, absent)
             return None
-        mu_c = context.control_mean(model)
-        return _moved(model, controls, sum(context.train_mean(model, m) - mu_c for m in members))
-    raise ValueError(f"{name!r} is not a context baseline predicted from means")
+        mu_c = context.control_mean(scorer.model)
+        shift = sum(context.train_mean(scorer.model, m) - mu_c for m in members)
+        return split.follow_gate(_moved(scorer.model, scorer.control, shift))
+
+
+class NearestBaseline(SplitMethod):
+    """``nearest``: the NEAREST_MAP model of the nearest other perturbation (same split index) predicts."""
+
+    stage = "neighbours"  # once every perturbation of the split index has fitted its map
+
+    def predict(self, split: SplitRun) -> Prediction | None:
+        """Predict with the neighbour's map; ``None`` with one perturbation or without the map."""
+        if split.scorer is None or len(split.siblings) < 2:
+            return None
+        scorer = split.scorer
+        neighbour = nearest_perturbation(split.context, scorer.model)
+        borrowed = None if neighbour is None else split.siblings[neighbour].models.get(NEAREST_MAP)
+        if borrowed is None:
+            return None
+        context = split.context
+        logger.info("%s r%d nearest: %s's %s map", context.perturbation, context.repeat, neighbour, NEAREST_MAP)
+        if split.gated:  # the perturbation's own test found no response: its controls, as for every method
+            return split.follow_gate(scorer.control)
+        rows = split.context.rows.test_control
+        test_control = split.context.adata[rows].copy()
+        values = np.asarray(borrowed.predict(test_control).X, dtype=np.float64)
+        # borrowed: its fit is counted once, under the neighbour's own method
+        return split.follow_gate(in_units_of(values, borrowed, scorer.model))
 
 
 def nearest_perturbation(context: SplitContext, model: Any) -> str | None:
-    """The other evaluated perturbation whose training mean is nearest to this one's; None with one perturbation."""
+    """Return the other evaluated perturbation whose training mean is nearest to this one's; None with one."""
     others = [q for q in context.perturbations if q != context.perturbation]
     if not others:
         return None

@@ -10,19 +10,21 @@ included) is fitted and scored on these same splits.
   training cells of every evaluated perturbation, in the evaluation's space.
 - Its ``seconds`` is its map's fit time divided by the number of perturbations, so that the
   sum over perturbations is its whole fit, as the sum of the per-perturbation fits is theirs.
-- Its predictions are scored in the log space of the split's first per-perturbation model. For
-  counts, both normalise to a median library size, of different cells; the prediction is
-  converted exactly, ``log1p(expm1(p) * s_eval / s_model)``, so every method is scored in
-  one unit.
+- Its predictions are scored in the log space of the split's first per-perturbation model,
+  converted exactly for counts (:func:`cellw1.eval.scoring.in_units_of`).
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .context import SplitRows
+from .plan import CONDITIONAL
+from .plugin import Prediction, SplitMethod, SplitRun
+from .splits import shared_control_rng as shared_control_rng  # its old home, still imported from here
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -31,14 +33,7 @@ if TYPE_CHECKING:
     from ..pp.preprocessing import Assumption
     from ..tl.api import Space
     from ..tl.conditional_model import ConditionalModel
-
-#: the method name of the conditional model
-CONDITIONAL = "w1_conditional"
-
-
-def shared_control_rng(seed: int, repeat: int) -> np.random.Generator:
-    """The generator of the control split shared by every perturbation of a repeat."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), int(repeat), zlib.crc32(b"shared control split")]))
+    from .plan import EvaluationPlan
 
 
 def fit_conditional_model(
@@ -55,7 +50,7 @@ def fit_conditional_model(
     input_kind: Assumption,
     seed: int,
 ) -> ConditionalModel:
-    """The conditional model of one repeat, on the training cells ``train_rows`` of all perturbations."""
+    """Fit the conditional model of one repeat on the training cells ``train_rows`` of all perturbations."""
     from ..tl.conditional import fit_conditional
 
     train = adata[np.sort(train_rows)].copy()
@@ -74,35 +69,38 @@ def fit_conditional_model(
     )
 
 
-def with_conditional(
-    fit: Callable[..., Any], model: ConditionalModel | None, n_perturbations: int
-) -> Callable[..., Any]:
-    """``fit`` that answers ``method="w1_conditional"`` with ``model``'s view of the perturbation."""
+class ConditionalMethod(SplitMethod):
+    """``w1_conditional``: one conditional model per split index, its view of each perturbation."""
 
-    def fit_or_view(
-        train: ad.AnnData, condition_key: str, control: str, perturbation: str, *, method: str, **kwargs: Any
-    ) -> Any:
-        if method != CONDITIONAL:
-            return fit(train, condition_key, control, perturbation, method=method, **kwargs)
-        # the conditional model made its own test per condition, at the same level (its config's effect_alpha)
-        assert model is not None
-        view = model.view(perturbation)
-        info = model.map.info
-        view.method.info["fit_seconds"] = (info["potential_seconds"] + info["step_size_seconds"]) / n_perturbations
-        return view
+    stage = "own"  # its embedding is its own, fitted on every perturbation's cells
 
-    return fit_or_view
+    def __init__(self, name: str, plan: EvaluationPlan) -> None:
+        super().__init__(name, plan)
+        self.model: ConditionalModel | None = None
 
+    def start_repeat(self, repeat: int, splits: dict[str, SplitRows]) -> None:
+        """Fit the split index's model on the shared training controls and every perturbation's training cells."""
+        plan = self.plan
+        first = splits[plan.perturbations[0]]
+        self.model = fit_conditional_model(
+            plan.adata,
+            np.concatenate([first.train_control, *(s.train_perturbed for s in splits.values())]),
+            plan.condition_key,
+            plan.control,
+            plan.perturbations,
+            config=plan.configs[CONDITIONAL],
+            space=plan.space,
+            layer=plan.layer,
+            embedding_config=plan.embedding_config,
+            input_kind=plan.input_kind,
+            seed=plan.seed + repeat,
+        )
 
-def in_units_of(predicted: np.ndarray, model: Any, scoring: Any) -> np.ndarray:
-    """``predicted`` log1p expression of ``model`` in the normalisation of ``scoring`` (both PerturbationModels)."""
-    own, other = model.preprocessor, scoring.preprocessor
-    if own is None or other is None or own.target_sum is None or other.target_sum is None:
-        return predicted
-    ratio = other.target_sum / own.target_sum
-    return predicted if ratio == 1.0 else np.log1p(np.expm1(predicted) * ratio)
-
-
-def last(methods: Sequence[str]) -> list[str]:
-    """``methods`` with ``w1_conditional`` last: the others fit the split's shared embedding and set the scoring units."""
-    return [m for m in methods if m != CONDITIONAL] + [m for m in methods if m == CONDITIONAL]
+    def predict(self, split: SplitRun) -> Prediction:
+        """Predict with the model's view of the split's perturbation (its own test for a response, same level)."""
+        if self.model is None:
+            raise RuntimeError("start_repeat fits the conditional model before its splits are predicted")
+        view = self.model.view(split.context.perturbation)
+        info = self.model.map.info
+        seconds = (info["potential_seconds"] + info["step_size_seconds"]) / len(self.plan.perturbations)
+        return split.predicted_by(view, float(seconds), gated=not view.method.moves)

@@ -25,8 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .conditional import shared_control_rng
-from .splits import split_group, split_rngs
+from .splits import shared_control_rng, split_group, split_rngs
 
 if TYPE_CHECKING:
     import anndata as ad

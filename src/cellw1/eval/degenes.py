@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import ConfigError, InputError
 from ..ot.training import cpu_threads
 
@@ -34,7 +34,8 @@ def _quiet_scanpy(sc: Any) -> Iterator[None]:
     """Silence Scanpy's own logging for the duration, restoring the user's verbosity after.
 
     Scanpy's ranking also resets torch's intra-op thread count (through its thread pools);
-    the caller's setting is restored too, since oversubscribed threads slow torch 10x.
+    the caller's setting is restored too, since oversubscribed threads slow torch down
+    (docs/speed.md).
     """
     previous = sc.settings.verbosity
     sc.settings.verbosity = 0

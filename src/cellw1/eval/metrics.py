@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ W1_MAX_POINTS = 2000
 
 # -- input handling -----------------------------------------------------------------------------
 def as_cell_pair(pred: Any, obs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Both samples as float64 arrays (:func:`cellw1._data.as_array`), checked to share the feature space."""
+    """Both samples as float64 arrays (:func:`cellw1.checks.as_array`), checked to share the feature space."""
     p, o = as_array(pred, "pred"), as_array(obs, "obs")
     if p.shape[1] != o.shape[1]:
         raise InputError(
@@ -117,9 +117,9 @@ def _pair_sums(
 def _rbf_sums(gammas: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Reducer: ``[sum(exp(-gamma_k * d)) for k]`` reusing one buffer for all bandwidths.
 
-    ``exp`` of arguments below about -708 (results that underflow) takes a slow path that
-    is 5-40 times slower than the normal one, and with ``gamma = 10`` most pairs land
-    there. So a bandwidth whose every value underflows to exactly 0 is skipped, and where
+    ``exp`` of arguments below about -708 (results that underflow) takes a slow path, many
+    times slower than the normal one (docs/speed.md), and with ``gamma = 10`` most pairs
+    land there. So a bandwidth whose every value underflows to exactly 0 is skipped, and where
     only some do, arguments are clipped at :data:`_EXP_FLOOR` (each such kernel value
     becomes 1e-304 instead of a value below it: an absolute change < 1e-300 in the result).
     """

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.stats import spearmanr
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import InputError
 from . import metrics
 

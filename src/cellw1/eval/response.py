@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import wasserstein_distance
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import InputError
 
 #: a responder's score is above this share of the mean training response

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,8 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import ranksums
 
-from .._io import atomic_write_bytes
 from ..errors import ConfigError
+from ..files.atomic import atomic_write_bytes
 from .celleval import higher_is_better as cell_eval_direction
 from .confidence import comparisons as _comparisons
 from .confidence import per_perturbation as _per_perturbation
@@ -157,7 +158,7 @@ class EvaluationResult:
         return pd.DataFrame(rows, columns=columns)
 
     def comparisons(self, reference: str = "w1", confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-        """``reference`` against every baseline, per metric: wins, median improvement, bootstrap CI, Wilcoxon p.
+        """Compare ``reference`` with every baseline, per metric: wins, median improvement, bootstrap CI, Wilcoxon p.
 
         Paired over the same perturbations and splits (:mod:`cellw1.eval.confidence`); the row of
         each metric's best baseline has ``best`` True and its ``verdict`` is the report's.
@@ -165,11 +166,11 @@ class EvaluationResult:
         return _comparisons(self.table, _higher_is_better, reference, confidence, seed)
 
     def per_perturbation(self, reference: str = "w1", confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-        """``reference`` against every baseline per perturbation and metric, with an interval over splits."""
+        """Compare ``reference`` with every baseline per perturbation and metric, with an interval over splits."""
         return _per_perturbation(self.table, _higher_is_better, reference, confidence, seed)
 
     def verdicts(self, reference: str = "w1", confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-        """The rows of :meth:`comparisons` against each metric's best baseline."""
+        """Return the rows of :meth:`comparisons` against each metric's best baseline."""
         table = self.comparisons(reference, confidence, seed)
         return table[table["best"].astype(bool)].reset_index(drop=True)
 
@@ -222,6 +223,24 @@ class EvaluationResult:
         written.append(atomic_write_bytes(directory / "report.html", to_html(blocks).encode()))
         logger.info("evaluation saved to %s (%d files)", directory, len(written))
         return written
+
+
+def tabulate(
+    rows: Sequence[tuple[str, str, int, str, float]], settings: dict[str, Any], embedding: EmbeddingSnapshot | None
+) -> EvaluationResult:
+    """Make the result of a run: its rows as the long table, the settings with the gated splits, the kept cells."""
+    table = pd.DataFrame(list(rows), columns=list(TABLE_COLUMNS))
+    gated = table[(table["metric"] == GATED) & (table["value"] > 0)]
+    settings["gated"] = sorted({(str(p), int(r)) for p, r in zip(gated["perturbation"], gated["repeat"], strict=True)})
+    logger.info(
+        "test for a response (effect_alpha=%s): %d of %d perturbation splits gated, predicted as their controls",
+        settings["effect_alpha"],
+        len(settings["gated"]),
+        len(settings["perturbations"]) * settings["n_splits"],
+    )
+    table["repeat"] = table["repeat"].astype(int)
+    table["value"] = table["value"].astype(float)
+    return EvaluationResult(table=table, settings=settings, embedding=embedding)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:

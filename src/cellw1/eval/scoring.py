@@ -13,16 +13,25 @@ preprocessing gives the units) and scores each method's prediction, given on eve
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
+from ..pp.labels import label_series
 from .context import SplitContext
+from .degenes import top_de_genes
 from .metrics import Metric, compute_metrics
 from .response import ResponseAxis, responder_share, response_distance
 from .systema import centroid_accuracy, pearson_delta
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+logger = logging.getLogger(__name__)
 
 #: Descriptive row, not a score: distance between the mean prediction and the mean test control cell
 #: (scored features). Near 0 for a method that predicts no response; for a target with no
@@ -68,6 +77,7 @@ class SplitScorer:
     train_perturbed: np.ndarray
 
     def __post_init__(self) -> None:
+        """Fit the response axis and score the observed side once."""
         self.axis = ResponseAxis.fit(self.train_control, self.train_perturbed)
         self.observed_scored = self.scored(self.observed)
         self.control_scored = self.scored(self.control)
@@ -108,3 +118,53 @@ class SplitScorer:
                 scores["responder_share_error"] = abs(share - responder_share(self.observed_scores))
             scores[RESPONDER_SHARE] = share
         return scores
+
+
+def split_scorer(
+    context: SplitContext,
+    model: Any,
+    train: ad.AnnData,
+    test_control: ad.AnnData,
+    test_perturbed: ad.AnnData,
+    condition_key: str,
+    control: str,
+    n_de_genes: int,
+) -> SplitScorer:
+    """Build the split's observed side, in ``model``'s units, scored on the top DE genes of the training cells.
+
+    Every method fits the same preprocessing on the same training cells, so one DE-gene
+    selection (training cells only) and one preprocessing of the test cells serve all methods.
+    """
+    is_control = (label_series(train.obs[condition_key], key=condition_key, warn=False) == control).to_numpy()
+    train_values = np.asarray(model.preprocess(train), dtype=np.float64)
+    columns = None
+    if model.obsm_key is None:
+        genes = top_de_genes(train_values[is_control], train_values[~is_control], model.features, n_de_genes)
+        columns = pd.Index(model.features).get_indexer(genes)
+        logger.debug(
+            "%s r%d: scoring on %d DE genes (first: %s)", context.perturbation, context.repeat, len(genes), genes[:5]
+        )
+    train_scored = train_values if columns is None else train_values[:, columns]
+    return SplitScorer(
+        context,
+        model,
+        columns,
+        np.asarray(model.preprocess(test_perturbed), dtype=np.float64),
+        np.asarray(model.preprocess(test_control), dtype=np.float64),
+        train_scored[is_control],
+        train_scored[~is_control],
+    )
+
+
+def in_units_of(predicted: np.ndarray, model: Any, scoring: Any) -> np.ndarray:
+    """Convert ``predicted`` log1p expression of ``model`` to the normalisation of ``scoring``.
+
+    Both are fitted models with a ``preprocessor``. For counts both normalise to a median
+    library size, of different cells; the conversion is exact,
+    ``log1p(expm1(p) * s_scoring / s_model)``, so every method is scored in one unit.
+    """
+    own, other = model.preprocessor, scoring.preprocessor
+    if own is None or other is None or own.target_sum is None or other.target_sum is None:
+        return predicted
+    ratio = other.target_sum / own.target_sum
+    return predicted if ratio == 1.0 else np.log1p(np.expm1(predicted) * ratio)

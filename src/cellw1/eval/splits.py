@@ -37,6 +37,11 @@ def split_group(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
     return np.sort(order[n_test:]), np.sort(order[:n_test])
 
 
+def shared_control_rng(seed: int, repeat: int) -> np.random.Generator:
+    """Return the generator of the control split shared by every perturbation of a repeat (``w1_conditional``)."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), int(repeat), zlib.crc32(b"shared control split")]))
+
+
 def split_rngs(seed: int, repeat: int, perturbation: str) -> tuple[np.random.Generator, np.random.Generator]:
     """Independent streams for the control and perturbed splits of one (perturbation, repeat).
 

@@ -181,8 +181,9 @@ class DiskMatrix:
     def _read_sparse_range(self, start: int, stop: int) -> sp.csr_matrix:
         """Rows ``start <= i < stop`` of a CSR matrix: one slice each of ``indptr``, ``data``, ``indices``.
 
-        The matrix anndata's ``sparse_dataset[start:stop]`` gives, without the ~3 ms it spends
-        per call validating the index (a streamed fit reads thousands of small buffers).
+        The matrix anndata's ``sparse_dataset[start:stop]`` gives, without the time it spends
+        on each call validating the index (a streamed fit reads thousands of small buffers;
+        docs/speed.md).
         """
         group = self._sparse.group
         if self._indptr is not None:

@@ -25,8 +25,8 @@ import pandas as pd
 import zarr
 from anndata.io import write_elem
 
-from .._io import check_output, quiet_unraisable, write_failure
 from ..errors import InputError
+from ..files.outputs import check_output, quiet_unraisable, write_failure
 from .readers import SUFFIXES, Store
 
 logger = logging.getLogger(__name__)

@@ -29,9 +29,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .._data import like_input, resolve_device
-from .._io import check_format, section
+from ..checks import like_input, resolve_device
 from ..errors import ConfigError, ModelFileError
+from ..files.model_files import check_format, section
 from .condition import Condition, ConditionEncoder
 from .config import W1Config
 from .fitted import FittedMap

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._data import as_points, check_pair, check_seed, resolve_device
+from ..checks import as_points, check_pair, check_seed, resolve_device
 from ..errors import ConfigError, InputError
 from .condition import Condition, ConditionEncoder
 from .conditional import AtCondition, ConditionalConfig, ConditionalMap, ConditionalPotential, ConditionalStepSize

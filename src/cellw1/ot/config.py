@@ -8,7 +8,7 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, Literal, Self
 
-from .._data import parse_device
+from ..checks import parse_device
 from ..errors import ConfigError
 from .lipschitz import ORTHONORMALIZATIONS
 

@@ -8,10 +8,10 @@ from typing import Any, ClassVar, Self
 
 import torch
 
-from .._data import as_points
-from .._io import load_tensors, save_tensors
 from .._version import __version__
+from ..checks import as_points
 from ..errors import InputError
+from ..files.model_files import load_tensors, save_tensors
 from .training import History
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._data import as_points, split_validation
+from ..checks import as_points, split_validation
 from ..errors import InputError
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._data import check_pair, check_seed, resolve_device
+from ..checks import check_pair, check_seed, resolve_device
 from ..errors import ConfigError
 from .config import W1Config
 from .effect import EffectTest, effect_test

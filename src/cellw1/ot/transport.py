@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from .._data import like_input, resolve_device
-from .._io import check_format, section
+from ..checks import like_input, resolve_device
 from ..errors import ModelFileError
+from ..files.model_files import check_format, section
 from .config import W1Config
 from .fitted import FittedMap
 from .lipschitz import LipschitzPotential

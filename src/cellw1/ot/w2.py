@@ -14,9 +14,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .._data import check_pair, check_seed, like_input, resolve_device
-from .._io import check_format, section
+from ..checks import check_pair, check_seed, like_input, resolve_device
 from ..errors import ConfigError, InputError, ModelFileError
+from ..files.model_files import check_format, section
 from .config import W2Config
 from .energy import energy_distance
 from .fitted import FittedMap

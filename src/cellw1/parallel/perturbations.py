@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
 
-from .._data import check_seed
-from .._io import tensor_checksum
+from ..checks import check_seed
 from ..errors import CellW1Error, ConfigError, InputError
+from ..files.model_files import tensor_checksum
 from ..io.source import Source, check_data_kind, open_source
 from ..ot.effect import check_effect_alpha
 from ..pp.embedding import EmbeddingConfig

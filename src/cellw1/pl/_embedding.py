@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import InputError
 from ._figure import finish, method_panels, panel_axes
 

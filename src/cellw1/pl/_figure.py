@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .._io import atomic_write_bytes
 from ..errors import InputError
+from ..files.atomic import atomic_write_bytes
 
 #: Resolution of a figure written with ``save=`` in a raster format (PNG).
 SAVE_DPI = 120

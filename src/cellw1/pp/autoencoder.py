@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .._data import resolve_device
+from ..checks import resolve_device
 from ..ot.mlp import mlp
 from ..ot.potential import adam_kernel
 from ..ot.sampling import Cells, MemoryCells, minibatches

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._data import as_array
-from .._io import check_format
+from ..checks import as_array
 from ..errors import ConfigError, InputError, ModelFileError
+from ..files.model_files import check_format
 from ..ot.config import Config, check_fields, check_threads
 from ..ot.training import History
 
@@ -68,9 +68,8 @@ class EmbeddingConfig(Config):
         Adam learning rate and L2 weight decay; paper: 1e-3 and 1e-5.
     ae_max_iters
         Most Adam steps (paper: 250,000). 3,000 steps of a batch of 256 are ~380 passes over
-        2,000 cells. With hidden ``(512, 512)`` a step takes ~17 ms at 300 genes and ~150 ms
-        at 7,000 genes on one CPU thread, so the cap is ~1 and ~8 minutes; early stopping
-        usually ends sooner (2,000 cells x 300 genes of Zhao et al.: 1,100 steps, 20 s).
+        2,000 cells; the cap bounds the fit's time on wide data, and early stopping usually
+        ends sooner (docs/speed.md gives the time per step).
     ae_batch_size
         Cells per minibatch (drawn with replacement from the training split).
     ae_eval_every
@@ -139,7 +138,7 @@ class EmbeddingConfig(Config):
 
 # -- input checks ------------------------------------------------------------------------------
 def check_cells(x: Any, name: str, n_columns: int | None = None, mismatch: str = "") -> np.ndarray:
-    """``x`` as a finite C-contiguous 2-D float32 array (:func:`cellw1._data.as_array`; ``x``
+    """``x`` as a finite C-contiguous 2-D float32 array (:func:`cellw1.checks.as_array`; ``x``
     itself when it already is one, never written to). ``mismatch`` is the error when ``x`` has
     not ``n_columns`` columns; it is formatted with ``got``."""
     arr = np.ascontiguousarray(as_array(x, name, dtype=np.float32, min_rows=0))

@@ -41,7 +41,7 @@ from typing import Any, Literal
 import numpy as np
 import scipy.sparse as sp
 
-from .._data import as_array
+from ..checks import as_array
 from ..errors import ConfigError, InputError
 
 logger = logging.getLogger(__name__)
@@ -111,15 +111,13 @@ def _no_signal(name: str) -> InputError:
     )
 
 
-def check_signal(X: Matrix, name: str = "X") -> None:
-    """Raise an InputError when every column of ``X`` is constant (e.g. all zero): nothing to learn."""
-    low, high = _column_range(as_array(X, name, dtype=None, sparse=True, finite=False))
-    if not (high > low).any():
-        raise _no_signal(name)
-
-
 def check_signal_streaming(blocks: Callable[[], Iterator[Matrix]], sample: Matrix, name: str = "X") -> None:
-    """:func:`check_signal` over every block, read only when ``sample`` alone shows no signal."""
+    """Raise an InputError when every gene is constant (e.g. all zero) over the cells: nothing to learn.
+
+    ``sample`` (some of the cells) is checked first; ``blocks()``, consecutive row blocks of
+    every cell, is read only when the sample alone shows no signal. In memory, pass the whole
+    matrix as the sample.
+    """
     low, high = _column_range(as_array(sample, name, dtype=None, sparse=True, finite=False))
     if (high > low).any():
         return
@@ -223,6 +221,7 @@ class Preprocessor:
     n_features: int | None = None
 
     def __post_init__(self) -> None:
+        """Check the fields and store numbers as Python numbers."""
         if self.input_kind not in INPUT_KINDS:
             raise ConfigError(f"unknown input_kind {self.input_kind!r}; use one of {INPUT_KINDS}.")
         if self.input_kind == "counts":
@@ -238,12 +237,14 @@ class Preprocessor:
 
     @property
     def expression(self) -> bool:
-        """Whether the values are expression (counts or log-normalised): never negative, so
-        predictions are calibrated and non-negative; ``False`` for continuous values."""
+        """Whether the values are expression (counts or log-normalised), never negative.
+
+        Predictions of expression are calibrated and non-negative; ``False`` for continuous values.
+        """
         return self.input_kind in EXPRESSION_KINDS
 
     def transform(self, X: Matrix) -> np.ndarray:
-        """The transformed cells as a new dense float32 array ``(n_cells, n_genes)``.
+        """Transform cells into a new dense float32 array ``(n_cells, n_genes)``.
 
         Counts: ``log1p(target_sum * x / total(x))`` per cell, with the fitted ``target_sum``
         (cells with no counts stay 0). Log and continuous: ``X`` as float32. ``X`` (dense or
@@ -267,6 +268,7 @@ class Preprocessor:
                 "pass counts, or refit with input_kind='log' (log-normalised) or 'continuous' (values of any sign)."
             )
         totals = _cell_totals(X)
+        assert self.target_sum is not None  # counts always have one (__post_init__)
         scale = np.divide(self.target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
         for rows, block in _dense_blocks(X):
             block *= scale[rows, None]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
-from .._data import check_seed
+from ..checks import check_seed
 from ..errors import InputError
 from ..io.source import Source, feature_matrix, open_source
 from ..ot.config import W1Config, W2Config

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._io import DirectoryLock, atomic_write_bytes, check_output, file_format
 from ..errors import CellW1Error, InputError, ModelFileError
+from ..files.atomic import atomic_write_bytes
+from ..files.lock import DirectoryLock
+from ..files.model_files import file_format
+from ..files.outputs import check_output
 from ..io.source import disk_path
 from .conditional_model import FORMAT as CONDITIONAL
 from .conditional_model import ConditionalModel

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from .._data import check_seed, resolve_device
+from ..checks import check_seed, resolve_device
 from ..errors import ConfigError, InputError
 from ..io.source import MemorySource, Source, feature_matrix, open_source
 from ..ot.condition import Condition

@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .._io import section
 from ..errors import InputError
+from ..files.model_files import section
 from ..ot.condition import Condition
 from ..ot.conditional import ConditionalMap
 from ..ot.dose_response import DoseResponse

@@ -24,17 +24,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._io import (
-    FORMATS,
-    atomic_write_bytes,
-    check_format,
-    file_format,
-    load_tensors,
-    save_tensors,
-    section,
-)
 from .._version import __version__
 from ..errors import InputError, ModelFileError
+from ..files.atomic import atomic_write_bytes
+from ..files.model_files import FORMATS, check_format, file_format, load_tensors, save_tensors, section
 from ..io.source import check_data_kind, feature_matrix, is_on_disk, open_source
 from ..ot.training import History, combine
 from ..pp.calibration import calibrate

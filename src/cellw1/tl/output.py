@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .._io import tensor_checksum
 from ..errors import ConfigError
+from ..files.model_files import tensor_checksum
 
 if TYPE_CHECKING:
     import anndata as ad

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .._data import resolve_device
+from ..checks import resolve_device
 from ..errors import ConfigError, InputError
 from ..io.source import Matrix, Source
 from ..ot.config import W1Config

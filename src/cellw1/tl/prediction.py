@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
-from .._io import check_output
 from ..errors import InputError
+from ..files.outputs import check_output
 from ..io.source import Matrix, check_data_kind, disk_path, feature_matrix, open_source
 from ..io.writer import PredictionWriter
 

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._io import section
 from ..errors import ConfigError, MissingDependencyError
+from ..files.model_files import section
 from ..ot.config import Config
 from .fitted_method import FittedMethod
 

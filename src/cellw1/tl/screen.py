@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .._io import atomic_output
 from ..errors import InputError
+from ..files.atomic import atomic_output
 from ..io.source import open_source
 from ..ot.conditional import ConditionalConfig
 from ..ot.config import W1Config

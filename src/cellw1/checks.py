@@ -103,7 +103,7 @@ def as_array(
 
 
 def _buffer(x: Any) -> Any:
-    """What ``x``'s values live in, for :func:`numpy.may_share_memory`."""
+    """Return what ``x``'s values live in, for :func:`numpy.may_share_memory`."""
     if sp.issparse(x):
         return x.data
     return x if isinstance(x, np.ndarray) else np.empty(0)
@@ -136,8 +136,11 @@ def _check_finite(arr: Any, name: str, purpose: str) -> None:
 
 
 def as_points(x: Any, name: str, *, min_points: int = MIN_POINTS, purpose: str = " to fit a map") -> torch.Tensor:
-    """:func:`as_array` as a new float32 tensor (never sharing memory with ``x``) of at least
-    ``min_points`` rows: what the solvers and the fitted maps compute on."""
+    """Check ``x`` with :func:`as_array` and return a new float32 tensor of at least ``min_points`` rows.
+
+    The tensor never shares memory with ``x``: it is what the solvers and the fitted maps
+    compute on.
+    """
     arr = as_array(x, name, dtype=np.float32, min_rows=min_points, copy=True, purpose=purpose)
     return torch.from_numpy(np.ascontiguousarray(arr))
 
@@ -163,7 +166,7 @@ def check_seed(seed: Any) -> int:
 
 
 def parse_device(device: str | torch.device) -> torch.device | None:
-    """The device ``device`` names (``None`` for ``"auto"``); an unknown name is a ConfigError.
+    """Return the device ``device`` names (``None`` for ``"auto"``); an unknown name is a ConfigError.
 
     Only the name is checked here; :func:`resolve_device` also checks that the device exists.
     """
