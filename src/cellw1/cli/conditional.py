@@ -9,7 +9,7 @@ from .._io import check_output
 from ..errors import InputError
 from ..ot.conditional import ConditionalConfig
 from ..tl.conditional import fit_conditional
-from ..tl.conditional_model import ConditionalModel
+from ..tl.conditional import ConditionalModel
 from ._common import read_h5ad, solver_config
 
 

@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..io.source import open_source
 from ..pp.labels import label_series
 from ..tl.collection import ModelCollection, load
-from ..tl.conditional_model import ConditionalModel
+from ..tl.conditional import ConditionalModel
 from ..tl.model import PerturbationModel
 from ..tl.prediction import PREDICT_CHUNK
 from ._common import add_disk_argument, read_h5ad

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tl.conditional_model import COMBINATION, member_labels
+from ..tl.conditional import COMBINATION, member_labels
 from .context import SplitContext
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import anndata as ad
 
     from ..ot.conditional import ConditionalConfig
-    from ..tl.conditional_model import ConditionalModel
+    from ..tl.conditional import ConditionalModel
 
 #: the method name of the conditional model
 CONDITIONAL = "w1_conditional"

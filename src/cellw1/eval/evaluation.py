@@ -53,9 +53,9 @@ from ..errors import ConfigError, InputError
 from ..ot.conditional import ConditionalConfig
 from ..ot.config import W1Config
 from ..ot.effect import check_effect_alpha
-from ..pp.labels import label_text, present_labels
+from ..pp.labels import check_label, condition_labels, label_text, present_labels
 from ..pp.preprocessing import Assumption
-from ..tl.conditional_model import COMBINATION
+from ..tl.conditional import COMBINATION
 from ..tl.pipeline import EFFECT_ALPHA
 from .baselines import CONTEXT_BASELINES
 from .celleval import check_suite
@@ -241,8 +241,8 @@ def evaluate(
             "suite='cell-eval' scores gene expression; it does not apply with obsm_key, drop one of them."
         )
     control = label_text(control)
-    labels = api.condition_labels(adata, condition_key)
-    api.check_label(labels, control, "control", condition_key)
+    labels = condition_labels(adata, condition_key)
+    check_label(labels, control, "control", condition_key)
     if perturbations is None:
         chosen = _default_perturbations(adata, condition_key, labels, control)
     else:
@@ -250,7 +250,7 @@ def evaluate(
             dict.fromkeys(label_text(p) for p in ([perturbations] if isinstance(perturbations, str) else perturbations))
         )
         for p in chosen:
-            api.check_label(labels, p, "perturbation", condition_key)
+            check_label(labels, p, "perturbation", condition_key)
     if control in chosen:
         logger.warning("the control %r is not a perturbation; it is left out of the evaluation.", control)
         chosen = [p for p in chosen if p != control]

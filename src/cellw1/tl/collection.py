@@ -19,8 +19,8 @@ import numpy as np
 from .._io import DirectoryLock, atomic_write_bytes, check_output, file_format
 from ..errors import CellW1Error, InputError, ModelFileError
 from ..io.source import disk_path
-from .conditional_model import FORMAT as CONDITIONAL
-from .conditional_model import ConditionalModel
+from .conditional import FORMAT as CONDITIONAL
+from .conditional import ConditionalModel
 from .model import (
     COLLECTION_FILE,
     COLLECTION_FORMAT,
@@ -80,9 +80,9 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         return len(self._models)
 
     def __repr__(self) -> str:
-        still = sum(not m.method.moves and m.method.name != "identity" for m in self._models.values())
+        without_response = sum(not m.method.moves and m.method.name != "identity" for m in self._models.values())
         return (
-            f"ModelCollection({len(self)} models ({still} without a detected response), {len(self.failures)} failures)"
+            f"ModelCollection({len(self)} models ({without_response} without a detected response), {len(self.failures)} failures)"
         )
 
     def predict(

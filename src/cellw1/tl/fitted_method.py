@@ -57,7 +57,7 @@ class FittedMethod:
         return cls(header.get("info"))
 
 
-def shrunk(x: np.ndarray, moved: np.ndarray, share: float) -> np.ndarray:
+def partway(x: np.ndarray, moved: np.ndarray, share: float) -> np.ndarray:
     """``x + share (moved - x)``: each cell ``share`` of the way to where the map moves it."""
     if share >= 1.0:
         return moved

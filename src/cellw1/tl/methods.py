@@ -45,7 +45,7 @@ from ..ot.solver import fit_map
 from ..ot.training import History
 from ..ot.transport import TransportMap
 from ..ot.w2 import W2Map, fit_w2
-from .fitted_method import FittedMethod, shrunk
+from .fitted_method import FittedMethod, partway
 from .scgen import ScGenConfig, ScGenVAE, fit_scgen
 
 METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "scgen_vae", "w2", "w1")
@@ -172,7 +172,7 @@ class W1(_NeuralMap):
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
-        return shrunk(x, super().predict(x), self.resolved)
+        return partway(x, super().predict(x), self.resolved)
 
     def response(self, x: np.ndarray) -> np.ndarray:
         eta = np.asarray(self.map.step_size(np.asarray(x, dtype=np.float32)), dtype=np.float32)

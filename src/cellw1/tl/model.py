@@ -35,16 +35,15 @@ from .._io import (
 )
 from .._version import __version__
 from ..errors import InputError, ModelFileError
-from ..io.source import check_data_kind, feature_matrix, is_on_disk, open_source
+from ..io.source import feature_matrix, open_source
 from ..ot.training import History, combine
 from ..pp.calibration import calibrate
 from ..pp.embedding import Embedding
-from ..pp.labels import label_series
 from ..pp.preprocessing import Preprocessor
 from ..pp.spaces import load_embedding
 from .methods import FittedMethod, load_method
-from .output import add_prediction, check_key_added, scale_record
-from .prediction import PREDICT_CHUNK, chosen_rows, predict_source
+from .output import scale_record
+from .prediction import PREDICT_CHUNK, predict_cells
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -147,8 +146,8 @@ class PerturbationModel:
         share = self.method.resolved
         return f", applies {share:.0%} of the response (the rest is sampling noise)" if share < 1.0 else ""
 
-    # -- prediction ------------------------------------------------------------------------------
-    def _columns(self, names: Sequence[str]) -> np.ndarray | None:
+    # -- prediction (the Predictor contract of cellw1.tl.prediction) ------------------------------
+    def feature_columns(self, names: Sequence[str]) -> np.ndarray | None:
         """Positions of :attr:`features` among the data's feature ``names`` (``None``: obsm, in order)."""
         if self.obsm_key is not None:
             if len(names) != len(self.features):
@@ -166,7 +165,7 @@ class PerturbationModel:
             )
         return position.get_indexer(self.features)
 
-    def _values(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
+    def input_values(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
         """Rows read from the data, in the model's input space (float32); see :meth:`preprocess`."""
         if columns is None:
             values = np.asarray(raw.toarray() if hasattr(raw, "toarray") else raw, dtype=np.float32)
@@ -184,46 +183,30 @@ class PerturbationModel:
             if source.n_obs == 0:
                 raise InputError("the AnnData has no cells; nothing to predict.")
             matrix, names = feature_matrix(source, layer=self.layer, obsm_key=self.obsm_key)
-            return self._values(matrix.read(np.arange(source.n_obs)), self._columns(names))
+            return self.input_values(matrix.read(np.arange(source.n_obs)), self.feature_columns(names))
 
-    def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted cells (calibrated expression, or the obsm features) and response of a block of rows."""
-        return self._predict_values(self._values(raw, columns))
-
-    def _predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_predict_block` for rows already in the model's input space (:meth:`_values`)."""
+    def predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted cells (calibrated expression, or the obsm features) and each cell's response,
+        for rows in the model's input space (:meth:`input_values`)."""
         if not self.method.moves:  # no response (identity, or none detected): the input itself, in every space
             return np.array(values, dtype=np.float32, copy=True), np.zeros(len(values), dtype=np.float32)
         z = self.embedding.encode(values)
         response = self.method.response(z)
         predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
-        if self._expression:  # expression: non-negative, calibrated; continuous values stay as the map gives them
+        if self.expression:  # expression: non-negative, calibrated; continuous values stay as the map gives them
             predicted = calibrate(predicted, self.calibration)
         return predicted, response
 
     @property
-    def _expression(self) -> bool:
+    def expression(self) -> bool:
         """Whether predictions are expression (counts or log-normalised input): non-negative, calibrated."""
         return self.preprocessor is not None and self.preprocessor.expression
 
-    def _warn_not_control(self, obs: pd.DataFrame) -> None:
-        if self.condition_key in obs:
-            labels = label_series(obs[self.condition_key], key=self.condition_key, warn=False)
-            others = int((labels != self.control).sum())
-            if others:
-                logger.warning(
-                    "%d of %d input cells are not labelled %r in obs[%r]; predicting them as if they were controls.",
-                    others,
-                    len(labels),
-                    self.control,
-                    self.condition_key,
-                )
-
-    def _uns(self) -> dict[str, Any]:
+    def output_uns(self) -> dict[str, Any]:
         """``uns["cellw1"]`` of a prediction: the scale and the model (:func:`cellw1.tl.output.scale_record`)."""
-        return scale_record(self, self._output())
+        return scale_record(self, self.output_kind())
 
-    def _output(self) -> str | None:
+    def output_kind(self) -> str | None:
         """How the written values are made (:mod:`cellw1.tl.output`): ``"unchanged"`` (the input, no
         response), ``"calibrated"`` or ``"clipped"`` at 0 (expression), ``"raw"`` (continuous values as the
         map gives them) or ``None`` (obsm)."""
@@ -290,51 +273,24 @@ class PerturbationModel:
             (distance the cell moved in the fitted space); ``uns["cellw1"]`` records the scale
             and the model (:mod:`cellw1.tl.output`).
         """
-        if key_added is not None:
-            check_key_added(key_added)
-            if with_controls:
-                raise InputError("key_added adds the prediction as a layer; with_controls does not apply, drop it.")
-            if out is not None or is_on_disk(adata):
-                raise InputError(
-                    "key_added adds the prediction to a copy of an AnnData in memory; for data on disk or out=, "
-                    "leave key_added out (the prediction is written as X)."
-                )
-            check_data_kind(adata, "PerturbationModel.predict")
-            base = adata if cells is None else adata[chosen_rows(cells, adata.n_obs)]
-            predicted = self.predict(base, chunk_cells=chunk_cells, progress=progress)
-            return add_prediction(base, predicted, key_added, obsm=self.obsm_key is not None)
-        return predict_source(
-            {self.perturbation: self},
+        return predict_cells(
+            self,
             adata,
-            stacked=False,
             out=out,
             cells=cells,
             chunk_cells=chunk_cells,
             progress=progress,
-            what="PerturbationModel.predict",
+            key_added=key_added,
             with_controls=with_controls,
+            what="PerturbationModel.predict",
         )
 
-    def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
+    def output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
+        """The input cells' obs, with ``source_cell`` (the input cell's name) and ``perturbation``."""
         result = obs.copy()
         result["source_cell"] = np.asarray(obs.index, dtype=str)
         result["perturbation"] = self.perturbation
         return result
-
-    def _paired_obs(self, predicted: pd.DataFrame) -> pd.DataFrame:
-        """obs of the predicted cells (labelled the perturbation) followed by their input cells (labelled the control)."""
-        controls = predicted.copy()
-        controls.index = [f"{cell}-{self.control}" for cell in predicted.index]
-        controls["perturbation"] = self.control
-        paired = pd.concat([predicted, controls])
-        labels = [self.perturbation] * len(predicted) + [self.control] * len(controls)
-        paired[self.condition_key] = pd.Categorical(labels, categories=[self.control, self.perturbation])
-        return paired
-
-    def _measured_block(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
-        """The input cells of a block on the model's scale (what ``with_controls`` writes)."""
-        values = self._values(raw, columns)
-        return np.asarray(np.maximum(values, 0) if self._expression else values, dtype=np.float32)
 
     # -- files -------------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -360,7 +316,7 @@ class PerturbationModel:
             "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
             "embedding": self.embedding.header(),
             "method": self.method.header(),
-            "output": self._output(),
+            "output": self.output_kind(),
             "info": self.info,
         }
 

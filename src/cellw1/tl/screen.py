@@ -43,11 +43,11 @@ from ..ot.conditional import ConditionalConfig
 from ..ot.config import W1Config
 from ..ot.sampling import StreamedCells
 from ..ot.screen_test import REFERENCE_CELLS, ControlReference, ResponseTest, q_values, response_test
-from ..pp.labels import label_text, present_labels
-from .api import MIN_CELLS, condition_labels
-from .conditional import _fit
-from .conditional_model import ConditionalModel
+from ..pp.labels import condition_labels, label_text, present_labels
+from .conditional.fit import fit_conditional_source
+from .conditional.model import ConditionalModel
 from .pipeline import spread_sample
+from .spec import MIN_CELLS, ConditionalSpec
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -164,23 +164,19 @@ def screen(
             )
             return list(held["q"] <= fdr)
 
-        model = _fit(
-            source,
-            condition_key,
-            control,
-            chosen,
-            None,
-            None,
-            space,
-            config,
-            seed,
+        spec = ConditionalSpec(
+            condition_key=condition_key,
+            control=control,
+            perturbations=tuple(chosen),
+            space=space,
+            config=config,  # type: ignore[arg-type]  # a W1Config is converted by the spec
+            seed=seed,
             layer=layer,
-            embedding_config=None,
-            input_kind="auto",
             progress=progress,
             buffer_cells=buffer_cells,
-            gate=gate,
+            warn_missing=False,  # counted once above
         )
+        model = fit_conditional_source(source, spec, gate=gate)
         rows = [np.flatnonzero(values == p) for p in chosen]
         table, cells, responses = _describe(model, chosen, rows, source.obs.index, held, tests, progress)
     table["q_value"] = held["q"]

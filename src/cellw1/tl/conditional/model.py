@@ -24,28 +24,26 @@ training dose (each calibrated as for its own dose), weighted by the curve (outp
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from .._io import section
-from ..errors import InputError
-from ..ot.condition import Condition
-from ..ot.conditional import ConditionalMap
-from ..ot.dose_response import DoseResponse
-from ..ot.interaction import InteractionTest, interaction_test
-from ..pp.embedding import Embedding
-from ..pp.labels import label_text
-from ..pp.preprocessing import Preprocessor
-from .condition_view import AtCondition, Blend, ConditionView
-from .fitted_method import FittedMethod
-from .model import PerturbationModel, _versions, model_parts, write_model
+from ..._io import section
+from ...errors import InputError
+from ...ot.condition import Condition
+from ...ot.conditional import ConditionalMap
+from ...ot.dose_response import DoseResponse
+from ...ot.interaction import InteractionTest
+from ...pp.embedding import Embedding
+from ...pp.labels import label_text
+from ...pp.preprocessing import Preprocessor
+from ..fitted_method import FittedMethod
+from ..model import PerturbationModel, _versions, model_parts, write_model
+from .views import AtCondition, Base, Blend, ConditionView
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -251,7 +249,7 @@ class ConditionalModel:
             return None, "clipped"
         return self.pooled_calibration, "calibrated_zeros"
 
-    def _resolved(self, label: str, dose: float | None) -> float:
+    def response_share(self, label: str, dose: float | None) -> float:
         """Share of the response a prediction applies (``shrink_response``, :mod:`cellw1.ot.effect`):
         a training condition's own, interpolated like the calibration between two doses; 1 for
         conditions without cells (a combination, an embedded label, a dose outside the range)."""
@@ -264,8 +262,8 @@ class ConditionalModel:
     # -- prediction ---------------------------------------------------------------------------------
     def view(
         self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None, *, compose: bool = True
-    ) -> PerturbationModel:
-        """A :class:`~cellw1.tl.model.PerturbationModel` predicting one condition (``predict`` only).
+    ) -> ConditionView:
+        """A :class:`~cellw1.tl.conditional.views.ConditionView` predicting one condition.
 
         A combination (``"A+B"``, any order) is composed from its members' views
         (:meth:`composed`); ``compose=False`` gives the network at the combination's code.
@@ -278,9 +276,9 @@ class ConditionalModel:
                 return composed
         key = self.canonical(label)
         calibration, output = self._calibration(key, condition.dose)
-        share = self._resolved(key, condition.dose)
+        share = self.response_share(key, condition.dose)
         curve = self._curve(key, condition.dose)
-        parts: list[PerturbationModel] | None = None
+        parts: list[ConditionView] = []
         method: FittedMethod = AtCondition(self.map, condition, share)
         if curve is not None:  # an unseen dose: every training dose's view, weighted by the curve
             parts = [self.view(key, d, compose=False) for d in curve.doses]
@@ -295,10 +293,10 @@ class ConditionalModel:
         calibration: np.ndarray | None,
         dose: float | None,
         output: str,
-        parts: list[PerturbationModel] | None = None,
-        base: str = "input",
+        parts: list[ConditionView] | None = None,
+        base: Base = "input",
     ) -> ConditionView:
-        return ConditionView(
+        model = PerturbationModel(
             features=self.features,
             preprocessor=self.preprocessor,
             embedding=self.embedding,
@@ -309,11 +307,8 @@ class ConditionalModel:
             layer=self.layer,
             info=self.info,
             calibration=calibration,
-            dose=dose,
-            output=output,
-            parts=parts,
-            base=base,  # type: ignore[arg-type]
         )
+        return ConditionView(model, dose=dose, output=output, parts=parts or [], base=base)
 
     # -- combinations -------------------------------------------------------------------------------
     def canonical(self, label: str) -> str:
@@ -330,7 +325,7 @@ class ConditionalModel:
 
     def composed(
         self, label: str, dose: float | None, uns: dict[str, Any] | None = None, *, interaction: bool = True
-    ) -> PerturbationModel | None:
+    ) -> ConditionView | None:
         """A combination's view from its members' (see ``docs/method.md``); ``None`` where a member
         was trained only inside combinations (the network at the combination's code predicts it).
 
@@ -346,8 +341,7 @@ class ConditionalModel:
         parts = [self.view(m, dose, uns) for m in members]
         moving = [part for part in parts if part.method.moves]
         if len(moving) < 2:  # nothing to add: the one responding member, or no change
-            additive = copy.copy(moving[0] if moving else parts[0])
-            additive.perturbation = label
+            additive = (moving[0] if moving else parts[0]).relabelled(label)
         else:
             additive = self._view(
                 label,
@@ -367,8 +361,7 @@ class ConditionalModel:
         weight = test.weight()
         if weight <= 0.0:
             return additive
-        own = self.view(key, dose, compose=False)
-        own.perturbation = label
+        own = self.view(key, dose, compose=False).relabelled(label)
         if weight >= 1.0:
             return own
         blend = Blend([additive.method, own.method], np.array([1.0 - weight, weight]))
@@ -380,24 +373,6 @@ class ConditionalModel:
             if entry["label"] == label and entry["dose"] == dose:
                 return InteractionTest.from_dict(entry)
         return None
-
-    def test_interactions(self, sample: Callable[[int], np.ndarray]) -> list[dict[str, Any]]:
-        """Per training combination whose members were all trained alone (at its dose): its
-        :func:`~cellw1.ot.interaction.interaction_test` in the fitted space, on expression samples
-        read one group at a time: ``sample(0)`` the controls', ``sample(k + 1)`` training condition ``k``'s."""
-        index = {(c["label"], c["dose"]): k for k, c in enumerate(self.conditions)}
-        base: np.ndarray | None = None
-        found = []
-        for (label, dose), k in index.items():
-            members = member_labels(label)
-            if len(members) < 2 or any((m, dose) not in index for m in members):
-                continue
-            if base is None:
-                base = self.embedding.encode(sample(0))
-            singles = [self.embedding.encode(sample(index[(m, dose)] + 1)) for m in members]
-            test = interaction_test(base, singles, self.embedding.encode(sample(k + 1)))
-            found.append({"label": label, "dose": dose, **test.to_dict()})
-        return found
 
     def predict(
         self, adata: ad.AnnData | str | os.PathLike, perturbation: str, dose: float | None = None, **kwargs: Any
