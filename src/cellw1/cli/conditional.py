@@ -8,8 +8,7 @@ from typing import Any
 from .._io import check_output
 from ..errors import InputError
 from ..ot.conditional import ConditionalConfig
-from ..tl.conditional import fit_conditional
-from ..tl.conditional import ConditionalModel
+from ..tl.conditional import ConditionalModel, fit_conditional
 from ._common import read_h5ad, solver_config
 
 

@@ -128,7 +128,8 @@ def fit(
 
 def fit_source(source: Source, spec: FitSpec) -> PerturbationModel:
     """:func:`fit` on an open :class:`~cellw1.io.source.Source` with validated settings (what
-    :func:`cellw1.fit_all` calls once per perturbation)."""
+    :func:`cellw1.fit_all` calls once per perturbation).
+    """
     if spec.perturbation is None:
         raise InputError("the fit specification names no perturbation; give FitSpec(perturbation=...).")
     labels = condition_labels(source, spec.condition_key, warn=spec.warn_missing)

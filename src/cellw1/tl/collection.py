@@ -81,9 +81,7 @@ class ModelCollection(Mapping[str, PerturbationModel]):
 
     def __repr__(self) -> str:
         without_response = sum(not m.method.moves and m.method.name != "identity" for m in self._models.values())
-        return (
-            f"ModelCollection({len(self)} models ({without_response} without a detected response), {len(self.failures)} failures)"
-        )
+        return f"ModelCollection({len(self)} models ({without_response} without a detected response), {len(self.failures)} failures)"
 
     def predict(
         self,
@@ -294,7 +292,8 @@ class CollectionDirectory:
 
 def load(directory: str | os.PathLike) -> PerturbationModel | ModelCollection | ConditionalModel:
     """Load a model directory written by :meth:`PerturbationModel.save`, :meth:`ModelCollection.save`
-    or :meth:`ConditionalModel.save`."""
+    or :meth:`ConditionalModel.save`.
+    """
     directory = Path(directory)
     if not directory.exists():
         raise ModelFileError(f"{str(directory)!r} does not exist; check the path.")

@@ -29,14 +29,16 @@ class FittedMethod:
     @property
     def moves(self) -> bool:
         """False when the method predicts its input: no response was detected for the
-        perturbation (:mod:`cellw1.ot.effect`, ``info["gated"]``), or the method is identity."""
+        perturbation (:mod:`cellw1.ot.effect`, ``info["gated"]``), or the method is identity.
+        """
         return not self.info.get("gated", False)
 
     @property
     def resolved(self) -> float:
         """Share of the fitted displacement that :meth:`predict` applies: 1, or for a W1 map fitted
         with ``shrink_response`` the share of the training response above sampling noise
-        (:mod:`cellw1.ot.effect`)."""
+        (:mod:`cellw1.ot.effect`).
+        """
         return 1.0
 
     @property

@@ -165,7 +165,8 @@ class _NeuralMap(FittedMethod):
 
 class W1(_NeuralMap):
     """cellw1's W1 map, applied by the share of the response the training cells resolve
-    (:attr:`resolved`); the response is the distance moved, that share of the step size ``eta(x)``."""
+    (:attr:`resolved`); the response is the distance moved, that share of the step size ``eta(x)``.
+    """
 
     name = "w1"
     map_class = TransportMap

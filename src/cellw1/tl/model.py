@@ -178,7 +178,8 @@ class PerturbationModel:
 
     def preprocess(self, adata: ad.AnnData | str | os.PathLike) -> np.ndarray:
         """The model's input space for ``adata``: log-normalised expression of :attr:`features`
-        (aligned by gene name), or the obsm embedding; ``(n_cells, n_features)`` float32."""
+        (aligned by gene name), or the obsm embedding; ``(n_cells, n_features)`` float32.
+        """
         with open_source(adata, "PerturbationModel.preprocess") as source:
             if source.n_obs == 0:
                 raise InputError("the AnnData has no cells; nothing to predict.")
@@ -187,7 +188,8 @@ class PerturbationModel:
 
     def predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predicted cells (calibrated expression, or the obsm features) and each cell's response,
-        for rows in the model's input space (:meth:`input_values`)."""
+        for rows in the model's input space (:meth:`input_values`).
+        """
         if not self.method.moves:  # no response (identity, or none detected): the input itself, in every space
             return np.array(values, dtype=np.float32, copy=True), np.zeros(len(values), dtype=np.float32)
         z = self.embedding.encode(values)
@@ -209,7 +211,8 @@ class PerturbationModel:
     def output_kind(self) -> str | None:
         """How the written values are made (:mod:`cellw1.tl.output`): ``"unchanged"`` (the input, no
         response), ``"calibrated"`` or ``"clipped"`` at 0 (expression), ``"raw"`` (continuous values as the
-        map gives them) or ``None`` (obsm)."""
+        map gives them) or ``None`` (obsm).
+        """
         if self.preprocessor is None:
             return None
         if not self.method.moves:
@@ -338,7 +341,8 @@ class PerturbationModel:
 
 def write_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
     """Write a model directory: ``model.safetensors`` (atomic, checksummed) and its readable
-    ``model.json``; a directory holding a collection is refused."""
+    ``model.json``; a directory holding a collection is refused.
+    """
     directory = Path(directory)
     if (directory / COLLECTION_FILE).exists():
         raise InputError(f"{str(directory)!r} holds a collection of models; save this model to another directory.")
@@ -353,7 +357,8 @@ def model_parts(
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]]:
     """Read a model directory's file: ``(tensors, header, parts)``, where ``parts`` are the
     constructor arguments every model kind shares (features, preprocessing, embedding, groups,
-    layer, info, calibration). Errors in the block that uses them become a ModelFileError."""
+    layer, info, calibration). Errors in the block that uses them become a ModelFileError.
+    """
     directory = Path(directory)
     if directory.is_dir() and not (directory / MODEL_FILE).exists():
         raise ModelFileError(f"{str(directory)!r} has no {MODEL_FILE}; it is not a cellw1 model directory.")

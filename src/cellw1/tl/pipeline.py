@@ -125,7 +125,8 @@ class FittedSpace:
 
     def expression_sample(self, k: int) -> np.ndarray:
         """A seeded sample of at most ``SAMPLE_CELLS`` cells of group ``k`` (control ``0``) in the
-        input space (normalised expression), read when asked for: never every group at once."""
+        input space (normalised expression), read when asked for: never every group at once.
+        """
         return self.transform(self.matrix.read(spread_sample(self.group_rows[k], SAMPLE_CELLS, self.seed + k)))
 
 
@@ -158,7 +159,8 @@ class PipelineResult(Generic[Fitted]):
 
 def buffer_size(source: Source, buffer_cells: int | None) -> int:
     """Cells of each group held at once: ``buffer_cells``, or by default every cell in memory
-    (a read is a slice) and :data:`~cellw1.ot.sampling.BUFFER_CELLS` from disk."""
+    (a read is a slice) and :data:`~cellw1.ot.sampling.BUFFER_CELLS` from disk.
+    """
     if buffer_cells is None:
         return max(source.n_obs, 1) if source.in_memory else BUFFER_CELLS
     return buffer_cells
@@ -274,7 +276,8 @@ def _w1_config(config: Any, effect_alpha: float | None) -> W1Config:
 
 class SingleMethod:
     """The method step of a single fit (:func:`cellw1.fit`): one method of :mod:`cellw1.tl.methods`
-    from the control (group 0) to the perturbation (group 1), after the perturbation's test for a response."""
+    from the control (group 0) to the perturbation (group 1), after the perturbation's test for a response.
+    """
 
     def __init__(self, spec: FitSpec) -> None:
         self.spec = spec
@@ -309,7 +312,8 @@ class SingleMethod:
 
     def calibrate(self, space: FittedSpace, fitted: FittedMethod) -> np.ndarray | None:
         """Predicted controls against the perturbed cells; against the controls for a method
-        without a response, a mixture for a W1 map that applies a share of its response."""
+        without a response, a mixture for a W1 map that applies a share of its response.
+        """
         pre = space.preprocessor
         if pre is None or not pre.expression or self.spec.method not in CALIBRATED or not fitted.moves:
             return None

@@ -92,7 +92,7 @@ class Predictor(Protocol):
         ...
 
     def output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
-        """obs of the predicted cells, from the input cells' obs (not modified)."""
+        """Obs of the predicted cells, from the input cells' obs (not modified)."""
         ...
 
     def output_uns(self) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def warn_not_control(model: Predictor, obs: pd.DataFrame) -> None:
 
 
 def paired_obs(model: Predictor, predicted: pd.DataFrame) -> pd.DataFrame:
-    """obs of the predicted cells (labelled the perturbation) followed by their input cells (labelled the control)."""
+    """Obs of the predicted cells (labelled the perturbation) followed by their input cells (labelled the control)."""
     controls = predicted.copy()
     controls.index = [f"{cell}-{model.control}" for cell in predicted.index]
     controls["perturbation"] = model.control

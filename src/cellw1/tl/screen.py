@@ -292,7 +292,8 @@ def _cluster(table: pd.DataFrame, responses: np.ndarray) -> None:
 
 def nearest(result: ScreenResult, perturbation: str, k: int = 3, *, called_only: bool = True) -> list[str]:
     """The ``k`` perturbations whose mean responses are closest (cosine) to ``perturbation``'s
-    (among the called ones, with ``called_only``)."""
+    (among the called ones, with ``called_only``).
+    """
     names = list(result.table.index)
     if perturbation not in names:
         raise InputError(f"{perturbation!r} is not a perturbation of this screen.")

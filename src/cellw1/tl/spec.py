@@ -131,7 +131,8 @@ class FitSpec(PipelineSpec):
 
     def settings(self) -> dict[str, Any]:
         """JSON description of how the models are fitted (a collection's index keeps it):
-        everything that changes a model but the perturbation."""
+        everything that changes a model but the perturbation.
+        """
         expected = CONFIGS.get(self.method)
         embedding: dict[str, Any] | None = None
         if self.embedding is not None:  # an embedding fitted beforehand: its kind and a checksum of its weights
@@ -185,4 +186,3 @@ class ConditionalSpec(PipelineSpec):
         if given is not None:
             given = [given] if isinstance(given, str) else given
             object.__setattr__(self, "perturbations", tuple(dict.fromkeys(label_text(p) for p in given)))
-

@@ -32,7 +32,7 @@ from ...ot.dose_response import DoseResponse, fit_dose_response
 from ...ot.interaction import interaction_test
 from ...ot.sampling import StreamedCells
 from ...pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
-from ...pp.embedding import Embedding, EmbeddingConfig
+from ...pp.embedding import EmbeddingConfig
 from ...pp.labels import check_label, condition_labels, present_labels
 from ...pp.preprocessing import Assumption
 from ..model import check_unique_genes
@@ -225,7 +225,8 @@ class ConditionalMethod:
 
     def calibrate(self, space: FittedSpace, cmap: ConditionalMap) -> tuple[np.ndarray, np.ndarray] | None:
         """Per training condition, its calibration; pooled over conditions, the zero thresholds
-        (for conditions without cells); ``None`` for continuous values (never calibrated)."""
+        (for conditions without cells); ``None`` for continuous values (never calibrated).
+        """
         assert space.preprocessor is not None
         if not space.preprocessor.expression:
             return None
@@ -348,7 +349,8 @@ def _dose_curves(with_doses: bool, training: list[dict[str, Any]], space: Fitted
 def _interaction_tests(training: list[dict[str, Any]], space: FittedSpace) -> list[dict[str, Any]]:
     """Per training combination whose members were all trained alone (at its dose): its
     :func:`~cellw1.ot.interaction.interaction_test` in the fitted space, on expression samples
-    read one group at a time."""
+    read one group at a time.
+    """
     index = {(c["label"], c["dose"]): k for k, c in enumerate(training)}
     base: np.ndarray | None = None
     found = []
@@ -367,7 +369,8 @@ def _interaction_tests(training: list[dict[str, Any]], space: FittedSpace) -> li
 def _response_shares(cmap: ConditionalMap, n_conditions: int) -> list[float]:
     """Share of its response each training condition's prediction applies (``shrink_response``,
     :mod:`cellw1.ot.effect`): its own test's, or 1 (as
-    :meth:`ConditionalModel.response_share <cellw1.tl.conditional.model.ConditionalModel.response_share>`)."""
+    :meth:`ConditionalModel.response_share <cellw1.tl.conditional.model.ConditionalModel.response_share>`).
+    """
     effects = cmap.info.get("effects") or []
     if not cmap.config.shrink_response or len(effects) != n_conditions:
         return [1.0] * n_conditions
@@ -382,7 +385,8 @@ def _calibrations(
     conditions (for unseen ones): the zero thresholds only, offsets 0.
 
     One condition's cells are read at a time; the pooled calibration keeps copies of a share of
-    each (``SAMPLE_CELLS`` cells in all), so memory does not grow with the number of conditions."""
+    each (``SAMPLE_CELLS`` cells in all), so memory does not grow with the number of conditions.
+    """
     seed, embedding = spec.seed, space.embedding
     control = space.expression_sample(0)
     control = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]

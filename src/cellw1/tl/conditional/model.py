@@ -129,7 +129,8 @@ class ConditionalModel:
     @property
     def without_response(self) -> list[tuple[str, float | None]]:
         """Training conditions ``(label, dose)`` whose cells could not be told from the controls
-        (:mod:`cellw1.ot.effect`): the model predicts their controls unchanged."""
+        (:mod:`cellw1.ot.effect`): the model predicts their controls unchanged.
+        """
         return [
             (c["label"], c["dose"])
             for c in self.conditions
@@ -149,7 +150,8 @@ class ConditionalModel:
     # -- conditions ---------------------------------------------------------------------------------
     def condition(self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None) -> Condition:
         """The engine's :class:`~cellw1.ot.condition.Condition` for ``perturbation`` (``"A+B"`` for
-        several) at ``dose``; labels outside the table are read from ``uns[embedding_key]``."""
+        several) at ``dose``; labels outside the table are read from ``uns[embedding_key]``.
+        """
         label = label_text(perturbation)
         members = member_labels(label)
         if not members or label == self.control:
@@ -218,7 +220,8 @@ class ConditionalModel:
 
     def _trained(self, label: str, dose: float | None) -> list[tuple[int, float]]:
         """The training conditions ``(index, weight)`` a condition is made of: itself (weight 1);
-        between two training doses of its label, those two weighted in ``log1p(dose)``; else none."""
+        between two training doses of its label, those two weighted in ``log1p(dose)``; else none.
+        """
         known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
         for d, i in known:
             if d == dose:
@@ -240,7 +243,8 @@ class ConditionalModel:
 
     def _calibration(self, label: str, dose: float | None) -> tuple[np.ndarray | None, str]:
         """A training condition's own calibration; between two training doses of the label, their
-        calibrations interpolated in ``log1p(dose)``; else the pooled zero thresholds."""
+        calibrations interpolated in ``log1p(dose)``; else the pooled zero thresholds.
+        """
         trained = self._trained(label, dose)
         if self.calibration is not None and trained:
             mixed = sum(w * self.calibration[i] for i, w in trained)
@@ -252,7 +256,8 @@ class ConditionalModel:
     def response_share(self, label: str, dose: float | None) -> float:
         """Share of the response a prediction applies (``shrink_response``, :mod:`cellw1.ot.effect`):
         a training condition's own, interpolated like the calibration between two doses; 1 for
-        conditions without cells (a combination, an embedded label, a dose outside the range)."""
+        conditions without cells (a combination, an embedded label, a dose outside the range).
+        """
         effects = self.map.info.get("effects") or []
         trained = self._trained(label, dose)
         if not self.map.config.shrink_response or not trained or len(effects) != len(self.conditions):
@@ -313,7 +318,8 @@ class ConditionalModel:
     # -- combinations -------------------------------------------------------------------------------
     def canonical(self, label: str) -> str:
         """A combination's label in one order: the trained pair's label if its members were trained
-        together (``"B+A"`` -> ``"A+B"``), else its members sorted; a single label unchanged."""
+        together (``"B+A"`` -> ``"A+B"``), else its members sorted; a single label unchanged.
+        """
         members = member_labels(label)
         if len(members) < 2:
             return label_text(label)

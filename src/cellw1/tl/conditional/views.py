@@ -262,7 +262,8 @@ class ConditionView:
         with_controls: bool = False,
     ) -> ad.AnnData | Path:
         """Predict the cells of ``adata`` under this condition; keywords as for
-        :meth:`PerturbationModel.predict <cellw1.tl.model.PerturbationModel.predict>`."""
+        :meth:`PerturbationModel.predict <cellw1.tl.model.PerturbationModel.predict>`.
+        """
         return predict_cells(
             self,
             adata,
