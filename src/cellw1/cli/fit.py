@@ -9,6 +9,7 @@ from typing import Any
 
 from .._io import check_output
 from ..errors import InputError
+from ..ot.config import W1Config
 from ..parallel.perturbations import fit_all
 from ..tl.api import fit
 from ..tl.methods import ALIASES, METHODS
@@ -85,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --perturbation (repeatable, or 'all'), or --conditional for one model of all of them.")
     if args.buffer_cells is not None and not args.on_disk:
         raise InputError("--buffer-cells applies with --on-disk only.")
-    config = solver_config(args)  # its effect_alpha is every method's gate; the rest is W1's
-    effect_alpha = config.effect_alpha
-    config = config if args.method == "w1" else None
+    w1_config: W1Config = solver_config(args)  # its effect_alpha is every method's gate; the rest is W1's
+    effect_alpha = w1_config.effect_alpha
+    config = w1_config if args.method == "w1" else None
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")  # before the fit, not after
     adata = str(args.data) if args.on_disk else read_h5ad(args.data)
     common: dict[str, Any] = dict(

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import anndata
 import numpy as np
@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError
-from .readers import DiskData, open_disk_data
+from .readers import open_disk_data
 
 
 class Matrix(Protocol):
@@ -61,11 +61,17 @@ class Source(Protocol):
     var_names: pd.Index
     n_obs: int
     n_vars: int
-    path: Path | None
     in_memory: bool
 
     @property
-    def origin(self) -> Any: ...
+    def path(self) -> Path | None:
+        """The file the cells are read from; ``None`` in memory."""
+        ...
+
+    @property
+    def origin(self) -> Any:
+        """What another process opens to read the same cells."""
+        ...
 
     def matrix(self, layer: str | None = None) -> Matrix:
         """``X`` (``layer=None``) or a layer, read by rows."""
@@ -77,7 +83,7 @@ class Source(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Source: ...
+    def __enter__(self) -> Self: ...
 
     def __exit__(self, *exc: object) -> None: ...
 
@@ -206,7 +212,7 @@ def check_data_kind(data: object, what: str) -> None:
     )
 
 
-def open_source(data: anndata.AnnData | str | os.PathLike, what: str = "cellw1") -> MemorySource | DiskData:
+def open_source(data: anndata.AnnData | str | os.PathLike, what: str = "cellw1") -> Source:
     """Open ``data`` as a :class:`Source`; use it as a context manager (closing releases a file).
 
     An AnnData in memory becomes a :class:`MemorySource`; a path or a backed AnnData a

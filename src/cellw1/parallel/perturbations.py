@@ -165,6 +165,7 @@ def _fit_labels(
                     outcome = exc
                 record(label, outcome)
         elif todo:
+            assert scheduler is not None
             with (
                 open_client(
                     scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)

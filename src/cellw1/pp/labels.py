@@ -9,6 +9,7 @@ label read from obs are both turned into text by :func:`label_text`, so ``0``, `
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 from typing import Any
 
@@ -27,7 +28,7 @@ def label_text(value: Any) -> str:
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real) and float(value).is_integer():
-        return str(int(value))
+        return str(math.trunc(value))
     return str(value)
 
 

@@ -127,8 +127,9 @@ def fit(
 
 
 def fit_source(source: Source, spec: FitSpec) -> PerturbationModel:
-    """:func:`fit` on an open :class:`~cellw1.io.source.Source` with validated settings (what
-    :func:`cellw1.fit_all` calls once per perturbation).
+    """Fit as :func:`fit` does, on an open :class:`~cellw1.io.source.Source` with validated settings.
+
+    :func:`cellw1.fit_all` calls it once per perturbation.
     """
     if spec.perturbation is None:
         raise InputError("the fit specification names no perturbation; give FitSpec(perturbation=...).")

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -170,6 +170,7 @@ class W1(_NeuralMap):
 
     name = "w1"
     map_class = TransportMap
+    map: TransportMap
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -255,7 +256,7 @@ def fit_method(
     source: Cells | np.ndarray,
     target: Cells | np.ndarray,
     *,
-    config: W1Config | W2Config | None = None,
+    config: W1Config | W2Config | ScGenConfig | None = None,
     seed: int = 0,
     progress: bool = False,
     effect: EffectTest | None = None,
@@ -300,13 +301,13 @@ def fit_method(
             torch.cat(list(checked_cells(x, what, cpu).blocks())).numpy()
             for x, what in ((source, "source"), (target, "target"))
         ]
-        fitted = fit_scgen(cells[0], cells[1], config, seed, progress=progress)
+        fitted = fit_scgen(cells[0], cells[1], cast("ScGenConfig | None", config), seed, progress=progress)
     elif name == "w1":
         if effect is not None:  # the perturbation's test, at its level, instead of the map's own
             config = (config if isinstance(config, W1Config) else W1Config()).replace(effect_alpha=effect_alpha)
-        fitted = W1(fit_map(source, target, config, seed, progress=progress, effect=effect))
+        fitted = W1(fit_map(source, target, cast("W1Config | None", config), seed, progress=progress, effect=effect))
     else:
-        fitted = W2(fit_w2(source, target, config, seed, progress=progress))
+        fitted = W2(fit_w2(source, target, cast("W2Config | None", config), seed, progress=progress))
     if effect is not None and name in GATED and not effect.detected(effect_alpha):
         fitted.info["gated"] = True
     fitted.info["fit_seconds"] = time.perf_counter() - start
@@ -316,7 +317,8 @@ def fit_method(
 def load_method(tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
     """Rebuild a method from :meth:`FittedMethod.state_tensors` and :meth:`FittedMethod.header`."""
     name = header.get("name")
-    name = ALIASES.get(name, name)  # models saved before the rename load quietly
+    if isinstance(name, str):
+        name = ALIASES.get(name, name)  # models saved before the rename load quietly
     if name not in _CLASSES:
         raise ModelFileError(f"unknown method {name!r} in the model file; it may come from a newer cellw1.")
     return _CLASSES[name].from_state(tensors, header)

@@ -73,13 +73,13 @@ Fitted = TypeVar("Fitted")
 
 
 def row_blocks(matrix: Matrix, rows: np.ndarray, size: int = PASS_ROWS) -> Iterator[Any]:
-    """The rows ``rows`` (increasing) of ``matrix`` in consecutive blocks of at most ``size``."""
+    """Yield the rows ``rows`` (increasing) of ``matrix`` in consecutive blocks of at most ``size``."""
     for start in range(0, len(rows), size):
         yield matrix.read(rows[start : start + size])
 
 
 def spread_sample(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """A seeded uniform sample of at most ``size`` of ``rows``, increasing."""
+    """Draw a seeded uniform sample of at most ``size`` of ``rows``, increasing."""
     if len(rows) <= size:
         return rows
     return np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
@@ -124,8 +124,10 @@ class FittedSpace:
     info: dict[str, Any] = field(default_factory=dict)
 
     def expression_sample(self, k: int) -> np.ndarray:
-        """A seeded sample of at most ``SAMPLE_CELLS`` cells of group ``k`` (control ``0``) in the
-        input space (normalised expression), read when asked for: never every group at once.
+        """Read a seeded sample of at most ``SAMPLE_CELLS`` cells of group ``k`` (control ``0``).
+
+        The cells are in the input space (normalised expression), read when asked for: never
+        every group at once.
         """
         return self.transform(self.matrix.read(spread_sample(self.group_rows[k], SAMPLE_CELLS, self.seed + k)))
 
@@ -139,11 +141,11 @@ class MethodStep(Protocol[Fitted]):
     device: str
 
     def fit(self, space: FittedSpace) -> Fitted:
-        """The fitted method, from the groups' cells in the fitted space (``space.cells``)."""
+        """Fit the method on the groups' cells in the fitted space (``space.cells``)."""
         ...
 
     def calibrate(self, space: FittedSpace, fitted: Fitted) -> Any:
-        """The calibration of the method's expression output (``None``: none)."""
+        """Fit the calibration of the method's expression output (``None``: none)."""
         ...
 
 
@@ -158,8 +160,10 @@ class PipelineResult(Generic[Fitted]):
 
 
 def buffer_size(source: Source, buffer_cells: int | None) -> int:
-    """Cells of each group held at once: ``buffer_cells``, or by default every cell in memory
-    (a read is a slice) and :data:`~cellw1.ot.sampling.BUFFER_CELLS` from disk.
+    """Count the cells of each group held at once.
+
+    ``buffer_cells``, or by default every cell in memory (a read is a slice) and
+    :data:`~cellw1.ot.sampling.BUFFER_CELLS` from disk.
     """
     if buffer_cells is None:
         return max(source.n_obs, 1) if source.in_memory else BUFFER_CELLS
@@ -194,7 +198,7 @@ def fit_space(
     spec: PipelineSpec,
     device: str,
 ) -> FittedSpace:
-    """Steps 1 and 2: the normalisation and the embedding, and each group's sampler on ``device``."""
+    """Fit steps 1 and 2, the normalisation and the embedding; make each group's sampler on ``device``."""
     buffer_cells = buffer_size(source, spec.buffer_cells)
     info: dict[str, Any] = {"buffer_cells": buffer_cells}
     if source.path is not None:
@@ -260,7 +264,7 @@ def _fit_embedding(
 
 
 def _w1_config(config: Any, effect_alpha: float | None) -> W1Config:
-    """The W1 config at the fit's level of the test for a response (a different one given is replaced, with a warning)."""
+    """Set the W1 config's test for a response to the fit's level (a different one is replaced, with a warning)."""
     config = config if isinstance(config, W1Config) else W1Config()
     if config.effect_alpha != effect_alpha:
         if config.effect_alpha != W1Config().effect_alpha:
@@ -275,8 +279,10 @@ def _w1_config(config: Any, effect_alpha: float | None) -> W1Config:
 
 
 class SingleMethod:
-    """The method step of a single fit (:func:`cellw1.fit`): one method of :mod:`cellw1.tl.methods`
-    from the control (group 0) to the perturbation (group 1), after the perturbation's test for a response.
+    """The method step of a single fit (:func:`cellw1.fit`).
+
+    One method of :mod:`cellw1.tl.methods` from the control (group 0) to the perturbation
+    (group 1), after the perturbation's test for a response.
     """
 
     def __init__(self, spec: FitSpec) -> None:
@@ -286,7 +292,7 @@ class SingleMethod:
         self.device: str = getattr(spec.config or (config_class and config_class()), "device", "cpu")
 
     def fit(self, space: FittedSpace) -> FittedMethod:
-        """The response test (or the spec's, made before), then the method."""
+        """Test for a response (or take the spec's test), then fit the method."""
         spec, (control, perturbed) = self.spec, space.cells
         config = spec.config
         if spec.method == "w1":  # one level for every method: the map's own test is the perturbation's
@@ -301,7 +307,7 @@ class SingleMethod:
             spec.method,
             control,
             perturbed,
-            config=config,  # type: ignore[arg-type]
+            config=config,
             seed=spec.seed,
             progress=spec.progress,
             effect=effect,
@@ -311,8 +317,10 @@ class SingleMethod:
         return fitted
 
     def calibrate(self, space: FittedSpace, fitted: FittedMethod) -> np.ndarray | None:
-        """Predicted controls against the perturbed cells; against the controls for a method
-        without a response, a mixture for a W1 map that applies a share of its response.
+        """Calibrate the predicted controls against the perturbed cells.
+
+        Against the controls for a method without a response, a mixture for a W1 map that
+        applies a share of its response.
         """
         pre = space.preprocessor
         if pre is None or not pre.expression or self.spec.method not in CALIBRATED or not fitted.moves:

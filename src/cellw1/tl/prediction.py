@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -160,7 +160,7 @@ def chosen_rows(cells: np.ndarray | None, n_obs: int) -> np.ndarray:
 
 
 def _shared_features(models: Sequence[Predictor]) -> list[str]:
-    """The features every model writes, in the first model's order (an inner join, as ``anndata.concat``)."""
+    """Return the features every model writes, in the first model's order (an inner join, as ``anndata.concat``)."""
     others = [set(model.features) for model in models[1:]]
     shared = [f for f in models[0].features if all(f in other for other in others)]
     if not shared:
@@ -169,7 +169,7 @@ def _shared_features(models: Sequence[Predictor]) -> list[str]:
 
 
 def predict_source(
-    models: dict[str, Predictor],
+    models: Mapping[str, Predictor],
     data: ad.AnnData | str | os.PathLike,
     *,
     stacked: bool,
@@ -228,8 +228,9 @@ def predict_source(
         var = pd.DataFrame(index=features)
         with contextlib.ExitStack() as stack:
             writer: PredictionWriter | _ArrayWriter
+            in_memory: _ArrayWriter | None = None
             if out is None:
-                writer = _ArrayWriter(len(result_obs), len(features))
+                writer = in_memory = _ArrayWriter(len(result_obs), len(features))
             else:
                 writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns=uns))
             bar = stack.enter_context(tqdm(total=len(fitted) * n, desc="predict", disable=not progress, leave=False))
@@ -247,7 +248,8 @@ def predict_source(
     if out is not None:
         logger.info("wrote %d predicted cells to %s", len(result_obs), out)
         return Path(out)
-    result = ad.AnnData(X=writer.x, obs=result_obs, var=var)
+    assert in_memory is not None
+    result = ad.AnnData(X=in_memory.x, obs=result_obs, var=var)
     result.uns.update(uns)
     return result
 

@@ -78,13 +78,14 @@ class PipelineSpec:
     warn_missing: bool = True
 
     def __post_init__(self) -> None:
+        """Check every setting; store the normalised ones (labels as text, seed as int)."""
         check_space(self.space)
         object.__setattr__(self, "seed", check_seed(self.seed))
         object.__setattr__(self, "control", label_text(self.control))
         object.__setattr__(self, "buffer_cells", check_buffer_cells(self.buffer_cells))
 
     def replace(self, **changes: Any) -> Any:
-        """A copy with ``changes``, validated again."""
+        """Return a copy with ``changes``, validated again."""
         return dataclasses.replace(self, **changes)
 
 
@@ -113,6 +114,7 @@ class FitSpec(PipelineSpec):
     effect: EffectTest | None = None
 
     def __post_init__(self) -> None:
+        """Check the method, its config and the test for a response as well."""
         super().__post_init__()
         object.__setattr__(self, "method", check_method(self.method, stacklevel=5))
         check_config(self.method, self.config)
@@ -126,12 +128,13 @@ class FitSpec(PipelineSpec):
             object.__setattr__(self, "perturbation", perturbation)
 
     def for_perturbation(self, perturbation: str, **changes: Any) -> FitSpec:
-        """These settings for one perturbation (and ``changes``)."""
+        """Return these settings for one perturbation (and ``changes``)."""
         return dataclasses.replace(self, perturbation=perturbation, **changes)
 
     def settings(self) -> dict[str, Any]:
-        """JSON description of how the models are fitted (a collection's index keeps it):
-        everything that changes a model but the perturbation.
+        """Describe how the models are fitted, as JSON (a collection's index keeps it).
+
+        Everything that changes a model but the perturbation.
         """
         expected = CONFIGS.get(self.method)
         embedding: dict[str, Any] | None = None
@@ -171,6 +174,7 @@ class ConditionalSpec(PipelineSpec):
     config: ConditionalConfig = dataclasses.field(default_factory=ConditionalConfig)
 
     def __post_init__(self) -> None:
+        """Check the settings; convert a ``W1Config`` and the labels given."""
         super().__post_init__()
         if self.obsm_key is not None or self.embedding is not None:
             raise ConfigError("a conditional model is fitted on expression with its own embedding.")

@@ -179,9 +179,10 @@ def fit_conditional_source(source: Source, spec: ConditionalSpec, gate: Gate | N
 
 
 class ConditionalMethod:
-    """The method step of a conditional fit (:class:`~cellw1.tl.pipeline.MethodStep`): one
-    conditional map for every condition (group ``k + 1`` is condition ``k``), then each training
-    condition's calibration.
+    """The method step of a conditional fit (:class:`~cellw1.tl.pipeline.MethodStep`).
+
+    One conditional map for every condition (group ``k + 1`` is condition ``k``), then each
+    training condition's calibration.
     """
 
     def __init__(
@@ -202,7 +203,7 @@ class ConditionalMethod:
         self.device: str = spec.config.device
 
     def fit(self, space: FittedSpace) -> ConditionalMap:
-        """The conditional map; a condition the gate calls without response leaves its cells where they are."""
+        """Fit the conditional map; a condition the gate calls without response leaves its cells where they are."""
         calls = None if self.gate is None else list(self.gate(space.cells))
         spec = self.spec
         cmap = fit_conditional_map(
@@ -224,8 +225,9 @@ class ConditionalMethod:
         return cmap
 
     def calibrate(self, space: FittedSpace, cmap: ConditionalMap) -> tuple[np.ndarray, np.ndarray] | None:
-        """Per training condition, its calibration; pooled over conditions, the zero thresholds
-        (for conditions without cells); ``None`` for continuous values (never calibrated).
+        """Calibrate each training condition, and pooled over them the zero thresholds (for unseen ones).
+
+        ``None`` for continuous values (never calibrated).
         """
         assert space.preprocessor is not None
         if not space.preprocessor.expression:
@@ -239,17 +241,18 @@ def _check_sizes(control: str, n_control: int, groups: Mapping[ConditionKey, np.
     if n_control < MIN_CELLS or small:
         detail = f"control {control!r} has {n_control} cells; " if n_control < MIN_CELLS else ""
         raise InputError(
-            f"{detail}conditions with fewer than {MIN_CELLS} cells: {small or 'none'}; leave them out with perturbations=[...]."
+            f"{detail}conditions with fewer than {MIN_CELLS} cells: {small or 'none'}; "
+            "leave them out with perturbations=[...]."
         )
 
 
 def _name(key: tuple[str, float | None]) -> str:
-    """A condition ``(label, dose)`` as text."""
+    """Write a condition ``(label, dose)`` as text."""
     return key[0] if key[1] is None else f"{key[0]} at dose {key[1]:g}"
 
 
 def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None, key: str) -> list[str]:
-    """The perturbations trained on: those given (checked), or every label but the control."""
+    """Choose the perturbations trained on: those given (checked), or every label but the control."""
     if perturbations is None:
         chosen = [p for p in present_labels(labels) if p != control]
     else:
@@ -262,7 +265,7 @@ def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None
 
 
 def _doses(obs: pd.DataFrame, dose_key: str | None, labels: pd.Series, chosen: list[str]) -> np.ndarray | None:
-    """The doses of the cells (``None`` without ``dose_key``); checked on the perturbed cells."""
+    """Read the doses of the cells (``None`` without ``dose_key``); checked on the perturbed cells."""
     if dose_key is None:
         return None
     if dose_key not in obs:
@@ -300,7 +303,7 @@ def _groups(
 def _label_table(
     uns: Mapping[str, Any] | None, key: str | None, groups: Mapping[tuple[str, float | None], np.ndarray]
 ) -> tuple[list[str], np.ndarray | None]:
-    """The label table and, with ``key``, the vector of every label in ``uns[key]``."""
+    """Make the label table and, with ``key``, read the vector of every label in ``uns[key]``."""
     members = list(dict.fromkeys(m for label, _ in groups for m in member_labels(label)))
     if key is None or uns is None:
         return members, None
@@ -347,9 +350,10 @@ def _dose_curves(with_doses: bool, training: list[dict[str, Any]], space: Fitted
 
 
 def _interaction_tests(training: list[dict[str, Any]], space: FittedSpace) -> list[dict[str, Any]]:
-    """Per training combination whose members were all trained alone (at its dose): its
-    :func:`~cellw1.ot.interaction.interaction_test` in the fitted space, on expression samples
-    read one group at a time.
+    """Test each training combination whose members were all trained alone (at its dose).
+
+    Its :func:`~cellw1.ot.interaction.interaction_test` in the fitted space, on expression
+    samples read one group at a time.
     """
     index = {(c["label"], c["dose"]): k for k, c in enumerate(training)}
     base: np.ndarray | None = None
@@ -367,9 +371,10 @@ def _interaction_tests(training: list[dict[str, Any]], space: FittedSpace) -> li
 
 
 def _response_shares(cmap: ConditionalMap, n_conditions: int) -> list[float]:
-    """Share of its response each training condition's prediction applies (``shrink_response``,
-    :mod:`cellw1.ot.effect`): its own test's, or 1 (as
-    :meth:`ConditionalModel.response_share <cellw1.tl.conditional.model.ConditionalModel.response_share>`).
+    """Return the share of its response each training condition's prediction applies.
+
+    With ``shrink_response`` (:mod:`cellw1.ot.effect`) its own test's, else 1, as
+    :meth:`ConditionalModel.response_share <cellw1.tl.conditional.model.ConditionalModel.response_share>`.
     """
     effects = cmap.info.get("effects") or []
     if not cmap.config.shrink_response or len(effects) != n_conditions:
@@ -380,9 +385,10 @@ def _response_shares(cmap: ConditionalMap, n_conditions: int) -> list[float]:
 def _calibrations(
     space: FittedSpace, cmap: ConditionalMap, conditions: list[Condition], spec: ConditionalSpec
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per training condition: the calibration of its predicted controls against its cells (against the
-    controls for a condition without a detected response, a mixture for a share). Pooled over
-    conditions (for unseen ones): the zero thresholds only, offsets 0.
+    """Calibrate each training condition's predicted controls against its cells.
+
+    Against the controls for a condition without a detected response, a mixture for a share.
+    Pooled over conditions (for unseen ones): the zero thresholds only, offsets 0.
 
     One condition's cells are read at a time; the pooled calibration keeps copies of a share of
     each (``SAMPLE_CELLS`` cells in all), so memory does not grow with the number of conditions.

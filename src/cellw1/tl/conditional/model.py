@@ -59,7 +59,7 @@ COMBINATION = "+"
 
 
 def member_labels(label: str) -> list[str]:
-    """The perturbations of a condition label: ``"A+B"`` -> ``["A", "B"]`` (order kept, blanks dropped)."""
+    """Split a condition label into its perturbations: ``"A+B"`` -> ``["A", "B"]`` (order kept, blanks dropped)."""
     return [part.strip() for part in str(label).split(COMBINATION) if part.strip()]
 
 
@@ -119,6 +119,7 @@ class ConditionalModel:
         self.interactions: list[dict[str, Any]] = [dict(entry) for entry in interactions or []]
 
     def __repr__(self) -> str:
+        """Summarise the model: conditions, labels, doses, space and responses."""
         dose = f", dose_key={self.dose_key!r} ({len(self.dose_curves)} dose-response curves)" if self.dose_key else ""
         return (
             f"ConditionalModel({len(self.conditions)} training conditions, {len(self.labels)} labels{dose}, "
@@ -128,8 +129,9 @@ class ConditionalModel:
 
     @property
     def without_response(self) -> list[tuple[str, float | None]]:
-        """Training conditions ``(label, dose)`` whose cells could not be told from the controls
-        (:mod:`cellw1.ot.effect`): the model predicts their controls unchanged.
+        """Training conditions ``(label, dose)`` whose cells could not be told from the controls.
+
+        The test is :mod:`cellw1.ot.effect`; the model predicts their controls unchanged.
         """
         return [
             (c["label"], c["dose"])
@@ -149,8 +151,9 @@ class ConditionalModel:
 
     # -- conditions ---------------------------------------------------------------------------------
     def condition(self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None) -> Condition:
-        """The engine's :class:`~cellw1.ot.condition.Condition` for ``perturbation`` (``"A+B"`` for
-        several) at ``dose``; labels outside the table are read from ``uns[embedding_key]``.
+        """Make the engine's :class:`~cellw1.ot.condition.Condition` for ``perturbation`` at ``dose``.
+
+        ``"A+B"`` for several; labels outside the table are read from ``uns[embedding_key]``.
         """
         label = label_text(perturbation)
         members = member_labels(label)
@@ -167,8 +170,8 @@ class ConditionalModel:
                     f"and has no vector in the data's uns[{self.embedding_key!r}]; add one there"
                     if self.embedding_key
                     else "and the model was fitted without label vectors (embedding_key), so it cannot encode a new "
-                    "label; fit with embedding_key (a dict label -> vector in adata.uns; cellw1.gene_vectors gives one per "
-                    "measured gene) or leave it out"
+                    "label; fit with embedding_key (a dict label -> vector in adata.uns; cellw1.gene_vectors gives "
+                    "one per measured gene) or leave it out"
                 )
                 shown = ", ".join(self.labels[:30]) + (
                     f" and {len(self.labels) - 30} more" if len(self.labels) > 30 else ""
@@ -219,8 +222,10 @@ class ConditionalModel:
         return value
 
     def _trained(self, label: str, dose: float | None) -> list[tuple[int, float]]:
-        """The training conditions ``(index, weight)`` a condition is made of: itself (weight 1);
-        between two training doses of its label, those two weighted in ``log1p(dose)``; else none.
+        """Find the training conditions ``(index, weight)`` a condition is made of.
+
+        Itself (weight 1); between two training doses of its label, those two weighted in
+        ``log1p(dose)``; else none.
         """
         known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
         for d, i in known:
@@ -230,19 +235,22 @@ class ConditionalModel:
         above = [k for k in known if dose is not None and k[0] > dose]
         if not (below and above):
             return []
+        assert dose is not None  # a dose between two training doses
         (d0, i0), (d1, i1) = below[-1], above[0]
         w = float((np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0)))
         return [(i0, 1.0 - w), (i1, w)]
 
     def _curve(self, label: str, dose: float | None) -> DoseResponse | None:
-        """The label's dose-response curve if ``dose`` is an unseen dose within it, else ``None``."""
+        """Return the label's dose-response curve if ``dose`` is an unseen dose within it, else ``None``."""
         curve = self.dose_curves.get(label)
         if curve is None or dose is None or dose in curve.doses or not curve.covers(dose):
             return None
         return curve
 
     def _calibration(self, label: str, dose: float | None) -> tuple[np.ndarray | None, str]:
-        """A training condition's own calibration; between two training doses of the label, their
+        """Return a condition's calibration and how its output is made.
+
+        A training condition's own; between two training doses of the label, their
         calibrations interpolated in ``log1p(dose)``; else the pooled zero thresholds.
         """
         trained = self._trained(label, dose)
@@ -254,8 +262,9 @@ class ConditionalModel:
         return self.pooled_calibration, "calibrated_zeros"
 
     def response_share(self, label: str, dose: float | None) -> float:
-        """Share of the response a prediction applies (``shrink_response``, :mod:`cellw1.ot.effect`):
-        a training condition's own, interpolated like the calibration between two doses; 1 for
+        """Share of the response a prediction applies (``shrink_response``, :mod:`cellw1.ot.effect`).
+
+        A training condition's own, interpolated like the calibration between two doses; 1 for
         conditions without cells (a combination, an embedded label, a dose outside the range).
         """
         effects = self.map.info.get("effects") or []
@@ -268,7 +277,7 @@ class ConditionalModel:
     def view(
         self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None, *, compose: bool = True
     ) -> ConditionView:
-        """A :class:`~cellw1.tl.conditional.views.ConditionView` predicting one condition.
+        """Make a :class:`~cellw1.tl.conditional.views.ConditionView` predicting one condition.
 
         A combination (``"A+B"``, any order) is composed from its members' views
         (:meth:`composed`); ``compose=False`` gives the network at the combination's code.
@@ -285,7 +294,7 @@ class ConditionalModel:
         curve = self._curve(key, condition.dose)
         parts: list[ConditionView] = []
         method: FittedMethod = AtCondition(self.map, condition, share)
-        if curve is not None:  # an unseen dose: every training dose's view, weighted by the curve
+        if curve is not None and condition.dose is not None:  # an unseen dose: the training doses' views, by the curve
             parts = [self.view(key, d, compose=False) for d in curve.doses]
             method = Blend([part.method for part in parts], curve.weights(float(condition.dose)), share)
             output = "calibrated_dose_curve"
@@ -317,8 +326,10 @@ class ConditionalModel:
 
     # -- combinations -------------------------------------------------------------------------------
     def canonical(self, label: str) -> str:
-        """A combination's label in one order: the trained pair's label if its members were trained
-        together (``"B+A"`` -> ``"A+B"``), else its members sorted; a single label unchanged.
+        """Name a combination in one order.
+
+        The trained pair's label if its members were trained together (``"B+A"`` -> ``"A+B"``),
+        else its members sorted; a single label unchanged.
         """
         members = member_labels(label)
         if len(members) < 2:
@@ -332,8 +343,10 @@ class ConditionalModel:
     def composed(
         self, label: str, dose: float | None, uns: dict[str, Any] | None = None, *, interaction: bool = True
     ) -> ConditionView | None:
-        """A combination's view from its members' (see ``docs/method.md``); ``None`` where a member
-        was trained only inside combinations (the network at the combination's code predicts it).
+        """Compose a combination's view from its members' (see ``docs/method.md``).
+
+        ``None`` where a member was trained only inside combinations (the network at the
+        combination's code predicts it).
 
         The members' predicted changes add up, cell by cell; a member without a detected
         response adds nothing. A trained combination is blended with its own prediction, the
@@ -374,7 +387,7 @@ class ConditionalModel:
         return self._view(label, blend, own.calibration, dose, "calibrated_interaction", [additive, own])
 
     def interaction(self, label: str, dose: float | None = None) -> InteractionTest | None:
-        """The test of a trained combination against the sum of its members (:mod:`cellw1.ot.interaction`)."""
+        """Return the test of a trained combination against the sum of its members (:mod:`cellw1.ot.interaction`)."""
         for entry in self.interactions:
             if entry["label"] == label and entry["dose"] == dose:
                 return InteractionTest.from_dict(entry)
@@ -409,6 +422,7 @@ class ConditionalModel:
 
     # -- files ----------------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
+        """Describe the model as JSON (everything but the weights)."""
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,

@@ -58,20 +58,24 @@ class AtCondition(FittedMethod):
         self.cmap, self.condition, self.response_share = cmap, condition, float(response_share)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Move cells ``x: (n, k)`` by the map at the condition (that share of the way)."""
         x = np.asarray(x, dtype=np.float32)
         moved = np.asarray(self.cmap.transport(x, self.condition), dtype=np.float32)
         return partway(x, moved, self.response_share)
 
     def response(self, x: np.ndarray) -> np.ndarray:
+        """Distance each cell moves: the share of the step size ``eta(x)`` at the condition."""
         eta = np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
         return np.float32(self.response_share) * eta
 
     @property
     def moves(self) -> bool:
+        """Whether the condition had a detected response (else the input is predicted)."""
         return self.cmap.moves(self.condition)
 
     @property
     def resolved(self) -> float:
+        """The share of the displacement applied."""
         return self.response_share
 
 
@@ -90,15 +94,18 @@ class Blend(FittedMethod):
         self.response_share = float(response_share)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Move cells ``x: (n, k)`` by the parts' displacements, weighted."""
         x = np.asarray(x, dtype=np.float32)
         return blended(x, [part.predict(x) for part in self.parts], self.weights)
 
     @property
     def moves(self) -> bool:
+        """Whether any part moves cells."""
         return any(part.moves for part in self.parts)
 
     @property
     def resolved(self) -> float:
+        """The share of the displacement applied."""
         return self.response_share
 
 
@@ -133,11 +140,12 @@ class ConditionView:
         self.model, self.dose, self.output, self.parts, self.base = model, dose, output, list(parts), base
 
     def __repr__(self) -> str:
+        """Name the condition, its dose and the model it predicts with."""
         dose = "" if self.dose is None else f" at dose {self.dose:g}"
         return f"ConditionView({self.perturbation!r}{dose} of a conditional model: {self.model!r})"
 
     def relabelled(self, perturbation: str) -> ConditionView:
-        """The same prediction, labelled ``perturbation`` (a combination named in another order)."""
+        """Return the same prediction, labelled ``perturbation`` (a combination named in another order)."""
         model = copy.copy(self.model)
         model.perturbation = perturbation
         return ConditionView(model, dose=self.dose, output=self.output, parts=self.parts, base=self.base)
@@ -247,7 +255,10 @@ class ConditionView:
 
     # -- for users --------------------------------------------------------------------------------------
     def preprocess(self, adata: ad.AnnData | str | os.PathLike) -> np.ndarray:
-        """The model's input space for ``adata`` (:meth:`PerturbationModel.preprocess <cellw1.tl.model.PerturbationModel.preprocess>`)."""
+        """Put ``adata`` in the model's input space.
+
+        As :meth:`PerturbationModel.preprocess <cellw1.tl.model.PerturbationModel.preprocess>`.
+        """
         return self.model.preprocess(adata)
 
     def predict(
@@ -261,8 +272,9 @@ class ConditionView:
         key_added: str | None = None,
         with_controls: bool = False,
     ) -> ad.AnnData | Path:
-        """Predict the cells of ``adata`` under this condition; keywords as for
-        :meth:`PerturbationModel.predict <cellw1.tl.model.PerturbationModel.predict>`.
+        """Predict the cells of ``adata`` under this condition.
+
+        Keywords as for :meth:`PerturbationModel.predict <cellw1.tl.model.PerturbationModel.predict>`.
         """
         return predict_cells(
             self,
