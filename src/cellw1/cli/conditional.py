@@ -66,7 +66,7 @@ def run_fit(args: argparse.Namespace) -> int:
 
 
 def predict_options(model: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The condition keywords of ``predict`` for ``model``; clear errors for misplaced flags."""
+    """Return the condition keywords of ``predict`` for ``model``; clear errors for misplaced flags."""
     if isinstance(model, ConditionalModel):
         if args.perturbation is None:
             raise InputError(f"a conditional model needs --perturbation; it was trained on {model.perturbations}.")

@@ -18,6 +18,7 @@ from .conditional import add_fit_arguments, run_fit
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``cellw1 fit`` and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "fit",
         help="fit control -> perturbation models and save them",
@@ -34,7 +35,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--perturbation",
         action="append",
         default=None,
-        help="perturbation label to model (repeatable; 'all' = every non-control label; required without --conditional)",
+        help="perturbation label to model (repeatable; 'all' = every non-control label; "
+        "required without --conditional)",
     )
     parser.add_argument(
         "--method",
@@ -80,6 +82,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fit and save one model, a collection, or a conditional model; the exit status."""
     if args.conditional:
         return run_fit(args)
     if not args.perturbation:

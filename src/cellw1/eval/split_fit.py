@@ -158,7 +158,7 @@ def evaluate_split(
             break
         gated = None
         if method in GATED_METHODS or method == CONDITIONAL:
-            gated = not model.method.moves
+            gated = not model.method.has_response
             state.gated = gated if state.gated is None else state.gated or gated
         predicted = in_units_of(np.asarray(model.predict(test_control).X, dtype=np.float64), model, scorer.model)
         rows.extend(_scored_rows(method, context, scorer, predicted, metrics, seconds, gated))

@@ -22,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 
 def label_text(value: Any) -> str:
-    """The text form of one label: integral numbers without a decimal point (``1.0`` -> ``"1"``)."""
+    """Write one label as text: integral numbers without a decimal point (``1.0`` -> ``"1"``)."""
     if isinstance(value, bool | np.bool_):
         return str(bool(value))
     if isinstance(value, numbers.Integral):
@@ -59,7 +59,7 @@ def label_series(column: pd.Series, *, key: str, warn: bool = True) -> pd.Series
 
 
 def present_labels(labels: pd.Series) -> list[str]:
-    """The distinct labels of ``labels`` (from :func:`label_series`), sorted, missing ones left out."""
+    """List the distinct labels of ``labels`` (from :func:`label_series`), sorted, missing ones left out."""
     return sorted({v for v in labels if v is not None})
 
 

@@ -61,10 +61,12 @@ class Identity(FittedMethod):
     name = "identity"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Return a copy of the control cells ``x: (n, k)``."""
         return np.array(x, dtype=np.float32, copy=True)
 
     @property
-    def moves(self) -> bool:
+    def has_response(self) -> bool:
+        """Never: identity predicts its input."""
         return False
 
 
@@ -84,18 +86,22 @@ class Observed(FittedMethod):
         return cls(np.concatenate([block.cpu().numpy() for block in target.blocks()]), seed)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Draw as many training cells as ``x`` has (seeded), ignoring ``x``."""
         rng = np.random.default_rng(self.seed)
         idx = rng.choice(len(self.cells), size=len(x), replace=len(x) > len(self.cells))
         return self.cells[idx].copy()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Store the training cells."""
         return {"cells": torch.from_numpy(self.cells)}
 
     def header(self) -> dict[str, Any]:
+        """Describe the method, with its seed."""
         return {**super().header(), "seed": self.seed}
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Observed:
+        """Rebuild the method from its cells and header."""
         return cls(tensors["cells"].numpy(), header.get("seed", 0), header.get("info"))
 
 
@@ -115,7 +121,7 @@ class MeanShift(FittedMethod):
 
     @classmethod
     def fit(cls, source: Cells, target: Cells, seed: int = 0) -> MeanShift:
-        """The shift between the means of a seeded balanced subsample, read a block at a time."""
+        """Fit the shift between the means of a seeded balanced subsample, read a block at a time."""
         rng = np.random.default_rng(seed)
         n = min(source.n_cells, target.n_cells)
         src = np.sort(rng.choice(source.n_cells, n, replace=False))
@@ -123,13 +129,16 @@ class MeanShift(FittedMethod):
         return cls((_mean(target, tgt) - _mean(source, src)).astype(np.float32), {"n_balanced": n})
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Shift every cell of ``x: (n, k)`` by the difference of means."""
         return (np.asarray(x, dtype=np.float32) + self.shift).astype(np.float32)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Store the shift."""
         return {"shift": torch.from_numpy(self.shift)}
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> MeanShift:
+        """Rebuild the method from its shift and header."""
         return cls(tensors["shift"].numpy(), header.get("info"))
 
 
@@ -164,8 +173,10 @@ class _NeuralMap(FittedMethod):
 
 
 class W1(_NeuralMap):
-    """cellw1's W1 map, applied by the share of the response the training cells resolve
-    (:attr:`resolved`); the response is the distance moved, that share of the step size ``eta(x)``.
+    """cellw1's W1 map, applied by the share of the response the training cells resolve.
+
+    That share is :attr:`response_share`; the response is the distance moved, that share of the
+    step size ``eta(x)``.
     """
 
     name = "w1"
@@ -173,19 +184,23 @@ class W1(_NeuralMap):
     map: TransportMap
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Move cells ``x: (n, k)`` by the map, :attr:`response_share` of the way."""
         x = np.asarray(x, dtype=np.float32)
-        return partway(x, super().predict(x), self.resolved)
+        return partway(x, super().predict(x), self.response_share)
 
     def response(self, x: np.ndarray) -> np.ndarray:
+        """Distance each cell moves: the share of the step size ``eta(x)``; ``(n,)``."""
         eta = np.asarray(self.map.step_size(np.asarray(x, dtype=np.float32)), dtype=np.float32)
-        return np.float32(self.resolved) * eta
+        return np.float32(self.response_share) * eta
 
     @property
-    def moves(self) -> bool:
-        return self.map.moves and super().moves
+    def has_response(self) -> bool:
+        """Whether the map found a response (:attr:`TransportMap.moves <cellw1.ot.transport.TransportMap.moves>`)."""
+        return self.map.moves and super().has_response
 
     @property
-    def resolved(self) -> float:
+    def response_share(self) -> float:
+        """The map's resolved share with ``shrink_response``, else 1."""
         return self.map.resolved if self.map.config.shrink_response else 1.0
 
 
@@ -207,7 +222,7 @@ _CLASSES: dict[str, type[FittedMethod]] = {
 
 
 def check_method(name: str, *, stacklevel: int = 3) -> str:
-    """The method's name: ``name`` itself, or for a deprecated alias (with a FutureWarning) its new name.
+    """Return the method's name: ``name`` itself, or for a deprecated alias (with a FutureWarning) its new name.
 
     Raises a ConfigError listing the methods when ``name`` is unknown.
     """

@@ -132,6 +132,7 @@ class PerturbationModel:
         return history
 
     def __repr__(self) -> str:
+        """Name the groups, the method, the space and the response applied."""
         return (
             f"PerturbationModel({self.control!r} -> {self.perturbation!r}, method={self.method.name!r}, "
             f"space={self.embedding.kind!r}, {len(self.features)} features"
@@ -141,9 +142,9 @@ class PerturbationModel:
     def _response_note(self) -> str:
         if self.method.name == "identity":
             return ""
-        if not self.method.moves:
+        if not self.method.has_response:
             return ", no response detected: predicts the controls"
-        share = self.method.resolved
+        share = self.method.response_share
         return f", applies {share:.0%} of the response (the rest is sampling noise)" if share < 1.0 else ""
 
     # -- prediction (the Predictor contract of cellw1.tl.prediction) ------------------------------
@@ -152,7 +153,8 @@ class PerturbationModel:
         if self.obsm_key is not None:
             if len(names) != len(self.features):
                 raise InputError(
-                    f"obsm[{self.obsm_key!r}] has {len(names)} columns but the model was fitted on {len(self.features)}."
+                    f"obsm[{self.obsm_key!r}] has {len(names)} columns but the model was fitted on "
+                    f"{len(self.features)}."
                 )
             return None
         position = pd.Index(names)
@@ -177,8 +179,9 @@ class PerturbationModel:
         return values
 
     def preprocess(self, adata: ad.AnnData | str | os.PathLike) -> np.ndarray:
-        """The model's input space for ``adata``: log-normalised expression of :attr:`features`
-        (aligned by gene name), or the obsm embedding; ``(n_cells, n_features)`` float32.
+        """Put ``adata`` in the model's input space, ``(n_cells, n_features)`` float32.
+
+        Log-normalised expression of :attr:`features` (aligned by gene name), or the obsm embedding.
         """
         with open_source(adata, "PerturbationModel.preprocess") as source:
             if source.n_obs == 0:
@@ -187,10 +190,11 @@ class PerturbationModel:
             return self.input_values(matrix.read(np.arange(source.n_obs)), self.feature_columns(names))
 
     def predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted cells (calibrated expression, or the obsm features) and each cell's response,
-        for rows in the model's input space (:meth:`input_values`).
+        """Predict cells (calibrated expression, or the obsm features) and each cell's response.
+
+        ``values`` are rows in the model's input space (:meth:`input_values`).
         """
-        if not self.method.moves:  # no response (identity, or none detected): the input itself, in every space
+        if not self.method.has_response:  # no response (identity, or none detected): the input itself, in every space
             return np.array(values, dtype=np.float32, copy=True), np.zeros(len(values), dtype=np.float32)
         z = self.embedding.encode(values)
         response = self.method.response(z)
@@ -209,13 +213,14 @@ class PerturbationModel:
         return scale_record(self, self.output_kind())
 
     def output_kind(self) -> str | None:
-        """How the written values are made (:mod:`cellw1.tl.output`): ``"unchanged"`` (the input, no
-        response), ``"calibrated"`` or ``"clipped"`` at 0 (expression), ``"raw"`` (continuous values as the
-        map gives them) or ``None`` (obsm).
+        """Say how the written values are made (:mod:`cellw1.tl.output`).
+
+        ``"unchanged"`` (the input, no response), ``"calibrated"`` or ``"clipped"`` at 0
+        (expression), ``"raw"`` (continuous values as the map gives them) or ``None`` (obsm).
         """
         if self.preprocessor is None:
             return None
-        if not self.method.moves:
+        if not self.method.has_response:
             return "unchanged"
         if not self.preprocessor.expression:
             return "raw"
@@ -289,7 +294,7 @@ class PerturbationModel:
         )
 
     def output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
-        """The input cells' obs, with ``source_cell`` (the input cell's name) and ``perturbation``."""
+        """Copy the input cells' obs, with ``source_cell`` (the input cell's name) and ``perturbation``."""
         result = obs.copy()
         result["source_cell"] = np.asarray(obs.index, dtype=str)
         result["perturbation"] = self.perturbation
@@ -340,8 +345,9 @@ class PerturbationModel:
 
 
 def write_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
-    """Write a model directory: ``model.safetensors`` (atomic, checksummed) and its readable
-    ``model.json``; a directory holding a collection is refused.
+    """Write a model directory: ``model.safetensors`` (atomic, checksummed) and ``model.json``.
+
+    ``model.json`` is a readable copy of the header; a directory holding a collection is refused.
     """
     directory = Path(directory)
     if (directory / COLLECTION_FILE).exists():
@@ -355,8 +361,9 @@ def write_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], 
 def model_parts(
     directory: str | os.PathLike, kind: str, fmt: str, version: int
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]]:
-    """Read a model directory's file: ``(tensors, header, parts)``, where ``parts`` are the
-    constructor arguments every model kind shares (features, preprocessing, embedding, groups,
+    """Read a model directory's file: ``(tensors, header, parts)``.
+
+    ``parts`` are the constructor arguments every model kind shares (features, preprocessing, embedding, groups,
     layer, info, calibration). Errors in the block that uses them become a ModelFileError.
     """
     directory = Path(directory)
@@ -391,7 +398,7 @@ def model_parts(
 
 
 def file_instead_of_directory(path: Path) -> str:
-    """What a file handed to :func:`load` holds, and how to load it."""
+    """Say what a file handed to :func:`load` holds, and how to load it."""
     if path.suffix == ".safetensors":
         kind = file_format(path)
         if kind is not None and kind != FORMAT:

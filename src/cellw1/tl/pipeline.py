@@ -323,11 +323,11 @@ class SingleMethod:
         applies a share of its response.
         """
         pre = space.preprocessor
-        if pre is None or not pre.expression or self.spec.method not in CALIBRATED or not fitted.moves:
+        if pre is None or not pre.expression or self.spec.method not in CALIBRATED or not fitted.has_response:
             return None
         control, perturbed = space.expression_sample(0), space.expression_sample(1)
         predicted = space.embedding.decode(fitted.predict(space.embedding.encode(control)))
-        target = calibration_target(control, perturbed, fitted.resolved, fitted.moves, self.spec.seed)
+        target = calibration_target(control, perturbed, fitted.response_share, fitted.has_response, self.spec.seed)
         return fit_calibration(predicted, target)
 
 

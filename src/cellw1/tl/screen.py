@@ -95,8 +95,10 @@ class ScreenResult:
         self.reference = reference
 
     def __repr__(self) -> str:
+        """Count the perturbations, the calls and the clusters."""
         called = int(self.table["called"].sum())
-        return f"ScreenResult({len(self.table)} perturbations, {called} called, {self.table['cluster'].max() + 1} clusters)"
+        clusters = self.table["cluster"].max() + 1
+        return f"ScreenResult({len(self.table)} perturbations, {called} called, {clusters} clusters)"
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``screen.csv``, ``cells.csv`` and the model (``model/``) into ``directory``."""
@@ -207,7 +209,7 @@ def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None
 
 
 def _reference(control: StreamedCells, seed: int) -> ControlReference:
-    """The fixed, seeded sample of control cells every perturbation is compared with."""
+    """Draw the fixed, seeded sample of control cells every perturbation is compared with."""
     positions = spread_sample(np.arange(control.n_cells), REFERENCE_CELLS, seed)
     return ControlReference(control.read(positions).cpu().numpy())
 
@@ -291,8 +293,9 @@ def _cluster(table: pd.DataFrame, responses: np.ndarray) -> None:
 
 
 def nearest(result: ScreenResult, perturbation: str, k: int = 3, *, called_only: bool = True) -> list[str]:
-    """The ``k`` perturbations whose mean responses are closest (cosine) to ``perturbation``'s
-    (among the called ones, with ``called_only``).
+    """Find the ``k`` perturbations whose mean responses are closest (cosine) to ``perturbation``'s.
+
+    Among the called ones, with ``called_only``.
     """
     names = list(result.table.index)
     if perturbation not in names:

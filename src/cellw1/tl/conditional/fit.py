@@ -407,7 +407,7 @@ def _calibrations(
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
         # against its cells; the controls for a condition without a response, a mixture for one whose
         # response is applied in part (cellw1.pp.calibration.calibration_target)
-        target = calibration_target(control, observed, method.resolved, method.moves, seed + 1 + i)
+        target = calibration_target(control, observed, method.response_share, method.has_response, seed + 1 + i)
         per.append(fit_calibration(predicted, target))
         # copies: a slice would keep the whole (SAMPLE_CELLS x genes) prediction of every condition alive
         pooled_pred.append(predicted[:share].copy())

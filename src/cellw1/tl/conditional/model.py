@@ -358,7 +358,7 @@ class ConditionalModel:
         if any(m in self.labels and m not in trained for m in members):
             return None
         parts = [self.view(m, dose, uns) for m in members]
-        moving = [part for part in parts if part.method.moves]
+        moving = [part for part in parts if part.method.has_response]
         if len(moving) < 2:  # nothing to add: the one responding member, or no change
             additive = (moving[0] if moving else parts[0]).relabelled(label)
         else:

@@ -47,36 +47,36 @@ Base = Literal["input", "reconstruction"]
 class AtCondition(FittedMethod):
     """The conditional map with one condition fixed, as a prediction method (cells in the fitted space).
 
-    ``response_share``: the share of the map's displacement applied (``shrink_response``,
+    ``share``: the share of the map's displacement applied (``shrink_response``,
     :mod:`cellw1.ot.effect`), 1 for all of it.
     """
 
     name = METHOD
 
-    def __init__(self, cmap: ConditionalMap, condition: Condition, response_share: float = 1.0) -> None:
+    def __init__(self, cmap: ConditionalMap, condition: Condition, share: float = 1.0) -> None:
         super().__init__(cmap.info)
-        self.cmap, self.condition, self.response_share = cmap, condition, float(response_share)
+        self.cmap, self.condition, self.share = cmap, condition, float(share)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Move cells ``x: (n, k)`` by the map at the condition (that share of the way)."""
         x = np.asarray(x, dtype=np.float32)
         moved = np.asarray(self.cmap.transport(x, self.condition), dtype=np.float32)
-        return partway(x, moved, self.response_share)
+        return partway(x, moved, self.share)
 
     def response(self, x: np.ndarray) -> np.ndarray:
         """Distance each cell moves: the share of the step size ``eta(x)`` at the condition."""
         eta = np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
-        return np.float32(self.response_share) * eta
+        return np.float32(self.share) * eta
 
     @property
-    def moves(self) -> bool:
+    def has_response(self) -> bool:
         """Whether the condition had a detected response (else the input is predicted)."""
         return self.cmap.moves(self.condition)
 
     @property
-    def resolved(self) -> float:
+    def response_share(self) -> float:
         """The share of the displacement applied."""
-        return self.response_share
+        return self.share
 
 
 class Blend(FittedMethod):
@@ -88,10 +88,9 @@ class Blend(FittedMethod):
 
     name = METHOD
 
-    def __init__(self, parts: list[FittedMethod], weights: np.ndarray, response_share: float = 1.0) -> None:
+    def __init__(self, parts: list[FittedMethod], weights: np.ndarray, share: float = 1.0) -> None:
         super().__init__(parts[0].info)
-        self.parts, self.weights = parts, np.asarray(weights, dtype=np.float32)
-        self.response_share = float(response_share)
+        self.parts, self.weights, self.share = parts, np.asarray(weights, dtype=np.float32), float(share)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Move cells ``x: (n, k)`` by the parts' displacements, weighted."""
@@ -99,14 +98,14 @@ class Blend(FittedMethod):
         return blended(x, [part.predict(x) for part in self.parts], self.weights)
 
     @property
-    def moves(self) -> bool:
+    def has_response(self) -> bool:
         """Whether any part moves cells."""
-        return any(part.moves for part in self.parts)
+        return any(part.has_response for part in self.parts)
 
     @property
-    def resolved(self) -> float:
+    def response_share(self) -> float:
         """The share of the displacement applied."""
-        return self.response_share
+        return self.share
 
 
 def blended(x: np.ndarray, predictions: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
@@ -238,7 +237,7 @@ class ConditionView:
     def output_kind(self) -> str | None:
         """How the written values are made: the view's ``output`` for calibrated expression that moves."""
         pre = self.preprocessor
-        if pre is None or not self.method.moves or not pre.expression:
+        if pre is None or not self.method.has_response or not pre.expression:
             return self.model.output_kind()  # "unchanged" or "raw" (continuous values)
         return self.output
 
