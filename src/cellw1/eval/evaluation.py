@@ -56,7 +56,7 @@ from ..ot.effect import check_effect_alpha
 from ..pp.labels import check_label, condition_labels, label_text, present_labels
 from ..pp.preprocessing import Assumption
 from ..tl.conditional import COMBINATION
-from ..tl.pipeline import EFFECT_ALPHA
+from ..tl.spec import EFFECT_ALPHA
 from .baselines import CONTEXT_BASELINES
 from .celleval import check_suite
 from .conditional import CONDITIONAL, fit_conditional_model, last, with_conditional

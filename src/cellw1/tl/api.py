@@ -18,9 +18,9 @@ from ..pp.labels import check_label, condition_labels
 from ..pp.preprocessing import Assumption
 from .methods import check_method
 from .model import PerturbationModel, check_unique_genes
-from .pipeline import EFFECT_ALPHA, SingleMethod, fit_pipeline
+from .pipeline import SingleMethod, fit_pipeline
 from .scgen import ScGenConfig
-from .spec import MIN_CELLS, FitSpec, Space
+from .spec import EFFECT_ALPHA, MIN_CELLS, FitSpec, Space
 
 if TYPE_CHECKING:
     import anndata as ad

@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -51,9 +51,7 @@ from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.preprocessing import Preprocessor, check_signal_streaming, fit_preprocessor_streaming
 from ..pp.spaces import fit_embedding
 from .methods import CONFIGS, GATED, FittedMethod, fit_method
-
-if TYPE_CHECKING:
-    from .spec import FitSpec, PipelineSpec
+from .spec import FitSpec, PipelineSpec
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +64,6 @@ DETECTION_ROWS = 4_096
 #: methods whose predicted expression is calibrated (:mod:`cellw1.pp.calibration`);
 #: identity and observed return measured cells (clipped at 0 only)
 CALIBRATED = GATED
-#: default level of the test for a response (:mod:`cellw1.ot.effect`), the same for every method
-EFFECT_ALPHA = 0.05
 
 Fitted = TypeVar("Fitted")
 

@@ -25,11 +25,12 @@ from ..pp.labels import label_text
 from ..pp.preprocessing import Assumption
 from ..pp.spaces import check_space
 from .methods import CONFIGS, check_config, check_method
-from .pipeline import EFFECT_ALPHA
 from .scgen import ScGenConfig
 
 #: fewest cells a group may have (the solver also holds a validation share out)
 MIN_CELLS = 20
+#: default level of the test for a response (:mod:`cellw1.ot.effect`), the same for every method
+EFFECT_ALPHA = 0.05
 
 Space = Literal["genes", "pca", "autoencoder"]
 
