@@ -117,7 +117,7 @@ class FitSpec(PipelineSpec):
     def __post_init__(self) -> None:
         """Check the method, its config and the test for a response as well."""
         super().__post_init__()
-        object.__setattr__(self, "method", check_method(self.method, stacklevel=5))
+        object.__setattr__(self, "method", check_method(self.method, stacklevel=4))
         check_config(self.method, self.config)
         check_effect_alpha(self.effect_alpha)
         if self.effect is not None and not isinstance(self.effect, EffectTest):
