@@ -310,22 +310,13 @@ class PerturbationModel:
         return tensors
 
     def header(self) -> dict[str, Any]:
-        """JSON description of the model (everything but the weights)."""
+        """Describe the model as JSON (everything but the weights)."""
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "versions": _versions(),
-            "features": self.features,
-            "condition_key": self.condition_key,
-            "control": self.control,
+            **shared_header(self, FORMAT, FORMAT_VERSION),
             "perturbation": self.perturbation,
-            "layer": self.layer,
             "obsm_key": self.obsm_key,
-            "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
-            "embedding": self.embedding.header(),
             "method": self.method.header(),
             "output": self.output_kind(),
-            "info": self.info,
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -342,6 +333,26 @@ class PerturbationModel:
                 perturbation=header["perturbation"],
                 obsm_key=header.get("obsm_key"),
             )
+
+
+def shared_header(model: Any, fmt: str, version: int) -> dict[str, Any]:
+    """Describe what every model kind has, as JSON: the header fields :func:`model_parts` reads back.
+
+    ``model`` has ``features``, ``condition_key``, ``control``, ``layer``, ``preprocessor``,
+    ``embedding`` and ``info``; ``fmt`` and ``version`` name its file format.
+    """
+    return {
+        "format": fmt,
+        "format_version": version,
+        "versions": _versions(),
+        "features": model.features,
+        "condition_key": model.condition_key,
+        "control": model.control,
+        "layer": model.layer,
+        "preprocessing": None if model.preprocessor is None else model.preprocessor.to_dict(),
+        "embedding": model.embedding.header(),
+        "info": model.info,
+    }
 
 
 def write_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:

@@ -266,39 +266,33 @@ def predict_cells(
     with_controls: bool,
     what: str,
 ) -> ad.AnnData | Path:
-    """``model.predict`` (:meth:`cellw1.tl.model.PerturbationModel.predict` documents the keywords)."""
-    if key_added is None:
-        return predict_source(
-            {model.perturbation: model},
-            adata,
-            stacked=False,
-            out=out,
-            cells=cells,
-            chunk_cells=chunk_cells,
-            progress=progress,
-            what=what,
-            with_controls=with_controls,
-        )
-    check_key_added(key_added)
-    if with_controls:
-        raise InputError("key_added adds the prediction as a layer; with_controls does not apply, drop it.")
-    if out is not None or is_on_disk(adata):
-        raise InputError(
-            "key_added adds the prediction to a copy of an AnnData in memory; for data on disk or out=, "
-            "leave key_added out (the prediction is written as X)."
-        )
-    check_data_kind(adata, what)
-    assert not isinstance(adata, str | os.PathLike)
-    base = adata if cells is None else adata[chosen_rows(cells, adata.n_obs)]
+    """Predict as ``model.predict`` does (:meth:`cellw1.tl.model.PerturbationModel.predict` documents the keywords)."""
+    data: ad.AnnData | str | os.PathLike = adata
+    if key_added is not None:  # the chosen cells of an AnnData in memory, predicted into a copy of them
+        check_key_added(key_added)
+        if with_controls:
+            raise InputError("key_added adds the prediction as a layer; with_controls does not apply, drop it.")
+        if out is not None or is_on_disk(adata):
+            raise InputError(
+                "key_added adds the prediction to a copy of an AnnData in memory; for data on disk or out=, "
+                "leave key_added out (the prediction is written as X)."
+            )
+        check_data_kind(adata, what)
+        assert not isinstance(adata, str | os.PathLike)
+        data, cells = (adata if cells is None else adata[chosen_rows(cells, adata.n_obs)]), None
     predicted = predict_source(
         {model.perturbation: model},
-        base,
+        data,
         stacked=False,
-        out=None,
-        cells=None,
+        out=out,
+        cells=cells,
         chunk_cells=chunk_cells,
         progress=progress,
         what=what,
+        with_controls=with_controls,
     )
+    if key_added is None:
+        return predicted
     assert not isinstance(predicted, Path)
-    return add_prediction(base, predicted, key_added, obsm=model.obsm_key is not None)
+    assert not isinstance(data, str | os.PathLike)
+    return add_prediction(data, predicted, key_added, obsm=model.obsm_key is not None)

@@ -42,7 +42,7 @@ from ...pp.embedding import Embedding
 from ...pp.labels import label_text
 from ...pp.preprocessing import Preprocessor
 from ..fitted_method import FittedMethod
-from ..model import PerturbationModel, _versions, model_parts, write_model
+from ..model import PerturbationModel, model_parts, shared_header, write_model
 from .views import AtCondition, Base, Blend, ConditionView
 
 if TYPE_CHECKING:
@@ -424,23 +424,14 @@ class ConditionalModel:
     def header(self) -> dict[str, Any]:
         """Describe the model as JSON (everything but the weights)."""
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "versions": _versions(),
-            "features": self.features,
-            "condition_key": self.condition_key,
-            "control": self.control,
+            **shared_header(self, FORMAT, FORMAT_VERSION),
             "labels": self.labels,
             "conditions": self.conditions,
             "dose_key": self.dose_key,
             "embedding_key": self.embedding_key,
-            "layer": self.layer,
-            "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
-            "embedding": self.embedding.header(),
             "map": self.map.header(),
             "dose_response": {label: curve.to_dict() for label, curve in self.dose_curves.items()},
             "interactions": self.interactions,
-            "info": self.info,
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
