@@ -57,7 +57,9 @@ def test_a_precomputed_response_test_is_followed_instead_of_testing_again(
 ) -> None:
     """A test passed to ``fit`` is not made again, and its decision is followed."""
     fitted = cellw1.fit(adata, "condition", "ctrl", "up", method="mean_shift", seed=1, progress=False)
-    made = EffectTest(**{**fitted.info["effect"], "cells": tuple(fitted.info["effect"]["cells"])})
+    made = fitted.effect
+    assert made is not None
+    assert made.to_dict() == fitted.info["effect"]
 
     def no_test(*args: object, **kwargs: object) -> EffectTest:
         raise AssertionError("the response test ran again")

@@ -36,6 +36,7 @@ from .._io import (
 from .._version import __version__
 from ..errors import InputError, ModelFileError
 from ..io.source import feature_matrix, open_source
+from ..ot.effect import EffectTest
 from ..ot.training import History, combine
 from ..pp.calibration import calibrate
 from ..pp.embedding import Embedding
@@ -117,6 +118,19 @@ class PerturbationModel:
         self.condition_key, self.control, self.perturbation = condition_key, control, perturbation
         self.layer, self.obsm_key = layer, obsm_key
         self.info: dict[str, Any] = dict(info or {})
+
+    @property
+    def effect(self) -> EffectTest | None:
+        """The perturbation's test for a response made by the fit (:mod:`cellw1.ot.effect`); ``None``: none.
+
+        Another fit of the same groups in the same space with the same seed (another method on
+        this model's :attr:`embedding`) can follow it instead of testing again:
+        ``cellw1.fit(..., embedding=model.embedding, effect=model.effect)``.
+        """
+        found = self.info.get("effect")
+        if not found:
+            return None
+        return EffectTest(**{**found, "cells": tuple(found["cells"])})
 
     @property
     def history(self) -> History:
