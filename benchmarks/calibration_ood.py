@@ -109,7 +109,9 @@ def run_split(name: str, seeds: list[int], chosen: list[str]) -> list[dict]:
             columns = pd.Index(model.features).get_indexer(genes)
             own = values[is_control]
             raw_train = model.embedding.decode(model.method.predict(model.embedding.encode(own)))
-            target = calibration_target(own, values[~is_control], model.method.resolved, model.method.moves, seed)
+            target = calibration_target(
+                own, values[~is_control], model.method.response_share, model.method.has_response, seed
+            )
             x = model.preprocess(test_control)
             raw = np.asarray(model.embedding.decode(model.method.predict(model.embedding.encode(x))), np.float32)
             observed = model.preprocess(test_perturbed)[:, columns].astype(np.float64)

@@ -94,13 +94,13 @@ def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
         obs = pre(adata[rows].X)
         pred = model.predict(ctrl_in, perturbation=pair).X
         reverse = model.predict(ctrl_in, perturbation=f"{b}+{a}").X
-        first = model.view(a)._predict_values(x)[0]
+        first = model.view(a).predict_values(x)[0]
         larger = max((a, b), key=lambda s: float(np.linalg.norm(shift[s])))
         predictions = {
             "model": pred,
             "network_code": model.view(pair, compose=False).predict(ctrl_in).X,
             "members_sum": model.composed(pair, None, interaction=False).predict(ctrl_in).X,
-            "composed_maps": model.view(b)._predict_values(first)[0],
+            "composed_maps": model.view(b).predict_values(first)[0],
             "additive": np.maximum(x + shift[a] + shift[b], 0.0),
             "larger_single": np.maximum(x + shift[larger], 0.0),
             "no_change": x,

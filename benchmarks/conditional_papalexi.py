@@ -191,7 +191,7 @@ def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dic
     # as the model predicts (with shrink_response, each cell moves its condition's resolved share of the way)
     methods = {t: model.view(t).method for t in targets}
     pred = {t: method.predict(ctrl) for t, method in methods.items()}
-    share = {t: method.resolved for t, method in methods.items()}
+    share = {t: method.response_share for t, method in methods.items()}
     found["cellw1_conditional"] = {
         **scores(pred, obs, ctrl),
         "train_seconds": cellw1_seconds,

@@ -46,7 +46,7 @@ _EXPORTS: dict[str, str] = {
     "fit": "tl.api",
     "fit_all": "parallel.perturbations",
     "fit_conditional": "tl.conditional",
-    "ConditionalModel": "tl.conditional_model",
+    "ConditionalModel": "tl.conditional",
     "screen": "tl.screen",
     "ScreenResult": "tl.screen",
     "gene_vectors": "tl.gene_vectors",
@@ -86,8 +86,7 @@ if TYPE_CHECKING:
     from .pp.embedding import EmbeddingConfig
     from .tl.api import fit
     from .tl.collection import ModelCollection, load
-    from .tl.conditional import fit_conditional
-    from .tl.conditional_model import ConditionalModel
+    from .tl.conditional import ConditionalModel, fit_conditional
     from .tl.gene_vectors import gene_vectors
     from .tl.model import PerturbationModel
     from .tl.screen import ScreenResult, screen

@@ -132,12 +132,12 @@ def test_doses(data, caplog, tmp_path):
     # shrink_response, on by default here: each condition's share of its response (cellw1.ot.effect)
     assert model.map.config.shrink_response
     shares = [effect["resolved"] for effect in model.map.info["effects"]]
-    assert model.view("pertA", 10.0).method.resolved == shares[1]
-    assert model.view("pertA", 30.0).method.resolved == pytest.approx((1 - w) * shares[1] + w * shares[2])
-    assert model.view("pertA", 500.0).method.resolved == 1.0  # no cells: the whole map
+    assert model.view("pertA", 10.0).method.response_share == shares[1]
+    assert model.view("pertA", 30.0).method.response_share == pytest.approx((1 - w) * shares[1] + w * shares[2])
+    assert model.view("pertA", 500.0).method.response_share == 1.0  # no cells: the whole map
     model.map.config = model.map.config.replace(shrink_response=False)
-    assert model.view("pertA", 10.0).method.resolved == 1.0  # off: the whole map
-    expected = "calibrated" if model.view("pertA", 10.0).method.moves else "unchanged"  # no response: the input
+    assert model.view("pertA", 10.0).method.response_share == 1.0  # off: the whole map
+    expected = "calibrated" if model.view("pertA", 10.0).method.has_response else "unchanged"  # no response: the input
     assert model.predict(ctrl, perturbation="pertA", dose=10.0).uns["cellw1"]["output"] == expected
     with caplog.at_level(logging.WARNING, logger="cellw1"):
         beyond = model.predict(ctrl, perturbation="pertA", dose=500.0)

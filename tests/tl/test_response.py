@@ -227,15 +227,15 @@ def test_a_perturbation_without_a_response_predicts_the_controls(tmp_path: Path)
     adata = log_groups(genes=20, constant=0, groups=("ctrl", "none", "up"), responding=("up",))
     controls = adata[:300]
     model = cellw1.fit(adata, "condition", "ctrl", "none", config=FAST, input_kind="log", progress=False)
-    assert not model.method.moves
+    assert not model.method.has_response
     assert model.method.info["effect"]["p_value"] > 0.05
     pred = model.predict(controls)
     assert np.array_equal(pred.X, controls.X)  # calibrated against the controls: nothing changes
     assert np.all(pred.obs["response"] == 0)
-    assert not cellw1.load(model.save(tmp_path / "still")).method.moves
+    assert not cellw1.load(model.save(tmp_path / "still")).method.has_response
     assert "no response detected" in repr(model)
     up = cellw1.fit(adata, "condition", "ctrl", "up", config=FAST, input_kind="log", progress=False)
-    assert up.method.moves
+    assert up.method.has_response
     assert up.predict(controls).X[:, :6].mean() - controls.X[:, :6].mean() > 0.5
 
 
@@ -249,13 +249,13 @@ def test_a_weak_response_is_predicted_by_its_resolved_share(tmp_path: Path) -> N
     controls = adata[:150]
     whole_map = cellw1.fit(adata, "condition", "ctrl", "pert", config=FAST, input_kind="log", progress=False)
     # off by default
-    assert whole_map.method.resolved == 1.0
+    assert whole_map.method.response_share == 1.0
     assert "of the response" not in repr(whole_map)
     config = FAST.replace(shrink_response=True)
     model = cellw1.fit(adata, "condition", "ctrl", "pert", config=config, input_kind="log", progress=False)
-    share = model.method.resolved
+    share = model.method.response_share
     assert share == model.method.map.info["effect"]["resolved"] == whole_map.method.map.resolved
-    assert model.method.moves
+    assert model.method.has_response
     assert 0.1 < share < 0.9, share
     assert f"applies {share:.0%} of the response" in repr(model)
     z = model.embedding.encode(model.preprocess(controls))
@@ -267,7 +267,7 @@ def test_a_weak_response_is_predicted_by_its_resolved_share(tmp_path: Path) -> N
     moved = pred.X[:, :8].mean() - controls.X[:, :8].mean()
     assert abs(moved - share * seen) <= 0.25 * share * seen, (moved, share * seen)
     loaded = cellw1.load(model.save(tmp_path / "weak"))
-    assert loaded.method.resolved == share
+    assert loaded.method.response_share == share
     np.testing.assert_array_equal(loaded.predict(controls).X, pred.X)
 
 

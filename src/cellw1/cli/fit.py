@@ -9,14 +9,17 @@ from typing import Any
 
 from ..errors import InputError
 from ..files.outputs import check_output
+from ..ot.conditional import ConditionalConfig
+from ..ot.config import W1Config
 from ..parallel.perturbations import fit_all
 from ..tl.api import fit
+from ..tl.conditional import fit_conditional
 from ..tl.methods import ALIASES, METHODS
 from ._common import add_data_arguments, add_disk_argument, add_solver_arguments, read_h5ad, solver_config
-from .conditional import add_fit_arguments, run_fit
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``cellw1 fit`` and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "fit",
         help="fit control -> perturbation models and save them",
@@ -33,7 +36,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--perturbation",
         action="append",
         default=None,
-        help="perturbation label to model (repeatable; 'all' = every non-control label; required without --conditional)",
+        help="perturbation label to model (repeatable; 'all' = every non-control label; "
+        "required without --conditional)",
     )
     parser.add_argument(
         "--method",
@@ -48,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="output model directory (a collection there is resumed: saved models are not fitted again)",
     )
     add_solver_arguments(parser)
-    add_fit_arguments(parser)
+    _add_conditional_arguments(parser)
     add_disk_argument(parser, "every method")
     parser.add_argument(
         "--buffer-cells",
@@ -79,15 +83,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fit and save one model, a collection, or a conditional model; the exit status."""
     if args.conditional:
-        return run_fit(args)
+        return _run_conditional(args)
     if not args.perturbation:
         raise InputError("give --perturbation (repeatable, or 'all'), or --conditional for one model of all of them.")
     if args.buffer_cells is not None and not args.on_disk:
         raise InputError("--buffer-cells applies with --on-disk only.")
-    config = solver_config(args)  # its effect_alpha is every method's gate; the rest is W1's
-    effect_alpha = config.effect_alpha
-    config = config if args.method == "w1" else None
+    w1_config: W1Config = solver_config(args)  # its effect_alpha is every method's gate; the rest is W1's
+    effect_alpha = w1_config.effect_alpha
+    config = w1_config if args.method == "w1" else None
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")  # before the fit, not after
     adata = str(args.data) if args.on_disk else read_h5ad(args.data)
     common: dict[str, Any] = dict(
@@ -131,3 +136,48 @@ def run(args: argparse.Namespace) -> int:
     for label, reason in collection.failures.items():
         print(f"failed: {label}: {reason}")
     return 0 if not collection.failures else 1
+
+
+def _add_conditional_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--conditional`` and its options, on ``cellw1 fit``."""
+    group = parser.add_argument_group("one conditional model for many perturbations")
+    group.add_argument(
+        "--conditional",
+        action="store_true",
+        help="fit one W1 model for all --perturbation labels (default: all but the control) instead of one per label",
+    )
+    group.add_argument("--dose-key", default=None, help="with --conditional: numeric obs column of doses")
+    group.add_argument(
+        "--embedding-key",
+        default=None,
+        help="with --conditional: uns key of a dict label -> vector (encode labels by their vectors)",
+    )
+
+
+def _run_conditional(args: argparse.Namespace) -> int:
+    """Fit and save one :class:`ConditionalModel` (``cellw1 fit --conditional``)."""
+    if args.obsm_key is not None or args.method != "w1" or args.scheduler is not None:
+        raise InputError("--conditional fits one W1 model from expression: drop --obsm-key, --method and --scheduler.")
+    if args.buffer_cells is not None and not args.on_disk:
+        raise InputError("--buffer-cells applies with --on-disk only.")
+    check_output(args.out, kind="directory", inputs=[args.data], what="--out")
+    labels = args.perturbation or ["all"]
+    config = solver_config(args, ConditionalConfig)  # the conditional defaults, then the options given
+    model = fit_conditional(
+        str(args.data) if args.on_disk else read_h5ad(args.data),
+        args.condition_key,
+        args.control,
+        None if "all" in labels else labels,
+        dose_key=args.dose_key,
+        embedding_key=args.embedding_key,
+        space=args.space,
+        config=config,
+        seed=args.seed,
+        layer=args.layer,
+        input_kind=args.input_kind,
+        progress=args.progress,
+        buffer_cells=args.buffer_cells,
+    )
+    model.save(args.out)
+    print(f"saved {model!r} to {args.out}")
+    return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 
@@ -14,18 +14,14 @@ from ..files.outputs import check_output
 from ..io.source import open_source
 from ..pp.labels import label_series
 from ..tl.collection import ModelCollection, load
-from ..tl.conditional_model import ConditionalModel
+from ..tl.conditional import ConditionalModel
 from ..tl.model import PerturbationModel
 from ..tl.prediction import PREDICT_CHUNK
 from ._common import add_disk_argument, read_h5ad
-from .conditional import add_predict_arguments, predict_options
-
-if TYPE_CHECKING:
-    import anndata as ad
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``predict`` sub-command and its arguments to ``subparsers``; returns its parser."""
+    """Add ``cellw1 predict`` and its options to ``subparsers``."""
     parser = subparsers.add_parser(
         "predict",
         help="predict perturbed cells from control cells with a saved model",
@@ -60,7 +56,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
             "var[NAME_modelled] marks the modelled ones, obs[NAME_response] and uns[NAME] are added (.h5ad, in memory)"
         ),
     )
-    add_predict_arguments(parser)
+    _add_condition_arguments(parser)
     parser.add_argument(
         "--chunk-cells", type=int, default=PREDICT_CHUNK, help="cells predicted at once (default: %(default)s)"
     )
@@ -68,16 +64,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Predict the perturbed cells of ``--data`` with a saved model and write them to ``--out``.
-
-    Returns the exit code, 0.
-    """
+    """Predict with a saved model and write the predictions; the exit status."""
     if args.out.suffix.lower() not in (".h5ad", ".zarr"):
         raise InputError(f"--out {str(args.out)!r} must end in .h5ad or .zarr (which picks the format).")
     kind: Literal["store", "file"] = "store" if args.out.suffix.lower() == ".zarr" else "file"
     check_output(args.out, kind=kind, inputs=[args.data], what="--out")
     model = load(args.model)
-    condition = predict_options(model, args)
+    condition = _condition_options(model, args)
     if args.key_added is not None and (isinstance(model, ModelCollection) or args.on_disk or kind != "file"):
         raise InputError(
             "--key-added writes a copy of the input in memory to an .h5ad with one model's prediction as a layer; "
@@ -85,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         )
     data = str(args.data) if args.on_disk else read_h5ad(args.data)
     cells = control_cells(model, data) if args.controls_only else None
-    if args.key_added is not None and not isinstance(model, ModelCollection):  # a collection was refused above
+    if args.key_added is not None:
+        assert not isinstance(model, ModelCollection)  # refused above
         result = model.predict(
             data,
             cells=cells,
@@ -94,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
             progress=args.progress,
             **condition,
         )
+        assert not isinstance(result, Path)  # key_added returns the AnnData
         with atomic_output(args.out, suffix=".h5ad") as tmp:
-            cast("ad.AnnData", result).write_h5ad(tmp)  # without out=, predict returns the AnnData
+            result.write_h5ad(tmp)
         out = args.out
     elif isinstance(model, PerturbationModel | ConditionalModel):
         out = model.predict(
@@ -136,3 +131,25 @@ def control_cells(model: PerturbationModel | ModelCollection | ConditionalModel,
     if not mask.any():
         raise InputError(f"--controls-only: no cell has obs[{first.condition_key!r}] == {first.control!r}.")
     return mask
+
+
+def _add_condition_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--perturbation`` and ``--dose``, on ``cellw1 predict``."""
+    parser.add_argument(
+        "--perturbation", default=None, help="conditional models: the perturbation to predict ('A+B' for several)"
+    )
+    parser.add_argument("--dose", type=float, default=None, help="conditional models fitted with doses: the dose")
+
+
+def _condition_options(model: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """Return the condition keywords of ``predict`` for ``model``; clear errors for misplaced flags."""
+    if isinstance(model, ConditionalModel):
+        if args.perturbation is None:
+            raise InputError(f"a conditional model needs --perturbation; it was trained on {model.perturbations}.")
+        return {"perturbation": args.perturbation, "dose": args.dose}
+    if args.perturbation is not None or args.dose is not None:
+        raise InputError(
+            "--perturbation and --dose are for conditional models (cellw1 fit --conditional); this "
+            "model predicts its own perturbation."
+        )
+    return {}

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ..tl.conditional_model import COMBINATION, member_labels
+from ..tl.conditional import COMBINATION, member_labels
 from .context import SplitContext
 from .plan import NEAREST_MAP
 from .plugin import Prediction, SplitMethod, SplitRun

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..ot.conditional import ConditionalConfig
     from ..pp.preprocessing import Assumption
     from ..tl.api import Space
-    from ..tl.conditional_model import ConditionalModel
+    from ..tl.conditional import ConditionalModel
     from .plan import EvaluationPlan
 
 
@@ -103,4 +103,4 @@ class ConditionalMethod(SplitMethod):
         view = self.model.view(split.context.perturbation)
         info = self.model.map.info
         seconds = (info["potential_seconds"] + info["step_size_seconds"]) / len(self.plan.perturbations)
-        return split.predicted_by(view, float(seconds), gated=not view.method.moves)
+        return split.predicted_by(view, float(seconds), gated=not view.method.has_response)

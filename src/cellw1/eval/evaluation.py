@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..ot.config import W1Config
 from ..pp.preprocessing import Assumption
-from ..tl.pipeline import EFFECT_ALPHA
+from ..tl.spec import EFFECT_ALPHA
 from .plan import CONDITIONAL, plan_evaluation
 from .registry import split_methods
 from .result import EvaluationResult, tabulate

@@ -49,10 +49,13 @@ class FittedMethod(SplitMethod):
             embedding=split.embedding,
             input_kind=plan.input_kind,
             effect_alpha=plan.effect_alpha,
+            effect=split.effect,
             seed=split.fit_seed,
             progress=False,
         )
         split.embedding = model.embedding
+        if split.effect is None:  # the split's test, made once: the next fits follow it
+            split.effect = model.effect
         return model
 
     def predict(self, split: SplitRun) -> Prediction:
@@ -62,5 +65,5 @@ class FittedMethod(SplitMethod):
         seconds = float(model.method.info.get("fit_seconds", time.perf_counter() - start))
         if self.lent:
             split.models[self.name] = model
-        gated = not model.method.moves if self.name in GATED else None
+        gated = not model.method.has_response if self.name in GATED else None
         return split.predicted_by(model, seconds, gated)

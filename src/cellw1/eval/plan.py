@@ -22,8 +22,9 @@ from ..checks import check_seed
 from ..errors import ConfigError, InputError
 from ..ot.conditional import ConditionalConfig
 from ..ot.effect import check_effect_alpha
-from ..pp.labels import label_text, present_labels
-from ..tl.conditional_model import COMBINATION
+from ..pp.labels import check_label, condition_labels, label_text, present_labels
+from ..tl.conditional import COMBINATION
+from ..tl.spec import MIN_CELLS
 from .celleval import check_suite
 from .metrics import METRICS
 from .scoring import SPLIT_METRICS
@@ -172,13 +173,13 @@ def plan_evaluation(
             "suite='cell-eval' scores gene expression; it does not apply with obsm_key, drop one of them."
         )
     control = label_text(control)
-    labels = api.condition_labels(adata, condition_key)
-    api.check_label(labels, control, "control", condition_key)
+    labels = condition_labels(adata, condition_key)
+    check_label(labels, control, "control", condition_key)
     chosen = _check_perturbations(adata, condition_key, labels, control, perturbations)
     plot_perturbation = _check_plot_perturbation(plot_perturbation, chosen)
     label_array = labels.to_numpy()
     held_out = None if holdout is None else holdout_mask(adata, holdout)
-    _check_groups(label_array, [control, *chosen], held_out, holdout, api.MIN_CELLS)
+    _check_groups(label_array, [control, *chosen], held_out, holdout, MIN_CELLS)
     logger.info("evaluating %d methods on %d perturbations x %d splits", len(chosen_methods), len(chosen), n_splits)
     if held_out is not None and n_splits > 1:
         logger.info("holdout mode: the split is fixed, so the %d splits differ only in the fit seed.", n_splits)
@@ -285,7 +286,7 @@ def _check_perturbations(
         given = [perturbations] if isinstance(perturbations, str) else perturbations
         chosen = list(dict.fromkeys(label_text(p) for p in given))
         for p in chosen:
-            api.check_label(labels, p, "perturbation", condition_key)
+            check_label(labels, p, "perturbation", condition_key)
     if control in chosen:
         logger.warning("the control %r is not a perturbation; it is left out of the evaluation.", control)
         chosen = [p for p in chosen if p != control]

@@ -68,7 +68,8 @@ class SplitRun:
 
     ``cells`` are released once the split's own methods have run (the ``neighbours`` stage
     reads ``context``); ``scorer`` is set by the first fitted method, ``embedding`` is the
-    split's shared embedding, ``gated`` the split's test for a response (``True`` when any
+    split's shared embedding, ``effect`` the test for a response the first gated fit made (the
+    later fits follow it instead of testing again), ``gated`` its outcome (``True`` when any
     fitted method that moves cells found none), ``models`` the fitted models other methods
     borrow (``nearest``), ``predictions`` every prediction made so far (float32, every
     feature) and ``siblings`` the runs of the same split index by perturbation, this one included.
@@ -78,6 +79,7 @@ class SplitRun:
     context: SplitContext
     cells: SplitCells | None
     embedding: Any = None
+    effect: Any = None
     scorer: SplitScorer | None = None
     gated: bool | None = None
     models: dict[str, Any] = field(default_factory=dict)

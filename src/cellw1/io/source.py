@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import anndata
 import numpy as np
@@ -20,7 +20,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import InputError
-from .readers import DiskData, open_disk_data
+from .readers import open_disk_data
 
 
 class Matrix(Protocol):
@@ -36,7 +36,7 @@ class Matrix(Protocol):
     dtype: np.dtype
 
     def read(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
-        """Rows ``rows`` (increasing, unique) as a new float array, or a CSR matrix when ``is_sparse``."""
+        """Read the rows ``rows`` (increasing), ``(len(rows), shape[1])``."""
         ...
 
 
@@ -63,12 +63,16 @@ class Source(Protocol):
     var_names: pd.Index
     n_obs: int
     n_vars: int
-    path: Path | None
     in_memory: bool
 
     @property
+    def path(self) -> Path | None:
+        """The file the cells are read from; ``None`` in memory."""
+        ...
+
+    @property
     def origin(self) -> Any:
-        """What another process opens to read the same cells: the path, or the AnnData in memory."""
+        """What another process opens to read the same cells."""
         ...
 
     def matrix(self, layer: str | None = None) -> Matrix:
@@ -76,16 +80,20 @@ class Source(Protocol):
         ...
 
     def embedding(self, obsm_key: str) -> Matrix:
-        """The obsm embedding ``obsm_key``, read by rows."""
+        """Return the obsm embedding ``obsm_key``, read by rows."""
         ...
 
     def close(self) -> None:
-        """Release the open file, if any; the source is not read after."""
+        """Release the file (nothing in memory)."""
         ...
 
-    def __enter__(self) -> Source: ...
+    def __enter__(self) -> Self:
+        """Open for a ``with`` block."""
+        ...
 
-    def __exit__(self, *exc: object) -> None: ...
+    def __exit__(self, *exc: object) -> None:
+        """Close at the end of a ``with`` block."""
+        ...
 
 
 class MemoryMatrix:
@@ -117,6 +125,7 @@ class MemoryMatrix:
         self.dtype: np.dtype = stored if np.issubdtype(stored, np.floating) else np.dtype(np.float32)
 
     def __repr__(self) -> str:
+        """Name the matrix, its storage and shape."""
         return f"MemoryMatrix({self._name}, {'CSR' if self.is_sparse else 'dense'}, shape={self.shape})"
 
     def read(self, rows: np.ndarray) -> np.ndarray | sp.csr_matrix:
@@ -148,15 +157,16 @@ class MemorySource:
         self.n_obs, self.n_vars = adata.n_obs, adata.n_vars
 
     def __repr__(self) -> str:
+        """Give the numbers of cells and genes."""
         return f"MemorySource(n_obs={self.n_obs}, n_vars={self.n_vars})"
 
     @property
     def origin(self) -> anndata.AnnData:
-        """The AnnData itself: another process reads the same object."""
+        """The AnnData itself."""
         return self.adata
 
     def matrix(self, layer: str | None = None) -> MemoryMatrix:
-        """``X`` (``layer=None``) or ``layers[layer]``; an unknown layer or a missing ``X`` is an InputError."""
+        """Return ``X`` (``layer=None``) or a layer, read by rows."""
         if layer is not None:
             if layer not in self.adata.layers:
                 raise InputError(
@@ -168,7 +178,7 @@ class MemorySource:
         return MemoryMatrix(self.adata.X, name="X")
 
     def embedding(self, obsm_key: str) -> MemoryMatrix:
-        """The embedding ``obsm[obsm_key]``; an unknown key is an InputError."""
+        """Return the obsm embedding ``obsm_key``, read by rows."""
         if obsm_key not in self.adata.obsm:
             raise InputError(f"obsm key {obsm_key!r} not found; available: {sorted(self.adata.obsm.keys()) or 'none'}.")
         values = self.adata.obsm[obsm_key]
@@ -178,14 +188,16 @@ class MemorySource:
         """Nothing to release."""
 
     def __enter__(self) -> MemorySource:
+        """Open for a ``with`` block (nothing to open)."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Close at the end of a ``with`` block."""
         self.close()
 
 
 def is_on_disk(data: object) -> bool:
-    """True when ``data`` names data on disk: a ``str`` / ``os.PathLike`` path, or a backed AnnData.
+    """Tell whether ``data`` names data on disk: a ``str`` / ``os.PathLike`` path, or a backed AnnData.
 
     The suffix of a path (``.h5ad`` or ``.zarr``) is checked when it is opened, so a wrong one
     gets a clear error rather than being taken for an array.
@@ -196,7 +208,7 @@ def is_on_disk(data: object) -> bool:
 
 
 def disk_path(data: object) -> str | os.PathLike | None:
-    """The file ``data`` is read from: a path itself, a backed AnnData's file, else ``None``."""
+    """Return the file ``data`` is read from: a path itself, a backed AnnData's file, else ``None``."""
     if isinstance(data, str | os.PathLike):
         return data
     if isinstance(data, anndata.AnnData) and data.isbacked:
@@ -215,7 +227,7 @@ def check_data_kind(data: object, what: str) -> None:
     )
 
 
-def open_source(data: anndata.AnnData | str | os.PathLike, what: str = "cellw1") -> MemorySource | DiskData:
+def open_source(data: anndata.AnnData | str | os.PathLike, what: str = "cellw1") -> Source:
     """Open ``data`` as a :class:`Source`; use it as a context manager (closing releases a file).
 
     An AnnData in memory becomes a :class:`MemorySource`; a path or a backed AnnData a
@@ -229,7 +241,7 @@ def open_source(data: anndata.AnnData | str | os.PathLike, what: str = "cellw1")
 
 
 def feature_matrix(source: Source, *, layer: str | None, obsm_key: str | None) -> tuple[Matrix, list[str]]:
-    """The matrix a model reads (``X``, a layer or an obsm embedding) and its feature names."""
+    """Return the matrix a model reads (``X``, a layer or an obsm embedding) and its feature names."""
     if layer is not None and obsm_key is not None:
         raise InputError("give either layer= or obsm_key=, not both.")
     if obsm_key is not None:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, Any
 
@@ -234,7 +234,7 @@ def fit_on_client(
     fit_kwargs: dict[str, Any],
     *,
     threads_per_worker: int = 1,
-) -> Iterator[tuple[str, PerturbationModel | CellW1Error]]:
+) -> Generator[tuple[str, PerturbationModel | CellW1Error], None, None]:
     """Fit each perturbation as one task on ``client``'s cluster; yield results as they finish.
 
     Yields ``(perturbation, model)`` or ``(perturbation, error)`` where ``error`` is the
@@ -274,13 +274,13 @@ def fit_on_client(
             pure=False,
         )
         futures.append(future)
-        label_of[future.key] = (label, generation)
+        label_of[str(future.key)] = (label, generation)
         return future
 
     finished = distributed.as_completed([submit(label) for label in perturbations], loop=client.loop)
     try:
         for future in finished:
-            label, used = label_of[future.key]
+            label, used = label_of[str(future.key)]
             try:
                 yield label, future.result()
             except CellW1Error as exc:

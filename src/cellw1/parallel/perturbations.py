@@ -11,19 +11,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tqdm.auto import tqdm
 
-from ..checks import check_seed
 from ..errors import CellW1Error, ConfigError, InputError
-from ..files.model_files import tensor_checksum
 from ..io.source import Source, check_data_kind, open_source
-from ..ot.effect import check_effect_alpha
-from ..pp.embedding import EmbeddingConfig
-from ..pp.labels import label_text, present_labels
-from ..pp.spaces import check_space
+from ..pp.labels import check_label, condition_labels, label_text, present_labels
 from ..tl import api
 from ..tl.collection import CollectionDirectory, ModelCollection
-from ..tl.methods import check_config, check_method
+from ..tl.methods import check_method
 from ..tl.model import PerturbationModel
-from ..tl.pipeline import EFFECT_ALPHA
+from ..tl.spec import FitSpec
 from .cluster import check_scheduler, fit_on_client, open_client
 
 if TYPE_CHECKING:
@@ -31,45 +26,6 @@ if TYPE_CHECKING:
     from distributed import Client
 
 logger = logging.getLogger(__name__)
-
-
-def fit_settings(condition_key: str, control: str, fit_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """JSON description of how :func:`fit_all` fits its models (kept in a collection's index).
-
-    Checks ``fit_kwargs`` against :func:`~cellw1.tl.api.fit` first: an unknown name is a TypeError, an
-    unknown method or space or a config of the wrong type a ConfigError.
-    """
-    inspect.signature(api.fit).bind(None, condition_key, control, "", **fit_kwargs)
-    seed = check_seed(fit_kwargs.get("seed", 0))
-    method = fit_kwargs.get("method", "w1")
-    space = fit_kwargs.get("space", "genes")
-    method = check_method(method, stacklevel=4)
-    check_space(space)
-    config = fit_kwargs.get("config")
-    expected = check_config(method, config)
-    embedding_config, embedding = fit_kwargs.get("embedding_config"), fit_kwargs.get("embedding")
-    if embedding is not None:  # an embedding fitted beforehand: its kind and a checksum of its weights
-        embedding_settings = {"kind": embedding.kind, "sha256": tensor_checksum(embedding.state_tensors())}
-    elif space != "genes":
-        embedding_settings = {"kind": space, "config": (embedding_config or EmbeddingConfig()).to_dict()}
-    else:
-        embedding_settings = None
-    gate = {}  # the level of the test for a response, where it is not the default (indexes written before it match)
-    if fit_kwargs.get("effect_alpha", EFFECT_ALPHA) != EFFECT_ALPHA:
-        gate["effect_alpha"] = check_effect_alpha(fit_kwargs["effect_alpha"])
-    return {
-        "condition_key": condition_key,
-        "control": control,
-        "method": method,
-        "space": space,
-        "layer": fit_kwargs.get("layer"),
-        "obsm_key": fit_kwargs.get("obsm_key"),
-        "input_kind": fit_kwargs.get("input_kind", "auto"),
-        "seed": seed,
-        "config": None if expected is None else (config or expected()).to_dict(),
-        "embedding": embedding_settings,
-        **gate,
-    }
 
 
 def fit_all(
@@ -131,18 +87,17 @@ def fit_all(
     check_data_kind(adata, "cellw1.fit_all")
     if on_error not in ("skip", "raise"):
         raise ConfigError(f"on_error={on_error!r} must be 'skip' or 'raise'.")
-    control = label_text(control)
-    settings = fit_settings(condition_key, control, kwargs)
-    if "method" in kwargs:  # a deprecated alias warned once, in fit_settings; the fits get the method's name
-        kwargs["method"] = settings["method"]
+    inspect.signature(api.fit).bind(None, condition_key, control, "", **kwargs)  # an unknown name: TypeError
+    if "method" in kwargs:  # a deprecated alias warns once, here; the fits get the method's name
+        kwargs["method"] = check_method(kwargs["method"])
+    # the fits in this process: labels were checked (and missing ones counted) once, by fit_all
+    spec = FitSpec(condition_key=condition_key, control=control, progress=False, warn_missing=False, **kwargs)
     check_scheduler(scheduler, n_workers, threads_per_worker)
     with open_source(adata, "cellw1.fit_all") as source:  # obs read once; the fits in this process read it
         return _fit_labels(
             source,
-            condition_key,
-            control,
+            spec,
             perturbations,
-            settings,
             on_error=on_error,
             out=out,
             scheduler=scheduler,
@@ -155,10 +110,8 @@ def fit_all(
 
 def _fit_labels(
     source: Source,
-    condition_key: str,
-    control: str,
+    spec: FitSpec,
     perturbations: Sequence[str] | None,
-    settings: dict[str, Any],
     *,
     on_error: str,
     out: str | os.PathLike | None,
@@ -169,8 +122,9 @@ def _fit_labels(
     kwargs: dict[str, Any],
 ) -> ModelCollection:
     """:func:`fit_all` on an open source: here one fit after the other, or on a Dask cluster."""
-    labels = api.condition_labels(source, condition_key)
-    api.check_label(labels, control, "control", condition_key)
+    condition_key, control = spec.condition_key, spec.control
+    labels = condition_labels(source, condition_key)
+    check_label(labels, control, "control", condition_key)
     if perturbations is None:
         perturbations = [p for p in present_labels(labels) if p != control]
     else:
@@ -178,13 +132,11 @@ def _fit_labels(
             perturbations = [perturbations]
         perturbations = list(dict.fromkeys(label_text(p) for p in perturbations))
         for p in perturbations:
-            api.check_label(labels, p, "perturbation", condition_key)
+            check_label(labels, p, "perturbation", condition_key)
     if not perturbations:
         raise InputError(f"obs[{condition_key!r}] has no label besides the control {control!r}.")
-    store = None if out is None else CollectionDirectory(out, settings, inputs=[source.origin])
-    quiet = api.MISSING_WARNED.set(True)  # condition_labels warned once above; the fits below do not repeat it
-    with store or contextlib.nullcontext(), contextlib.ExitStack() as reset:  # out stays locked while written
-        reset.callback(api.MISSING_WARNED.reset, quiet)
+    store = None if out is None else CollectionDirectory(out, spec.settings(), inputs=[source.origin])
+    with store or contextlib.nullcontext():  # out stays locked while written
         models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
         if models:
             logger.info("%d model(s) already saved in %s, not fitted again: %s", len(models), out, ", ".join(models))
@@ -208,13 +160,12 @@ def _fit_labels(
         if todo and scheduler is None:
             for label in tqdm(todo, desc="perturbations", disable=not progress):
                 try:
-                    outcome: PerturbationModel | CellW1Error = api.fit_source(
-                        source, condition_key, control, label, progress=False, **kwargs
-                    )
+                    outcome: PerturbationModel | CellW1Error = api.fit_source(source, spec.for_perturbation(label))
                 except CellW1Error as exc:
                     outcome = exc
                 record(label, outcome)
         elif todo:
+            assert scheduler is not None
             with (
                 open_client(
                     scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)

@@ -9,23 +9,26 @@ label read from obs are both turned into text by :func:`label_text`, so ``0``, `
 from __future__ import annotations
 
 import logging
+import math
 import numbers
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..errors import InputError
+
 logger = logging.getLogger(__name__)
 
 
 def label_text(value: Any) -> str:
-    """The text form of one label: integral numbers without a decimal point (``1.0`` -> ``"1"``)."""
+    """Write one label as text: integral numbers without a decimal point (``1.0`` -> ``"1"``)."""
     if isinstance(value, bool | np.bool_):
         return str(bool(value))
     if isinstance(value, numbers.Integral):
         return str(int(value))
     if isinstance(value, numbers.Real) and float(value).is_integer():
-        return str(int(value))
+        return str(math.trunc(value))
     return str(value)
 
 
@@ -56,5 +59,30 @@ def label_series(column: pd.Series, *, key: str, warn: bool = True) -> pd.Series
 
 
 def present_labels(labels: pd.Series) -> list[str]:
-    """The distinct labels of ``labels`` (from :func:`label_series`), sorted, missing ones left out."""
+    """List the distinct labels of ``labels`` (from :func:`label_series`), sorted, missing ones left out."""
     return sorted({v for v in labels if v is not None})
+
+
+def condition_labels(adata: Any, condition_key: str, *, warn: bool = True) -> pd.Series:
+    """``adata.obs[condition_key]`` as text labels (:func:`label_series`); missing ones are ``None``.
+
+    ``adata`` is an AnnData or an open :class:`~cellw1.io.source.Source` (anything with ``obs``,
+    ``n_obs`` and ``n_vars``). Clear errors for empty data or a missing key; with ``warn``,
+    cells without a label are counted in one logged warning (they belong to no group).
+    """
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        raise InputError(f"the AnnData is empty ({adata.n_obs} cells x {adata.n_vars} features).")
+    if condition_key not in adata.obs:
+        raise InputError(
+            f"condition key {condition_key!r} is not a column of adata.obs; available: {list(adata.obs.columns)}."
+        )
+    return label_series(adata.obs[condition_key], key=condition_key, warn=warn)
+
+
+def check_label(labels: pd.Series, value: str, what: str, key: str) -> None:
+    """Raise an InputError listing the available labels when ``value`` (text) is not in ``labels``."""
+    if value not in set(present_labels(labels)):
+        counts = labels.value_counts()
+        shown = ", ".join(f"{k} ({v})" for k, v in counts.head(30).items())
+        more = f" and {len(counts) - 30} more" if len(counts) > 30 else ""
+        raise InputError(f"{what} {value!r} is not a value of obs[{key!r}]; available: {shown}{more}.")

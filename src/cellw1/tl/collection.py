@@ -22,8 +22,8 @@ from ..files.lock import DirectoryLock
 from ..files.model_files import file_format
 from ..files.outputs import check_output
 from ..io.source import disk_path
-from .conditional_model import FORMAT as CONDITIONAL
-from .conditional_model import ConditionalModel
+from .conditional import FORMAT as CONDITIONAL
+from .conditional import ConditionalModel
 from .model import (
     COLLECTION_FILE,
     COLLECTION_FORMAT,
@@ -71,21 +71,26 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         self.resumed: tuple[str, ...] = tuple(resumed)
 
     def __getitem__(self, key: str) -> PerturbationModel:
+        """Return the model of perturbation ``key``."""
         try:
             return self._models[key]
         except KeyError:
             raise KeyError(f"no model for {key!r}; available: {sorted(self._models)}") from None
 
     def __iter__(self) -> Iterator[str]:
+        """Iterate over the perturbations."""
         return iter(self._models)
 
     def __len__(self) -> int:
+        """Count the models."""
         return len(self._models)
 
     def __repr__(self) -> str:
-        still = sum(not m.method.moves and m.method.name != "identity" for m in self._models.values())
+        """Count the models, those without a detected response, and the failures."""
+        without_response = sum(not m.method.has_response and m.method.name != "identity" for m in self._models.values())
         return (
-            f"ModelCollection({len(self)} models ({still} without a detected response), {len(self.failures)} failures)"
+            f"ModelCollection({len(self)} models ({without_response} without a detected response), "
+            f"{len(self.failures)} failures)"
         )
 
     def predict(
@@ -137,6 +142,7 @@ class ModelCollection(Mapping[str, PerturbationModel]):
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ModelCollection:
+        """Load a collection written by :meth:`save`."""
         directory = Path(directory)
         try:
             body = json.loads((directory / COLLECTION_FILE).read_text())
@@ -149,7 +155,7 @@ class ModelCollection(Mapping[str, PerturbationModel]):
 
 
 def _differences(there: Any, now: Any, prefix: str = "") -> list[str]:
-    """What differs between two settings, e.g. ``["seed: 0 there, 1 now"]`` (nested dicts by ``a.b``)."""
+    """List what differs between two settings, e.g. ``["seed: 0 there, 1 now"]`` (nested dicts by ``a.b``)."""
     if isinstance(there, dict) and isinstance(now, dict):
         return [
             line
@@ -220,9 +226,11 @@ class CollectionDirectory:
         self._lock.release()
 
     def __enter__(self) -> CollectionDirectory:
+        """Hold the directory for a ``with`` block."""
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Release the directory's lock."""
         self.close()
 
     def _read_index(self) -> None:
@@ -249,7 +257,7 @@ class CollectionDirectory:
         self.index, self.failures = index, failures
 
     def completed(self, labels: Iterable[str]) -> dict[str, PerturbationModel]:
-        """The models of ``labels`` already saved here, loaded; broken ones are dropped (and refitted)."""
+        """Load the models of ``labels`` already saved here; broken ones are dropped (and refitted)."""
         found: dict[str, PerturbationModel] = {}
         for label in labels:
             folder = self.index.get(label)
@@ -296,8 +304,11 @@ class CollectionDirectory:
 
 
 def load(directory: str | os.PathLike) -> PerturbationModel | ModelCollection | ConditionalModel:
-    """Load a model directory written by :meth:`PerturbationModel.save`, :meth:`ModelCollection.save`
-    or :meth:`ConditionalModel.save`."""
+    """Load a model directory.
+
+    One written by :meth:`PerturbationModel.save`, :meth:`ModelCollection.save` or
+    :meth:`ConditionalModel.save`.
+    """
     directory = Path(directory)
     if not directory.exists():
         raise ModelFileError(f"{str(directory)!r} does not exist; check the path.")

@@ -27,16 +27,21 @@ class FittedMethod:
         return np.linalg.norm(self.predict(x) - x, axis=1).astype(np.float32)
 
     @property
-    def moves(self) -> bool:
-        """False when the method predicts its input: no response was detected for the
-        perturbation (:mod:`cellw1.ot.effect`, ``info["gated"]``), or the method is identity."""
+    def has_response(self) -> bool:
+        """Whether the method moves cells.
+
+        False when it predicts its input: no response was detected for the perturbation
+        (:mod:`cellw1.ot.effect`, ``info["gated"]``), or the method is identity.
+        """
         return not self.info.get("gated", False)
 
     @property
-    def resolved(self) -> float:
-        """Share of the fitted displacement that :meth:`predict` applies: 1, or for a W1 map fitted
-        with ``shrink_response`` the share of the training response above sampling noise
-        (:mod:`cellw1.ot.effect`)."""
+    def response_share(self) -> float:
+        """Share of the fitted displacement that :meth:`predict` applies.
+
+        1, or for a W1 map fitted with ``shrink_response`` the share of the training response
+        above sampling noise (:mod:`cellw1.ot.effect`).
+        """
         return 1.0
 
     @property
@@ -54,10 +59,11 @@ class FittedMethod:
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
+        """Rebuild the method from :meth:`state_tensors` and :meth:`header`."""
         return cls(header.get("info"))
 
 
-def shrunk(x: np.ndarray, moved: np.ndarray, share: float) -> np.ndarray:
+def partway(x: np.ndarray, moved: np.ndarray, share: float) -> np.ndarray:
     """``x + share (moved - x)``: each cell ``share`` of the way to where the map moves it."""
     if share >= 1.0:
         return moved

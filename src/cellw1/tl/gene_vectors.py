@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from ..errors import InputError
-from ..pp.labels import label_text
+from ..pp.labels import check_label, condition_labels, label_text
 from ..pp.preprocessing import fit_preprocessor
-from .api import check_label, condition_labels
 
 if TYPE_CHECKING:
     import anndata as ad

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ from ..ot.solver import fit_map
 from ..ot.training import History
 from ..ot.transport import TransportMap
 from ..ot.w2 import W2Map, fit_w2
-from .fitted_method import FittedMethod, shrunk
+from .fitted_method import FittedMethod, partway
 from .scgen import ScGenConfig, ScGenVAE, fit_scgen
 
 METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "scgen_vae", "w2", "w1")
@@ -61,10 +61,12 @@ class Identity(FittedMethod):
     name = "identity"
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Return a copy of the control cells ``x: (n, k)``."""
         return np.array(x, dtype=np.float32, copy=True)
 
     @property
-    def moves(self) -> bool:
+    def has_response(self) -> bool:
+        """Never: identity predicts its input."""
         return False
 
 
@@ -84,18 +86,22 @@ class Observed(FittedMethod):
         return cls(np.concatenate([block.cpu().numpy() for block in target.blocks()]), seed)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Draw as many training cells as ``x`` has (seeded), ignoring ``x``."""
         rng = np.random.default_rng(self.seed)
         idx = rng.choice(len(self.cells), size=len(x), replace=len(x) > len(self.cells))
         return self.cells[idx].copy()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Store the training cells."""
         return {"cells": torch.from_numpy(self.cells)}
 
     def header(self) -> dict[str, Any]:
+        """Describe the method, with its seed."""
         return {**super().header(), "seed": self.seed}
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Observed:
+        """Rebuild the method from its cells and header."""
         return cls(tensors["cells"].numpy(), header.get("seed", 0), header.get("info"))
 
 
@@ -115,7 +121,7 @@ class MeanShift(FittedMethod):
 
     @classmethod
     def fit(cls, source: Cells, target: Cells, seed: int = 0) -> MeanShift:
-        """The shift between the means of a seeded balanced subsample, read a block at a time."""
+        """Fit the shift between the means of a seeded balanced subsample, read a block at a time."""
         rng = np.random.default_rng(seed)
         n = min(source.n_cells, target.n_cells)
         src = np.sort(rng.choice(source.n_cells, n, replace=False))
@@ -123,13 +129,16 @@ class MeanShift(FittedMethod):
         return cls((_mean(target, tgt) - _mean(source, src)).astype(np.float32), {"n_balanced": n})
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Shift every cell of ``x: (n, k)`` by the difference of means."""
         return (np.asarray(x, dtype=np.float32) + self.shift).astype(np.float32)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Store the shift."""
         return {"shift": torch.from_numpy(self.shift)}
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> MeanShift:
+        """Rebuild the method from its shift and header."""
         return cls(tensors["shift"].numpy(), header.get("info"))
 
 
@@ -164,26 +173,34 @@ class _NeuralMap(FittedMethod):
 
 
 class W1(_NeuralMap):
-    """cellw1's W1 map, applied by the share of the response the training cells resolve
-    (:attr:`resolved`); the response is the distance moved, that share of the step size ``eta(x)``."""
+    """cellw1's W1 map, applied by the share of the response the training cells resolve.
+
+    That share is :attr:`response_share`; the response is the distance moved, that share of the
+    step size ``eta(x)``.
+    """
 
     name = "w1"
     map_class = TransportMap
+    map: TransportMap
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """Move cells ``x: (n, k)`` by the map, :attr:`response_share` of the way."""
         x = np.asarray(x, dtype=np.float32)
-        return shrunk(x, super().predict(x), self.resolved)
+        return partway(x, super().predict(x), self.response_share)
 
     def response(self, x: np.ndarray) -> np.ndarray:
+        """Distance each cell moves: the share of the step size ``eta(x)``; ``(n,)``."""
         eta = np.asarray(self.map.step_size(np.asarray(x, dtype=np.float32)), dtype=np.float32)
-        return np.float32(self.resolved) * eta
+        return np.float32(self.response_share) * eta
 
     @property
-    def moves(self) -> bool:
-        return self.map.moves and super().moves
+    def has_response(self) -> bool:
+        """Whether the map found a response (:attr:`TransportMap.moves <cellw1.ot.transport.TransportMap.moves>`)."""
+        return self.map.moves and super().has_response
 
     @property
-    def resolved(self) -> float:
+    def response_share(self) -> float:
+        """The map's resolved share with ``shrink_response``, else 1."""
         return self.map.resolved if self.map.config.shrink_response else 1.0
 
 
@@ -205,7 +222,7 @@ _CLASSES: dict[str, type[FittedMethod]] = {
 
 
 def check_method(name: str, *, stacklevel: int = 3) -> str:
-    """The method's name: ``name`` itself, or for a deprecated alias (with a FutureWarning) its new name.
+    """Return the method's name: ``name`` itself, or for a deprecated alias (with a FutureWarning) its new name.
 
     Raises a ConfigError listing the methods when ``name`` is unknown.
     """
@@ -254,7 +271,7 @@ def fit_method(
     source: Cells | np.ndarray,
     target: Cells | np.ndarray,
     *,
-    config: W1Config | W2Config | None = None,
+    config: W1Config | W2Config | ScGenConfig | None = None,
     seed: int = 0,
     progress: bool = False,
     effect: EffectTest | None = None,
@@ -299,13 +316,13 @@ def fit_method(
             torch.cat(list(checked_cells(x, what, cpu).blocks())).numpy()
             for x, what in ((source, "source"), (target, "target"))
         ]
-        fitted = fit_scgen(cells[0], cells[1], config, seed, progress=progress)
+        fitted = fit_scgen(cells[0], cells[1], cast("ScGenConfig | None", config), seed, progress=progress)
     elif name == "w1":
         if effect is not None:  # the perturbation's test, at its level, instead of the map's own
             config = (config if isinstance(config, W1Config) else W1Config()).replace(effect_alpha=effect_alpha)
-        fitted = W1(fit_map(source, target, config, seed, progress=progress, effect=effect))
+        fitted = W1(fit_map(source, target, cast("W1Config | None", config), seed, progress=progress, effect=effect))
     else:
-        fitted = W2(fit_w2(source, target, config, seed, progress=progress))
+        fitted = W2(fit_w2(source, target, cast("W2Config | None", config), seed, progress=progress))
     if effect is not None and name in GATED and not effect.detected(effect_alpha):
         fitted.info["gated"] = True
     fitted.info["fit_seconds"] = time.perf_counter() - start
@@ -315,7 +332,8 @@ def fit_method(
 def load_method(tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> FittedMethod:
     """Rebuild a method from :meth:`FittedMethod.state_tensors` and :meth:`FittedMethod.header`."""
     name = header.get("name")
-    name = ALIASES.get(name, name)  # models saved before the rename load quietly
+    if isinstance(name, str):
+        name = ALIASES.get(name, name)  # models saved before the rename load quietly
     if name not in _CLASSES:
         raise ModelFileError(f"unknown method {name!r} in the model file; it may come from a newer cellw1.")
     return _CLASSES[name].from_state(tensors, header)

@@ -28,16 +28,16 @@ from .._version import __version__
 from ..errors import InputError, ModelFileError
 from ..files.atomic import atomic_write_bytes
 from ..files.model_files import FORMATS, check_format, file_format, load_tensors, save_tensors, section
-from ..io.source import check_data_kind, feature_matrix, is_on_disk, open_source
+from ..io.source import feature_matrix, open_source
+from ..ot.effect import EffectTest
 from ..ot.training import History, combine
 from ..pp.calibration import calibrate
 from ..pp.embedding import Embedding
-from ..pp.labels import label_series
 from ..pp.preprocessing import Preprocessor
 from ..pp.spaces import load_embedding
 from .methods import FittedMethod, load_method
-from .output import add_prediction, check_key_added, scale_record
-from .prediction import PREDICT_CHUNK, chosen_rows, predict_source
+from .output import scale_record
+from .prediction import PREDICT_CHUNK, predict_cells
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -113,6 +113,19 @@ class PerturbationModel:
         self.info: dict[str, Any] = dict(info or {})
 
     @property
+    def effect(self) -> EffectTest | None:
+        """The perturbation's test for a response made by the fit (:mod:`cellw1.ot.effect`); ``None``: none.
+
+        Another fit of the same groups in the same space with the same seed (another method on
+        this model's :attr:`embedding`) can follow it instead of testing again:
+        ``cellw1.fit(..., embedding=model.embedding, effect=model.effect)``.
+        """
+        found = self.info.get("effect")
+        if not found:
+            return None
+        return EffectTest(**{**found, "cells": tuple(found["cells"])})
+
+    @property
     def history(self) -> History:
         """Training history of the fit (:mod:`cellw1.ot.training`), saved with the model.
 
@@ -126,6 +139,7 @@ class PerturbationModel:
         return history
 
     def __repr__(self) -> str:
+        """Name the groups, the method, the space and the response applied."""
         return (
             f"PerturbationModel({self.control!r} -> {self.perturbation!r}, method={self.method.name!r}, "
             f"space={self.embedding.kind!r}, {len(self.features)} features"
@@ -135,18 +149,19 @@ class PerturbationModel:
     def _response_note(self) -> str:
         if self.method.name == "identity":
             return ""
-        if not self.method.moves:
+        if not self.method.has_response:
             return ", no response detected: predicts the controls"
-        share = self.method.resolved
+        share = self.method.response_share
         return f", applies {share:.0%} of the response (the rest is sampling noise)" if share < 1.0 else ""
 
-    # -- prediction ------------------------------------------------------------------------------
-    def _columns(self, names: Sequence[str]) -> np.ndarray | None:
+    # -- prediction (the Predictor contract of cellw1.tl.prediction) ------------------------------
+    def feature_columns(self, names: Sequence[str]) -> np.ndarray | None:
         """Positions of :attr:`features` among the data's feature ``names`` (``None``: obsm, in order)."""
         if self.obsm_key is not None:
             if len(names) != len(self.features):
                 raise InputError(
-                    f"obsm[{self.obsm_key!r}] has {len(names)} columns but the model was fitted on {len(self.features)}."
+                    f"obsm[{self.obsm_key!r}] has {len(names)} columns but the model was fitted on "
+                    f"{len(self.features)}."
                 )
             return None
         position = pd.Index(names)
@@ -159,7 +174,7 @@ class PerturbationModel:
             )
         return position.get_indexer(self.features)
 
-    def _values(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
+    def input_values(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
         """Rows read from the data, in the model's input space (float32); see :meth:`preprocess`."""
         if columns is None:
             values = np.asarray(raw.toarray() if hasattr(raw, "toarray") else raw, dtype=np.float32)
@@ -171,58 +186,48 @@ class PerturbationModel:
         return values
 
     def preprocess(self, adata: ad.AnnData | str | os.PathLike) -> np.ndarray:
-        """The model's input space for ``adata``: log-normalised expression of :attr:`features`
-        (aligned by gene name), or the obsm embedding; ``(n_cells, n_features)`` float32."""
+        """Put ``adata`` in the model's input space, ``(n_cells, n_features)`` float32.
+
+        Log-normalised expression of :attr:`features` (aligned by gene name), or the obsm embedding.
+        """
         with open_source(adata, "PerturbationModel.preprocess") as source:
             if source.n_obs == 0:
                 raise InputError("the AnnData has no cells; nothing to predict.")
             matrix, names = feature_matrix(source, layer=self.layer, obsm_key=self.obsm_key)
-            return self._values(matrix.read(np.arange(source.n_obs)), self._columns(names))
+            return self.input_values(matrix.read(np.arange(source.n_obs)), self.feature_columns(names))
 
-    def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted cells (calibrated expression, or the obsm features) and response of a block of rows."""
-        return self._predict_values(self._values(raw, columns))
+    def predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predict cells (calibrated expression, or the obsm features) and each cell's response.
 
-    def _predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_predict_block` for rows already in the model's input space (:meth:`_values`)."""
-        if not self.method.moves:  # no response (identity, or none detected): the input itself, in every space
+        ``values`` are rows in the model's input space (:meth:`input_values`).
+        """
+        if not self.method.has_response:  # no response (identity, or none detected): the input itself, in every space
             return np.array(values, dtype=np.float32, copy=True), np.zeros(len(values), dtype=np.float32)
         z = self.embedding.encode(values)
         response = self.method.response(z)
         predicted = np.asarray(self.embedding.decode(self.method.predict(z)), dtype=np.float32)
-        if self._expression:  # expression: non-negative, calibrated; continuous values stay as the map gives them
+        if self.expression:  # expression: non-negative, calibrated; continuous values stay as the map gives them
             predicted = calibrate(predicted, self.calibration)
         return predicted, response
 
     @property
-    def _expression(self) -> bool:
+    def expression(self) -> bool:
         """Whether predictions are expression (counts or log-normalised input): non-negative, calibrated."""
         return self.preprocessor is not None and self.preprocessor.expression
 
-    def _warn_not_control(self, obs: pd.DataFrame) -> None:
-        if self.condition_key in obs:
-            labels = label_series(obs[self.condition_key], key=self.condition_key, warn=False)
-            others = int((labels != self.control).sum())
-            if others:
-                logger.warning(
-                    "%d of %d input cells are not labelled %r in obs[%r]; predicting them as if they were controls.",
-                    others,
-                    len(labels),
-                    self.control,
-                    self.condition_key,
-                )
-
-    def _uns(self) -> dict[str, Any]:
+    def output_uns(self) -> dict[str, Any]:
         """``uns["cellw1"]`` of a prediction: the scale and the model (:func:`cellw1.tl.output.scale_record`)."""
-        return scale_record(self, self._output())
+        return scale_record(self, self.output_kind())
 
-    def _output(self) -> str | None:
-        """How the written values are made (:mod:`cellw1.tl.output`): ``"unchanged"`` (the input, no
-        response), ``"calibrated"`` or ``"clipped"`` at 0 (expression), ``"raw"`` (continuous values as the
-        map gives them) or ``None`` (obsm)."""
+    def output_kind(self) -> str | None:
+        """Say how the written values are made (:mod:`cellw1.tl.output`).
+
+        ``"unchanged"`` (the input, no response), ``"calibrated"`` or ``"clipped"`` at 0
+        (expression), ``"raw"`` (continuous values as the map gives them) or ``None`` (obsm).
+        """
         if self.preprocessor is None:
             return None
-        if not self.method.moves:
+        if not self.method.has_response:
             return "unchanged"
         if not self.preprocessor.expression:
             return "raw"
@@ -283,51 +288,24 @@ class PerturbationModel:
             (distance the cell moved in the fitted space); ``uns["cellw1"]`` records the scale
             and the model (:mod:`cellw1.tl.output`).
         """
-        if key_added is not None:
-            check_key_added(key_added)
-            if with_controls:
-                raise InputError("key_added adds the prediction as a layer; with_controls does not apply, drop it.")
-            if out is not None or is_on_disk(adata):
-                raise InputError(
-                    "key_added adds the prediction to a copy of an AnnData in memory; for data on disk or out=, "
-                    "leave key_added out (the prediction is written as X)."
-                )
-            check_data_kind(adata, "PerturbationModel.predict")
-            base = adata if cells is None else adata[chosen_rows(cells, adata.n_obs)]
-            predicted = self.predict(base, chunk_cells=chunk_cells, progress=progress)
-            return add_prediction(base, predicted, key_added, obsm=self.obsm_key is not None)
-        return predict_source(
-            {self.perturbation: self},
+        return predict_cells(
+            self,
             adata,
-            stacked=False,
             out=out,
             cells=cells,
             chunk_cells=chunk_cells,
             progress=progress,
-            what="PerturbationModel.predict",
+            key_added=key_added,
             with_controls=with_controls,
+            what="PerturbationModel.predict",
         )
 
-    def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
+    def output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
+        """Copy the input cells' obs, with ``source_cell`` (the input cell's name) and ``perturbation``."""
         result = obs.copy()
         result["source_cell"] = np.asarray(obs.index, dtype=str)
         result["perturbation"] = self.perturbation
         return result
-
-    def _paired_obs(self, predicted: pd.DataFrame) -> pd.DataFrame:
-        """obs of the predicted cells (labelled the perturbation) followed by their input cells (labelled the control)."""
-        controls = predicted.copy()
-        controls.index = [f"{cell}-{self.control}" for cell in predicted.index]
-        controls["perturbation"] = self.control
-        paired = pd.concat([predicted, controls])
-        labels = [self.perturbation] * len(predicted) + [self.control] * len(controls)
-        paired[self.condition_key] = pd.Categorical(labels, categories=[self.control, self.perturbation])
-        return paired
-
-    def _measured_block(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
-        """The input cells of a block on the model's scale (what ``with_controls`` writes)."""
-        values = self._values(raw, columns)
-        return np.asarray(np.maximum(values, 0) if self._expression else values, dtype=np.float32)
 
     # -- files -------------------------------------------------------------------------------------
     def tensors(self) -> dict[str, torch.Tensor]:
@@ -339,22 +317,13 @@ class PerturbationModel:
         return tensors
 
     def header(self) -> dict[str, Any]:
-        """JSON description of the model (everything but the weights)."""
+        """Describe the model as JSON (everything but the weights)."""
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "versions": _versions(),
-            "features": self.features,
-            "condition_key": self.condition_key,
-            "control": self.control,
+            **shared_header(self, FORMAT, FORMAT_VERSION),
             "perturbation": self.perturbation,
-            "layer": self.layer,
             "obsm_key": self.obsm_key,
-            "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
-            "embedding": self.embedding.header(),
             "method": self.method.header(),
-            "output": self._output(),
-            "info": self.info,
+            "output": self.output_kind(),
         }
 
     def save(self, directory: str | os.PathLike) -> Path:
@@ -373,9 +342,31 @@ class PerturbationModel:
             )
 
 
+def shared_header(model: Any, fmt: str, version: int) -> dict[str, Any]:
+    """Describe what every model kind has, as JSON: the header fields :func:`model_parts` reads back.
+
+    ``model`` has ``features``, ``condition_key``, ``control``, ``layer``, ``preprocessor``,
+    ``embedding`` and ``info``; ``fmt`` and ``version`` name its file format.
+    """
+    return {
+        "format": fmt,
+        "format_version": version,
+        "versions": _versions(),
+        "features": model.features,
+        "condition_key": model.condition_key,
+        "control": model.control,
+        "layer": model.layer,
+        "preprocessing": None if model.preprocessor is None else model.preprocessor.to_dict(),
+        "embedding": model.embedding.header(),
+        "info": model.info,
+    }
+
+
 def write_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> Path:
-    """Write a model directory: ``model.safetensors`` (atomic, checksummed) and its readable
-    ``model.json``; a directory holding a collection is refused."""
+    """Write a model directory: ``model.safetensors`` (atomic, checksummed) and ``model.json``.
+
+    ``model.json`` is a readable copy of the header; a directory holding a collection is refused.
+    """
     directory = Path(directory)
     if (directory / COLLECTION_FILE).exists():
         raise InputError(f"{str(directory)!r} holds a collection of models; save this model to another directory.")
@@ -388,9 +379,11 @@ def write_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], 
 def model_parts(
     directory: str | os.PathLike, kind: str, fmt: str, version: int
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]]:
-    """Read a model directory's file: ``(tensors, header, parts)``, where ``parts`` are the
-    constructor arguments every model kind shares (features, preprocessing, embedding, groups,
-    layer, info, calibration). Errors in the block that uses them become a ModelFileError."""
+    """Read a model directory's file: ``(tensors, header, parts)``.
+
+    ``parts`` are the constructor arguments every model kind shares (features, preprocessing, embedding, groups,
+    layer, info, calibration). Errors in the block that uses them become a ModelFileError.
+    """
     directory = Path(directory)
     if directory.is_dir() and not (directory / MODEL_FILE).exists():
         raise ModelFileError(f"{str(directory)!r} has no {MODEL_FILE}; it is not a cellw1 model directory.")
@@ -423,7 +416,7 @@ def model_parts(
 
 
 def file_instead_of_directory(path: Path) -> str:
-    """What a file handed to :func:`load` holds, and how to load it."""
+    """Say what a file handed to :func:`load` holds, and how to load it."""
     if path.suffix == ".safetensors":
         kind = file_format(path)
         if kind is not None and kind != FORMAT:

@@ -1,30 +1,32 @@
 """The one fit pipeline: normalisation, embedding, method and calibration from a source's rows.
 
-:func:`cellw1.fit` opens whatever it is given (an AnnData in memory, a backed AnnData, an
-``.h5ad`` or ``.zarr`` path) as a :class:`~cellw1.io.source.Source` and comes here; nothing
-below depends on where the cells are. The expression matrix is only ever read by rows, so
-from disk memory depends on ``buffer_cells`` and the number of genes, not on the number of
-cells; in memory a read is a slice.
+:func:`cellw1.fit` and :func:`cellw1.fit_conditional` open whatever they are given (an AnnData
+in memory, a backed AnnData, an ``.h5ad`` or ``.zarr`` path) as a
+:class:`~cellw1.io.source.Source` and come here with the row numbers of their groups (control
+first) and a :class:`MethodStep`; nothing below depends on where the cells are. The expression
+matrix is only ever read by rows, so from disk memory depends on ``buffer_cells`` and the
+number of genes, not on the number of cells; in memory a read is a slice.
 
 1. **Normalisation** (:func:`~cellw1.pp.preprocessing.fit_preprocessor_streaming`): the input
    kind is detected on a sample of rows spread over the data; for counts, one pass over the
-   training cells of both groups collects each cell's total (the median is ``target_sum``)
+   training cells of every group collects each cell's total (the median is ``target_sum``)
    and checks every value. An obsm embedding is used as it is (after a check for signal).
-2. **Embedding**: the autoencoder trains on minibatches from buffers of both groups' cells
+2. **Embedding**: the autoencoder trains on minibatches from buffers of every group's cells
    (:class:`~cellw1.ot.sampling.StreamedCells`, normalised as they are read). PCA is fitted on
-   a seeded uniform sample of at most :data:`EMBEDDING_CELLS` cells of both groups (read by
+   a seeded uniform sample of at most :data:`EMBEDDING_CELLS` cells of every group (read by
    row; in memory while it is fitted). Gene space needs no fitting.
-3. **Method** (:func:`~cellw1.tl.methods.fit_method`): every method fits from one
-   :class:`~cellw1.ot.sampling.StreamedCells` per group, buffers of ``buffer_cells`` cells
-   read in shuffled blocks of rows, normalised and embedded as they are read. When a buffer
-   holds a whole group (always, by default, for data in memory) it is read once and the
-   sampling is that of cells held in memory.
-   Before it, the groups are tested for a response (:mod:`cellw1.ot.effect`, the same test at
-   the same level for every method that moves cells): a perturbation without one is predicted
-   as its controls by every method, so comparisons between methods are fair.
-4. **Calibration** of the expression output (:mod:`cellw1.pp.calibration`) on a seeded sample
-   of each group, for expression (counts or log-normalised) only: continuous values (any sign)
-   are never calibrated, and a method without a response needs none.
+3. **Method** (:meth:`MethodStep.fit`): from one :class:`~cellw1.ot.sampling.StreamedCells`
+   per group, buffers of ``buffer_cells`` cells read in shuffled blocks of rows, normalised and
+   embedded as they are read. When a buffer holds a whole group (always, by default, for data
+   in memory) it is read once and the sampling is that of cells held in memory. The single
+   map's step (:class:`SingleMethod`) tests the groups for a response first
+   (:mod:`cellw1.ot.effect`, the same test at the same level for every method that moves
+   cells), so comparisons between methods are fair; the conditional step is
+   :class:`cellw1.tl.conditional.fit.ConditionalMethod`.
+4. **Calibration** of the expression output (:mod:`cellw1.pp.calibration`,
+   :meth:`MethodStep.calibrate`) on a seeded sample of each group
+   (:meth:`FittedSpace.expression_sample`), for expression (counts or log-normalised) only:
+   continuous values (any sign) are never calibrated, and a method without a response needs none.
 """
 
 from __future__ import annotations
@@ -32,26 +34,28 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
 
 from ..checks import resolve_device
-from ..errors import ConfigError, InputError
-from ..io.source import Matrix, Source
+from ..errors import InputError
+from ..io.source import Matrix, Source, feature_matrix
 from ..ot.config import W1Config
-from ..ot.effect import effect_test
+from ..ot.effect import EffectTest, effect_test
 from ..ot.sampling import BUFFER_CELLS, StreamedCells
 from ..pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.preprocessing import Preprocessor, check_signal_streaming, fit_preprocessor_streaming
 from ..pp.spaces import fit_embedding
 from .methods import CONFIGS, GATED, FittedMethod, fit_method
+from .spec import FitSpec, PipelineSpec
 
 logger = logging.getLogger(__name__)
 
-#: most cells of both groups the PCA is fitted on
+#: most cells of every group the PCA is fitted on
 EMBEDDING_CELLS = 50_000
 #: rows read at once in a pass over the data
 PASS_ROWS = 8_192
@@ -60,18 +64,18 @@ DETECTION_ROWS = 4_096
 #: methods whose predicted expression is calibrated (:mod:`cellw1.pp.calibration`);
 #: identity and observed return measured cells (clipped at 0 only)
 CALIBRATED = GATED
-#: default level of the test for a response (:mod:`cellw1.ot.effect`), the same for every method
-EFFECT_ALPHA = 0.05
+
+Fitted = TypeVar("Fitted")
 
 
 def row_blocks(matrix: Matrix, rows: np.ndarray, size: int = PASS_ROWS) -> Iterator[Any]:
-    """The rows ``rows`` (increasing) of ``matrix`` in consecutive blocks of at most ``size``."""
+    """Yield the rows ``rows`` (increasing) of ``matrix`` in consecutive blocks of at most ``size``."""
     for start in range(0, len(rows), size):
         yield matrix.read(rows[start : start + size])
 
 
 def spread_sample(rows: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """A seeded uniform sample of at most ``size`` of ``rows``, increasing."""
+    """Draw a seeded uniform sample of at most ``size`` of ``rows``, increasing."""
     if len(rows) <= size:
         return rows
     return np.sort(np.random.default_rng(seed).choice(rows, size=size, replace=False))
@@ -85,8 +89,178 @@ def _as_values(raw: Any) -> np.ndarray:
     return values
 
 
+@dataclass
+class FittedSpace:
+    """The fitted normalisation and embedding, and every group's cells read through them.
+
+    Attributes
+    ----------
+    preprocessor
+        Counts -> log-normalised expression (``None`` for an obsm embedding).
+    embedding
+        The fitted space (genes, PCA or autoencoder).
+    cells
+        One sampler per group (control first), cells in the fitted space ``(n_k, dim)``.
+    matrix, group_rows, transform
+        The matrix read, each group's row numbers, and raw rows -> the model's input space.
+    features
+        Names of the matrix's columns (genes, or ``{obsm_key}_{i}``).
+    info
+        Diagnostics for ``model.info``; the steps add theirs.
+    """
+
+    preprocessor: Preprocessor | None
+    embedding: Embedding
+    cells: list[StreamedCells]
+    matrix: Matrix
+    group_rows: list[np.ndarray]
+    transform: Callable[[Any], np.ndarray]
+    features: list[str]
+    seed: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def expression_sample(self, k: int) -> np.ndarray:
+        """Read a seeded sample of at most ``SAMPLE_CELLS`` cells of group ``k`` (control ``0``).
+
+        The cells are in the input space (normalised expression), read when asked for: never
+        every group at once.
+        """
+        return self.transform(self.matrix.read(spread_sample(self.group_rows[k], SAMPLE_CELLS, self.seed + k)))
+
+
+class MethodStep(Protocol[Fitted]):
+    """The step of the pipeline that differs between models: fit the method, then calibrate it.
+
+    ``device`` names where the method's cells are read (a config's ``device``).
+    """
+
+    device: str
+
+    def fit(self, space: FittedSpace) -> Fitted:
+        """Fit the method on the groups' cells in the fitted space (``space.cells``)."""
+        ...
+
+    def calibrate(self, space: FittedSpace, fitted: Fitted) -> Any:
+        """Fit the calibration of the method's expression output (``None``: none)."""
+        ...
+
+
+@dataclass
+class PipelineResult(Generic[Fitted]):
+    """What :func:`fit_pipeline` fitted: the space, the method, its calibration, the diagnostics."""
+
+    space: FittedSpace
+    fitted: Fitted
+    calibration: Any
+    info: dict[str, Any]
+
+
+def buffer_size(source: Source, buffer_cells: int | None) -> int:
+    """Count the cells of each group held at once.
+
+    ``buffer_cells``, or by default every cell in memory (a read is a slice) and
+    :data:`~cellw1.ot.sampling.BUFFER_CELLS` from disk.
+    """
+    if buffer_cells is None:
+        return max(source.n_obs, 1) if source.in_memory else BUFFER_CELLS
+    return buffer_cells
+
+
+def fit_pipeline(
+    source: Source, group_rows: list[np.ndarray], spec: PipelineSpec, step: MethodStep[Fitted]
+) -> PipelineResult[Fitted]:
+    """Fit normalisation, embedding, the ``step``'s method and its calibration on the groups' rows.
+
+    ``group_rows``: the row numbers of each group (control first); the matrix read is
+    expression (``spec.layer`` or ``X``; normalised, calibrated) or ``obsm[spec.obsm_key]``
+    (used as it is).
+    """
+    matrix, features = feature_matrix(source, layer=spec.layer, obsm_key=spec.obsm_key)
+    space = fit_space(source, matrix, features, group_rows, spec, step.device)
+    start = time.perf_counter()
+    fitted = step.fit(space)
+    space.info["method_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    calibration = step.calibrate(space, fitted)
+    space.info["calibration_seconds"] = time.perf_counter() - start
+    return PipelineResult(space, fitted, calibration, space.info)
+
+
+def fit_space(
+    source: Source,
+    matrix: Matrix,
+    features: list[str],
+    group_rows: list[np.ndarray],
+    spec: PipelineSpec,
+    device: str,
+) -> FittedSpace:
+    """Fit steps 1 and 2, the normalisation and the embedding; make each group's sampler on ``device``."""
+    buffer_cells = buffer_size(source, spec.buffer_cells)
+    info: dict[str, Any] = {"buffer_cells": buffer_cells}
+    if source.path is not None:
+        info["streamed_from"] = str(source.path)
+    rows = np.sort(np.concatenate(group_rows))
+    start = time.perf_counter()
+    preprocessor, transform = _fit_normalisation(matrix, rows, spec, info)
+    info["normalisation_seconds"] = time.perf_counter() - start
+    start = time.perf_counter()
+    embedding = _fit_embedding(matrix, rows, transform, spec, buffer_cells, info)
+    info["embedding_seconds"] = time.perf_counter() - start
+
+    def encode(raw: Any) -> np.ndarray:
+        return embedding.encode(transform(raw))
+
+    on = resolve_device(device)
+    cells = [
+        StreamedCells(matrix, group, encode, embedding.dim, buffer_cells=buffer_cells, seed=spec.seed + k, device=on)
+        for k, group in enumerate(group_rows)
+    ]
+    return FittedSpace(preprocessor, embedding, cells, matrix, group_rows, transform, features, spec.seed, info)
+
+
+def _fit_normalisation(
+    matrix: Matrix, rows: np.ndarray, spec: PipelineSpec, info: dict[str, Any]
+) -> tuple[Preprocessor | None, Callable[[Any], np.ndarray]]:
+    """Step 1: the preprocessor and raw rows -> input space (an obsm embedding as it is)."""
+    detection = matrix.read(spread_sample(rows, DETECTION_ROWS, spec.seed))
+    if spec.obsm_key is not None:
+        check_signal_streaming(lambda: row_blocks(matrix, rows), detection, name=f"obsm[{spec.obsm_key!r}]")
+        return None, _as_values
+    preprocessor = fit_preprocessor_streaming(lambda: row_blocks(matrix, rows), detection, assume=spec.input_kind)
+    info["input_kind"], info["input_kind_reason"] = preprocessor.input_kind, preprocessor.reason
+    return preprocessor, preprocessor.transform
+
+
+def _fit_embedding(
+    matrix: Matrix,
+    rows: np.ndarray,
+    transform: Callable[[Any], np.ndarray],
+    spec: PipelineSpec,
+    buffer_cells: int,
+    info: dict[str, Any],
+) -> Embedding:
+    """Step 2: the given embedding (checked), or one fitted on every group's cells."""
+    if spec.embedding is not None:
+        if spec.embedding.n_features != matrix.shape[1]:
+            raise InputError(
+                f"the given embedding reads {spec.embedding.n_features} features but the data have {matrix.shape[1]}."
+            )
+        return spec.embedding
+    if spec.space == "autoencoder":  # trained on buffers of every group's cells
+        device = resolve_device((spec.embedding_config or EmbeddingConfig()).device)
+        genes = StreamedCells(
+            matrix, rows, transform, matrix.shape[1], buffer_cells=buffer_cells, seed=spec.seed, device=device
+        )
+        return fit_embedding(spec.space, genes, config=spec.embedding_config, seed=spec.seed, progress=spec.progress)
+    sample = spread_sample(rows, EMBEDDING_CELLS if spec.space == "pca" else 2, spec.seed)  # genes need no data
+    info["embedding_cells"] = len(sample) if spec.space == "pca" else 0
+    return fit_embedding(
+        spec.space, transform(matrix.read(sample)), config=spec.embedding_config, seed=spec.seed, progress=spec.progress
+    )
+
+
 def _w1_config(config: Any, effect_alpha: float | None) -> W1Config:
-    """The W1 config at the fit's level of the test for a response (a different one given is replaced, with a warning)."""
+    """Set the W1 config's test for a response to the fit's level (a different one is replaced, with a warning)."""
     config = config if isinstance(config, W1Config) else W1Config()
     if config.effect_alpha != effect_alpha:
         if config.effect_alpha != W1Config().effect_alpha:
@@ -100,131 +274,67 @@ def _w1_config(config: Any, effect_alpha: float | None) -> W1Config:
     return config
 
 
-def fit_pipeline(
-    source: Source,
-    matrix: Matrix,
-    is_source: np.ndarray,
-    is_target: np.ndarray,
-    *,
-    obsm_key: str | None,
-    space: str,
-    method: str,
-    config: Any,
-    embedding_config: EmbeddingConfig | None,
-    embedding: Embedding | None,
-    input_kind: str,
-    seed: int,
-    progress: bool,
-    buffer_cells: int | None,
-    effect_alpha: float | None = EFFECT_ALPHA,
-    perturbation: str = "the perturbation",
-) -> tuple[Preprocessor | None, Embedding, FittedMethod, np.ndarray | None, dict[str, Any]]:
-    """Fit preprocessing, embedding, method and calibration on the rows of ``matrix`` the masks mark.
+class SingleMethod:
+    """The method step of a single fit (:func:`cellw1.fit`).
 
-    ``matrix`` holds expression (normalised, calibrated), or with ``obsm_key`` that obsm
-    embedding (used as it is). Before the method, the groups are tested for a response in the
-    fitted space at ``effect_alpha`` (:mod:`cellw1.ot.effect`; ``None``: no test): without one,
-    every method that moves cells predicts its input. Returns the fitted parts, the calibration
-    (or ``None``) and diagnostics for ``model.info``.
+    One method of :mod:`cellw1.tl.methods` from the control (group 0) to the perturbation
+    (group 1), after the perturbation's test for a response.
     """
-    rows = np.flatnonzero(is_source | is_target)
-    if buffer_cells is None:  # in memory every cell is held already; from disk one buffer per group
-        buffer_cells = max(source.n_obs, 1) if source.in_memory else BUFFER_CELLS
-    elif isinstance(buffer_cells, bool) or not isinstance(buffer_cells, int | np.integer) or buffer_cells < 1:
-        raise ConfigError(f"buffer_cells={buffer_cells!r} must be an integer >= 1 (cells of each group held at once).")
-    buffer_cells = int(buffer_cells)
-    info: dict[str, Any] = {"buffer_cells": buffer_cells}
-    if source.path is not None:
-        info["streamed_from"] = str(source.path)
-    start = time.perf_counter()
-    detection = matrix.read(spread_sample(rows, DETECTION_ROWS, seed))
-    preprocessor: Preprocessor | None = None
-    transform: Callable[[Any], np.ndarray] = _as_values
-    if obsm_key is None:
-        preprocessor = fit_preprocessor_streaming(lambda: row_blocks(matrix, rows), detection, assume=input_kind)
-        info["input_kind"], info["input_kind_reason"] = preprocessor.input_kind, preprocessor.reason
-        transform = preprocessor.transform
-    else:
-        check_signal_streaming(lambda: row_blocks(matrix, rows), detection, name=f"obsm[{obsm_key!r}]")
-    del detection
-    info["normalisation_seconds"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    if embedding is None and space == "autoencoder":  # trained on buffers of both groups' cells
-        genes = StreamedCells(
-            matrix,
-            rows,
-            transform,
-            matrix.shape[1],
-            buffer_cells=buffer_cells,
-            seed=seed,
-            device=resolve_device((embedding_config or EmbeddingConfig()).device),
-        )
-        embedding = fit_embedding(space, genes, config=embedding_config, seed=seed, progress=progress)
-    elif embedding is None:  # PCA on a uniform sample; gene space needs no data
-        sample = spread_sample(rows, EMBEDDING_CELLS if space == "pca" else 2, seed)
-        embedding = fit_embedding(
-            space, transform(matrix.read(sample)), config=embedding_config, seed=seed, progress=progress
-        )
-        info["embedding_cells"] = len(sample) if space == "pca" else 0
-    elif embedding.n_features != matrix.shape[1]:
-        raise InputError(
-            f"the given embedding reads {embedding.n_features} features but the data have {matrix.shape[1]}."
-        )
-    info["embedding_seconds"] = time.perf_counter() - start
-    fitted_embedding = embedding
+    def __init__(self, spec: FitSpec) -> None:
+        self.spec = spec
+        config_class = CONFIGS.get(spec.method)
+        # scGen (pertpy) picks its own device: its cells are read on the CPU
+        self.device: str = getattr(spec.config or (config_class and config_class()), "device", "cpu")
 
-    def encode(raw: Any) -> np.ndarray:
-        return fitted_embedding.encode(transform(raw))
-
-    config_class = CONFIGS.get(method)
-    # scGen (pertpy) picks its own device: its cells are read on the CPU
-    device = resolve_device(getattr(config or (config_class and config_class()), "device", "cpu"))
-    groups = [
-        StreamedCells(
-            matrix, np.flatnonzero(mask), encode, embedding.dim, buffer_cells=buffer_cells, seed=seed + k, device=device
+    def fit(self, space: FittedSpace) -> FittedMethod:
+        """Test for a response (or take the spec's test), then fit the method."""
+        spec, (control, perturbed) = self.spec, space.cells
+        config = spec.config
+        if spec.method == "w1":  # one level for every method: the map's own test is the perturbation's
+            config = _w1_config(config, spec.effect_alpha)
+        effect = None
+        if spec.effect_alpha is not None and spec.method in GATED:  # the same test, cells and seed as a W1 map alone
+            effect = spec.effect if spec.effect is not None else effect_test(control, perturbed, seed=spec.seed)
+            space.info["effect"] = effect.to_dict()
+            if not effect.detected(spec.effect_alpha) and spec.method != "w1":  # a W1 map says so (cellw1.ot.solver)
+                _warn_no_response(effect, spec)
+        fitted = fit_method(
+            spec.method,
+            control,
+            perturbed,
+            config=config,
+            seed=spec.seed,
+            progress=spec.progress,
+            effect=effect,
+            effect_alpha=spec.effect_alpha,
         )
-        for k, mask in enumerate((is_source, is_target))
-    ]
-    start = time.perf_counter()
-    effect = None
-    if method == "w1":  # one level for every method: the map's own test is the perturbation's
-        config = _w1_config(config, effect_alpha)
-    if effect_alpha is not None and method in GATED:  # the same test, cells and seed as the W1 map made alone
-        effect = effect_test(*groups, seed=seed)
-        info["effect"] = effect.to_dict()
-        if not effect.detected(effect_alpha) and method != "w1":  # a W1 map says so itself (cellw1.ot.solver)
-            logger.warning(
-                "no response detected for %r: its cells cannot be told from the controls (energy distance %.3g, "
-                "permutation p = %.3g > effect_alpha = %g), so %s predicts the controls unchanged; "
-                "pass effect_alpha=None to move them anyway.",
-                perturbation,
-                effect.energy,
-                effect.p_value,
-                effect_alpha,
-                method,
-            )
-    fitted = fit_method(
-        method, *groups, config=config, seed=seed, progress=progress, effect=effect, effect_alpha=effect_alpha
+        logger.info("fitted %s on %d + %d cells", spec.method, control.n_cells, perturbed.n_cells)
+        return fitted
+
+    def calibrate(self, space: FittedSpace, fitted: FittedMethod) -> np.ndarray | None:
+        """Calibrate the predicted controls against the perturbed cells.
+
+        Against the controls for a method without a response, a mixture for a W1 map that
+        applies a share of its response.
+        """
+        pre = space.preprocessor
+        if pre is None or not pre.expression or self.spec.method not in CALIBRATED or not fitted.has_response:
+            return None
+        control, perturbed = space.expression_sample(0), space.expression_sample(1)
+        predicted = space.embedding.decode(fitted.predict(space.embedding.encode(control)))
+        target = calibration_target(control, perturbed, fitted.response_share, fitted.has_response, self.spec.seed)
+        return fit_calibration(predicted, target)
+
+
+def _warn_no_response(effect: EffectTest, spec: FitSpec) -> None:
+    logger.warning(
+        "no response detected for %r: its cells cannot be told from the controls (energy distance %.3g, "
+        "permutation p = %.3g > effect_alpha = %g), so %s predicts the controls unchanged; "
+        "pass effect_alpha=None to move them anyway.",
+        spec.perturbation,
+        effect.energy,
+        effect.p_value,
+        spec.effect_alpha,
+        spec.method,
     )
-    info["method_seconds"] = time.perf_counter() - start
-    logger.info(
-        "fitted %s on %d + %d cells of %s",
-        method,
-        groups[0].n_cells,
-        groups[1].n_cells,
-        source.path or "an AnnData in memory",
-    )
-
-    calibration = None
-    if preprocessor is not None and preprocessor.expression and method in CALIBRATED and fitted.moves:
-        control, perturbed = (
-            transform(matrix.read(spread_sample(np.flatnonzero(mask), SAMPLE_CELLS, seed + k)))
-            for k, mask in enumerate((is_source, is_target))
-        )
-        predicted = embedding.decode(fitted.predict(embedding.encode(control)))
-        # against the perturbed cells; the controls for a method without a response, a mixture for a W1
-        # map that applies part of its response
-        target = calibration_target(control, perturbed, fitted.resolved, fitted.moves, seed)
-        calibration = fit_calibration(predicted, target)
-    return preprocessor, embedding, fitted, calibration, info

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -22,8 +22,10 @@ import pandas as pd
 
 from ..errors import InputError
 from ..files.outputs import check_output
-from ..io.source import Matrix, check_data_kind, disk_path, feature_matrix, open_source
+from ..io.source import Matrix, check_data_kind, disk_path, feature_matrix, is_on_disk, open_source
 from ..io.writer import PredictionWriter
+from ..pp.labels import label_series
+from .output import add_prediction, check_key_added
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -35,25 +37,98 @@ PREDICT_CHUNK = 16_384
 
 
 class Predictor(Protocol):
-    """What :func:`predict_source` needs of a model (:class:`~cellw1.tl.model.PerturbationModel`)."""
+    """What a fitted model offers to prediction (:func:`predict_source`, :func:`predict_cells`).
 
-    features: list[str]
-    layer: str | None
-    obsm_key: str | None
+    :class:`~cellw1.tl.model.PerturbationModel` and the views of a conditional model
+    (:class:`~cellw1.tl.conditional.views.ConditionView`) both are one: they read the same
+    columns, predict values in their input space, and describe their output's obs and uns.
+    """
 
-    def _columns(self, names: Sequence[str]) -> np.ndarray | None: ...
+    @property
+    def features(self) -> list[str]:
+        """Feature names read and written, in order (genes, or ``{obsm_key}_{i}``)."""
+        ...
 
-    def _warn_not_control(self, obs: pd.DataFrame) -> None: ...
+    @property
+    def layer(self) -> str | None:
+        """The layer read instead of ``X`` (``None``: ``X``)."""
+        ...
 
-    def _output_obs(self, obs: pd.DataFrame) -> pd.DataFrame: ...
+    @property
+    def obsm_key(self) -> str | None:
+        """The obsm embedding read instead of expression (``None``: expression)."""
+        ...
 
-    def _uns(self) -> dict[str, Any]: ...
+    @property
+    def condition_key(self) -> str:
+        """The obs column of the training conditions."""
+        ...
 
-    def _predict_block(self, raw: Any, columns: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]: ...
+    @property
+    def control(self) -> str:
+        """The control label."""
+        ...
 
-    def _measured_block(self, raw: Any, columns: np.ndarray | None) -> np.ndarray: ...
+    @property
+    def perturbation(self) -> str:
+        """The label of what is predicted."""
+        ...
 
-    def _paired_obs(self, predicted: pd.DataFrame) -> pd.DataFrame: ...
+    @property
+    def expression(self) -> bool:
+        """Whether the values are expression (non-negative, calibrated) rather than continuous."""
+        ...
+
+    def feature_columns(self, names: Sequence[str]) -> np.ndarray | None:
+        """Positions of :attr:`features` among the data's feature ``names`` (``None``: all, in order)."""
+        ...
+
+    def input_values(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
+        """Rows read from the data ``(n, all features)`` in the input space ``(n, len(features))``."""
+        ...
+
+    def predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted cells ``(n, len(features))`` and each cell's response ``(n,)``, from input values."""
+        ...
+
+    def output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
+        """Obs of the predicted cells, from the input cells' obs (not modified)."""
+        ...
+
+    def output_uns(self) -> dict[str, Any]:
+        """``uns["cellw1"]`` of a prediction: its scale and the model (:mod:`cellw1.tl.output`)."""
+        ...
+
+
+def warn_not_control(model: Predictor, obs: pd.DataFrame) -> None:
+    """Log a warning when input cells are labelled other than the model's control."""
+    if model.condition_key in obs:
+        labels = label_series(obs[model.condition_key], key=model.condition_key, warn=False)
+        others = int((labels != model.control).sum())
+        if others:
+            logger.warning(
+                "%d of %d input cells are not labelled %r in obs[%r]; predicting them as if they were controls.",
+                others,
+                len(labels),
+                model.control,
+                model.condition_key,
+            )
+
+
+def paired_obs(model: Predictor, predicted: pd.DataFrame) -> pd.DataFrame:
+    """Obs of the predicted cells (labelled the perturbation) followed by their input cells (labelled the control)."""
+    controls = predicted.copy()
+    controls.index = [f"{cell}-{model.control}" for cell in predicted.index]
+    controls["perturbation"] = model.control
+    paired = pd.concat([predicted, controls])
+    labels = [model.perturbation] * len(predicted) + [model.control] * len(controls)
+    paired[model.condition_key] = pd.Categorical(labels, categories=[model.control, model.perturbation])
+    return paired
+
+
+def measured_values(model: Predictor, values: np.ndarray) -> np.ndarray:
+    """Input cells on the model's scale (what ``with_controls`` writes): expression clipped at 0."""
+    return np.asarray(np.maximum(values, 0) if model.expression else values, dtype=np.float32)
 
 
 class _ArrayWriter:
@@ -85,7 +160,7 @@ def chosen_rows(cells: np.ndarray | None, n_obs: int) -> np.ndarray:
 
 
 def _shared_features(models: Sequence[Predictor]) -> list[str]:
-    """The features every model writes, in the first model's order (an inner join, as ``anndata.concat``)."""
+    """Return the features every model writes, in the first model's order (an inner join, as ``anndata.concat``)."""
     others = [set(model.features) for model in models[1:]]
     shared = [f for f in models[0].features if all(f in other for other in others)]
     if not shared:
@@ -94,7 +169,7 @@ def _shared_features(models: Sequence[Predictor]) -> list[str]:
 
 
 def predict_source(
-    models: dict[str, Predictor],
+    models: Mapping[str, Predictor],
     data: ad.AnnData | str | os.PathLike,
     *,
     stacked: bool,
@@ -135,43 +210,89 @@ def predict_source(
         for model in fitted:
             matrix, names = feature_matrix(source, layer=model.layer, obsm_key=model.obsm_key)
             keep = None if features == model.features else pd.Index(model.features).get_indexer(features)
-            reads.append((matrix, model._columns(names), keep))
+            reads.append((matrix, model.feature_columns(names), keep))
         n = len(rows)
         if stacked:
             parts = [
-                model._output_obs(obs).set_axis([f"{name}-{label}" for name in obs.index])
+                model.output_obs(obs).set_axis([f"{name}-{label}" for name in obs.index])
                 for label, model in models.items()
             ]
             result_obs = pd.concat([part.assign(response=np.float32(0)) for part in parts])
             result_obs["_prediction"] = pd.Categorical(np.repeat(labels, n), categories=labels)
             uns: dict[str, Any] = {}
         else:
-            result_obs, uns = fitted[0]._output_obs(obs), {"cellw1": fitted[0]._uns()}
+            result_obs, uns = fitted[0].output_obs(obs), {"cellw1": fitted[0].output_uns()}
             if with_controls:
-                result_obs = fitted[0]._paired_obs(result_obs)
+                result_obs = paired_obs(fitted[0], result_obs)
         response = np.zeros(len(result_obs), dtype=np.float32)
         var = pd.DataFrame(index=features)
         with contextlib.ExitStack() as stack:
             writer: PredictionWriter | _ArrayWriter
+            in_memory: _ArrayWriter | None = None
             if out is None:
-                writer = _ArrayWriter(len(result_obs), len(features))
+                writer = in_memory = _ArrayWriter(len(result_obs), len(features))
             else:
                 writer = stack.enter_context(PredictionWriter(out, obs=result_obs, var=var, uns=uns))
             bar = stack.enter_context(tqdm(total=len(fitted) * n, desc="predict", disable=not progress, leave=False))
             for k, (model, (matrix, columns, keep)) in enumerate(zip(fitted, reads, strict=False)):
-                model._warn_not_control(obs)
+                warn_not_control(model, obs)
                 for start in range(0, n, chunk):
                     stop = min(start + chunk, n)
-                    raw = matrix.read(rows[start:stop])
-                    predicted, response[k * n + start : k * n + stop] = model._predict_block(raw, columns)
+                    values = model.input_values(matrix.read(rows[start:stop]), columns)
+                    predicted, response[k * n + start : k * n + stop] = model.predict_values(values)
                     writer.write(k * n + start, predicted if keep is None else predicted[:, keep])
                     if with_controls and not stacked:  # the input cells, after the predicted ones
-                        writer.write(n + start, model._measured_block(raw, columns))
+                        writer.write(n + start, measured_values(model, values))
                     bar.update(stop - start)
             result_obs["response"] = response  # written with obs when the writer commits
     if out is not None:
         logger.info("wrote %d predicted cells to %s", len(result_obs), out)
         return Path(out)
-    result = ad.AnnData(X=writer.x, obs=result_obs, var=var)
+    assert in_memory is not None
+    result = ad.AnnData(X=in_memory.x, obs=result_obs, var=var)
     result.uns.update(uns)
     return result
+
+
+def predict_cells(
+    model: Predictor,
+    adata: ad.AnnData | str | os.PathLike,
+    *,
+    out: str | os.PathLike | None,
+    cells: np.ndarray | None,
+    chunk_cells: int,
+    progress: bool,
+    key_added: str | None,
+    with_controls: bool,
+    what: str,
+) -> ad.AnnData | Path:
+    """Predict as ``model.predict`` does (:meth:`cellw1.tl.model.PerturbationModel.predict` documents the keywords)."""
+    data: ad.AnnData | str | os.PathLike = adata
+    if key_added is not None:  # the chosen cells of an AnnData in memory, predicted into a copy of them
+        check_key_added(key_added)
+        if with_controls:
+            raise InputError("key_added adds the prediction as a layer; with_controls does not apply, drop it.")
+        if out is not None or is_on_disk(adata):
+            raise InputError(
+                "key_added adds the prediction to a copy of an AnnData in memory; for data on disk or out=, "
+                "leave key_added out (the prediction is written as X)."
+            )
+        check_data_kind(adata, what)
+        assert not isinstance(adata, str | os.PathLike)
+        data, cells = (adata if cells is None else adata[chosen_rows(cells, adata.n_obs)]), None
+    predicted = predict_source(
+        {model.perturbation: model},
+        data,
+        stacked=False,
+        out=out,
+        cells=cells,
+        chunk_cells=chunk_cells,
+        progress=progress,
+        what=what,
+        with_controls=with_controls,
+    )
+    if key_added is None:
+        return predicted
+    assert not isinstance(predicted, Path)
+    assert not isinstance(data, str | os.PathLike)
+    return add_prediction(data, predicted, key_added, obsm=model.obsm_key is not None)

@@ -43,11 +43,11 @@ from ..ot.conditional import ConditionalConfig
 from ..ot.config import W1Config
 from ..ot.sampling import StreamedCells
 from ..ot.screen_test import REFERENCE_CELLS, ControlReference, ResponseTest, q_values, response_test
-from ..pp.labels import label_text, present_labels
-from .api import MIN_CELLS, condition_labels
-from .conditional import _fit
-from .conditional_model import ConditionalModel
+from ..pp.labels import condition_labels, label_text, present_labels
+from .conditional.fit import fit_conditional_source
+from .conditional.model import ConditionalModel
 from .pipeline import spread_sample
+from .spec import MIN_CELLS, ConditionalSpec
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -78,7 +78,7 @@ class ScreenResult:
         Mean response of each perturbation in the reference's whitened coordinates, rows as
         in ``table``.
     model
-        The fitted :class:`~cellw1.tl.conditional_model.ConditionalModel`.
+        The fitted :class:`~cellw1.tl.conditional.ConditionalModel`.
     reference
         The :class:`~cellw1.ot.screen_test.ControlReference` every perturbation was tested against.
     """
@@ -95,8 +95,10 @@ class ScreenResult:
         self.reference = reference
 
     def __repr__(self) -> str:
+        """Count the perturbations, the calls and the clusters."""
         called = int(self.table["called"].sum())
-        return f"ScreenResult({len(self.table)} perturbations, {called} called, {self.table['cluster'].max() + 1} clusters)"
+        clusters = self.table["cluster"].max() + 1
+        return f"ScreenResult({len(self.table)} perturbations, {called} called, {clusters} clusters)"
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``screen.csv``, ``cells.csv`` and the model (``model/``) into ``directory``."""
@@ -164,23 +166,19 @@ def screen(
             )
             return list(held["q"] <= fdr)
 
-        model = _fit(
-            source,
-            condition_key,
-            control,
-            chosen,
-            None,
-            None,
-            space,
-            config,
-            seed,
+        spec = ConditionalSpec(
+            condition_key=condition_key,
+            control=control,
+            perturbations=tuple(chosen),
+            space=space,
+            config=config,  # type: ignore[arg-type]  # a W1Config is converted by the spec
+            seed=seed,
             layer=layer,
-            embedding_config=None,
-            input_kind="auto",
             progress=progress,
             buffer_cells=buffer_cells,
-            gate=gate,
+            warn_missing=False,  # counted once above
         )
+        model = fit_conditional_source(source, spec, gate=gate)
         rows = [np.flatnonzero(values == p) for p in chosen]
         table, cells, responses = _describe(model, chosen, rows, source.obs.index, held, tests, progress)
     table["q_value"] = held["q"]
@@ -211,7 +209,7 @@ def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None
 
 
 def _reference(control: StreamedCells, seed: int) -> ControlReference:
-    """The fixed, seeded sample of control cells every perturbation is compared with."""
+    """Draw the fixed, seeded sample of control cells every perturbation is compared with."""
     positions = spread_sample(np.arange(control.n_cells), REFERENCE_CELLS, seed)
     return ControlReference(control.read(positions).cpu().numpy())
 
@@ -295,8 +293,10 @@ def _cluster(table: pd.DataFrame, responses: np.ndarray) -> None:
 
 
 def nearest(result: ScreenResult, perturbation: str, k: int = 3, *, called_only: bool = True) -> list[str]:
-    """The ``k`` perturbations whose mean responses are closest (cosine) to ``perturbation``'s
-    (among the called ones, with ``called_only``)."""
+    """Find the ``k`` perturbations whose mean responses are closest (cosine) to ``perturbation``'s.
+
+    Among the called ones, with ``called_only``.
+    """
     names = list(result.table.index)
     if perturbation not in names:
         raise InputError(f"{perturbation!r} is not a perturbation of this screen.")

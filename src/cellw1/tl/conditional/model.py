@@ -24,28 +24,26 @@ training dose (each calibrated as for its own dose), weighted by the curve (outp
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from ..errors import InputError
-from ..files.model_files import section
-from ..ot.condition import Condition
-from ..ot.conditional import ConditionalMap
-from ..ot.dose_response import DoseResponse
-from ..ot.interaction import InteractionTest, interaction_test
-from ..pp.embedding import Embedding
-from ..pp.labels import label_text
-from ..pp.preprocessing import Preprocessor
-from .condition_view import AtCondition, Blend, ConditionView
-from .fitted_method import FittedMethod
-from .model import PerturbationModel, _versions, model_parts, write_model
+from ...errors import InputError
+from ...files.model_files import section
+from ...ot.condition import Condition
+from ...ot.conditional import ConditionalMap
+from ...ot.dose_response import DoseResponse
+from ...ot.interaction import InteractionTest
+from ...pp.embedding import Embedding
+from ...pp.labels import label_text
+from ...pp.preprocessing import Preprocessor
+from ..fitted_method import FittedMethod
+from ..model import PerturbationModel, model_parts, shared_header, write_model
+from .views import AtCondition, Base, Blend, ConditionView
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -61,7 +59,7 @@ COMBINATION = "+"
 
 
 def member_labels(label: str) -> list[str]:
-    """The perturbations of a condition label: ``"A+B"`` -> ``["A", "B"]`` (order kept, blanks dropped)."""
+    """Split a condition label into its perturbations: ``"A+B"`` -> ``["A", "B"]`` (order kept, blanks dropped)."""
     return [part.strip() for part in str(label).split(COMBINATION) if part.strip()]
 
 
@@ -121,6 +119,7 @@ class ConditionalModel:
         self.interactions: list[dict[str, Any]] = [dict(entry) for entry in interactions or []]
 
     def __repr__(self) -> str:
+        """Summarise the model: conditions, labels, doses, space and responses."""
         dose = f", dose_key={self.dose_key!r} ({len(self.dose_curves)} dose-response curves)" if self.dose_key else ""
         return (
             f"ConditionalModel({len(self.conditions)} training conditions, {len(self.labels)} labels{dose}, "
@@ -130,8 +129,10 @@ class ConditionalModel:
 
     @property
     def without_response(self) -> list[tuple[str, float | None]]:
-        """Training conditions ``(label, dose)`` whose cells could not be told from the controls
-        (:mod:`cellw1.ot.effect`): the model predicts their controls unchanged."""
+        """Training conditions ``(label, dose)`` whose cells could not be told from the controls.
+
+        The test is :mod:`cellw1.ot.effect`; the model predicts their controls unchanged.
+        """
         return [
             (c["label"], c["dose"])
             for c in self.conditions
@@ -150,8 +151,10 @@ class ConditionalModel:
 
     # -- conditions ---------------------------------------------------------------------------------
     def condition(self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None) -> Condition:
-        """The engine's :class:`~cellw1.ot.condition.Condition` for ``perturbation`` (``"A+B"`` for
-        several) at ``dose``; labels outside the table are read from ``uns[embedding_key]``."""
+        """Make the engine's :class:`~cellw1.ot.condition.Condition` for ``perturbation`` at ``dose``.
+
+        ``"A+B"`` for several; labels outside the table are read from ``uns[embedding_key]``.
+        """
         label = label_text(perturbation)
         members = member_labels(label)
         if not members or label == self.control:
@@ -167,8 +170,8 @@ class ConditionalModel:
                     f"and has no vector in the data's uns[{self.embedding_key!r}]; add one there"
                     if self.embedding_key
                     else "and the model was fitted without label vectors (embedding_key), so it cannot encode a new "
-                    "label; fit with embedding_key (a dict label -> vector in adata.uns; cellw1.gene_vectors gives one per "
-                    "measured gene) or leave it out"
+                    "label; fit with embedding_key (a dict label -> vector in adata.uns; cellw1.gene_vectors gives "
+                    "one per measured gene) or leave it out"
                 )
                 shown = ", ".join(self.labels[:30]) + (
                     f" and {len(self.labels) - 30} more" if len(self.labels) > 30 else ""
@@ -219,8 +222,11 @@ class ConditionalModel:
         return value
 
     def _trained(self, label: str, dose: float | None) -> list[tuple[int, float]]:
-        """The training conditions ``(index, weight)`` a condition is made of: itself (weight 1);
-        between two training doses of its label, those two weighted in ``log1p(dose)``; else none."""
+        """Find the training conditions ``(index, weight)`` a condition is made of.
+
+        Itself (weight 1); between two training doses of its label, those two weighted in
+        ``log1p(dose)``; else none.
+        """
         known = sorted((c["dose"], i) for i, c in enumerate(self.conditions) if c["label"] == label)
         for d, i in known:
             if d == dose:
@@ -229,20 +235,24 @@ class ConditionalModel:
         above = [k for k in known if dose is not None and k[0] > dose]
         if not (below and above):
             return []
+        assert dose is not None  # a dose between two training doses
         (d0, i0), (d1, i1) = below[-1], above[0]
         w = float((np.log1p(dose) - np.log1p(d0)) / (np.log1p(d1) - np.log1p(d0)))
         return [(i0, 1.0 - w), (i1, w)]
 
     def _curve(self, label: str, dose: float | None) -> DoseResponse | None:
-        """The label's dose-response curve if ``dose`` is an unseen dose within it, else ``None``."""
+        """Return the label's dose-response curve if ``dose`` is an unseen dose within it, else ``None``."""
         curve = self.dose_curves.get(label)
         if curve is None or dose is None or dose in curve.doses or not curve.covers(dose):
             return None
         return curve
 
     def _calibration(self, label: str, dose: float | None) -> tuple[np.ndarray | None, str]:
-        """A training condition's own calibration; between two training doses of the label, their
-        calibrations interpolated in ``log1p(dose)``; else the pooled zero thresholds."""
+        """Return a condition's calibration and how its output is made.
+
+        A training condition's own; between two training doses of the label, their
+        calibrations interpolated in ``log1p(dose)``; else the pooled zero thresholds.
+        """
         trained = self._trained(label, dose)
         if self.calibration is not None and trained:
             mixed = sum(w * self.calibration[i] for i, w in trained)
@@ -251,10 +261,12 @@ class ConditionalModel:
             return None, "clipped"
         return self.pooled_calibration, "calibrated_zeros"
 
-    def _resolved(self, label: str, dose: float | None) -> float:
-        """Share of the response a prediction applies (``shrink_response``, :mod:`cellw1.ot.effect`):
-        a training condition's own, interpolated like the calibration between two doses; 1 for
-        conditions without cells (a combination, an embedded label, a dose outside the range)."""
+    def response_share(self, label: str, dose: float | None) -> float:
+        """Share of the response a prediction applies (``shrink_response``, :mod:`cellw1.ot.effect`).
+
+        A training condition's own, interpolated like the calibration between two doses; 1 for
+        conditions without cells (a combination, an embedded label, a dose outside the range).
+        """
         effects = self.map.info.get("effects") or []
         trained = self._trained(label, dose)
         if not self.map.config.shrink_response or not trained or len(effects) != len(self.conditions):
@@ -264,8 +276,8 @@ class ConditionalModel:
     # -- prediction ---------------------------------------------------------------------------------
     def view(
         self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None, *, compose: bool = True
-    ) -> PerturbationModel:
-        """A :class:`~cellw1.tl.model.PerturbationModel` predicting one condition (``predict`` only).
+    ) -> ConditionView:
+        """Make a :class:`~cellw1.tl.conditional.views.ConditionView` predicting one condition.
 
         A combination (``"A+B"``, any order) is composed from its members' views
         (:meth:`composed`); ``compose=False`` gives the network at the combination's code.
@@ -278,11 +290,11 @@ class ConditionalModel:
                 return composed
         key = self.canonical(label)
         calibration, output = self._calibration(key, condition.dose)
-        share = self._resolved(key, condition.dose)
+        share = self.response_share(key, condition.dose)
         curve = self._curve(key, condition.dose)
-        parts: list[PerturbationModel] | None = None
+        parts: list[ConditionView] = []
         method: FittedMethod = AtCondition(self.map, condition, share)
-        if curve is not None:  # an unseen dose: every training dose's view, weighted by the curve
+        if curve is not None and condition.dose is not None:  # an unseen dose: the training doses' views, by the curve
             parts = [self.view(key, d, compose=False) for d in curve.doses]
             method = Blend([part.method for part in parts], curve.weights(float(condition.dose)), share)
             output = "calibrated_dose_curve"
@@ -295,10 +307,10 @@ class ConditionalModel:
         calibration: np.ndarray | None,
         dose: float | None,
         output: str,
-        parts: list[PerturbationModel] | None = None,
-        base: str = "input",
+        parts: list[ConditionView] | None = None,
+        base: Base = "input",
     ) -> ConditionView:
-        return ConditionView(
+        model = PerturbationModel(
             features=self.features,
             preprocessor=self.preprocessor,
             embedding=self.embedding,
@@ -309,16 +321,16 @@ class ConditionalModel:
             layer=self.layer,
             info=self.info,
             calibration=calibration,
-            dose=dose,
-            output=output,
-            parts=parts,
-            base=base,  # type: ignore[arg-type]
         )
+        return ConditionView(model, dose=dose, output=output, parts=parts or [], base=base)
 
     # -- combinations -------------------------------------------------------------------------------
     def canonical(self, label: str) -> str:
-        """A combination's label in one order: the trained pair's label if its members were trained
-        together (``"B+A"`` -> ``"A+B"``), else its members sorted; a single label unchanged."""
+        """Name a combination in one order.
+
+        The trained pair's label if its members were trained together (``"B+A"`` -> ``"A+B"``),
+        else its members sorted; a single label unchanged.
+        """
         members = member_labels(label)
         if len(members) < 2:
             return label_text(label)
@@ -330,9 +342,11 @@ class ConditionalModel:
 
     def composed(
         self, label: str, dose: float | None, uns: dict[str, Any] | None = None, *, interaction: bool = True
-    ) -> PerturbationModel | None:
-        """A combination's view from its members' (see ``docs/method.md``); ``None`` where a member
-        was trained only inside combinations (the network at the combination's code predicts it).
+    ) -> ConditionView | None:
+        """Compose a combination's view from its members' (see ``docs/method.md``).
+
+        ``None`` where a member was trained only inside combinations (the network at the
+        combination's code predicts it).
 
         The members' predicted changes add up, cell by cell; a member without a detected
         response adds nothing. A trained combination is blended with its own prediction, the
@@ -344,10 +358,9 @@ class ConditionalModel:
         if any(m in self.labels and m not in trained for m in members):
             return None
         parts = [self.view(m, dose, uns) for m in members]
-        moving = [part for part in parts if part.method.moves]
+        moving = [part for part in parts if part.method.has_response]
         if len(moving) < 2:  # nothing to add: the one responding member, or no change
-            additive = copy.copy(moving[0] if moving else parts[0])
-            additive.perturbation = label
+            additive = (moving[0] if moving else parts[0]).relabelled(label)
         else:
             additive = self._view(
                 label,
@@ -367,37 +380,18 @@ class ConditionalModel:
         weight = test.weight()
         if weight <= 0.0:
             return additive
-        own = self.view(key, dose, compose=False)
-        own.perturbation = label
+        own = self.view(key, dose, compose=False).relabelled(label)
         if weight >= 1.0:
             return own
         blend = Blend([additive.method, own.method], np.array([1.0 - weight, weight]))
         return self._view(label, blend, own.calibration, dose, "calibrated_interaction", [additive, own])
 
     def interaction(self, label: str, dose: float | None = None) -> InteractionTest | None:
-        """The test of a trained combination against the sum of its members (:mod:`cellw1.ot.interaction`)."""
+        """Return the test of a trained combination against the sum of its members (:mod:`cellw1.ot.interaction`)."""
         for entry in self.interactions:
             if entry["label"] == label and entry["dose"] == dose:
                 return InteractionTest.from_dict(entry)
         return None
-
-    def test_interactions(self, sample: Callable[[int], np.ndarray]) -> list[dict[str, Any]]:
-        """Per training combination whose members were all trained alone (at its dose): its
-        :func:`~cellw1.ot.interaction.interaction_test` in the fitted space, on expression samples
-        read one group at a time: ``sample(0)`` the controls', ``sample(k + 1)`` training condition ``k``'s."""
-        index = {(c["label"], c["dose"]): k for k, c in enumerate(self.conditions)}
-        base: np.ndarray | None = None
-        found = []
-        for (label, dose), k in index.items():
-            members = member_labels(label)
-            if len(members) < 2 or any((m, dose) not in index for m in members):
-                continue
-            if base is None:
-                base = self.embedding.encode(sample(0))
-            singles = [self.embedding.encode(sample(index[(m, dose)] + 1)) for m in members]
-            test = interaction_test(base, singles, self.embedding.encode(sample(k + 1)))
-            found.append({"label": label, "dose": dose, **test.to_dict()})
-        return found
 
     def predict(
         self, adata: ad.AnnData | str | os.PathLike, perturbation: str, dose: float | None = None, **kwargs: Any
@@ -428,24 +422,16 @@ class ConditionalModel:
 
     # -- files ----------------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
+        """Describe the model as JSON (everything but the weights)."""
         return {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "versions": _versions(),
-            "features": self.features,
-            "condition_key": self.condition_key,
-            "control": self.control,
+            **shared_header(self, FORMAT, FORMAT_VERSION),
             "labels": self.labels,
             "conditions": self.conditions,
             "dose_key": self.dose_key,
             "embedding_key": self.embedding_key,
-            "layer": self.layer,
-            "preprocessing": None if self.preprocessor is None else self.preprocessor.to_dict(),
-            "embedding": self.embedding.header(),
             "map": self.map.header(),
             "dose_response": {label: curve.to_dict() for label, curve in self.dose_curves.items()},
             "interactions": self.interactions,
-            "info": self.info,
         }
 
     def save(self, directory: str | os.PathLike) -> Path:

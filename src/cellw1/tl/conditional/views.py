@@ -1,0 +1,288 @@
+"""One condition of a conditional model as a predictor, and views made of views.
+
+A :class:`ConditionView` is a :class:`~cellw1.tl.prediction.Predictor`: it holds a
+:class:`~cellw1.tl.model.PerturbationModel` made of the conditional model's parts (its
+preprocessing and embedding, the condition's method and calibration) and predicts with it.
+A condition's method is the conditional map at that condition (:class:`AtCondition`). Two
+kinds of condition are predicted from other views instead, by adding up their predicted
+changes (:func:`blended`):
+
+* an unseen dose on a dose-response curve: the training doses' changes, weighted by the curve;
+* a combination ``"A+B"``: its members' changes, each with weight 1 (the members' per-cell
+  displacements add up), then, for a trained pair, blended with the pair's own prediction
+  (:meth:`cellw1.ot.interaction.InteractionTest.weight`).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from ...ot.condition import Condition
+from ...ot.conditional import ConditionalMap
+from ..fitted_method import FittedMethod, partway
+from ..model import PerturbationModel
+from ..output import scale_record
+from ..prediction import PREDICT_CHUNK, predict_cells
+
+if TYPE_CHECKING:
+    import anndata as ad
+
+    from ...pp.embedding import Embedding
+    from ...pp.preprocessing import Preprocessor
+
+METHOD = "w1_conditional"
+#: what the changes of a blend's parts are measured from: the input itself (doses), or the input
+#: as the model reconstructs it with no change (combinations: each part's change then excludes
+#: the reconstruction error, which would otherwise be counted once per member)
+Base = Literal["input", "reconstruction"]
+
+
+class AtCondition(FittedMethod):
+    """The conditional map with one condition fixed, as a prediction method (cells in the fitted space).
+
+    ``share``: the share of the map's displacement applied (``shrink_response``,
+    :mod:`cellw1.ot.effect`), 1 for all of it.
+    """
+
+    name = METHOD
+
+    def __init__(self, cmap: ConditionalMap, condition: Condition, share: float = 1.0) -> None:
+        super().__init__(cmap.info)
+        self.cmap, self.condition, self.share = cmap, condition, float(share)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Move cells ``x: (n, k)`` by the map at the condition (that share of the way)."""
+        x = np.asarray(x, dtype=np.float32)
+        moved = np.asarray(self.cmap.transport(x, self.condition), dtype=np.float32)
+        return partway(x, moved, self.share)
+
+    def response(self, x: np.ndarray) -> np.ndarray:
+        """Distance each cell moves: the share of the step size ``eta(x)`` at the condition."""
+        eta = np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
+        return np.float32(self.share) * eta
+
+    @property
+    def has_response(self) -> bool:
+        """Whether the condition had a detected response (else the input is predicted)."""
+        return self.cmap.moves(self.condition)
+
+    @property
+    def response_share(self) -> float:
+        """The share of the displacement applied."""
+        return self.share
+
+
+class Blend(FittedMethod):
+    """Each cell moved by the weighted displacements of several methods (cells in the fitted space).
+
+    The written expression combines the parts' calibrated outputs with the same weights
+    (:meth:`ConditionView.predict_values`); this class gives the fitted-space view.
+    """
+
+    name = METHOD
+
+    def __init__(self, parts: list[FittedMethod], weights: np.ndarray, share: float = 1.0) -> None:
+        super().__init__(parts[0].info)
+        self.parts, self.weights, self.share = parts, np.asarray(weights, dtype=np.float32), float(share)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Move cells ``x: (n, k)`` by the parts' displacements, weighted."""
+        x = np.asarray(x, dtype=np.float32)
+        return blended(x, [part.predict(x) for part in self.parts], self.weights)
+
+    @property
+    def has_response(self) -> bool:
+        """Whether any part moves cells."""
+        return any(part.has_response for part in self.parts)
+
+    @property
+    def response_share(self) -> float:
+        """The share of the displacement applied."""
+        return self.share
+
+
+def blended(x: np.ndarray, predictions: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """``x + sum_k w_k (predictions_k - x)``: displacements of several predictions, weighted."""
+    out = np.array(x, dtype=np.float32)
+    for predicted, weight in zip(predictions, weights, strict=True):
+        out += np.float32(weight) * (predicted - x)
+    return out
+
+
+class ConditionView:
+    """One condition of a conditional model, as a :class:`~cellw1.tl.prediction.Predictor`.
+
+    ``model`` predicts the condition on its own: the conditional model's preprocessing and
+    embedding with the condition's method and calibration. With ``parts`` (``model.method`` a
+    :class:`Blend` of the parts' methods), the output is the ``base`` plus the parts' predicted
+    changes from it (each calibrated as for its own condition), weighted by the blend's
+    weights, clipped at 0. ``output`` says how the written values are made
+    (:mod:`cellw1.tl.output`) when the condition has a response.
+    """
+
+    def __init__(
+        self,
+        model: PerturbationModel,
+        *,
+        dose: float | None,
+        output: str,
+        parts: Sequence[ConditionView] = (),
+        base: Base = "input",
+    ) -> None:
+        self.model, self.dose, self.output, self.parts, self.base = model, dose, output, list(parts), base
+
+    def __repr__(self) -> str:
+        """Name the condition, its dose and the model it predicts with."""
+        dose = "" if self.dose is None else f" at dose {self.dose:g}"
+        return f"ConditionView({self.perturbation!r}{dose} of a conditional model: {self.model!r})"
+
+    def relabelled(self, perturbation: str) -> ConditionView:
+        """Return the same prediction, labelled ``perturbation`` (a combination named in another order)."""
+        model = copy.copy(self.model)
+        model.perturbation = perturbation
+        return ConditionView(model, dose=self.dose, output=self.output, parts=self.parts, base=self.base)
+
+    # -- the parts it predicts with -------------------------------------------------------------------
+    @property
+    def method(self) -> FittedMethod:
+        """The condition's method in the fitted space."""
+        return self.model.method
+
+    @property
+    def calibration(self) -> np.ndarray | None:
+        """The condition's calibration (:mod:`cellw1.pp.calibration`)."""
+        return self.model.calibration
+
+    @property
+    def preprocessor(self) -> Preprocessor | None:
+        """The conditional model's preprocessing."""
+        return self.model.preprocessor
+
+    @property
+    def embedding(self) -> Embedding:
+        """The conditional model's embedding."""
+        return self.model.embedding
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The conditional model's fit diagnostics."""
+        return self.model.info
+
+    @property
+    def features(self) -> list[str]:
+        """Genes read and written, in order."""
+        return self.model.features
+
+    @property
+    def layer(self) -> str | None:
+        """The layer read instead of ``X``."""
+        return self.model.layer
+
+    @property
+    def obsm_key(self) -> str | None:
+        """Always ``None``: a conditional model reads expression."""
+        return self.model.obsm_key
+
+    @property
+    def condition_key(self) -> str:
+        """The obs column of the training conditions."""
+        return self.model.condition_key
+
+    @property
+    def control(self) -> str:
+        """The control label."""
+        return self.model.control
+
+    @property
+    def perturbation(self) -> str:
+        """The condition's label (``"A+B"`` for a combination)."""
+        return self.model.perturbation
+
+    @property
+    def expression(self) -> bool:
+        """Whether the values are expression (non-negative, calibrated)."""
+        return self.model.expression
+
+    # -- the Predictor contract (cellw1.tl.prediction) -------------------------------------------------
+    def feature_columns(self, names: Sequence[str]) -> np.ndarray | None:
+        """Positions of the model's genes among the data's ``names``."""
+        return self.model.feature_columns(names)
+
+    def input_values(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
+        """Rows read from the data, normalised as the model's training cells."""
+        return self.model.input_values(raw, columns)
+
+    def predict_values(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted cells and each cell's response, for rows in the input space."""
+        if not self.parts:
+            return self.model.predict_values(values)
+        assert isinstance(self.method, Blend)
+        base = values
+        if self.base == "reconstruction":
+            base = np.asarray(self.embedding.decode(self.embedding.encode(values)), dtype=np.float32)
+            if self.expression:
+                base = np.maximum(base, 0.0)
+        out = blended(base, [part.predict_values(values)[0] for part in self.parts], self.method.weights)
+        if self.expression:  # expression: non-negative; continuous values keep their sign
+            out = np.maximum(out, 0.0)
+        return out, self.method.response(self.embedding.encode(values))
+
+    def output_kind(self) -> str | None:
+        """How the written values are made: the view's ``output`` for calibrated expression that moves."""
+        pre = self.preprocessor
+        if pre is None or not self.method.has_response or not pre.expression:
+            return self.model.output_kind()  # "unchanged" or "raw" (continuous values)
+        return self.output
+
+    def output_uns(self) -> dict[str, Any]:
+        """``uns["cellw1"]``: the scale and the model, the dose and ``"conditional": True``."""
+        return {**scale_record(self.model, self.output_kind()), "dose": self.dose, "conditional": True}
+
+    def output_obs(self, obs: pd.DataFrame) -> pd.DataFrame:
+        """As :meth:`PerturbationModel.output_obs <cellw1.tl.model.PerturbationModel.output_obs>`, with ``dose``."""
+        result = self.model.output_obs(obs)
+        if self.dose is not None:
+            result["dose"] = float(self.dose)
+        return result
+
+    # -- for users --------------------------------------------------------------------------------------
+    def preprocess(self, adata: ad.AnnData | str | os.PathLike) -> np.ndarray:
+        """Put ``adata`` in the model's input space.
+
+        As :meth:`PerturbationModel.preprocess <cellw1.tl.model.PerturbationModel.preprocess>`.
+        """
+        return self.model.preprocess(adata)
+
+    def predict(
+        self,
+        adata: ad.AnnData | str | os.PathLike,
+        *,
+        out: str | os.PathLike | None = None,
+        cells: np.ndarray | None = None,
+        chunk_cells: int = PREDICT_CHUNK,
+        progress: bool = False,
+        key_added: str | None = None,
+        with_controls: bool = False,
+    ) -> ad.AnnData | Path:
+        """Predict the cells of ``adata`` under this condition.
+
+        Keywords as for :meth:`PerturbationModel.predict <cellw1.tl.model.PerturbationModel.predict>`.
+        """
+        return predict_cells(
+            self,
+            adata,
+            out=out,
+            cells=cells,
+            chunk_cells=chunk_cells,
+            progress=progress,
+            key_added=key_added,
+            with_controls=with_controls,
+            what="PerturbationModel.predict",
+        )
