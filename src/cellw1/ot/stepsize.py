@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,12 +43,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import W1Config
-from .energy import POOL_CELLS, POOL_STEPS, EnergyPool, energy_distance
+from .energy import POOL_CELLS, EnergyPool, StepSizeSelector, ValidationMatch, refine_energy
 from .lipschitz import LipschitzPotential
 from .mlp import mlp
-from .potential import adam_kernel, direction, dual_value, evaluate
+from .potential import adam_kernel, direction, dual_value
 from .sampling import Cells, as_cells, minibatches
-from .training import History, Training
+from .training import History
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,11 @@ class StepSize(nn.Module):
         self.net = mlp((dim, *hidden, 1))
         self.register_buffer("eta_scale", torch.ones(()))
         self.register_buffer("eta_max", torch.tensor(float("inf")))
+
+    def scale_to(self, eta: torch.Tensor) -> None:
+        """Put the output on the scale of the step targets ``eta: (n,)``; cap it at their largest."""
+        self.eta_scale.fill_(float(eta.mean()) if float(eta.mean()) > 0 else 1.0)
+        self.eta_max.fill_(float(eta.max()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Step sizes for ``x: (n, d)``; returns ``(n,)``."""
@@ -176,38 +181,6 @@ class StepSizeFit:
     history: History = field(default_factory=dict)
 
 
-class _Selector(Training):
-    """A :class:`~cellw1.ot.training.Training` of the step size scored by how well the
-    transported validation cells match the validation target cells (energy distance)."""
-
-    def __init__(
-        self,
-        module: StepSize,
-        source: torch.Tensor,
-        u: torch.Tensor,
-        target: torch.Tensor,
-        config: W1Config,
-        limit: int = 1000,
-    ):
-        super().__init__(
-            module,
-            score="val_energy",
-            mode="min",
-            patience=config.patience,
-            min_delta=config.min_delta,
-            name="step size",
-        )
-        self.module, self.source, self.u, self.target = module, source[:limit], u[:limit], target[:limit]
-        self.yy = float(torch.cdist(self.target, self.target).mean())
-
-    def __call__(self, step: int, loss: torch.Tensor) -> float:
-        """Score the current state at ``step`` and record it with the training ``loss``."""
-        moved = self.source - evaluate(self.module, self.source)[:, None] * self.u
-        energy = energy_distance(moved, self.target, self.yy)
-        self.evaluate(step, energy, loss=float(loss))
-        return energy
-
-
 def regression_step(
     step_size: StepSize, optimizer: torch.optim.Optimizer, x: torch.Tensor, eta: torch.Tensor
 ) -> torch.Tensor:
@@ -251,6 +224,8 @@ def gan_step(
     return disc_loss.detach(), gen_loss.detach()
 
 
+#: validation cells of each side on which the step size's states are scored
+SELECT_CELLS = 1000
 #: passes over a buffer of cells streamed from disk before the next is read: step targets cost
 #: an exact OT pairing per cell, so phase 2 reuses each buffer more than phase 1 does
 REGRESSION_REUSE = 4
@@ -298,16 +273,18 @@ def fit_step_size(
     step_size = StepSize(source.dim, config.step_hidden).to(first.device)
     step_size.inputs.fit(first)
     del first  # streamed buffers are replaced as training goes; do not keep the first alive
-    selector = _Selector(step_size, val_source, direction(potential, val_source[:1000]), val_target, config)
+    validation = ValidationMatch(
+        step_size, val_source[:SELECT_CELLS], direction(potential, val_source[:SELECT_CELLS]), val_target[:SELECT_CELLS]
+    )
+    selector = StepSizeSelector(step_size, [validation], config)
     learner = config.step_size_learner
     steps = 0
     if learner in ("minibatch_ot", "ot_gan", "ot_energy"):
         steps += _regress(step_size, potential, source, target, config, selector, generator, rng, progress)
     if learner == "ot_energy":
         selector.resume()
-        steps += _match_energy(
-            step_size, potential, source, target, config, selector, generator, progress, offset=steps
-        )
+        pools = SourceTargetPools(step_size, potential, source, target, config.batch_size, generator)
+        steps += refine_energy(step_size, pools, selector, config, offset=steps, progress=progress)
     if learner == "ot_gan":
         selector.resume()
         steps += _adversarial(
@@ -356,7 +333,7 @@ def _regress(
     source: Cells,
     target: Cells,
     config: W1Config,
-    selector: _Selector,
+    selector: StepSizeSelector,
     generator: torch.Generator,
     rng: np.random.Generator,
     progress: bool,
@@ -378,16 +355,7 @@ def _regress(
         )
 
     first = step_targets(source.buffer())
-    eta = first[0]
-    step_size.eta_scale.fill_(float(eta.mean()) if float(eta.mean()) > 0 else 1.0)
-    step_size.eta_max.fill_(float(eta.max()))
-    device = eta.device
-    optimizer = torch.optim.Adam(
-        step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device)
-    )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100
-    )
+    step_size.scale_to(first[0])
     batches = minibatches(
         source,
         config.batch_size,
@@ -397,10 +365,31 @@ def _regress(
         prepare=step_targets,
         prepared=first,
     )
+    return regress(step_size, batches, selector, config, progress=progress)
+
+
+def regress(
+    step_size: StepSize,
+    batches: Iterator[tuple[torch.Tensor, ...]],
+    selector: StepSizeSelector,
+    config: W1Config,
+    *,
+    progress: bool = False,
+    desc: str = "step size (regression)",
+) -> int:
+    """Least squares of ``eta`` on minibatches ``(x, eta targets)``; returns the steps taken.
+
+    Adam with a cosine learning rate over ``config.regression_iters`` steps; the selector
+    scores the state every ``config.eval_every`` steps and says when to stop.
+    """
+    optimizer = torch.optim.Adam(
+        step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(step_size.eta_scale.device)
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100
+    )
     step = 0
-    for step in tqdm(
-        range(1, config.regression_iters + 1), desc="step size (regression)", disable=not progress, leave=False
-    ):
+    for step in tqdm(range(1, config.regression_iters + 1), desc=desc, disable=not progress, leave=False):
         x, eta_x = next(batches)
         loss = regression_step(step_size, optimizer, x, eta_x)
         schedule.step()
@@ -418,45 +407,40 @@ def _pool(cells: Cells, size: int, generator: torch.Generator) -> torch.Tensor:
     return buffer[rows.to(buffer.device)]
 
 
-def _match_energy(
-    step_size: StepSize,
-    potential: LipschitzPotential,
-    source: Cells,
-    target: Cells,
-    config: W1Config,
-    selector: _Selector,
-    generator: torch.Generator,
-    progress: bool,
-    *,
-    offset: int,
-) -> int:
-    """Descend the minibatch energy distance between ``T(x)`` and target cells; returns the steps taken.
+class SourceTargetPools:
+    """:class:`~cellw1.ot.energy.EnergyBatches` of a single map: pools of source and target cells.
 
-    Only ``eta`` moves (the directions are fixed), so the map stays a W1 map; matching the
-    transported distribution as a whole corrects the regression's shrinkage of the steps.
-    Minibatches come from pools of cells whose inner products are computed once
-    (:class:`~cellw1.ot.energy.EnergyPool`), so a step costs the same in any dimension.
+    Each pool holds up to ``POOL_CELLS`` distinct cells of the current buffer of each side
+    (the next buffer when streaming); a minibatch is ``batch_size`` distinct source cells of
+    the pool and as many target cells drawn with replacement.
     """
-    device = source.buffer().device
-    optimizer = torch.optim.Adam(
-        step_size.parameters(), lr=config.energy_lr, betas=config.step_betas, **adam_kernel(device)
-    )
-    step = 0
-    for step in tqdm(range(1, config.energy_iters + 1), desc="step size (energy)", disable=not progress, leave=False):
-        if (step - 1) % POOL_STEPS == 0:
-            x, y = _pool(source, POOL_CELLS, generator), _pool(target, POOL_CELLS, generator)
-            pool = EnergyPool(x, direction(potential, x), y)
-        i = torch.randperm(len(x), generator=generator)[: config.batch_size].to(device)
-        j = torch.randint(len(y), (min(config.batch_size, len(y)),), generator=generator).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = pool.loss(i, j, step_size(x[i]))
-        loss.backward()
-        optimizer.step()
-        if step % config.eval_every == 0 or step == config.energy_iters:
-            selector(offset + step, loss.detach())
-            if selector.stop:
-                break
-    return step
+
+    def __init__(
+        self,
+        step_size: StepSize,
+        potential: LipschitzPotential,
+        source: Cells,
+        target: Cells,
+        batch_size: int,
+        generator: torch.Generator,
+    ) -> None:
+        self.step_size, self.potential = step_size, potential
+        self.source, self.target = source, target
+        self.batch_size, self.generator = batch_size, generator
+        self.pool: EnergyPool | None = None
+
+    def new_pools(self) -> None:
+        """Draw the next pools; the directions of the source cells are computed once per pool."""
+        x, y = _pool(self.source, POOL_CELLS, self.generator), _pool(self.target, POOL_CELLS, self.generator)
+        self.pool = EnergyPool(x, direction(self.potential, x), y)
+
+    def loss(self) -> torch.Tensor:
+        """The energy loss of one minibatch of the current pools."""
+        pool = self.pool
+        assert pool is not None, "new_pools() draws the pools first"
+        i = torch.randperm(len(pool.x), generator=self.generator)[: self.batch_size].to(pool.x.device)
+        j = torch.randint(len(pool.y), (min(self.batch_size, len(pool.y)),), generator=self.generator)
+        return pool.loss(i, j.to(pool.x.device), self.step_size(pool.x[i]))
 
 
 def _adversarial(
@@ -465,7 +449,7 @@ def _adversarial(
     source: Cells,
     target: Cells,
     config: W1Config,
-    selector: _Selector,
+    selector: StepSizeSelector,
     generator: torch.Generator,
     progress: bool,
     *,

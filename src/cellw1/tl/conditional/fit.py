@@ -24,12 +24,16 @@ import pandas as pd
 
 from ...errors import InputError
 from ...io.source import MemorySource, Source, open_source
-from ...ot.condition import Condition
-from ...ot.conditional import ConditionalConfig, ConditionalMap
-from ...ot.conditional_solver import fit_conditional_map
+from ...ot.conditional import (
+    Condition,
+    ConditionalConfig,
+    ConditionalMap,
+    DoseResponse,
+    fit_conditional_map,
+    fit_dose_response,
+    interaction_test,
+)
 from ...ot.config import W1Config
-from ...ot.dose_response import DoseResponse, fit_dose_response
-from ...ot.interaction import interaction_test
 from ...ot.sampling import StreamedCells
 from ...pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ...pp.embedding import EmbeddingConfig
@@ -217,7 +221,7 @@ class ConditionalMethod:
             progress=spec.progress,
         )
         if calls is not None:
-            cmap.still = [
+            cmap.unresponsive = [
                 Condition(tuple(sorted(c.labels)), None, c.dose)
                 for c, responds in zip(self.conditions, calls, strict=True)
                 if not responds

@@ -34,10 +34,7 @@ import torch
 
 from ...errors import InputError
 from ...files.model_files import section
-from ...ot.condition import Condition
-from ...ot.conditional import ConditionalMap
-from ...ot.dose_response import DoseResponse
-from ...ot.interaction import InteractionTest
+from ...ot.conditional import Condition, ConditionalMap, DoseResponse, InteractionTest
 from ...pp.embedding import Embedding
 from ...pp.labels import label_text
 from ...pp.preprocessing import Preprocessor

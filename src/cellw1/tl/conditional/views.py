@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from ...ot.condition import Condition
-from ...ot.conditional import ConditionalMap
+from ...ot.conditional import Condition, ConditionalMap
 from ..fitted_method import FittedMethod, partway
 from ..model import PerturbationModel
 from ..output import scale_record

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from ..errors import InputError
+from ...errors import InputError
 
 
 @dataclass(frozen=True)

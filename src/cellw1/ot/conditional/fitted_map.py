@@ -1,0 +1,175 @@
+"""``ConditionalMap``: a fitted conditional W1 map, ``T(x, c) = x - eta(x, c) u(x, c)``, and its file."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..._data import like_input, resolve_device
+from ..._io import check_format, section
+from ...errors import ModelFileError
+from ..fitted import FittedMap
+from ..potential import CHUNK, direction, evaluate
+from ..training import History, read_history
+from .config import ConditionalConfig
+from .encoder import Condition, ConditionEncoder
+from .networks import ConditionalPotential, ConditionalStepSize, ConditionBoundModule
+
+FORMAT = "cellw1.ConditionalMap"
+FORMAT_VERSION = 1
+
+
+def _members(condition: Condition) -> tuple[int, ...]:
+    """A condition's label positions in one order: a combination in any order, as the encoder pools it."""
+    return tuple(sorted(int(k) for k in condition.labels))
+
+
+class ConditionalMap(FittedMap):
+    """A fitted conditional W1 map: one potential and one step size for every condition.
+
+    Every method takes cells ``x: (n, d)`` (numpy or torch, returned in kind) and one
+    :class:`~cellw1.ot.conditional.encoder.Condition`.
+    """
+
+    FORMAT = FORMAT
+    FORMAT_VERSION = FORMAT_VERSION
+
+    def __init__(
+        self,
+        encoder: ConditionEncoder,
+        potential: ConditionalPotential,
+        step_size: ConditionalStepSize,
+        config: ConditionalConfig,
+        info: dict[str, Any] | None = None,
+        *,
+        history: History | None = None,
+        unresponsive: Sequence[Condition] = (),
+    ) -> None:
+        self.encoder = encoder.requires_grad_(False).eval()
+        #: training conditions without a detected response (:mod:`cellw1.ot.effect`): their step size is 0
+        self.unresponsive = [Condition(_members(c), None, c.dose) for c in unresponsive]
+        self.potential_net = potential.requires_grad_(False).eval()
+        self.step_size_net = step_size.requires_grad_(False).eval()
+        super().__init__(config, info, history)
+
+    @property
+    def dim(self) -> int:
+        return self.potential_net.dim
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.scale.device
+
+    def to(self, device: str | torch.device) -> ConditionalMap:
+        dev = resolve_device(device)
+        for net in (self.encoder, self.potential_net, self.step_size_net):
+            net.to(dev)
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"ConditionalMap(dim={self.dim}, labels={self.encoder.n_labels}, encoding={self.encoder.encoding!r}, "
+            f"dose={self.encoder.has_dose}, parametrisation={self.config.parametrisation!r})"
+        )
+
+    def moves(self, condition: Condition) -> bool:
+        """False for a training condition without a detected response: the map leaves its cells where they are."""
+        labels = _members(condition)
+        return condition.vectors is not None or all(
+            (labels, condition.dose) != (c.labels, c.dose) for c in self.unresponsive
+        )
+
+    # -- evaluation -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def code(self, condition: Condition) -> torch.Tensor:
+        """The condition code ``e(c): (k,)``."""
+        return self.encoder.encode([condition])[0]
+
+    def potential(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
+        """``f(x, c)``; returns ``(n,)``."""
+        return like_input(
+            evaluate(ConditionBoundModule(self.potential_net, self.code(condition)), self._points(x), batch_size), x
+        )
+
+    def direction(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
+        """Unit direction ``grad_x f / |grad_x f|`` (cells move along its negative); ``(n, d)``."""
+        at = ConditionBoundModule(self.potential_net, self.code(condition))
+        return like_input(direction(at, self._points(x), batch_size), x)
+
+    def step_size(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
+        """Distance ``eta(x, c) >= 0`` each cell travels; ``(n,)``."""
+        if not self.moves(condition):
+            return like_input(torch.zeros(len(self._points(x)), device=self.device), x)
+        return like_input(
+            evaluate(ConditionBoundModule(self.step_size_net, self.code(condition)), self._points(x), batch_size), x
+        )
+
+    def transport(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
+        """``T(x, c) = x - eta(x, c) u(x, c)``; returns ``(n, d)``."""
+        if not self.moves(condition):
+            return like_input(self._points(x).clone(), x)
+        code = self.code(condition)
+        potential, step = ConditionBoundModule(self.potential_net, code), ConditionBoundModule(self.step_size_net, code)
+        pts = self._points(x)
+        out = []
+        for i in range(0, len(pts), batch_size):
+            chunk = pts[i : i + batch_size]
+            out.append(chunk - evaluate(step, chunk, batch_size)[:, None] * direction(potential, chunk, batch_size))
+        return like_input(torch.cat(out), x)
+
+    def w1(self, source: Any, target: Any, condition: Condition) -> float:
+        """Dual estimate ``mean f(source, c) - mean f(target, c)``, a lower bound on ``W1``."""
+        at = ConditionBoundModule(self.potential_net, self.code(condition))
+        s, t = self._points(source, "source"), self._points(target, "target")
+        return float(evaluate(at, s).mean() - evaluate(at, t).mean())
+
+    # -- files ----------------------------------------------------------------------------------
+    def header(self) -> dict[str, Any]:
+        encoder = self.encoder
+        return {
+            **super().header(),
+            "encoder": {
+                "n_labels": encoder.n_labels,
+                "dim": encoder.dim,
+                "encoding": encoder.encoding,
+                "pooling": encoder.pooling,
+                "dose": encoder.has_dose,
+                "vector_dim": encoder.vector_dim,
+            },
+            # the file's key for the unresponsive conditions (format 1)
+            "still": [{"labels": list(c.labels), "dose": c.dose} for c in self.unresponsive],
+        }
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
+        tensors.update({f"potential.{k}": v for k, v in self.potential_net.state_dict().items()})
+        tensors.update({f"step_size.{k}": v for k, v in self.step_size_net.state_dict().items()})
+        return tensors
+
+    @classmethod
+    def from_state(
+        cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model"
+    ) -> ConditionalMap:
+        check_format(header, FORMAT, FORMAT_VERSION, source=source)
+        try:
+            config = ConditionalConfig.from_dict(header["config"])
+            spec = header["encoder"]
+            encoder = ConditionEncoder(
+                int(spec["n_labels"]),
+                int(spec["dim"]),
+                encoding=spec["encoding"],
+                dose=bool(spec["dose"]),
+                pooling=spec["pooling"],
+                vector_dim=int(spec["vector_dim"]) or None,
+            )
+            potential = ConditionalPotential(int(header["dim"]), encoder.dim, config)
+            step = ConditionalStepSize(int(header["dim"]), encoder.dim, config.step_hidden)
+            for prefix, net in (("encoder.", encoder), ("potential.", potential), ("step_size.", step)):
+                net.load_state_dict(section(tensors, prefix))
+            info, history = read_history(header)
+            unresponsive = [Condition(tuple(c["labels"]), None, c["dose"]) for c in header.get("still", [])]
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc
+        return cls(encoder, potential, step, config, info, history=history, unresponsive=unresponsive)
