@@ -290,10 +290,7 @@ def compute_metrics(pred: Any, obs: Any, names: Iterable[str] | str | None = Non
     InputError
         For an unknown metric name (the message lists the available ones) or bad data.
     """
-    if names is None:
-        chosen = list(METRICS)
-    else:
-        chosen = [names] if isinstance(names, str) else list(names)
+    chosen = list(METRICS) if names is None else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in chosen if n not in METRICS]
     if unknown:
         raise InputError(f"unknown metric(s) {unknown}; available: {', '.join(METRICS)}.")

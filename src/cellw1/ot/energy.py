@@ -4,7 +4,8 @@
 :mod:`cellw1.eval.metrics` and the score by which :class:`StepSizeSelector` keeps the best
 state of a step size (of a single map, or of every condition of a conditional map).
 
-As a loss of the step size alone, at a cost independent of the dimension: the refinement of :mod:`cellw1.ot.stepsize` descends the minibatch energy distance
+As a loss of the step size alone, at a cost independent of the dimension: the refinement of
+:mod:`cellw1.ot.stepsize` descends the minibatch energy distance
 ``2 E|T(x) - y| - E|T(x) - T(x')|`` in the step sizes ``eta``, with ``T(x) = x - eta(x) u(x)``
 and ``u`` fixed. Every squared distance involved is a quadratic in the ``eta`` of its cells:
 
@@ -153,8 +154,10 @@ class EnergyPool:
         self.uut = u @ u.T
 
     def loss(self, i: torch.Tensor, j: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-        """Energy distance (without the target's own term) of source rows ``i`` moved by ``eta``
-        against target rows ``j``; ``i`` must not repeat a row."""
+        """Energy distance (without the target's own term) of source rows ``i`` moved by ``eta``.
+
+        Against target rows ``j``; ``i`` must not repeat a row.
+        """
         n = len(i)
         if not self.gram:
             moved = self.x[i] - eta[:, None] * self.u[i]
@@ -246,7 +249,7 @@ class EnergyBatches(Protocol):
         """Draw the next pools (:class:`EnergyPool`), from the next buffers when streaming."""
 
     def loss(self) -> torch.Tensor:
-        """The energy loss of one minibatch drawn from the pools, through the step size."""
+        """Compute the energy loss of one minibatch drawn from the pools, through the step size."""
 
 
 def refine_energy(

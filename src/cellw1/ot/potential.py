@@ -44,7 +44,7 @@ def adam_kernel(device: torch.device) -> dict[str, bool]:
 
 
 def build_potential(dim: int, config: W1Config) -> LipschitzPotential:
-    """The potential network that ``config`` describes, for inputs of dimension ``dim``."""
+    """Build the potential network that ``config`` describes, for inputs of dimension ``dim``."""
     return LipschitzPotential(
         dim,
         config.hidden,
@@ -62,7 +62,7 @@ def evaluate(fn: torch.nn.Module, x: torch.Tensor, chunk: int = CHUNK) -> torch.
 
 
 def dual_value(potential: nn.Module, source: torch.Tensor, target: torch.Tensor) -> float:
-    """The dual objective ``mean f(source) - mean f(target)``: a lower bound on W1."""
+    """Compute the dual objective ``mean f(source) - mean f(target)``: a lower bound on W1."""
     return float(evaluate(potential, source).mean() - evaluate(potential, target).mean())
 
 
@@ -78,7 +78,7 @@ def gradient(potential: nn.Module, x: torch.Tensor, chunk: int = CHUNK) -> torch
 
 
 def direction(potential: nn.Module, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
-    """Unit transport direction ``u(x) = grad f(x) / |grad f(x)|`` (eq. 5); ``(n, d)``.
+    """Compute the unit transport direction ``u(x) = grad f(x) / |grad f(x)|`` (eq. 5); ``(n, d)``.
 
     Where the gradient vanishes (never at the optimum, where ``|grad f| = 1``) ``u = 0``.
     """
@@ -207,7 +207,7 @@ class DualSampler(Protocol):
     """Where the minibatches of phase 1 come from: one :class:`DualBatch` a step."""
 
     def draw(self) -> DualBatch:
-        """The next minibatch (streamed cells move on to their next buffer on their own)."""
+        """Draw the next minibatch (streamed cells move on to their next buffer on their own)."""
 
 
 class SourceTargetBatches:
@@ -222,7 +222,7 @@ class SourceTargetBatches:
         self._target = minibatches(target, batch_size, n_steps, generator)
 
     def draw(self) -> DualBatch:
-        """The next source and target minibatch."""
+        """Draw the next source and target minibatch."""
         (x,), (y,) = next(self._source), next(self._target)
         return DualBatch(x, y)
 
@@ -237,7 +237,7 @@ def ascend_dual(
     progress: bool = False,
     desc: str = "potential",
 ) -> Training:
-    """The loop of phase 1, for the single and the conditional map: ascend the minibatch dual.
+    """Ascend the minibatch dual: the loop of phase 1, for the single and the conditional map.
 
     Parameters
     ----------

@@ -61,18 +61,23 @@ class Standardize(nn.Module):
     extrapolates wildly on new cells (seen on 7,000 genes: +45% steps on held-out cells).
     """
 
+    loc: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("loc", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(()))
 
     def fit(self, x: torch.Tensor) -> Standardize:
+        """Set ``loc`` and ``scale`` from cells ``x: (n, d)``; returns the module."""
         self.loc.copy_(x.mean(0))
         if len(x) > 1:
             self.scale.copy_(x.var(0).mean().sqrt().clamp_min(1e-6))
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rescale ``x: (n, d)``."""
         return (x - self.loc) / self.scale
 
 
@@ -83,6 +88,9 @@ class StepSize(nn.Module):
     (paper: hidden ``(64,)*4``). ``eta_scale`` puts the network's output on the scale of the
     distances travelled, so the same learning rate works for 2-D toys and 1,000 genes.
     """
+
+    eta_scale: torch.Tensor
+    eta_max: torch.Tensor
 
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64, 64, 64)) -> None:
         super().__init__()
@@ -111,6 +119,7 @@ class Discriminator(nn.Module):
         self.net = mlp((dim, *hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x: (n, d)``; returns ``(n,)``."""
         return self.net(self.inputs(x)).squeeze(-1)
 
 
@@ -285,37 +294,14 @@ def fit_step_size(
         selector.resume()
         pools = SourceTargetPools(step_size, potential, source, target, config.batch_size, generator)
         steps += refine_energy(step_size, pools, selector, config, offset=steps, progress=progress)
+    adversarial = (step_size, potential, source, target, config, selector, generator, progress)
     if learner == "ot_gan":
         selector.resume()
-        steps += _adversarial(
-            step_size,
-            potential,
-            source,
-            target,
-            config,
-            selector,
-            generator,
-            progress,
-            n_iters=config.refine_iters,
-            lr=config.refine_lr,
-            offset=steps,
-        )
+        steps += _adversarial(*adversarial, n_iters=config.refine_iters, lr=config.refine_lr, offset=steps)
     if learner == "gan":
         # at the optimum E eta = W1, which the dual estimates: the natural scale of the steps
         step_size.eta_scale.fill_(max(dual_value(potential, source.buffer(), target.buffer()), 1e-3))
-        steps += _adversarial(
-            step_size,
-            potential,
-            source,
-            target,
-            config,
-            selector,
-            generator,
-            progress,
-            n_iters=config.step_iters,
-            lr=config.step_lr,
-            offset=0,
-        )
+        steps += _adversarial(*adversarial, n_iters=config.step_iters, lr=config.step_lr, offset=0)
     history = selector.finish(steps)
     step_size.requires_grad_(False)
     logger.info(
@@ -435,7 +421,7 @@ class SourceTargetPools:
         self.pool = EnergyPool(x, direction(self.potential, x), y)
 
     def loss(self) -> torch.Tensor:
-        """The energy loss of one minibatch of the current pools."""
+        """Compute the energy loss of one minibatch of the current pools."""
         pool = self.pool
         assert pool is not None, "new_pools() draws the pools first"
         i = torch.randperm(len(pool.x), generator=self.generator)[: self.batch_size].to(pool.x.device)

@@ -73,6 +73,6 @@ class ConditionalConfig(W1Config):
 
     @classmethod
     def from_w1(cls, config: W1Config, **changes: Any) -> ConditionalConfig:
-        """The conditional config with the fields of a plain ``W1Config`` (and ``changes``)."""
+        """Make the conditional config with the fields of a plain ``W1Config`` (and ``changes``)."""
         base = {f.name: getattr(config, f.name) for f in dataclasses.fields(W1Config)}
         return cls(**{**base, **changes})

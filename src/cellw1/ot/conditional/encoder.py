@@ -80,6 +80,12 @@ class ConditionEncoder(nn.Module):
         ``"mean"`` or ``"sum"`` over the labels of a bag (order-invariant).
     """
 
+    vectors: torch.Tensor
+    vector_loc: torch.Tensor
+    vector_scale: torch.Tensor
+    dose_scale: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(
         self,
         n_labels: int,
@@ -183,7 +189,7 @@ class ConditionEncoder(nn.Module):
     def tensors(
         self, conditions: Sequence[Condition]
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """The inputs of :meth:`forward` for ``conditions``, checked."""
+        """Check ``conditions`` and make the inputs of :meth:`forward` for them."""
         device = self.scale.device
         members = torch.zeros(len(conditions), self.n_labels, device=device)
         extras: list[np.ndarray] = []
@@ -207,7 +213,8 @@ class ConditionEncoder(nn.Module):
                 raise InputError("a condition needs at least one label.")
             if self.has_dose and (condition.dose is None or not math.isfinite(condition.dose)):
                 raise InputError("this model was fitted with doses; give a finite dose for every condition.")
-        dose = torch.tensor([float(c.dose) for c in conditions], device=device) if self.has_dose else None
+        doses = [float(c.dose) for c in conditions if c.dose is not None]  # every one, when has_dose (checked above)
+        dose = torch.tensor(doses, device=device) if self.has_dose else None
         if not extras:
             return members, dose, None, None
         extra = torch.from_numpy(np.concatenate(extras)).to(device)

@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 
 
 def _members(condition: Condition) -> tuple[int, ...]:
-    """A condition's label positions in one order: a combination in any order, as the encoder pools it."""
+    """Sort a condition's label positions: a combination in any order, as the encoder pools it."""
     return tuple(sorted(int(k) for k in condition.labels))
 
 
@@ -56,26 +56,34 @@ class ConditionalMap(FittedMap):
 
     @property
     def dim(self) -> int:
+        """Number of features ``d`` of the cells."""
         return self.potential_net.dim
 
     @property
     def device(self) -> torch.device:
+        """Where the networks are."""
         return self.encoder.scale.device
 
     def to(self, device: str | torch.device) -> ConditionalMap:
+        """Move the networks to ``device``; returns the map."""
         dev = resolve_device(device)
         for net in (self.encoder, self.potential_net, self.step_size_net):
             net.to(dev)
         return self
 
     def __repr__(self) -> str:
+        """Size, encoder and parametrisation."""
         return (
             f"ConditionalMap(dim={self.dim}, labels={self.encoder.n_labels}, encoding={self.encoder.encoding!r}, "
             f"dose={self.encoder.has_dose}, parametrisation={self.config.parametrisation!r})"
         )
 
     def moves(self, condition: Condition) -> bool:
-        """False for a training condition without a detected response: the map leaves its cells where they are."""
+        """Say whether the map moves the cells of ``condition``.
+
+        False for a training condition without a detected response: the map leaves its cells
+        where they are.
+        """
         labels = _members(condition)
         return condition.vectors is not None or all(
             (labels, condition.dose) != (c.labels, c.dose) for c in self.unresponsive
@@ -84,7 +92,7 @@ class ConditionalMap(FittedMap):
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()
     def code(self, condition: Condition) -> torch.Tensor:
-        """The condition code ``e(c): (k,)``."""
+        """Encode ``condition``: its code ``e(c): (k,)``."""
         return self.encoder.encode([condition])[0]
 
     def potential(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
@@ -94,7 +102,7 @@ class ConditionalMap(FittedMap):
         )
 
     def direction(self, x: Any, condition: Condition, *, batch_size: int = CHUNK) -> Any:
-        """Unit direction ``grad_x f / |grad_x f|`` (cells move along its negative); ``(n, d)``."""
+        """Compute the unit direction ``grad_x f / |grad_x f|`` (cells move along its negative); ``(n, d)``."""
         at = ConditionBoundModule(self.potential_net, self.code(condition))
         return like_input(direction(at, self._points(x), batch_size), x)
 
@@ -127,6 +135,7 @@ class ConditionalMap(FittedMap):
 
     # -- files ----------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
+        """Describe the model file: the fitted map's header, the encoder's shape, the unresponsive conditions."""
         encoder = self.encoder
         return {
             **super().header(),
@@ -143,6 +152,7 @@ class ConditionalMap(FittedMap):
         }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Collect the tensors of the model file: encoder, potential and step size, by prefix."""
         tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
         tensors.update({f"potential.{k}": v for k, v in self.potential_net.state_dict().items()})
         tensors.update({f"step_size.{k}": v for k, v in self.step_size_net.state_dict().items()})
@@ -152,6 +162,7 @@ class ConditionalMap(FittedMap):
     def from_state(
         cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model"
     ) -> ConditionalMap:
+        """Rebuild a map from the tensors and header of its file (:meth:`state_tensors`, :meth:`header`)."""
         check_format(header, FORMAT, FORMAT_VERSION, source=source)
         try:
             config = ConditionalConfig.from_dict(header["config"])

@@ -43,6 +43,8 @@ class ConditionalPotential(nn.Module):
         Widths, group size, orthonormalisation and ``parametrisation``.
     """
 
+    input_mask: torch.Tensor
+
     def __init__(self, dim: int, condition_dim: int, config: ConditionalConfig) -> None:
         super().__init__()
         self.dim, self.condition_dim = int(dim), int(condition_dim)

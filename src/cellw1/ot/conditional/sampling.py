@@ -96,7 +96,7 @@ class ConditionalBatches:
         self.drawn = 0
 
     def draw(self) -> DualBatch:
-        """The next minibatch: control cells, target cells and the condition of each pair."""
+        """Draw the next minibatch: control cells, target cells and the condition of each pair."""
         groups = self.groups
         if self.drawn > 0 and self.drawn % REFRESH_STEPS == 0:
             groups.refresh()
@@ -137,13 +137,15 @@ class ConditionPools:
             groups.refresh()
         self.pools = []
         for c in range(len(self.codes)):
-            x = groups.source[torch.randperm(len(groups.source), generator=generator)[:POOL_CELLS].to(groups.source.device)]
+            x = groups.source[
+                torch.randperm(len(groups.source), generator=generator)[:POOL_CELLS].to(groups.source.device)
+            ]
             y = groups.targets[c]
             y = y[torch.randperm(len(y), generator=generator)[:POOL_CELLS].to(y.device)]
             self.pools.append(EnergyPool(x, direction(ConditionBoundModule(self.potential, self.codes[c]), x), y))
 
     def loss(self) -> torch.Tensor:
-        """The mean energy loss of a few conditions' minibatches."""
+        """Compute the mean energy loss of a few conditions' minibatches."""
         k, per, generator = self.conditions_per_batch, self.cells_per_condition, self.generator
         chosen = torch.multinomial(self.groups.pi, k, replacement=False, generator=generator).tolist()
         device = self.groups.source.device

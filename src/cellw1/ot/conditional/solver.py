@@ -130,7 +130,7 @@ def _checked_inputs(
     label_vectors: Any,
     device: torch.device,
 ) -> tuple[Cells, list[Cells], int, torch.Tensor | None]:
-    """The cells of every group, the size of the label table and the label vectors, checked."""
+    """Check the cells of every group, the size of the label table and the label vectors."""
     if len(targets) != len(conditions) or not targets:
         raise InputError(f"give one condition per target group ({len(targets)} groups, {len(conditions)} conditions).")
     x = checked_cells(source, "source", device)
@@ -153,7 +153,7 @@ def _checked_inputs(
 def _unresponsive(
     conditions: Sequence[Condition], effects: Sequence[EffectTest | None], alpha: float | None
 ) -> list[Condition]:
-    """The conditions whose cells the test for a response cannot tell from the controls (logged)."""
+    """List the conditions whose cells the test for a response cannot tell from the controls (logged)."""
     unresponsive = [
         c for c, effect in zip(conditions, effects, strict=True) if effect is not None and not effect.detected(alpha)
     ]
@@ -176,7 +176,7 @@ def _encoder(
     config: ConditionalConfig,
     device: torch.device,
 ) -> ConditionEncoder:
-    """The condition encoder, its output on the scale of the control cells' spread."""
+    """Build the condition encoder, its output on the scale of the control cells' spread."""
     has_dose = all(c.dose is not None for c in conditions)
     encoder = ConditionEncoder(
         n_labels,
@@ -312,7 +312,7 @@ def _step_targets(
 def _validation_matches(
     step: ConditionalStepSize, potential: ConditionalPotential, codes: torch.Tensor, groups: ConditionGroups
 ) -> list[ValidationMatch]:
-    """The held-out cells of every condition, weighted by ``pi``, for the step size's selector."""
+    """Collect the held-out cells of every condition, weighted by ``pi``, for the step size's selector."""
     x = groups.val_source[:SELECT_CELLS]
     return [
         ValidationMatch(
