@@ -128,6 +128,11 @@ def energy_distance(
     return float(2 * xy - xx) - yy
 
 
+def distinct_rows(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Up to ``size`` distinct rows of ``x``, drawn at random (a pool of cells)."""
+    return x[torch.randperm(len(x), generator=generator)[:size].to(x.device)]
+
+
 class EnergyPool:
     """Inner products of pooled source cells ``x`` (directions ``u``) and target cells ``y``.
 
@@ -152,6 +157,12 @@ class EnergyPool:
         self.a_xy = ux[:, None] - u @ y.T
         self.a_xx = ux[:, None] - u @ x.T
         self.uut = u @ u.T
+
+    def draw(self, size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of one minibatch: ``size`` distinct source rows ``i`` and target rows ``j`` (with replacement)."""
+        i = torch.randperm(len(self.x), generator=generator)[:size].to(self.x.device)
+        j = torch.randint(len(self.y), (min(size, len(self.y)),), generator=generator).to(self.x.device)
+        return i, j
 
     def loss(self, i: torch.Tensor, j: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
         """Energy distance (without the target's own term) of source rows ``i`` moved by ``eta``.

@@ -43,7 +43,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import W1Config
-from .energy import POOL_CELLS, EnergyPool, StepSizeSelector, ValidationMatch, refine_energy
+from .energy import POOL_CELLS, EnergyPool, StepSizeSelector, ValidationMatch, distinct_rows, refine_energy
 from .lipschitz import LipschitzPotential
 from .mlp import mlp
 from .potential import adam_kernel, direction, dual_value
@@ -388,9 +388,7 @@ def regress(
 
 def _pool(cells: Cells, size: int, generator: torch.Generator) -> torch.Tensor:
     """Up to ``size`` distinct cells of the current buffer (the next one when streaming)."""
-    buffer = cells.buffer() if cells.holds_all else cells.next_buffer()
-    rows = torch.randperm(len(buffer), generator=generator)[:size]
-    return buffer[rows.to(buffer.device)]
+    return distinct_rows(cells.buffer() if cells.holds_all else cells.next_buffer(), size, generator)
 
 
 class SourceTargetPools:
@@ -424,9 +422,8 @@ class SourceTargetPools:
         """Compute the energy loss of one minibatch of the current pools."""
         pool = self.pool
         assert pool is not None, "new_pools() draws the pools first"
-        i = torch.randperm(len(pool.x), generator=self.generator)[: self.batch_size].to(pool.x.device)
-        j = torch.randint(len(pool.y), (min(self.batch_size, len(pool.y)),), generator=self.generator)
-        return pool.loss(i, j.to(pool.x.device), self.step_size(pool.x[i]))
+        i, j = pool.draw(self.batch_size, self.generator)
+        return pool.loss(i, j, self.step_size(pool.x[i]))
 
 
 def _adversarial(

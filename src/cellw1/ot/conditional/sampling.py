@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..energy import POOL_CELLS, EnergyPool
+from ..energy import POOL_CELLS, EnergyPool, distinct_rows
 from ..potential import DualBatch, direction
 from ..sampling import Cells
 from .config import ConditionalConfig
@@ -137,11 +137,8 @@ class ConditionPools:
             groups.refresh()
         self.pools = []
         for c in range(len(self.codes)):
-            x = groups.source[
-                torch.randperm(len(groups.source), generator=generator)[:POOL_CELLS].to(groups.source.device)
-            ]
-            y = groups.targets[c]
-            y = y[torch.randperm(len(y), generator=generator)[:POOL_CELLS].to(y.device)]
+            x = distinct_rows(groups.source, POOL_CELLS, generator)
+            y = distinct_rows(groups.targets[c], POOL_CELLS, generator)
             self.pools.append(EnergyPool(x, direction(ConditionBoundModule(self.potential, self.codes[c]), x), y))
 
     def loss(self) -> torch.Tensor:
@@ -152,7 +149,6 @@ class ConditionPools:
         loss = torch.zeros((), device=device)
         for c in chosen:
             pool = self.pools[c]
-            i = torch.randperm(len(pool.x), generator=generator)[:per].to(device)
-            j = torch.randint(len(pool.y), (min(per, len(pool.y)),), generator=generator).to(device)
+            i, j = pool.draw(per, generator)
             loss = loss + pool.loss(i, j, self.step_size(pool.x[i], self.codes[c].expand(len(i), -1))) / k
         return loss
