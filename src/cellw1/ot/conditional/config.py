@@ -43,7 +43,7 @@ class ConditionalConfig(W1Config):
 
     potential_iters: int = 2_000
     batch_size: int = 512
-    step_size_learner: Literal["ot_energy", "minibatch_ot"] = "ot_energy"  # type: ignore[assignment]
+    step_size_learner: Literal["ot_energy", "minibatch_ot"] = "ot_energy"
     parametrisation: Parametrisation = "concat"
     condition_dim: int = 16
     condition_sampling: Sampling = "balanced"
