@@ -58,7 +58,7 @@ class Standardize(nn.Module):
 
     The scale is the root mean feature variance, shared by all features: per-feature scaling
     would blow up genes that barely vary in the training cells, and a network fed those values
-    extrapolates wildly on new cells (seen on 7,000 genes: +45% steps on held-out cells).
+    extrapolates wildly on new cells (measured in ``docs/benchmarks.md``, "Genes directly").
     """
 
     loc: torch.Tensor
