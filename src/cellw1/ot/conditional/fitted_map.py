@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from ..._data import like_input, resolve_device
+from ..._data import like_input
 from ..._io import check_format, section
 from ...errors import ModelFileError
-from ..fitted import FittedMap
-from ..potential import CHUNK, direction, evaluate
+from ..fitted import PotentialStepMap, transport_points
+from ..potential import CHUNK, direction, dual_value, evaluate
 from ..training import History, read_history
 from .config import ConditionalConfig
 from .encoder import Condition, ConditionEncoder
@@ -26,7 +26,7 @@ def _members(condition: Condition) -> tuple[int, ...]:
     return tuple(sorted(int(k) for k in condition.labels))
 
 
-class ConditionalMap(FittedMap):
+class ConditionalMap(PotentialStepMap):
     """A fitted conditional W1 map: one potential and one step size for every condition.
 
     Every method takes cells ``x: (n, d)`` (numpy or torch, returned in kind) and one
@@ -35,6 +35,8 @@ class ConditionalMap(FittedMap):
 
     FORMAT = FORMAT
     FORMAT_VERSION = FORMAT_VERSION
+    potential_net: ConditionalPotential
+    step_size_net: ConditionalStepSize
 
     def __init__(
         self,
@@ -50,26 +52,16 @@ class ConditionalMap(FittedMap):
         self.encoder = encoder.requires_grad_(False).eval()
         #: training conditions without a detected response (:mod:`cellw1.ot.effect`): their step size is 0
         self.unresponsive = [Condition(_members(c), None, c.dose) for c in unresponsive]
-        self.potential_net = potential.requires_grad_(False).eval()
-        self.step_size_net = step_size.requires_grad_(False).eval()
-        super().__init__(config, info, history)
-
-    @property
-    def dim(self) -> int:
-        """Number of features ``d`` of the cells."""
-        return self.potential_net.dim
+        super().__init__(potential, step_size, config, info, history)
 
     @property
     def device(self) -> torch.device:
         """Where the networks are."""
         return self.encoder.scale.device
 
-    def to(self, device: str | torch.device) -> ConditionalMap:
-        """Move the networks to ``device``; returns the map."""
-        dev = resolve_device(device)
-        for net in (self.encoder, self.potential_net, self.step_size_net):
-            net.to(dev)
-        return self
+    def networks(self) -> tuple[torch.nn.Module, ...]:
+        """The encoder, the potential and the step size (moved together by :meth:`to`)."""
+        return (self.encoder, self.potential_net, self.step_size_net)
 
     def __repr__(self) -> str:
         """Size, encoder and parametrisation."""
@@ -120,18 +112,12 @@ class ConditionalMap(FittedMap):
             return like_input(self._points(x).clone(), x)
         code = self.code(condition)
         potential, step = ConditionBoundModule(self.potential_net, code), ConditionBoundModule(self.step_size_net, code)
-        pts = self._points(x)
-        out = []
-        for i in range(0, len(pts), batch_size):
-            chunk = pts[i : i + batch_size]
-            out.append(chunk - evaluate(step, chunk, batch_size)[:, None] * direction(potential, chunk, batch_size))
-        return like_input(torch.cat(out), x)
+        return like_input(transport_points(potential, step, self._points(x), batch_size), x)
 
     def w1(self, source: Any, target: Any, condition: Condition) -> float:
         """Dual estimate ``mean f(source, c) - mean f(target, c)``, a lower bound on ``W1``."""
         at = ConditionBoundModule(self.potential_net, self.code(condition))
-        s, t = self._points(source, "source"), self._points(target, "target")
-        return float(evaluate(at, s).mean() - evaluate(at, t).mean())
+        return dual_value(at, self._points(source, "source"), self._points(target, "target"))
 
     # -- files ----------------------------------------------------------------------------------
     def header(self) -> dict[str, Any]:
