@@ -133,16 +133,24 @@ class PotentialStepMap(FittedMap):
         """Number of features ``d`` of the cells."""
         return cast(int, self.potential_net.dim)  # both potentials hold their input width
 
-    def networks(self) -> tuple[nn.Module, ...]:
-        """Every network of the map (moved together by :meth:`to`)."""
-        return (self.potential_net, self.step_size_net)
+    def networks(self) -> dict[str, nn.Module]:
+        """Name every network of the map by the prefix of its tensors in the file (all move with :meth:`to`)."""
+        return {"potential": self.potential_net, "step_size": self.step_size_net}
 
     def to(self, device: str | torch.device) -> Self:
         """Move the networks to ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``); returns the map."""
         dev = resolve_device(device)
-        for net in self.networks():
+        for net in self.networks().values():
             net.to(dev)
         return self
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Collect the weights and buffers of :meth:`networks`, each prefixed with its network's name."""
+        return {
+            f"{prefix}.{key}": value
+            for prefix, net in self.networks().items()
+            for key, value in net.state_dict().items()
+        }
 
 
 def transport_points(

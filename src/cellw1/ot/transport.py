@@ -115,12 +115,6 @@ class TransportMap(PotentialStepMap):
         return dual_value(self.potential_net, self._points(source, "source"), self._points(target, "target"))
 
     # -- files ----------------------------------------------------------------------------------
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """All weights and buffers, prefixed ``potential.`` and ``step_size.``."""
-        tensors = {f"potential.{k}": v for k, v in self.potential_net.state_dict().items()}
-        tensors.update({f"step_size.{k}": v for k, v in self.step_size_net.state_dict().items()})
-        return tensors
-
     @classmethod
     def from_state(
         cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model"

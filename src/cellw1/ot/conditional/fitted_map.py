@@ -59,9 +59,9 @@ class ConditionalMap(PotentialStepMap):
         """Where the networks are."""
         return self.encoder.scale.device
 
-    def networks(self) -> tuple[torch.nn.Module, ...]:
-        """The encoder, the potential and the step size (moved together by :meth:`to`)."""
-        return (self.encoder, self.potential_net, self.step_size_net)
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """Name the encoder, the potential and the step size by the prefix of their tensors in the file."""
+        return {"encoder": self.encoder, **super().networks()}
 
     def __repr__(self) -> str:
         """Size, encoder and parametrisation."""
@@ -136,13 +136,6 @@ class ConditionalMap(PotentialStepMap):
             # the file's key for the unresponsive conditions (format 1)
             "still": [{"labels": list(c.labels), "dose": c.dose} for c in self.unresponsive],
         }
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Collect the tensors of the model file: encoder, potential and step size, by prefix."""
-        tensors = {f"encoder.{k}": v for k, v in self.encoder.state_dict().items()}
-        tensors.update({f"potential.{k}": v for k, v in self.potential_net.state_dict().items()})
-        tensors.update({f"step_size.{k}": v for k, v in self.step_size_net.state_dict().items()})
-        return tensors
 
     @classmethod
     def from_state(
