@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from ..._data import like_input
-from ..._io import check_format, section
+from ...checks import like_input
 from ...errors import ModelFileError
+from ...files.model_files import check_format, section
 from ..fitted import PotentialStepMap, transport_points
 from ..potential import CHUNK, direction, dual_value, evaluate
 from ..training import History, read_history

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..._data import as_points, check_pair, check_seed, resolve_device
+from ...checks import as_points, check_pair, check_seed, resolve_device
 from ...errors import ConfigError, InputError
 from ..effect import EffectTest, effect_test
 from ..energy import StepSizeSelector, ValidationMatch, refine_energy
