@@ -8,7 +8,7 @@
   the nearest training dose (30 in log dose), (c) the real cells of that dose, (d) the model's
   network at the code of dose 10 (what an unseen dose got before the dose-response curves),
   (e) the controls shifted by the model's dose-response curve applied to the training doses'
-  mean shifts (the same curve, no map: :mod:`cellw1.ot.dose_response`).
+  mean shifts (the same curve, no map: :mod:`cellw1.ot.conditional.dose_response`).
 - ``embedding``: :func:`cellw1.datasets.synthetic_embedded_perturbations` (12 perturbations
   whose responses are a smooth function of a 4-number vector each, ``uns["vectors"]``). 3
   perturbations are held out whole; the model (``embedding_key="vectors"``) predicts them from

@@ -7,9 +7,14 @@ import pytest
 import torch
 
 from cellw1.errors import ConfigError, InputError, ModelFileError
-from cellw1.ot.condition import Condition, ConditionEncoder
-from cellw1.ot.conditional import ConditionalConfig, ConditionalMap, ConditionalPotential
-from cellw1.ot.conditional_solver import fit_conditional_map
+from cellw1.ot.conditional import (
+    Condition,
+    ConditionalConfig,
+    ConditionalMap,
+    ConditionalPotential,
+    ConditionEncoder,
+    fit_conditional_map,
+)
 
 FAST = dict(potential_iters=400, regression_iters=300, energy_iters=200, batch_size=256, eval_every=50)
 SHIFTS = [np.array([2.0, 0.0, 0.0, 0.0, 0.0]), np.array([0.0, -1.5, 1.0, 0.0, 0.0]), np.zeros(5)]
@@ -197,7 +202,9 @@ def test_combination_is_order_invariant():
 def test_a_combination_without_a_response_stays_in_any_order(fitted):
     """A training combination without a detected response is recognised whatever order its labels are given in."""
     cmap = fitted["concat"]
-    still = ConditionalMap(cmap.encoder, cmap.potential_net, cmap.step_size_net, cmap.config, still=[Condition((1, 0))])
+    still = ConditionalMap(
+        cmap.encoder, cmap.potential_net, cmap.step_size_net, cmap.config, unresponsive=[Condition((1, 0))]
+    )
     x = translations()[0][:50].astype(np.float32)
     for labels in ((0, 1), (1, 0)):
         assert not still.moves(Condition(labels))

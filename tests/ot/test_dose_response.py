@@ -1,4 +1,4 @@
-"""Dose-response curves (cellw1.ot.dose_response): known Hill curves, one direction or not, the weights."""
+"""Dose-response curves (cellw1.ot.conditional.dose_response): known Hill curves, one direction or not, the weights."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from cellw1.ot.dose_response import DoseResponse, fit_dose_response
+from cellw1.ot.conditional import DoseResponse, fit_dose_response
 
 DOSES = [0.1, 0.3, 1.0, 10.0]
 V = np.concatenate([[2.0, -1.0, 0.5], np.zeros(17)])  # 20 genes, 3 respond

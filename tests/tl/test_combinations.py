@@ -11,7 +11,7 @@ import cellw1
 from cellw1.datasets import synthetic_combinations
 from cellw1.errors import InputError
 from cellw1.files.model_files import load_tensors, save_tensors
-from cellw1.ot.interaction import interaction_test
+from cellw1.ot.conditional import interaction_test
 
 FAST = cellw1.ConditionalConfig(potential_iters=80, regression_iters=40, energy_iters=20, batch_size=128, eval_every=20)
 

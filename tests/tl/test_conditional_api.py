@@ -111,7 +111,7 @@ def test_doses(data, caplog, tmp_path):
     assert pred.uns["cellw1"]["dose"] == 30.0
     assert (pred.obs["dose"] == 30.0).all()
     # an unseen dose on the perturbation's dose-response curve: the input plus every training
-    # dose's predicted change, weighted by the curve (cellw1.ot.dose_response)
+    # dose's predicted change, weighted by the curve (cellw1.ot.conditional.dose_response)
     curve = model.dose_curves["pertA"]
     assert curve.doses == (1.0, 10.0, 100.0)
     assert pred.uns["cellw1"]["output"] == "calibrated_dose_curve"

@@ -30,6 +30,8 @@ from scipy.spatial.distance import cdist
 
 from ..checks import as_array
 from ..errors import ConfigError, InputError
+from ..ot.energy import energy_distance as ot_energy_distance
+from ..ot.energy import pair_sums
 
 logger = logging.getLogger(__name__)
 
@@ -86,34 +88,6 @@ def _subsample_pair(pred: Any, obs: Any, max_points: int | None, seed: int) -> t
 
 
 # -- pairwise sums over a squared-distance matrix --------------------------------------------------
-def _pair_sums(
-    x: np.ndarray,
-    y: np.ndarray | None,
-    reduce: Callable[[np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """Sum ``reduce`` over all pairs of the squared-distance matrix, one block of rows at a time.
-
-    ``reduce(d)`` maps a flat block of squared distances to a vector of sums (one per kernel).
-    With ``y=None`` the pairs are ``(x_i, x_j)`` for all ``i, j``: only the upper triangle
-    is computed (diagonal blocks once, the rest twice), halving the work.
-    """
-    symmetric = y is None
-    cols = x if y is None else y
-    n = x.shape[0]
-    rows_per_block = max(1, CHUNK_ELEMENTS // cols.shape[0])
-    total: np.ndarray | None = None
-    for start in range(0, n, rows_per_block):
-        stop = min(start + rows_per_block, n)
-        if symmetric:
-            block = cdist(x[start:stop], x[start:], "sqeuclidean")
-            part = reduce(block[:, : stop - start].ravel()) + 2.0 * reduce(block[:, stop - start :].ravel())
-        else:
-            part = reduce(cdist(x[start:stop], cols, "sqeuclidean").ravel())
-        total = part if total is None else total + part
-    assert total is not None
-    return total
-
-
 def _rbf_sums(gammas: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     """Reducer: ``[sum(exp(-gamma_k * d)) for k]`` reusing one buffer for all bandwidths.
 
@@ -141,11 +115,6 @@ def _rbf_sums(gammas: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         return out
 
     return reduce
-
-
-def _distance_sum(d: np.ndarray) -> np.ndarray:
-    """Reducer: the sum of Euclidean distances (square roots of ``d``)."""
-    return np.array([np.sqrt(d).sum()]) if d.size else np.zeros(1)
 
 
 def _check_gammas(gammas: Iterable[float] | np.ndarray) -> np.ndarray:
@@ -231,9 +200,9 @@ def mmd(
     x, y = _subsample_pair(pred, obs, max_points, seed)
     reduce = _rbf_sums(g)
     n, m = x.shape[0], y.shape[0]
-    xx = _pair_sums(x, None, reduce) / (n * n)
-    yy = _pair_sums(y, None, reduce) / (m * m)
-    xy = _pair_sums(x, y, reduce) / (n * m)
+    xx = pair_sums(x, None, reduce, block_elements=CHUNK_ELEMENTS) / (n * n)
+    yy = pair_sums(y, None, reduce, block_elements=CHUNK_ELEMENTS) / (m * m)
+    xy = pair_sums(x, y, reduce, block_elements=CHUNK_ELEMENTS) / (n * m)
     return max(0.0, float(np.mean(xx + yy - 2.0 * xy)))
 
 
@@ -242,7 +211,8 @@ def energy_distance(pred: Any, obs: Any, max_points: int | None = None, seed: in
 
     The expectations are plain means over all pairs, diagonal included, so the value is
     0 for identical samples and >= 0 otherwise (round-off clipped). It is the squared-MMD
-    of the distance kernel, and it is what the solver uses to pick its step-size checkpoint.
+    of the distance kernel, and it is what the solver uses to pick its step-size checkpoint:
+    both call :func:`cellw1.ot.energy.energy_distance` (here in float64, by blocks of rows).
 
     Parameters
     ----------
@@ -254,11 +224,7 @@ def energy_distance(pred: Any, obs: Any, max_points: int | None = None, seed: in
         Seed of that draw.
     """
     x, y = _subsample_pair(pred, obs, max_points, seed)
-    n, m = x.shape[0], y.shape[0]
-    xx = _pair_sums(x, None, _distance_sum)[0] / (n * n)
-    yy = _pair_sums(y, None, _distance_sum)[0] / (m * m)
-    xy = _pair_sums(x, y, _distance_sum)[0] / (n * m)
-    return max(0.0, float(2.0 * xy - xx - yy))
+    return max(0.0, ot_energy_distance(x, y, block_elements=CHUNK_ELEMENTS))
 
 
 def wasserstein1(pred: Any, obs: Any, max_points: int | None = W1_MAX_POINTS, seed: int = 0) -> float:
@@ -324,10 +290,7 @@ def compute_metrics(pred: Any, obs: Any, names: Iterable[str] | str | None = Non
     InputError
         For an unknown metric name (the message lists the available ones) or bad data.
     """
-    if names is None:
-        chosen = list(METRICS)
-    else:
-        chosen = [names] if isinstance(names, str) else list(names)
+    chosen = list(METRICS) if names is None else [names] if isinstance(names, str) else list(names)
     unknown = [n for n in chosen if n not in METRICS]
     if unknown:
         raise InputError(f"unknown metric(s) {unknown}; available: {', '.join(METRICS)}.")

@@ -318,9 +318,9 @@ class W2Config(Config):
     negative_slope
         Slope of the LeakyReLU activations for negative inputs; paper/CellOT: 0.2.
     n_iters
-        Outer steps (one ``f`` update each); default 600, a benchmark-length schedule (less than
-        a minute on a CPU at ``d = 200``; the W2 numbers of ``docs/benchmarks.md`` say which
-        length each used). The paper's 100,000 take over an hour: :meth:`paper`.
+        Outer steps (one ``f`` update each); default 600, a benchmark-length schedule (its time,
+        and the length each W2 number used, are in ``docs/benchmarks.md``). The paper's 100,000
+        are far longer (times in ``docs/method.md``): :meth:`paper`.
     n_inner
         ``g`` updates per outer step; paper: 10.
     lr, betas
@@ -406,7 +406,7 @@ class W2Config(Config):
     def paper(cls, **changes: Any) -> W2Config:
         """The paper's full schedule: 100,000 outer steps, validated every 1,000 (default: 600 and 250).
 
-        Over an hour on a CPU, where the default takes under a minute.
+        Far longer than the default (times in ``docs/method.md``, the W2 baseline).
         """
         base: dict[str, Any] = dict(n_iters=100_000, eval_every=1_000)
         base.update(changes)

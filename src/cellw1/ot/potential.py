@@ -9,9 +9,12 @@ weight is computed once per step.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from .config import W1Config
@@ -41,7 +44,7 @@ def adam_kernel(device: torch.device) -> dict[str, bool]:
 
 
 def build_potential(dim: int, config: W1Config) -> LipschitzPotential:
-    """The potential network that ``config`` describes, for inputs of dimension ``dim``."""
+    """Build the potential network that ``config`` describes, for inputs of dimension ``dim``."""
     return LipschitzPotential(
         dim,
         config.hidden,
@@ -58,12 +61,12 @@ def evaluate(fn: torch.nn.Module, x: torch.Tensor, chunk: int = CHUNK) -> torch.
     return torch.cat([fn(x[i : i + chunk]) for i in range(0, max(len(x), 1), chunk)])
 
 
-def dual_value(potential: LipschitzPotential, source: torch.Tensor, target: torch.Tensor) -> float:
-    """The dual objective ``mean f(source) - mean f(target)``: a lower bound on W1."""
+def dual_value(potential: nn.Module, source: torch.Tensor, target: torch.Tensor) -> float:
+    """Compute the dual objective ``mean f(source) - mean f(target)``: a lower bound on W1."""
     return float(evaluate(potential, source).mean() - evaluate(potential, target).mean())
 
 
-def gradient(potential: LipschitzPotential, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+def gradient(potential: nn.Module, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
     """``grad f(x)`` for ``x: (n, d)``, computed in chunks; returns a detached ``(n, d)``."""
     out = []
     for i in range(0, len(x), chunk):
@@ -74,8 +77,8 @@ def gradient(potential: LipschitzPotential, x: torch.Tensor, chunk: int = CHUNK)
     return torch.cat(out) if out else x.new_zeros(x.shape)
 
 
-def direction(potential: LipschitzPotential, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
-    """Unit transport direction ``u(x) = grad f(x) / |grad f(x)|`` (eq. 5); ``(n, d)``.
+def direction(potential: nn.Module, x: torch.Tensor, chunk: int = CHUNK) -> torch.Tensor:
+    """Compute the unit transport direction ``u(x) = grad f(x) / |grad f(x)|`` (eq. 5); ``(n, d)``.
 
     Where the gradient vanishes (never at the optimum, where ``|grad f| = 1``) ``u = 0``.
     """
@@ -85,14 +88,15 @@ def direction(potential: LipschitzPotential, x: torch.Tensor, chunk: int = CHUNK
 
 
 def potential_step(
-    potential: LipschitzPotential,
+    potential: Callable[[torch.Tensor], torch.Tensor],
     optimizer: torch.optim.Optimizer,
     source_batch: torch.Tensor,
     target_batch: torch.Tensor,
 ) -> torch.Tensor:
     """One ascent step on the minibatch dual ``mean f(x) - mean f(y)``; returns it (detached).
 
-    Source and target go through the network in one forward pass.
+    Source and target go through the network in one forward pass. ``potential`` is the
+    network, or a conditional network bound to the conditions of the batch's pairs.
     """
     optimizer.zero_grad(set_to_none=True)
     values = potential(torch.cat((source_batch, target_batch)))
@@ -131,7 +135,7 @@ def fit_potential(
     Adam with a cosine learning rate over ``config.potential_iters`` steps; every
     ``config.eval_every`` steps the dual is measured on the validation cells, the best state is
     kept in memory, and the phase stops early once the validation dual has not improved by
-    ``config.min_delta`` (relative) for ``config.patience`` evaluations.
+    ``config.min_delta`` (relative) for ``config.patience`` evaluations (:func:`ascend_dual`).
 
     Parameters
     ----------
@@ -154,45 +158,139 @@ def fit_potential(
     """
     config = config or W1Config()
     source, target = as_cells(source), as_cells(target)
-    device = source.buffer().device
-    potential = build_potential(source.dim, config).to(device)
+    potential = build_potential(source.dim, config).to(source.buffer().device)
     if config.mask_constant_features:
-        constant = constant_features(source.buffer(), target.buffer())
-        potential.input_mask.copy_((~constant).to(potential.input_mask))
-        if constant.any():
-            logger.info(
-                "potential: %d of %d features are constant in training and stay fixed", int(constant.sum()), source.dim
-            )
-    optimizer = torch.optim.Adam(
-        potential.parameters(), lr=config.potential_lr, betas=config.potential_betas, **adam_kernel(device)
+        mask_constant_features(potential.input_mask, source.buffer(), target.buffer())
+    if val_source is None or len(val_source) == 0 or val_target is None or len(val_target) == 0:
+        val_source, val_target = source.buffer(), target.buffer()
+    sampler = SourceTargetBatches(source, target, config.batch_size, config.potential_iters, generator)
+    training = ascend_dual(
+        [potential],
+        lambda batch: potential,
+        sampler,
+        lambda: dual_value(potential, val_source, val_target),
+        config,
+        progress=progress,
     )
+    return PotentialFit(potential, training.best_step, training.best_score, training.history)
+
+
+def mask_constant_features(mask: torch.Tensor, source: torch.Tensor, target: torch.Tensor) -> None:
+    """Zero the ``(d,)`` input ``mask`` of a potential on the features constant in ``source`` and ``target``."""
+    constant = constant_features(source, target)
+    mask.copy_((~constant).to(mask))
+    if constant.any():
+        logger.info(
+            "potential: %d of %d features are constant in training and stay fixed", int(constant.sum()), len(mask)
+        )
+
+
+@dataclass
+class DualBatch:
+    """One minibatch of phase 1: source cells, target cells and, for a conditional map, their conditions.
+
+    Attributes
+    ----------
+    source, target
+        ``(b, d)`` cells of each side.
+    conditions
+        ``(b,)`` condition of each source-target pair (positions among the fitted
+        conditions), or ``None`` for a single map.
+    """
+
+    source: torch.Tensor
+    target: torch.Tensor
+    conditions: torch.Tensor | None = None
+
+
+class DualSampler(Protocol):
+    """Where the minibatches of phase 1 come from: one :class:`DualBatch` a step."""
+
+    def draw(self) -> DualBatch:
+        """Draw the next minibatch (streamed cells move on to their next buffer on their own)."""
+
+
+class SourceTargetBatches:
+    """:class:`DualSampler` of a single map: source and target cells drawn independently.
+
+    Each side's cells are drawn uniformly with replacement from its current buffer
+    (:func:`~cellw1.ot.sampling.minibatches`).
+    """
+
+    def __init__(self, source: Cells, target: Cells, batch_size: int, n_steps: int, generator: torch.Generator):
+        self._source = minibatches(source, batch_size, n_steps, generator)
+        self._target = minibatches(target, batch_size, n_steps, generator)
+
+    def draw(self) -> DualBatch:
+        """Draw the next source and target minibatch."""
+        (x,), (y,) = next(self._source), next(self._target)
+        return DualBatch(x, y)
+
+
+def ascend_dual(
+    networks: Sequence[nn.Module],
+    bind: Callable[[DualBatch], Callable[[torch.Tensor], torch.Tensor]],
+    sampler: DualSampler,
+    validation_dual: Callable[[], float],
+    config: W1Config,
+    *,
+    progress: bool = False,
+    desc: str = "potential",
+) -> Training:
+    """Ascend the minibatch dual: the loop of phase 1, for the single and the conditional map.
+
+    Parameters
+    ----------
+    networks
+        Trained together (one Adam over all their parameters); their best state is kept.
+    bind
+        The potential for a batch: the network itself, or the conditional network bound to
+        the conditions of the batch's pairs.
+    sampler
+        One :class:`DualBatch` a step.
+    validation_dual
+        The dual on held-out cells (the score to maximise).
+    config
+        Schedule (``potential_iters``, learning rates, ``eval_every``) and early stopping.
+    progress, desc
+        Show a progress bar, and its label.
+
+    Returns
+    -------
+    Training
+        Finished: the networks are in their best state, frozen; ``history`` has ``step``,
+        ``val_dual``, ``train_dual`` (mean minibatch dual since the previous evaluation),
+        ``best_step`` and ``stopped_at``.
+    """
+    device = next(networks[0].parameters()).device
+    params = [p for net in networks for p in net.parameters()]
+    optimizer = torch.optim.Adam(params, lr=config.potential_lr, betas=config.potential_betas, **adam_kernel(device))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.potential_iters, eta_min=config.potential_lr_min
     )
-    if val_source is None or len(val_source) == 0 or val_target is None or len(val_target) == 0:
-        val_source, val_target = source.buffer(), target.buffer()
     training = Training(
-        potential, score="val_dual", mode="max", patience=config.patience, min_delta=config.min_delta, name="potential"
+        networks, score="val_dual", mode="max", patience=config.patience, min_delta=config.min_delta, name="potential"
     )
-    source_batches = minibatches(source, config.batch_size, config.potential_iters, generator)
-    target_batches = minibatches(target, config.batch_size, config.potential_iters, generator)
     running, count = torch.zeros((), device=device), 0
-    bar = tqdm(range(1, config.potential_iters + 1), desc="potential", disable=not progress, leave=False)
+    step = 0
+    bar = tqdm(range(1, config.potential_iters + 1), desc=desc, disable=not progress, leave=False)
     for step in bar:
-        (x,), (y,) = next(source_batches), next(target_batches)
-        running += potential_step(potential, optimizer, x, y)
+        batch = sampler.draw()
+        running += potential_step(bind(batch), optimizer, batch.source, batch.target)
         count += 1
         schedule.step()
         if step % config.eval_every == 0 or step == config.potential_iters:
-            val = dual_value(potential, val_source, val_target)
+            with torch.no_grad():
+                val = validation_dual()
             training.evaluate(step, val, train_dual=float(running) / count)
             running, count = running.zero_(), 0
             bar.set_postfix(val_dual=f"{val:.4f}")
             if training.stop:
                 logger.info("potential: validation dual stopped improving; early stop at step %d", step)
                 break
-    history = training.finish(step)
-    potential.requires_grad_(False)
+    training.finish(step)
+    for net in networks:
+        net.requires_grad_(False)
     logger.info(
         "potential: best validation dual %.5f at step %d (ran %d of %d)",
         training.best_score,
@@ -200,4 +298,4 @@ def fit_potential(
         step,
         config.potential_iters,
     )
-    return PotentialFit(potential, training.best_step, training.best_score, history)
+    return training

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,12 +43,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .config import W1Config
-from .energy import POOL_CELLS, POOL_STEPS, EnergyPool, energy_distance
+from .energy import POOL_CELLS, EnergyPool, StepSizeSelector, ValidationMatch, distinct_rows, refine_energy
 from .lipschitz import LipschitzPotential
 from .mlp import mlp
-from .potential import adam_kernel, direction, dual_value, evaluate
+from .potential import adam_kernel, direction, dual_value
 from .sampling import Cells, as_cells, minibatches
-from .training import History, Training
+from .training import History
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,11 @@ class Standardize(nn.Module):
 
     The scale is the root mean feature variance, shared by all features: per-feature scaling
     would blow up genes that barely vary in the training cells, and a network fed those values
-    extrapolates wildly on new cells (seen on 7,000 genes: +45% steps on held-out cells).
+    extrapolates wildly on new cells (measured in ``docs/benchmarks.md``, "Genes directly").
     """
+
+    loc: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -67,12 +70,14 @@ class Standardize(nn.Module):
         self.register_buffer("scale", torch.ones(()))
 
     def fit(self, x: torch.Tensor) -> Standardize:
+        """Set ``loc`` and ``scale`` from cells ``x: (n, d)``; returns the module."""
         self.loc.copy_(x.mean(0))
         if len(x) > 1:
             self.scale.copy_(x.var(0).mean().sqrt().clamp_min(1e-6))
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rescale ``x: (n, d)``."""
         return (x - self.loc) / self.scale
 
 
@@ -84,12 +89,20 @@ class StepSize(nn.Module):
     distances travelled, so the same learning rate works for 2-D toys and 1,000 genes.
     """
 
+    eta_scale: torch.Tensor
+    eta_max: torch.Tensor
+
     def __init__(self, dim: int, hidden: Sequence[int] = (64, 64, 64, 64)) -> None:
         super().__init__()
         self.inputs = Standardize(dim)
         self.net = mlp((dim, *hidden, 1))
         self.register_buffer("eta_scale", torch.ones(()))
         self.register_buffer("eta_max", torch.tensor(float("inf")))
+
+    def scale_to(self, eta: torch.Tensor) -> None:
+        """Put the output on the scale of the step targets ``eta: (n,)``; cap it at their largest."""
+        self.eta_scale.fill_(float(eta.mean()) if float(eta.mean()) > 0 else 1.0)
+        self.eta_max.fill_(float(eta.max()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Step sizes for ``x: (n, d)``; returns ``(n,)``."""
@@ -106,6 +119,7 @@ class Discriminator(nn.Module):
         self.net = mlp((dim, *hidden, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for ``x: (n, d)``; returns ``(n,)``."""
         return self.net(self.inputs(x)).squeeze(-1)
 
 
@@ -176,38 +190,6 @@ class StepSizeFit:
     history: History = field(default_factory=dict)
 
 
-class _Selector(Training):
-    """A :class:`~cellw1.ot.training.Training` of the step size scored by how well the
-    transported validation cells match the validation target cells (energy distance)."""
-
-    def __init__(
-        self,
-        module: StepSize,
-        source: torch.Tensor,
-        u: torch.Tensor,
-        target: torch.Tensor,
-        config: W1Config,
-        limit: int = 1000,
-    ):
-        super().__init__(
-            module,
-            score="val_energy",
-            mode="min",
-            patience=config.patience,
-            min_delta=config.min_delta,
-            name="step size",
-        )
-        self.module, self.source, self.u, self.target = module, source[:limit], u[:limit], target[:limit]
-        self.yy = float(torch.cdist(self.target, self.target).mean())
-
-    def __call__(self, step: int, loss: torch.Tensor) -> float:
-        """Score the current state at ``step`` and record it with the training ``loss``."""
-        moved = self.source - evaluate(self.module, self.source)[:, None] * self.u
-        energy = energy_distance(moved, self.target, self.yy)
-        self.evaluate(step, energy, loss=float(loss))
-        return energy
-
-
 def regression_step(
     step_size: StepSize, optimizer: torch.optim.Optimizer, x: torch.Tensor, eta: torch.Tensor
 ) -> torch.Tensor:
@@ -251,6 +233,8 @@ def gan_step(
     return disc_loss.detach(), gen_loss.detach()
 
 
+#: validation cells of each side on which the step size's states are scored
+SELECT_CELLS = 1000
 #: passes over a buffer of cells streamed from disk before the next is read: step targets cost
 #: an exact OT pairing per cell, so phase 2 reuses each buffer more than phase 1 does
 REGRESSION_REUSE = 4
@@ -298,47 +282,26 @@ def fit_step_size(
     step_size = StepSize(source.dim, config.step_hidden).to(first.device)
     step_size.inputs.fit(first)
     del first  # streamed buffers are replaced as training goes; do not keep the first alive
-    selector = _Selector(step_size, val_source, direction(potential, val_source[:1000]), val_target, config)
+    validation = ValidationMatch(
+        step_size, val_source[:SELECT_CELLS], direction(potential, val_source[:SELECT_CELLS]), val_target[:SELECT_CELLS]
+    )
+    selector = StepSizeSelector(step_size, [validation], config)
     learner = config.step_size_learner
     steps = 0
     if learner in ("minibatch_ot", "ot_gan", "ot_energy"):
         steps += _regress(step_size, potential, source, target, config, selector, generator, rng, progress)
     if learner == "ot_energy":
         selector.resume()
-        steps += _match_energy(
-            step_size, potential, source, target, config, selector, generator, progress, offset=steps
-        )
+        pools = SourceTargetPools(step_size, potential, source, target, config.batch_size, generator)
+        steps += refine_energy(step_size, pools, selector, config, offset=steps, progress=progress)
+    adversarial = (step_size, potential, source, target, config, selector, generator, progress)
     if learner == "ot_gan":
         selector.resume()
-        steps += _adversarial(
-            step_size,
-            potential,
-            source,
-            target,
-            config,
-            selector,
-            generator,
-            progress,
-            n_iters=config.refine_iters,
-            lr=config.refine_lr,
-            offset=steps,
-        )
+        steps += _adversarial(*adversarial, n_iters=config.refine_iters, lr=config.refine_lr, offset=steps)
     if learner == "gan":
         # at the optimum E eta = W1, which the dual estimates: the natural scale of the steps
         step_size.eta_scale.fill_(max(dual_value(potential, source.buffer(), target.buffer()), 1e-3))
-        steps += _adversarial(
-            step_size,
-            potential,
-            source,
-            target,
-            config,
-            selector,
-            generator,
-            progress,
-            n_iters=config.step_iters,
-            lr=config.step_lr,
-            offset=0,
-        )
+        steps += _adversarial(*adversarial, n_iters=config.step_iters, lr=config.step_lr, offset=0)
     history = selector.finish(steps)
     step_size.requires_grad_(False)
     logger.info(
@@ -356,7 +319,7 @@ def _regress(
     source: Cells,
     target: Cells,
     config: W1Config,
-    selector: _Selector,
+    selector: StepSizeSelector,
     generator: torch.Generator,
     rng: np.random.Generator,
     progress: bool,
@@ -378,16 +341,7 @@ def _regress(
         )
 
     first = step_targets(source.buffer())
-    eta = first[0]
-    step_size.eta_scale.fill_(float(eta.mean()) if float(eta.mean()) > 0 else 1.0)
-    step_size.eta_max.fill_(float(eta.max()))
-    device = eta.device
-    optimizer = torch.optim.Adam(
-        step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(device)
-    )
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100
-    )
+    step_size.scale_to(first[0])
     batches = minibatches(
         source,
         config.batch_size,
@@ -397,10 +351,31 @@ def _regress(
         prepare=step_targets,
         prepared=first,
     )
+    return regress(step_size, batches, selector, config, progress=progress)
+
+
+def regress(
+    step_size: StepSize,
+    batches: Iterator[tuple[torch.Tensor, ...]],
+    selector: StepSizeSelector,
+    config: W1Config,
+    *,
+    progress: bool = False,
+    desc: str = "step size (regression)",
+) -> int:
+    """Least squares of ``eta`` on minibatches ``(x, eta targets)``; returns the steps taken.
+
+    Adam with a cosine learning rate over ``config.regression_iters`` steps; the selector
+    scores the state every ``config.eval_every`` steps and says when to stop.
+    """
+    optimizer = torch.optim.Adam(
+        step_size.parameters(), lr=config.step_lr, betas=config.step_betas, **adam_kernel(step_size.eta_scale.device)
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config.regression_iters, eta_min=config.step_lr / 100
+    )
     step = 0
-    for step in tqdm(
-        range(1, config.regression_iters + 1), desc="step size (regression)", disable=not progress, leave=False
-    ):
+    for step in tqdm(range(1, config.regression_iters + 1), desc=desc, disable=not progress, leave=False):
         x, eta_x = next(batches)
         loss = regression_step(step_size, optimizer, x, eta_x)
         schedule.step()
@@ -413,50 +388,42 @@ def _regress(
 
 def _pool(cells: Cells, size: int, generator: torch.Generator) -> torch.Tensor:
     """Up to ``size`` distinct cells of the current buffer (the next one when streaming)."""
-    buffer = cells.buffer() if cells.holds_all else cells.next_buffer()
-    rows = torch.randperm(len(buffer), generator=generator)[:size]
-    return buffer[rows.to(buffer.device)]
+    return distinct_rows(cells.buffer() if cells.holds_all else cells.next_buffer(), size, generator)
 
 
-def _match_energy(
-    step_size: StepSize,
-    potential: LipschitzPotential,
-    source: Cells,
-    target: Cells,
-    config: W1Config,
-    selector: _Selector,
-    generator: torch.Generator,
-    progress: bool,
-    *,
-    offset: int,
-) -> int:
-    """Descend the minibatch energy distance between ``T(x)`` and target cells; returns the steps taken.
+class SourceTargetPools:
+    """:class:`~cellw1.ot.energy.EnergyBatches` of a single map: pools of source and target cells.
 
-    Only ``eta`` moves (the directions are fixed), so the map stays a W1 map; matching the
-    transported distribution as a whole corrects the regression's shrinkage of the steps.
-    Minibatches come from pools of cells whose inner products are computed once
-    (:class:`~cellw1.ot.energy.EnergyPool`), so a step costs the same in any dimension.
+    Each pool holds up to ``POOL_CELLS`` distinct cells of the current buffer of each side
+    (the next buffer when streaming); a minibatch is ``batch_size`` distinct source cells of
+    the pool and as many target cells drawn with replacement.
     """
-    device = source.buffer().device
-    optimizer = torch.optim.Adam(
-        step_size.parameters(), lr=config.energy_lr, betas=config.step_betas, **adam_kernel(device)
-    )
-    step = 0
-    for step in tqdm(range(1, config.energy_iters + 1), desc="step size (energy)", disable=not progress, leave=False):
-        if (step - 1) % POOL_STEPS == 0:
-            x, y = _pool(source, POOL_CELLS, generator), _pool(target, POOL_CELLS, generator)
-            pool = EnergyPool(x, direction(potential, x), y)
-        i = torch.randperm(len(x), generator=generator)[: config.batch_size].to(device)
-        j = torch.randint(len(y), (min(config.batch_size, len(y)),), generator=generator).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = pool.loss(i, j, step_size(x[i]))
-        loss.backward()
-        optimizer.step()
-        if step % config.eval_every == 0 or step == config.energy_iters:
-            selector(offset + step, loss.detach())
-            if selector.stop:
-                break
-    return step
+
+    def __init__(
+        self,
+        step_size: StepSize,
+        potential: LipschitzPotential,
+        source: Cells,
+        target: Cells,
+        batch_size: int,
+        generator: torch.Generator,
+    ) -> None:
+        self.step_size, self.potential = step_size, potential
+        self.source, self.target = source, target
+        self.batch_size, self.generator = batch_size, generator
+        self.pool: EnergyPool | None = None
+
+    def new_pools(self) -> None:
+        """Draw the next pools; the directions of the source cells are computed once per pool."""
+        x, y = _pool(self.source, POOL_CELLS, self.generator), _pool(self.target, POOL_CELLS, self.generator)
+        self.pool = EnergyPool(x, direction(self.potential, x), y)
+
+    def loss(self) -> torch.Tensor:
+        """Compute the energy loss of one minibatch of the current pools."""
+        pool = self.pool
+        assert pool is not None, "new_pools() draws the pools first"
+        i, j = pool.draw(self.batch_size, self.generator)
+        return pool.loss(i, j, self.step_size(pool.x[i]))
 
 
 def _adversarial(
@@ -465,7 +432,7 @@ def _adversarial(
     source: Cells,
     target: Cells,
     config: W1Config,
-    selector: _Selector,
+    selector: StepSizeSelector,
     generator: torch.Generator,
     progress: bool,
     *,

@@ -129,8 +129,10 @@ class Training:
         return self.plateau.sign * self.plateau.best
 
     def consider(self, step: int, score: float) -> bool:
-        """Offer the current state as a candidate without recording it in the history (an
-        initial state, say); return whether it is the best so far and was kept."""
+        """Offer the current state as a candidate without recording it in the history.
+
+        An initial state, say; returns whether it is the best so far and was kept.
+        """
         if not math.isfinite(score):
             return False
         improved = self.plateau.update(score)
@@ -140,8 +142,11 @@ class Training:
         return improved
 
     def evaluate(self, step: int, score: float, **metrics: float) -> bool:
-        """Record ``step``, the validation ``score`` and other ``metrics`` (a training loss...)
-        in :attr:`history`; keep the state when the score is the best so far and return whether it is."""
+        """Record ``step``, the validation ``score`` and other ``metrics`` in :attr:`history`.
+
+        ``metrics``: a training loss, say. Keeps the state when the score is the best so far and
+        returns whether it is.
+        """
         self.history["step"].append(step)
         self.history[self.score].append(score)
         for key, value in metrics.items():
@@ -168,15 +173,19 @@ class Training:
             module.load_state_dict(state)
 
     def resume(self) -> None:
-        """Restore the best state and restart the patience: a new stage of training (a
-        refinement) starts from it, and that state stays a candidate."""
+        """Restore the best state and restart the patience.
+
+        A new stage of training (a refinement) starts from it, and that state stays a candidate.
+        """
         self.restore()
         self.plateau.waited = 0
         self.diverged = False
 
     def finish(self, step: int) -> History:
-        """Restore the best state; add ``"best_step"`` and ``"stopped_at"`` (``step``, the last
-        step taken) to the history and return it."""
+        """Restore the best state; add ``"best_step"`` and ``"stopped_at"`` to the history and return it.
+
+        ``"stopped_at"`` is ``step``, the last step taken.
+        """
         self.restore()
         self.history["best_step"] = [self.best_step]
         self.history["stopped_at"] = [step]
@@ -203,8 +212,10 @@ def read_history(header: dict[str, Any]) -> tuple[dict[str, Any], History]:
 
 
 def combine(**histories: History) -> History:
-    """One history from several, each key prefixed with the name it is passed under:
-    ``combine(potential={"step": [...]})`` is ``{"potential_step": [...]}``."""
+    """One history from several, each key prefixed with the name it is passed under.
+
+    ``combine(potential={"step": [...]})`` is ``{"potential_step": [...]}``.
+    """
     return {f"{name}_{key}": list(values) for name, history in histories.items() for key, values in history.items()}
 
 

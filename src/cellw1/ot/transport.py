@@ -6,13 +6,13 @@ from typing import Any
 
 import torch
 
-from ..checks import like_input, resolve_device
+from ..checks import like_input
 from ..errors import ModelFileError
 from ..files.model_files import check_format, section
 from .config import W1Config
-from .fitted import FittedMap
+from .fitted import PotentialStepMap, transport_points
 from .lipschitz import LipschitzPotential
-from .potential import CHUNK, build_potential, direction, evaluate
+from .potential import CHUNK, build_potential, direction, dual_value, evaluate
 from .stepsize import StepSize
 from .training import History, read_history
 
@@ -20,7 +20,7 @@ FORMAT = "cellw1.TransportMap"
 FORMAT_VERSION = 1
 
 
-class TransportMap(FittedMap):
+class TransportMap(PotentialStepMap):
     """A fitted W1 optimal transport map from a source to a target distribution.
 
     Parameters
@@ -49,6 +49,8 @@ class TransportMap(FittedMap):
 
     FORMAT = FORMAT
     FORMAT_VERSION = FORMAT_VERSION
+    potential_net: LipschitzPotential
+    step_size_net: StepSize
 
     def __init__(
         self,
@@ -59,27 +61,13 @@ class TransportMap(FittedMap):
         *,
         history: History | None = None,
     ) -> None:
-        self.potential_net = potential.requires_grad_(False).eval()
-        self.step_size_net = step_size.requires_grad_(False).eval()
-        super().__init__(config, info, history)
+        super().__init__(potential, step_size, config, info, history)
 
     # -- properties ---------------------------------------------------------------------------
-    @property
-    def dim(self) -> int:
-        """Number of features ``d``."""
-        return self.potential_net.dim
-
     @property
     def device(self) -> torch.device:
         """Device holding the networks."""
         return next(self.potential_net.parameters()).device
-
-    def to(self, device: str | torch.device) -> TransportMap:
-        """Move the networks to ``device`` (``"cpu"``, ``"cuda"``, ``"auto"``); returns self."""
-        dev = resolve_device(device)
-        self.potential_net.to(dev)
-        self.step_size_net.to(dev)
-        return self
 
     @property
     def moves(self) -> bool:
@@ -98,10 +86,11 @@ class TransportMap(FittedMap):
         return float((self.info.get("effect") or {}).get("resolved", 1.0))
 
     def __repr__(self) -> str:
-        still = "" if self.moves else ", no response detected: cells stay"
+        """Size, learner and device; says when no response was detected."""
+        unmoved = "" if self.moves else ", no response detected: cells stay"
         return (
             f"TransportMap(dim={self.dim}, step_size_learner={self.config.step_size_learner!r}, "
-            f"device={self.device}{still})"
+            f"device={self.device}{unmoved})"
         )
 
     # -- evaluation -----------------------------------------------------------------------------
@@ -110,7 +99,7 @@ class TransportMap(FittedMap):
         return like_input(evaluate(self.potential_net, self._points(x), batch_size), x)
 
     def direction(self, x: Any, *, batch_size: int = CHUNK) -> Any:
-        """Unit transport direction ``grad f(x) / |grad f(x)|`` (cells move along ``-u``); ``(n, d)``."""
+        """Compute the unit transport direction ``grad f(x) / |grad f(x)|`` (cells move along ``-u``); ``(n, d)``."""
         return like_input(direction(self.potential_net, self._points(x), batch_size), x)
 
     def step_size(self, x: Any, *, batch_size: int = CHUNK) -> Any:
@@ -119,26 +108,13 @@ class TransportMap(FittedMap):
 
     def transport(self, x: Any, *, batch_size: int = CHUNK) -> Any:
         """Transported points ``T(x) = x - eta(x) u(x)``; returns ``(n, d)``."""
-        pts = self._points(x)
-        out = []
-        for i in range(0, len(pts), batch_size):
-            chunk = pts[i : i + batch_size]
-            u = direction(self.potential_net, chunk, batch_size)
-            out.append(chunk - evaluate(self.step_size_net, chunk, batch_size)[:, None] * u)
-        return like_input(torch.cat(out), x)
+        return like_input(transport_points(self.potential_net, self.step_size_net, self._points(x), batch_size), x)
 
     def w1(self, source: Any, target: Any) -> float:
         """Dual estimate ``mean f(source) - mean f(target)``, a lower bound on ``W1``."""
-        s, t = self._points(source, "source"), self._points(target, "target")
-        return float(evaluate(self.potential_net, s).mean() - evaluate(self.potential_net, t).mean())
+        return dual_value(self.potential_net, self._points(source, "source"), self._points(target, "target"))
 
     # -- files ----------------------------------------------------------------------------------
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """All weights and buffers, prefixed ``potential.`` and ``step_size.``."""
-        tensors = {f"potential.{k}": v for k, v in self.potential_net.state_dict().items()}
-        tensors.update({f"step_size.{k}": v for k, v in self.step_size_net.state_dict().items()})
-        return tensors
-
     @classmethod
     def from_state(
         cls, tensors: dict[str, torch.Tensor], header: dict[str, Any], *, source: str = "model"

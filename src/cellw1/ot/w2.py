@@ -18,7 +18,7 @@ from ..checks import check_pair, check_seed, like_input, resolve_device
 from ..errors import ConfigError, InputError, ModelFileError
 from ..files.model_files import check_format, section
 from .config import W2Config
-from .energy import energy_distance
+from .energy import energy_distance, mean_distance
 from .fitted import FittedMap
 from .icnn import ICNN, build_icnn, f_step, g_step, standardization
 from .potential import CHUNK, evaluate, gradient
@@ -230,7 +230,7 @@ def _fit_w2(source: Any, target: Any, config: W2Config, seed: int, progress: boo
         return (x - shift) / scale
 
     x_val, y_val = standard(val_s[:VAL_LIMIT]), standard(val_t[:VAL_LIMIT])
-    yy = float(torch.cdist(y_val, y_val).mean())
+    yy = float(mean_distance(y_val))
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

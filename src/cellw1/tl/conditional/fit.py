@@ -6,7 +6,7 @@ is the single map's pipeline (:mod:`cellw1.tl.pipeline`: one preprocessing and o
 fitted on the control cells and the cells of every condition together, each group read from the
 source by rows) with another method step, :class:`ConditionalMethod`: one
 :class:`~cellw1.ot.conditional.ConditionalMap` learns the control -> condition maps of all of
-them (:mod:`cellw1.ot.conditional_solver`), and the output of each training condition is
+them (:mod:`cellw1.ot.conditional.solver`), and the output of each training condition is
 calibrated with its own cells (:mod:`cellw1.pp.calibration`). The dose-response curves and
 the interaction tests of trained combinations follow, on samples of the same groups.
 """
@@ -24,12 +24,16 @@ import pandas as pd
 
 from ...errors import InputError
 from ...io.source import MemorySource, Source, open_source
-from ...ot.condition import Condition
-from ...ot.conditional import ConditionalConfig, ConditionalMap
-from ...ot.conditional_solver import fit_conditional_map
+from ...ot.conditional import (
+    Condition,
+    ConditionalConfig,
+    ConditionalMap,
+    DoseResponse,
+    fit_conditional_map,
+    fit_dose_response,
+    interaction_test,
+)
 from ...ot.config import W1Config
-from ...ot.dose_response import DoseResponse, fit_dose_response
-from ...ot.interaction import interaction_test
 from ...ot.sampling import StreamedCells
 from ...pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ...pp.embedding import EmbeddingConfig
@@ -89,7 +93,7 @@ def fit_conditional(
         A numeric ``obs`` column: each (label, dose) pair is a condition, and the model
         predicts any dose (log1p-transformed inside the encoder); an unseen dose between a
         perturbation's training doses follows its dose-response curve
-        (:mod:`cellw1.ot.dose_response`) when it has one.
+        (:mod:`cellw1.ot.conditional.dose_response`) when it has one.
     embedding_key
         A key of ``adata.uns`` holding a dict ``label -> vector`` (gene or drug embeddings):
         labels are encoded from their vectors, so a perturbation that has a vector but no
@@ -217,7 +221,7 @@ class ConditionalMethod:
             progress=spec.progress,
         )
         if calls is not None:
-            cmap.still = [
+            cmap.unresponsive = [
                 Condition(tuple(sorted(c.labels)), None, c.dose)
                 for c, responds in zip(self.conditions, calls, strict=True)
                 if not responds
@@ -332,7 +336,7 @@ def _label_table(
 
 
 def _dose_curves(with_doses: bool, training: list[dict[str, Any]], space: FittedSpace) -> dict[str, DoseResponse]:
-    """Per perturbation with doses, its dose-response curve in the fitted space (:mod:`cellw1.ot.dose_response`)."""
+    """Per perturbation with doses, its dose-response curve in the fitted space (:mod:`cellw1.ot.conditional.dose_response`)."""
     if not with_doses:
         return {}
     by_label: dict[str, list[tuple[float, np.ndarray]]] = {}
@@ -352,7 +356,7 @@ def _dose_curves(with_doses: bool, training: list[dict[str, Any]], space: Fitted
 def _interaction_tests(training: list[dict[str, Any]], space: FittedSpace) -> list[dict[str, Any]]:
     """Test each training combination whose members were all trained alone (at its dose).
 
-    Its :func:`~cellw1.ot.interaction.interaction_test` in the fitted space, on expression
+    Its :func:`~cellw1.ot.conditional.interaction.interaction_test` in the fitted space, on expression
     samples read one group at a time.
     """
     index = {(c["label"], c["dose"]): k for k, c in enumerate(training)}

@@ -13,11 +13,11 @@ offsets (output ``"calibrated_zeros"``): its mean is the map's.
 A combination (``"A+B"``, in any order) is its members' predicted changes added up, cell by
 cell (output ``"calibrated_additive"``; a member without a detected response adds nothing);
 a trained combination is blended with its own prediction, with more weight the more its
-cells depart from that sum and the more cells it has (:mod:`cellw1.ot.interaction`; output
+cells depart from that sum and the more cells it has (:mod:`cellw1.ot.conditional.interaction`; output
 ``"calibrated_interaction"``).
 
 An unseen dose within the training doses of a perturbation with a dose-response curve
-(:mod:`cellw1.ot.dose_response`) is instead the input plus its predicted changes at every
+(:mod:`cellw1.ot.conditional.dose_response`) is instead the input plus its predicted changes at every
 training dose (each calibrated as for its own dose), weighted by the curve (output
 ``"calibrated_dose_curve"``).
 """
@@ -34,10 +34,7 @@ import torch
 
 from ...errors import InputError
 from ...files.model_files import section
-from ...ot.condition import Condition
-from ...ot.conditional import ConditionalMap
-from ...ot.dose_response import DoseResponse
-from ...ot.interaction import InteractionTest
+from ...ot.conditional import Condition, ConditionalMap, DoseResponse, InteractionTest
 from ...pp.embedding import Embedding
 from ...pp.labels import label_text
 from ...pp.preprocessing import Preprocessor
@@ -80,10 +77,10 @@ class ConditionalModel:
         The training conditions: ``{"label", "dose", "n_cells"}`` each.
     dose_curves
         Per perturbation with a dose-response curve, its
-        :class:`~cellw1.ot.dose_response.DoseResponse`.
+        :class:`~cellw1.ot.conditional.dose_response.DoseResponse`.
     interactions
         Per training combination whose members were trained alone: ``{"label", "dose"}`` and
-        its :class:`~cellw1.ot.interaction.InteractionTest` against the sum of its members.
+        its :class:`~cellw1.ot.conditional.interaction.InteractionTest` against the sum of its members.
     condition_key, control, dose_key, embedding_key
         Where the conditions came from in the training AnnData.
     """
@@ -151,7 +148,7 @@ class ConditionalModel:
 
     # -- conditions ---------------------------------------------------------------------------------
     def condition(self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None) -> Condition:
-        """Make the engine's :class:`~cellw1.ot.condition.Condition` for ``perturbation`` at ``dose``.
+        """Make the engine's :class:`~cellw1.ot.conditional.encoder.Condition` for ``perturbation`` at ``dose``.
 
         ``"A+B"`` for several; labels outside the table are read from ``uns[embedding_key]``.
         """
@@ -351,7 +348,7 @@ class ConditionalModel:
         The members' predicted changes add up, cell by cell; a member without a detected
         response adds nothing. A trained combination is blended with its own prediction, the
         weight of its own growing with its interaction and its cells
-        (:meth:`~cellw1.ot.interaction.InteractionTest.weight`); ``interaction=False``: the sum alone.
+        (:meth:`~cellw1.ot.conditional.interaction.InteractionTest.weight`); ``interaction=False``: the sum alone.
         """
         members = sorted(set(member_labels(label)))
         trained = set(self.perturbations)
@@ -387,7 +384,7 @@ class ConditionalModel:
         return self._view(label, blend, own.calibration, dose, "calibrated_interaction", [additive, own])
 
     def interaction(self, label: str, dose: float | None = None) -> InteractionTest | None:
-        """Return the test of a trained combination against the sum of its members (:mod:`cellw1.ot.interaction`)."""
+        """Return the test of a trained combination against the sum of its members (:mod:`cellw1.ot.conditional.interaction`)."""
         for entry in self.interactions:
             if entry["label"] == label and entry["dose"] == dose:
                 return InteractionTest.from_dict(entry)

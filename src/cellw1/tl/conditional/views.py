@@ -10,7 +10,7 @@ changes (:func:`blended`):
 * an unseen dose on a dose-response curve: the training doses' changes, weighted by the curve;
 * a combination ``"A+B"``: its members' changes, each with weight 1 (the members' per-cell
   displacements add up), then, for a trained pair, blended with the pair's own prediction
-  (:meth:`cellw1.ot.interaction.InteractionTest.weight`).
+  (:meth:`cellw1.ot.conditional.interaction.InteractionTest.weight`).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from ...ot.condition import Condition
-from ...ot.conditional import ConditionalMap
+from ...ot.conditional import Condition, ConditionalMap
 from ..fitted_method import FittedMethod, partway
 from ..model import PerturbationModel
 from ..output import scale_record

@@ -67,7 +67,7 @@ class DoseResponse:
     residual: float
 
     def magnitude(self, dose: float | np.ndarray) -> np.ndarray:
-        """The curve ``r(dose)``."""
+        """Evaluate the curve ``r(dose)``."""
         d = np.asarray(dose, dtype=np.float64)
         if self.hill is None:
             return np.interp(np.log1p(d), np.log1p(self.doses), self.magnitudes)
@@ -83,6 +83,7 @@ class DoseResponse:
         return float(self.magnitude(dose)) * r / float(r @ r)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain numbers and lists, for a model file's header."""
         return {
             "doses": list(self.doses),
             "magnitudes": list(self.magnitudes),
@@ -92,6 +93,7 @@ class DoseResponse:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DoseResponse:
+        """Read what :meth:`to_dict` wrote."""
         hill = data.get("hill")
         return cls(
             tuple(float(d) for d in data["doses"]),
@@ -114,7 +116,7 @@ def _noise(cells: np.ndarray) -> float:
 def fit_dose_response(
     doses: Sequence[float], control: np.ndarray, groups: Sequence[np.ndarray], *, name: str = "the perturbation"
 ) -> DoseResponse | None:
-    """The :class:`DoseResponse` of cells ``groups[k]`` at ``doses[k]`` against ``control``, or ``None``.
+    """Fit the :class:`DoseResponse` of cells ``groups[k]`` at ``doses[k]`` against ``control``, or ``None``.
 
     ``None`` when there are fewer than ``MIN_DOSES`` doses, when the largest shift is at the
     level of the sampling noise (``MIN_SIGNAL``), or when the doses do not share one direction
@@ -152,8 +154,11 @@ def fit_dose_response(
 
 
 def _fit_hill(doses: np.ndarray, m: np.ndarray, sd: np.ndarray) -> tuple[float, float, float] | None:
-    """Least-squares Hill curve through the magnitudes ``m`` (several starts); ``None`` unless it fits them
-    within ``RANK_ONE_LIMIT`` times their noise ``sd`` on average, or if it has no positive dose."""
+    """Fit a least-squares Hill curve through the magnitudes ``m`` (several starts).
+
+    ``None`` unless it fits them within ``RANK_ONE_LIMIT`` times their noise ``sd`` on
+    average, or if there is no positive dose.
+    """
     positive = doses[doses > 0]
     if len(positive) < MIN_DOSES or m.max() <= 0:
         return None

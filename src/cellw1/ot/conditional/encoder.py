@@ -2,7 +2,7 @@
 
 A *condition* is a bag of labels (one perturbation, or several applied together) and, when
 the experiment varies it, a dose. The encoder turns it into a vector ``e(c): (k,)`` that the
-conditional potential and step size read beside the cell (:mod:`cellw1.ot.conditional`):
+conditional potential and step size read beside the cell (:mod:`cellw1.ot.conditional.networks`):
 
 ``"learned"``
     one free vector per label (an embedding table, i.e. a one-hot code times a matrix); a
@@ -16,8 +16,7 @@ combination does not matter and a combination never seen in training (``A+B`` af
 ``B``) can still be encoded. A dose enters as ``t = log1p(dose) / log1p(max training dose)``
 and moves the pooled code ``p`` along a learned direction, ``p + t D p`` (``D`` a free
 matrix): the doses of one perturbation lie on a line in code space, so an unseen dose is
-encoded between its neighbours. (An MLP of ``[p, t]`` fitted the training doses as well but
-interpolated worse: ``docs/benchmarks.md``.)
+encoded between its neighbours (why a line and not an MLP of ``[p, t]``: ``docs/method.md``).
 The potential is 1-Lipschitz in the cell for *every* ``e(c)``, so the encoder itself is free.
 """
 
@@ -32,8 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import ConfigError, InputError
-from .mlp import mlp
+from ...errors import ConfigError, InputError
+from ..mlp import mlp
 
 ConditionEncoding = Literal["learned", "vector"]
 Pooling = Literal["mean", "sum"]
@@ -80,6 +79,12 @@ class ConditionEncoder(nn.Module):
     pooling
         ``"mean"`` or ``"sum"`` over the labels of a bag (order-invariant).
     """
+
+    vectors: torch.Tensor
+    vector_loc: torch.Tensor
+    vector_scale: torch.Tensor
+    dose_scale: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(
         self,
@@ -184,7 +189,7 @@ class ConditionEncoder(nn.Module):
     def tensors(
         self, conditions: Sequence[Condition]
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-        """The inputs of :meth:`forward` for ``conditions``, checked."""
+        """Check ``conditions`` and make the inputs of :meth:`forward` for them."""
         device = self.scale.device
         members = torch.zeros(len(conditions), self.n_labels, device=device)
         extras: list[np.ndarray] = []
@@ -208,7 +213,8 @@ class ConditionEncoder(nn.Module):
                 raise InputError("a condition needs at least one label.")
             if self.has_dose and (condition.dose is None or not math.isfinite(condition.dose)):
                 raise InputError("this model was fitted with doses; give a finite dose for every condition.")
-        dose = torch.tensor([float(c.dose) for c in conditions], device=device) if self.has_dose else None
+        doses = [float(c.dose) for c in conditions if c.dose is not None]  # every one, when has_dose (checked above)
+        dose = torch.tensor(doses, device=device) if self.has_dose else None
         if not extras:
             return members, dose, None, None
         extra = torch.from_numpy(np.concatenate(extras)).to(device)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import chi2
 
-from ..errors import InputError
+from ...errors import InputError
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,12 @@ class InteractionTest:
         return alpha is None or self.p_value <= alpha
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain numbers, for a model file's header."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, value: dict[str, Any]) -> InteractionTest:
+        """Read what :meth:`to_dict` wrote."""
         return cls(**{k: float(value[k]) for k in ("distance", "noise", "p_value", "share", "pair_noise")})
 
 

@@ -1,0 +1,341 @@
+"""``fit_conditional_map``: control cells and the cells of many conditions in, one :class:`ConditionalMap` out.
+
+The single map's solver with one condition per target group: the same loops, samplers and
+selector (:func:`~cellw1.ot.potential.ascend_dual`, :func:`~cellw1.ot.stepsize.regress`,
+:func:`~cellw1.ot.energy.refine_energy`, :class:`~cellw1.ot.energy.StepSizeSelector`), fed
+by the conditional samplers of :mod:`cellw1.ot.conditional.sampling`.
+
+Phase 1 maximises ``sum_c pi_c (E_control f(x, c) - E_c f(y, c))`` over the conditional
+potential and the condition encoder together: each step draws ``batch_size`` target cells
+across conditions (condition ``c`` with probability ``pi_c``, in proportion to its cells or
+balanced) and as many control cells, each paired with its target cell's condition.
+
+Phase 2 is the default step-size learner of :mod:`cellw1.ot.stepsize` per condition, with
+shared networks: exact minibatch-OT pairings of control cells with each condition's cells
+give step targets (projected on ``u(x, c)``), ``eta(x, c)`` is regressed on them, then refined
+on the energy distance between transported control cells and each condition's cells
+(:class:`~cellw1.ot.energy.EnergyPool` per condition). The state kept is the one whose
+transported validation cells match best, averaged over conditions with the weights ``pi``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...checks import as_points, check_pair, check_seed, resolve_device
+from ...errors import ConfigError, InputError
+from ..effect import EffectTest, effect_test
+from ..energy import StepSizeSelector, ValidationMatch, refine_energy
+from ..potential import DualBatch, ascend_dual, direction, dual_value, mask_constant_features
+from ..sampling import Cells, checked_cells
+from ..stepsize import ot_step_targets, regress
+from ..training import combine, fit_threads
+from .config import ConditionalConfig
+from .encoder import Condition, ConditionEncoder
+from .fitted_map import ConditionalMap
+from .networks import ConditionalPotential, ConditionalStepSize, ConditionBoundModule
+from .sampling import ConditionalBatches, ConditionGroups, ConditionPools
+
+logger = logging.getLogger(__name__)
+
+#: validation cells per condition used to pick the step size's best state
+SELECT_CELLS = 500
+
+
+def fit_conditional_map(
+    source: Any,
+    targets: Sequence[Any],
+    conditions: Sequence[Condition],
+    config: ConditionalConfig | None = None,
+    seed: int = 0,
+    *,
+    n_labels: int | None = None,
+    label_vectors: Any = None,
+    progress: bool = False,
+) -> ConditionalMap:
+    """Fit one W1 map from ``source`` cells to the cells of every condition.
+
+    Parameters
+    ----------
+    source
+        Control cells ``(n, d)`` (numpy or torch; never modified), or
+        :class:`~cellw1.ot.sampling.Cells` (streamed from disk, for example).
+    targets
+        One ``(n_c, d)`` array (or :class:`~cellw1.ot.sampling.Cells`) of cells per condition.
+    conditions
+        The :class:`~cellw1.ot.conditional.encoder.Condition` of each entry of ``targets``
+        (label positions in the table; doses for all or for none).
+    config
+        :class:`~cellw1.ot.conditional.config.ConditionalConfig` (defaults when ``None``).
+    seed
+        Seed of every random choice: the same seed gives identical results on the CPU.
+    n_labels
+        Size of the label table (default: the largest label position + 1).
+    label_vectors
+        ``(n_labels, p)`` user-supplied vectors per label: the ``"vector"`` encoding; ``None``
+        learns a free code per label.
+    progress
+        Show progress bars.
+    """
+    config = config or ConditionalConfig()
+    if not isinstance(config, ConditionalConfig):
+        raise ConfigError(f"config must be a ConditionalConfig, got {type(config).__name__}.")
+    seed = check_seed(seed)
+    device = resolve_device(config.device)
+    x, ys, n_labels, vectors = _checked_inputs(source, targets, conditions, n_labels, label_vectors, device)
+    effects = [None if config.effect_alpha is None else effect_test(x, y, seed=seed + i) for i, y in enumerate(ys)]
+    unresponsive = _unresponsive(conditions, effects, config.effect_alpha)
+    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    groups = ConditionGroups(x, ys, config, generator)
+    with torch.random.fork_rng(devices=[]), fit_threads(config.cpu_threads, device):
+        torch.manual_seed(seed)
+        encoder = _encoder(n_labels, vectors, conditions, groups, config, device)
+        members, dose, _, _ = encoder.tensors(conditions)
+        start = time.perf_counter()
+        potential, phase1 = _fit_potential(encoder, groups, members, dose, config, generator, progress)
+        mid = time.perf_counter()
+        with torch.no_grad():
+            codes = encoder(members, dose)
+        step, phase2 = _fit_step_size(potential, codes, groups, config, generator, rng, progress)
+        end = time.perf_counter()
+    history = combine(potential=phase1.pop("history"), step_size=phase2.pop("history"))
+    info = {
+        "seed": seed,
+        "n_source": x.n_cells,
+        "n_targets": [y.n_cells for y in ys],
+        "n_conditions": len(ys),
+        "streamed": groups.streaming,
+        **phase1,
+        **phase2,
+        "potential_seconds": mid - start,
+        "step_size_seconds": end - mid,
+        "effects": [None if effect is None else effect.to_dict() for effect in effects],
+    }
+    logger.info("fitted a conditional W1 map for %d conditions in %.2f s", len(ys), end - start)
+    return ConditionalMap(encoder, potential, step, config, info, history=history, unresponsive=unresponsive)
+
+
+def _checked_inputs(
+    source: Any,
+    targets: Sequence[Any],
+    conditions: Sequence[Condition],
+    n_labels: int | None,
+    label_vectors: Any,
+    device: torch.device,
+) -> tuple[Cells, list[Cells], int, torch.Tensor | None]:
+    """Check the cells of every group, the size of the label table and the label vectors."""
+    if len(targets) != len(conditions) or not targets:
+        raise InputError(f"give one condition per target group ({len(targets)} groups, {len(conditions)} conditions).")
+    x = checked_cells(source, "source", device)
+    ys = [checked_cells(y, f"target {i}", device) for i, y in enumerate(targets)]
+    for y in ys:
+        check_pair(x.dim, y.dim)
+    has_dose = [c.dose is not None for c in conditions]
+    if any(has_dose) and not all(has_dose):
+        raise InputError("either every condition has a dose or none has.")
+    table = max(max(c.labels, default=-1) for c in conditions) + 1
+    n_labels = table if n_labels is None else int(n_labels)
+    if n_labels < table:
+        raise InputError(f"n_labels={n_labels} but a condition uses label position {table - 1}.")
+    vectors = None if label_vectors is None else as_points(label_vectors, "label_vectors", min_points=1)
+    if vectors is not None and len(vectors) != n_labels:
+        raise InputError(f"label_vectors has {len(vectors)} rows; it needs one per label ({n_labels}).")
+    return x, ys, n_labels, vectors
+
+
+def _unresponsive(
+    conditions: Sequence[Condition], effects: Sequence[EffectTest | None], alpha: float | None
+) -> list[Condition]:
+    """List the conditions whose cells the test for a response cannot tell from the controls (logged)."""
+    unresponsive = [
+        c for c, effect in zip(conditions, effects, strict=True) if effect is not None and not effect.detected(alpha)
+    ]
+    if unresponsive:
+        logger.warning(
+            "no response detected for %d of %d conditions (energy-distance permutation test, p > effect_alpha = %g): "
+            "the map leaves their cells where they are; set effect_alpha=None to move them anyway.",
+            len(unresponsive),
+            len(conditions),
+            alpha,
+        )
+    return unresponsive
+
+
+def _encoder(
+    n_labels: int,
+    vectors: torch.Tensor | None,
+    conditions: Sequence[Condition],
+    groups: ConditionGroups,
+    config: ConditionalConfig,
+    device: torch.device,
+) -> ConditionEncoder:
+    """Build the condition encoder, its output on the scale of the control cells' spread."""
+    has_dose = all(c.dose is not None for c in conditions)
+    encoder = ConditionEncoder(
+        n_labels,
+        config.condition_dim,
+        encoding="learned" if vectors is None else "vector",
+        label_vectors=vectors,
+        dose=has_dose,
+        pooling=config.pooling,
+    ).to(device)
+    encoder.scale.fill_(float(groups.source.var(0).mean().sqrt().clamp_min(1e-6)))
+    if has_dose:
+        largest = max(float(c.dose) for c in conditions)  # type: ignore[arg-type]
+        encoder.dose_scale.fill_(max(float(np.log1p(max(largest, 0.0))), 1e-6))
+    return encoder
+
+
+# -- phase 1 ------------------------------------------------------------------------------------------
+def _fit_potential(
+    encoder: ConditionEncoder,
+    groups: ConditionGroups,
+    members: torch.Tensor,
+    dose: torch.Tensor | None,
+    config: ConditionalConfig,
+    generator: torch.Generator,
+    progress: bool,
+) -> tuple[ConditionalPotential, dict[str, Any]]:
+    """Phase 1: the conditional potential and the condition encoder, trained together."""
+    potential = ConditionalPotential(groups.source.shape[1], encoder.dim, config).to(groups.source.device)
+    if config.mask_constant_features:
+        assert groups.pooled_targets is not None
+        mask_constant_features(potential.input_mask, groups.source, groups.pooled_targets)
+
+    def bind(batch: DualBatch) -> ConditionBoundModule:
+        code = encoder(members, dose)[batch.conditions]
+        return ConditionBoundModule(potential, torch.cat((code, code)))
+
+    def validation_dual() -> float:
+        """``sum_c pi_c (mean f(x, c) - mean f(y_c, c))`` on the validation cells."""
+        codes, total = encoder(members, dose), 0.0
+        for c, weight in enumerate(groups.pi.tolist()):
+            at = ConditionBoundModule(potential, codes[c])
+            total += weight * dual_value(at, groups.val_source, groups.val_targets[c])
+        return total
+
+    sampler = ConditionalBatches(groups, config.batch_size, generator)
+    training = ascend_dual(
+        [potential, encoder], bind, sampler, validation_dual, config, progress=progress, desc="conditional potential"
+    )
+    return potential, {
+        "potential_steps": int(training.history["stopped_at"][0]),
+        "potential_best_step": training.best_step,
+        "potential_val_dual": training.best_score,
+        "history": training.history,
+    }
+
+
+# -- phase 2 ------------------------------------------------------------------------------------------
+def _fit_step_size(
+    potential: ConditionalPotential,
+    codes: torch.Tensor,
+    groups: ConditionGroups,
+    config: ConditionalConfig,
+    generator: torch.Generator,
+    rng: np.random.Generator,
+    progress: bool,
+) -> tuple[ConditionalStepSize, dict[str, Any]]:
+    """Phase 2: the minibatch-OT regression of ``eta(x, c)``, then the energy refinement.
+
+    The step targets come from the current buffer of each group (every training cell in
+    memory); the energy refinement moves on to the next buffers with each new pool.
+    """
+    device = groups.source.device
+    x_all, c_all, eta_all = _step_targets(potential, codes, groups, config, generator, rng)
+    counts = torch.bincount(c_all, minlength=len(codes)).float()
+    weights = (groups.pi.to(device)[c_all] / counts[c_all]).cpu()
+    step = ConditionalStepSize(groups.source.shape[1], codes.shape[1], config.step_hidden).to(device)
+    step.net.inputs.fit(torch.cat((x_all, codes[c_all]), 1))
+    step.net.scale_to(eta_all)
+    selector = StepSizeSelector(step, _validation_matches(step, potential, codes, groups), config)
+    batches = _regression_batches(x_all, c_all, eta_all, codes, weights, config.batch_size, generator)
+    total = regress(step.net, batches, selector, config, progress=progress, desc="conditional step size (regression)")
+    if config.step_size_learner == "ot_energy":
+        selector.resume()
+        pools = ConditionPools(step, potential, codes, groups, config, generator)
+        desc = "conditional step size (energy)"
+        total += refine_energy(step, pools, selector, config, offset=total, progress=progress, desc=desc)
+    history = selector.finish(total)
+    step.requires_grad_(False)
+    return step, {
+        "step_size_steps": total,
+        "step_size_best_step": selector.best_step,
+        "step_size_val_energy": selector.best_score,
+        "history": history,
+    }
+
+
+def _step_targets(
+    potential: ConditionalPotential,
+    codes: torch.Tensor,
+    groups: ConditionGroups,
+    config: ConditionalConfig,
+    generator: torch.Generator,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(control cells, their condition, step target)`` of every pairing, for all conditions.
+
+    Per condition, as many control cells as it has cells (at least one pairing batch) are
+    paired with its cells by exact minibatch OT (:func:`~cellw1.ot.stepsize.ot_step_targets`).
+    """
+    device = groups.source.device
+    xs, cs, etas = [], [], []
+    for c in range(len(codes)):
+        size = min(len(groups.source), max(int(groups.counts[c]), config.ot_batch_size))
+        rows = torch.randperm(len(groups.source), generator=generator)[:size].to(device)
+        x = groups.source[rows]
+        u = direction(ConditionBoundModule(potential, codes[c]), x)
+        etas.append(
+            ot_step_targets(
+                x,
+                u,
+                groups.targets[c],
+                exponent=config.ot_exponent,
+                batch_size=config.ot_batch_size,
+                passes=config.ot_passes,
+                rng=rng,
+            )
+        )
+        xs.append(x)
+        cs.append(torch.full((size,), c, dtype=torch.long, device=device))
+    return torch.cat(xs), torch.cat(cs), torch.cat(etas)
+
+
+def _validation_matches(
+    step: ConditionalStepSize, potential: ConditionalPotential, codes: torch.Tensor, groups: ConditionGroups
+) -> list[ValidationMatch]:
+    """Collect the held-out cells of every condition, weighted by ``pi``, for the step size's selector."""
+    x = groups.val_source[:SELECT_CELLS]
+    return [
+        ValidationMatch(
+            ConditionBoundModule(step, codes[c]),
+            x,
+            direction(ConditionBoundModule(potential, codes[c]), x),
+            groups.val_targets[c][:SELECT_CELLS],
+            weight,
+        )
+        for c, weight in enumerate(groups.pi.tolist())
+    ]
+
+
+def _regression_batches(
+    x_all: torch.Tensor,
+    c_all: torch.Tensor,
+    eta_all: torch.Tensor,
+    codes: torch.Tensor,
+    weights: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless minibatches ``([x, e(c)], eta targets)``: each condition drawn with weight ``pi_c``."""
+    while True:
+        idx = torch.multinomial(weights, batch_size, replacement=True, generator=generator).to(x_all.device)
+        yield torch.cat((x_all[idx], codes[c_all[idx]]), 1), eta_all[idx]
