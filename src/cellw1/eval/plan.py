@@ -156,8 +156,6 @@ def plan_evaluation(
     """
     import anndata as ad
 
-    from ..tl import api
-
     if not isinstance(adata, ad.AnnData):
         raise InputError(f"adata must be an anndata.AnnData, got {type(adata).__name__}.")
     chosen_methods = _check_methods(methods)
@@ -278,8 +276,6 @@ def _check_perturbations(
     adata: ad.AnnData, condition_key: str, labels: pd.Series, control: str, perturbations: Sequence[str] | str | None
 ) -> list[str]:
     """Return the perturbations to evaluate, each once, without the control; default every other label."""
-    from ..tl import api
-
     if perturbations is None:
         chosen = _default_perturbations(adata, condition_key, labels, control)
     else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ def constant_features(source: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return var <= CONSTANT_VARIANCE * max(float(var.mean()), 1e-30)
 
 
-def adam_kernel(device: torch.device) -> dict[str, bool]:
+def adam_kernel(device: torch.device) -> dict[str, Any]:
     """Adam's fastest implementation here: one fused kernel for all parameters."""
     return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
 

@@ -117,9 +117,11 @@ class Autoencoder(Embedding):
         return self.net.decoder(torch.tensor(z, device=self.device)).cpu().numpy()
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The autoencoder's weights, detached copies on the CPU, by parameter name."""
         return {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
     def header(self) -> dict[str, Any]:
+        """The JSON description saved beside the weights: the base header plus the network's sizes."""
         return {
             **super().header(),
             "hidden": list(self.net.hidden),

@@ -54,7 +54,7 @@ SAMPLE_CELLS = 5_000
 ROUNDING = 1e-5
 
 
-def _above(value: np.ndarray, following: np.ndarray) -> np.ndarray:
+def _above(value: np.ndarray, following: np.ndarray | float) -> np.ndarray:
     """A cutoff just above ``value``: by its rounding margin, at most halfway to the ``following`` prediction."""
     value = np.asarray(value, dtype=np.float32)
     margin = ROUNDING * np.maximum(1.0, np.abs(value))
@@ -128,8 +128,11 @@ def fit_calibration(predicted: np.ndarray, perturbed: np.ndarray) -> np.ndarray:
 def _offsets(
     ordered: np.ndarray, thresholds: np.ndarray, perturbed: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """After zeroing at ``thresholds``, each ``(genes,)``: the offset on the values left above 0 that
-    would close the resolved gap of the mean, step 3's room for it, and the resolved gap itself."""
+    """Offsets after zeroing at ``thresholds``, each ``(genes,)``.
+
+    The offset on the values left above 0 that would close the resolved gap of the mean, step 3's
+    room for it, and the resolved gap itself.
+    """
     n, m = len(ordered), max(len(perturbed), 1)
     made = calibrate(ordered, np.stack((thresholds, np.zeros_like(thresholds))))
     kept = (made > 0).sum(axis=0)

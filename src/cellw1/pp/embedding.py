@@ -138,9 +138,11 @@ class EmbeddingConfig(Config):
 
 # -- input checks ------------------------------------------------------------------------------
 def check_cells(x: Any, name: str, n_columns: int | None = None, mismatch: str = "") -> np.ndarray:
-    """``x`` as a finite C-contiguous 2-D float32 array (:func:`cellw1.checks.as_array`; ``x``
-    itself when it already is one, never written to). ``mismatch`` is the error when ``x`` has
-    not ``n_columns`` columns; it is formatted with ``got``."""
+    """``x`` as a finite C-contiguous 2-D float32 array.
+
+    Made by :func:`cellw1.checks.as_array`; ``x`` itself when it already is one, never written to. ``mismatch`` is the error when ``x`` has
+    not ``n_columns`` columns; it is formatted with ``got``.
+    """
     arr = np.ascontiguousarray(as_array(x, name, dtype=np.float32, min_rows=0))
     if n_columns is not None and arr.shape[1] != n_columns:
         raise InputError(mismatch.format(got=arr.shape[1]))
@@ -270,6 +272,7 @@ class GeneSpace(Embedding):
 
     @classmethod
     def fit(cls, x: np.ndarray, *, config: EmbeddingConfig, seed: int = 0, progress: bool = False) -> GeneSpace:
+        """The gene space of ``x``'s columns: nothing to learn, the cells are only counted."""
         return cls(x.shape[1], {"n_cells": len(x)})
 
     @classmethod

@@ -117,6 +117,7 @@ class PCAEmbedding(Embedding):
 
     @classmethod
     def fit(cls, x: np.ndarray, *, config: EmbeddingConfig, seed: int = 0, progress: bool = False) -> PCAEmbedding:
+        """The principal components of ``x`` (at most ``config.n_components``, fewer than cells and genes)."""
         n, g = x.shape
         k = min(config.n_components, n - 1, g)
         if k < config.n_components:
@@ -138,6 +139,7 @@ class PCAEmbedding(Embedding):
         return cls(mean, components, variance, info)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The mean, components and variances as tensors, by name."""
         return {
             "mean": torch.from_numpy(self.mean.copy()),
             "components": torch.from_numpy(self.components.copy()),

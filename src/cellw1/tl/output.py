@@ -53,7 +53,8 @@ def scale_record(model: Any, output: str | None) -> dict[str, Any]:
     pre = model.preprocessor
     kind = None if pre is None else pre.input_kind
     if kind == "counts":
-        assert pre is not None and pre.target_sum is not None
+        assert pre is not None
+        assert pre.target_sum is not None
         scale = (
             f"natural log1p of counts scaled to {pre.target_sum:.6g} per cell (the median total count of the "
             "training cells): log(1 + target_sum * counts / total counts)"
@@ -69,7 +70,7 @@ def scale_record(model: Any, output: str | None) -> dict[str, Any]:
         "space": model.embedding.kind,
         "control": model.control,
         "perturbation": model.perturbation,
-        "values": _VALUES.get(kind, model.obsm_key),
+        "values": model.obsm_key if kind is None else _VALUES.get(kind, model.obsm_key),
         "output": output,
         "input_kind": kind,
         "target_sum": None if pre is None else pre.target_sum,
@@ -93,6 +94,7 @@ def _version() -> str:
 
 
 def check_key_added(key_added: str) -> str:
+    """``key_added`` if it is a usable layer or obsm name (non-empty, no surrounding spaces); else a ConfigError."""
     if not isinstance(key_added, str) or not key_added or key_added.strip() != key_added:
         raise ConfigError(f"key_added={key_added!r} must be a non-empty name without surrounding spaces.")
     return key_added

@@ -69,7 +69,7 @@ class ScGenConfig(Config):
 
 
 def import_scgen() -> Any:
-    """pertpy's ``Scgen`` class, or a MissingDependencyError saying how to install it."""
+    """Pertpy's ``Scgen`` class, or a MissingDependencyError saying how to install it."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -83,7 +83,7 @@ def import_scgen() -> Any:
 
 
 def _network(n_input: int, config: ScGenConfig) -> Any:
-    """pertpy's scGen network in inference mode (batch-norm statistics fixed, no dropout)."""
+    """Pertpy's scGen network in inference mode (batch-norm statistics fixed, no dropout)."""
     import_scgen()
     from pertpy.tools._scgen._scgenvae import JaxSCGENVAE
 
@@ -134,18 +134,22 @@ class ScGenVAE(FittedMethod):
         return self._apply("encoder", np.asarray(x, dtype=np.float32))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
+        """The prediction of scGen: each cell's latent code plus the learned shift, decoded."""
         return self._apply("decoder", self.latent(x) + self.delta)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The network's variables (``net.*``) and the latent shift, as tensors."""
         tensors = {f"net.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.variables.items()}
         tensors["delta"] = torch.from_numpy(self.delta)
         return tensors
 
     def header(self) -> dict[str, Any]:
+        """The JSON description: the base header, the scGen config and the input size."""
         return {**super().header(), "config": self.config.to_dict(), "n_input": self.n_input}
 
     @classmethod
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> ScGenVAE:
+        """The fitted scGen model from its saved tensors and header (needs the scgen extra)."""
         import_scgen()  # a clear error now rather than at the first prediction
         variables = {k: v.numpy() for k, v in section(tensors, "net.").items()}
         return cls(
