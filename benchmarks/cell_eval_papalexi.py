@@ -280,7 +280,7 @@ def mean(values: list[Any]) -> float:
 
 
 def check(ok: bool) -> str:
-    """``'yes'`` or ``'no'`` for a table cell."""
+    """``'yes'`` or ``'no'``, as the report states whether a condition of the targets holds."""
     return "yes" if ok else "no"
 
 
