@@ -32,6 +32,7 @@ def benchmarks() -> dict[str, str]:
 
 
 def listing() -> str:
+    """The usage line and one line per benchmark: its name and summary."""
     names = benchmarks()
     width = max(map(len, names))
     lines = ["usage: python -m benchmarks NAME [options]   (NAME --help for its options)", "", "benchmarks:"]
@@ -60,6 +61,7 @@ def run(name: str, argv: Sequence[str]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """List the benchmarks (no ``argv``, ``-h``, ``--help`` or ``list``), else run ``argv[0]`` with the rest."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "list"):
         print(listing())

@@ -135,8 +135,11 @@ def data_path(name: str) -> Path:
 
 
 def load(name: str, *args: Any, **kwargs: Any) -> ad.AnnData:
-    """A data set of :data:`DATASETS`: the real file (Papalexi filtered to ``grna_frac >= 0.8``),
-    or the synthetic generator called with ``args`` and ``kwargs``."""
+    """A data set of :data:`DATASETS`, read or generated.
+
+    The real file (Papalexi filtered to ``grna_frac >= 0.8``), or the synthetic generator called
+    with ``args`` and ``kwargs``.
+    """
     dataset = DATASETS[name]
     if dataset.generator is not None:
         import cellw1.datasets
@@ -211,8 +214,11 @@ def parser(
 
 
 def parse(p: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse ``argv``; with ``--quick``, apply the quick settings to the options left at their
-    defaults and send the output to :data:`QUICK_RESULTS`."""
+    """Parse ``argv`` into the benchmark's options.
+
+    With ``--quick``, apply the quick settings to the options left at their defaults and send the
+    output to :data:`QUICK_RESULTS`.
+    """
     args = p.parse_args(argv)
     if getattr(args, "quick", False):
         for key, value in args.quick_settings.items():

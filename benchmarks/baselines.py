@@ -71,6 +71,7 @@ def medians_table(run: str, result: cellw1.EvaluationResult, args: argparse.Name
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Evaluate the chosen methods on each run, write its tables and settings, append its medians to ``medians.md``."""
     p = parser(
         __doc__,
         name="baselines",

@@ -151,6 +151,7 @@ MEAN_SHIFT_METHOD = "mean_shift"
 
 # -- set-up -----------------------------------------------------------------------------------------
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=JSON`` of ``--variant`` as ``(NAME, W1Config kwargs)``; an argparse error if malformed."""
     name, sep, payload = text.partition("=")
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"--variant {text!r}: expected NAME='{{JSON of W1Config kwargs}}'.")
@@ -186,7 +187,7 @@ def target_split(n: int, seed: int, target: str) -> tuple[np.ndarray, np.ndarray
 
 
 def method_specs(variants: list[tuple[str, dict[str, Any]]]) -> dict[str, tuple[str, Any, dict[str, Any] | None]]:
-    """name -> (cellw1 method, config, kwargs); every W1Config is built here, before any fit."""
+    """Name -> (cellw1 method, config, kwargs); every W1Config is built here, before any fit."""
     specs: dict[str, tuple[str, Any, dict[str, Any] | None]] = {"w1": ("w1", cellw1.W1Config(), {})}
     for name, kwargs in variants:
         if name in specs or name == MEAN_SHIFT:
@@ -235,6 +236,7 @@ def to_common_scale(values: np.ndarray, target_sum: float, common: float) -> np.
 
 
 def frame(blocks: list[np.ndarray], labels: list[str], prefix: str, genes: list[str]) -> ad.AnnData:
+    """Stack ``blocks`` into one AnnData whose ``obs[KEY]`` labels each block, cells named ``prefix0...``."""
     obs = pd.DataFrame({KEY: np.repeat(labels, [len(b) for b in blocks])})
     obs[KEY] = obs[KEY].astype("category")
     obs.index = [f"{prefix}{i}" for i in range(len(obs))]
@@ -242,6 +244,11 @@ def frame(blocks: list[np.ndarray], labels: list[str], prefix: str, genes: list[
 
 
 def run_cell_eval(python: str, real: ad.AnnData, preds: dict[str, ad.AnnData], keep: Path | None) -> dict[str, Any]:
+    """cell-eval's results of each prediction in ``preds`` against ``real``, from its own interpreter ``python``.
+
+    The data go to h5ad files in a temporary folder (or ``keep``) for :data:`RUNNER`; a failed run exits
+    with its stderr.
+    """
     with tempfile.TemporaryDirectory(prefix="cellw1_cell_eval_") as tmp:
         folder = Path(keep) if keep else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -261,16 +268,19 @@ def run_cell_eval(python: str, real: ad.AnnData, preds: dict[str, ad.AnnData], k
 
 # -- reporting --------------------------------------------------------------------------------------
 def median(values: list[float]) -> float:
+    """Median of ``values``, skipping ``None`` and NaN; NaN when none is left."""
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     return float(np.median(arr)) if arr.size else math.nan
 
 
 def mean(values: list[Any]) -> float:
+    """Mean of ``values``, skipping ``None`` and NaN; NaN when none is left."""
     arr = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     return float(arr.mean()) if arr.size else math.nan
 
 
 def check(ok: bool) -> str:
+    """``'yes'`` or ``'no'``, as the report states whether a condition of the targets holds."""
     return "yes" if ok else "no"
 
 
@@ -307,6 +317,7 @@ class Run:
 
 
 def options(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command-line options of this benchmark, parsed from ``argv``."""
     p = parser(__doc__, name="cell_eval_papalexi", seed=0, out=RESULTS, quick={"targets": "STAT1,ATF2"})
     p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated (%(default)s)")
     p.add_argument(
@@ -701,6 +712,7 @@ def result_document(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Fit every method per target, score with cellw1's metrics and cell-eval, print the tables, write the results."""
     args = options(argv)
     torch.set_num_threads(1)
     specs = method_specs(args.variant)

@@ -62,6 +62,12 @@ def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, flo
 
 
 def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
+    """Fit one conditional model on a seed's SYNTHETIC pairs and score every held-out pair against the baselines.
+
+    Half of the pairs of each kind are trained (a third of their cells held out), the others unseen. Returns
+    the fit seconds and, per pair, its kind, status, interaction and the scores of the model and of each
+    baseline (additive, larger single, composed maps, no change, ...).
+    """
     adata = load("synthetic_combinations", n_control=1500, n_per_condition=300, n_pairs_per_kind=4, seed=seed)
     truth = adata.uns["synthetic"]
     labels = adata.obs["condition"].astype(str).to_numpy()
@@ -177,6 +183,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run each seed (kept in the results file as it finishes) and print the table of all saved seeds."""
     quick = {"seeds": [0], "config": json.dumps({"potential_iters": 50, "regression_iters": 20, "energy_iters": 20})}
     p = parser(__doc__, name="combinations_synthetic", seeds="0,1,2,3,4", out=OUT / "synthetic.json", quick=quick)
     p.add_argument("--config", default="{}", help="ConditionalConfig fields as JSON")

@@ -91,6 +91,11 @@ def summary(table: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def run_separate(adata: ad.AnnData, out: Path) -> dict:
+    """The ``separate`` part: identity, one W1 map per target and one conditional model, summarised.
+
+    One ``cellw1.evaluate`` split in gene space, saved under ``out``; an earlier run's ``results.csv`` is
+    summarised instead of fitted again.
+    """
     start = time.perf_counter()
     if (out / "separate" / "results.csv").exists():  # summarise an earlier run
         table = pd.read_csv(out / "separate" / "results.csv")
@@ -112,6 +117,7 @@ def run_separate(adata: ad.AnnData, out: Path) -> dict:
 
 
 def run_sampling(adata: ad.AnnData, out: Path) -> dict:
+    """The conditional model's summary under each condition sampling (proportional, balanced, bias)."""
     found = {}
     for name, changes in (
         ("proportional", {"condition_sampling": "proportional"}),
@@ -150,10 +156,12 @@ def splits(adata: ad.AnnData, targets: list[str], seed: int = 0, repeat: int = 0
 
 
 def shift_ratio(pred: np.ndarray, obs: np.ndarray, ctrl: np.ndarray) -> float:
+    """Length of the predicted mean shift from the controls over that of the observed cells."""
     return float(np.linalg.norm(pred.mean(0) - ctrl.mean(0)) / np.linalg.norm(obs.mean(0) - ctrl.mean(0)))
 
 
 def scores(pred: dict[str, np.ndarray], obs: dict[str, np.ndarray], ctrl: np.ndarray) -> dict:
+    """Per target MMD, energy and shift ratio of ``pred`` against ``obs``, with their medians over targets."""
     per = {
         t: {
             "mmd": float(mmd(pred[t], obs[t])),
@@ -171,6 +179,11 @@ def scores(pred: dict[str, np.ndarray], obs: dict[str, np.ndarray], ctrl: np.nda
 
 
 def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dict:
+    """The ``cellflow`` part: the PCA-space conditional model, the identity and CellFlow on the same splits.
+
+    CellFlow runs in its own interpreter ``python`` with ``params``, on the model's PCA embedding; its
+    error is recorded in place of its scores if it fails.
+    """
     targets = sorted(t for t in adata.obs[KEY].astype(str).unique() if t != CONTROL)
     train_rows, tests = splits(adata, targets)
     train = adata[train_rows].copy()
@@ -234,8 +247,11 @@ def run_cellflow(adata: ad.AnnData, out: Path, python: str, params: dict) -> dic
 
 
 def raw_shift(adata: ad.AnnData) -> dict:
-    """How far the conditional map (gene space, the ``separate`` splits) moves each target's mean on its
-    top-50 DE genes before and after the output calibration, and how far the real test cells are."""
+    """How far the conditional map moves each target's mean on its top-50 DE genes, and the real cells.
+
+    The map is the gene-space one on the ``separate`` splits; its shift is measured before and after
+    the output calibration, beside how far the real test cells are from the controls.
+    """
     from cellw1.eval.degenes import top_de_genes
 
     targets = sorted(t for t in adata.obs[KEY].astype(str).unique() if t != CONTROL)
@@ -264,9 +280,12 @@ def raw_shift(adata: ad.AnnData) -> dict:
 
 
 def effect(adata: ad.AnnData, resamples: int = 999) -> dict:
-    """The test for a response (``cellw1.ot.effect``) of every target, on its training cells against the
-    training controls (what the fits decide on) and on its held-out cells against the held-out controls
-    (the ``separate`` splits; log-normalised genes, as the gene-space models see them)."""
+    """The test for a response (``cellw1.ot.effect``) of every target, on training and held-out cells.
+
+    Training cells are tested against the training controls (what the fits decide on), held-out cells
+    against the held-out controls (the ``separate`` splits; log-normalised genes, as the gene-space
+    models see them).
+    """
     from cellw1.ot.effect import effect_test
     from cellw1.ot.sampling import MemoryCells
 
@@ -311,6 +330,7 @@ def time_conditional(adata: ad.AnnData, repeats: int = 2) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the chosen parts (CellFlow's interpreter checked first) and write each part's results."""
     p = parser(__doc__, name="conditional_papalexi", out=OUT)  # every part fits 25 targets: no quick run
     p.add_argument("--parts", default="separate,sampling,cellflow")
     p.add_argument(

@@ -31,6 +31,7 @@ METHODS = ("identity", "mean_shift", "w1")
 
 
 def run(seed: int) -> list[dict]:
+    """Fit every method on one seed's SYNTHETIC CyTOF split; per method its scores, negative shares and seconds."""
     adata = load("synthetic_cytometry", seed=seed)
     labels = adata.obs["condition"].astype(str).to_numpy()
     functional = adata.var["functional"].to_numpy()
@@ -63,6 +64,7 @@ def run(seed: int) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run each seed, print the median scores per method and write every row."""
     p = parser(__doc__, name="continuous", seeds="0,1,2", out=OUT, quick={"seeds": [0]})
     args = parse(p, argv)
     one_thread()

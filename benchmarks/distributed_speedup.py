@@ -38,6 +38,7 @@ KEY, CONTROL = DATASETS["papalexi"].key, DATASETS["papalexi"].control
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Fit all targets in-process and on a local Dask cluster, compare the seconds and predictions, write both."""
     p = parser(
         __doc__,
         name="distributed_speedup",

@@ -82,6 +82,7 @@ def report(result: EvaluationResult, claim: pd.DataFrame, lost: pd.DataFrame) ->
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Evaluate (or re-read a saved table), save the full report, print its verdicts and write a summary."""
     p = parser(__doc__, name="evaluation_papalexi", seed=0, out=OUT, quick={"splits": 1, "targets": "STAT1,ATF2"})
     p.add_argument("--splits", type=int, default=5)
     p.add_argument("--targets", default=None, help="comma-separated targets (default: all 25)")

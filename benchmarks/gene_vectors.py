@@ -64,6 +64,7 @@ def folds(adata, key: str, control: str, targets: list[str], size: int, seed: in
 
 
 def table(cases: list[dict]) -> str:
+    """Markdown table: median MMD, energy and PearsonΔ per method, and how often the model beats each baseline."""
     lines = ["| method | median MMD | median energy | median PearsonΔ | model better: MMD | energy | PearsonΔ |"]
     lines.append("|---|---|---|---|---|---|---|")
     for m in ("model", "global_mean", "no_change"):
@@ -79,12 +80,14 @@ def table(cases: list[dict]) -> str:
 
 
 def synthetic_folds(seed: int) -> dict:
+    """The held-out-target folds (four targets each) of one seed's SYNTHETIC gene-target data set."""
     adata = load("synthetic_gene_targets", seed=seed)
     targets = [t for t in adata.obs["condition"].cat.categories if t != "control"]
     return folds(adata, "condition", "control", targets, 4, seed)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the chosen parts (Papalexi once, the synthetic data per seed), write them and print their tables."""
     p = parser(__doc__, name="gene_vectors", seeds="0,1,2", out=OUT, quick={"parts": "synthetic", "seeds": [0]})
     p.add_argument("--parts", default="papalexi,synthetic")
     args = parse(p, argv)

@@ -262,8 +262,11 @@ class Simulator:
         return out
 
     def chunk(self, cells: pd.DataFrame, start: int, stream: int) -> sp.csr_matrix:
-        """Counts of ``cells`` (rows ``start...`` of the file), one random stream per block of
-        :data:`BLOCK_CELLS` rows, so the data do not depend on how the file is chunked."""
+        """Counts of ``cells`` (rows ``start...`` of the file).
+
+        One random stream per block of :data:`BLOCK_CELLS` rows, so the data do not depend on how the
+        file is chunked.
+        """
         parts = []
         for lo in range(0, len(cells), BLOCK_CELLS):
             block = (start + lo) // BLOCK_CELLS
@@ -290,6 +293,7 @@ def draw_obs(sim: Simulator, n_cells: int, stream: int) -> tuple[pd.DataFrame, p
 
 
 def gene_names(n_genes: int) -> pd.Index:
+    """``g0 ... g{n_genes - 1}``, zero-padded to one width so that they sort in order."""
     width = len(str(n_genes - 1))
     return pd.Index([f"g{j:0{width}d}" for j in range(n_genes)])
 
@@ -411,8 +415,10 @@ def read_obs_column(group: Any, key: str) -> pd.Series:
 
 
 def read_row_blocks(x: Any, rows: np.ndarray, chunk_cells: int) -> Iterator[sp.csr_matrix]:
-    """Rows ``rows`` (sorted positions) of a backed CSR matrix, block by block: contiguous
-    slices of ``chunk_cells`` rows are read and the wanted rows kept (sequential reads)."""
+    """Rows ``rows`` (sorted positions) of a backed CSR matrix, block by block.
+
+    Contiguous slices of ``chunk_cells`` rows are read and the wanted rows kept (sequential reads).
+    """
     for start in range(0, x.shape[0], chunk_cells):
         stop = min(start + chunk_cells, x.shape[0])
         lo, hi = np.searchsorted(rows, [start, stop])
@@ -427,6 +433,7 @@ def read_rows(x: Any, rows: np.ndarray, chunk_cells: int) -> sp.csr_matrix:
 
 # -- stages ----------------------------------------------------------------------------------------
 def data_path(args: argparse.Namespace) -> Path:
+    """The training data set's file in ``--workdir``, with the ``--format`` suffix."""
     return Path(args.workdir) / f"cells.{args.format}"
 
 
@@ -439,6 +446,7 @@ def w1_config(args: argparse.Namespace) -> Any:
 
 
 def stage_generate(args: argparse.Namespace) -> dict[str, Any]:
+    """Simulate the training file and the test file in ``--workdir``; their sizes and seconds."""
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for stale in workdir.glob("model_*"):  # made from the previous data set
@@ -455,6 +463,7 @@ def stage_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stage_fit(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit a W1 model streaming from the file on disk and save it; its seconds, peak memory and info."""
     import cellw1
 
     path = data_path(args)
@@ -481,6 +490,7 @@ def stage_fit(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stage_predict(args: argparse.Namespace) -> dict[str, Any]:
+    """Predict the file's control cells into ``pred.h5ad`` from the saved model; seconds, memory and output size."""
     import cellw1
 
     path = data_path(args)
@@ -522,6 +532,7 @@ def stage_predict(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def score(pred: np.ndarray, obs: np.ndarray) -> dict[str, float]:
+    """MMD, energy distance (on at most 2,000 cells), r2 and l2 of ``pred`` against ``obs``."""
     from cellw1.eval.metrics import energy_distance, l2, mmd, r2
 
     return {
@@ -621,6 +632,7 @@ def score_models(args: argparse.Namespace, adata: Any, picked: dict, memory_mode
 
 
 def stage_compare(args: argparse.Namespace) -> dict[str, Any]:
+    """Fit in memory on a subsample and score it beside the model fitted from disk."""
     import cellw1
 
     adata, picked, read_seconds = read_subsample(args)
@@ -677,10 +689,12 @@ def run_stage(stage: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def show(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec``, or ``-`` when it is ``None``."""
     return "-" if value is None else format(value, spec)
 
 
 def print_table(results: dict[str, Any]) -> None:
+    """Print the stages' seconds and peak memory, and the held-out scores, as markdown tables."""
     print("\n| stage | seconds | peak RSS (GiB) | notes |\n|---|---|---|---|")
     gen = results.get("generate") or {}
     train = gen.get("train") or {}
@@ -728,6 +742,10 @@ def print_table(results: dict[str, Any]) -> None:
 
 
 def stage_all(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every stage in its own process, print the tables and write the results.
+
+    The data set is generated only when its file is missing, of another shape, or ``--regenerate`` asks.
+    """
     import torch
 
     workdir = Path(args.workdir)
@@ -762,6 +780,7 @@ def stage_all(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The options of this benchmark; an error when ``--workdir`` lies inside the repository."""
     p = parser(__doc__, name="on_disk", seed=0, out=RESULTS / "on_disk.json", quick=QUICK)
     p.add_argument("stage", choices=(*STAGES, "all"))
     p.add_argument("--cells", type=int, default=1_000_000)
@@ -788,6 +807,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``all``, or one stage printing its result line for the parent process (exit 1 if it failed)."""
     args = parse_args(argv)
     if args.stage == "all":
         stage_all(args)

@@ -67,6 +67,7 @@ def medians_table(run: str, result: cellw1.EvaluationResult, args, seconds: floa
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Evaluate the chosen methods on each run, save its tables and append its medians to ``medians.md``."""
     p = parser(__doc__, name="real_data", out=OUT, quick={"runs": "zhao_iid", "methods": "identity,mean_shift"})
     p.add_argument("--runs", default=",".join(RUNS))
     p.add_argument("--methods", default=",".join(ALL_METHODS))

@@ -101,6 +101,7 @@ def power_tables(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
 
 
 def run_synthetic(args: argparse.Namespace) -> None:
+    """Screen each seed's SYNTHETIC data set, score it against the truth, and write the power tables and figures."""
     rows, tables = [], []
     for seed in args.seeds:
         adata = load("synthetic_screen", args.perturbations, args.controls, args.genes, seed=seed)
@@ -164,6 +165,7 @@ def run_tail(args: argparse.Namespace) -> None:
 
 
 def run_papalexi(args: argparse.Namespace) -> None:
+    """Screen Papalexi 2021, print its table and nearest neighbours of the IFN-gamma pathway, save table and map."""
     adata = papalexi()
     result = cellw1.screen(adata, "target", CONTROL, seed=args.seed, progress=False, config=_config(args))
     table = result.table.sort_values("p_value")
@@ -185,6 +187,7 @@ def _config(args: argparse.Namespace) -> cellw1.ConditionalConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run ``synthetic``, ``tail`` or ``papalexi`` and record its seconds."""
     quick = {
         "seeds": [0],
         "perturbations": 30,

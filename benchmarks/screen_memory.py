@@ -57,6 +57,7 @@ def fit(folder: Path, n: int) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """``write`` the data sets of the given sizes, or ``fit`` one and print its peak memory and time as JSON."""
     p = parser(__doc__, name="screen_memory")
     p.add_argument("verb", choices=("write", "fit"))
     p.add_argument("sizes", type=int, nargs="+", help="numbers of perturbations (fit: one)")

@@ -165,10 +165,12 @@ class Response:
     states: list[str]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """``R(x)``: the cells ``x: (n, d)`` after the response."""
         gates = 1.0 / (1.0 + np.exp(-(x @ self.directions.T - self.centres) / self.widths))
         return x + self.shift + (gates * self.amplitudes) @ self.directions
 
     def gates(self, x: np.ndarray) -> np.ndarray:
+        """The sigmoid gates ``(n, K)`` of the cells ``x: (n, d)``, one per term."""
         return 1.0 / (1.0 + np.exp(-(x @ self.directions.T - self.centres) / self.widths))
 
 
@@ -295,6 +297,12 @@ def summarise(rows: list[dict[str, float | None]]) -> dict[str, dict[str, float 
 
 # %% run
 def run_dataset(name: str, seeds: list[int]) -> dict:
+    """Apply the response to one data set's control cells and score every method over the seeds.
+
+    Each seed splits the cells in three: A is the control input of the fit, R(B) its perturbed cells, and
+    the prediction of C is scored against R(C). Returns the response's description, the split sizes,
+    the energy references, and per method the rows per seed and their summary.
+    """
     z, labels = load_controls(name)
     response = make_response(z, labels)
     truth_all = response(z)
@@ -356,12 +364,14 @@ def run_dataset(name: str, seeds: list[int]) -> dict:
 
 
 def fmt(entry: dict[str, float | None], digits: int) -> str:
+    """``median (worst)`` of a summary entry with ``digits`` decimals, or ``n/a``."""
     if entry["median"] is None:
         return "n/a"
     return f"{entry['median']:.{digits}f} ({entry['worst']:.{digits}f})"
 
 
 def markdown(results: dict, seeds: list[int], total_seconds: float) -> str:
+    """The results of every data set as a markdown page: the response, the references and one table."""
     lines = [
         "# Semi-synthetic benchmark: a known per-cell response on real control cells",
         "",
@@ -405,6 +415,7 @@ def markdown(results: dict, seeds: list[int], total_seconds: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run each data set over the seeds and write the results as JSON and markdown."""
     p = parser(__doc__, name="semisynthetic", seeds="0,1,2", out=RESULTS, quick={"seeds": [0], "datasets": "kang"})
     p.add_argument("--datasets", default="zhao,kang", help=f"comma-separated, from {list(DATASETS)}")
     p.add_argument("--tag", default="", help="suffix of the output file names")

@@ -54,6 +54,7 @@ def make_data(d: int, n: int, seed: int = 0) -> tuple[np.ndarray, ...]:
 
 
 def per_step_ms(step, n_steps: int = 200, warmup: int = 20) -> float:
+    """Milliseconds per call of ``step``, averaged over ``n_steps`` calls after ``warmup``."""
     for _ in range(warmup):
         step()
     start = time.perf_counter()
@@ -63,6 +64,7 @@ def per_step_ms(step, n_steps: int = 200, warmup: int = 20) -> float:
 
 
 def step_costs(source: np.ndarray, target: np.ndarray, config: cellw1.W1Config) -> tuple[float, float]:
+    """Milliseconds per potential step and per step-size regression step of ``config`` on these data."""
     xs, xt = torch.from_numpy(source), torch.from_numpy(target)
     n, m, b = len(xs), len(xt), config.batch_size
     g = torch.Generator().manual_seed(0)
@@ -83,10 +85,12 @@ def step_costs(source: np.ndarray, target: np.ndarray, config: cellw1.W1Config) 
 
 
 def score(moved: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    """MMD and energy distance (on at most 2,000 cells) of ``moved`` against ``target``."""
     return {"mmd": mmd(moved, target, max_points=2000), "energy": energy_distance(moved, target, max_points=2000)}
 
 
 def w1_case(d: int, n: int, config: cellw1.W1Config, label: str, data=None) -> dict:
+    """Time and score one W1 fit of ``config`` at dimension ``d`` and ``n`` cells per side (``data`` or new ones)."""
     src, tgt, test_src, test_tgt = data if data is not None else make_data(d, n)
     p_ms, s_ms = step_costs(src, tgt, config)
     start = time.perf_counter()
@@ -113,6 +117,7 @@ def w1_case(d: int, n: int, config: cellw1.W1Config, label: str, data=None) -> d
 
 
 def w2_case(d: int, n: int, iters: int, data) -> dict:
+    """Time and score one W2/ICNN fit of ``iters`` outer iterations, with the time to its best step."""
     src, tgt, test_src, test_tgt = data
     config = cellw1.W2Config(n_iters=iters, eval_every=max(iters // 20, 1))
     start = time.perf_counter()
@@ -168,6 +173,7 @@ def plot(rows: list[dict], folder: Path) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Run the cases, write them with the machine and the config, and plot the seconds."""
     p = parser(__doc__, name="speed", out=RESULTS, quick={"dims": "2", "cells": "", "per_side": 500, "w2_iters": 20})
     p.add_argument("--dims", default="2,50,1000,7000")
     p.add_argument("--cells", default="1000,4000,16000,64000")

@@ -53,6 +53,7 @@ SETTINGS: dict[str, dict] = {
 
 
 def config_for(name: str) -> cellw1.W1Config:
+    """The W1Config of setting ``name``: the paper's, or the default with the setting's changes."""
     changes = dict(SETTINGS[name])
     if changes.pop("paper", False):
         return cellw1.W1Config.paper()
@@ -89,6 +90,7 @@ def fit_row(name: str, seed: int, data: tuple[np.ndarray, ...]) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    """Fit every setting on every seed, print the medians as a markdown table and write the rows."""
     p = parser(
         __doc__,
         name="time_to_quality",
