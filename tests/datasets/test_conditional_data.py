@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from cellw1.datasets import synthetic_doses, synthetic_embedded_perturbations
+from cellw1.errors import InputError
 
 
 def log_means(adata, mask):
@@ -73,3 +75,14 @@ def test_combination_kinds_follow_their_truth():
     noise = np.linalg.norm(log_means(adata, rows[::2]) - log_means(adata, rows[1::2]))
     assert all(np.linalg.norm(shift(n)) < 2 * noise for n in truth["null_members"])
     assert all(np.linalg.norm(shift(p)) > 2 * noise for p in truth["programs"])
+
+
+def test_synthetic_doses_takes_one_dose_or_close_doses_and_names_bad_ones() -> None:
+    one = synthetic_doses(n_control=50, n_per_dose=20, doses=(10.0,), n_genes=12, seed=0)
+    assert sorted(set(one.obs["dose"])) == [0.0, 10.0]
+    assert one.uns["synthetic"]["ec50"]["pertA"] == pytest.approx(10.0)  # the geometric middle of one dose
+    close = synthetic_doses(n_control=50, n_per_dose=20, doses=(2.0, 8.0), n_genes=12, seed=0)
+    assert close.uns["synthetic"]["ec50"]["pertA"] == pytest.approx(4.0)
+    for bad in ((), (0.0, 1.0), (-1.0,), ("a",), (float("nan"),)):
+        with pytest.raises(InputError, match="doses"):
+            synthetic_doses(doses=bad)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from ..errors import InputError
 from .synthetic import _LIBRARY_LOG_MEAN, _LIBRARY_LOG_SD, _THETA, _check_count, _shape
 
 if TYPE_CHECKING:
@@ -70,6 +71,17 @@ def _anndata(counts: sp.csr_matrix, obs: dict, uns: dict) -> anndata.AnnData:
     return adata
 
 
+def _check_doses(doses: Sequence[float]) -> list[float]:
+    """The doses as floats: at least one, each positive and finite; else an InputError that says so."""
+    try:
+        values = [float(d) for d in doses]
+    except (TypeError, ValueError):
+        raise InputError(f"doses={doses!r} must be a sequence of positive numbers, e.g. (1.0, 10.0, 100.0).") from None
+    if not values or not all(np.isfinite(d) and d > 0 for d in values):
+        raise InputError(f"doses={doses!r} must be a non-empty sequence of positive finite numbers, e.g. (1.0, 10.0).")
+    return values
+
+
 def synthetic_doses(
     n_control: int = 1000,
     n_per_dose: int = 400,
@@ -89,12 +101,16 @@ def synthetic_doses(
     """
     n_control, n_per_dose = _check_count(n_control, "n_control", 1), _check_count(n_per_dose, "n_per_dose", 1)
     g, k = _check_count(n_genes, "n_genes", 10), _check_count(n_perturbations, "n_perturbations", 1)
+    doses = _check_doses(doses)
     rng = np.random.default_rng(_check_count(seed, "seed", 0))
     names = [f"pert{chr(65 + i)}" for i in range(k)]
     groups = [(CONTROL, 0.0)] + [(p, float(d)) for p in names for d in doses]
     sizes = [n_control] + [n_per_dose] * (len(groups) - 1)
     log_mean, state = _simulate(rng, sizes, g)
-    ec50 = {p: float(np.exp(rng.uniform(np.log(min(doses) * 3), np.log(max(doses) / 3)))) for p in names}
+    low, high = np.log(min(doses) * 3), np.log(max(doses) / 3)
+    if high < low:  # doses within a factor of 9 (or one dose): the EC50 sits at their geometric middle
+        low = high = (np.log(min(doses)) + np.log(max(doses))) / 2
+    ec50 = {p: float(np.exp(rng.uniform(low, high))) for p in names}
     programs = {p: np.sort(rng.choice(g, size=max(2, g // 5), replace=False)) for p in names}
     signs = {p: 1.0 if i % 2 == 0 else -1.0 for i, p in enumerate(names)}
     labels, dose_column, start = [], [], 0
