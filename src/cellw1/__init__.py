@@ -50,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     "screen": "tl.screen",
     "ScreenResult": "tl.screen",
     "gene_vectors": "tl.gene_vectors",
-    "ConditionalConfig": "ot.conditional",
+    "ConditionalConfig": "ot.config",
     "EvaluationResult": "eval.result",
     "evaluate": "eval.evaluation",
 }
@@ -74,8 +74,7 @@ if TYPE_CHECKING:
     from .eval import metrics, monotonicity
     from .eval.evaluation import evaluate
     from .eval.result import EvaluationResult
-    from .ot.conditional import ConditionalConfig
-    from .ot.config import W1Config, W2Config
+    from .ot.config import ConditionalConfig, W1Config, W2Config
     from .ot.lipschitz import GroupSort, LipschitzPotential, OrthonormalLinear
     from .ot.potential import fit_potential, potential_step
     from .ot.solver import fit_map

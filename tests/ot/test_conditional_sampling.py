@@ -1,11 +1,11 @@
-"""The conditional model's samplers and bound networks (cellw1.ot.conditional.sampling, .networks)."""
+"""The conditional model's samplers and bound networks (cellw1.ot.conditional.solver, .networks)."""
 
 from __future__ import annotations
 
 import torch
 
 from cellw1.ot.conditional import ConditionalConfig, ConditionalPotential, ConditionBoundModule
-from cellw1.ot.conditional.sampling import ConditionalBatches, ConditionGroups
+from cellw1.ot.conditional.solver import ConditionalBatches, ConditionGroups
 from cellw1.ot.sampling import MemoryCells
 
 

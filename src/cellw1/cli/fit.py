@@ -9,8 +9,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..files.outputs import check_output
-from ..ot.conditional import ConditionalConfig
-from ..ot.config import W1Config
+from ..ot.config import ConditionalConfig, W1Config
 from ..parallel.perturbations import fit_all
 from ..tl.api import fit
 from ..tl.conditional import fit_conditional

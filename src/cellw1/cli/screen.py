@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files.outputs import check_output
-from ..ot.conditional import ConditionalConfig
+from ..ot.config import ConditionalConfig
 from ..pl import screen_effects, screen_map
 from ..tl.screen import screen
 from ._common import add_disk_argument, add_solver_arguments, read_h5ad, solver_config

@@ -29,7 +29,7 @@ from .splits import shared_control_rng as shared_control_rng  # its old home, st
 if TYPE_CHECKING:
     import anndata as ad
 
-    from ..ot.conditional import ConditionalConfig
+    from ..ot.config import ConditionalConfig
     from ..pp.preprocessing import Assumption
     from ..tl.api import Space
     from ..tl.conditional import ConditionalModel

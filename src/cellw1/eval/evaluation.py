@@ -59,8 +59,7 @@ from .run import run_evaluation
 if TYPE_CHECKING:
     import anndata as ad
 
-    from ..ot.conditional import ConditionalConfig
-    from ..ot.config import W2Config
+    from ..ot.config import ConditionalConfig, W2Config
     from ..pp.embedding import EmbeddingConfig
     from ..tl.scgen import ScGenConfig
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..checks import check_seed
 from ..errors import ConfigError, InputError
-from ..ot.conditional import ConditionalConfig
+from ..ot.config import ConditionalConfig
 from ..ot.effect import check_effect_alpha
 from ..pp.labels import check_label, condition_labels, label_text, present_labels
 from ..tl.conditional import COMBINATION

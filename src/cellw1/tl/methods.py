@@ -26,13 +26,18 @@ w1         the W1 neural optimal transport map of cellw1
 ``"scgen"`` is a deprecated alias of ``"mean_shift"`` (the name of earlier releases): it
 still works, with a FutureWarning, and is removed in the next release. Models saved under
 that name load as ``mean_shift``.
+
+The conditional W1 model (:mod:`cellw1.tl.conditional`) predicts each condition with a method
+of its own, made from its fitted map rather than by :func:`fit_method`: :class:`AtCondition`,
+the conditional map at one condition, and :class:`Blend`, the weighted sum of several methods'
+changes (an unseen dose from the training doses, a combination from its members).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -48,11 +53,16 @@ from ..ot.w2 import W2Map, fit_w2
 from .fitted_method import FittedMethod, partway
 from .scgen import ScGenConfig, ScGenVAE, fit_scgen
 
+if TYPE_CHECKING:
+    from ..ot.conditional import Condition, ConditionalMap
+
 METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "scgen_vae", "w2", "w1")
 #: methods that move cells: they follow the perturbation's test for a response (:mod:`cellw1.ot.effect`)
 GATED: tuple[str, ...] = ("mean_shift", "scgen_vae", "w2", "w1")
 #: deprecated names -> their method; each still works for one release, with a FutureWarning
 ALIASES: dict[str, str] = {"scgen": "mean_shift"}
+#: name of the conditional W1 model's methods (:class:`AtCondition`, :class:`Blend`)
+CONDITIONAL = "w1_conditional"
 
 
 class Identity(FittedMethod):
@@ -209,6 +219,79 @@ class W2(_NeuralMap):
 
     name = "w2"
     map_class = W2Map
+
+
+class AtCondition(FittedMethod):
+    """The conditional map with one condition fixed, as a prediction method (cells in the fitted space).
+
+    ``share``: the share of the map's displacement applied (``shrink_response``,
+    :mod:`cellw1.ot.effect`), 1 for all of it.
+    """
+
+    name = CONDITIONAL
+
+    def __init__(self, cmap: ConditionalMap, condition: Condition, share: float = 1.0) -> None:
+        super().__init__(cmap.info)
+        self.cmap, self.condition, self.share = cmap, condition, float(share)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Move cells ``x: (n, k)`` by the map at the condition (that share of the way)."""
+        x = np.asarray(x, dtype=np.float32)
+        moved = np.asarray(self.cmap.transport(x, self.condition), dtype=np.float32)
+        return partway(x, moved, self.share)
+
+    def response(self, x: np.ndarray) -> np.ndarray:
+        """Distance each cell moves: the share of the step size ``eta(x)`` at the condition."""
+        eta = np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
+        return np.float32(self.share) * eta
+
+    @property
+    def has_response(self) -> bool:
+        """Whether the condition had a detected response (else the input is predicted)."""
+        return self.cmap.moves(self.condition)
+
+    @property
+    def response_share(self) -> float:
+        """The share of the displacement applied."""
+        return self.share
+
+
+class Blend(FittedMethod):
+    """Each cell moved by the weighted displacements of several methods (cells in the fitted space).
+
+    The written expression combines the parts' calibrated outputs with the same weights
+    (:meth:`ConditionView.predict_values <cellw1.tl.conditional.views.ConditionView.predict_values>`);
+    this class gives the fitted-space view.
+    """
+
+    name = CONDITIONAL
+
+    def __init__(self, parts: list[FittedMethod], weights: np.ndarray, share: float = 1.0) -> None:
+        super().__init__(parts[0].info)
+        self.parts, self.weights, self.share = parts, np.asarray(weights, dtype=np.float32), float(share)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Move cells ``x: (n, k)`` by the parts' displacements, weighted."""
+        x = np.asarray(x, dtype=np.float32)
+        return blended(x, [part.predict(x) for part in self.parts], self.weights)
+
+    @property
+    def has_response(self) -> bool:
+        """Whether any part moves cells."""
+        return any(part.has_response for part in self.parts)
+
+    @property
+    def response_share(self) -> float:
+        """The share of the displacement applied."""
+        return self.share
+
+
+def blended(x: np.ndarray, predictions: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
+    """``x + sum_k w_k (predictions_k - x)``: displacements of several predictions, weighted."""
+    out = np.array(x, dtype=np.float32)
+    for predicted, weight in zip(predictions, weights, strict=True):
+        out += np.float32(weight) * (predicted - x)
+    return out
 
 
 _CLASSES: dict[str, type[FittedMethod]] = {

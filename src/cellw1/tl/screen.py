@@ -39,8 +39,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..files.atomic import atomic_output
 from ..io.source import open_source
-from ..ot.conditional import ConditionalConfig
-from ..ot.config import W1Config
+from ..ot.config import ConditionalConfig, W1Config
 from ..ot.sampling import StreamedCells
 from ..ot.screen_test import REFERENCE_CELLS, ControlReference, ResponseTest, q_values, response_test
 from ..pp.labels import condition_labels, label_text, present_labels

@@ -17,8 +17,7 @@ import numpy as np
 from ..checks import check_seed
 from ..errors import ConfigError, InputError
 from ..files.model_files import tensor_checksum
-from ..ot.conditional import ConditionalConfig
-from ..ot.config import W1Config, W2Config
+from ..ot.config import ConditionalConfig, W1Config, W2Config
 from ..ot.effect import EffectTest, check_effect_alpha
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_text

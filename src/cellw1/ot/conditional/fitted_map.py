@@ -10,10 +10,10 @@ import torch
 from ...checks import like_input
 from ...errors import ModelFileError
 from ...files.model_files import check_format, section
+from ..config import ConditionalConfig
 from ..fitted import PotentialStepMap, transport_points
 from ..potential import CHUNK, direction, dual_value, evaluate
 from ..training import History, read_history
-from .config import ConditionalConfig
 from .encoder import Condition, ConditionEncoder
 from .networks import ConditionalPotential, ConditionalStepSize, ConditionBoundModule
 

@@ -26,10 +26,10 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ..config import ConditionalConfig
 from ..lipschitz import GroupSort, LipschitzPotential, OrthonormalLinear
 from ..potential import build_potential
 from ..stepsize import StepSize
-from .config import ConditionalConfig
 
 
 class ConditionalPotential(nn.Module):

@@ -39,11 +39,11 @@ from ...pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ...pp.embedding import EmbeddingConfig
 from ...pp.labels import check_label, condition_labels, present_labels
 from ...pp.preprocessing import Assumption
+from ..methods import AtCondition
 from ..model import check_unique_genes
 from ..pipeline import FittedSpace, fit_pipeline, spread_sample
 from ..spec import MIN_CELLS, ConditionalSpec
 from .model import ConditionalModel, member_labels
-from .views import AtCondition
 
 if TYPE_CHECKING:
     import anndata as ad

@@ -39,8 +39,9 @@ from ...pp.embedding import Embedding
 from ...pp.labels import label_text
 from ...pp.preprocessing import Preprocessor
 from ..fitted_method import FittedMethod
+from ..methods import AtCondition, Blend
 from ..model import PerturbationModel, model_parts, shared_header, write_model
-from .views import AtCondition, Base, Blend, ConditionView
+from .views import Base, ConditionView
 
 if TYPE_CHECKING:
     import anndata as ad

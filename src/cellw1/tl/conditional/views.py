@@ -3,9 +3,9 @@
 A :class:`ConditionView` is a :class:`~cellw1.tl.prediction.Predictor`: it holds a
 :class:`~cellw1.tl.model.PerturbationModel` made of the conditional model's parts (its
 preprocessing and embedding, the condition's method and calibration) and predicts with it.
-A condition's method is the conditional map at that condition (:class:`AtCondition`). Two
-kinds of condition are predicted from other views instead, by adding up their predicted
-changes (:func:`blended`):
+A condition's method is the conditional map at that condition
+(:class:`~cellw1.tl.methods.AtCondition`). Two kinds of condition are predicted from other
+views instead, by adding up their predicted changes (:func:`~cellw1.tl.methods.blended`):
 
 * an unseen dose on a dose-response curve: the training doses' changes, weighted by the curve;
 * a combination ``"A+B"``: its members' changes, each with weight 1 (the members' per-cell
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
-from ...ot.conditional import Condition, ConditionalMap
-from ..fitted_method import FittedMethod, partway
+from ..fitted_method import FittedMethod
+from ..methods import Blend, blended
 from ..model import PerturbationModel
 from ..output import scale_record
 from ..prediction import PREDICT_CHUNK, predict_cells
@@ -36,83 +36,10 @@ if TYPE_CHECKING:
     from ...pp.embedding import Embedding
     from ...pp.preprocessing import Preprocessor
 
-METHOD = "w1_conditional"
 #: what the changes of a blend's parts are measured from: the input itself (doses), or the input
 #: as the model reconstructs it with no change (combinations: each part's change then excludes
 #: the reconstruction error, which would otherwise be counted once per member)
 Base = Literal["input", "reconstruction"]
-
-
-class AtCondition(FittedMethod):
-    """The conditional map with one condition fixed, as a prediction method (cells in the fitted space).
-
-    ``share``: the share of the map's displacement applied (``shrink_response``,
-    :mod:`cellw1.ot.effect`), 1 for all of it.
-    """
-
-    name = METHOD
-
-    def __init__(self, cmap: ConditionalMap, condition: Condition, share: float = 1.0) -> None:
-        super().__init__(cmap.info)
-        self.cmap, self.condition, self.share = cmap, condition, float(share)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Move cells ``x: (n, k)`` by the map at the condition (that share of the way)."""
-        x = np.asarray(x, dtype=np.float32)
-        moved = np.asarray(self.cmap.transport(x, self.condition), dtype=np.float32)
-        return partway(x, moved, self.share)
-
-    def response(self, x: np.ndarray) -> np.ndarray:
-        """Distance each cell moves: the share of the step size ``eta(x)`` at the condition."""
-        eta = np.asarray(self.cmap.step_size(np.asarray(x, dtype=np.float32), self.condition), dtype=np.float32)
-        return np.float32(self.share) * eta
-
-    @property
-    def has_response(self) -> bool:
-        """Whether the condition had a detected response (else the input is predicted)."""
-        return self.cmap.moves(self.condition)
-
-    @property
-    def response_share(self) -> float:
-        """The share of the displacement applied."""
-        return self.share
-
-
-class Blend(FittedMethod):
-    """Each cell moved by the weighted displacements of several methods (cells in the fitted space).
-
-    The written expression combines the parts' calibrated outputs with the same weights
-    (:meth:`ConditionView.predict_values`); this class gives the fitted-space view.
-    """
-
-    name = METHOD
-
-    def __init__(self, parts: list[FittedMethod], weights: np.ndarray, share: float = 1.0) -> None:
-        super().__init__(parts[0].info)
-        self.parts, self.weights, self.share = parts, np.asarray(weights, dtype=np.float32), float(share)
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Move cells ``x: (n, k)`` by the parts' displacements, weighted."""
-        x = np.asarray(x, dtype=np.float32)
-        return blended(x, [part.predict(x) for part in self.parts], self.weights)
-
-    @property
-    def has_response(self) -> bool:
-        """Whether any part moves cells."""
-        return any(part.has_response for part in self.parts)
-
-    @property
-    def response_share(self) -> float:
-        """The share of the displacement applied."""
-        return self.share
-
-
-def blended(x: np.ndarray, predictions: list[np.ndarray], weights: np.ndarray) -> np.ndarray:
-    """``x + sum_k w_k (predictions_k - x)``: displacements of several predictions, weighted."""
-    out = np.array(x, dtype=np.float32)
-    for predicted, weight in zip(predictions, weights, strict=True):
-        out += np.float32(weight) * (predicted - x)
-    return out
 
 
 class ConditionView:
@@ -120,7 +47,7 @@ class ConditionView:
 
     ``model`` predicts the condition on its own: the conditional model's preprocessing and
     embedding with the condition's method and calibration. With ``parts`` (``model.method`` a
-    :class:`Blend` of the parts' methods), the output is the ``base`` plus the parts' predicted
+    :class:`~cellw1.tl.methods.Blend` of the parts' methods), the output is the ``base`` plus the parts' predicted
     changes from it (each calibrated as for its own condition), weighted by the blend's
     weights, clipped at 0. ``output`` says how the written values are made
     (:mod:`cellw1.tl.output`) when the condition has a response.
