@@ -14,15 +14,18 @@ from cellw1.tl.spec import ConditionalSpec
 FAST = cellw1.ConditionalConfig(
     potential_iters=150, regression_iters=100, energy_iters=50, batch_size=256, eval_every=50
 )
-#: an embedding of continuous values of any sign, not expression: centred log expression of the first genes
+#: components of the embedding in obsm (values of any sign, not expression)
 N_FEATURES = 6
 
 
 @pytest.fixture(scope="module")
 def data():
+    """Three perturbations (``NULL`` without an effect) and a PCA of their log expression in ``obsm["X_emb"]``."""
     adata = synthetic_perturbation(n_control=200, n_perturbed=120, n_genes=30, n_perturbations=3, seed=3)
-    x = np.log1p(np.asarray(adata.X.toarray(), dtype=np.float64))[:, :N_FEATURES]
-    adata.obsm["X_emb"] = (x - x.mean(0)).astype(np.float32)
+    x = np.log1p(np.asarray(adata.X.toarray(), dtype=np.float64))
+    x -= x.mean(0)
+    axes = np.linalg.svd(x, full_matrices=False)[2][:N_FEATURES]
+    adata.obsm["X_emb"] = (x @ axes.T).astype(np.float32)
     return adata
 
 
@@ -39,18 +42,23 @@ def test_fits_on_the_embedding_as_it_is(data, model):
     ctrl = controls(data)
     before = ctrl.obsm["X_emb"].copy()
     assert model.obsm_key == "X_emb"
-    assert model.preprocessor is None and model.calibration is None and model.pooled_calibration is None
+    assert model.preprocessor is None
+    assert model.calibration is None
+    assert model.pooled_calibration is None
     assert model.embedding.kind == "genes"  # the embedding's own features, as for cellw1.fit
     assert model.features == [f"X_emb_{i}" for i in range(N_FEATURES)]
     pred = model.predict(ctrl, perturbation="pertA")
     assert pred.shape == (ctrl.n_obs, N_FEATURES)
     record = pred.uns["cellw1"]
-    assert record["obsm_key"] == "X_emb" and record["values"] == "X_emb"
-    assert record["output"] is None and record["input_kind"] is None and record["conditional"] is True
+    assert record["obsm_key"] == record["values"] == "X_emb"
+    assert record["output"] is None
+    assert record["input_kind"] is None
+    assert record["conditional"] is True
     assert record["method"] == "w1_conditional"
     np.testing.assert_array_equal(ctrl.obsm["X_emb"], before)  # input untouched
-    moved = np.abs(pred.X - ctrl.obsm["X_emb"]).mean()
-    assert moved > 0.01  # a responding perturbation moves the cells
+    assert np.abs(pred.X - ctrl.obsm["X_emb"]).mean() > 0.05  # a responding perturbation moves the cells
+    assert model.without_response == [("NULL", None)]
+    np.testing.assert_array_equal(model.predict(ctrl, perturbation="NULL").X, ctrl.obsm["X_emb"])
     assert (pred.X < 0).any()  # continuous values keep their sign (never clipped)
     # toward the perturbed cells' mean
     observed = data.obsm["X_emb"][(data.obs["condition"] == "pertA").to_numpy()].mean(0)
@@ -82,7 +90,10 @@ def test_combination_and_save_load(data, model, tmp_path):
     assert pair.shape == (ctrl.n_obs, N_FEATURES)
     assert np.isfinite(pair.X).all()
     assert (pair.obs["perturbation"] == "pertA+pertB").all()
-    assert not np.allclose(pair.X, ctrl.obsm["X_emb"])
+    singles = [model.predict(ctrl, perturbation=label).X for label in ("pertA", "pertB")]
+    # both members move: the pair adds their changes (unclipped), unlike either alone
+    np.testing.assert_allclose(pair.X, singles[0] + singles[1] - ctrl.obsm["X_emb"], atol=1e-4)
+    assert not np.allclose(pair.X, singles[0])
     model.save(tmp_path / "m")
     loaded = cellw1.load(tmp_path / "m")
     assert isinstance(loaded, cellw1.ConditionalModel)
