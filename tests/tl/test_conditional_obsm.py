@@ -157,3 +157,15 @@ def test_evaluate_w1_conditional_on_obsm(data):
     rows = table[(table["method"] == "w1_conditional") & (table["metric"] == "mmd")]
     assert set(rows["perturbation"]) == {"pertA", "pertB"}
     assert np.isfinite(rows["value"]).all()
+
+
+def test_streamed_from_disk_fits_the_same(data, model, tmp_path):
+    """From an .h5ad path the embedding is streamed by rows; every group fits one buffer: the same fit."""
+    path = tmp_path / "cells.h5ad"
+    data.write_h5ad(path)
+    streamed = cellw1.fit_conditional(str(path), "condition", "control", config=FAST, obsm_key="X_emb", progress=False)
+    assert streamed.info["streamed_from"] == str(path)
+    ctrl = controls(data)
+    np.testing.assert_array_equal(
+        streamed.predict(ctrl, perturbation="pertA").X, model.predict(ctrl, perturbation="pertA").X
+    )
