@@ -364,10 +364,6 @@ def test_evaluate_w1_conditional_on_the_same_splits(data):
     # the one fit, shared out
     assert seconds.nunique() == 1
     assert seconds.iloc[0] > 0
-    with pytest.raises(ConfigError, match="obsm_key"):
-        cellw1.evaluate(
-            data, "condition", "control", ["pertA"], methods=["w1_conditional"], obsm_key="X_pca", progress=False
-        )
 
 
 def test_fit_conditional_streams_from_disk(data, tmp_path):

@@ -155,8 +155,8 @@ def _add_conditional_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_conditional(args: argparse.Namespace) -> int:
     """Fit and save one :class:`ConditionalModel` (``cellw1 fit --conditional``)."""
-    if args.obsm_key is not None or args.method != "w1" or args.scheduler is not None:
-        raise InputError("--conditional fits one W1 model from expression: drop --obsm-key, --method and --scheduler.")
+    if args.method != "w1" or args.scheduler is not None:
+        raise InputError("--conditional fits one W1 model in this process: drop --method and --scheduler.")
     if args.buffer_cells is not None and not args.on_disk:
         raise InputError("--buffer-cells applies with --on-disk only.")
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")
@@ -173,6 +173,7 @@ def _run_conditional(args: argparse.Namespace) -> int:
         config=config,
         seed=args.seed,
         layer=args.layer,
+        obsm_key=args.obsm_key,
         input_kind=args.input_kind,
         progress=args.progress,
         buffer_cells=args.buffer_cells,

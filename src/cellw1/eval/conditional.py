@@ -7,7 +7,8 @@ perturbation's own cells are split as usual, and every method (per-perturbation 
 included) is fitted and scored on these same splits.
 
 - The conditional model is :func:`cellw1.fit_conditional` on the training control cells and the
-  training cells of every evaluated perturbation, in the evaluation's space.
+  training cells of every evaluated perturbation, in the evaluation's space (on
+  ``obsm[obsm_key]`` as it is, with ``obsm_key``).
 - Its ``seconds`` is its map's fit time divided by the number of perturbations, so that the
   sum over perturbations is its whole fit, as the sum of the per-perturbation fits is theirs.
 - Its predictions are scored in the log space of the split's first per-perturbation model,
@@ -46,6 +47,7 @@ def fit_conditional_model(
     config: ConditionalConfig | None,
     space: Space,
     layer: str | None,
+    obsm_key: str | None,
     embedding_config: Any,
     input_kind: Assumption,
     seed: int,
@@ -63,6 +65,7 @@ def fit_conditional_model(
         config=config,
         seed=seed,
         layer=layer,
+        obsm_key=obsm_key,
         embedding_config=embedding_config,
         input_kind=input_kind,
         progress=False,
@@ -91,6 +94,7 @@ class ConditionalMethod(SplitMethod):
             config=plan.configs[CONDITIONAL],
             space=plan.space,
             layer=plan.layer,
+            obsm_key=plan.obsm_key,
             embedding_config=plan.embedding_config,
             input_kind=plan.input_kind,
             seed=plan.seed + repeat,

@@ -118,9 +118,10 @@ def evaluate(
         default is every baseline, the observed ceiling and ``"w1"``; ``"w2"`` and
         ``"scgen_vae"`` are slow and optional.
     space, layer, obsm_key, embedding_config, input_kind
-        Passed to :func:`cellw1.fit`. With ``obsm_key`` the features are ``adata.obsm[obsm_key]``
-        and all of them are scored; otherwise predictions are scored in log-normalised gene
-        space on the top ``n_de_genes`` DE genes of the training cells.
+        Passed to :func:`cellw1.fit` (and :func:`cellw1.fit_conditional`). With ``obsm_key`` the
+        features are ``adata.obsm[obsm_key]`` and all of them are scored; otherwise predictions
+        are scored in log-normalised gene space on the top ``n_de_genes`` DE genes of the
+        training cells.
     n_splits
         Seeded random splits per perturbation (the paper uses 5). ``None``: 5 for data of up to
         100,000 cells, else 1.

@@ -183,8 +183,6 @@ def plan_evaluation(
         logger.info("holdout mode: the split is fixed, so the %d splits differ only in the fit seed.", n_splits)
     configs = dict(configs)
     if CONDITIONAL in chosen_methods:
-        if obsm_key is not None:
-            raise ConfigError("w1_conditional is fitted on expression; drop obsm_key or the method.")
         # the conditional model tests each perturbation at the same level as every other method
         configs[CONDITIONAL] = (configs.get(CONDITIONAL) or ConditionalConfig()).replace(effect_alpha=effect_alpha)
     _note_skipped_baselines(chosen_methods, chosen)

@@ -165,6 +165,8 @@ class ConditionalSpec(PipelineSpec):
 
     ``config`` is a :class:`~cellw1.ot.conditional.ConditionalConfig` (a plain ``W1Config`` is
     converted); ``perturbations`` a tuple of text labels or ``None`` (every label but the control).
+    With ``obsm_key`` the model is fitted on ``obsm[obsm_key]`` as it is, as a single map is
+    (no normalisation, no calibration).
     """
 
     space: Space = "pca"
@@ -176,8 +178,11 @@ class ConditionalSpec(PipelineSpec):
     def __post_init__(self) -> None:
         """Check the settings; convert a ``W1Config`` and the labels given."""
         super().__post_init__()
-        if self.obsm_key is not None or self.embedding is not None:
-            raise ConfigError("a conditional model is fitted on expression with its own embedding.")
+        if self.embedding is not None:
+            raise ConfigError(
+                "a conditional model fits its own embedding; drop embedding= (space= picks it, or give obsm_key= "
+                "to fit on an embedding stored in obsm)."
+            )
         config: Any = self.config
         if config is None:
             config = ConditionalConfig()

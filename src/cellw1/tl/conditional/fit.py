@@ -8,7 +8,8 @@ source by rows) with another method step, :class:`ConditionalMethod`: one
 :class:`~cellw1.ot.conditional.ConditionalMap` learns the control -> condition maps of all of
 them (:mod:`cellw1.ot.conditional.solver`), and the output of each training condition is
 calibrated with its own cells (:mod:`cellw1.pp.calibration`). The dose-response curves and
-the interaction tests of trained combinations follow, on samples of the same groups.
+the interaction tests of trained combinations follow, on samples of the same groups. An obsm
+embedding (``obsm_key``) is read as a single map reads it: as it is, never calibrated.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ def fit_conditional(
     perturbations: Sequence[str] | None = None,
     dose_key: str | None = None,
     embedding_key: str | None = None,
-    space: Literal["genes", "pca", "autoencoder"] = "pca",
+    space: Literal["genes", "pca", "autoencoder"] | None = None,
     config: ConditionalConfig | W1Config | None = None,
     seed: int = 0,
     *,
     layer: str | None = None,
+    obsm_key: str | None = None,
     embedding_config: EmbeddingConfig | None = None,
     input_kind: Assumption = "auto",
     progress: bool = True,
@@ -99,14 +101,23 @@ def fit_conditional(
         labels are encoded from their vectors, so a perturbation that has a vector but no
         cells can be predicted. ``None``: one learned code per label.
     space
-        ``"pca"`` (default), ``"genes"`` or ``"autoencoder"``; predictions are in gene space.
+        ``"pca"``, ``"genes"`` or ``"autoencoder"``; predictions are in gene space (or in the
+        features of ``obsm_key``). Default: ``"pca"``, or ``"genes"`` with ``obsm_key`` (the
+        embedding's own features).
     config
         :class:`~cellw1.ot.conditional.ConditionalConfig` (a plain ``W1Config`` is converted).
     seed
         Seed of every random choice.
     layer, embedding_config, input_kind, progress, buffer_cells
         As for :func:`cellw1.fit`.
+    obsm_key
+        Fit on the embedding ``adata.obsm[obsm_key]`` as it is, as :func:`cellw1.fit` does: no
+        normalisation and no calibration; predictions are the embedding's features as the map
+        gives them (``uns["cellw1"]["output"]`` is ``None``), written as ``X`` (``obsm`` with
+        ``key_added``).
     """
+    if space is None:  # an obsm embedding is used as it is; expression is embedded by PCA
+        space = "pca" if obsm_key is None else "genes"
     spec = ConditionalSpec(
         condition_key=condition_key,
         control=control,
@@ -117,6 +128,7 @@ def fit_conditional(
         config=config,  # type: ignore[arg-type]  # a W1Config is converted by the spec
         seed=seed,
         layer=layer,
+        obsm_key=obsm_key,
         embedding_config=embedding_config,
         input_kind=input_kind,
         progress=progress,
@@ -146,7 +158,8 @@ def fit_conditional_source(source: Source, spec: ConditionalSpec, gate: Gate | N
             "(anndata.read_h5ad) to fit with label vectors."
         )
     table, vectors = _label_table(uns, spec.embedding_key, groups)
-    check_unique_genes(source.var_names)
+    if spec.obsm_key is None:
+        check_unique_genes(source.var_names)
     start = time.perf_counter()
     conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose) for label, dose in groups]
     if gate is not None:  # the gate's calls replace the map's own tests
@@ -161,7 +174,6 @@ def fit_conditional_source(source: Source, spec: ConditionalSpec, gate: Gate | N
     interactions = _interaction_tests(training, space)
     calibration, pooled = result.calibration or (None, None)
     info["seconds_with_calibration"] = time.perf_counter() - start
-    assert space.preprocessor is not None
     return ConditionalModel(
         features=space.features,
         preprocessor=space.preprocessor,
@@ -173,6 +185,7 @@ def fit_conditional_source(source: Source, spec: ConditionalSpec, gate: Gate | N
         dose_key=spec.dose_key,
         embedding_key=spec.embedding_key,
         layer=spec.layer,
+        obsm_key=spec.obsm_key,
         info=info,
         conditions=training,
         calibration=calibration,
@@ -231,10 +244,9 @@ class ConditionalMethod:
     def calibrate(self, space: FittedSpace, cmap: ConditionalMap) -> tuple[np.ndarray, np.ndarray] | None:
         """Calibrate each training condition, and pooled over them the zero thresholds (for unseen ones).
 
-        ``None`` for continuous values (never calibrated).
+        ``None`` for continuous values and an obsm embedding (never calibrated).
         """
-        assert space.preprocessor is not None
-        if not space.preprocessor.expression:
+        if space.preprocessor is None or not space.preprocessor.expression:
             return None
         return _calibrations(space, cmap, self.conditions, self.spec)
 

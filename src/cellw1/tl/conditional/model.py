@@ -8,7 +8,9 @@ log1p expression, ``uns["cellw1"]`` with the condition). A training condition is
 with its own numbers; a dose between two training doses of its label with theirs, interpolated
 (output ``"calibrated_interpolated"``); any other condition (a dose outside the training range,
 an embedded label) gets the zero thresholds pooled over all training conditions and no mean
-offsets (output ``"calibrated_zeros"``): its mean is the map's.
+offsets (output ``"calibrated_zeros"``): its mean is the map's. A model fitted on an obsm
+embedding (``obsm_key``) reads and writes its features as a single map's obsm model does: as
+the map gives them, never calibrated or clipped (output ``None``).
 
 A combination (``"A+B"``, in any order) is its members' predicted changes added up, cell by
 cell (output ``"calibrated_additive"``; a member without a detected response adds nothing);
@@ -70,7 +72,7 @@ class ConditionalModel:
     Attributes
     ----------
     features
-        Genes the model reads and writes, in order.
+        Genes the model reads and writes, in order (``{obsm_key}_{i}`` for an obsm embedding).
     labels
         The label table: perturbations it can encode (with ``embedding_key``: every label
         that had a vector, trained on or not).
@@ -84,6 +86,9 @@ class ConditionalModel:
         its :class:`~cellw1.ot.conditional.interaction.InteractionTest` against the sum of its members.
     condition_key, control, dose_key, embedding_key
         Where the conditions came from in the training AnnData.
+    layer, obsm_key
+        The layer read instead of ``X``, or the obsm embedding the model was fitted on as it is
+        (``None``: expression); as for :class:`~cellw1.tl.model.PerturbationModel`.
     """
 
     def __init__(
@@ -102,6 +107,7 @@ class ConditionalModel:
         calibration: np.ndarray | None,
         pooled_calibration: np.ndarray | None,
         layer: str | None = None,
+        obsm_key: str | None = None,
         info: dict[str, Any] | None = None,
         dose_curves: dict[str, DoseResponse] | None = None,
         interactions: list[dict[str, Any]] | None = None,
@@ -109,7 +115,7 @@ class ConditionalModel:
         self.features, self.preprocessor, self.embedding, self.map = list(features), preprocessor, embedding, cmap
         self.condition_key, self.control = condition_key, control
         self.labels, self.conditions = list(labels), [dict(c) for c in conditions]
-        self.dose_key, self.embedding_key, self.layer = dose_key, embedding_key, layer
+        self.dose_key, self.embedding_key, self.layer, self.obsm_key = dose_key, embedding_key, layer, obsm_key
         self.calibration = None if calibration is None else np.asarray(calibration, dtype=np.float32)
         self.pooled_calibration = None if pooled_calibration is None else np.asarray(pooled_calibration, np.float32)
         self.info: dict[str, Any] = dict(info or {})
@@ -121,7 +127,8 @@ class ConditionalModel:
         dose = f", dose_key={self.dose_key!r} ({len(self.dose_curves)} dose-response curves)" if self.dose_key else ""
         return (
             f"ConditionalModel({len(self.conditions)} training conditions, {len(self.labels)} labels{dose}, "
-            f"space={self.embedding.kind!r}, {len(self.features)} features, "
+            f"space={self.embedding.kind!r}, {len(self.features)} features"
+            f"{'' if self.obsm_key is None else f' of obsm[{self.obsm_key!r}]'}, "
             f"{len(self.without_response)} without a detected response)"
         )
 
@@ -317,6 +324,7 @@ class ConditionalModel:
             control=self.control,
             perturbation=label,
             layer=self.layer,
+            obsm_key=self.obsm_key,
             info=self.info,
             calibration=calibration,
         )
@@ -427,6 +435,7 @@ class ConditionalModel:
             "conditions": self.conditions,
             "dose_key": self.dose_key,
             "embedding_key": self.embedding_key,
+            "obsm_key": self.obsm_key,
             "map": self.map.header(),
             "dose_response": {label: curve.to_dict() for label, curve in self.dose_curves.items()},
             "interactions": self.interactions,
@@ -455,6 +464,7 @@ class ConditionalModel:
                 conditions=header["conditions"],
                 dose_key=header["dose_key"],
                 embedding_key=header["embedding_key"],
+                obsm_key=header.get("obsm_key"),  # files written before obsm models: expression
                 dose_curves={
                     label: DoseResponse.from_dict(curve) for label, curve in (header.get("dose_response") or {}).items()
                 },

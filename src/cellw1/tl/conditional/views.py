@@ -103,7 +103,7 @@ class ConditionView:
 
     @property
     def features(self) -> list[str]:
-        """Genes read and written, in order."""
+        """Genes (or obsm features) read and written, in order."""
         return self.model.features
 
     @property
@@ -113,7 +113,7 @@ class ConditionView:
 
     @property
     def obsm_key(self) -> str | None:
-        """Always ``None``: a conditional model reads expression."""
+        """The obsm embedding the conditional model reads as it is (``None``: expression)."""
         return self.model.obsm_key
 
     @property
@@ -138,7 +138,7 @@ class ConditionView:
 
     # -- the Predictor contract (cellw1.tl.prediction) -------------------------------------------------
     def feature_columns(self, names: Sequence[str]) -> np.ndarray | None:
-        """Positions of the model's genes among the data's ``names``."""
+        """Positions of the model's genes among the data's ``names`` (``None``: obsm, in order)."""
         return self.model.feature_columns(names)
 
     def input_values(self, raw: Any, columns: np.ndarray | None) -> np.ndarray:
