@@ -37,7 +37,7 @@ FORMATS: dict[str, str] = {
 }
 
 
-def section(tensors: dict[str, Any], prefix: str) -> dict[str, Any]:
+def tensors_under(tensors: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Return the entries of a saved file under ``prefix`` (``"potential."``...), with the prefix removed."""
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 

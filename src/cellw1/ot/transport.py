@@ -8,7 +8,7 @@ import torch
 
 from ..checks import like_input
 from ..errors import ModelFileError
-from ..files.model_files import check_format, section
+from ..files.model_files import check_format, tensors_under
 from .config import W1Config
 from .fitted import PotentialStepMap, transport_points
 from .lipschitz import LipschitzPotential
@@ -125,10 +125,10 @@ class TransportMap(PotentialStepMap):
             config = W1Config.from_dict(header["config"])
             potential = build_potential(int(header["dim"]), config)
             step_size = StepSize(int(header["dim"]), config.step_hidden)
-            weights = section(tensors, "potential.")
+            weights = tensors_under(tensors, "potential.")
             weights.setdefault("input_mask", torch.ones(int(header["dim"])))  # files from before the mask
             potential.load_state_dict(weights)
-            step_size.load_state_dict(section(tensors, "step_size."))
+            step_size.load_state_dict(tensors_under(tensors, "step_size."))
             info, history = read_history(header)
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             raise ModelFileError(f"{source} does not match its own description ({exc}); save the model again.") from exc

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..checks import check_pair, check_seed, like_input, resolve_device
 from ..errors import ConfigError, InputError, ModelFileError
-from ..files.model_files import check_format, section
+from ..files.model_files import check_format, tensors_under
 from .config import W2Config
 from .energy import energy_distance, mean_distance
 from .fitted import FittedMap
@@ -148,8 +148,8 @@ class W2Map(FittedMap):
             else:
                 shift, scale = tensors["standardizer.shift"], float(tensors["standardizer.scale"].reshape(()))
             f, g = build_icnn(int(header["dim"]), config), build_icnn(int(header["dim"]), config)
-            f.load_state_dict(section(tensors, "f."))
-            g.load_state_dict(section(tensors, "g."))
+            f.load_state_dict(tensors_under(tensors, "f."))
+            g.load_state_dict(tensors_under(tensors, "g."))
             info, history = read_history(header)
             return cls(f, g, config, info, shift=shift, scale=scale, history=history)
         except (KeyError, RuntimeError, ValueError, TypeError, ConfigError, InputError) as exc:

@@ -27,7 +27,7 @@ import torch
 from .._version import __version__
 from ..errors import InputError, ModelFileError
 from ..files.atomic import atomic_write_bytes
-from ..files.model_files import FORMATS, check_format, file_format, load_tensors, save_tensors, section
+from ..files.model_files import FORMATS, check_format, file_format, load_tensors, save_tensors, tensors_under
 from ..io.source import feature_matrix, open_source
 from ..ot.effect import EffectTest
 from ..ot.training import History, combine
@@ -336,7 +336,7 @@ class PerturbationModel:
         with model_parts(directory, "PerturbationModel", FORMAT, FORMAT_VERSION) as (tensors, header, shared):
             return cls(
                 **shared,
-                method=load_method(section(tensors, "method."), header["method"]),
+                method=load_method(tensors_under(tensors, "method."), header["method"]),
                 perturbation=header["perturbation"],
                 obsm_key=header.get("obsm_key"),
             )
@@ -399,7 +399,7 @@ def model_parts(
             {
                 "features": header["features"],
                 "preprocessor": None if pre is None else Preprocessor.from_dict(pre),
-                "embedding": load_embedding(section(tensors, "embedding."), header["embedding"]),
+                "embedding": load_embedding(tensors_under(tensors, "embedding."), header["embedding"]),
                 "condition_key": header["condition_key"],
                 "control": header["control"],
                 "layer": header.get("layer"),

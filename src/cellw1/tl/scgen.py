@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, MissingDependencyError
-from ..files.model_files import section
+from ..files.model_files import tensors_under
 from ..ot.config import Config
 from .fitted_method import FittedMethod
 
@@ -151,7 +151,7 @@ class ScGenVAE(FittedMethod):
     def from_state(cls, tensors: dict[str, torch.Tensor], header: dict[str, Any]) -> ScGenVAE:
         """The fitted scGen model from its saved tensors and header (needs the scgen extra)."""
         import_scgen()  # a clear error now rather than at the first prediction
-        variables = {k: v.numpy() for k, v in section(tensors, "net.").items()}
+        variables = {k: v.numpy() for k, v in tensors_under(tensors, "net.").items()}
         return cls(
             variables,
             tensors["delta"].numpy(),

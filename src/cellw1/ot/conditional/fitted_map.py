@@ -9,7 +9,7 @@ import torch
 
 from ...checks import like_input
 from ...errors import ModelFileError
-from ...files.model_files import check_format, section
+from ...files.model_files import check_format, tensors_under
 from ..config import ConditionalConfig
 from ..fitted import PotentialStepMap, transport_points
 from ..potential import CHUNK, direction, dual_value, evaluate
@@ -157,7 +157,7 @@ class ConditionalMap(PotentialStepMap):
             potential = ConditionalPotential(int(header["dim"]), encoder.dim, config)
             step = ConditionalStepSize(int(header["dim"]), encoder.dim, config.step_hidden)
             for prefix, net in (("encoder.", encoder), ("potential.", potential), ("step_size.", step)):
-                net.load_state_dict(section(tensors, prefix))
+                net.load_state_dict(tensors_under(tensors, prefix))
             info, history = read_history(header)
             unresponsive = [Condition(tuple(c["labels"]), None, c["dose"]) for c in header.get("still", [])]
         except (KeyError, RuntimeError, ValueError, TypeError) as exc:

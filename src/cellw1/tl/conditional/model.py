@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ...errors import InputError
-from ...files.model_files import section
+from ...files.model_files import tensors_under
 from ...ot.conditional import Condition, ConditionalMap, DoseResponse, InteractionTest
 from ...pp.embedding import Embedding
 from ...pp.labels import label_text
@@ -458,7 +458,7 @@ class ConditionalModel:
             return cls(
                 **shared,
                 cmap=ConditionalMap.from_state(
-                    section(tensors, "map."), header["map"], source=f"model in {str(directory)!r}"
+                    tensors_under(tensors, "map."), header["map"], source=f"model in {str(directory)!r}"
                 ),
                 labels=header["labels"],
                 conditions=header["conditions"],
