@@ -94,6 +94,20 @@ def test_evaluate_help_lists_the_new_options(capsys) -> None:
     assert "--splits" in text
     assert "global_mean" in text
     assert "deprecated alias of --splits" in text
+    assert "--reference" in text
+    assert "--confidence" in text
+
+
+def test_evaluate_reports_against_the_reference_asked_for(cells: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    argv = ["evaluate", str(cells), "--condition-key", "condition", "--control", "ctrl"]
+    argv += ["--methods", "identity,mean_shift", "--reference", "mean_shift", "--confidence", "0.8"]
+    assert main([*argv, *SHORT, "--out", str(out)]) == 0
+    assert "mean_shift against the best baseline of each metric" in capsys.readouterr().out
+    compared = pd.read_csv(out / "comparisons.csv")
+    assert set(compared["reference"]) == {"mean_shift"}
+    assert set(compared["baseline"]) == {"identity"}
+    assert "## Where mean_shift loses" in (out / "report.md").read_text()
 
 
 def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, monkeypatch) -> None:
@@ -115,6 +129,8 @@ def test_evaluate_without_data_uses_the_synthetic_set(tmp_path: Path, capsys, mo
         (["--condition-key", "condition", "--control", "ctrl", "--holdout", "celltype"], "must look like KEY=VALUE"),
         (["--condition-key", "condition", "--control", "ctrl", "--methods", "identity,cellot"], "cellot"),
         (["--condition-key", "condition", "--control", "nope"], "control 'nope'"),
+        (["--condition-key", "condition", "--control", "ctrl", "--confidence", "95"], "--confidence 95.0 must be"),
+        (["--condition-key", "condition", "--control", "ctrl", "--methods", "identity", "--reference", "w1"], "w1"),
     ],
 )
 def test_evaluate_usage_errors_exit_two(cells: Path, tmp_path: Path, capsys, extra: list[str], message: str) -> None:

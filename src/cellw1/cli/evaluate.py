@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from ..datasets import synthetic_perturbation
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..eval.evaluation import DEFAULT_METHODS, evaluate
 from ..files.outputs import check_output
 from ..ot.config import W2Config
@@ -89,8 +89,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--out", type=Path, default=Path("cellw1-report"), help="report folder (default: %(default)s)")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="method compared with every baseline in the report and its verdicts (default: w1, when evaluated)",
+    )
+    parser.add_argument(
+        "--confidence", type=float, default=0.95, help="level of the bootstrap intervals (default: %(default)s)"
+    )
     add_solver_arguments(parser)
     return parser
+
+
+def _check_report_options(args: argparse.Namespace) -> None:
+    """Fail before any fit when ``--confidence`` is not a level or ``--reference`` is not among ``--methods``."""
+    if not 0.0 < args.confidence < 1.0:
+        raise ConfigError(f"--confidence {args.confidence!r} must be a level between 0 and 1, e.g. 0.95.")
+    methods = DEFAULT_METHODS if args.methods is None else tuple(m.strip() for m in args.methods.split(","))
+    if args.reference is not None and args.reference not in methods:
+        raise ConfigError(f"--reference {args.reference!r} is not among the evaluated methods {list(methods)}.")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     """
     config = solver_config(args)
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")
+    _check_report_options(args)
     if args.data is None:
         adata = synthetic_perturbation(seed=args.seed)
         condition_key, control = args.condition_key or "condition", args.control or "control"
@@ -137,7 +155,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=args.progress,
     )
-    written = result.save(args.out)
+    reference = args.reference or "w1"
+    written = result.save(args.out, reference=reference, confidence=args.confidence)
     summary = result.summary()
     table = summary.pivot(index="method", columns="metric", values="median").reindex(result.methods)
     with pd.option_context("display.width", 120, "display.float_format", "{:.4g}".format):
@@ -151,9 +170,9 @@ def run(args: argparse.Namespace) -> int:
             f"test for a response (effect_alpha={alpha:g}): {len(gated)} of {splits} perturbation splits had none and "
             f"were predicted as their controls by every method{': ' + ', '.join(names) if names else ''}"
         )
-    verdicts = result.verdicts() if "w1" in result.methods else None
+    verdicts = result.verdicts(reference, args.confidence) if reference in result.methods else None
     if verdicts is not None and len(verdicts):
-        print("w1 against the best baseline of each metric (report.md says where it loses):")
+        print(f"{reference} against the best baseline of each metric (report.md says where it loses):")
         for text in verdicts["verdict"]:
             print(f"  {text}")
     print(f"wrote {len(written)} files to {args.out}")

@@ -163,24 +163,37 @@ class EvaluationResult:
         Paired over the same perturbations and splits (:mod:`cellw1.eval.confidence`); the row of
         each metric's best baseline has ``best`` True and its ``verdict`` is the report's.
         """
+        self._check_reference(reference, confidence)
         return _comparisons(self.table, _higher_is_better, reference, confidence, seed)
 
     def per_perturbation(self, reference: str = "w1", confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
         """Compare ``reference`` with every baseline per perturbation and metric, with an interval over splits."""
+        self._check_reference(reference, confidence)
         return _per_perturbation(self.table, _higher_is_better, reference, confidence, seed)
+
+    def _check_reference(self, reference: str, confidence: float) -> None:
+        """A ConfigError unless ``reference`` is a method of the table (or absent: no rows) and ``0 < confidence < 1``."""
+        if not isinstance(confidence, int | float) or isinstance(confidence, bool) or not 0.0 < confidence < 1.0:
+            raise ConfigError(f"confidence={confidence!r} must be a level between 0 and 1, e.g. 0.95.")
+        if not isinstance(reference, str) or not reference:
+            raise ConfigError(f"reference={reference!r} must be the name of an evaluated method, e.g. 'w1'.")
 
     def verdicts(self, reference: str = "w1", confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
         """Return the rows of :meth:`comparisons` against each metric's best baseline."""
         table = self.comparisons(reference, confidence, seed)
         return table[table["best"].astype(bool)].reset_index(drop=True)
 
-    def save(self, directory: str | os.PathLike) -> list[Path]:
+    def save(self, directory: str | os.PathLike, reference: str = "w1", confidence: float = 0.95) -> list[Path]:
         """Write the tables, ``settings.json``, the figures and the summary page ``report.md`` / ``report.html``.
+
+        ``reference`` is the method compared with every baseline (``w1`` by default; another
+        evaluated method, or an external tool's name, can take its place) and ``confidence`` the
+        level of the bootstrap intervals.
 
         Tables: ``results.csv`` (every row), ``summary.csv``, ``wilcoxon.csv`` (rank sums, ``w1``
         against the others), ``comparisons.csv`` (:meth:`comparisons`) and
-        ``per_perturbation.csv`` (:meth:`per_perturbation`); without ``w1`` the last three hold
-        only their header. Figures: ``metrics.png`` (:func:`cellw1.pl.metric_bars`),
+        ``per_perturbation.csv`` (:meth:`per_perturbation`); without ``reference`` the last three
+        hold only their header. Figures: ``metrics.png`` (:func:`cellw1.pl.metric_bars`),
         ``forest.png`` (:func:`cellw1.pl.forest`, when there are comparisons) and, when cells
         were kept, ``embedding.png`` and ``mean_change.png``. Every file is written atomically.
 
@@ -198,13 +211,13 @@ class EvaluationResult:
             _write_csv(self.table, directory / "results.csv"),
             _write_csv(self.summary(), directory / "summary.csv"),
         ]
-        if "w1" in self.methods:
-            wilcoxon = self.wilcoxon("w1")
+        if reference in self.methods:
+            wilcoxon = self.wilcoxon(reference)
         else:
-            logger.info("w1 was not evaluated; wilcoxon.csv is written without rows.")
+            logger.info("%s was not evaluated; wilcoxon.csv is written without rows.", reference)
             wilcoxon = pd.DataFrame(columns=["metric", "reference", "method", "statistic", "pvalue"])
         written.append(_write_csv(wilcoxon, directory / "wilcoxon.csv"))
-        compared, per = self.comparisons(), self.per_perturbation()
+        compared, per = self.comparisons(reference, confidence), self.per_perturbation(reference, confidence)
         written.append(_write_csv(compared, directory / "comparisons.csv"))
         written.append(_write_csv(per, directory / "per_perturbation.csv"))
         written.append(atomic_write_bytes(directory / "settings.json", json.dumps(self.settings, indent=2).encode()))
