@@ -15,7 +15,7 @@ from ..ot.config import W1Config, W2Config
 from ..ot.effect import EffectTest
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import check_label, condition_labels
-from ..pp.preprocessing import Assumption
+from ..pp.preprocessing import Assumption, Preprocessor
 from .methods import check_method
 from .model import PerturbationModel, check_unique_genes
 from .pipeline import SingleMethod, fit_pipeline
@@ -41,6 +41,7 @@ def fit(
     config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
+    preprocessor: Preprocessor | None = None,
     input_kind: Assumption = "auto",
     effect_alpha: float | None = EFFECT_ALPHA,
     seed: int = 0,
@@ -80,6 +81,9 @@ def fit(
     embedding
         A fitted embedding to reuse instead of fitting one (e.g. ``other_model.embedding``, so
         several methods share one latent space); it must read the same features.
+    preprocessor
+        A fitted normalisation to reuse instead of fitting one (e.g. ``other_model.preprocessor``;
+        :func:`cellw1.fit_all` with ``shared_space=True`` gives every fit the screen's).
     input_kind
         ``"counts"`` (normalise + log1p), ``"log"`` (already log-normalised, non-negative),
         ``"continuous"`` (values of any sign: CyTOF arcsinh, imaging features, z-scores; never
@@ -115,6 +119,7 @@ def fit(
         config=config,
         embedding_config=embedding_config,
         embedding=embedding,
+        preprocessor=preprocessor,
         input_kind=input_kind,
         effect_alpha=effect_alpha,
         effect=effect,

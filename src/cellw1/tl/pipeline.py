@@ -218,10 +218,33 @@ def fit_space(
     return FittedSpace(preprocessor, embedding, cells, matrix, group_rows, transform, features, spec.seed, info)
 
 
+def fit_shared_space(source: Source, rows: np.ndarray, spec: PipelineSpec) -> tuple[Preprocessor | None, Embedding]:
+    """Fit steps 1 and 2 once, on ``rows`` (increasing), for fits that share them (a screen's space).
+
+    :func:`cellw1.fit_all` with ``shared_space=True`` fits them on the controls and every
+    perturbation's cells (PCA: on a seeded sample of :data:`EMBEDDING_CELLS` of them); each
+    perturbation's fit then takes them as given (``FitSpec(preprocessor=..., embedding=...)``).
+    """
+    matrix, _ = feature_matrix(source, layer=spec.layer, obsm_key=spec.obsm_key)
+    info: dict[str, Any] = {}
+    preprocessor, transform = _fit_normalisation(matrix, rows, spec, info)
+    embedding = _fit_embedding(matrix, rows, transform, spec, buffer_size(source, spec.buffer_cells), info)
+    logger.info("shared space fitted on %d cells: %s, %s", len(rows), info.get("input_kind", "obsm"), embedding.kind)
+    return preprocessor, embedding
+
+
 def _fit_normalisation(
     matrix: Matrix, rows: np.ndarray, spec: PipelineSpec, info: dict[str, Any]
 ) -> tuple[Preprocessor | None, Callable[[Any], np.ndarray]]:
-    """Step 1: the preprocessor and raw rows -> input space (an obsm embedding as it is)."""
+    """Step 1: the preprocessor and raw rows -> input space (an obsm embedding as it is; a given one checked)."""
+    given = spec.preprocessor if isinstance(spec, FitSpec) else None
+    if given is not None:
+        if given.n_features is not None and given.n_features != matrix.shape[1]:
+            raise InputError(
+                f"the given preprocessor reads {given.n_features} features but the data have {matrix.shape[1]}."
+            )
+        info["input_kind"], info["input_kind_reason"] = given.input_kind, given.reason
+        return given, given.transform
     detection = matrix.read(spread_sample(rows, DETECTION_ROWS, spec.seed))
     if spec.obsm_key is not None:
         check_signal_streaming(lambda: row_blocks(matrix, rows), detection, name=f"obsm[{spec.obsm_key!r}]")
