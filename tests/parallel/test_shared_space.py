@@ -18,6 +18,7 @@ from conftest import count_adata
 
 import cellw1
 from cellw1 import ConfigError
+from cellw1.cli.main import main
 from cellw1.io.source import open_source
 from cellw1.tl.model import COLLECTION_FILE, PerturbationModel
 from cellw1.tl.pipeline import fit_shared_space
@@ -127,3 +128,21 @@ def test_progress_lines_give_the_time_left(adata: ad.AnnData, caplog: pytest.Log
 def test_shared_space_must_be_a_bool(adata: ad.AnnData) -> None:
     with pytest.raises(ConfigError, match="shared_space"):
         cellw1.fit_all(adata, "condition", "ctrl", shared_space="yes", progress=False)  # type: ignore[arg-type]
+
+
+def test_cli_fits_a_screen_in_one_space(adata: ad.AnnData, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    data = tmp_path / "cells.h5ad"
+    adata.write_h5ad(data)
+    keys = ["--condition-key", "condition", "--control", "ctrl", "--method", "mean_shift", "--space", "pca"]
+    out = tmp_path / "models"
+    assert main(["fit", str(data), *keys, "--perturbation", "all", "--shared-space", "--out", str(out), "--quiet"]) == 0
+    loaded = cellw1.load(out)
+    assert isinstance(loaded, cellw1.ModelCollection)
+    first = [np.asarray(t) for t in loaded["up"].embedding.state_tensors().values()]
+    for model in loaded.values():
+        for got, want in zip(model.embedding.state_tensors().values(), first, strict=True):
+            np.testing.assert_array_equal(np.asarray(got), want)
+    assert "saved 3 models" in capsys.readouterr().out
+    one = ["fit", str(data), *keys, "--perturbation", "up", "--shared-space", "--out", str(tmp_path / "one")]
+    assert main(one) != 0
+    assert "--shared-space applies to a collection" in capsys.readouterr().err
