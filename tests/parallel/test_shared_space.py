@@ -17,11 +17,12 @@ import pytest
 from conftest import count_adata
 
 import cellw1
+import cellw1.tl.api
 from cellw1 import ConfigError
 from cellw1.cli.main import main
 from cellw1.io.source import open_source
 from cellw1.tl.model import COLLECTION_FILE, PerturbationModel
-from cellw1.tl.pipeline import fit_shared_space
+from cellw1.tl.pipeline import EncodedGroup, fit_shared_space
 from cellw1.tl.spec import FitSpec
 
 
@@ -146,3 +147,26 @@ def test_cli_fits_a_screen_in_one_space(adata: ad.AnnData, tmp_path: Path, capsy
     one = ["fit", str(data), *keys, "--perturbation", "up", "--shared-space", "--out", str(tmp_path / "one")]
     assert main(one) != 0
     assert "--shared-space applies to a collection" in capsys.readouterr().err
+
+
+def test_the_controls_are_encoded_once_for_every_fit(adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch) -> None:
+    given: list[EncodedGroup | None] = []
+    fit_source = cellw1.tl.api.fit_source
+
+    def spy(source, spec, encoded=None):  # noqa: ANN001, ANN202
+        given.append(encoded)
+        return fit_source(source, spec, encoded)
+
+    monkeypatch.setattr(cellw1.tl.api, "fit_source", spy)
+    shared = cellw1.fit_all(adata, "condition", "ctrl", shared_space=True, progress=False, **SETTINGS)
+    assert len(given) == 3
+    assert all(g is given[0] for g in given)  # one encoding of the controls, for every fit
+    controls = given[0]
+    assert controls is not None
+    model = shared["up"]
+    np.testing.assert_array_equal(controls.rows, np.flatnonzero(adata.obs["condition"] == "ctrl"))
+    expected = model.embedding.encode(model.preprocessor.transform(adata[adata.obs["condition"] == "ctrl"].X))
+    np.testing.assert_allclose(controls.cells, expected, rtol=1e-6, atol=1e-6)
+    given.clear()
+    cellw1.fit_all(adata, "condition", "ctrl", ["up"], progress=False, **SETTINGS)
+    assert given == [None]  # the default reads the controls in each fit, through its own space

@@ -21,7 +21,7 @@ from ..tl import api
 from ..tl.collection import CollectionDirectory, ModelCollection
 from ..tl.methods import check_method
 from ..tl.model import PerturbationModel
-from ..tl.pipeline import fit_shared_space
+from ..tl.pipeline import EncodedGroup, encode_group, fit_shared_space
 from ..tl.spec import FitSpec
 from .cluster import check_scheduler, fit_on_client, open_client
 
@@ -148,8 +148,9 @@ def _fit_labels(
     """:func:`fit_all` on an open source: here one fit after the other, or on a Dask cluster."""
     labels = condition_labels(source, spec.condition_key)
     perturbations = _requested(labels, spec, perturbations)
+    controls = None  # with a shared space: the controls read through it once, for the fits in this process
     if shared_space:  # before the directory is opened: its settings name the shared space
-        spec, kwargs = _share_space(source, labels, spec, perturbations, kwargs)
+        spec, kwargs, controls = _share_space(source, labels, spec, perturbations, kwargs)
     store = None if out is None else CollectionDirectory(out, spec.settings(), inputs=[source.origin])
     with store or contextlib.nullcontext():  # out stays locked while written
         models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
@@ -174,7 +175,7 @@ def _fit_labels(
 
         if todo:
             if scheduler is None:
-                outcomes = _fit_here(source, spec, todo)
+                outcomes = _fit_here(source, spec, todo, controls)
             else:
                 outcomes = _fit_there(source, spec, todo, scheduler, n_workers, threads_per_worker, kwargs)
             with contextlib.closing(outcomes), ScreenProgress(len(todo), progress) as bar:
@@ -209,21 +210,26 @@ def _requested(labels: Any, spec: FitSpec, perturbations: Sequence[str] | None) 
 
 def _share_space(
     source: Source, labels: Any, spec: FitSpec, perturbations: list[str], kwargs: dict[str, Any]
-) -> tuple[FitSpec, dict[str, Any]]:
-    """Fit the normalisation and embedding once on the controls and every perturbation; every fit reuses them."""
+) -> tuple[FitSpec, dict[str, Any], EncodedGroup]:
+    """Fit the normalisation and embedding once on the controls and every perturbation; every fit reuses them.
+
+    Returns the settings of every fit, the keywords of the fits on a cluster, and the controls
+    read through the space once.
+    """
     start = time.perf_counter()
     rows = np.flatnonzero(labels.isin([spec.control, *perturbations]).to_numpy())
     preprocessor, embedding = fit_shared_space(source, rows, spec)
+    controls = encode_group(source, np.flatnonzero((labels == spec.control).to_numpy()), spec, preprocessor, embedding)
     logger.info("shared space of %d perturbations fitted in %.1f s", len(perturbations), time.perf_counter() - start)
     shared = {"preprocessor": preprocessor, "embedding": embedding}
-    return spec.replace(**shared), {**kwargs, **shared}
+    return spec.replace(**shared), {**kwargs, **shared}, controls
 
 
-def _fit_here(source: Source, spec: FitSpec, todo: list[str]) -> Outcomes:
+def _fit_here(source: Source, spec: FitSpec, todo: list[str], controls: EncodedGroup | None) -> Outcomes:
     """Fit the perturbations one after the other in this process; yield each outcome."""
     for label in todo:
         try:
-            outcome: PerturbationModel | CellW1Error = api.fit_source(source, spec.for_perturbation(label))
+            outcome: PerturbationModel | CellW1Error = api.fit_source(source, spec.for_perturbation(label), controls)
         except CellW1Error as exc:
             outcome = exc
         yield label, outcome

@@ -18,7 +18,7 @@ from ..pp.labels import check_label, condition_labels
 from ..pp.preprocessing import Assumption, Preprocessor
 from .methods import check_method
 from .model import PerturbationModel, check_unique_genes
-from .pipeline import SingleMethod, fit_pipeline
+from .pipeline import EncodedGroup, SingleMethod, fit_pipeline
 from .scgen import ScGenConfig
 from .spec import EFFECT_ALPHA, MIN_CELLS, FitSpec, Space
 
@@ -131,10 +131,11 @@ def fit(
         return fit_source(source, spec)
 
 
-def fit_source(source: Source, spec: FitSpec) -> PerturbationModel:
+def fit_source(source: Source, spec: FitSpec, encoded: EncodedGroup | None = None) -> PerturbationModel:
     """Fit as :func:`fit` does, on an open :class:`~cellw1.io.source.Source` with validated settings.
 
-    :func:`cellw1.fit_all` calls it once per perturbation.
+    :func:`cellw1.fit_all` calls it once per perturbation; with a shared space, with the
+    controls read through it once (``encoded``, :func:`~cellw1.tl.pipeline.encode_group`).
     """
     if spec.perturbation is None:
         raise InputError("the fit specification names no perturbation; give FitSpec(perturbation=...).")
@@ -149,7 +150,7 @@ def fit_source(source: Source, spec: FitSpec) -> PerturbationModel:
         check_unique_genes(source.var_names)
     start = time.perf_counter()
     info: dict[str, Any] = {"n_control": len(group_rows[0]), "n_perturbed": len(group_rows[1]), "seed": spec.seed}
-    result = fit_pipeline(source, group_rows, spec, SingleMethod(spec))
+    result = fit_pipeline(source, group_rows, spec, SingleMethod(spec), encoded)
     info.update(result.info, fit_seconds=time.perf_counter() - start)
     return PerturbationModel(
         features=result.space.features,
