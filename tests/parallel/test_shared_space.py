@@ -17,6 +17,7 @@ import pytest
 from conftest import count_adata
 
 import cellw1
+import cellw1.parallel.perturbations
 import cellw1.tl.api
 from cellw1 import ConfigError
 from cellw1.cli.main import main
@@ -170,3 +171,19 @@ def test_the_controls_are_encoded_once_for_every_fit(adata: ad.AnnData, monkeypa
     given.clear()
     cellw1.fit_all(adata, "condition", "ctrl", ["up"], progress=False, **SETTINGS)
     assert given == [None]  # the default reads the controls in each fit, through its own space
+
+
+def test_too_many_controls_to_hold_are_read_by_each_fit(adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch) -> None:
+    held = cellw1.fit_all(adata, "condition", "ctrl", ["up"], shared_space=True, progress=False, **SETTINGS)
+    monkeypatch.setattr(cellw1.parallel.perturbations, "ENCODED_BYTES", 0)
+    given: list[EncodedGroup | None] = []
+    fit_source = cellw1.tl.api.fit_source
+
+    def spy(source, spec, encoded=None):  # noqa: ANN001, ANN202
+        given.append(encoded)
+        return fit_source(source, spec, encoded)
+
+    monkeypatch.setattr(cellw1.tl.api, "fit_source", spy)
+    read = cellw1.fit_all(adata, "condition", "ctrl", ["up"], shared_space=True, progress=False, **SETTINGS)
+    assert given == [None]
+    np.testing.assert_array_equal(control_predictions(read, adata)["up"], control_predictions(held, adata)["up"])

@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 #: most fits between two progress lines in the log (else one line every 5% of the fits)
 LOG_EVERY = 100
 
+#: most bytes of the controls encoded once in a shared space (50,000 cells x 50 PCs: 10 MB)
+ENCODED_BYTES = 256 << 20
+
 #: (perturbation, its model or why it could not be fitted), as the fits finish
 Outcomes = Generator[tuple[str, "PerturbationModel | CellW1Error"], None, None]
 
@@ -210,16 +213,21 @@ def _requested(labels: Any, spec: FitSpec, perturbations: Sequence[str] | None) 
 
 def _share_space(
     source: Source, labels: Any, spec: FitSpec, perturbations: list[str], kwargs: dict[str, Any]
-) -> tuple[FitSpec, dict[str, Any], EncodedGroup]:
+) -> tuple[FitSpec, dict[str, Any], EncodedGroup | None]:
     """Fit the normalisation and embedding once on the controls and every perturbation; every fit reuses them.
 
     Returns the settings of every fit, the keywords of the fits on a cluster, and the controls
-    read through the space once.
+    read through the space once (``None`` above :data:`ENCODED_BYTES`).
     """
     start = time.perf_counter()
     rows = np.flatnonzero(labels.isin([spec.control, *perturbations]).to_numpy())
     preprocessor, embedding = fit_shared_space(source, rows, spec)
-    controls = encode_group(source, np.flatnonzero((labels == spec.control).to_numpy()), spec, preprocessor, embedding)
+    control_rows = np.flatnonzero((labels == spec.control).to_numpy())
+    controls = None
+    if len(control_rows) * embedding.dim * 4 <= ENCODED_BYTES:
+        controls = encode_group(source, control_rows, spec, preprocessor, embedding)
+    else:  # e.g. many controls in gene space: bounded memory first
+        logger.info("the encoded controls would exceed %d MiB: each fit reads them", ENCODED_BYTES >> 20)
     logger.info("shared space of %d perturbations fitted in %.1f s", len(perturbations), time.perf_counter() - start)
     shared = {"preprocessor": preprocessor, "embedding": embedding}
     return spec.replace(**shared), {**kwargs, **shared}, controls
