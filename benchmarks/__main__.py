@@ -17,7 +17,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 #: benchmarks run with one BLAS thread (set before numpy is imported): the machine is shared
-ONE_BLAS_THREAD = frozenset({"baselines", "cell_eval_papalexi", "evaluation_papalexi", "semisynthetic"})
+ONE_BLAS_THREAD = frozenset(
+    {"baselines", "cell_eval_papalexi", "evaluation_papalexi", "fit_all_throughput", "semisynthetic"}
+)
 
 
 def benchmarks() -> dict[str, str]:

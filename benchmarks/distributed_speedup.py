@@ -16,6 +16,7 @@ Long (25 full fits, twice): run on a quiet machine with at least ``--n-workers``
 
     python -m benchmarks distributed_speedup
     python -m benchmarks distributed_speedup --perturbations STAT1,JAK2 --potential-iters 50 --out /tmp/x.json
+    python -m benchmarks distributed_speedup --shared-space  # one normalisation and PCA for every target
 """
 
 # %%
@@ -50,12 +51,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--n-workers", type=int, default=2)
     p.add_argument("--potential-iters", type=int, default=None, help="phase-1 steps (default: W1Config's)")
     p.add_argument("--step-iters", type=int, default=None, help="phase-2 steps (default: W1Config's)")
+    p.add_argument(
+        "--shared-space", action="store_true", help="fit_all(shared_space=True): one space for every perturbation"
+    )
     args = parse(p, argv)
     changes = {"potential_iters": args.potential_iters, "step_iters": args.step_iters}
     config = cellw1.W1Config(**{k: v for k, v in changes.items() if v is not None})
     adata = papalexi()
     labels = args.perturbations.split(",") if args.perturbations else None
-    common = dict(method="w1", config=config, seed=args.seed, progress=False)
+    common = dict(method="w1", config=config, seed=args.seed, progress=False, shared_space=args.shared_space)
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -88,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "failures": {**here.failures, **there.failures},
         "config": config.to_dict(),
         "seed": args.seed,
+        "shared_space": args.shared_space,
+        "load_average": os.getloadavg(),
         "n_workers": args.n_workers,
         "threads_per_worker": 1,
         "sequential_seconds": sequential,

@@ -123,6 +123,20 @@ def test_cluster_models_equal_in_process_models(adata: ad.AnnData, address: str)
     assert adata.obs.equals(before.obs)
 
 
+def test_cluster_shares_the_space_as_in_process(adata: ad.AnnData, address: str) -> None:
+    settings = dict(config=TINY, space="pca", shared_space=True, progress=False)
+    here = cellw1.fit_all(adata, "condition", "ctrl", ["up", "down"], **settings)
+    there = cellw1.fit_all(adata, "condition", "ctrl", ["up", "down"], scheduler=address, **settings)
+    expected, got = predictions(here, adata), predictions(there, adata)
+    for label in here:
+        np.testing.assert_array_equal(got[label], expected[label])
+        assert there[label].preprocessor == here["up"].preprocessor
+        for a, b in zip(
+            there[label].embedding.state_tensors().values(), here["up"].embedding.state_tensors().values(), strict=True
+        ):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
 def test_local_cluster_w1_equals_in_process(adata: ad.AnnData) -> None:
     labels = ["up", "down"]
     here = cellw1.fit_all(adata, "condition", "ctrl", labels, config=TINY, seed=3, progress=False)

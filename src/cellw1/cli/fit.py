@@ -50,6 +50,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         required=True,
         help="output model directory (a collection there is resumed: saved models are not fitted again)",
     )
+    parser.add_argument(
+        "--shared-space",
+        action="store_true",
+        help="for a collection (a screen): fit the normalisation and embedding once, on the controls and every "
+        "perturbation, and reuse them in each fit (default: one per perturbation, as for a single model)",
+    )
     add_solver_arguments(parser)
     _add_conditional_arguments(parser)
     add_disk_argument(parser, "every method")
@@ -84,6 +90,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Fit and save one model, a collection, or a conditional model; the exit status."""
     if args.conditional:
+        if args.shared_space:
+            raise InputError("--shared-space is for a collection of models; a conditional model has one space already.")
         return _run_conditional(args)
     if not args.perturbation:
         raise InputError("give --perturbation (repeatable, or 'all'), or --conditional for one model of all of them.")
@@ -110,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     labels = args.perturbation
     parallel = dict(scheduler=args.scheduler, n_workers=args.n_workers, threads_per_worker=args.threads_per_worker)
     if len(labels) == 1 and labels[0] != "all":
+        if args.shared_space:
+            raise InputError("--shared-space applies to a collection: give several --perturbation, or 'all'.")
         if args.scheduler is not None:
             print(
                 "cellw1: note: one perturbation is fitted in this process; --scheduler is for several.", file=sys.stderr
@@ -126,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         None if "all" in labels else labels,
         out=args.out,
         progress=progress,
+        shared_space=args.shared_space,
         **parallel,
         **common,
     )

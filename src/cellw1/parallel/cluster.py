@@ -255,7 +255,7 @@ def fit_on_client(
             obsm_key=fit_kwargs.get("obsm_key"),
         )
         logger.info("sending %d cells x %d features to the workers once", data.n_obs, data.n_vars)
-    shared = client.scatter(data, broadcast=False, hash=False)
+    shared, task_kwargs = _send(client, data, fit_kwargs)
     generation = 0  # how many times the data were sent again
     run = uuid.uuid4().hex[:8]
     futures: list[Any] = []
@@ -268,7 +268,7 @@ def fit_on_client(
             condition_key,
             control,
             label,
-            fit_kwargs,
+            task_kwargs,
             threads_per_worker,
             key=f"cellw1-fit-{run}-{len(futures)}-{label}",
             pure=False,
@@ -306,9 +306,27 @@ def fit_on_client(
                         continue
                     generation += 1
                     logger.warning("the data were lost with a worker; sending them again (%d)", generation)
-                    shared = client.scatter(data, broadcast=False, hash=False)
+                    shared, task_kwargs = _send(client, data, fit_kwargs)
                 finished.add(submit(label))
     finally:
         left = [f for f in futures if not f.done()]
         if left:
             client.cancel(left)
+
+
+#: keywords of the fits sent to the workers once, as the data are, not with every task
+SCATTERED_KWARGS = ("embedding", "preprocessor")
+
+
+def _send(client: Client, data: Any, fit_kwargs: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Scatter the data and the fits' large keywords (a shared space) once; the keywords each task takes.
+
+    A scattered keyword is a future in the task's keywords (Dask gives the task its value), so
+    10,000 tasks do not each carry a copy of a shared PCA.
+    """
+    shared = client.scatter(data, broadcast=False, hash=False)
+    task_kwargs = dict(fit_kwargs)
+    for name in SCATTERED_KWARGS:
+        if task_kwargs.get(name) is not None:
+            task_kwargs[name] = client.scatter(task_kwargs[name], broadcast=False, hash=False)
+    return shared, task_kwargs

@@ -6,9 +6,12 @@ import contextlib
 import inspect
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Generator, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import CellW1Error, ConfigError, InputError
@@ -18,6 +21,7 @@ from ..tl import api
 from ..tl.collection import CollectionDirectory, ModelCollection
 from ..tl.methods import check_method
 from ..tl.model import PerturbationModel
+from ..tl.pipeline import EncodedGroup, encode_group, fit_shared_space
 from ..tl.spec import FitSpec
 from .cluster import check_scheduler, fit_on_client, open_client
 
@@ -26,6 +30,15 @@ if TYPE_CHECKING:
     from distributed import Client
 
 logger = logging.getLogger(__name__)
+
+#: most fits between two progress lines in the log (else one line every 5% of the fits)
+LOG_EVERY = 100
+
+#: most bytes of the controls encoded once in a shared space (50,000 cells x 50 PCs: 10 MB)
+ENCODED_BYTES = 256 << 20
+
+#: (perturbation, its model or why it could not be fitted), as the fits finish
+Outcomes = Generator[tuple[str, "PerturbationModel | CellW1Error"], None, None]
 
 
 def fit_all(
@@ -40,6 +53,7 @@ def fit_all(
     n_workers: int | None = None,
     threads_per_worker: int = 1,
     progress: bool = True,
+    shared_space: bool = False,
     **kwargs: Any,
 ) -> ModelCollection:
     """Fit one model per perturbation against ``control`` (every other label when ``None``).
@@ -74,7 +88,16 @@ def fit_all(
         Torch threads of each fit on a worker (default 1); the models are the same as
         in-process ones fitted with as many threads.
     progress
-        Show a progress bar over the perturbations.
+        Show a progress bar over the perturbations (with tqdm's estimate of the time left).
+        Whatever it is, a line is logged (INFO, logger ``cellw1``) every 5% of the fits, at
+        least every :data:`LOG_EVERY` fits, with the seconds per fit and the time left.
+    shared_space
+        ``False`` (default): each fit fits its own normalisation and embedding on its control
+        and perturbation cells, as :func:`~cellw1.tl.api.fit` does. ``True`` (for screens):
+        they are fitted once, on the controls and the cells of every requested perturbation
+        (a PCA on a seeded sample of at most 50,000 of them), and every fit reuses them,
+        so the perturbations' models share one space. Each saved model still holds them, so
+        :func:`cellw1.load` and ``predict`` work as before. See docs/screens.md.
     **kwargs
         Keyword arguments of :func:`~cellw1.tl.api.fit` (``method``, ``space``, ``config``, ``seed``...).
 
@@ -93,6 +116,8 @@ def fit_all(
     # the fits in this process: labels were checked (and missing ones counted) once, by fit_all
     spec = FitSpec(condition_key=condition_key, control=control, progress=False, warn_missing=False, **kwargs)
     check_scheduler(scheduler, n_workers, threads_per_worker)
+    if not isinstance(shared_space, bool):
+        raise ConfigError(f"shared_space={shared_space!r} must be True or False.")
     with open_source(adata, "cellw1.fit_all") as source:  # obs read once; the fits in this process read it
         return _fit_labels(
             source,
@@ -104,6 +129,7 @@ def fit_all(
             n_workers=n_workers,
             threads_per_worker=threads_per_worker,
             progress=progress,
+            shared_space=shared_space,
             kwargs=kwargs,
         )
 
@@ -119,22 +145,15 @@ def _fit_labels(
     n_workers: int | None,
     threads_per_worker: int,
     progress: bool,
+    shared_space: bool,
     kwargs: dict[str, Any],
 ) -> ModelCollection:
     """:func:`fit_all` on an open source: here one fit after the other, or on a Dask cluster."""
-    condition_key, control = spec.condition_key, spec.control
-    labels = condition_labels(source, condition_key)
-    check_label(labels, control, "control", condition_key)
-    if perturbations is None:
-        perturbations = [p for p in present_labels(labels) if p != control]
-    else:
-        if isinstance(perturbations, str):
-            perturbations = [perturbations]
-        perturbations = list(dict.fromkeys(label_text(p) for p in perturbations))
-        for p in perturbations:
-            check_label(labels, p, "perturbation", condition_key)
-    if not perturbations:
-        raise InputError(f"obs[{condition_key!r}] has no label besides the control {control!r}.")
+    labels = condition_labels(source, spec.condition_key)
+    perturbations = _requested(labels, spec, perturbations)
+    controls = None  # with a shared space: the controls read through it once, for the fits in this process
+    if shared_space:  # before the directory is opened: its settings name the shared space
+        spec, kwargs, controls = _share_space(source, labels, spec, perturbations, kwargs)
     store = None if out is None else CollectionDirectory(out, spec.settings(), inputs=[source.origin])
     with store or contextlib.nullcontext():  # out stays locked while written
         models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
@@ -157,33 +176,15 @@ def _fit_labels(
                 if store is not None:
                     store.add(label, outcome)
 
-        if todo and scheduler is None:
-            for label in tqdm(todo, desc="perturbations", disable=not progress):
-                try:
-                    outcome: PerturbationModel | CellW1Error = api.fit_source(source, spec.for_perturbation(label))
-                except CellW1Error as exc:
-                    outcome = exc
-                record(label, outcome)
-        elif todo:
-            assert scheduler is not None
-            with (
-                open_client(
-                    scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)
-                ) as client,
-                contextlib.closing(
-                    fit_on_client(
-                        client,
-                        source.origin,
-                        condition_key,
-                        control,
-                        todo,
-                        kwargs,
-                        threads_per_worker=threads_per_worker,
-                    )
-                ) as results,
-            ):
-                for label, outcome in tqdm(results, desc="perturbations", total=len(todo), disable=not progress):
+        if todo:
+            if scheduler is None:
+                outcomes = _fit_here(source, spec, todo, controls)
+            else:
+                outcomes = _fit_there(source, spec, todo, scheduler, n_workers, threads_per_worker, kwargs)
+            with contextlib.closing(outcomes), ScreenProgress(len(todo), progress) as bar:
+                for label, outcome in outcomes:
                     record(label, outcome)
+                    bar.update()
     if failures:
         logger.warning(
             "%d of %d perturbation(s) could not be fitted: %s", len(failures), len(perturbations), ", ".join(failures)
@@ -192,3 +193,116 @@ def _fit_labels(
         raise InputError(f"no perturbation could be fitted: {failures}")
     ordered = {p: models[p] for p in perturbations if p in models}
     return ModelCollection(ordered, {p: failures[p] for p in perturbations if p in failures}, resumed)
+
+
+def _requested(labels: Any, spec: FitSpec, perturbations: Sequence[str] | None) -> list[str]:
+    """The perturbations to model, checked present: those given, or every label but the control."""
+    check_label(labels, spec.control, "control", spec.condition_key)
+    if perturbations is None:
+        perturbations = [p for p in present_labels(labels) if p != spec.control]
+    else:
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        perturbations = list(dict.fromkeys(label_text(p) for p in perturbations))
+        for p in perturbations:
+            check_label(labels, p, "perturbation", spec.condition_key)
+    if not perturbations:
+        raise InputError(f"obs[{spec.condition_key!r}] has no label besides the control {spec.control!r}.")
+    return list(perturbations)
+
+
+def _share_space(
+    source: Source, labels: Any, spec: FitSpec, perturbations: list[str], kwargs: dict[str, Any]
+) -> tuple[FitSpec, dict[str, Any], EncodedGroup | None]:
+    """Fit the normalisation and embedding once on the controls and every perturbation; every fit reuses them.
+
+    Returns the settings of every fit, the keywords of the fits on a cluster, and the controls
+    read through the space once (``None`` above :data:`ENCODED_BYTES`).
+    """
+    start = time.perf_counter()
+    rows = np.flatnonzero(labels.isin([spec.control, *perturbations]).to_numpy())
+    preprocessor, embedding = fit_shared_space(source, rows, spec)
+    control_rows = np.flatnonzero((labels == spec.control).to_numpy())
+    controls = None
+    if len(control_rows) * embedding.dim * 4 <= ENCODED_BYTES:
+        controls = encode_group(source, control_rows, spec, preprocessor, embedding)
+    else:  # e.g. many controls in gene space: bounded memory first
+        logger.info("the encoded controls would exceed %d MiB: each fit reads them", ENCODED_BYTES >> 20)
+    logger.info("shared space of %d perturbations fitted in %.1f s", len(perturbations), time.perf_counter() - start)
+    shared = {"preprocessor": preprocessor, "embedding": embedding}
+    return spec.replace(**shared), {**kwargs, **shared}, controls
+
+
+def _fit_here(source: Source, spec: FitSpec, todo: list[str], controls: EncodedGroup | None) -> Outcomes:
+    """Fit the perturbations one after the other in this process; yield each outcome."""
+    for label in todo:
+        try:
+            outcome: PerturbationModel | CellW1Error = api.fit_source(source, spec.for_perturbation(label), controls)
+        except CellW1Error as exc:
+            outcome = exc
+        yield label, outcome
+
+
+def _fit_there(
+    source: Source,
+    spec: FitSpec,
+    todo: list[str],
+    scheduler: str | Client,
+    n_workers: int | None,
+    threads_per_worker: int,
+    kwargs: dict[str, Any],
+) -> Outcomes:
+    """Fit the perturbations on a Dask cluster; yield each outcome as it arrives."""
+    with (
+        open_client(scheduler, n_workers=n_workers, threads_per_worker=threads_per_worker, n_tasks=len(todo)) as client,
+        contextlib.closing(
+            fit_on_client(
+                client,
+                source.origin,
+                spec.condition_key,
+                spec.control,
+                todo,
+                kwargs,
+                threads_per_worker=threads_per_worker,
+            )
+        ) as results,
+    ):
+        yield from results
+
+
+class ScreenProgress:
+    """Progress over a screen's fits: a tqdm bar (its ETA) and a log line every 5% of the fits.
+
+    The log lines (INFO; at most :data:`LOG_EVERY` fits apart) give the fits done, the seconds
+    per fit and the time left, for runs without a terminal (``cellw1 fit --quiet -v``).
+    """
+
+    def __init__(self, total: int, progress: bool) -> None:
+        self.total, self.done = total, 0
+        self.every = min(max(total // 20, 1), LOG_EVERY)
+        self.start = time.perf_counter()
+        self.bar = tqdm(total=total, desc="perturbations", unit="fit", disable=not progress)
+
+    def update(self) -> None:
+        """Count one fit more (fitted or failed)."""
+        self.done += 1
+        self.bar.update()
+        if self.done % self.every == 0 or self.done == self.total:
+            elapsed = time.perf_counter() - self.start
+            each = elapsed / self.done
+            logger.info(
+                "%d/%d perturbations in %s (%.2f s each); about %s left",
+                self.done,
+                self.total,
+                timedelta(seconds=round(elapsed)),
+                each,
+                timedelta(seconds=round(each * (self.total - self.done))),
+            )
+
+    def __enter__(self) -> ScreenProgress:
+        """Show the bar for a ``with`` block."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Close the bar."""
+        self.bar.close()

@@ -15,10 +15,10 @@ from ..ot.config import W1Config, W2Config
 from ..ot.effect import EffectTest
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import check_label, condition_labels
-from ..pp.preprocessing import Assumption
+from ..pp.preprocessing import Assumption, Preprocessor
 from .methods import check_method
 from .model import PerturbationModel, check_unique_genes
-from .pipeline import SingleMethod, fit_pipeline
+from .pipeline import EncodedGroup, SingleMethod, fit_pipeline
 from .scgen import ScGenConfig
 from .spec import EFFECT_ALPHA, MIN_CELLS, FitSpec, Space
 
@@ -41,6 +41,7 @@ def fit(
     config: W1Config | W2Config | ScGenConfig | None = None,
     embedding_config: EmbeddingConfig | None = None,
     embedding: Embedding | None = None,
+    preprocessor: Preprocessor | None = None,
     input_kind: Assumption = "auto",
     effect_alpha: float | None = EFFECT_ALPHA,
     seed: int = 0,
@@ -80,6 +81,9 @@ def fit(
     embedding
         A fitted embedding to reuse instead of fitting one (e.g. ``other_model.embedding``, so
         several methods share one latent space); it must read the same features.
+    preprocessor
+        A fitted normalisation to reuse instead of fitting one (e.g. ``other_model.preprocessor``;
+        :func:`cellw1.fit_all` with ``shared_space=True`` gives every fit the screen's).
     input_kind
         ``"counts"`` (normalise + log1p), ``"log"`` (already log-normalised, non-negative),
         ``"continuous"`` (values of any sign: CyTOF arcsinh, imaging features, z-scores; never
@@ -115,6 +119,7 @@ def fit(
         config=config,
         embedding_config=embedding_config,
         embedding=embedding,
+        preprocessor=preprocessor,
         input_kind=input_kind,
         effect_alpha=effect_alpha,
         effect=effect,
@@ -126,10 +131,11 @@ def fit(
         return fit_source(source, spec)
 
 
-def fit_source(source: Source, spec: FitSpec) -> PerturbationModel:
+def fit_source(source: Source, spec: FitSpec, encoded: EncodedGroup | None = None) -> PerturbationModel:
     """Fit as :func:`fit` does, on an open :class:`~cellw1.io.source.Source` with validated settings.
 
-    :func:`cellw1.fit_all` calls it once per perturbation.
+    :func:`cellw1.fit_all` calls it once per perturbation; with a shared space, with the
+    controls read through it once (``encoded``, :func:`~cellw1.tl.pipeline.encode_group`).
     """
     if spec.perturbation is None:
         raise InputError("the fit specification names no perturbation; give FitSpec(perturbation=...).")
@@ -144,7 +150,7 @@ def fit_source(source: Source, spec: FitSpec) -> PerturbationModel:
         check_unique_genes(source.var_names)
     start = time.perf_counter()
     info: dict[str, Any] = {"n_control": len(group_rows[0]), "n_perturbed": len(group_rows[1]), "seed": spec.seed}
-    result = fit_pipeline(source, group_rows, spec, SingleMethod(spec))
+    result = fit_pipeline(source, group_rows, spec, SingleMethod(spec), encoded)
     info.update(result.info, fit_seconds=time.perf_counter() - start)
     return PerturbationModel(
         features=result.space.features,

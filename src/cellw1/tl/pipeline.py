@@ -42,7 +42,7 @@ import scipy.sparse as sp
 
 from ..checks import resolve_device
 from ..errors import InputError
-from ..io.source import Matrix, Source, feature_matrix
+from ..io.source import Matrix, MemoryMatrix, Source, feature_matrix
 from ..ot.config import W1Config
 from ..ot.effect import EffectTest, effect_test
 from ..ot.sampling import BUFFER_CELLS, StreamedCells
@@ -89,6 +89,11 @@ def _as_values(raw: Any) -> np.ndarray:
     return values
 
 
+def _cells(values: Any) -> np.ndarray:
+    """Cells encoded before, as they are."""
+    return values
+
+
 @dataclass
 class FittedSpace:
     """The fitted normalisation and embedding, and every group's cells read through them.
@@ -126,6 +131,38 @@ class FittedSpace:
         every group at once.
         """
         return self.transform(self.matrix.read(spread_sample(self.group_rows[k], SAMPLE_CELLS, self.seed + k)))
+
+
+@dataclass(frozen=True)
+class EncodedGroup:
+    """A group's cells read once through a shared space: a screen's controls.
+
+    ``rows``: the group's row numbers (increasing); ``cells``: ``(n, dim)`` float32, those rows
+    normalised by ``preprocessor`` and encoded by ``embedding``. A fit in that space samples
+    the group from here, in the same order as from the matrix, instead of reading it again
+    (:func:`cellw1.fit_all` with ``shared_space=True``).
+    """
+
+    rows: np.ndarray
+    cells: np.ndarray
+    preprocessor: Preprocessor | None
+    embedding: Embedding
+
+    def serves(self, rows: np.ndarray, preprocessor: Preprocessor | None, embedding: Embedding) -> bool:
+        """Whether these are the cells of ``rows`` in that space."""
+        return self.embedding is embedding and self.preprocessor is preprocessor and np.array_equal(rows, self.rows)
+
+
+def encode_group(
+    source: Source, rows: np.ndarray, spec: PipelineSpec, preprocessor: Preprocessor | None, embedding: Embedding
+) -> EncodedGroup:
+    """Read ``rows`` (increasing) once, in blocks, through ``preprocessor`` and ``embedding``."""
+    matrix, _ = feature_matrix(source, layer=spec.layer, obsm_key=spec.obsm_key)
+    transform = _as_values if preprocessor is None else preprocessor.transform
+    cells = np.empty((len(rows), embedding.dim), dtype=np.float32)
+    for start, block in zip(range(0, len(rows), PASS_ROWS), row_blocks(matrix, rows), strict=True):
+        cells[start : start + PASS_ROWS] = embedding.encode(transform(block))
+    return EncodedGroup(rows, cells, preprocessor, embedding)
 
 
 class MethodStep(Protocol[Fitted]):
@@ -167,16 +204,20 @@ def buffer_size(source: Source, buffer_cells: int | None) -> int:
 
 
 def fit_pipeline(
-    source: Source, group_rows: list[np.ndarray], spec: PipelineSpec, step: MethodStep[Fitted]
+    source: Source,
+    group_rows: list[np.ndarray],
+    spec: PipelineSpec,
+    step: MethodStep[Fitted],
+    encoded: EncodedGroup | None = None,
 ) -> PipelineResult[Fitted]:
     """Fit normalisation, embedding, the ``step``'s method and its calibration on the groups' rows.
 
     ``group_rows``: the row numbers of each group (control first); the matrix read is
     expression (``spec.layer`` or ``X``; normalised, calibrated) or ``obsm[spec.obsm_key]``
-    (used as it is).
+    (used as it is). ``encoded``: a group already read through the spec's given space.
     """
     matrix, features = feature_matrix(source, layer=spec.layer, obsm_key=spec.obsm_key)
-    space = fit_space(source, matrix, features, group_rows, spec, step.device)
+    space = fit_space(source, matrix, features, group_rows, spec, step.device, encoded)
     start = time.perf_counter()
     fitted = step.fit(space)
     space.info["method_seconds"] = time.perf_counter() - start
@@ -193,8 +234,12 @@ def fit_space(
     group_rows: list[np.ndarray],
     spec: PipelineSpec,
     device: str,
+    encoded: EncodedGroup | None = None,
 ) -> FittedSpace:
-    """Fit steps 1 and 2, the normalisation and the embedding; make each group's sampler on ``device``."""
+    """Fit steps 1 and 2, the normalisation and the embedding; make each group's sampler on ``device``.
+
+    A group that ``encoded`` holds in this space is sampled from there, not read again.
+    """
     buffer_cells = buffer_size(source, spec.buffer_cells)
     info: dict[str, Any] = {"buffer_cells": buffer_cells}
     if source.path is not None:
@@ -211,17 +256,49 @@ def fit_space(
         return embedding.encode(transform(raw))
 
     on = resolve_device(device)
-    cells = [
-        StreamedCells(matrix, group, encode, embedding.dim, buffer_cells=buffer_cells, seed=spec.seed + k, device=on)
-        for k, group in enumerate(group_rows)
-    ]
+    cells = []
+    read: Matrix
+    through: Callable[[Any], np.ndarray]
+    for k, group in enumerate(group_rows):
+        if encoded is not None and encoded.serves(group, preprocessor, embedding):  # same cells, same sampling
+            read, positions, through = MemoryMatrix(encoded.cells, name="encoded cells"), np.arange(len(group)), _cells
+        else:
+            read, positions, through = matrix, group, encode
+        cells.append(
+            StreamedCells(
+                read, positions, through, embedding.dim, buffer_cells=buffer_cells, seed=spec.seed + k, device=on
+            )
+        )
     return FittedSpace(preprocessor, embedding, cells, matrix, group_rows, transform, features, spec.seed, info)
+
+
+def fit_shared_space(source: Source, rows: np.ndarray, spec: PipelineSpec) -> tuple[Preprocessor | None, Embedding]:
+    """Fit steps 1 and 2 once, on ``rows`` (increasing), for fits that share them (a screen's space).
+
+    :func:`cellw1.fit_all` with ``shared_space=True`` fits them on the controls and every
+    perturbation's cells (PCA: on a seeded sample of :data:`EMBEDDING_CELLS` of them); each
+    perturbation's fit then takes them as given (``FitSpec(preprocessor=..., embedding=...)``).
+    """
+    matrix, _ = feature_matrix(source, layer=spec.layer, obsm_key=spec.obsm_key)
+    info: dict[str, Any] = {}
+    preprocessor, transform = _fit_normalisation(matrix, rows, spec, info)
+    embedding = _fit_embedding(matrix, rows, transform, spec, buffer_size(source, spec.buffer_cells), info)
+    logger.info("shared space fitted on %d cells: %s, %s", len(rows), info.get("input_kind", "obsm"), embedding.kind)
+    return preprocessor, embedding
 
 
 def _fit_normalisation(
     matrix: Matrix, rows: np.ndarray, spec: PipelineSpec, info: dict[str, Any]
 ) -> tuple[Preprocessor | None, Callable[[Any], np.ndarray]]:
-    """Step 1: the preprocessor and raw rows -> input space (an obsm embedding as it is)."""
+    """Step 1: the preprocessor and raw rows -> input space (an obsm embedding as it is; a given one checked)."""
+    given = spec.preprocessor if isinstance(spec, FitSpec) else None
+    if given is not None:
+        if given.n_features is not None and given.n_features != matrix.shape[1]:
+            raise InputError(
+                f"the given preprocessor reads {given.n_features} features but the data have {matrix.shape[1]}."
+            )
+        info["input_kind"], info["input_kind_reason"] = given.input_kind, given.reason
+        return given, given.transform
     detection = matrix.read(spread_sample(rows, DETECTION_ROWS, spec.seed))
     if spec.obsm_key is not None:
         check_signal_streaming(lambda: row_blocks(matrix, rows), detection, name=f"obsm[{spec.obsm_key!r}]")

@@ -21,7 +21,7 @@ from ..ot.config import ConditionalConfig, W1Config, W2Config
 from ..ot.effect import EffectTest, check_effect_alpha
 from ..pp.embedding import Embedding, EmbeddingConfig
 from ..pp.labels import label_text
-from ..pp.preprocessing import Assumption
+from ..pp.preprocessing import Assumption, Preprocessor
 from ..pp.spaces import check_space
 from .methods import CONFIGS, check_config, check_method
 from .scgen import ScGenConfig
@@ -105,6 +105,9 @@ class FitSpec(PipelineSpec):
     effect
         That test already made on the same cells and seed (e.g. by an evaluation that fits
         several methods): every method that moves cells follows it instead of testing again.
+    preprocessor
+        A normalisation fitted before, used instead of fitting one (with ``embedding``, the
+        space a screen shares: :func:`cellw1.fit_all` with ``shared_space=True``).
     """
 
     perturbation: str | None = None
@@ -112,6 +115,7 @@ class FitSpec(PipelineSpec):
     config: W1Config | W2Config | ScGenConfig | None = None
     effect_alpha: float | None = EFFECT_ALPHA
     effect: EffectTest | None = None
+    preprocessor: Preprocessor | None = None
 
     def __post_init__(self) -> None:
         """Check the method, its config and the test for a response as well."""
@@ -121,6 +125,14 @@ class FitSpec(PipelineSpec):
         check_effect_alpha(self.effect_alpha)
         if self.effect is not None and not isinstance(self.effect, EffectTest):
             raise ConfigError(f"effect must be an EffectTest (cellw1.ot.effect), got {type(self.effect).__name__}.")
+        if self.preprocessor is not None:
+            if not isinstance(self.preprocessor, Preprocessor):
+                raise ConfigError(
+                    f"preprocessor must be a cellw1.pp.preprocessing.Preprocessor (e.g. other_model.preprocessor), "
+                    f"got {type(self.preprocessor).__name__}."
+                )
+            if self.obsm_key is not None:
+                raise ConfigError("an obsm embedding is used as it is: drop preprocessor= (or obsm_key=).")
         if self.perturbation is not None:
             perturbation = label_text(self.perturbation)
             if perturbation == self.control:
@@ -143,7 +155,9 @@ class FitSpec(PipelineSpec):
         elif self.space != "genes":
             embedding = {"kind": self.space, "config": (self.embedding_config or EmbeddingConfig()).to_dict()}
         # the level of the test for a response, only where it is not the default (indexes written before it match)
-        gate = {} if self.effect_alpha == EFFECT_ALPHA else {"effect_alpha": self.effect_alpha}
+        gate: dict[str, Any] = {} if self.effect_alpha == EFFECT_ALPHA else {"effect_alpha": self.effect_alpha}
+        if self.preprocessor is not None:  # a shared normalisation, only where given (older indexes match)
+            gate["preprocessor"] = self.preprocessor.to_dict()
         return {
             "condition_key": self.condition_key,
             "control": self.control,
