@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: each condition's calibration predicts ``CALIBRATION_PER_CELL`` control cells per cell of its sample, at least
+#: ``CALIBRATION_MIN`` (and at most the reference sample): its cost follows the condition's cells
+CALIBRATION_PER_CELL, CALIBRATION_MIN = 10, 1_000
 #: a condition: its label and its dose (``None`` without doses)
 ConditionKey = tuple[str, float | None]
 #: given every group's cells in the fitted space (control first), whether each condition responds
@@ -406,28 +409,45 @@ def _calibrations(
     Against the controls for a condition without a detected response, a mixture for a share.
     Pooled over conditions (for unseen ones): the zero thresholds only, offsets 0.
 
-    One condition's cells are read at a time; the pooled calibration keeps copies of a share of
-    each (``SAMPLE_CELLS`` cells in all), so memory does not grow with the number of conditions.
+    One condition's cells are read at a time, and predicted from a seeded sample of
+    ``CALIBRATION_PER_CELL`` control cells per cell of it (``CALIBRATION_MIN`` at least); the pooled calibration keeps
+    copies of a share of each (``SAMPLE_CELLS`` to twice that in all), so memory does not grow
+    with the number of conditions, and a condition's cost follows its cells.
     """
     seed, embedding = spec.seed, space.embedding
     control = space.expression_sample(0)
     control = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]
     z = embedding.encode(control)
-    per, pooled_pred, pooled_obs = [], [], []
-    share = max(SAMPLE_CELLS // max(len(conditions), 1), 50)
+    per = np.empty((len(conditions), 4, control.shape[1]), dtype=np.float32)
+    pooled_pred, pooled_obs = [], []
+    share = _pooled_share(len(conditions))
     shares = _response_shares(cmap, len(conditions))
     for i, condition in enumerate(conditions):
         method = AtCondition(cmap, condition, shares[i])
-        predicted = embedding.decode(method.predict(z))
         cells = space.expression_sample(i + 1)
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
+        size = max(CALIBRATION_MIN, CALIBRATION_PER_CELL * len(observed))
+        predicted = embedding.decode(method.predict(z[spread_sample(np.arange(len(z)), size, seed + 1 + i)]))
         # against its cells; the controls for a condition without a response, a mixture for one whose
         # response is applied in part (cellw1.pp.calibration.calibration_target)
         target = calibration_target(control, observed, method.response_share, method.has_response, seed + 1 + i)
-        per.append(fit_calibration(predicted, target))
-        # copies: a slice would keep the whole (SAMPLE_CELLS x genes) prediction of every condition alive
-        pooled_pred.append(predicted[:share].copy())
-        pooled_obs.append(observed[:share].copy())
+        per[i] = fit_calibration(predicted, target)
+        if share[i]:  # copies: a slice would keep the condition's whole prediction alive
+            pooled_pred.append(predicted[: share[i]].copy())
+            pooled_obs.append(observed[: share[i]].copy())
     pooled = fit_calibration(np.concatenate(pooled_pred), np.concatenate(pooled_obs))
     pooled[1] = 0.0
-    return np.stack(per), pooled
+    return per, pooled
+
+
+def _pooled_share(n_conditions: int) -> np.ndarray:
+    """Cells each condition gives the pooled calibration: 50 (or more) from each of at most ``SAMPLE_CELLS // 50``.
+
+    Beyond ``SAMPLE_CELLS // 50`` conditions, evenly spread conditions give 50 each and the
+    others none, so the pooled sample stays within ``2 * SAMPLE_CELLS`` cells.
+    """
+    each = max(SAMPLE_CELLS // max(n_conditions, 1), 50)
+    share = np.zeros(n_conditions, dtype=np.int64)
+    givers = np.unique(np.linspace(0, n_conditions - 1, min(n_conditions, SAMPLE_CELLS // 50)).round().astype(np.int64))
+    share[givers if n_conditions > SAMPLE_CELLS // 50 else np.arange(n_conditions)] = each
+    return share
