@@ -173,12 +173,12 @@ def _checked_inputs(
 def _effect_tests(x: Cells, ys: list[Cells], alpha: float | None, seed: int) -> list[EffectTest | None]:
     """Each condition's :func:`~cellw1.ot.effect.effect_test` against the controls (``None`` without ``alpha``).
 
-    Controls streamed from disk are read once, in order (``CONTROL_SAMPLE_BYTES`` at most in the
+    Controls read from disk are read once, in order (``CONTROL_SAMPLE_BYTES`` at most in the
     fitted space), not a scattered sample per condition; the samples drawn from them are the same.
     """
     if alpha is None:
         return [None] * len(ys)
-    if not x.holds_all and x.n_cells * x.dim * 4 <= CONTROL_SAMPLE_BYTES:
+    if not isinstance(x, MemoryCells) and x.n_cells * x.dim * 4 <= CONTROL_SAMPLE_BYTES:
         block = 8_192
         x = MemoryCells(
             torch.cat([x.read(np.arange(s, min(s + block, x.n_cells))) for s in range(0, x.n_cells, block)])

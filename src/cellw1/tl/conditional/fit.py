@@ -164,7 +164,8 @@ def fit_conditional_source(source: Source, spec: ConditionalSpec, gate: Gate | N
     if spec.obsm_key is None:
         check_unique_genes(source.var_names)
     start = time.perf_counter()
-    conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose) for label, dose in groups]
+    position = {label: i for i, label in enumerate(table)}
+    conditions = [Condition(tuple(position[m] for m in member_labels(label)), None, dose) for label, dose in groups]
     if gate is not None:  # the gate's calls replace the map's own tests
         spec = spec.replace(config=spec.config.replace(effect_alpha=None))
     step = ConditionalMethod(spec, conditions, len(table), vectors, gate)
@@ -275,8 +276,10 @@ def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None
     if perturbations is None:
         chosen = [p for p in present_labels(labels) if p != control]
     else:
+        present = set(present_labels(labels))  # once: a screen gives thousands of perturbations
         for p in perturbations:
-            check_label(labels, p, "perturbation", key)
+            if p not in present:
+                check_label(labels, p, "perturbation", key)
         chosen = [p for p in perturbations if p != control]
     if not chosen:
         raise InputError(f"obs[{key!r}] has no perturbation besides the control {control!r}.")
@@ -306,11 +309,18 @@ def _doses(obs: pd.DataFrame, dose_key: str | None, labels: pd.Series, chosen: l
 def _groups(
     labels: pd.Series, doses: np.ndarray | None, chosen: list[str]
 ) -> dict[tuple[str, float | None], np.ndarray]:
-    """Row numbers of each condition ``(label, dose)``, in the order of ``chosen`` then dose."""
-    values = labels.to_numpy()
+    """Row numbers of each condition ``(label, dose)``, in the order of ``chosen`` then dose.
+
+    The cells are sorted by label once (not one pass over every cell per label).
+    """
+    codes, uniques = pd.factorize(labels.to_numpy(), use_na_sentinel=True)
+    order = np.argsort(codes, kind="stable")  # rows of each label stay increasing
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    where = {label: k for k, label in enumerate(uniques)}
     groups: dict[tuple[str, float | None], np.ndarray] = {}
     for label in chosen:
-        rows = np.flatnonzero(values == label)
+        k = where[label]
+        rows = order[bounds[k] : bounds[k + 1]]
         if doses is None:
             groups[(label, None)] = rows
         else:
