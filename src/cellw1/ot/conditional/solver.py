@@ -45,7 +45,7 @@ from ...errors import ConfigError, InputError
 from ..config import ConditionalConfig
 from ..effect import EffectTest, effect_test
 from ..energy import POOL_CELLS, EnergyPool, StepSizeSelector, ValidationMatch, refine_energy
-from ..potential import DualBatch, ascend_dual, direction, dual_value, mask_constant_features
+from ..potential import DualBatch, ascend_dual, direction, mask_constant_features
 from ..sampling import Cells, MemoryCells, checked_cells
 from ..stepsize import ot_step_targets, regress
 from ..training import combine, fit_threads
@@ -60,6 +60,8 @@ SELECT_CELLS = 500
 #: the selector scores a condition on ``SELECT_PER_TARGET`` validation controls per validation cell of it,
 #: at least ``SELECT_MIN`` and at most ``SELECT_CELLS``: its cost per condition follows the condition's cells
 SELECT_PER_TARGET, SELECT_MIN = 4, 100
+#: pairings (control cell, condition) the step size's input standardisation is fitted on, at most
+STANDARDIZE_ROWS = 1 << 16
 #: energy pools kept built at once (more conditions: the least recently drawn are rebuilt when drawn again)
 MAX_POOLS = 64
 #: control cells in the fitted space (float32 bytes) read into memory once for the per-condition effect tests
@@ -253,11 +255,9 @@ def _fit_potential(
 
     def validation_dual() -> float:
         """``sum_c pi_c (mean f(x, c) - mean f(y_c, c))`` on the validation cells."""
-        codes, total, x = encoder(members, dose), 0.0, groups.val_source[:SELECT_CELLS]
-        for c, weight in enumerate(groups.pi.tolist()):
-            at = ConditionBoundModule(potential, codes[c])
-            total += weight * dual_value(at, x, groups.val_targets[c])
-        return total
+        with torch.no_grad():
+            codes = encoder(members, dose)
+        return _validation_dual(potential, codes, groups.val_source[:SELECT_CELLS], groups.val_targets, groups.pi)
 
     sampler = ConditionalBatches(groups, config.batch_size, generator)
     training = ascend_dual(
@@ -269,6 +269,39 @@ def _fit_potential(
         "potential_val_dual": training.best_score,
         "history": training.history,
     }
+
+
+def _validation_dual(
+    potential: ConditionalPotential,
+    codes: torch.Tensor,
+    x: torch.Tensor,
+    ys: Sequence[torch.Tensor],
+    pi: torch.Tensor,
+    rows: int = 1 << 15,
+) -> float:
+    """``sum_c pi_c (mean f(x, c) - mean f(y_c, c))``, several conditions per pass of the network.
+
+    The validation controls ``x`` and each condition's cells ``y_c`` go through the potential
+    in passes of about ``rows`` cells, not two small passes per condition.
+    """
+    total, c, n = 0.0, 0, len(codes)
+    weights = pi.tolist()
+    while c < n:
+        stop, size = c, 0
+        while stop < n and (stop == c or size + len(x) + len(ys[stop]) <= rows):
+            size += len(x) + len(ys[stop])
+            stop += 1
+        cells = torch.cat([t for k in range(c, stop) for t in (x, ys[k])])
+        sizes = [m for k in range(c, stop) for m in (len(x), len(ys[k]))]
+        owners = np.repeat(np.arange(c, stop), 2)
+        code = torch.cat([codes[k].expand(m, -1) for k, m in zip(owners, sizes, strict=True)])
+        with torch.no_grad():
+            values = torch.split(potential(cells, code), sizes)
+        for k in range(c, stop):
+            f_x, f_y = values[2 * (k - c)], values[2 * (k - c) + 1]
+            total += weights[k] * float(f_x.mean() - f_y.mean())
+        c = stop
+    return total
 
 
 # -- phase 2 ------------------------------------------------------------------------------------------
@@ -291,7 +324,10 @@ def _fit_step_size(
     counts = torch.bincount(c_all, minlength=len(codes)).float()
     weights = (groups.pi.to(device)[c_all] / counts[c_all]).cpu()
     step = ConditionalStepSize(groups.source.shape[1], codes.shape[1], config.step_hidden).to(device)
-    step.net.inputs.fit(torch.cat((groups.source[rows_all], codes[c_all]), 1))
+    # the inputs' centre and scale from at most STANDARDIZE_ROWS evenly spread pairings (every one when fewer)
+    spread = torch.linspace(0, len(rows_all) - 1, min(len(rows_all), STANDARDIZE_ROWS)).round().long()
+    spread = spread if len(spread) < len(rows_all) else torch.arange(len(rows_all))
+    step.net.inputs.fit(torch.cat((groups.source[rows_all[spread]], codes[c_all[spread]]), 1))
     step.net.scale_to(eta_all)
     selector = StepSizeSelector(step, _validation_matches(step, potential, codes, groups), config)
     batches = _regression_batches(groups.source, rows_all, c_all, eta_all, codes, weights, config.batch_size, generator)
