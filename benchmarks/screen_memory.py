@@ -8,6 +8,7 @@ PYTHONPATH of the code to measure, e.g. main's src for "before"::
     PYTHONPATH=src python -m benchmarks screen_memory write 300 1000 3000   # the data, once
     PYTHONPATH=src python -m benchmarks screen_memory fit 300               # one size; prints a JSON line
     PYTHONPATH=src python -m benchmarks screen_memory fit 300 --record after # ... and adds it to the results
+    python -m benchmarks screen_memory table before after                    # the recorded lines, as a table
 
 The data go to ``cellw1-screen-memory`` in the temporary folder (``--data`` to change it);
 ``--record NAME`` appends the line to ``benchmarks/results/screen/memory_NAME.json``.
@@ -23,7 +24,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import RESULTS, load, one_thread, parse, parser, read_json, write_json
+from ._common import RESULTS, load, markdown_table, one_thread, parse, parser, read_json, write_json
 
 DATA = Path(tempfile.gettempdir()) / "cellw1-screen-memory"
 #: shortened schedules (the same for before and after): memory is set by the data and the conditions
@@ -91,11 +92,24 @@ def record(name: str, line: dict, args: object) -> None:
     write_json(path, {"rows": rows}, args)  # type: ignore[arg-type]
 
 
+def table(names: Sequence[str]) -> str:
+    """The recorded lines of ``memory_NAME.json`` for each name, as one markdown table."""
+    lines = []
+    for name in names:
+        path = RESULTS / "screen" / f"memory_{name}.json"
+        for r in read_json(path)["rows"] if path.exists() else []:
+            phases = (r.get("potential_seconds"), r.get("step_size_seconds"), r.get("calibration_seconds"))
+            function = r.get("function", "fit_conditional")
+            lines.append((name, function, r["perturbations"], r["seconds"], *phases, r["peak_gib"], r["load_average"]))
+    header = ("code", "function", "perturbations", "seconds", "phase 1 s", "phase 2 s", "calibration s", "peak GiB")
+    return markdown_table((*header, "load"), lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``write`` the data sets of the given sizes, or ``fit`` one and print its peak memory and time as JSON."""
     p = parser(__doc__, name="screen_memory")
-    p.add_argument("verb", choices=("write", "fit"))
-    p.add_argument("sizes", type=int, nargs="+", help="numbers of perturbations (fit: one)")
+    p.add_argument("verb", choices=("write", "fit", "table"))
+    p.add_argument("sizes", nargs="*", help="numbers of perturbations (fit: one); table: the record names")
     p.add_argument("--data", type=Path, default=DATA, help="folder of the data sets (%(default)s)")
     p.add_argument("--cells", type=int, default=100, help="cells per perturbation (%(default)s)")
     p.add_argument("--controls", type=int, default=10_000, help="control cells (%(default)s)")
@@ -104,12 +118,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--screen", action="store_true", help="run cellw1.screen (model and tests), not fit_conditional")
     p.add_argument("--record", help="append the result to benchmarks/results/screen/memory_RECORD.json")
     args = parse(p, argv)
-    if args.verb == "write":
-        write(args.data, args.sizes, args.cells, args.controls, args.genes)
+    if args.verb == "table":
+        print(table(args.sizes or ["before", "after"]))
         return
-    if len(args.sizes) != 1:
+    sizes = [int(n) for n in args.sizes]
+    if not sizes:
+        p.error(f"{args.verb} takes numbers of perturbations")
+    if args.verb == "write":
+        write(args.data, sizes, args.cells, args.controls, args.genes)
+        return
+    if len(sizes) != 1:
         p.error("fit takes one size: each size runs in a fresh process")
-    path = data_file(args.data, args.sizes[0], args.cells, args.controls, args.genes)
+    path = data_file(args.data, sizes[0], args.cells, args.controls, args.genes)
     line = {
         **fit(path, args.in_memory, args.screen),
         "cells": args.cells,
