@@ -119,12 +119,11 @@ def fit_conditional_map(
     with torch.random.fork_rng(devices=[]), fit_threads(config.cpu_threads, device):
         torch.manual_seed(seed)
         encoder = _encoder(n_labels, vectors, conditions, groups, config, device)
-        members, dose, _, _ = encoder.tensors(conditions)
+        _all_codes(encoder, conditions)  # checks every condition against the encoder first
         start = time.perf_counter()
-        potential, phase1 = _fit_potential(encoder, groups, members, dose, config, generator, progress)
+        potential, phase1 = _fit_potential(encoder, groups, conditions, config, generator, progress)
         mid = time.perf_counter()
-        with torch.no_grad():
-            codes = encoder(members, dose)
+        codes = _all_codes(encoder, conditions)
         step, phase2 = _fit_step_size(potential, codes, groups, config, generator, rng, progress)
         end = time.perf_counter()
     history = combine(potential=phase1.pop("history"), step_size=phase2.pop("history"))
@@ -231,12 +230,25 @@ def _encoder(
     return encoder
 
 
+def _all_codes(encoder: ConditionEncoder, conditions: Sequence[Condition], chunk: int = 4_096) -> torch.Tensor:
+    """The code of every condition ``(conditions, k)``, without a graph, ``chunk`` conditions at a time.
+
+    The encoder's membership matrix is ``(conditions, labels)``: made for a chunk at a time, never
+    for a whole screen (10,000 x 10,000 floats would be 400 MB).
+    """
+    with torch.no_grad():
+        parts = []
+        for start in range(0, len(conditions), chunk):
+            members, dose, _, _ = encoder.tensors(conditions[start : start + chunk])
+            parts.append(encoder(members, dose))
+    return torch.cat(parts)
+
+
 # -- phase 1 ------------------------------------------------------------------------------------------
 def _fit_potential(
     encoder: ConditionEncoder,
     groups: ConditionGroups,
-    members: torch.Tensor,
-    dose: torch.Tensor | None,
+    conditions: Sequence[Condition],
     config: ConditionalConfig,
     generator: torch.Generator,
     progress: bool,
@@ -250,13 +262,13 @@ def _fit_potential(
     def bind(batch: DualBatch) -> ConditionBoundModule:
         # the codes of the step's conditions only: a step's cost does not grow with the conditions
         used, inverse = torch.unique(batch.conditions, return_inverse=True)
-        code = encoder(members[used], None if dose is None else dose[used])[inverse]
+        members, dose, _, _ = encoder.tensors([conditions[c] for c in used.tolist()])
+        code = encoder(members, dose)[inverse]
         return ConditionBoundModule(potential, torch.cat((code, code)))
 
     def validation_dual() -> float:
         """``sum_c pi_c (mean f(x, c) - mean f(y_c, c))`` on the validation cells."""
-        with torch.no_grad():
-            codes = encoder(members, dose)
+        codes = _all_codes(encoder, conditions)
         return _validation_dual(potential, codes, groups.val_source[:SELECT_CELLS], groups.val_targets, groups.pi)
 
     sampler = ConditionalBatches(groups, config.batch_size, generator)
