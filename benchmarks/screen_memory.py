@@ -79,7 +79,19 @@ def fit(path: Path, in_memory: bool, whole_screen: bool) -> dict:
         "function": "screen" if whole_screen else "fit_conditional",
         "load_average": round(os.getloadavg()[0], 2),
         "code": cellw1.__file__,
+        "code_commit": _commit(Path(cellw1.__file__).parent),
     }
+
+
+def _commit(folder: Path) -> str | None:
+    """The commit of the measured code's checkout (``None`` outside git), ``+`` when its files changed."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD")
+    return (commit + ("+" if git("status", "--porcelain", ".") else "")) if commit else None
 
 
 def record(name: str, line: dict, args: object) -> None:
