@@ -76,10 +76,19 @@ class ConditionalMap(PotentialStepMap):
         False for a training condition without a detected response: the map leaves its cells
         where they are.
         """
-        labels = _members(condition)
-        return condition.vectors is not None or all(
-            (labels, condition.dose) != (c.labels, c.dose) for c in self.unresponsive
-        )
+        return condition.vectors is not None or (_members(condition), condition.dose) not in self._still()
+
+    def _still(self) -> set[tuple[tuple[int, ...], float | None]]:
+        """``(labels, dose)`` of the unresponsive conditions, as a set kept while the list is the same.
+
+        A screen asks once per condition, with thousands of unresponsive ones: a set, not a scan.
+        """
+        key = (id(self.unresponsive), len(self.unresponsive))
+        cached = getattr(self, "_still_cache", None)
+        if cached is None or cached[0] != key:
+            cached = (key, {(c.labels, c.dose) for c in self.unresponsive})
+            self._still_cache = cached
+        return cached[1]
 
     # -- evaluation -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -44,9 +44,9 @@ from ...checks import as_points, check_pair, check_seed, resolve_device
 from ...errors import ConfigError, InputError
 from ..config import ConditionalConfig
 from ..effect import EffectTest, effect_test
-from ..energy import POOL_CELLS, EnergyPool, StepSizeSelector, ValidationMatch, distinct_rows, refine_energy
-from ..potential import DualBatch, ascend_dual, direction, dual_value, mask_constant_features
-from ..sampling import Cells, checked_cells
+from ..energy import POOL_CELLS, EnergyPool, StepSizeSelector, ValidationMatch, refine_energy
+from ..potential import DualBatch, ascend_dual, direction, mask_constant_features
+from ..sampling import Cells, MemoryCells, checked_cells
 from ..stepsize import ot_step_targets, regress
 from ..training import combine, fit_threads
 from .encoder import Condition, ConditionEncoder
@@ -55,8 +55,17 @@ from .networks import ConditionalPotential, ConditionalStepSize, ConditionBoundM
 
 logger = logging.getLogger(__name__)
 
-#: validation cells per condition used to pick the step size's best state
+#: validation control cells (at most) scored with each condition: the phase-1 dual and the step size's selector
 SELECT_CELLS = 500
+#: the selector scores a condition on ``SELECT_PER_TARGET`` validation controls per validation cell of it,
+#: at least ``SELECT_MIN`` and at most ``SELECT_CELLS``: its cost per condition follows the condition's cells
+SELECT_PER_TARGET, SELECT_MIN = 4, 100
+#: pairings (control cell, condition) the step size's input standardisation is fitted on, at most
+STANDARDIZE_ROWS = 1 << 16
+#: energy pools kept built at once (more conditions: the least recently drawn are rebuilt when drawn again)
+MAX_POOLS = 64
+#: control cells in the fitted space (float32 bytes) read into memory once for the per-condition effect tests
+CONTROL_SAMPLE_BYTES = 1 << 29
 #: phase-1 steps between two buffers of cells streamed from disk
 REFRESH_STEPS = 250
 
@@ -102,7 +111,7 @@ def fit_conditional_map(
     seed = check_seed(seed)
     device = resolve_device(config.device)
     x, ys, n_labels, vectors = _checked_inputs(source, targets, conditions, n_labels, label_vectors, device)
-    effects = [None if config.effect_alpha is None else effect_test(x, y, seed=seed + i) for i, y in enumerate(ys)]
+    effects = _effect_tests(x, ys, config.effect_alpha, seed)
     unresponsive = _unresponsive(conditions, effects, config.effect_alpha)
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -110,12 +119,11 @@ def fit_conditional_map(
     with torch.random.fork_rng(devices=[]), fit_threads(config.cpu_threads, device):
         torch.manual_seed(seed)
         encoder = _encoder(n_labels, vectors, conditions, groups, config, device)
-        members, dose, _, _ = encoder.tensors(conditions)
+        _all_codes(encoder, conditions)  # checks every condition against the encoder first
         start = time.perf_counter()
-        potential, phase1 = _fit_potential(encoder, groups, members, dose, config, generator, progress)
+        potential, phase1 = _fit_potential(encoder, groups, conditions, config, generator, progress)
         mid = time.perf_counter()
-        with torch.no_grad():
-            codes = encoder(members, dose)
+        codes = _all_codes(encoder, conditions)
         step, phase2 = _fit_step_size(potential, codes, groups, config, generator, rng, progress)
         end = time.perf_counter()
     history = combine(potential=phase1.pop("history"), step_size=phase2.pop("history"))
@@ -163,6 +171,22 @@ def _checked_inputs(
     return x, ys, n_labels, vectors
 
 
+def _effect_tests(x: Cells, ys: list[Cells], alpha: float | None, seed: int) -> list[EffectTest | None]:
+    """Each condition's :func:`~cellw1.ot.effect.effect_test` against the controls (``None`` without ``alpha``).
+
+    Controls read from disk are read once, in order (``CONTROL_SAMPLE_BYTES`` at most in the
+    fitted space), not a scattered sample per condition; the samples drawn from them are the same.
+    """
+    if alpha is None:
+        return [None] * len(ys)
+    if not isinstance(x, MemoryCells) and x.n_cells * x.dim * 4 <= CONTROL_SAMPLE_BYTES:
+        block = 8_192
+        x = MemoryCells(
+            torch.cat([x.read(np.arange(s, min(s + block, x.n_cells))) for s in range(0, x.n_cells, block)])
+        )
+    return [effect_test(x, y, seed=seed + i) for i, y in enumerate(ys)]
+
+
 def _unresponsive(
     conditions: Sequence[Condition], effects: Sequence[EffectTest | None], alpha: float | None
 ) -> list[Condition]:
@@ -206,12 +230,25 @@ def _encoder(
     return encoder
 
 
+def _all_codes(encoder: ConditionEncoder, conditions: Sequence[Condition], chunk: int = 4_096) -> torch.Tensor:
+    """The code of every condition ``(conditions, k)``, without a graph, ``chunk`` conditions at a time.
+
+    The encoder's membership matrix is ``(conditions, labels)``: made for a chunk at a time, never
+    for a whole screen (10,000 x 10,000 floats would be 400 MB).
+    """
+    with torch.no_grad():
+        parts = []
+        for start in range(0, len(conditions), chunk):
+            members, dose, _, _ = encoder.tensors(conditions[start : start + chunk])
+            parts.append(encoder(members, dose))
+    return torch.cat(parts)
+
+
 # -- phase 1 ------------------------------------------------------------------------------------------
 def _fit_potential(
     encoder: ConditionEncoder,
     groups: ConditionGroups,
-    members: torch.Tensor,
-    dose: torch.Tensor | None,
+    conditions: Sequence[Condition],
     config: ConditionalConfig,
     generator: torch.Generator,
     progress: bool,
@@ -223,16 +260,16 @@ def _fit_potential(
         mask_constant_features(potential.input_mask, groups.source, groups.pooled_targets)
 
     def bind(batch: DualBatch) -> ConditionBoundModule:
-        code = encoder(members, dose)[batch.conditions]
+        # the codes of the step's conditions only: a step's cost does not grow with the conditions
+        used, inverse = torch.unique(batch.conditions, return_inverse=True)
+        members, dose, _, _ = encoder.tensors([conditions[c] for c in used.tolist()])
+        code = encoder(members, dose)[inverse]
         return ConditionBoundModule(potential, torch.cat((code, code)))
 
     def validation_dual() -> float:
         """``sum_c pi_c (mean f(x, c) - mean f(y_c, c))`` on the validation cells."""
-        codes, total = encoder(members, dose), 0.0
-        for c, weight in enumerate(groups.pi.tolist()):
-            at = ConditionBoundModule(potential, codes[c])
-            total += weight * dual_value(at, groups.val_source, groups.val_targets[c])
-        return total
+        codes = _all_codes(encoder, conditions)
+        return _validation_dual(potential, codes, groups.val_source[:SELECT_CELLS], groups.val_targets, groups.pi)
 
     sampler = ConditionalBatches(groups, config.batch_size, generator)
     training = ascend_dual(
@@ -244,6 +281,39 @@ def _fit_potential(
         "potential_val_dual": training.best_score,
         "history": training.history,
     }
+
+
+def _validation_dual(
+    potential: ConditionalPotential,
+    codes: torch.Tensor,
+    x: torch.Tensor,
+    ys: Sequence[torch.Tensor],
+    pi: torch.Tensor,
+    rows: int = 1 << 15,
+) -> float:
+    """``sum_c pi_c (mean f(x, c) - mean f(y_c, c))``, several conditions per pass of the network.
+
+    The validation controls ``x`` and each condition's cells ``y_c`` go through the potential
+    in passes of about ``rows`` cells, not two small passes per condition.
+    """
+    total, c, n = 0.0, 0, len(codes)
+    weights = pi.tolist()
+    while c < n:
+        stop, size = c, 0
+        while stop < n and (stop == c or size + len(x) + len(ys[stop]) <= rows):
+            size += len(x) + len(ys[stop])
+            stop += 1
+        cells = torch.cat([t for k in range(c, stop) for t in (x, ys[k])])
+        sizes = [m for k in range(c, stop) for m in (len(x), len(ys[k]))]
+        owners = np.repeat(np.arange(c, stop), 2)
+        code = torch.cat([codes[k].expand(m, -1) for k, m in zip(owners, sizes, strict=True)])
+        with torch.no_grad():
+            values = torch.split(potential(cells, code), sizes)
+        for k in range(c, stop):
+            f_x, f_y = values[2 * (k - c)], values[2 * (k - c) + 1]
+            total += weights[k] * float(f_x.mean() - f_y.mean())
+        c = stop
+    return total
 
 
 # -- phase 2 ------------------------------------------------------------------------------------------
@@ -262,14 +332,17 @@ def _fit_step_size(
     memory); the energy refinement moves on to the next buffers with each new pool.
     """
     device = groups.source.device
-    x_all, c_all, eta_all = _step_targets(potential, codes, groups, config, generator, rng)
+    rows_all, c_all, eta_all = _step_targets(potential, codes, groups, config, generator, rng)
     counts = torch.bincount(c_all, minlength=len(codes)).float()
     weights = (groups.pi.to(device)[c_all] / counts[c_all]).cpu()
     step = ConditionalStepSize(groups.source.shape[1], codes.shape[1], config.step_hidden).to(device)
-    step.net.inputs.fit(torch.cat((x_all, codes[c_all]), 1))
+    # the inputs' centre and scale from at most STANDARDIZE_ROWS evenly spread pairings (every one when fewer)
+    spread = torch.linspace(0, len(rows_all) - 1, min(len(rows_all), STANDARDIZE_ROWS)).round().long()
+    spread = spread if len(spread) < len(rows_all) else torch.arange(len(rows_all))
+    step.net.inputs.fit(torch.cat((groups.source[rows_all[spread]], codes[c_all[spread]]), 1))
     step.net.scale_to(eta_all)
     selector = StepSizeSelector(step, _validation_matches(step, potential, codes, groups), config)
-    batches = _regression_batches(x_all, c_all, eta_all, codes, weights, config.batch_size, generator)
+    batches = _regression_batches(groups.source, rows_all, c_all, eta_all, codes, weights, config.batch_size, generator)
     total = regress(step.net, batches, selector, config, progress=progress, desc="conditional step size (regression)")
     if config.step_size_learner == "ot_energy":
         selector.resume()
@@ -294,13 +367,14 @@ def _step_targets(
     generator: torch.Generator,
     rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(control cells, their condition, step target)`` of every pairing, for all conditions.
+    """``(rows of control cells in groups.source, their condition, step target)`` of every pairing.
 
     Per condition, as many control cells as it has cells (at least one pairing batch) are
     paired with its cells by exact minibatch OT (:func:`~cellw1.ot.stepsize.ot_step_targets`).
+    The control cells are kept as rows of the current buffer, not copies.
     """
     device = groups.source.device
-    xs, cs, etas = [], [], []
+    picked, cs, etas = [], [], []
     for c in range(len(codes)):
         size = min(len(groups.source), max(int(groups.counts[c]), config.ot_batch_size))
         rows = torch.randperm(len(groups.source), generator=generator)[:size].to(device)
@@ -317,30 +391,31 @@ def _step_targets(
                 rng=rng,
             )
         )
-        xs.append(x)
+        picked.append(rows)
         cs.append(torch.full((size,), c, dtype=torch.long, device=device))
-    return torch.cat(xs), torch.cat(cs), torch.cat(etas)
+    return torch.cat(picked), torch.cat(cs), torch.cat(etas)
 
 
 def _validation_matches(
     step: ConditionalStepSize, potential: ConditionalPotential, codes: torch.Tensor, groups: ConditionGroups
 ) -> list[ValidationMatch]:
-    """Collect the held-out cells of every condition, weighted by ``pi``, for the step size's selector."""
-    x = groups.val_source[:SELECT_CELLS]
-    return [
-        ValidationMatch(
-            ConditionBoundModule(step, codes[c]),
-            x,
-            direction(ConditionBoundModule(potential, codes[c]), x),
-            groups.val_targets[c][:SELECT_CELLS],
-            weight,
-        )
-        for c, weight in enumerate(groups.pi.tolist())
-    ]
+    """Collect the held-out cells of every condition, weighted by ``pi``, for the step size's selector.
+
+    A condition is scored on ``SELECT_PER_TARGET`` validation controls per validation cell of
+    its own (``SELECT_MIN`` to ``SELECT_CELLS``), so its cost and memory follow its cells.
+    """
+    matches = []
+    for c, weight in enumerate(groups.pi.tolist()):
+        y = groups.val_targets[c][:SELECT_CELLS]
+        x = groups.val_source[: min(SELECT_CELLS, max(SELECT_MIN, SELECT_PER_TARGET * len(y)))]
+        u = direction(ConditionBoundModule(potential, codes[c]), x)
+        matches.append(ValidationMatch(ConditionBoundModule(step, codes[c]), x, u, y, weight))
+    return matches
 
 
 def _regression_batches(
-    x_all: torch.Tensor,
+    source: torch.Tensor,
+    rows_all: torch.Tensor,
     c_all: torch.Tensor,
     eta_all: torch.Tensor,
     codes: torch.Tensor,
@@ -350,8 +425,8 @@ def _regression_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless minibatches ``([x, e(c)], eta targets)``: each condition drawn with weight ``pi_c``."""
     while True:
-        idx = torch.multinomial(weights, batch_size, replacement=True, generator=generator).to(x_all.device)
-        yield torch.cat((x_all[idx], codes[c_all[idx]]), 1), eta_all[idx]
+        idx = torch.multinomial(weights, batch_size, replacement=True, generator=generator).to(source.device)
+        yield torch.cat((source[rows_all[idx]], codes[c_all[idx]]), 1), eta_all[idx]
 
 
 # -- the solver's data: the cells of every group and their minibatches --------------------------------
@@ -457,18 +532,39 @@ class ConditionPools:
         self.generator = generator
         self.conditions_per_batch = min(len(codes), config.conditions_per_step)
         self.cells_per_condition = max(config.batch_size // self.conditions_per_batch, 16)
-        self.pools: list[EnergyPool] = []
+        self.rows: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.built: dict[int, EnergyPool] = {}
 
     def new_pools(self) -> None:
-        """Per condition: control cells with their directions, and the condition's cells."""
+        """Per condition: the rows of its pool's control cells and of its own cells (pools are built when drawn)."""
         groups, generator = self.groups, self.generator
-        if self.pools:
+        if self.rows:
             groups.refresh()
-        self.pools = []
-        for c in range(len(self.codes)):
-            x = distinct_rows(groups.source, POOL_CELLS, generator)
-            y = distinct_rows(groups.targets[c], POOL_CELLS, generator)
-            self.pools.append(EnergyPool(x, direction(ConditionBoundModule(self.potential, self.codes[c]), x), y))
+        self.built = {}
+        self.rows = [
+            (
+                torch.randperm(len(groups.source), generator=generator)[:POOL_CELLS],
+                torch.randperm(len(groups.targets[c]), generator=generator)[:POOL_CELLS],
+            )
+            for c in range(len(self.codes))
+        ]
+
+    def pool(self, c: int) -> EnergyPool:
+        """Condition ``c``'s pool: control cells with their directions, and its cells.
+
+        Built on first use in a pool period; at most ``MAX_POOLS`` stay built, so memory does not
+        grow with the conditions (a pool is a function of its rows: rebuilt, it is the same).
+        """
+        if c in self.built:
+            return self.built[c]
+        rows_x, rows_y = self.rows[c]
+        device = self.groups.source.device
+        x, y = self.groups.source[rows_x.to(device)], self.groups.targets[c][rows_y.to(device)]
+        pool = EnergyPool(x, direction(ConditionBoundModule(self.potential, self.codes[c]), x), y)
+        if len(self.built) >= MAX_POOLS:
+            del self.built[next(iter(self.built))]
+        self.built[c] = pool
+        return pool
 
     def loss(self) -> torch.Tensor:
         """Compute the mean energy loss of a few conditions' minibatches."""
@@ -477,7 +573,7 @@ class ConditionPools:
         device = self.groups.source.device
         loss = torch.zeros((), device=device)
         for c in chosen:
-            pool = self.pools[c]
+            pool = self.pool(c)
             i, j = pool.draw(per, generator)
             loss = loss + pool.loss(i, j, self.step_size(pool.x[i], self.codes[c].expand(len(i), -1))) / k
         return loss

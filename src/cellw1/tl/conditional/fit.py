@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: each condition's calibration predicts ``CALIBRATION_PER_CELL`` control cells per cell of its sample, at least
+#: ``CALIBRATION_MIN`` (and at most the reference sample): its cost follows the condition's cells
+CALIBRATION_PER_CELL, CALIBRATION_MIN = 10, 1_000
 #: a condition: its label and its dose (``None`` without doses)
 ConditionKey = tuple[str, float | None]
 #: given every group's cells in the fitted space (control first), whether each condition responds
@@ -161,7 +164,8 @@ def fit_conditional_source(source: Source, spec: ConditionalSpec, gate: Gate | N
     if spec.obsm_key is None:
         check_unique_genes(source.var_names)
     start = time.perf_counter()
-    conditions = [Condition(tuple(table.index(m) for m in member_labels(label)), None, dose) for label, dose in groups]
+    position = {label: i for i, label in enumerate(table)}
+    conditions = [Condition(tuple(position[m] for m in member_labels(label)), None, dose) for label, dose in groups]
     if gate is not None:  # the gate's calls replace the map's own tests
         spec = spec.replace(config=spec.config.replace(effect_alpha=None))
     step = ConditionalMethod(spec, conditions, len(table), vectors, gate)
@@ -272,8 +276,10 @@ def _chosen(labels: pd.Series, control: str, perturbations: Sequence[str] | None
     if perturbations is None:
         chosen = [p for p in present_labels(labels) if p != control]
     else:
+        present = set(present_labels(labels))  # once: a screen gives thousands of perturbations
         for p in perturbations:
-            check_label(labels, p, "perturbation", key)
+            if p not in present:
+                check_label(labels, p, "perturbation", key)
         chosen = [p for p in perturbations if p != control]
     if not chosen:
         raise InputError(f"obs[{key!r}] has no perturbation besides the control {control!r}.")
@@ -303,11 +309,18 @@ def _doses(obs: pd.DataFrame, dose_key: str | None, labels: pd.Series, chosen: l
 def _groups(
     labels: pd.Series, doses: np.ndarray | None, chosen: list[str]
 ) -> dict[tuple[str, float | None], np.ndarray]:
-    """Row numbers of each condition ``(label, dose)``, in the order of ``chosen`` then dose."""
-    values = labels.to_numpy()
+    """Row numbers of each condition ``(label, dose)``, in the order of ``chosen`` then dose.
+
+    The cells are sorted by label once (not one pass over every cell per label).
+    """
+    codes, uniques = pd.factorize(labels.to_numpy(), use_na_sentinel=True)
+    order = np.argsort(codes, kind="stable")  # rows of each label stay increasing
+    bounds = np.searchsorted(codes[order], np.arange(len(uniques) + 1))
+    where = {label: k for k, label in enumerate(uniques)}
     groups: dict[tuple[str, float | None], np.ndarray] = {}
     for label in chosen:
-        rows = np.flatnonzero(values == label)
+        k = where[label]
+        rows = order[bounds[k] : bounds[k + 1]]
         if doses is None:
             groups[(label, None)] = rows
         else:
@@ -406,28 +419,45 @@ def _calibrations(
     Against the controls for a condition without a detected response, a mixture for a share.
     Pooled over conditions (for unseen ones): the zero thresholds only, offsets 0.
 
-    One condition's cells are read at a time; the pooled calibration keeps copies of a share of
-    each (``SAMPLE_CELLS`` cells in all), so memory does not grow with the number of conditions.
+    One condition's cells are read at a time, and predicted from a seeded sample of
+    ``CALIBRATION_PER_CELL`` control cells per cell of it (``CALIBRATION_MIN`` at least); the pooled calibration keeps
+    copies of a share of each (``SAMPLE_CELLS`` to twice that in all), so memory does not grow
+    with the number of conditions, and a condition's cost follows its cells.
     """
     seed, embedding = spec.seed, space.embedding
     control = space.expression_sample(0)
     control = control[spread_sample(np.arange(len(control)), SAMPLE_CELLS, seed)]
     z = embedding.encode(control)
-    per, pooled_pred, pooled_obs = [], [], []
-    share = max(SAMPLE_CELLS // max(len(conditions), 1), 50)
+    per = np.empty((len(conditions), 4, control.shape[1]), dtype=np.float32)
+    pooled_pred, pooled_obs = [], []
+    share = _pooled_share(len(conditions))
     shares = _response_shares(cmap, len(conditions))
     for i, condition in enumerate(conditions):
         method = AtCondition(cmap, condition, shares[i])
-        predicted = embedding.decode(method.predict(z))
         cells = space.expression_sample(i + 1)
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
+        size = max(CALIBRATION_MIN, CALIBRATION_PER_CELL * len(observed))
+        predicted = embedding.decode(method.predict(z[spread_sample(np.arange(len(z)), size, seed + 1 + i)]))
         # against its cells; the controls for a condition without a response, a mixture for one whose
         # response is applied in part (cellw1.pp.calibration.calibration_target)
         target = calibration_target(control, observed, method.response_share, method.has_response, seed + 1 + i)
-        per.append(fit_calibration(predicted, target))
-        # copies: a slice would keep the whole (SAMPLE_CELLS x genes) prediction of every condition alive
-        pooled_pred.append(predicted[:share].copy())
-        pooled_obs.append(observed[:share].copy())
+        per[i] = fit_calibration(predicted, target)
+        if share[i]:  # copies: a slice would keep the condition's whole prediction alive
+            pooled_pred.append(predicted[: share[i]].copy())
+            pooled_obs.append(observed[: share[i]].copy())
     pooled = fit_calibration(np.concatenate(pooled_pred), np.concatenate(pooled_obs))
     pooled[1] = 0.0
-    return np.stack(per), pooled
+    return per, pooled
+
+
+def _pooled_share(n_conditions: int) -> np.ndarray:
+    """Cells each condition gives the pooled calibration: 50 (or more) from each of at most ``SAMPLE_CELLS // 50``.
+
+    Beyond ``SAMPLE_CELLS // 50`` conditions, evenly spread conditions give 50 each and the
+    others none, so the pooled sample stays within ``2 * SAMPLE_CELLS`` cells.
+    """
+    each = max(SAMPLE_CELLS // max(n_conditions, 1), 50)
+    share = np.zeros(n_conditions, dtype=np.int64)
+    givers = np.unique(np.linspace(0, n_conditions - 1, min(n_conditions, SAMPLE_CELLS // 50)).round().astype(np.int64))
+    share[givers if n_conditions > SAMPLE_CELLS // 50 else np.arange(n_conditions)] = each
+    return share

@@ -165,9 +165,10 @@ class ConditionalModel:
         if not members or label == self.control:
             raise InputError(f"perturbation {perturbation!r} is not a perturbation; give one of {self.perturbations}.")
         positions, vectors = [], []
+        table = self._label_positions()
         for member in members:
-            if member in self.labels:
-                positions.append(self.labels.index(member))
+            if member in table:
+                positions.append(table[member])
             elif self.embedding_key is not None and uns is not None and member in (uns.get(self.embedding_key) or {}):
                 vectors.append(self._vector(member, uns[self.embedding_key][member]))
             else:
@@ -187,6 +188,17 @@ class ConditionalModel:
                     f"combination ({shown}), {how}."
                 )
         return Condition(tuple(positions), np.stack(vectors) if vectors else None, self._dose(label, dose))
+
+    def _label_positions(self) -> dict[str, int]:
+        """Position of each label in :attr:`labels` (the first, as ``list.index``), kept while the table is unchanged."""
+        cached = getattr(self, "_positions", None)
+        if cached is None or cached[0] != self.labels:
+            positions: dict[str, int] = {}
+            for i, label in enumerate(self.labels):
+                positions.setdefault(label, i)
+            cached = (list(self.labels), positions)
+            self._positions = cached
+        return cached[1]
 
     def _vector(self, label: str, value: Any) -> np.ndarray:
         vector = np.asarray(value, dtype=np.float64).ravel()
