@@ -31,7 +31,7 @@ from cellw1.cli.main import main
 from cellw1.files.model_files import content_checksum, load_tensors, tensor_checksum
 
 TINY = TINY_CONFIG.replace(batch_size=32)
-TINY_ARGS = ["--potential-iters", "20", "--regression-iters", "20", "--quiet"]
+TINY_ARGS = ["--potential-iters", "20", "--regression-iters", "20", "--energy-iters", "20", "--quiet"]
 
 
 def counts(n: int = 40, genes: int = 12, seed: int = 0, labels: tuple[Any, Any] = ("ctrl", "pert")) -> ad.AnnData:

@@ -14,7 +14,19 @@ from cellw1.cli.main import main
 from cellw1.datasets import synthetic_perturbation
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-SHORT = ["--potential-iters", "20", "--regression-iters", "20", "--de-genes", "8", "--splits", "1", "--quiet"]
+SHORT = [
+    "--potential-iters",
+    "20",
+    "--regression-iters",
+    "20",
+    "--energy-iters",
+    "20",
+    "--de-genes",
+    "8",
+    "--splits",
+    "1",
+]
+SHORT += ["--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +90,7 @@ def test_evaluate_writes_the_report_of_every_method(cells: Path, tmp_path: Path,
     assert settings["n_de_genes"] == 8
     assert "n_iters=4" in settings["w2_config"]
     assert "potential_iters=20" in settings["config"]
+    assert "energy_iters=20" in settings["config"]
     wilcoxon = pd.read_csv(out / "wilcoxon.csv")
     assert set(wilcoxon["reference"]) == {"w1"}
     assert "identity" in set(wilcoxon["method"])

@@ -194,7 +194,7 @@ def test_cli_fit_conditional_and_predict_perturbation(data, tmp_path, capsys):
 
     path = tmp_path / "cells.h5ad"
     data.write_h5ad(path)
-    fast = ["--potential-iters", "60", "--step-iters", "40", "--quiet", "--seed", "2"]
+    fast = ["--potential-iters", "60", "--regression-iters", "60", "--energy-iters", "60", "--quiet", "--seed", "2"]
     model_dir = tmp_path / "model"
     assert (
         main(

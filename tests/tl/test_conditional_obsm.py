@@ -127,7 +127,18 @@ def test_cli_fit_conditional_on_obsm_and_predict(data, tmp_path, capsys):
     data.write_h5ad(path)
     model_dir, out = tmp_path / "model", tmp_path / "pred.h5ad"
     fit = ["fit", str(path), "--condition-key", "condition", "--control", "control", "--conditional"]
-    fast = ["--obsm-key", "X_emb", "--potential-iters", "60", "--step-iters", "40", "--quiet", "--out"]
+    fast = [
+        "--obsm-key",
+        "X_emb",
+        "--potential-iters",
+        "60",
+        "--regression-iters",
+        "60",
+        "--energy-iters",
+        "60",
+        "--quiet",
+    ]
+    fast += ["--out"]
     assert main([*fit, *fast, str(model_dir)]) == 0
     assert "of obsm['X_emb']" in capsys.readouterr().out
     assert cellw1.load(model_dir).obsm_key == "X_emb"

@@ -284,6 +284,8 @@ def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path]
         "100",
         "--regression-iters",
         "60",
+        "--energy-iters",
+        "60",
         "--quiet",
         "--out",
         str(tmp_path / "model"),

@@ -86,6 +86,12 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"steps of the minibatch-OT regression (default: {defaults.regression_iters})",
     )
     parser.add_argument(
+        "--energy-iters",
+        type=int,
+        default=None,
+        help=f"steps of the energy-distance refinement after the regression (default: {defaults.energy_iters})",
+    )
+    parser.add_argument(
         "--learner",
         choices=STEP_SIZE_LEARNERS,
         default=None,
@@ -142,6 +148,7 @@ def solver_config(args: argparse.Namespace, kind: type[W1Config] = W1Config) -> 
         "potential_iters": args.potential_iters,
         "step_iters": args.step_iters,
         "regression_iters": args.regression_iters,
+        "energy_iters": args.energy_iters,
         "step_size_learner": args.learner,
         "device": args.device,
         "shrink_response": args.shrink_response,
