@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..datasets import synthetic_perturbation
 from ..errors import ConfigError, InputError
+from ..eval.confidence import check_confidence
 from ..eval.evaluation import DEFAULT_METHODS, evaluate
 from ..files.outputs import check_output
 from ..ot.config import W2Config
@@ -103,8 +104,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def _check_report_options(args: argparse.Namespace) -> None:
     """Fail before any fit when ``--confidence`` is not a level or ``--reference`` is not among ``--methods``."""
-    if not 0.0 < args.confidence < 1.0:
-        raise ConfigError(f"--confidence {args.confidence!r} must be a level between 0 and 1, e.g. 0.95.")
+    check_confidence(args.confidence, f"--confidence {args.confidence!r}")
     methods = DEFAULT_METHODS if args.methods is None else tuple(m.strip() for m in args.methods.split(","))
     if args.reference is not None and args.reference not in methods:
         raise ConfigError(f"--reference {args.reference!r} is not among the evaluated methods {list(methods)}.")

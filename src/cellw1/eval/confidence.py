@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import bootstrap, wilcoxon
 
+from ..errors import ConfigError
 from .baselines import BASELINES
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,14 @@ COMPARISON_COLUMNS = (
     "wilcoxon_p",
     "verdict",
 )
+
+
+def check_confidence(confidence: float, shown: str | None = None) -> float:
+    """``confidence`` if it is a level strictly between 0 and 1; else a ConfigError naming it as ``shown``."""
+    if not isinstance(confidence, int | float) or isinstance(confidence, bool) or not 0.0 < confidence < 1.0:
+        shown = f"confidence={confidence!r}" if shown is None else shown
+        raise ConfigError(f"{shown} must be a level between 0 and 1, e.g. 0.95.")
+    return float(confidence)
 
 
 def bootstrap_ci(

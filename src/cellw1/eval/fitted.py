@@ -3,8 +3,9 @@
 Every method of :mod:`cellw1.tl.methods` (identity, observed, mean shift, W2, W1, scGen) is
 fitted on one perturbation's training cells with the call a user makes, in the split's one
 embedding (the first method fits it; the paper's protocol). Its ``seconds`` is the method's
-own fit, not preprocessing or the embedding. The methods that move cells follow the fit's
-test for a response (``effect_alpha``); the split's test is the union of theirs.
+own fit, not preprocessing or the embedding. The methods that move cells follow one test for a
+response (``effect_alpha``): the first fit of the split that tests makes it, the later ones
+are given it (``cellw1.fit(..., effect=)``) instead of testing the same cells again.
 """
 
 from __future__ import annotations

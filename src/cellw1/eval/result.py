@@ -19,6 +19,7 @@ from scipy.stats import ranksums
 from ..errors import ConfigError
 from ..files.atomic import atomic_write_bytes
 from .celleval import higher_is_better as cell_eval_direction
+from .confidence import check_confidence
 from .confidence import comparisons as _comparisons
 from .confidence import per_perturbation as _per_perturbation
 from .metrics import METRICS
@@ -172,9 +173,8 @@ class EvaluationResult:
         return _per_perturbation(self.table, _higher_is_better, reference, confidence, seed)
 
     def _check_reference(self, reference: str, confidence: float) -> None:
-        """A ConfigError unless ``reference`` is a method of the table (or absent: no rows) and ``0 < confidence < 1``."""
-        if not isinstance(confidence, int | float) or isinstance(confidence, bool) or not 0.0 < confidence < 1.0:
-            raise ConfigError(f"confidence={confidence!r} must be a level between 0 and 1, e.g. 0.95.")
+        """A ConfigError unless ``reference`` is a method's name (one not evaluated gives no rows) and a level."""
+        check_confidence(confidence)
         if not isinstance(reference, str) or not reference:
             raise ConfigError(f"reference={reference!r} must be the name of an evaluated method, e.g. 'w1'.")
 
