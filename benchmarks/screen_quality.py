@@ -23,13 +23,14 @@ import numpy as np
 import pandas as pd
 
 import cellw1
+from cellw1.tl.spec import MIN_CELLS as TRAIN_CELLS
 
 from ._common import RESULTS, each_seed, one_thread, parse, parser, write_json
 
 OUT = RESULTS / "screen" / "quality.json"
 METHODS = ("identity", "mean_shift", "w1", "w1_conditional")
-#: cells a perturbation needs to be chosen (the library's split needs 20 training cells and test cells)
-MIN_CELLS = 40
+#: cells a perturbation needs to be chosen: twice the training cells the library's split needs (40)
+MIN_CELLS = 2 * TRAIN_CELLS
 
 
 def chosen(truth: dict, n_effect: int, n_null: int, seed: int) -> tuple[list[str], list[str]]:
