@@ -45,11 +45,12 @@ def write(folder: Path, sizes: list[int], cells: int, controls: int, genes: int)
             load("synthetic_screen", n, controls, genes, mean_cells=cells, cells_range=(cells, cells), path=path)
 
 
-def fit(path: Path, in_memory: bool, whole_screen: bool) -> dict:
+def fit(path: Path, in_memory: bool, whole_screen: bool, schedule: dict) -> dict:
     """Fit one data set; its seconds (in all and per phase) and the process's peak memory.
 
     ``whole_screen``: run :func:`cellw1.screen` (the model, the response tests, the table and the
-    clusters) instead of :func:`cellw1.fit_conditional` alone.
+    clusters) instead of :func:`cellw1.fit_conditional` alone. ``schedule``: the
+    :class:`cellw1.ConditionalConfig` steps to change (empty: the defaults).
     """
     import anndata as ad
 
@@ -57,19 +58,22 @@ def fit(path: Path, in_memory: bool, whole_screen: bool) -> dict:
 
     one_thread()
     data = ad.read_h5ad(path) if in_memory else path
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    before, cpu_before = usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime
     start = time.perf_counter()
-    config = cellw1.ConditionalConfig(**SCHEDULE)
+    config = cellw1.ConditionalConfig(**schedule)
     if whole_screen:
         model = cellw1.screen(data, "perturbation", "non-targeting", config=config, progress=False).model
     else:
         model = cellw1.fit_conditional(data, "perturbation", "non-targeting", config=config, progress=False)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss / 2**20
     info = {**model.map.info, **model.info}
     return {
         "perturbations": len(model.conditions),
         "seconds": round(seconds, 1),
+        "cpu_seconds": round(usage.ru_utime + usage.ru_stime - cpu_before, 1),
         "potential_seconds": round(info.get("potential_seconds", float("nan")), 1),
         "step_size_seconds": round(info.get("step_size_seconds", float("nan")), 1),
         "calibration_seconds": round(info.get("calibration_seconds", float("nan")), 1),
@@ -77,6 +81,7 @@ def fit(path: Path, in_memory: bool, whole_screen: bool) -> dict:
         "before_fit_gib": round(before, 2),
         "in_memory": in_memory,
         "function": "screen" if whole_screen else "fit_conditional",
+        "schedule": "shortened" if schedule else "default",
         "load_average": round(os.getloadavg()[0], 2),
         "code": cellw1.__file__,
         "code_commit": _commit(Path(cellw1.__file__).parent),
@@ -128,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--genes", type=int, default=500, help="genes (%(default)s)")
     p.add_argument("--in-memory", action="store_true", help="load the file before the fit (default: from disk)")
     p.add_argument("--screen", action="store_true", help="run cellw1.screen (model and tests), not fit_conditional")
+    p.add_argument(
+        "--default-schedule", action="store_true", help="ConditionalConfig's default steps, not the shortened ones"
+    )
     p.add_argument("--record", help="append the result to benchmarks/results/screen/memory_RECORD.json")
     args = parse(p, argv)
     if args.verb == "table":
@@ -143,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         p.error("fit takes one size: each size runs in a fresh process")
     path = data_file(args.data, sizes[0], args.cells, args.controls, args.genes)
     line = {
-        **fit(path, args.in_memory, args.screen),
+        **fit(path, args.in_memory, args.screen, {} if args.default_schedule else SCHEDULE),
         "cells": args.cells,
         "controls": args.controls,
         "genes": args.genes,
