@@ -2,7 +2,7 @@
 
 A benchmark is a module of this folder whose name does not start with ``_``; its first
 docstring line is its summary. Modules with a ``main(argv)`` get their own options;
-``tutorial_kang`` is a plain script and runs as one.
+the tutorials (``tutorial_kang``, ``tutorial_screens``) are plain scripts and run as such.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """The documentation shows the code that produced its numbers: every line of a Python block of
-docs/tutorial.md is a line of benchmarks/tutorial_kang.py, in the same order.
+docs/tutorial.md is a line of benchmarks/tutorial_kang.py, in the same order; likewise docs/screens.md's
+tutorial (the blocks before its section on ``fit_all``) and benchmarks/tutorial_screens.py.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -17,15 +20,23 @@ def code_blocks(markdown: str) -> list[list[str]]:
     ]
 
 
-def test_tutorial_code_is_the_script_s_code() -> None:
-    script = [line.rstrip() for line in (ROOT / "benchmarks" / "tutorial_kang.py").read_text().splitlines()]
-    blocks = code_blocks((ROOT / "docs" / "tutorial.md").read_text())
-    assert len(blocks) >= 5
+@pytest.mark.parametrize(
+    ("page", "script_name", "end", "n_blocks"),
+    [
+        ("tutorial.md", "tutorial_kang.py", None, 5),
+        ("screens.md", "tutorial_screens.py", "## Separate maps for a screen", 9),
+    ],
+)
+def test_tutorial_code_is_the_script_s_code(page: str, script_name: str, end: str | None, n_blocks: int) -> None:
+    script = [line.rstrip() for line in (ROOT / "benchmarks" / script_name).read_text().splitlines()]
+    text = (ROOT / "docs" / page).read_text()
+    blocks = code_blocks(text if end is None else text[: text.index(end)])
+    assert len(blocks) >= n_blocks
     position = 0
     for block in blocks:
         for line in block:
             assert line in script[position:], (
-                f"docs/tutorial.md shows a line the script lacks (or out of order): {line!r}"
+                f"docs/{page} shows a line benchmarks/{script_name} lacks (or out of order): {line!r}"
             )
             position = script.index(line, position) + 1
 

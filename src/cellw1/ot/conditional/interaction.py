@@ -1,9 +1,10 @@
 """Do a combination's responses add up? A test of a pair's mean shift against the sum of its members'.
 
 A combination ``A+B`` is predicted by adding its members' per-cell displacements
-(:mod:`cellw1.tl.conditional_model`); a learned interaction is used only where the pair was
-trained on and its cells say the sum is wrong. With the mean of the control cells ``m_0``,
-of each member ``m_k`` and of the pair ``m_p``, the interaction of the means is
+(:meth:`cellw1.tl.conditional.model.ConditionalModel.composed`); a learned interaction is used
+only where the pair was trained on and its cells say the sum is wrong. With the mean of the
+control cells ``m_0``, of each member ``m_k`` and of the pair ``m_p``, the interaction of the
+means is
 
 ``r = (m_p - m_0) - sum_k (m_k - m_0)``.
 
