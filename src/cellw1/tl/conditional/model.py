@@ -13,9 +13,10 @@ embedding (``obsm_key``) reads and writes its features as a single map's obsm mo
 the map gives them, never calibrated or clipped (output ``None``).
 
 A combination (``"A+B"``, in any order) is its members' predicted changes added up, cell by
-cell, each member's whole response (share 1, :meth:`ConditionalModel.unshrunk`, whatever
-``shrink_response`` applies to it alone; output ``"calibrated_additive"``; a member without a
-detected response adds nothing); a trained combination is blended with its own prediction
+cell, each member's whole response (share 1,
+:meth:`~cellw1.tl.conditional.model.ConditionalModel.unshrunk`, whatever ``shrink_response``
+applies to it alone; output ``"calibrated_additive"``; a member without a detected response
+adds nothing); a trained combination is blended with its own prediction
 (its whole response too), with more weight the more its cells depart from that sum and the
 more cells it has (:mod:`cellw1.ot.conditional.interaction`; output
 ``"calibrated_interaction"``).
