@@ -9,8 +9,10 @@ every single is trained on; a third of the controls is held out as the input.
 Predictions of each held-out pair, from the held-out controls, in log-normalised expression
 (the model's preprocessing):
 
-- ``model``: ``fit_conditional``'s default (members' displacements added per cell; a trained
-  pair blended with its own prediction, the weight of ``docs/method.md``);
+- ``model``: ``fit_conditional``'s default (members' displacements added per cell, each its
+  whole response; a trained pair blended with its own prediction, the weight of ``docs/method.md``);
+- ``model_shrunk``: the default before (issue 25's share fix): the same, with each member and a
+  trained pair's own map at its resolved share (``shrink_response``), as each predicts alone;
 - ``members_sum``: the members' predicted changes added per cell, without the blend with a
   trained pair's own prediction;
 - ``network_code``: the network at the combination's code (``view(..., compose=False)``: the
@@ -25,7 +27,8 @@ Scores against the held-out cells of the pair, all genes: MMD, energy distance, 
 (correlation of the predicted and observed mean changes from the input controls) and the
 share of the observed change reproduced (``<pred change, obs change> / |obs change|^2``).
 For null-member pairs also the largest difference between the model's pair and its
-responding member alone. Results to ``benchmarks/results/combinations/synthetic.json``.
+responding member alone (its whole response, :meth:`cellw1.ConditionalModel.unshrunk`). Results
+to ``benchmarks/results/combinations/synthetic.json``.
 
     python -m benchmarks combinations_synthetic [--seeds 0,1,2,3,4] [--config '{"pooling": "sum"}']
 """
@@ -42,11 +45,21 @@ import numpy as np
 import cellw1
 from cellw1.eval.metrics import energy_distance, mmd
 from cellw1.eval.systema import pearson_delta
+from cellw1.tl.methods import blended
 
 from ._common import RESULTS, load, one_thread, parse, parser, read_json, write_json
 
 OUT = RESULTS / "combinations"
-METHODS = ("model", "network_code", "members_sum", "composed_maps", "additive", "larger_single", "no_change")
+METHODS = (
+    "model",
+    "model_shrunk",
+    "network_code",
+    "members_sum",
+    "composed_maps",
+    "additive",
+    "larger_single",
+    "no_change",
+)
 
 
 def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, float]:
@@ -59,6 +72,25 @@ def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, flo
         "pearson_delta": float(pearson_delta(pred, obs, start.mean(0))) if predicted.std() > 0 else 0.0,
         "share": float(predicted @ observed / (observed @ observed)),
     }
+
+
+def shrunk_composition(model: cellw1.ConditionalModel, pair: str, x: np.ndarray) -> np.ndarray:
+    """The default before issue 25's share fix: each member, and a trained pair's own map, at its resolved share.
+
+    Members' calibrated changes from the reconstruction ``R(x)`` added up (one responding member: its own
+    prediction), clipped at 0; a trained pair blended with its own prediction by the interaction weight.
+    """
+    moving = [v for v in (model.view(m) for m in sorted(set(pair.split("+")))) if v.method.has_response]
+    if len(moving) < 2:
+        summed = moving[0].predict_values(x)[0] if moving else x.copy()
+    else:
+        base = np.maximum(np.asarray(model.embedding.decode(model.embedding.encode(x)), dtype=np.float32), 0.0)
+        summed = np.maximum(blended(base, [v.predict_values(x)[0] for v in moving], np.ones(len(moving))), 0.0)
+    test = model.interaction(model.canonical(pair))
+    if test is None:
+        return summed
+    own = model.view(pair, compose=False).predict_values(x)[0]
+    return np.maximum(blended(x, [summed, own], np.array([1.0 - test.weight(), test.weight()])), 0.0)
 
 
 def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
@@ -104,6 +136,7 @@ def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
         larger = max((a, b), key=lambda s: float(np.linalg.norm(shift[s])))
         predictions = {
             "model": pred,
+            "model_shrunk": shrunk_composition(model, pair, x),
             "network_code": model.view(pair, compose=False).predict(ctrl_in).X,
             "members_sum": model.composed(pair, None, interaction=False).predict(ctrl_in).X,
             "composed_maps": model.view(b).predict_values(first)[0],
@@ -123,7 +156,7 @@ def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
             entry["interaction"] = {**entry["interaction"].to_dict(), "weight": entry["interaction"].weight()}
         if entry["kind"] == "null_member":
             member = a if a not in truth["null_members"] else b
-            alone = model.predict(ctrl_in, perturbation=member).X
+            alone = model.unshrunk(member).predict(ctrl_in).X  # its whole response, as a combination adds it
             entry["largest_difference_from_member_alone"] = float(np.abs(pred - alone).max())
         found["pairs"][pair] = entry
     return found

@@ -55,7 +55,8 @@ def test_a_null_member_adds_nothing(data, model, kinds):
     assert (null, None) in model.without_response
     ctrl = controls(data)
     together = model.predict(ctrl, perturbation=pair)
-    np.testing.assert_array_equal(together.X, model.predict(ctrl, perturbation=member).X)
+    # the member's whole response, as in any combination (test_members_add_their_whole_responses)
+    np.testing.assert_array_equal(together.X, model.unshrunk(member).predict(ctrl).X)
     assert (together.obs["perturbation"] == pair).all()
 
 
@@ -67,8 +68,26 @@ def test_an_unseen_pair_adds_its_members_changes(data, model, kinds):
     x = model.preprocessor.transform(ctrl.X)
     pred = model.predict(ctrl, perturbation=pair)
     assert pred.uns["cellw1"]["output"] == "calibrated_additive"
-    expected = np.maximum(model.predict(ctrl, perturbation=a).X + model.predict(ctrl, perturbation=b).X - x, 0.0)
+    expected = np.maximum(model.unshrunk(a).predict(ctrl).X + model.unshrunk(b).predict(ctrl).X - x, 0.0)
     np.testing.assert_allclose(pred.X, expected, atol=1e-5)
+
+
+def test_members_add_their_whole_responses(data, model, kinds):
+    # each member alone moves a cell its resolved share s < 1 of its map's step; in a pair it adds the whole step
+    a, b = sorted(kinds["additive"].split("+"))
+    shares = [model.response_share(m, None) for m in (a, b)]
+    assert all(0.0 < s < 1.0 for s in shares)
+    z = model.embedding.encode(model.preprocessor.transform(controls(data).X))
+    for member, share in zip((a, b), shares, strict=True):
+        alone, whole = model.view(member).method, model.unshrunk(member).method
+        assert alone.response_share == share  # a single condition's prediction keeps its share
+        assert whole.response_share == 1.0
+        np.testing.assert_allclose(whole.predict(z) - z, (alone.predict(z) - z) / share, rtol=1e-4, atol=1e-5)
+    pair = model.view(kinds["additive"]).method
+    whole_steps = sum(model.unshrunk(m).method.predict(z) - z for m in (a, b))
+    np.testing.assert_allclose(pair.predict(z) - z, whole_steps, rtol=1e-4, atol=1e-5)
+    shrunk_steps = sum(model.view(m).method.predict(z) - z for m in (a, b))
+    assert np.abs(pair.predict(z) - z).sum() > 1.01 * np.abs(shrunk_steps).sum()
 
 
 def test_the_interaction_test_knows_additive_from_masked_pairs():

@@ -90,8 +90,8 @@ def test_combination_and_save_load(data, model, tmp_path):
     assert pair.shape == (ctrl.n_obs, N_FEATURES)
     assert np.isfinite(pair.X).all()
     assert (pair.obs["perturbation"] == "pertA+pertB").all()
-    singles = [model.predict(ctrl, perturbation=label).X for label in ("pertA", "pertB")]
-    # both members move: the pair adds their changes (unclipped), unlike either alone
+    singles = [model.unshrunk(label).predict(ctrl).X for label in ("pertA", "pertB")]
+    # both members move: the pair adds their whole changes (unclipped), unlike either alone
     np.testing.assert_allclose(pair.X, singles[0] + singles[1] - ctrl.obsm["X_emb"], atol=1e-4)
     assert not np.allclose(pair.X, singles[0])
     model.save(tmp_path / "m")

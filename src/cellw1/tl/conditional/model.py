@@ -13,9 +13,12 @@ embedding (``obsm_key``) reads and writes its features as a single map's obsm mo
 the map gives them, never calibrated or clipped (output ``None``).
 
 A combination (``"A+B"``, in any order) is its members' predicted changes added up, cell by
-cell (output ``"calibrated_additive"``; a member without a detected response adds nothing);
-a trained combination is blended with its own prediction, with more weight the more its
-cells depart from that sum and the more cells it has (:mod:`cellw1.ot.conditional.interaction`; output
+cell, each member's whole response (share 1,
+:meth:`~cellw1.tl.conditional.model.ConditionalModel.unshrunk`, whatever ``shrink_response``
+applies to it alone; output ``"calibrated_additive"``; a member without a detected response
+adds nothing); a trained combination is blended with its own prediction
+(its whole response too), with more weight the more its cells depart from that sum and the
+more cells it has (:mod:`cellw1.ot.conditional.interaction`; output
 ``"calibrated_interaction"``).
 
 An unseen dose within the training doses of a perturbation with a dose-response curve
@@ -305,14 +308,29 @@ class ConditionalModel:
             composed = self.composed(label, condition.dose, uns)
             if composed is not None:
                 return composed
+        return self._own(label, condition, whole=False)
+
+    def unshrunk(
+        self, perturbation: str, dose: float | None = None, uns: dict[str, Any] | None = None
+    ) -> ConditionView:
+        """Make the view of a condition at its own code that applies its whole response (share 1).
+
+        What a combination adds for each member (:meth:`composed`): the additive target sums the
+        members' whole mean shifts, so each member's change is not scaled by its resolved share
+        (``shrink_response``), whose shortfalls would add up. Calibrated as the condition itself.
+        """
+        return self._own(label_text(perturbation), self.condition(perturbation, dose, uns), whole=True)
+
+    def _own(self, label: str, condition: Condition, *, whole: bool) -> ConditionView:
+        """The network at the condition's own code, its share of the response (``whole``: all of it)."""
         key = self.canonical(label)
         calibration, output = self._calibration(key, condition.dose)
-        share = self.response_share(key, condition.dose)
+        share = 1.0 if whole else self.response_share(key, condition.dose)
         curve = self._curve(key, condition.dose)
         parts: list[ConditionView] = []
         method: FittedMethod = AtCondition(self.map, condition, share)
         if curve is not None and condition.dose is not None:  # an unseen dose: the training doses' views, by the curve
-            parts = [self.view(key, d, compose=False) for d in curve.doses]
+            parts = [self._own(key, self.condition(key, d), whole=whole) for d in curve.doses]
             method = Blend([part.method for part in parts], curve.weights(float(condition.dose)), share)
             output = "calibrated_dose_curve"
         return self._view(label, method, calibration, condition.dose, output, parts)
@@ -366,16 +384,17 @@ class ConditionalModel:
         ``None`` where a member was trained only inside combinations (the network at the
         combination's code predicts it).
 
-        The members' predicted changes add up, cell by cell; a member without a detected
-        response adds nothing. A trained combination is blended with its own prediction, the
-        weight of its own growing with its interaction and its cells
+        The members' predicted changes, each its whole response (:meth:`unshrunk`), add up,
+        cell by cell; a member without a detected response adds nothing. A trained combination
+        is blended with its own prediction (its whole response too), the weight of its own
+        growing with its interaction and its cells
         (:meth:`~cellw1.ot.conditional.interaction.InteractionTest.weight`); ``interaction=False``: the sum alone.
         """
         members = sorted(set(member_labels(label)))
         trained = set(self.perturbations)
         if any(m in self.labels and m not in trained for m in members):
             return None
-        parts = [self.view(m, dose, uns) for m in members]
+        parts = [self.unshrunk(m, dose, uns) for m in members]
         moving = [part for part in parts if part.method.has_response]
         if len(moving) < 2:  # nothing to add: the one responding member, or no change
             additive = (moving[0] if moving else parts[0]).relabelled(label)
@@ -398,7 +417,7 @@ class ConditionalModel:
         weight = test.weight()
         if weight <= 0.0:
             return additive
-        own = self.view(key, dose, compose=False).relabelled(label)
+        own = self.unshrunk(key, dose).relabelled(label)
         if weight >= 1.0:
             return own
         blend = Blend([additive.method, own.method], np.array([1.0 - weight, weight]))

@@ -8,8 +8,8 @@ A condition's method is the conditional map at that condition
 views instead, by adding up their predicted changes (:func:`~cellw1.tl.methods.blended`):
 
 * an unseen dose on a dose-response curve: the training doses' changes, weighted by the curve;
-* a combination ``"A+B"``: its members' changes, each with weight 1 (the members' per-cell
-  displacements add up), then, for a trained pair, blended with the pair's own prediction
+* a combination ``"A+B"``: its members' changes (each its whole response), each with weight 1
+  (the members' per-cell displacements add up), then, for a trained pair, blended with the pair's own prediction
   (:meth:`cellw1.ot.conditional.interaction.InteractionTest.weight`).
 """
 
