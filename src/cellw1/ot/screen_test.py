@@ -10,13 +10,14 @@ mean, with the reference covariance ``S`` (``m`` cells, rank ``d``):
 For Gaussian cells ``(m - d) / (d (m - 1)) T^2 ~ F(d, m - d)`` under no effect. Real cells are
 not Gaussian, and the mean of a few of them is not yet: with whitened cells ``z``
 (``E z z' = I``), ``T^2`` has mean ``d``, variance ``2d + c^2 (n^-3 + m^-3) k4`` and third
-cumulant ``8d + 12 c^2 (n^-3 + m^-3) k4 + c^3 (n^-2 - m^-2)^2 (6 k3a + 4 k3b)
+cumulant ``8d + 12 c^2 (n^-3 + m^-3) k4 + c^3 (n^-2 - m^-2)^2 (6 k3b + 4 k3a)
 + c^3 (n^-5 + m^-5) k6`` (:class:`Cumulants`: contractions of the cumulant tensors of ``z``,
 all 0 for Gaussian cells, estimated once from the reference). These three cumulants are
 matched by a shifted, scaled chi-square, ``T^2 ~ b + a chi2(nu)``, and ``(T^2 - b) / a`` takes
 the place of ``T^2`` in the F test, whose denominator keeps the effect of estimating ``S`` from
 ``m`` cells (:func:`response_p_value`). Without excess cumulants ``a = 1``, ``b = 0``,
-``nu = d``: the F test itself. The p-value is analytic (:func:`scipy.stats.f`), as small as the
+``nu = d``: the F test itself (the excess variance and third cumulant are floored at 0, so the
+tail is never taken lighter than the Gaussian's). The p-value is analytic (:func:`scipy.stats.f`), as small as the
 data allow, and costs ``O(n d)`` per perturbation; the reference's cumulants cost
 ``O(m^2 d)`` once. It assumes independent cells drawn like the reference's and neglects
 cumulants of ``T^2`` beyond the third (a Pearson type III tail); ``benchmarks/screen.py``
