@@ -65,3 +65,22 @@ def test_bad_control() -> None:
     adata = synthetic_screen(3, 100, 30, seed=0)
     with pytest.raises(InputError, match="control"):
         cellw1.screen(adata, "perturbation", "nope", config=TINY, progress=False)
+
+
+def test_conditions_without_a_response_share_one_calibration(monkeypatch) -> None:
+    import cellw1.tl.conditional.fit as conditional_fit
+
+    monkeypatch.setattr(conditional_fit, "SAMPLE_CELLS", 150)  # 3 conditions give the pooled sample
+    monkeypatch.setattr(conditional_fit, "CALIBRATION_MIN", 20)  # each condition its own sample of the 150 controls
+    monkeypatch.setattr(conditional_fit, "CALIBRATION_PER_CELL", 1)
+    adata = synthetic_screen(24, 1_000, 60, effect_fraction=0.3, effect_range=(1.0, 1.5), seed=2)
+    model = cellw1.fit_conditional(adata, "perturbation", "non-targeting", config=TINY, progress=False)
+    unmoved = set(model.without_response)
+    givers = set(np.flatnonzero(conditional_fit._pooled_share(len(model.conditions))).tolist())
+    keys = [(c["label"], c["dose"]) for c in model.conditions]
+    shared = [i for i, key in enumerate(keys) if key in unmoved and i not in givers]
+    moving = [i for i, key in enumerate(keys) if key not in unmoved]
+    assert len(shared) >= 10 and moving
+    for i in shared:  # fitted once, on the controls
+        np.testing.assert_array_equal(model.calibration[i], model.calibration[shared[0]])
+    assert all(not np.array_equal(model.calibration[i], model.calibration[shared[0]]) for i in moving)

@@ -422,7 +422,10 @@ def _calibrations(
     One condition's cells are read at a time, and predicted from a seeded sample of
     ``CALIBRATION_PER_CELL`` control cells per cell of it (``CALIBRATION_MIN`` at least); the pooled calibration keeps
     copies of a share of each (``SAMPLE_CELLS`` to twice that in all), so memory does not grow
-    with the number of conditions, and a condition's cost follows its cells.
+    with the number of conditions, and a condition's cost follows its cells. The map does not
+    move the cells of a condition without a response, so its calibration (the controls' own)
+    is fitted once and shared, and its cells are read only when it gives the pooled calibration
+    a share: most of a screen costs nothing here.
     """
     seed, embedding = spec.seed, space.embedding
     control = space.expression_sample(0)
@@ -432,8 +435,14 @@ def _calibrations(
     pooled_pred, pooled_obs = [], []
     share = _pooled_share(len(conditions))
     shares = _response_shares(cmap, len(conditions))
+    unmoved: np.ndarray | None = None  # the calibration of every condition without a response
     for i, condition in enumerate(conditions):
         method = AtCondition(cmap, condition, shares[i])
+        if not method.has_response and not share[i]:
+            if unmoved is None:
+                unmoved = fit_calibration(embedding.decode(z), control)
+            per[i] = unmoved
+            continue
         cells = space.expression_sample(i + 1)
         observed = cells[spread_sample(np.arange(len(cells)), SAMPLE_CELLS, seed + 1 + i)]
         size = max(CALIBRATION_MIN, CALIBRATION_PER_CELL * len(observed))
