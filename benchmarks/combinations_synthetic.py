@@ -12,7 +12,8 @@ Predictions of each held-out pair, from the held-out controls, in log-normalised
 - ``model``: ``fit_conditional``'s default (members' displacements added per cell, each its
   whole response; a trained pair blended with its own prediction, the weight of ``docs/method.md``);
 - ``model_shrunk``: the default before (issue 25's share fix): the same, with each member and a
-  trained pair's own map at its resolved share (``shrink_response``), as each predicts alone;
+  trained pair's own map at its resolved share (``shrink_response``), as each predicts alone
+  (``composed(..., whole=False)``);
 - ``members_sum``: the members' predicted changes added per cell, without the blend with a
   trained pair's own prediction;
 - ``network_code``: the network at the combination's code (``view(..., compose=False)``: the
@@ -45,7 +46,6 @@ import numpy as np
 import cellw1
 from cellw1.eval.metrics import energy_distance, mmd
 from cellw1.eval.systema import pearson_delta
-from cellw1.tl.methods import blended
 
 from ._common import RESULTS, load, one_thread, parse, parser, read_json, write_json
 
@@ -72,25 +72,6 @@ def score(pred: np.ndarray, obs: np.ndarray, start: np.ndarray) -> dict[str, flo
         "pearson_delta": float(pearson_delta(pred, obs, start.mean(0))) if predicted.std() > 0 else 0.0,
         "share": float(predicted @ observed / (observed @ observed)),
     }
-
-
-def shrunk_composition(model: cellw1.ConditionalModel, pair: str, x: np.ndarray) -> np.ndarray:
-    """The default before issue 25's share fix: each member, and a trained pair's own map, at its resolved share.
-
-    Members' calibrated changes from the reconstruction ``R(x)`` added up (one responding member: its own
-    prediction), clipped at 0; a trained pair blended with its own prediction by the interaction weight.
-    """
-    moving = [v for v in (model.view(m) for m in sorted(set(pair.split("+")))) if v.method.has_response]
-    if len(moving) < 2:
-        summed = moving[0].predict_values(x)[0] if moving else x.copy()
-    else:
-        base = np.maximum(np.asarray(model.embedding.decode(model.embedding.encode(x)), dtype=np.float32), 0.0)
-        summed = np.maximum(blended(base, [v.predict_values(x)[0] for v in moving], np.ones(len(moving))), 0.0)
-    test = model.interaction(model.canonical(pair))
-    if test is None:
-        return summed
-    own = model.view(pair, compose=False).predict_values(x)[0]
-    return np.maximum(blended(x, [summed, own], np.array([1.0 - test.weight(), test.weight()])), 0.0)
 
 
 def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
@@ -136,7 +117,8 @@ def run(seed: int, config: cellw1.ConditionalConfig) -> dict:
         larger = max((a, b), key=lambda s: float(np.linalg.norm(shift[s])))
         predictions = {
             "model": pred,
-            "model_shrunk": shrunk_composition(model, pair, x),
+            # the default before issue 25's share fix: members and a trained pair's own map at their resolved shares
+            "model_shrunk": model.composed(pair, None, whole=False).predict(ctrl_in).X,
             "network_code": model.view(pair, compose=False).predict(ctrl_in).X,
             "members_sum": model.composed(pair, None, interaction=False).predict(ctrl_in).X,
             "composed_maps": model.view(b).predict_values(first)[0],

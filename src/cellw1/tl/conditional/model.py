@@ -377,7 +377,13 @@ class ConditionalModel:
         return COMBINATION.join(key)
 
     def composed(
-        self, label: str, dose: float | None, uns: dict[str, Any] | None = None, *, interaction: bool = True
+        self,
+        label: str,
+        dose: float | None,
+        uns: dict[str, Any] | None = None,
+        *,
+        interaction: bool = True,
+        whole: bool = True,
     ) -> ConditionView | None:
         """Compose a combination's view from its members' (see ``docs/method.md``).
 
@@ -388,13 +394,14 @@ class ConditionalModel:
         cell by cell; a member without a detected response adds nothing. A trained combination
         is blended with its own prediction (its whole response too), the weight of its own
         growing with its interaction and its cells
-        (:meth:`~cellw1.ot.conditional.interaction.InteractionTest.weight`); ``interaction=False``: the sum alone.
+        (:meth:`~cellw1.ot.conditional.interaction.InteractionTest.weight`); ``interaction=False``: the sum alone;
+        ``whole=False``: each member and the pair's own prediction at its resolved share, as predicted alone.
         """
         members = sorted(set(member_labels(label)))
         trained = set(self.perturbations)
         if any(m in self.labels and m not in trained for m in members):
             return None
-        parts = [self.unshrunk(m, dose, uns) for m in members]
+        parts = [self._own(m, self.condition(m, dose, uns), whole=whole) for m in members]
         moving = [part for part in parts if part.method.has_response]
         if len(moving) < 2:  # nothing to add: the one responding member, or no change
             additive = (moving[0] if moving else parts[0]).relabelled(label)
@@ -417,7 +424,7 @@ class ConditionalModel:
         weight = test.weight()
         if weight <= 0.0:
             return additive
-        own = self.unshrunk(key, dose).relabelled(label)
+        own = self._own(key, self.condition(key, dose), whole=whole).relabelled(label)
         if weight >= 1.0:
             return own
         blend = Blend([additive.method, own.method], np.array([1.0 - weight, weight]))
