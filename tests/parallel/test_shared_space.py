@@ -150,7 +150,8 @@ def test_cli_fits_a_screen_in_one_space(adata: ad.AnnData, tmp_path: Path, capsy
     assert "--shared-space applies to a collection" in capsys.readouterr().err
 
 
-def test_the_controls_are_encoded_once_for_every_fit(adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch) -> None:
+def encodings_given(monkeypatch: pytest.MonkeyPatch) -> list[EncodedGroup | None]:
+    """From now on, the encoded controls (or ``None``) each fit of ``fit_all`` is given, in order."""
     given: list[EncodedGroup | None] = []
     fit_source = cellw1.tl.api.fit_source
 
@@ -159,6 +160,11 @@ def test_the_controls_are_encoded_once_for_every_fit(adata: ad.AnnData, monkeypa
         return fit_source(source, spec, encoded)
 
     monkeypatch.setattr(cellw1.tl.api, "fit_source", spy)
+    return given
+
+
+def test_the_controls_are_encoded_once_for_every_fit(adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch) -> None:
+    given = encodings_given(monkeypatch)
     shared = cellw1.fit_all(adata, "condition", "ctrl", shared_space=True, progress=False, **SETTINGS)
     assert len(given) == 3
     assert all(g is given[0] for g in given)  # one encoding of the controls, for every fit
@@ -176,14 +182,7 @@ def test_the_controls_are_encoded_once_for_every_fit(adata: ad.AnnData, monkeypa
 def test_too_many_controls_to_hold_are_read_by_each_fit(adata: ad.AnnData, monkeypatch: pytest.MonkeyPatch) -> None:
     held = cellw1.fit_all(adata, "condition", "ctrl", ["up"], shared_space=True, progress=False, **SETTINGS)
     monkeypatch.setattr(cellw1.parallel.perturbations, "ENCODED_BYTES", 0)
-    given: list[EncodedGroup | None] = []
-    fit_source = cellw1.tl.api.fit_source
-
-    def spy(source, spec, encoded=None):  # noqa: ANN001, ANN202
-        given.append(encoded)
-        return fit_source(source, spec, encoded)
-
-    monkeypatch.setattr(cellw1.tl.api, "fit_source", spy)
+    given = encodings_given(monkeypatch)
     read = cellw1.fit_all(adata, "condition", "ctrl", ["up"], shared_space=True, progress=False, **SETTINGS)
     assert given == [None]
     np.testing.assert_array_equal(control_predictions(read, adata)["up"], control_predictions(held, adata)["up"])
