@@ -16,6 +16,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -238,12 +239,12 @@ def test_interrupted_run_keeps_a_loadable_directory(
     out = tmp_path / "models"
     save = PerturbationModel.save
 
-    def crash_while_saving_none(self: PerturbationModel, directory: Path) -> Path:
+    def crash_while_saving_none(self: PerturbationModel, directory: Path, **kwargs: Any) -> Path:
         if self.perturbation == "none":  # half a file, then the process is stopped
             Path(directory).mkdir(parents=True)
             (Path(directory) / MODEL_FILE).write_bytes(b"\x00" * 10)
             raise KeyboardInterrupt
-        return save(self, directory)
+        return save(self, directory, **kwargs)
 
     monkeypatch.setattr(PerturbationModel, "save", crash_while_saving_none)
     with pytest.raises(KeyboardInterrupt):

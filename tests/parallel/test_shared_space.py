@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -92,10 +93,10 @@ def test_saved_collection_loads_and_resumes_after_an_interruption(
     out = tmp_path / "screen"
     save = PerturbationModel.save
 
-    def stop_at_none(self: PerturbationModel, directory: Path) -> Path:
+    def stop_at_none(self: PerturbationModel, directory: Path, **kwargs: Any) -> Path:
         if self.perturbation == "none":
             raise KeyboardInterrupt
-        return save(self, directory)
+        return save(self, directory, **kwargs)
 
     monkeypatch.setattr(PerturbationModel, "save", stop_at_none)
     with pytest.raises(KeyboardInterrupt):

@@ -34,6 +34,8 @@ FORMATS: dict[str, str] = {
     "cellw1.ConditionalMap": "a ConditionalMap (one W1 map for many conditions); load it with "
     "cellw1.ot.conditional.ConditionalMap.load(path)",
     "cellw1.ConditionalModel": "a ConditionalModel (model.safetensors); load its directory with cellw1.load(directory)",
+    "cellw1.SharedEmbedding": "the embedding a collection's models share (embedding.safetensors); load the "
+    "collection's directory with cellw1.load(directory)",
 }
 
 

@@ -96,8 +96,9 @@ def fit_all(
         and perturbation cells, as :func:`~cellw1.tl.api.fit` does. ``True`` (for screens):
         they are fitted once, on the controls and the cells of every requested perturbation
         (a PCA on a seeded sample of at most 50,000 of them), and every fit reuses them,
-        so the perturbations' models share one space. Each saved model still holds them, so
-        :func:`cellw1.load` and ``predict`` work as before. See docs/screens.md.
+        so the perturbations' models share one space. With ``out``, the embedding is saved
+        once beside ``collection.json`` and each model's file refers to it;
+        :func:`cellw1.load` reads it once for the whole collection. See docs/screens.md.
     **kwargs
         Keyword arguments of :func:`~cellw1.tl.api.fit` (``method``, ``space``, ``config``, ``seed``...).
 
@@ -154,7 +155,7 @@ def _fit_labels(
     controls = None  # with a shared space: the controls read through it once, for the fits in this process
     if shared_space:  # before the directory is opened: its settings name the shared space
         spec, kwargs, controls = _share_space(source, labels, spec, perturbations, kwargs)
-    store = None if out is None else CollectionDirectory(out, spec.settings(), inputs=[source.origin])
+    store = None if out is None else CollectionDirectory(out, spec.settings(), [source.origin], spec.embedding)
     with store or contextlib.nullcontext():  # out stays locked while written
         models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
         if models:

@@ -2,6 +2,9 @@
 
 A collection directory holds one model sub-folder per perturbation plus ``collection.json``,
 the index (written last, atomically) that lists the complete models and the fit settings.
+When the models share one embedding (``fit_all(..., shared_space=True)``), it is stored once,
+in ``embedding.safetensors`` beside the index, and each model file refers to it
+(:mod:`cellw1.tl.shared_embedding`).
 """
 
 from __future__ import annotations
@@ -27,16 +30,19 @@ from .conditional import ConditionalModel
 from .model import (
     COLLECTION_FILE,
     COLLECTION_FORMAT,
+    COLLECTION_FORMAT_VERSION,
     FORMAT,
-    FORMAT_VERSION,
     MODEL_FILE,
     PerturbationModel,
     file_instead_of_directory,
 )
 from .prediction import PREDICT_CHUNK, predict_source
+from .shared_embedding import SharedEmbedding, common_embedding, has_weights
 
 if TYPE_CHECKING:
     import anndata as ad
+
+    from ..pp.embedding import Embedding
 
 logger = logging.getLogger(__name__)
 
@@ -123,17 +129,26 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         )
 
     def save(self, directory: str | os.PathLike) -> Path:
-        """One sub-folder per model plus ``collection.json`` (written last, atomically)."""
+        """One sub-folder per model plus ``collection.json`` (written last, atomically).
+
+        An embedding every model shares (the same object, or equal ones) is written once, first,
+        to ``embedding.safetensors``, and the model files refer to it.
+        """
         directory = Path(directory)
+        shared = None
+        embedding = common_embedding([model.embedding for model in self._models.values()])
+        if embedding is not None:
+            shared = SharedEmbedding(directory)
+            shared.write(embedding)
         taken: set[str] = set()
         index = {}
         for label, model in self._models.items():
             folder = _folder_name(label, taken)
-            model.save(directory / folder)
+            model.save(directory / folder, shared_embedding=shared)
             index[label] = folder
         body = {
             "format": COLLECTION_FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": COLLECTION_FORMAT_VERSION,
             "models": index,
             "failures": self.failures,
         }
@@ -142,16 +157,19 @@ class ModelCollection(Mapping[str, PerturbationModel]):
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> ModelCollection:
-        """Load a collection written by :meth:`save`."""
+        """Load a collection written by :meth:`save`; a shared embedding is read once, one object for every model."""
         directory = Path(directory)
         try:
             body = json.loads((directory / COLLECTION_FILE).read_text())
             index = body["models"]
         except (OSError, ValueError, KeyError) as exc:
             raise ModelFileError(f"{str(directory / COLLECTION_FILE)!r} is missing or corrupted ({exc}).") from exc
-        return cls(
-            {label: PerturbationModel.load(directory / folder) for label, folder in index.items()}, body.get("failures")
-        )
+        shared = SharedEmbedding(directory)
+        models = {
+            label: PerturbationModel.load(directory / folder, shared_embedding=shared)
+            for label, folder in index.items()
+        }
+        return cls(models, body.get("failures"))
 
 
 def _differences(there: Any, now: Any, prefix: str = "") -> list[str]:
@@ -191,19 +209,36 @@ class CollectionDirectory:
     until :meth:`close` (or the end of a ``with`` block), and a second run is refused while
     the first holds it.
 
+    An ``embedding`` every model shares is written first, once, to ``embedding.safetensors``
+    (atomically, checksummed), and the models that hold it refer to it; the settings name it
+    (its checksum), so a run with another embedding is refused.
+
     Parameters
     ----------
     directory
         The collection directory (created when the first model is added).
     settings
         JSON-able description of how the models are fitted (method, space, seed, config...).
+    inputs
+        The data the models are fitted on (an output may not overwrite them).
+    embedding
+        The embedding the models share (``fit_all(..., shared_space=True)``); ``None``: each
+        model holds its own.
     """
 
-    def __init__(self, directory: str | os.PathLike, settings: dict[str, Any], inputs: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        settings: dict[str, Any],
+        inputs: Sequence[Any] = (),
+        embedding: Embedding | None = None,
+    ) -> None:
         self.directory = Path(directory)
         self.settings = json.loads(json.dumps(settings))  # tuples -> lists, as read back from the file
         self.index: dict[str, str] = {}
         self.failures: dict[str, str] = {}
+        self.shared = SharedEmbedding(self.directory)
+        self.embedding = embedding if embedding is not None and has_weights(embedding) else None
         check_output(self.directory, kind="directory", inputs=[disk_path(data) for data in inputs])
         if (self.directory / MODEL_FILE).exists():
             raise InputError(
@@ -217,6 +252,8 @@ class CollectionDirectory:
             )
         try:
             self._read_index()
+            if self.embedding is not None:  # before any model refers to it
+                self.shared.write(self.embedding, keep=True)
         except BaseException:
             self.close()
             raise
@@ -264,7 +301,7 @@ class CollectionDirectory:
             if folder is None:
                 continue
             try:
-                model = PerturbationModel.load(self.directory / folder)
+                model = PerturbationModel.load(self.directory / folder, shared_embedding=self.shared)
                 if model.perturbation != label:
                     raise ModelFileError(f"it models {model.perturbation!r}")
             except CellW1Error as exc:
@@ -275,11 +312,15 @@ class CollectionDirectory:
         return found
 
     def add(self, label: str, model: PerturbationModel) -> Path:
-        """Save ``model`` to its sub-folder, then list it in the index (in that order)."""
+        """Save ``model`` to its sub-folder, then list it in the index (in that order).
+
+        A model holding the shared embedding refers to its file instead of holding a copy.
+        """
         folder = self.index.get(label)
         if folder is None:
             folder = _folder_name(label, {f.lower() for f in self.index.values()})
-        path = model.save(self.directory / folder)
+        shared = self.shared if self.embedding is not None and self.shared.holds(model.embedding) else None
+        path = model.save(self.directory / folder, shared_embedding=shared)
         self.index[label] = folder
         self.failures.pop(label, None)
         self.write_index()
@@ -294,7 +335,7 @@ class CollectionDirectory:
         """Rewrite ``collection.json`` atomically from the models recorded so far."""
         body = {
             "format": COLLECTION_FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": COLLECTION_FORMAT_VERSION,
             "models": self.index,
             "failures": self.failures,
             "settings": self.settings,

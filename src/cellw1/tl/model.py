@@ -7,7 +7,9 @@ e.g. the W1 map) that moves control cells to perturbed cells in the embedding.
 
 A model directory holds ``model.safetensors``: every weight plus, in its header, the JSON
 description (genes, preprocessing, embedding, method, config, versions), written atomically
-and checksummed; ``model.json`` beside it is a readable copy of that description.
+and checksummed; ``model.json`` beside it is a readable copy of that description. A model of a
+collection whose models share one embedding refers to the collection's
+``embedding.safetensors`` instead of holding its weights (:mod:`cellw1.tl.shared_embedding`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from ..pp.spaces import load_embedding
 from .methods import FittedMethod, load_method
 from .output import scale_record
 from .prediction import PREDICT_CHUNK, predict_cells
+from .shared_embedding import SharedEmbedding
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -48,7 +51,12 @@ MODEL_FILE = "model.safetensors"
 COLLECTION_FILE = "collection.json"
 FORMAT = "cellw1.PerturbationModel"
 COLLECTION_FORMAT = "cellw1.ModelCollection"
-FORMAT_VERSION = 1
+#: newest model file format read; 2: the embedding may be in the collection's shared file (``embedding_file``)
+FORMAT_VERSION = 2
+#: format of a model file holding every weight, as written before version 2 (and read by earlier cellw1)
+SELF_CONTAINED_VERSION = 1
+#: format of ``collection.json``
+COLLECTION_FORMAT_VERSION = 1
 
 
 def _versions() -> dict[str, str]:
@@ -319,21 +327,36 @@ class PerturbationModel:
     def header(self) -> dict[str, Any]:
         """Describe the model as JSON (everything but the weights)."""
         return {
-            **shared_header(self, FORMAT, FORMAT_VERSION),
+            **shared_header(self, FORMAT, SELF_CONTAINED_VERSION),
             "perturbation": self.perturbation,
             "obsm_key": self.obsm_key,
             "method": self.method.header(),
             "output": self.output_kind(),
         }
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write the model to ``directory`` (created if needed); atomic, no pickle."""
-        return write_model(directory, self.tensors(), self.header())
+    def save(self, directory: str | os.PathLike, *, shared_embedding: SharedEmbedding | None = None) -> Path:
+        """Write the model to ``directory`` (created if needed); atomic, no pickle.
+
+        ``shared_embedding``: the collection's file holding this model's embedding (written
+        first); the model file then refers to it instead of holding the embedding's weights.
+        """
+        tensors, header = self.tensors(), self.header()
+        if shared_embedding is not None:
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("embedding.")}
+            header.update(format_version=FORMAT_VERSION, embedding_file=shared_embedding.reference(self.embedding))
+        return write_model(directory, tensors, header)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> PerturbationModel:
-        """Load a model written by :meth:`save`."""
-        with model_parts(directory, "PerturbationModel", FORMAT, FORMAT_VERSION) as (tensors, header, shared):
+    def load(
+        cls, directory: str | os.PathLike, *, shared_embedding: SharedEmbedding | None = None
+    ) -> PerturbationModel:
+        """Load a model written by :meth:`save`.
+
+        A model of a collection that stores its embedding once reads it from its parent
+        directory, or from ``shared_embedding`` (which the collection's models then share).
+        """
+        parts = model_parts(directory, "PerturbationModel", FORMAT, FORMAT_VERSION, shared_embedding)
+        with parts as (tensors, header, shared):
             return cls(
                 **shared,
                 method=load_method(tensors_under(tensors, "method."), header["method"]),
@@ -377,12 +400,13 @@ def write_model(directory: str | os.PathLike, tensors: dict[str, torch.Tensor], 
 
 @contextlib.contextmanager
 def model_parts(
-    directory: str | os.PathLike, kind: str, fmt: str, version: int
+    directory: str | os.PathLike, kind: str, fmt: str, version: int, shared_embedding: SharedEmbedding | None = None
 ) -> Iterator[tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]]:
     """Read a model directory's file: ``(tensors, header, parts)``.
 
     ``parts`` are the constructor arguments every model kind shares (features, preprocessing, embedding, groups,
-    layer, info, calibration). Errors in the block that uses them become a ModelFileError.
+    layer, info, calibration). Errors in the block that uses them become a ModelFileError. An embedding
+    kept in a collection's shared file is read from ``shared_embedding`` (default: the parent directory's).
     """
     directory = Path(directory)
     if directory.is_dir() and not (directory / MODEL_FILE).exists():
@@ -390,16 +414,22 @@ def model_parts(
     if directory.is_file():
         raise ModelFileError(file_instead_of_directory(directory))
     tensors, header = load_tensors(directory / MODEL_FILE, kind=kind)
-    check_format(header, fmt, version, source=f"{str(directory / MODEL_FILE)!r}")
+    source = f"{str(directory / MODEL_FILE)!r}"
+    check_format(header, fmt, version, source=source)
     try:
         pre = header["preprocessing"]
+        if "embedding_file" in header:
+            shared = SharedEmbedding(directory.parent) if shared_embedding is None else shared_embedding
+            embedding = shared.read(header["embedding_file"], header["embedding"], source)
+        else:
+            embedding = load_embedding(tensors_under(tensors, "embedding."), header["embedding"])
         yield (
             tensors,
             header,
             {
                 "features": header["features"],
                 "preprocessor": None if pre is None else Preprocessor.from_dict(pre),
-                "embedding": load_embedding(tensors_under(tensors, "embedding."), header["embedding"]),
+                "embedding": embedding,
                 "condition_key": header["condition_key"],
                 "control": header["control"],
                 "layer": header.get("layer"),
