@@ -136,6 +136,8 @@ def test_cluster_shares_the_space_as_in_process(adata: ad.AnnData, address: str)
             there[label].embedding.state_tensors().values(), here["up"].embedding.state_tensors().values(), strict=True
         ):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # each worker's model came back with its own copy: the collection holds one object, not one per model
+    assert there["up"].embedding is there["down"].embedding
 
 
 def test_local_cluster_w1_equals_in_process(adata: ad.AnnData) -> None:

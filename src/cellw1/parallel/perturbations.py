@@ -22,6 +22,7 @@ from ..tl.collection import CollectionDirectory, ModelCollection
 from ..tl.methods import check_method
 from ..tl.model import PerturbationModel
 from ..tl.pipeline import EncodedGroup, encode_group, fit_shared_space
+from ..tl.shared_embedding import common_embedding
 from ..tl.spec import FitSpec
 from .cluster import check_scheduler, fit_on_client, open_client
 
@@ -173,7 +174,7 @@ def _fit_labels(
                 if store is not None:
                     store.add_failure(label, str(outcome))
             else:
-                models[label] = outcome
+                models[label] = _with_shared_space(outcome, spec)
                 if store is not None:
                     store.add(label, outcome)
 
@@ -194,6 +195,18 @@ def _fit_labels(
         raise InputError(f"no perturbation could be fitted: {failures}")
     ordered = {p: models[p] for p in perturbations if p in models}
     return ModelCollection(ordered, {p: failures[p] for p in perturbations if p in failures}, resumed)
+
+
+def _with_shared_space(model: PerturbationModel, spec: FitSpec) -> PerturbationModel:
+    """``model`` holding the shared space's one embedding object, where it holds an equal copy.
+
+    A model fitted on a Dask worker comes back with its own copy of the shared embedding; the
+    collection then holds one embedding, not one per model.
+    """
+    shared = spec.embedding
+    if shared is not None and model.embedding is not shared and common_embedding([shared, model.embedding]) is shared:
+        model.embedding = shared
+    return model
 
 
 def _requested(labels: Any, spec: FitSpec, perturbations: Sequence[str] | None) -> list[str]:
