@@ -125,6 +125,20 @@ def count_adata(
     return ad.AnnData(X=sp.csr_matrix(counts) if sparse else counts, obs=obs, var=var)
 
 
+def three_perturbation_counts() -> ad.AnnData:
+    """Counts of a control (uneven: 70 cells) and perturbations up, down, none; up and down move genes 0-3."""
+    return count_adata(
+        ["ctrl", "up", "down", "none"],
+        [70, 45, 52, 38],
+        30,
+        seed=1,
+        effects={1: 4.0, 2: 0.25},
+        affected=4,
+        gamma=(2.0, 4.0),
+        gene_name="g{}",
+    )
+
+
 def digest(path: Path) -> str:
     """SHA-256 of a file, or of every file under a directory (names and bytes)."""
     h = hashlib.sha256()

@@ -15,7 +15,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import count_adata
+from conftest import three_perturbation_counts
 
 import cellw1
 import cellw1.parallel.perturbations
@@ -31,16 +31,7 @@ from cellw1.tl.spec import FitSpec
 @pytest.fixture(scope="module")
 def adata() -> ad.AnnData:
     """Counts of a control (uneven: 70 cells) and three perturbations; 'up' and 'down' move genes 0-3."""
-    return count_adata(
-        ["ctrl", "up", "down", "none"],
-        [70, 45, 52, 38],
-        30,
-        seed=1,
-        effects={1: 4.0, 2: 0.25},
-        affected=4,
-        gamma=(2.0, 4.0),
-        gene_name="g{}",
-    )
+    return three_perturbation_counts()
 
 
 SETTINGS = dict(method="mean_shift", space="pca", embedding_config=cellw1.EmbeddingConfig(n_components=5))

@@ -17,7 +17,7 @@ from typing import Any
 import anndata as ad
 import numpy as np
 import pytest
-from conftest import count_adata
+from conftest import count_adata, three_perturbation_counts
 
 import cellw1
 from cellw1 import InputError, ModelFileError
@@ -171,16 +171,7 @@ def test_a_directory_of_another_shared_embedding_is_refused(
 
 
 def test_a_collection_of_the_old_layout_loads_and_resumes(tmp_path: Path) -> None:
-    adata = count_adata(
-        ["ctrl", "up", "down", "none"],
-        [70, 45, 52, 38],
-        30,
-        seed=1,
-        effects={1: 4.0, 2: 0.25},
-        affected=4,
-        gamma=(2.0, 4.0),
-        gene_name="g{}",
-    )
+    adata = three_perturbation_counts()  # the data the old collection was fitted on
     then = np.load(OLD / "predicted_main.npz")
     old = cellw1.load(OLD)
     assert isinstance(old, ModelCollection)
