@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY
+from conftest import TINY, count_adata
 from scipy.stats import ranksums
 
 from cellw1.datasets import synthetic_perturbation
@@ -362,3 +362,20 @@ def test_n_splits_defaults_to_5_and_n_repeats_is_its_deprecated_alias(data):
     assert old.settings["n_splits"] == 2
     scores = res.table[(res.table["repeat"] < 2) & (res.table["metric"] != "seconds")].reset_index(drop=True)
     assert old.table[old.table["metric"] != "seconds"].reset_index(drop=True).equals(scores)  # the same splits
+
+
+def test_the_response_axis_follows_a_response_that_only_goes_down():
+    # a knock-out that lowers genes 0-3 and raises none: the scored genes (ranked up) miss it,
+    # the response axis (DE genes in either direction) follows it, so the controls stay about one
+    # mean response from the observed cells and the observed ceiling is near 0
+    adata = count_adata(["ctrl", "ko"], [300, 300], 30, seed=3, effects={1: 0.15}, affected=4, gamma=(4.0, 1.0))
+    res = evaluate(
+        adata, "condition", "ctrl", methods=["identity", "observed"], n_splits=2, n_de_genes=4,
+        metrics=["response_w1", "responder_share_error"], effect_alpha=None, progress=False,
+    )  # fmt: skip
+    table = res.table.set_index(["method", "repeat", "metric"])["value"]
+    for repeat in (0, 1):
+        assert table["identity", repeat, "response_w1"] == pytest.approx(1.0, abs=0.15)
+        assert table["observed", repeat, "response_w1"] < 0.15
+        assert table["identity", repeat, "responder_share"] < 0.1
+        assert table["observed", repeat, "responder_share"] > 0.9

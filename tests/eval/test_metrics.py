@@ -283,6 +283,13 @@ def test_top_de_genes_returns_all_genes_ranked_when_fewer_than_asked():
     assert top_de_genes(control, perturbed, names, n_genes=2, method="t-test") == ["g3", "g7"]
 
 
+def test_top_de_genes_in_either_direction_puts_the_down_regulated_gene_among_the_first():
+    control, perturbed, names = synthetic_expression()
+    top = top_de_genes(control, perturbed, names, n_genes=3, direction="either")
+    assert sorted(top) == ["g3", "g5", "g7"]  # g5 goes down: last when ranked up, third by |score|
+    assert top[0] == "g3"
+
+
 def test_top_de_genes_bad_input():
     control, perturbed, names = synthetic_expression()
     with pytest.raises(InputError, match="gene_names has 11"):
@@ -295,6 +302,8 @@ def test_top_de_genes_bad_input():
         top_de_genes(control, perturbed, names, method="logreg")
     with pytest.raises(ConfigError, match="n_genes"):
         top_de_genes(control, perturbed, names, n_genes=0)
+    with pytest.raises(ConfigError, match="direction 'down'"):
+        top_de_genes(control, perturbed, names, direction="down")
 
 
 def test_top_de_genes_keeps_torch_thread_setting() -> None:

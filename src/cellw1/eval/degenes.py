@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,13 +52,15 @@ def top_de_genes(
     gene_names: Sequence[str],
     n_genes: int = 50,
     method: str = "wilcoxon",
+    direction: Literal["up", "either"] = "up",
 ) -> list[str]:
-    """The ``n_genes`` genes most up-ranked in perturbed cells versus control cells.
+    """The ``n_genes`` genes most up-ranked (or most changed) in perturbed cells versus control cells.
 
     Builds a small AnnData of both groups and runs ``scanpy.tl.rank_genes_groups`` with
     ``groupby`` = perturbed vs ``reference`` = control, then orders genes by Scanpy's score
-    (for ``wilcoxon``, the rank-sum z-score), highest first, as CellOT does. Genes strongly
-    *down*-regulated therefore come last.
+    (for ``wilcoxon``, the rank-sum z-score), highest first, as CellOT does: genes strongly
+    *down*-regulated come last. ``direction="either"`` orders them by the score's absolute
+    value instead, so both the up- and the down-regulated genes of a response come first.
 
     Parameters
     ----------
@@ -71,6 +73,8 @@ def top_de_genes(
         How many to return; when ``g < n_genes`` all ``g`` genes are returned, ranked.
     method
         One of :data:`METHODS`.
+    direction
+        ``"up"`` (the paper's and CellOT's scored genes) or ``"either"``.
 
     Returns
     -------
@@ -79,6 +83,8 @@ def top_de_genes(
     """
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not supported; use one of {', '.join(METHODS)}.")
+    if direction not in ("up", "either"):
+        raise ConfigError(f"direction {direction!r} is not supported; use 'up' or 'either'.")
     if isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
         raise ConfigError(f"n_genes must be a positive integer, got {n_genes!r}.")
     control, perturbed = (
@@ -124,7 +130,7 @@ def top_de_genes(
     result = adata.uns["rank_genes_groups"]
     ranked = np.asarray(result["names"]["perturbed"]).astype(str)
     scores = np.asarray(result["scores"]["perturbed"], dtype=np.float64)
-    scores = np.where(np.isnan(scores), -np.inf, scores)
+    scores = np.where(np.isnan(scores), -np.inf, scores if direction == "up" else np.abs(scores))
     order = np.argsort(-scores, kind="stable")
     top = [str(g) for g in ranked[order][:n_genes]]
     logger.debug("top %d DE genes (%s): %s", len(top), method, top[:10])

@@ -8,7 +8,10 @@ preprocessing gives the units) and scores each method's prediction, given on eve
 - :data:`SPLIT_METRICS`: Systema's PearsonDelta from the centroid of all perturbed cells on
   the scored features and on every feature, the centroid accuracy (:mod:`cellw1.eval.systema`;
   two or more perturbations), and the response-distribution metrics along the perturbation's
-  training response axis on the scored features (:mod:`cellw1.eval.response`).
+  training response axis (:mod:`cellw1.eval.response`). The axis is fitted on the top DE genes
+  in **either** direction (every obsm feature): the scored genes are the up-regulated ones, as
+  the paper's protocol ranks them, and a knock-out's response is mostly down-regulation, so an
+  axis on them would miss most of the response it is meant to follow.
 """
 
 from __future__ import annotations
@@ -73,15 +76,14 @@ class SplitScorer:
     columns: np.ndarray | None
     observed: np.ndarray  # held-out perturbed cells, every feature
     control: np.ndarray  # held-out control cells, every feature
-    train_control: np.ndarray  # training cells of the split, scored features (the response axis)
-    train_perturbed: np.ndarray
+    axis: ResponseAxis  # the training cells' response, on axis_columns
+    axis_columns: np.ndarray | None  # the top DE genes in either direction; None: every feature
 
     def __post_init__(self) -> None:
-        """Fit the response axis and score the observed side once."""
-        self.axis = ResponseAxis.fit(self.train_control, self.train_perturbed)
+        """Score the observed side once."""
         self.observed_scored = self.scored(self.observed)
         self.control_scored = self.scored(self.control)
-        self.observed_scores = self.axis.scores(self.observed_scored) if self.axis.length > 0 else None
+        self.observed_scores = self.axis_scores(self.observed) if self.axis.length > 0 else None
         several = len(self.context.perturbations) > 1
         self.centroid = self.context.perturbed_centroid(self.model) if several else None
         self.centroids = (
@@ -92,6 +94,11 @@ class SplitScorer:
         """``values`` on the scored features, float64."""
         values = np.asarray(values, dtype=np.float64)
         return values if self.columns is None else values[:, self.columns]
+
+    def axis_scores(self, values: np.ndarray) -> np.ndarray:
+        """Response score of each cell of ``values`` ``(n, every feature)`` along the response axis."""
+        values = np.asarray(values, dtype=np.float64)
+        return self.axis.scores(values if self.axis_columns is None else values[:, self.axis_columns])
 
     def score(self, predicted: np.ndarray, metrics: Sequence[str] | None) -> dict[str, float]:
         """Every metric asked for (``None``: all) of ``predicted`` ``(n, every feature)``."""
@@ -110,7 +117,7 @@ class SplitScorer:
                 own = self.context.perturbations.index(self.context.perturbation)
                 scores["centroid_accuracy"] = centroid_accuracy(predicted, self.centroids, own)
         if self.observed_scores is not None and wanted & {"response_w1", "responder_share_error"}:
-            pred_scores = self.axis.scores(pred)
+            pred_scores = self.axis_scores(predicted)
             share = responder_share(pred_scores)
             if "response_w1" in wanted:
                 scores["response_w1"] = response_distance(pred_scores, self.observed_scores)
@@ -133,26 +140,30 @@ def split_scorer(
     """Build the split's observed side, in ``model``'s units, scored on the top DE genes of the training cells.
 
     Every method fits the same preprocessing on the same training cells, so one DE-gene
-    selection (training cells only) and one preprocessing of the test cells serve all methods.
+    selection (training cells only) and one preprocessing of the test cells serve all methods;
+    the response axis is fitted on the top DE genes in either direction.
     """
     is_control = (label_series(train.obs[condition_key], key=condition_key, warn=False) == control).to_numpy()
     train_values = np.asarray(model.preprocess(train), dtype=np.float64)
-    columns = None
+    columns = axis_columns = None
     if model.obsm_key is None:
-        genes = top_de_genes(train_values[is_control], train_values[~is_control], model.features, n_de_genes)
-        columns = pd.Index(model.features).get_indexer(genes)
+        control, perturbed, features = train_values[is_control], train_values[~is_control], model.features
+        genes = top_de_genes(control, perturbed, features, n_de_genes)
+        columns = pd.Index(features).get_indexer(genes)
+        changed = top_de_genes(control, perturbed, features, n_de_genes, direction="either")
+        axis_columns = pd.Index(features).get_indexer(changed)
         logger.debug(
             "%s r%d: scoring on %d DE genes (first: %s)", context.perturbation, context.repeat, len(genes), genes[:5]
         )
-    train_scored = train_values if columns is None else train_values[:, columns]
+    on_axis = train_values if axis_columns is None else train_values[:, axis_columns]
     return SplitScorer(
         context,
         model,
         columns,
         np.asarray(model.preprocess(test_perturbed), dtype=np.float64),
         np.asarray(model.preprocess(test_control), dtype=np.float64),
-        train_scored[is_control],
-        train_scored[~is_control],
+        ResponseAxis.fit(on_axis[is_control], on_axis[~is_control]),
+        axis_columns,
     )
 
 
