@@ -333,3 +333,13 @@ def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path]
     assert list(paired.obs_names) == names + [f"{c}-control" for c in names]
     assert list(paired.obs["condition"]) == ["pertA"] * len(names) + ["control"] * len(names)
     assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--out", str(tmp_path / "p.csv")]) == 2
+
+
+def test_predict_help_says_what_controls_only_does_for_a_collection(capsys) -> None:
+    """A collection's --controls-only output has no paired controls: the help must not promise them for it."""
+    from cellw1.cli.main import main
+
+    assert main(["predict", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "A collection" in text
+    assert "obs['_prediction'] naming the perturbation" in text

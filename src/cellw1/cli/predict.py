@@ -41,9 +41,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--controls-only",
         action="store_true",
         help=(
-            "predict only the cells labelled as the model's control (its condition key and control label), and write "
-            "them too, on the model's scale, after the predicted cells: obs[condition key] labels the predicted cells "
-            "with the perturbation and these with the control, so the file goes to `cell-eval run -ap` as it is"
+            "predict only the cells labelled as the model's control (its condition key and control label). One "
+            "model: write them too, on the model's scale, after the predicted cells: obs[condition key] labels the "
+            "predicted cells with the perturbation and these with the control, so the file goes to `cell-eval run "
+            "-ap` as it is. A collection (its models each on their own scale): only the predictions, stacked as "
+            "without this option, obs[condition key] kept as the input's and obs['_prediction'] naming the "
+            "perturbation; for cell-eval, give one model's directory (its sub-folder of MODEL)"
         ),
     )
     parser.add_argument(
