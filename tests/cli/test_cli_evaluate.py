@@ -153,3 +153,13 @@ def test_evaluate_usage_errors_exit_two(cells: Path, tmp_path: Path, capsys, ext
     assert err[0].startswith("cellw1: error: ")
     assert message in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_method_is_named_with_every_method_evaluate_runs(tmp_path, capsys) -> None:
+    """The error lists the baselines evaluate runs (global_mean, additive, nearest), not only fit's methods."""
+    code = main(["evaluate", "--methods", "identity,foo", "--splits", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown method 'foo'" in err
+    for name in ("global_mean", "additive", "nearest", "w1"):
+        assert name in err
