@@ -343,3 +343,4 @@ def test_predict_help_says_what_controls_only_does_for_a_collection(capsys) -> N
     text = " ".join(capsys.readouterr().out.split())
     assert "A collection" in text
     assert "obs['_prediction'] naming the perturbation" in text
+    assert "(--obsm-key) puts it in obsm[NAME] instead" in text  # --key-added of an embedding's model

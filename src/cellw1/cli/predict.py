@@ -56,7 +56,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=(
             "write a copy of the input (every gene; with --controls-only its control cells) with the prediction in "
             "layers[NAME] instead of a new X: X is the input's, genes the model does not cover are NaN in the layer, "
-            "var[NAME_modelled] marks the modelled ones, obs[NAME_response] and uns[NAME] are added (.h5ad, in memory)"
+            "var[NAME_modelled] marks the modelled ones, obs[NAME_response] and uns[NAME] are added (.h5ad, in memory); "
+            "a model fitted on an embedding (--obsm-key) puts it in obsm[NAME] instead"
         ),
     )
     _add_condition_arguments(parser)
