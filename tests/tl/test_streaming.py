@@ -344,3 +344,20 @@ def test_predict_help_says_what_controls_only_does_for_a_collection(capsys) -> N
     assert "A collection" in text
     assert "obs['_prediction'] naming the perturbation" in text
     assert "(--obsm-key) puts it in obsm[NAME] instead" in text  # --key-added of an embedding's model
+
+
+def test_stacked_predictions_record_every_models_scale(tmp_path: Path) -> None:
+    """``uns["cellw1"]`` of a collection's prediction names each model's perturbation and target_sum, as one model's does."""
+    from conftest import count_adata
+
+    cells = count_adata(("ctrl", "up", "down"), (40, 40, 40), 12, seed=1, effects={1: 2.0, 2: 0.5})
+    cells.X[40:80] *= 3  # 'up' cells are deeper: its model's target_sum differs from 'down''s
+    collection = cellw1.fit_all(cells, "condition", "ctrl", method="mean_shift", input_kind="counts", progress=False)
+    labels = list(collection)
+    sums = [collection[p].output_uns()["target_sum"] for p in labels]
+    assert len(set(sums)) == 2
+    for got in (collection.predict(cells), ad.read_h5ad(collection.predict(cells, out=tmp_path / "p.h5ad"))):
+        record = got.uns["cellw1"]
+        assert list(record["perturbation"]) == labels == list(got.obs["_prediction"].cat.categories)
+        assert list(record["target_sum"]) == sums
+        assert record["method"] == "mean_shift"  # shared by every model: once
