@@ -72,3 +72,12 @@ def test_non_finite_rows_are_counted_in_dense_and_sparse_input() -> None:
     assert as_array(x, "x", finite=False) is x
     with pytest.raises(InputError, match="NaN or inf in 1 rows"):  # overflows float32
         as_array(np.array([[1e300, 0.0], [0.0, 0.0]]), "x", dtype=np.float32)
+
+
+def test_an_anndata_where_values_go_is_named_as_such() -> None:
+    """``pl.embedding(adata, ...)`` and the like: the error says it is an AnnData and what to pass."""
+    import anndata as ad
+
+    cells = ad.AnnData(np.ones((3, 2), dtype=np.float32))
+    with pytest.raises(InputError, match=r"control is an AnnData; pass its values as an array: its \.X"):
+        as_array(cells, "control")

@@ -68,6 +68,11 @@ def as_array(
             arr = x if dtype is None or x.dtype == dtype else x.astype(dtype)
         else:
             arr = x.toarray()
+    elif hasattr(x, "obs") and hasattr(x, "var_names"):  # an AnnData, here where arrays of values go
+        raise InputError(
+            f"{name} is an AnnData; pass its values as an array: its .X, or model.preprocess(adata) for a "
+            "model's scale (the scale of its predictions)."
+        )
     else:
         try:
             arr = np.asarray(x)

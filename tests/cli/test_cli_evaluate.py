@@ -153,3 +153,28 @@ def test_evaluate_usage_errors_exit_two(cells: Path, tmp_path: Path, capsys, ext
     assert err[0].startswith("cellw1: error: ")
     assert message in err[0]
     assert not (tmp_path / "r").exists()
+
+
+def test_an_unknown_method_is_named_with_every_method_evaluate_runs(tmp_path, capsys) -> None:
+    """The error lists the baselines evaluate runs (global_mean, additive, nearest), not only fit's methods."""
+    code = main(["evaluate", "--methods", "identity,foo", "--splits", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "unknown method 'foo'" in err
+    for name in ("global_mean", "additive", "nearest", "w1"):
+        assert name in err
+
+
+def test_comma_lists_take_spaces_after_the_commas(tmp_path, monkeypatch) -> None:
+    """``--methods "identity, mean_shift"`` and ``--perturbations "pertA, NULL"`` name what they say."""
+    seen = {}
+
+    def spy(adata, condition_key, control, perturbations=None, **kwargs):
+        seen.update(perturbations=perturbations, methods=kwargs["methods"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(evaluate_verb, "evaluate", spy)
+    argv = ["evaluate", "--methods", "identity, mean_shift,", "--perturbations", "pertA, NULL", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit):
+        main([*argv, "--quiet"])
+    assert seen == {"perturbations": ["pertA", "NULL"], "methods": ["identity", "mean_shift"]}

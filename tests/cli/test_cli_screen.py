@@ -34,3 +34,21 @@ def test_output_inside_nothing_to_overwrite(tmp_path, capsys) -> None:
     )
     assert code == 2
     assert "cellw1: error:" in capsys.readouterr().err
+
+
+def test_help_states_the_conditional_defaults_screen_fits_with(capsys) -> None:
+    """`cellw1 screen` fits a conditional model: its help gives ConditionalConfig's defaults, not W1Config's."""
+    import re
+
+    from cellw1 import ConditionalConfig, W1Config
+
+    assert main(["screen", "--help"]) == 0
+    screen_help = " ".join(capsys.readouterr().out.split())
+    conditional = ConditionalConfig()
+    assert f"phase-1 steps (default: {conditional.potential_iters})" in screen_help
+    assert re.search(r"few percent; default: on\)", screen_help)
+    assert "--conditional" not in screen_help  # screen has no such option
+    assert main(["fit", "--help"]) == 0
+    fit_help = " ".join(capsys.readouterr().out.split())
+    single = W1Config()
+    assert f"(default: {single.potential_iters}, {conditional.potential_iters} with --conditional)" in fit_help

@@ -140,6 +140,17 @@ def test_save_writes_tables_and_figures(result, tmp_path):
     assert not list((tmp_path / "out").glob(".*.tmp"))  # no temporary files left behind
 
 
+def test_save_over_an_earlier_report_leaves_none_of_its_figures(result, tmp_path):
+    """A report saved over one with a forest plot, having none itself, removes the stale plot."""
+    res, _ = result
+    first = res.save(tmp_path / "out")  # w1 against the baselines: a forest plot
+    assert tmp_path / "out" / "forest.png" in first
+    second = res.save(tmp_path / "out", reference="scgen_vae")  # not evaluated: no comparisons, no forest plot
+    assert tmp_path / "out" / "forest.png" not in second
+    assert not (tmp_path / "out" / "forest.png").exists()
+    assert (tmp_path / "out" / "embedding.png").exists()  # written again, kept
+
+
 def test_embedding_snapshot_holds_repeat_zero_of_the_first_perturbation(result):
     res, _ = result
     snap = res.embedding

@@ -372,3 +372,12 @@ def test_pl_loads_matplotlib_only_to_draw_and_leaves_pyplot_and_the_backend_alon
     )
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)
+
+
+def test_history_of_a_conditional_model_is_its_maps_and_a_collection_is_named() -> None:
+    """``pl.history(conditional)`` draws its map's history; a collection asks for one of its models."""
+    conditional = SimpleNamespace(info={}, map=SimpleNamespace(history=HISTORY))
+    assert len(pl.history(conditional).axes) == 2
+    collection = {"STAT1": SimpleNamespace(history=HISTORY, predict=print)}
+    with pytest.raises(InputError, match=r"pass one of them, e.g. collection\['STAT1'\]"):
+        pl.history(collection)

@@ -227,3 +227,20 @@ def test_real_data_detection() -> None:
     pre = fit_preprocessor(zhao.X)
     out = pre.transform(zhao.X[:100])
     np.testing.assert_allclose(out, hand_log1p(zhao.X[:100].toarray(), pre.target_sum), rtol=1e-5, atol=1e-5)
+
+
+def test_a_given_kind_the_values_contradict_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    """Log-normalised values given as counts, or raw counts given as log, are named in a warning."""
+    counts = poisson_counts(200, 30, depth=2000.0, seed=0)  # counts well above 20
+    logged = np.log1p(counts / counts.sum(1, keepdims=True) * 1e4).astype(np.float32)
+    for values, given, says in ((logged, "counts", "non-integers"), (counts, "log", "look like raw counts")):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="cellw1.pp.preprocessing"):
+            fit_preprocessor(values, given)
+        assert says in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="cellw1.pp.preprocessing"):
+        fit_preprocessor(counts, "counts")  # what the values say: no warning
+        fit_preprocessor(logged, "log")
+        fit_preprocessor((counts > 3).astype(np.float32), "counts")  # small integers may be counts
+    assert caplog.text == ""

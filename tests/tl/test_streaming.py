@@ -333,3 +333,31 @@ def test_cli_fits_and_predicts_on_disk(adata: ad.AnnData, files: dict[str, Path]
     assert list(paired.obs_names) == names + [f"{c}-control" for c in names]
     assert list(paired.obs["condition"]) == ["pertA"] * len(names) + ["control"] * len(names)
     assert main(["predict", str(tmp_path / "model"), str(files["h5ad"]), "--out", str(tmp_path / "p.csv")]) == 2
+
+
+def test_predict_help_says_what_controls_only_does_for_a_collection(capsys) -> None:
+    """A collection's --controls-only output has no paired controls: the help must not promise them for it."""
+    from cellw1.cli.main import main
+
+    assert main(["predict", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "A collection" in text
+    assert "obs['_prediction'] naming the perturbation" in text
+    assert "(--obsm-key) puts it in obsm[NAME] instead" in text  # --key-added of an embedding's model
+
+
+def test_stacked_predictions_record_every_models_scale(tmp_path: Path) -> None:
+    """``uns["cellw1"]`` of a collection's prediction names each model's perturbation and target_sum, as one model's does."""
+    from conftest import count_adata
+
+    cells = count_adata(("ctrl", "up", "down"), (40, 40, 40), 12, seed=1, effects={1: 2.0, 2: 0.5})
+    cells.X[40:80] *= 3  # 'up' cells are deeper: its model's target_sum differs from 'down''s
+    collection = cellw1.fit_all(cells, "condition", "ctrl", method="mean_shift", input_kind="counts", progress=False)
+    labels = list(collection)
+    sums = [collection[p].output_uns()["target_sum"] for p in labels]
+    assert len(set(sums)) == 2
+    for got in (collection.predict(cells), ad.read_h5ad(collection.predict(cells, out=tmp_path / "p.h5ad"))):
+        record = got.uns["cellw1"]
+        assert list(record["perturbation"]) == labels == list(got.obs["_prediction"].cat.categories)
+        assert list(record["target_sum"]) == sums
+        assert record["method"] == "mean_shift"  # shared by every model: once

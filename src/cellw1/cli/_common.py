@@ -67,35 +67,51 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
 
 
-def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
-    """The W1 solver settings most worth changing from the command line."""
-    defaults = W1Config()
+def add_solver_arguments(
+    parser: argparse.ArgumentParser,
+    defaults: W1Config | None = None,
+    conditional: W1Config | None = None,
+) -> None:
+    """The W1 solver settings most worth changing from the command line.
+
+    ``defaults`` is the config the verb fits with (W1Config's unless given; ConditionalConfig's for
+    ``screen``); ``conditional``, for ``fit``, the one ``--conditional`` fits with, named in the
+    help where it differs. The help thus states the defaults the verb really uses.
+    """
+    base = W1Config() if defaults is None else defaults
+
+    def default(name: str, shown: Callable[[object], str] = str) -> str:
+        text = shown(getattr(base, name))
+        if conditional is not None and getattr(conditional, name) != getattr(base, name):
+            text += f", {shown(getattr(conditional, name))} with --conditional"
+        return f"default: {text}"
+
     parser.add_argument(
-        "--potential-iters", type=int, default=None, help=f"phase-1 steps (default: {defaults.potential_iters})"
+        "--potential-iters", type=int, default=None, help=f"phase-1 steps ({default('potential_iters')})"
     )
     parser.add_argument(
         "--step-iters",
         type=int,
         default=None,
-        help=f"steps of the gan step-size learner (default: {defaults.step_iters})",
+        help=f"steps of the gan step-size learner ({default('step_iters')})",
     )
     parser.add_argument(
         "--regression-iters",
         type=int,
         default=None,
-        help=f"steps of the minibatch-OT regression (default: {defaults.regression_iters})",
+        help=f"steps of the minibatch-OT regression ({default('regression_iters')})",
     )
     parser.add_argument(
         "--energy-iters",
         type=int,
         default=None,
-        help=f"steps of the energy-distance refinement after the regression (default: {defaults.energy_iters})",
+        help=f"steps of the energy-distance refinement after the regression ({default('energy_iters')})",
     )
     parser.add_argument(
         "--learner",
         choices=STEP_SIZE_LEARNERS,
         default=None,
-        help=f"step-size learner (default: {defaults.step_size_learner})",
+        help=f"step-size learner ({default('step_size_learner')})",
     )
     parser.add_argument(
         "--effect-alpha",
@@ -103,24 +119,24 @@ def add_solver_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"level of the test for a response, the same for every method that moves cells: a perturbation "
         f"whose cells cannot be told from the controls at this level is predicted as the controls; 'none' "
-        f"switches the test off (default: {defaults.effect_alpha})",
+        f"switches the test off ({default('effect_alpha')})",
     )
     parser.add_argument(
         "--shrink-response",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="move cells only the share of the response above the sampling noise of the training groups "
-        "(positive-part James-Stein; helps weak responses, costs strong ones a few percent; default: off, "
-        "on with --conditional)",
+        "(positive-part James-Stein; helps weak responses, costs strong ones a few percent; "
+        f"{default('shrink_response', lambda on: 'on' if on else 'off')})",
     )
     parser.add_argument(
         "--patience",
         type=_or_none(int),
         default=None,
         help=f"early stopping: validation checks without improvement before a phase stops; 'none' runs "
-        f"the full schedule (default: {defaults.patience})",
+        f"the full schedule ({default('patience')})",
     )
-    parser.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or auto (default: {defaults.device})")
+    parser.add_argument("--device", default=None, help=f"cpu, cuda, cuda:N or auto ({default('device')})")
 
 
 def _or_none(kind: type[int] | type[float]) -> Callable[[str], int | float | str]:

@@ -105,9 +105,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def _check_report_options(args: argparse.Namespace) -> None:
     """Fail before any fit when ``--confidence`` is not a level or ``--reference`` is not among ``--methods``."""
     check_confidence(args.confidence, f"--confidence {args.confidence!r}")
-    methods = DEFAULT_METHODS if args.methods is None else tuple(m.strip() for m in args.methods.split(","))
+    methods = DEFAULT_METHODS if args.methods is None else tuple(comma_items(args.methods))
     if args.reference is not None and args.reference not in methods:
         raise ConfigError(f"--reference {args.reference!r} is not among the evaluated methods {list(methods)}.")
+
+
+def comma_items(text: str) -> list[str]:
+    """The items of a comma-separated option, without the spaces around them (``"STAT1, JAK2"``)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -137,8 +142,8 @@ def run(args: argparse.Namespace) -> int:
         adata,
         condition_key,
         control,
-        None if args.perturbations is None else args.perturbations.split(","),
-        methods=args.methods.split(","),
+        None if args.perturbations is None else comma_items(args.perturbations),
+        methods=comma_items(args.methods),
         space=args.space,
         layer=args.layer,
         obsm_key=args.obsm_key,

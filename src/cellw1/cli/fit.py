@@ -56,7 +56,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="for a collection (a screen): fit the normalisation and embedding once, on the controls and every "
         "perturbation, and reuse them in each fit (default: one per perturbation, as for a single model)",
     )
-    add_solver_arguments(parser)
+    add_solver_arguments(parser, conditional=ConditionalConfig())
     _add_conditional_arguments(parser)
     add_disk_argument(parser, "every method")
     parser.add_argument(

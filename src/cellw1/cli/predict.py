@@ -41,9 +41,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--controls-only",
         action="store_true",
         help=(
-            "predict only the cells labelled as the model's control (its condition key and control label), and write "
-            "them too, on the model's scale, after the predicted cells: obs[condition key] labels the predicted cells "
-            "with the perturbation and these with the control, so the file goes to `cell-eval run -ap` as it is"
+            "predict only the cells labelled as the model's control (its condition key and control label). One "
+            "model: write them too, on the model's scale, after the predicted cells: obs[condition key] labels the "
+            "predicted cells with the perturbation and these with the control, so the file goes to `cell-eval run "
+            "-ap` as it is. A collection (its models each on their own scale): only the predictions, stacked as "
+            "without this option, obs[condition key] kept as the input's and obs['_prediction'] naming the "
+            "perturbation; for cell-eval, give one model's directory (its sub-folder of MODEL)"
         ),
     )
     parser.add_argument(
@@ -53,7 +56,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=(
             "write a copy of the input (every gene; with --controls-only its control cells) with the prediction in "
             "layers[NAME] instead of a new X: X is the input's, genes the model does not cover are NaN in the layer, "
-            "var[NAME_modelled] marks the modelled ones, obs[NAME_response] and uns[NAME] are added (.h5ad, in memory)"
+            "var[NAME_modelled] marks the modelled ones, obs[NAME_response] and uns[NAME] are added (.h5ad, in memory); "
+            "a model fitted on an embedding (--obsm-key) puts it in obsm[NAME] instead"
         ),
     )
     _add_condition_arguments(parser)

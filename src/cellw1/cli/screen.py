@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--fdr", type=float, default=0.05, help="level of the calls on q-values (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: %(default)s)")
     add_disk_argument(parser, "for screens larger than memory")
-    add_solver_arguments(parser)
+    add_solver_arguments(parser, ConditionalConfig())  # screen fits one conditional model
     return parser
 
 

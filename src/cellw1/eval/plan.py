@@ -219,11 +219,15 @@ def _check_positive_int(value: object, name: str) -> int:
 
 
 def _check_methods(methods: Sequence[str] | str) -> list[str]:
-    from ..tl.methods import check_method
+    from ..tl.methods import ALIASES, METHODS, check_method
 
     chosen = [methods] if isinstance(methods, str) else list(methods)
     if not chosen:
         raise ConfigError("methods is empty; pass at least one, e.g. methods=('identity', 'w1').")
+    known = [*METHODS, *CONTEXT_BASELINES, CONDITIONAL]  # what evaluate runs, beyond what fit does
+    unknown = [m for m in chosen if m not in known and m not in ALIASES]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r}; evaluate runs {', '.join(known)}.")
     # deprecated aliases: their new name (the warning points at the caller of cellw1.evaluate)
     chosen = [m if m in (CONDITIONAL, *CONTEXT_BASELINES) else check_method(m, stacklevel=6) for m in chosen]
     duplicated = sorted({m for m in chosen if chosen.count(m) > 1})

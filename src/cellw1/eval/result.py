@@ -195,7 +195,9 @@ class EvaluationResult:
         ``per_perturbation.csv`` (:meth:`per_perturbation`); without ``reference`` the last three
         hold only their header. Figures: ``metrics.png`` (:func:`cellw1.pl.metric_bars`),
         ``forest.png`` (:func:`cellw1.pl.forest`, when there are comparisons) and, when cells
-        were kept, ``embedding.png`` and ``mean_change.png``. Every file is written atomically.
+        were kept, ``embedding.png`` and ``mean_change.png``; one of these three that an earlier
+        report left in ``directory`` and this one does not write is removed. Every file is written
+        atomically.
 
         Returns
         -------
@@ -228,6 +230,7 @@ class EvaluationResult:
         if len(compared):
             written.append(directory / "forest.png")
             forest(compared, save=written[-1])
+        _remove_stale_figures(directory, written)
         names = [p.name for p in written] + ["report.md", "report.html"]
         blocks = report_blocks(
             self.settings, self.summary(), compared, per, "forest.png" if len(compared) else None, names
@@ -254,6 +257,22 @@ def tabulate(
     table["repeat"] = table["repeat"].astype(int)
     table["value"] = table["value"].astype(float)
     return EvaluationResult(table=table, settings=settings, embedding=embedding)
+
+
+#: figures a report writes only in some runs (forest: with comparisons; the others: with kept cells)
+OPTIONAL_FIGURES: tuple[str, ...] = ("forest.png", "embedding.png", "mean_change.png")
+
+
+def _remove_stale_figures(directory: Path, written: Sequence[Path]) -> None:
+    """Remove a report figure an earlier save left in ``directory`` that this save did not write.
+
+    Otherwise a report saved over another would sit beside the other run's figures.
+    """
+    for name in OPTIONAL_FIGURES:
+        path = directory / name
+        if path not in written and path.is_file():
+            path.unlink()
+            logger.info("removed %s: it came from an earlier report saved to %s.", path, directory)
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> Path:

@@ -20,13 +20,24 @@ VAL_COLOR = "#d62728"
 
 
 def training_history(fitted: Any) -> Mapping[str, Any]:
-    """The history of ``fitted``: a mapping itself, its ``.history`` or its ``.info["history"]``."""
+    """The history of ``fitted``: a mapping itself, its ``.history``, its ``.info["history"]`` or its map's.
+
+    A conditional model keeps the history on its map (``.map.history``); a collection of models
+    (a mapping of fitted models) has one per model, so it is refused with a message saying so.
+    """
     if isinstance(fitted, Mapping):
+        if fitted and all(hasattr(value, "predict") for value in fitted.values()):
+            raise InputError(
+                f"{type(fitted).__name__} holds one fitted model per perturbation, each with its own history; "
+                f"pass one of them, e.g. collection[{next(iter(fitted))!r}]."
+            )
         return fitted
     found = getattr(fitted, "history", None)
     if found is None:
         info = getattr(fitted, "info", None)
         found = info.get("history") if isinstance(info, Mapping) else None
+    if found is None:  # a conditional model: the history of its map
+        found = getattr(getattr(fitted, "map", None), "history", None)
     if not isinstance(found, Mapping) or not found:
         raise InputError(
             f"{type(fitted).__name__} has no training history; pass a fitted model or map with a "

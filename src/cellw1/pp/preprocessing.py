@@ -301,6 +301,32 @@ def _cell_totals(X: Matrix) -> np.ndarray:
     return np.asarray(X.sum(axis=1, dtype=np.float64)).reshape(-1)
 
 
+def _contradicted(given: InputKind, sample: Matrix) -> str | None:
+    """A warning when the values contradict the input kind the user gave, else ``None``.
+
+    Counts are whole numbers: given ``"counts"``, non-integer values are data already
+    transformed, which would be normalised and log1p-ed a second time. Given ``"log"``, whole
+    numbers above ``COUNT_MAX`` look like raw counts, which would be used as log expression.
+    """
+    detected, _ = detect_input_kind(sample)
+    if given == "counts" and detected == "log":
+        values = _sample(sample)
+        fractional = values[np.isfinite(values) & (values != np.round(values))]
+        if fractional.size:
+            return (
+                f"input_kind='counts' was given but the values include non-integers (e.g. {fractional[0]:.4g}), "
+                "which raw counts never are: they will be normalised and log1p-transformed again; pass "
+                "input_kind='log' if they are already log-normalised."
+            )
+    if given == "log" and detected == "counts":
+        return (
+            f"input_kind='log' was given but the values are non-negative integers up to {_sample(sample).max():.0f}, "
+            "which look like raw counts: they are used as log-normalised expression as they are; pass "
+            "input_kind='counts' to normalise and log1p-transform them."
+        )
+    return None
+
+
 def fit_preprocessor(X: Matrix, assume: Assumption = "auto") -> Preprocessor:
     """Fit the expression transform on the training cells of **both** groups together.
 
@@ -359,6 +385,9 @@ def fit_preprocessor_streaming(
         kind, reason = detect_input_kind(sample)
     else:
         kind, reason = assume, f"input_kind={assume!r} was given"
+        contradiction = _contradicted(assume, sample)
+        if contradiction is not None:
+            logger.warning(contradiction)
     n_features = sample.shape[1]
     if kind != "counts":
         check_signal_streaming(blocks, sample)

@@ -111,7 +111,8 @@ class ModelCollection(Mapping[str, PerturbationModel]):
         """Predict every perturbation for the cells in ``adata``; results stacked in one AnnData.
 
         The models' predictions come one after the other, cells named ``"<cell>-<perturbation>"``
-        and labelled in ``obs["_prediction"]``. ``adata``, ``out``, ``cells`` and
+        and labelled in ``obs["_prediction"]``; ``uns["cellw1"]`` records every model's scale
+        (:func:`cellw1.tl.prediction.stacked_record`). ``adata``, ``out``, ``cells`` and
         ``chunk_cells`` are those of :meth:`PerturbationModel.predict`: from disk, or to an
         ``.h5ad`` / ``.zarr`` file, the cells are read and written a chunk at a time.
         """

@@ -168,6 +168,27 @@ def _shared_features(models: Sequence[Predictor]) -> list[str]:
     return shared
 
 
+def stacked_record(records: Sequence[Mapping[str, Any]], labels: Sequence[str]) -> dict[str, Any]:
+    """``uns["cellw1"]`` of stacked predictions: each model's record (scale, model) in one.
+
+    A field every model shares is given once; one that differs (``perturbation``, the weights'
+    checksum, a ``target_sum`` of its own, ...) is a list in the order of ``labels``, the
+    categories of ``obs["_prediction"]``. A missing value in such a list is NaN for a number
+    and ``"None"`` otherwise, as ``.h5ad`` and ``.zarr`` store lists of one type.
+    """
+    record: dict[str, Any] = {}
+    for key in records[0]:
+        values = [entry.get(key) for entry in records]
+        if key != "perturbation" and all(value == values[0] for value in values):
+            record[key] = values[0]
+        elif all(value is None or isinstance(value, int | float) for value in values):
+            record[key] = [np.nan if value is None else float(value) for value in values]
+        else:
+            record[key] = [str(value) for value in values]
+    record["perturbation"] = [str(label) for label in labels]
+    return record
+
+
 def predict_source(
     models: Mapping[str, Predictor],
     data: ad.AnnData | str | os.PathLike,
@@ -185,7 +206,7 @@ def predict_source(
     ``stacked=False`` (one model): one predicted cell per input cell, ``uns["cellw1"]`` describes
     the model. ``stacked=True``: the models' predictions one after the other, cells named
     ``"<cell>-<label>"`` and labelled in ``obs["_prediction"]``, as ``anndata.concat`` stacks
-    them. ``with_controls`` (one model only): the input cells on the model's scale follow the
+    them, ``uns["cellw1"]`` describing every model (:func:`stacked_record`). ``with_controls`` (one model only): the input cells on the model's scale follow the
     predicted ones, labelled as the control (``PerturbationModel.predict``). Returns the
     AnnData, or the path of ``out`` once it is written.
     """
@@ -219,7 +240,7 @@ def predict_source(
             ]
             result_obs = pd.concat([part.assign(response=np.float32(0)) for part in parts])
             result_obs["_prediction"] = pd.Categorical(np.repeat(labels, n), categories=labels)
-            uns: dict[str, Any] = {}
+            uns: dict[str, Any] = {"cellw1": stacked_record([model.output_uns() for model in fitted], labels)}
         else:
             result_obs, uns = fitted[0].output_obs(obs), {"cellw1": fitted[0].output_uns()}
             if with_controls:
