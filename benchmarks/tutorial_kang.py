@@ -121,7 +121,8 @@ report = cellw1.evaluate(
     progress=False,
 )
 summary = report.summary().pivot(index="method", columns="metric", values="median")
-print(summary[["r2", "l2", "mmd", "energy", "w1", "seconds"]].to_string(float_format="{:.4g}".format))
+print(summary[["r2", "l2", "mmd", "energy", "w1"]].to_string(float_format="{:.4g}".format))
+print("seconds per fit:", ", ".join(f"{method} {seconds:.2g}" for method, seconds in summary["seconds"].items()))
 fig = cellw1.pl.metric_bars(
     report,
     metrics=["r2", "mmd", "energy"],
