@@ -5,7 +5,10 @@ It prints every number of the tutorial and writes its figures to docs/figures/. 
 the project root, with the shared data beside the project (``../shared/data``, or the path
 in the environment variable ``KANG_H5AD``)::
 
-    python benchmarks/tutorial_kang.py
+    python benchmarks/tutorial_kang.py > benchmarks/results/tutorial_kang.txt
+
+The saved output is what tests/test_docs.py holds the page's printed numbers to: rerun the
+script this way after a change that moves them, and update the page where the test fails.
 
 The file is a plain script in cells (``# %%``, the jupytext percent format): VS Code,
 PyCharm or ``jupytext --to notebook`` open it as a notebook.
