@@ -5,7 +5,10 @@ It prints every number of the tutorial and writes its figures to docs/figures/. 
 the project root, with the shared data beside the project (``../shared/data``, or the path
 in the environment variable ``KANG_H5AD``)::
 
-    python benchmarks/tutorial_kang.py
+    python benchmarks/tutorial_kang.py > benchmarks/results/tutorial_kang.txt
+
+The saved output is what tests/test_docs.py holds the page's printed numbers to: rerun the
+script this way after a change that moves them, and update the page where the test fails.
 
 The file is a plain script in cells (``# %%``, the jupytext percent format): VS Code,
 PyCharm or ``jupytext --to notebook`` open it as a notebook.
@@ -121,7 +124,8 @@ report = cellw1.evaluate(
     progress=False,
 )
 summary = report.summary().pivot(index="method", columns="metric", values="median")
-print(summary[["r2", "l2", "mmd", "energy", "w1", "seconds"]].to_string(float_format="{:.4g}".format))
+print(summary[["r2", "l2", "mmd", "energy", "w1"]].to_string(float_format="{:.4g}".format))
+print("seconds per fit:", ", ".join(f"{method} {seconds:.2g}" for method, seconds in summary["seconds"].items()))
 fig = cellw1.pl.metric_bars(
     report,
     metrics=["r2", "mmd", "energy"],
