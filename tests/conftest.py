@@ -139,6 +139,17 @@ def three_perturbation_counts() -> ad.AnnData:
     )
 
 
+def shallow_and_deep_counts() -> ad.AnnData:
+    """Counts whose kind one perturbation's cells alone would call differently from the others.
+
+    The controls and ``down`` reach 12 and 10 (small integers: detected as log-normalised on
+    their own), ``up`` multiplies genes 0-2 by 6 and reaches 41 (detected as counts).
+    """
+    return count_adata(
+        ["ctrl", "up", "down"], [60, 40, 40], 12, seed=2, effects={1: 6.0, 2: 0.5}, affected=3, gamma=(2.0, 1.0)
+    )
+
+
 def digest(path: Path) -> str:
     """SHA-256 of a file, or of every file under a directory (names and bytes)."""
     h = hashlib.sha256()

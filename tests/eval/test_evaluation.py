@@ -6,7 +6,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, count_adata
+from conftest import TINY, count_adata, shallow_and_deep_counts
 from scipy.stats import ranksums
 
 from cellw1.datasets import synthetic_perturbation
@@ -390,3 +390,52 @@ def test_the_response_axis_follows_a_response_that_only_goes_down():
         assert table["observed", repeat, "response_w1"] < 0.15
         assert table["identity", repeat, "responder_share"] < 0.1
         assert table["observed", repeat, "responder_share"] > 0.9
+
+
+# -- the input kind, decided once -------------------------------------------------------------------
+def kinds_of_fits(monkeypatch: pytest.MonkeyPatch) -> set[tuple[str, str, str]]:
+    """Record (perturbation, method, input kind) of every fit of an evaluation."""
+    kinds: set[tuple[str, str, str]] = set()
+    real_fit = api.fit
+
+    def spy(adata, condition_key, control, perturbation, **kwargs):
+        model = real_fit(adata, condition_key, control, perturbation, **kwargs)
+        kinds.add((perturbation, kwargs["method"], model.preprocessor.input_kind))
+        return model
+
+    monkeypatch.setattr(api, "fit", spy)
+    return kinds
+
+
+def test_every_fit_of_an_evaluation_has_one_input_kind(monkeypatch, caplog):
+    """The cells of up alone are detected as counts, down's as log-normalised: the evaluation decides once."""
+    data = shallow_and_deep_counts()
+    kinds = kinds_of_fits(monkeypatch)
+    with caplog.at_level("INFO", logger="cellw1"):
+        result = evaluate(data, "condition", "ctrl", methods=("identity", "mean_shift"), n_splits=1, progress=False)
+    assert kinds == {(p, m, "counts") for p in ("up", "down") for m in ("identity", "mean_shift")}
+    assert result.settings["input_kind"] == "counts"  # the conditional model is given it too (plan.input_kind)
+    assert sum("decided once" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_an_explicit_input_kind_is_kept_by_the_evaluation(monkeypatch):
+    kinds = kinds_of_fits(monkeypatch)
+    evaluate(
+        shallow_and_deep_counts(),
+        "condition",
+        "ctrl",
+        methods=("identity",),
+        input_kind="log",
+        n_splits=1,
+        progress=False,
+    )
+    assert {kind for _, _, kind in kinds} == {"log"}
+
+
+def test_continuous_input_is_warned_about_once(caplog):
+    """Values of any sign: one warning for the whole evaluation, not one per fit."""
+    data = shallow_and_deep_counts()
+    data.X = data.X.toarray() - 1.5
+    with caplog.at_level("WARNING", logger="cellw1"):
+        evaluate(data, "condition", "ctrl", methods=("identity", "observed", "mean_shift"), n_splits=1, progress=False)
+    assert sum("treated as continuous" in r.getMessage() for r in caplog.records) == 1

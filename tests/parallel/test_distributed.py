@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import TINY as TINY_CONFIG
-from conftest import count_adata
+from conftest import count_adata, shallow_and_deep_counts
 
 import cellw1
 import cellw1.parallel.cluster
@@ -138,6 +138,21 @@ def test_cluster_shares_the_space_as_in_process(adata: ad.AnnData, address: str)
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # each worker's model came back with its own copy: the collection holds one object, not one per model
     assert there["up"].embedding is there["down"].embedding
+
+
+def test_cluster_fits_are_given_the_one_input_kind(address: str) -> None:
+    """The kind decided once for the collection travels in the fit keywords (test_input_kind.py in process)."""
+    data = shallow_and_deep_counts()  # up alone is detected as counts, down alone as log-normalised
+    here = cellw1.fit_all(data, "condition", "ctrl", method="mean_shift", progress=False)
+    there = cellw1.fit_all(data, "condition", "ctrl", method="mean_shift", scheduler=address, progress=False)
+    assert {label: model.preprocessor.input_kind for label, model in there.items()} == {
+        "up": "counts",
+        "down": "counts",
+    }
+    expected, got = predictions(here, data), predictions(there, data)
+    for label in here:
+        assert there[label].preprocessor == here[label].preprocessor
+        np.testing.assert_array_equal(got[label], expected[label])
 
 
 def test_local_cluster_w1_equals_in_process(adata: ad.AnnData) -> None:

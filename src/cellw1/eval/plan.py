@@ -20,10 +20,12 @@ import pandas as pd
 
 from ..checks import check_seed
 from ..errors import ConfigError, InputError
+from ..io.source import MemorySource
 from ..ot.config import ConditionalConfig
 from ..ot.effect import check_effect_alpha
 from ..pp.labels import check_label, condition_labels, label_text, present_labels
 from ..tl.conditional import COMBINATION
+from ..tl.pipeline import shared_input_kind
 from ..tl.spec import MIN_CELLS
 from .celleval import check_suite
 from .metrics import METRICS
@@ -208,7 +210,27 @@ def plan_evaluation(
         layer=layer,
         obsm_key=obsm_key,
         embedding_config=embedding_config,
-        input_kind=input_kind,
+        input_kind=_one_input_kind(adata, label_array, [control, *chosen], input_kind, layer, obsm_key, seed),
+    )
+
+
+def _one_input_kind(
+    adata: ad.AnnData,
+    labels: np.ndarray,
+    groups: list[str],
+    input_kind: Assumption,
+    layer: str | None,
+    obsm_key: str | None,
+    seed: int,
+) -> Assumption:
+    """Decide ``input_kind="auto"`` once, on every cell of ``groups``: every fit of the evaluation is given it.
+
+    Fits that each detect it on their own training cells could put perturbations (and the
+    conditional model) on different scales, and would each repeat the detection's warning.
+    """
+    rows = np.flatnonzero(np.isin(labels, groups))
+    return shared_input_kind(
+        MemorySource(adata), rows, assume=input_kind, layer=layer, obsm_key=obsm_key, seed=seed, fits="cellw1.evaluate"
     )
 
 

@@ -21,7 +21,7 @@ from ..tl import api
 from ..tl.collection import CollectionDirectory, ModelCollection
 from ..tl.methods import check_method
 from ..tl.model import PerturbationModel
-from ..tl.pipeline import EncodedGroup, encode_group, fit_shared_space
+from ..tl.pipeline import EncodedGroup, encode_group, fit_shared_space, shared_input_kind
 from ..tl.shared_embedding import common_embedding
 from ..tl.spec import FitSpec
 from .cluster import check_scheduler, fit_on_client, open_client
@@ -102,6 +102,9 @@ def fit_all(
         :func:`cellw1.load` reads it once for the whole collection. See docs/screens.md.
     **kwargs
         Keyword arguments of :func:`~cellw1.tl.api.fit` (``method``, ``space``, ``config``, ``seed``...).
+        ``input_kind="auto"`` (the default) is decided once, on the controls and the cells of
+        every requested perturbation, logged with its reason and given to every fit (each model
+        records it as given), so that the models' predictions share one kind of scale.
 
     Returns
     -------
@@ -154,8 +157,10 @@ def _fit_labels(
     labels = condition_labels(source, spec.condition_key)
     perturbations = _requested(labels, spec, perturbations)
     controls = None  # with a shared space: the controls read through it once, for the fits in this process
-    if shared_space:  # before the directory is opened: its settings name the shared space
+    if shared_space:  # before the directory is opened: its settings name the shared space (and so its kind)
         spec, kwargs, controls = _share_space(source, labels, spec, perturbations, kwargs)
+    else:  # before the directory is opened: its settings name the kind decided
+        spec, kwargs = _one_input_kind(source, labels, spec, perturbations, kwargs)
     store = None if out is None else CollectionDirectory(out, spec.settings(), [source.origin], spec.embedding)
     with store or contextlib.nullcontext():  # out stays locked while written
         models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
@@ -225,6 +230,33 @@ def _requested(labels: Any, spec: FitSpec, perturbations: Sequence[str] | None) 
     return list(perturbations)
 
 
+def _screen_rows(labels: Any, spec: FitSpec, perturbations: list[str]) -> np.ndarray:
+    """Row numbers of the controls and of every requested perturbation's cells, increasing."""
+    return np.flatnonzero(labels.isin([spec.control, *perturbations]).to_numpy())
+
+
+def _one_input_kind(
+    source: Source, labels: Any, spec: FitSpec, perturbations: list[str], kwargs: dict[str, Any]
+) -> tuple[FitSpec, dict[str, Any]]:
+    """Decide ``input_kind="auto"`` once, on the controls and every perturbation: every fit is given it.
+
+    Each fit detecting it on its own cells could call one perturbation counts and another
+    log-normalised, so that the collection's predictions sit on different scales. (A shared
+    space's normalisation is fitted once on the same cells, so it decides once by itself.)
+    Returns the settings of every fit and the keywords of the fits on a cluster.
+    """
+    if spec.preprocessor is not None:  # a given normalisation decides
+        return spec, kwargs
+    rows = _screen_rows(labels, spec, perturbations)
+    fits = f"the {len(perturbations)} fits of cellw1.fit_all"
+    kind = shared_input_kind(
+        source, rows, assume=spec.input_kind, layer=spec.layer, obsm_key=spec.obsm_key, seed=spec.seed, fits=fits
+    )
+    if kind == spec.input_kind:
+        return spec, kwargs
+    return spec.replace(input_kind=kind), {**kwargs, "input_kind": kind}
+
+
 def _share_space(
     source: Source, labels: Any, spec: FitSpec, perturbations: list[str], kwargs: dict[str, Any]
 ) -> tuple[FitSpec, dict[str, Any], EncodedGroup | None]:
@@ -234,8 +266,7 @@ def _share_space(
     read through the space once (``None`` above :data:`ENCODED_BYTES`).
     """
     start = time.perf_counter()
-    rows = np.flatnonzero(labels.isin([spec.control, *perturbations]).to_numpy())
-    preprocessor, embedding = fit_shared_space(source, rows, spec)
+    preprocessor, embedding = fit_shared_space(source, _screen_rows(labels, spec, perturbations), spec)
     control_rows = np.flatnonzero((labels == spec.control).to_numpy())
     controls = None
     if len(control_rows) * embedding.dim * 4 <= ENCODED_BYTES:

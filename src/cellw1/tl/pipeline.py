@@ -48,7 +48,13 @@ from ..ot.effect import EffectTest, effect_test
 from ..ot.sampling import BUFFER_CELLS, StreamedCells
 from ..pp.calibration import SAMPLE_CELLS, calibration_target, fit_calibration
 from ..pp.embedding import Embedding, EmbeddingConfig
-from ..pp.preprocessing import Preprocessor, check_signal_streaming, fit_preprocessor_streaming
+from ..pp.preprocessing import (
+    Assumption,
+    Preprocessor,
+    check_signal_streaming,
+    detect_input_kind,
+    fit_preprocessor_streaming,
+)
 from ..pp.spaces import fit_embedding
 from .methods import CONFIGS, GATED, FittedMethod, fit_method
 from .spec import FitSpec, PipelineSpec
@@ -287,6 +293,46 @@ def fit_shared_space(source: Source, rows: np.ndarray, spec: PipelineSpec) -> tu
     return preprocessor, embedding
 
 
+def detection_sample(matrix: Matrix, rows: np.ndarray, seed: int) -> Any:
+    """Read the rows the input kind is detected on: at most :data:`DETECTION_ROWS` spread over ``rows``."""
+    return matrix.read(spread_sample(rows, DETECTION_ROWS, seed))
+
+
+def shared_input_kind(
+    source: Source,
+    rows: np.ndarray,
+    *,
+    assume: Assumption,
+    layer: str | None,
+    obsm_key: str | None,
+    seed: int,
+    fits: str,
+) -> Assumption:
+    """Decide the input kind once for several fits of one call, on ``rows`` (increasing) of every group.
+
+    Fits that detect it each on their own cells may disagree (small integers in one group, larger
+    ones in another), which would put their predictions on different scales. ``assume`` other
+    than ``"auto"``, or an obsm embedding, is returned as it is; otherwise the kind is detected
+    on the same sample a fit of those rows would read, logged once (``fits`` names the fits),
+    and returned for every fit to be given.
+    """
+    if assume != "auto" or obsm_key is not None:
+        return assume
+    matrix, _ = feature_matrix(source, layer=layer, obsm_key=None)
+    sample = detection_sample(matrix, rows, seed)
+    kind, reason = detect_input_kind(sample)
+    log = logger.warning if kind == "continuous" else logger.info  # as for one fit (cellw1.pp.preprocessing)
+    log(
+        "input of %s, decided once on %d of its %d cells: %s (input_kind=%r for every fit; pass input_kind= to choose)",
+        fits,
+        sample.shape[0],
+        len(rows),
+        reason,
+        kind,
+    )
+    return kind
+
+
 def _fit_normalisation(
     matrix: Matrix, rows: np.ndarray, spec: PipelineSpec, info: dict[str, Any]
 ) -> tuple[Preprocessor | None, Callable[[Any], np.ndarray]]:
@@ -299,7 +345,7 @@ def _fit_normalisation(
             )
         info["input_kind"], info["input_kind_reason"] = given.input_kind, given.reason
         return given, given.transform
-    detection = matrix.read(spread_sample(rows, DETECTION_ROWS, spec.seed))
+    detection = detection_sample(matrix, rows, spec.seed)
     if spec.obsm_key is not None:
         check_signal_streaming(lambda: row_blocks(matrix, rows), detection, name=f"obsm[{spec.obsm_key!r}]")
         return None, _as_values
