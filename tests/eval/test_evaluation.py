@@ -439,3 +439,13 @@ def test_continuous_input_is_warned_about_once(caplog):
     with caplog.at_level("WARNING", logger="cellw1"):
         evaluate(data, "condition", "ctrl", methods=("identity", "observed", "mean_shift"), n_splits=1, progress=False)
     assert sum("treated as continuous" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_chosen_baseline_with_nothing_to_score_is_warned_and_named_in_the_report(data, tmp_path, caplog):
+    # additive scores combinations "A+B"; this data has none, so a user who asked for it hears why it has no rows
+    with caplog.at_level("WARNING", logger="cellw1.eval.plan"):
+        res = evaluate(data, "condition", "control", methods=["identity", "additive"], n_splits=1, progress=False)
+    assert "additive" not in set(res.table["method"])
+    assert any("additive" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    res.save(tmp_path / "out")
+    assert "No rows for additive" in (tmp_path / "out" / "report.md").read_text()

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..ot.config import W1Config
 from ..pp.preprocessing import Assumption
 from ..tl.spec import EFFECT_ALPHA
-from .plan import CONDITIONAL, plan_evaluation
+from .plan import CONDITIONAL, DEFAULT_METHODS, plan_evaluation
 from .registry import split_methods
 from .result import EvaluationResult, tabulate
 from .run import run_evaluation
@@ -62,9 +62,6 @@ if TYPE_CHECKING:
     from ..ot.config import ConditionalConfig, W2Config
     from ..pp.embedding import EmbeddingConfig
     from ..tl.scgen import ScGenConfig
-
-#: Default methods: the baselines, the observed ceiling and W1. W2 and scgen_vae are slow and optional.
-DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "global_mean", "additive", "nearest", "w1")
 
 
 # -- evaluation ---------------------------------------------------------------------------------------

@@ -54,6 +54,10 @@ SPLIT_RULE = "n_test = min(max(round(0.2 n), 500), 1000, n // 3) per group"
 ExternalTool = Callable[["ad.AnnData", "ad.AnnData", str], Any]
 
 
+#: Default methods: the baselines, the observed ceiling and W1. W2 and scgen_vae are slow and optional.
+DEFAULT_METHODS: tuple[str, ...] = ("identity", "observed", "mean_shift", "global_mean", "additive", "nearest", "w1")
+
+
 @dataclass(frozen=True)
 class EvaluationPlan:
     """What :func:`cellw1.evaluate` runs, checked: the cells, the groups, the methods and their settings.
@@ -358,8 +362,9 @@ def _check_groups(
 
 
 def _note_skipped_baselines(methods: list[str], perturbations: list[str]) -> None:
-    """Say once why a context baseline will have no rows."""
+    """Say once why a context baseline will have no rows: a warning when the methods were chosen, not the default."""
+    say = logger.info if tuple(methods) == tuple(DEFAULT_METHODS) else logger.warning
     if "additive" in methods and not any(COMBINATION in p for p in perturbations):
-        logger.info("additive: no evaluated label is a combination 'A+B'; it has nothing to score.")
+        say("additive: no evaluated label is a combination 'A+B'; it has nothing to score.")
     if "nearest" in methods and (len(perturbations) < 2 or NEAREST_MAP not in methods):
-        logger.info("nearest needs two or more perturbations and %r among the methods; it is skipped.", NEAREST_MAP)
+        say("nearest needs two or more perturbations and %r among the methods; it is skipped.", NEAREST_MAP)

@@ -48,8 +48,16 @@ def report_blocks(
             "better; intervals are percentile bootstraps of the median over perturbations (each the mean of its "
             "splits). How to read every metric: docs/evaluation.md.",
         ),
-        ("h2", f"Verdicts: {reference} against the best baseline of each metric"),
     ]
+    scored = set(summary["method"].astype(str)) if "method" in summary else set()
+    unscored = [m for m in settings.get("methods", []) if m not in scored]
+    if unscored:  # e.g. additive without a combination "A+B", nearest with one perturbation
+        blocks.append(
+            ("p", f"No rows for {', '.join(unscored)}: nothing among the evaluated perturbations to score "
+             "(additive needs combinations 'A+B' whose members have cells of their own; nearest needs two or "
+             "more perturbations and w1 among the methods).")
+        )  # fmt: skip
+    blocks.append(("h2", f"Verdicts: {reference} against the best baseline of each metric"))
     best = comparisons[comparisons["best"].astype(bool)] if len(comparisons) else comparisons
     if len(best):
         blocks.extend(("li", text) for text in best["verdict"])
