@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 
 import pytest
@@ -65,3 +66,34 @@ def test_a_signal_that_lands_in_a_finalizer_is_not_lost(stop, code, monkeypatch,
     monkeypatch.setattr(cli, "build_parser", lambda: parser_running(run))
     assert cli.main([]) == code
     assert capsys.readouterr().err == f"cellw1: {'interrupted' if code == 130 else 'terminated'}\n"
+
+
+@pytest.mark.parametrize(
+    ("library", "command"),
+    [
+        ("set W1Config(effect_alpha=None) to move them anyway.", "set --effect-alpha none to move them anyway."),
+        ("(pass input_kind='log' if they are log-normalised)", "(pass --input-kind log if they are log-normalised)"),
+        ("pass input_kind= to choose", "pass --input-kind to choose"),
+        ("chunk_cells=0 must be an integer >= 1.", "--chunk-cells 0 must be an integer >= 1."),
+        ("so it takes no dose; drop dose=.", "so it takes no dose; drop --dose."),
+        ("effect_alpha = 0.05 and dose_key=None stay", "effect_alpha = 0.05 and dose_key=None stay"),
+    ],
+)
+def test_library_settings_are_named_as_the_command_s_options(library, command):
+    assert cli.for_command_line(library) == command
+
+
+def test_an_error_names_the_option_not_the_python_argument(monkeypatch, capsys):
+    def run(args: argparse.Namespace) -> int:
+        raise cli.CellW1Error("chunk_cells=0 must be an integer >= 1.")
+
+    monkeypatch.setattr(cli, "build_parser", lambda: parser_running(run))
+    assert cli.main([]) == cli.EXIT_INPUT
+    assert capsys.readouterr().err == "cellw1: error: --chunk-cells 0 must be an integer >= 1.\n"
+
+
+def test_a_warning_names_the_option_not_the_python_argument():
+    record = logging.LogRecord(
+        "cellw1.pp", logging.WARNING, __file__, 1, "input: %s (pass input_kind= to choose)", ("x",), None
+    )
+    assert cli._log_handler(False).format(record).endswith("cellw1.pp: input: x (pass --input-kind to choose)")

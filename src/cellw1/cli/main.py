@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -122,16 +123,41 @@ def _add_global_flags(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--quiet", action="store_true", default=default, help="hide progress bars")
 
 
+#: the library's Python spellings of a setting that the command line spells as an option
+_PYTHON_SETTING = re.compile(
+    r"(W1Config\()?\b(effect_alpha|input_kind|chunk_cells|dose)=(?:'([^']*)'|([\w+-]+(?:\.\w+)*))?(?(1)\))"
+)
+
+
+def for_command_line(text: str) -> str:
+    """``text`` (a message of the library) with Python settings named as options: ``input_kind='log'`` -> ``--input-kind log``."""
+
+    def option(match: re.Match[str]) -> str:
+        value = match.group(3) if match.group(3) is not None else match.group(4) or ""
+        value = "none" if value == "None" else value
+        return f"--{match.group(2).replace('_', '-')}" + (f" {value}" if value else "")
+
+    return _PYTHON_SETTING.sub(option, text)
+
+
+class _CommandLineFormatter(logging.Formatter):
+    """The log format of the command, with the library's Python settings named as its options."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Format ``record``, then rename the settings."""
+        return for_command_line(super().format(record))
+
+
 def _log_handler(verbose: bool) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(_CommandLineFormatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     handler.setLevel(logging.INFO if verbose else logging.WARNING)
     return handler
 
 
 def _fail(exc: BaseException, code: int, prefix: str = "error") -> int:
     """Print ``exc`` as one ``cellw1: error: ...`` line on stderr and return ``code``."""
-    message = " ".join(str(exc).split()) or type(exc).__name__
+    message = for_command_line(" ".join(str(exc).split()) or type(exc).__name__)
     print(f"cellw1: {prefix}: {message}", file=sys.stderr)
     return code
 
