@@ -507,7 +507,7 @@ CLI_CASES: list[tuple[str, list[str], int, str]] = [
         "predict-chunk-zero",
         ["predict", "{model}", "{cells}", "--out", "{cli}/p.h5ad", "--on-disk", "--chunk-cells", "0"],
         2,
-        "chunk_cells=0",
+        "--chunk-cells 0 must be",  # the option the user typed, not the Python argument
     ),
     (
         "predict-controls-only-none",
@@ -607,7 +607,7 @@ CLI_CASES: list[tuple[str, list[str], int, str]] = [
     ("fit-data-missing", ["fit", "{cli}/none.h5ad", *FIT[2:], "--out", "{cli}/m"], 2, "does not exist"),
     ("fit-data-garbage", ["fit", "{garbage}", *FIT[2:], "--out", "{cli}/m"], 2, "could not be read"),
     ("fit-buffer-without-disk", [*FIT, "--buffer-cells", "10", "--out", "{cli}/m"], 2, "--on-disk only"),
-    ("fit-effect-alpha-out-of-range", [*FIT, "--effect-alpha", "1.5", "--out", "{cli}/m"], 2, "effect_alpha=1.5"),
+    ("fit-effect-alpha-out-of-range", [*FIT, "--effect-alpha", "1.5", "--out", "{cli}/m"], 2, "--effect-alpha 1.5"),
     ("fit-effect-alpha-not-a-number", [*FIT, "--effect-alpha", "often", "--out", "{cli}/m"], 2, ""),
     (
         "evaluate-out-existing-file",
