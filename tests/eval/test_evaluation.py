@@ -449,3 +449,21 @@ def test_a_chosen_baseline_with_nothing_to_score_is_warned_and_named_in_the_repo
     assert any("additive" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
     res.save(tmp_path / "out")
     assert "No rows for additive" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_evaluate_reads_a_file_as_fit_does(data, tmp_path):
+    path = tmp_path / "cells.h5ad"
+    data.write_h5ad(path)
+    settings = dict(methods=["identity", "mean_shift"], n_splits=1, progress=False)
+    from_file = evaluate(str(path), "condition", "control", **settings)
+    in_memory = evaluate(data, "condition", "control", **settings)
+    columns = ["method", "perturbation", "repeat", "metric"]
+    pd.testing.assert_frame_equal(
+        from_file.table.drop(columns="value").reset_index(drop=True),
+        in_memory.table.drop(columns="value").reset_index(drop=True),
+    )
+    values = from_file.table[~from_file.table.metric.eq("seconds")].set_index(columns)["value"]
+    expected = in_memory.table[~in_memory.table.metric.eq("seconds")].set_index(columns)["value"]
+    pd.testing.assert_series_equal(values, expected)
+    with pytest.raises(InputError, match="does not exist"):
+        evaluate(tmp_path / "missing.h5ad", "condition", "control", **settings)

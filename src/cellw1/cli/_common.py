@@ -7,28 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, overload
 
-from ..errors import InputError
 from ..ot.config import STEP_SIZE_LEARNERS, W1Config
 
 if TYPE_CHECKING:
-    import anndata as ad
+    pass
 
 #: a solver config class (W1Config or a subclass)
 C = TypeVar("C", bound=W1Config)
-
-
-def read_h5ad(path: Path) -> ad.AnnData:
-    """Read an ``.h5ad`` file or ``.zarr`` store into memory; a missing or unreadable one is an InputError."""
-    import anndata
-
-    zarr = path.suffix.lower() == ".zarr"
-    if not (path.is_dir() if zarr else path.is_file()):
-        raise InputError(f"{str(path)!r} does not exist; give the path of an .h5ad file or .zarr store.")
-    try:
-        return anndata.read_zarr(path) if zarr else anndata.read_h5ad(path)
-    except Exception as exc:  # h5py / zarr / anndata raise many types for a bad file
-        kind = ".zarr store" if zarr else ".h5ad file"
-        raise InputError(f"{str(path)!r} could not be read as an {kind} ({type(exc).__name__}: {exc}).") from exc
 
 
 def add_disk_argument(parser: argparse.ArgumentParser, what: str) -> None:

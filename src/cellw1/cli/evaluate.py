@@ -13,9 +13,10 @@ from ..errors import ConfigError, InputError
 from ..eval.confidence import check_confidence
 from ..eval.evaluation import DEFAULT_METHODS, evaluate
 from ..files.outputs import check_output
+from ..io.readers import read_in_memory
 from ..ot.config import W2Config
 from ..tl.scgen import ScGenConfig
-from ._common import add_solver_arguments, read_h5ad, solver_config
+from ._common import add_solver_arguments, solver_config
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.condition_key is None or args.control is None:
             raise InputError("with DATA, give --condition-key and --control (the obs column and the control label).")
-        adata = read_h5ad(args.data)
+        adata = read_in_memory(args.data)
         condition_key, control = args.condition_key, args.control
     holdout = None
     if args.holdout is not None:

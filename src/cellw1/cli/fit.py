@@ -9,12 +9,13 @@ from typing import Any
 
 from ..errors import InputError
 from ..files.outputs import check_output
+from ..io.readers import read_in_memory
 from ..ot.config import ConditionalConfig, W1Config
 from ..parallel.perturbations import fit_all
 from ..tl.api import fit
 from ..tl.conditional import fit_conditional
 from ..tl.methods import ALIASES, METHODS
-from ._common import add_data_arguments, add_disk_argument, add_solver_arguments, read_h5ad, solver_config
+from ._common import add_data_arguments, add_disk_argument, add_solver_arguments, solver_config
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     effect_alpha = w1_config.effect_alpha
     config = w1_config if args.method == "w1" else None
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")  # before the fit, not after
-    adata = str(args.data) if args.on_disk else read_h5ad(args.data)
+    adata = str(args.data) if args.on_disk else read_in_memory(args.data)
     common: dict[str, Any] = dict(
         layer=args.layer,
         obsm_key=args.obsm_key,
@@ -174,7 +175,7 @@ def _run_conditional(args: argparse.Namespace) -> int:
     labels = args.perturbation or ["all"]
     config = solver_config(args, ConditionalConfig)  # the conditional defaults, then the options given
     model = fit_conditional(
-        str(args.data) if args.on_disk else read_h5ad(args.data),
+        str(args.data) if args.on_disk else read_in_memory(args.data),
         args.condition_key,
         args.control,
         None if "all" in labels else labels,

@@ -11,13 +11,14 @@ import numpy as np
 from ..errors import InputError
 from ..files.atomic import atomic_output
 from ..files.outputs import check_output
+from ..io.readers import read_in_memory
 from ..io.source import open_source
 from ..pp.labels import label_series
 from ..tl.collection import ModelCollection, load
 from ..tl.conditional import ConditionalModel
 from ..tl.model import PerturbationModel
 from ..tl.prediction import PREDICT_CHUNK
-from ._common import add_disk_argument, read_h5ad
+from ._common import add_disk_argument
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             "--key-added writes a copy of the input in memory to an .h5ad with one model's prediction as a layer; "
             "give one model's directory, drop --on-disk and use --out *.h5ad."
         )
-    data = str(args.data) if args.on_disk else read_h5ad(args.data)
+    data = str(args.data) if args.on_disk else read_in_memory(args.data)
     cells = control_cells(model, data) if args.controls_only else None
     if args.key_added is not None:
         assert not isinstance(model, ModelCollection)  # refused above

@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from ..files.outputs import check_output
+from ..io.readers import read_in_memory
 from ..ot.config import ConditionalConfig
 from ..pl import screen_effects, screen_map
 from ..tl.screen import screen
-from ._common import add_disk_argument, add_solver_arguments, read_h5ad, solver_config
+from ._common import add_disk_argument, add_solver_arguments, solver_config
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the screen and write its files."""
     check_output(args.out, kind="directory", inputs=[args.data], what="--out")
     result = screen(
-        str(args.data) if args.on_disk else read_h5ad(args.data),
+        str(args.data) if args.on_disk else read_in_memory(args.data),
         args.condition_key,
         args.control,
         space=args.space,

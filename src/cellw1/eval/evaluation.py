@@ -45,9 +45,11 @@ once and returns a frozen :class:`~cellw1.eval.plan.EvaluationPlan`;
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..io.readers import read_in_memory
 from ..ot.config import W1Config
 from ..pp.preprocessing import Assumption
 from ..tl.spec import EFFECT_ALPHA
@@ -66,7 +68,7 @@ if TYPE_CHECKING:
 
 # -- evaluation ---------------------------------------------------------------------------------------
 def evaluate(
-    adata: ad.AnnData,
+    adata: ad.AnnData | str | os.PathLike,
     condition_key: str,
     control: str,
     perturbations: Sequence[str] | None = None,
@@ -100,7 +102,8 @@ def evaluate(
     Parameters
     ----------
     adata
-        Cells x genes (counts or log-normalised), never modified.
+        Cells x genes (counts or log-normalised), never modified; or the path of an ``.h5ad``
+        file or ``.zarr`` store, read into memory (an evaluation fits on every split's cells).
     condition_key, control
         Column of ``adata.obs`` with the conditions and the control label.
     perturbations
@@ -165,6 +168,8 @@ def evaluate(
     -------
     EvaluationResult
     """
+    if isinstance(adata, str | os.PathLike):
+        adata = read_in_memory(adata)
     plan = plan_evaluation(
         adata,
         condition_key,

@@ -353,6 +353,19 @@ class DiskData:
         self.close()
 
 
+def read_in_memory(path: str | os.PathLike) -> anndata.AnnData:
+    """Read an ``.h5ad`` file or ``.zarr`` store into memory; a missing or unreadable one is an InputError."""
+    path = Path(path)
+    zarr_store = path.suffix.lower() == ".zarr"
+    if not (path.is_dir() if zarr_store else path.is_file()):
+        raise InputError(f"{str(path)!r} does not exist; give the path of an .h5ad file or .zarr store.")
+    try:
+        return anndata.read_zarr(path) if zarr_store else anndata.read_h5ad(path)
+    except Exception as exc:  # h5py / zarr / anndata raise many types for a bad file
+        kind = ".zarr store" if zarr_store else ".h5ad file"
+        raise InputError(f"{str(path)!r} could not be read as an {kind} ({type(exc).__name__}: {exc}).") from exc
+
+
 def open_disk_data(data: str | os.PathLike | anndata.AnnData) -> DiskData:
     """Open a ``.h5ad`` file or ``.zarr`` store, or wrap a backed AnnData, without reading X.
 
