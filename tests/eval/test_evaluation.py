@@ -467,3 +467,19 @@ def test_evaluate_reads_a_file_as_fit_does(data, tmp_path):
     pd.testing.assert_series_equal(values, expected)
     with pytest.raises(InputError, match="does not exist"):
         evaluate(tmp_path / "missing.h5ad", "condition", "control", **settings)
+
+
+def test_de_direction_either_scores_a_knock_out_on_the_genes_it_lowers():
+    # the response only goes down: ranked up, the 4 scored genes are noise; in either direction, the 4 it lowers
+    adata = count_adata(["ctrl", "ko"], [300, 300], 30, seed=3, effects={1: 0.15}, affected=4, gamma=(4.0, 1.0))
+    shift = {}
+    for direction in ("up", "either"):
+        res = evaluate(
+            adata, "condition", "ctrl", methods=["observed"], n_splits=1, n_de_genes=4, de_direction=direction,
+            metrics=["l2"], effect_alpha=None, progress=False,
+        )  # fmt: skip
+        assert res.settings["de_direction"] == direction
+        shift[direction] = res.table.set_index("metric").loc["control_shift", "value"]
+    assert shift["either"] > 3 * shift["up"]
+    with pytest.raises(ConfigError, match="de_direction='down'"):
+        evaluate(adata, "condition", "ctrl", methods=["observed"], de_direction="down", progress=False)

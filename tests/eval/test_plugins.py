@@ -39,6 +39,7 @@ def plan(adata: ad.AnnData, methods: tuple[str, ...], **kwargs):
         "n_splits": 1,
         "n_repeats": None,
         "n_de_genes": 50,
+        "de_direction": "up",
         "holdout": None,
         "metrics": None,
         "plot_perturbation": None,

@@ -11,6 +11,7 @@ import pandas as pd
 from ..datasets import synthetic_perturbation
 from ..errors import ConfigError, InputError
 from ..eval.confidence import check_confidence
+from ..eval.degenes import DE_DIRECTIONS
 from ..eval.evaluation import DEFAULT_METHODS, evaluate
 from ..files.outputs import check_output
 from ..io.readers import read_in_memory
@@ -65,6 +66,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--repeats", type=int, default=None, help="deprecated alias of --splits")
     parser.add_argument("--de-genes", type=int, default=50, help="top DE genes scored (default: %(default)s)")
+    parser.add_argument(
+        "--de-direction",
+        choices=DE_DIRECTIONS,
+        default="up",
+        help="rank the DE genes by the most up-regulated (the paper's protocol) or the most changed in either "
+        "direction, so a knock-out's loss of expression is scored (default: %(default)s)",
+    )
     parser.add_argument(
         "--holdout",
         default=None,
@@ -151,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
         n_splits=args.splits,
         n_repeats=args.repeats,
         n_de_genes=args.de_genes,
+        de_direction=args.de_direction,
         holdout=holdout,
         config=config,
         w2_config=W2Config(n_iters=args.w2_iters),

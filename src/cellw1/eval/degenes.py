@@ -25,6 +25,9 @@ from ..ot.training import cpu_threads
 
 logger = logging.getLogger(__name__)
 
+#: how genes are ranked: ``"up"`` (most up-regulated first, the paper's and CellOT's), ``"either"`` (by |score|)
+DeDirection = Literal["up", "either"]
+DE_DIRECTIONS: tuple[str, ...] = ("up", "either")
 #: ``rank_genes_groups`` methods supported here (``logreg`` needs scikit-learn, not a dependency).
 METHODS = ("wilcoxon", "t-test", "t-test_overestim_var")
 
@@ -52,7 +55,7 @@ def top_de_genes(
     gene_names: Sequence[str],
     n_genes: int = 50,
     method: str = "wilcoxon",
-    direction: Literal["up", "either"] = "up",
+    direction: DeDirection = "up",
 ) -> list[str]:
     """The ``n_genes`` genes most up-ranked (or most changed) in perturbed cells versus control cells.
 
@@ -83,7 +86,7 @@ def top_de_genes(
     """
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not supported; use one of {', '.join(METHODS)}.")
-    if direction not in ("up", "either"):
+    if direction not in DE_DIRECTIONS:
         raise ConfigError(f"direction {direction!r} is not supported; use 'up' or 'either'.")
     if isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
         raise ConfigError(f"n_genes must be a positive integer, got {n_genes!r}.")

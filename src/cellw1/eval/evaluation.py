@@ -53,6 +53,7 @@ from ..io.readers import read_in_memory
 from ..ot.config import W1Config
 from ..pp.preprocessing import Assumption
 from ..tl.spec import EFFECT_ALPHA
+from .degenes import DeDirection
 from .plan import CONDITIONAL, DEFAULT_METHODS, plan_evaluation
 from .registry import split_methods
 from .result import EvaluationResult, tabulate
@@ -80,6 +81,7 @@ def evaluate(
     n_splits: int | None = None,
     n_repeats: int | None = None,
     n_de_genes: int = 50,
+    de_direction: DeDirection = "up",
     holdout: tuple[str, str] | None = None,
     config: W1Config | None = None,
     w2_config: W2Config | None = None,
@@ -129,6 +131,10 @@ def evaluate(
         Deprecated alias of ``n_splits`` (a FutureWarning).
     n_de_genes
         DE genes scored per perturbation (the paper uses 50).
+    de_direction
+        How they are ranked: ``"up"``, the most up-regulated first (the paper's and CellOT's
+        protocol), or ``"either"``, the most changed in either direction (a knock-out's loss of
+        expression then counts). The response axis always uses ``"either"``.
     holdout
         ``(covariate_key, value)``: out-of-distribution evaluation on the cells with that value.
     config, w2_config, conditional_config
@@ -180,6 +186,7 @@ def evaluate(
         n_splits=n_splits,
         n_repeats=n_repeats,
         n_de_genes=n_de_genes,
+        de_direction=de_direction,
         holdout=holdout,
         metrics=metrics,
         plot_perturbation=plot_perturbation,

@@ -28,6 +28,7 @@ from ..tl.conditional import COMBINATION
 from ..tl.pipeline import shared_input_kind
 from ..tl.spec import MIN_CELLS
 from .celleval import check_suite
+from .degenes import DE_DIRECTIONS, DeDirection
 from .metrics import METRICS
 from .scoring import SPLIT_METRICS
 from .splits import check_group_sizes, holdout_mask
@@ -78,6 +79,7 @@ class EvaluationPlan:
     obsm_key: str | None
     n_splits: int
     n_de_genes: int
+    de_direction: DeDirection
     holdout: tuple[str, str] | None
     held_out: np.ndarray | None
     configs: Mapping[str, Any]
@@ -107,6 +109,7 @@ class EvaluationPlan:
             "obsm_key": self.obsm_key,
             "n_splits": self.n_splits,
             "n_de_genes": self.n_de_genes,
+            "de_direction": self.de_direction,
             "holdout": None if self.holdout is None else [str(self.holdout[0]), str(self.holdout[1])],
             "seed": self.seed,
             "metrics": list(self.metrics) if self.metrics is not None else [*METRICS, *SPLIT_METRICS],
@@ -142,6 +145,7 @@ def plan_evaluation(
     n_splits: int | None,
     n_repeats: int | None,
     n_de_genes: int,
+    de_direction: DeDirection,
     holdout: tuple[str, str] | None,
     metrics: Sequence[str] | str | None,
     plot_perturbation: str | None,
@@ -168,6 +172,8 @@ def plan_evaluation(
     tools = _check_external(external, chosen_methods)
     n_splits = _check_splits(n_splits, n_repeats, adata)
     n_de_genes = _check_positive_int(n_de_genes, "n_de_genes")
+    if de_direction not in DE_DIRECTIONS:
+        raise ConfigError(f"de_direction={de_direction!r} is not supported; use one of {DE_DIRECTIONS}.")
     metrics = _check_metrics(metrics)
     seed = check_seed(seed)
     effect_alpha = check_effect_alpha(effect_alpha)
@@ -201,6 +207,7 @@ def plan_evaluation(
         methods=chosen_methods,
         n_splits=n_splits,
         n_de_genes=n_de_genes,
+        de_direction=de_direction,
         holdout=holdout,
         held_out=held_out,
         configs=configs,

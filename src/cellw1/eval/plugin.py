@@ -116,6 +116,7 @@ class SplitRun:
                 plan.condition_key,
                 plan.control,
                 plan.n_de_genes,
+                plan.de_direction,
             )
         return self.scorer
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..pp.labels import label_series
 from .context import SplitContext
-from .degenes import top_de_genes
+from .degenes import DeDirection, top_de_genes
 from .metrics import Metric, compute_metrics
 from .response import ResponseAxis, responder_share, response_distance
 from .systema import centroid_accuracy, pearson_delta
@@ -136,19 +136,20 @@ def split_scorer(
     condition_key: str,
     control: str,
     n_de_genes: int,
+    de_direction: DeDirection = "up",
 ) -> SplitScorer:
     """Build the split's observed side, in ``model``'s units, scored on the top DE genes of the training cells.
 
     Every method fits the same preprocessing on the same training cells, so one DE-gene
-    selection (training cells only) and one preprocessing of the test cells serve all methods;
-    the response axis is fitted on the top DE genes in either direction.
+    selection (training cells only, ranked ``de_direction``) and one preprocessing of the test
+    cells serve all methods; the response axis is fitted on the top DE genes in either direction.
     """
     is_control = (label_series(train.obs[condition_key], key=condition_key, warn=False) == control).to_numpy()
     train_values = np.asarray(model.preprocess(train), dtype=np.float64)
     columns = axis_columns = None
     if model.obsm_key is None:
         control, perturbed, features = train_values[is_control], train_values[~is_control], model.features
-        genes = top_de_genes(control, perturbed, features, n_de_genes)
+        genes = top_de_genes(control, perturbed, features, n_de_genes, direction=de_direction)
         columns = pd.Index(features).get_indexer(genes)
         changed = top_de_genes(control, perturbed, features, n_de_genes, direction="either")
         axis_columns = pd.Index(features).get_indexer(changed)
