@@ -58,6 +58,33 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         default="auto",
         help="counts, log (log-normalised), continuous (any sign, never clipped); default: detected",
     )
+    _add_protocol_arguments(parser)
+    parser.add_argument(
+        "--w2-iters",
+        type=int,
+        default=W2Config().n_iters,
+        help="W2/ICNN outer iterations (default: %(default)s, W2Config's; the paper uses 100,000)",
+    )
+    parser.add_argument(
+        "--suite",
+        choices=("cellw1", "cell-eval"),
+        default="cellw1",
+        help="metrics: cellw1's own, or also cell-eval's full profile per split (needs cellw1[eval]; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--scgen-epochs",
+        type=int,
+        default=None,
+        help="training epochs of the real scGen, method scgen_vae (default: the scgen package's 100)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    _add_report_arguments(parser)
+    add_solver_arguments(parser)
+    return parser
+
+
+def _add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
+    """How the cells are split and scored: splits, DE genes, out-of-distribution holdout."""
     parser.add_argument(
         "--splits",
         type=int,
@@ -79,25 +106,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="out-of-distribution: hold out cells with obs[KEY] == VALUE",
     )
-    parser.add_argument(
-        "--w2-iters",
-        type=int,
-        default=W2Config().n_iters,
-        help="W2/ICNN outer iterations (default: %(default)s, W2Config's; the paper uses 100,000)",
-    )
-    parser.add_argument(
-        "--suite",
-        choices=("cellw1", "cell-eval"),
-        default="cellw1",
-        help="metrics: cellw1's own, or also cell-eval's full profile per split (needs cellw1[eval]; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--scgen-epochs",
-        type=int,
-        default=None,
-        help="training epochs of the real scGen, method scgen_vae (default: the scgen package's 100)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+
+
+def _add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the report goes and what it compares."""
     parser.add_argument("--out", type=Path, default=Path("cellw1-report"), help="report folder (default: %(default)s)")
     parser.add_argument(
         "--reference",
@@ -107,8 +119,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--confidence", type=float, default=0.95, help="level of the bootstrap intervals (default: %(default)s)"
     )
-    add_solver_arguments(parser)
-    return parser
 
 
 def _check_report_options(args: argparse.Namespace) -> None:
