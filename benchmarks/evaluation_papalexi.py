@@ -14,6 +14,7 @@ response-distribution claim: on STAT1, JAK2, IFNGR1 and IFNGR2, w1 against the m
 Torch runs on one thread; the load average of the machine is recorded (it is shared).
 
     python -m benchmarks evaluation_papalexi [--splits 5] [--targets STAT1,JAK2,...] [--from-table PATH]
+    python -m benchmarks evaluation_papalexi --de-direction either --out benchmarks/results/evaluation_papalexi_either
 """
 
 # %%
@@ -60,8 +61,9 @@ def evaluate(args: argparse.Namespace) -> tuple[EvaluationResult, dict]:
         return EvaluationResult(table=table, settings=settings), settings
     targets = None if args.targets is None else args.targets.split(",")
     result = cellw1.evaluate(
-        papalexi(), "target", "non-targeting", targets, n_splits=args.splits, seed=args.seed, progress=True
-    )
+        papalexi(), "target", "non-targeting", targets, n_splits=args.splits, seed=args.seed,
+        de_direction=args.de_direction, progress=True,
+    )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)  # the table first: a report can be redone from it
     result.table.to_csv(args.out / "results.csv", index=False)
     (args.out / "settings.json").write_text(json.dumps(result.settings, indent=2))
@@ -87,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--splits", type=int, default=5)
     p.add_argument("--targets", default=None, help="comma-separated targets (default: all 25)")
     p.add_argument("--from-table", type=Path, default=None, help="a saved results.csv: report only, no fits")
+    p.add_argument(
+        "--de-direction", choices=("up", "either"), default="up",
+        help="DE genes scored: most up-regulated (the paper's) or most changed in either direction",
+    )  # fmt: skip
     args = parse(p, argv)
     one_thread()
     load_before = os.getloadavg()
@@ -109,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     report(result, claim, lost)
     summary = {
         "data": "Papalexi 2021, grna_frac >= 0.8, gene space (299 genes), top-50 DE genes per split",
+        "de_direction": settings.get("de_direction", "up"),
         "n_perturbations": len(settings.get("perturbations", [])),
         "n_splits": settings.get("n_splits"),
         "methods": settings.get("methods"),
