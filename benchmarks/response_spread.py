@@ -40,7 +40,7 @@ import torch
 
 import cellw1
 from cellw1.eval.context import split_rows
-from cellw1.eval.degenes import top_de_genes
+from cellw1.eval.degenes import de_gene_rankings
 from cellw1.eval.metrics import compute_metrics
 from cellw1.eval.response import ResponseAxis, response_distance
 from cellw1.ot.potential import gradient
@@ -140,13 +140,12 @@ def run_split(adata: Any, labels: np.ndarray, target: str, split: int, direction
     )  # fmt: skip
     train = w1.preprocess(train_cells).astype(np.float32)
     is_control = labels[rows.train] == CONTROL
-    genes = top_de_genes(train[is_control], train[~is_control], w1.features, 50)
-    cols = pd.Index(w1.features).get_indexer(genes)
+    ranked = de_gene_rankings(train[is_control], train[~is_control], w1.features, 50)  # one test, both ways
+    cols = pd.Index(w1.features).get_indexer(ranked["up"])
     if direction == "all":
         on_axis = np.arange(len(w1.features))
     else:
-        changed = top_de_genes(train[is_control], train[~is_control], w1.features, 50, direction=direction)
-        on_axis = pd.Index(w1.features).get_indexer(changed)
+        on_axis = pd.Index(w1.features).get_indexer(ranked[direction])
     axis = ResponseAxis.fit(
         train[is_control][:, on_axis].astype(np.float64), train[~is_control][:, on_axis].astype(np.float64)
     )

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 #: how genes are ranked: ``"up"`` (most up-regulated first, the paper's and CellOT's), ``"either"`` (by |score|)
 DeDirection = Literal["up", "either"]
-DE_DIRECTIONS: tuple[str, ...] = ("up", "either")
+DE_DIRECTIONS: tuple[DeDirection, ...] = ("up", "either")
 #: ``rank_genes_groups`` methods supported here (``logreg`` needs scikit-learn, not a dependency).
 METHODS = ("wilcoxon", "t-test", "t-test_overestim_var")
 
@@ -84,10 +84,27 @@ def top_de_genes(
     list of str
         Gene names, best first.
     """
+    return de_gene_rankings(X_control, X_perturbed, gene_names, n_genes, method, (direction,))[direction]
+
+
+def de_gene_rankings(
+    X_control: Any,
+    X_perturbed: Any,
+    gene_names: Sequence[str],
+    n_genes: int = 50,
+    method: str = "wilcoxon",
+    directions: Sequence[DeDirection] = DE_DIRECTIONS,
+) -> dict[str, list[str]]:
+    """The top ``n_genes`` genes in each of ``directions``, from one test: as :func:`top_de_genes` for each.
+
+    A scorer that needs the genes ranked both ways (the scored genes and the response axis of
+    :mod:`cellw1.eval.scoring`) runs ``rank_genes_groups`` once.
+    """
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not supported; use one of {', '.join(METHODS)}.")
-    if direction not in DE_DIRECTIONS:
-        raise ConfigError(f"direction {direction!r} is not supported; use 'up' or 'either'.")
+    for direction in directions:
+        if direction not in DE_DIRECTIONS:
+            raise ConfigError(f"direction {direction!r} is not supported; use 'up' or 'either'.")
     if isinstance(n_genes, bool) or not isinstance(n_genes, (int, np.integer)) or n_genes < 1:
         raise ConfigError(f"n_genes must be a positive integer, got {n_genes!r}.")
     control, perturbed = (
@@ -133,8 +150,10 @@ def top_de_genes(
     result = adata.uns["rank_genes_groups"]
     ranked = np.asarray(result["names"]["perturbed"]).astype(str)
     scores = np.asarray(result["scores"]["perturbed"], dtype=np.float64)
-    scores = np.where(np.isnan(scores), -np.inf, scores if direction == "up" else np.abs(scores))
-    order = np.argsort(-scores, kind="stable")
-    top = [str(g) for g in ranked[order][:n_genes]]
-    logger.debug("top %d DE genes (%s): %s", len(top), method, top[:10])
-    return top
+    tops: dict[str, list[str]] = {}
+    for direction in directions:
+        ranking = np.where(np.isnan(scores), -np.inf, scores if direction == "up" else np.abs(scores))
+        order = np.argsort(-ranking, kind="stable")
+        tops[direction] = [str(g) for g in ranked[order][:n_genes]]
+        logger.debug("top %d DE genes (%s, %s): %s", n_genes, method, direction, tops[direction][:10])
+    return tops

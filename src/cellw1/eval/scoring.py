@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..pp.labels import label_series
 from .context import SplitContext
-from .degenes import DeDirection, top_de_genes
+from .degenes import DeDirection, de_gene_rankings
 from .metrics import Metric, compute_metrics
 from .response import ResponseAxis, responder_share, response_distance
 from .systema import centroid_accuracy, pearson_delta
@@ -149,10 +149,10 @@ def split_scorer(
     columns = axis_columns = None
     if model.obsm_key is None:
         control, perturbed, features = train_values[is_control], train_values[~is_control], model.features
-        genes = top_de_genes(control, perturbed, features, n_de_genes, direction=de_direction)
+        ranked = de_gene_rankings(control, perturbed, features, n_de_genes, directions=(de_direction, "either"))
+        genes = ranked[de_direction]
         columns = pd.Index(features).get_indexer(genes)
-        changed = top_de_genes(control, perturbed, features, n_de_genes, direction="either")
-        axis_columns = pd.Index(features).get_indexer(changed)
+        axis_columns = pd.Index(features).get_indexer(ranked["either"])
         logger.debug(
             "%s r%d: scoring on %d DE genes (first: %s)", context.perturbation, context.repeat, len(genes), genes[:5]
         )
