@@ -206,9 +206,10 @@ def predict_source(
     ``stacked=False`` (one model): one predicted cell per input cell, ``uns["cellw1"]`` describes
     the model. ``stacked=True``: the models' predictions one after the other, cells named
     ``"<cell>-<label>"`` and labelled in ``obs["_prediction"]``, as ``anndata.concat`` stacks
-    them, ``uns["cellw1"]`` describing every model (:func:`stacked_record`). ``with_controls`` (one model only): the input cells on the model's scale follow the
-    predicted ones, labelled as the control (``PerturbationModel.predict``). Returns the
-    AnnData, or the path of ``out`` once it is written.
+    them, ``uns["cellw1"]`` describing every model (:func:`stacked_record`). ``with_controls``
+    (one model only): the input cells on the model's scale follow the predicted ones, labelled
+    as the control (``PerturbationModel.predict``). Returns the AnnData, or the path of ``out``
+    once it is written.
     """
     import anndata as ad
     from tqdm.auto import tqdm
