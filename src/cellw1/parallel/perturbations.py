@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,13 +23,15 @@ from ..tl.collection import CollectionDirectory, ModelCollection
 from ..tl.methods import check_method
 from ..tl.model import PerturbationModel
 from ..tl.pipeline import EncodedGroup, encode_group, fit_shared_space, shared_input_kind
-from ..tl.shared_embedding import common_embedding
+from ..tl.shared_embedding import fingerprint, has_weights
 from ..tl.spec import FitSpec
 from .cluster import check_scheduler, fit_on_client, open_client
 
 if TYPE_CHECKING:
     import anndata as ad
     from distributed import Client
+
+    from ..pp.embedding import Embedding
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +165,7 @@ def _fit_labels(
     else:  # before the directory is opened: its settings name the kind decided
         spec, kwargs = _one_input_kind(source, labels, spec, perturbations, kwargs)
     store = None if out is None else CollectionDirectory(out, spec.settings(), [source.origin], spec.embedding)
+    holding_one_embedding = _holding_one_embedding(spec.embedding)
     with store or contextlib.nullcontext():  # out stays locked while written
         models: dict[str, PerturbationModel] = {} if store is None else store.completed(perturbations)
         if models:
@@ -179,7 +183,7 @@ def _fit_labels(
                 if store is not None:
                     store.add_failure(label, str(outcome))
             else:
-                models[label] = _with_shared_space(outcome, spec)
+                models[label] = holding_one_embedding(outcome)
                 if store is not None:
                     store.add(label, outcome)
 
@@ -202,16 +206,24 @@ def _fit_labels(
     return ModelCollection(ordered, {p: failures[p] for p in perturbations if p in failures}, resumed)
 
 
-def _with_shared_space(model: PerturbationModel, spec: FitSpec) -> PerturbationModel:
-    """``model`` holding the shared space's one embedding object, where it holds an equal copy.
+def _holding_one_embedding(shared: Embedding | None) -> Callable[[PerturbationModel], PerturbationModel]:
+    """Give a model the shared space's one embedding object, where it holds an equal copy.
 
     A model fitted on a Dask worker comes back with its own copy of the shared embedding; the
-    collection then holds one embedding, not one per model.
+    collection then holds one embedding, not one per model. The shared embedding is hashed
+    once, when the first copy comes back.
     """
-    shared = spec.embedding
-    if shared is not None and model.embedding is not shared and common_embedding([shared, model.embedding]) is shared:
-        model.embedding = shared
-    return model
+    if shared is None or not has_weights(shared):
+        return lambda model: model
+    one: Embedding = shared
+    shared_print = functools.cache(lambda: fingerprint(one))
+
+    def holding(model: PerturbationModel) -> PerturbationModel:
+        if model.embedding is not one and fingerprint(model.embedding) == shared_print():
+            model.embedding = one
+        return model
+
+    return holding
 
 
 def _requested(labels: Any, spec: FitSpec, perturbations: Sequence[str] | None) -> list[str]:

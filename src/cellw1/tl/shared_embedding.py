@@ -37,6 +37,11 @@ def _description(embedding: Embedding) -> dict[str, Any]:
     return _described(json.loads(json.dumps(embedding.header())))
 
 
+def fingerprint(embedding: Embedding) -> tuple[str, dict[str, Any]]:
+    """What makes two embeddings the same one: their tensors' checksum and their description without ``info``."""
+    return tensor_checksum(embedding.state_tensors()), _description(embedding)
+
+
 def has_weights(embedding: Embedding) -> bool:
     """Whether ``embedding`` has weights to store (the genes space has none: nothing to share)."""
     return bool(embedding.state_tensors())
@@ -55,11 +60,8 @@ def common_embedding(embeddings: list[Embedding]) -> Embedding | None:
     unique = {id(e): e for e in embeddings if e is not first}
     if not unique:
         return first
-    checksum, description = tensor_checksum(first.state_tensors()), _description(first)
-    for other in unique.values():
-        if _description(other) != description or tensor_checksum(other.state_tensors()) != checksum:
-            return None
-    return first
+    first_print = fingerprint(first)
+    return first if all(fingerprint(other) == first_print for other in unique.values()) else None
 
 
 class SharedEmbedding:
@@ -85,7 +87,7 @@ class SharedEmbedding:
         (InputError) when it holds another, which models of the directory may refer to.
         """
         tensors = embedding.state_tensors()
-        checksum, description = tensor_checksum(tensors), _description(embedding)
+        checksum, description = fingerprint(embedding)
         if keep and self.path.exists():
             try:
                 _, there, there_description = self._load()
@@ -110,7 +112,7 @@ class SharedEmbedding:
         held, checksum, description = self._held
         if embedding is held:
             return True
-        return _description(embedding) == description and tensor_checksum(embedding.state_tensors()) == checksum
+        return fingerprint(embedding) == (checksum, description)
 
     def reference(self, embedding: Embedding) -> dict[str, str]:
         """What a model file keeps instead of ``embedding``'s weights: the file's name and checksum."""
